@@ -1,0 +1,45 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "cmcd-sentinel",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cmcd-sentinel", targets: ["CMCDSentinel"]),
+        .executable(name: "sentinel-bench", targets: ["SentinelBenchmark"]),
+        .library(name: "CMCD", targets: ["CMCD"]),
+        .library(name: "CMCDRecords", targets: ["CMCDRecords"]),
+        .library(name: "CMCDDetection", targets: ["CMCDDetection"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // Pure core: no IO, no dependencies beyond the standard library.
+        .target(name: "SentinelJSON", swiftSettings: strict),
+        .target(name: "CMCD", dependencies: ["SentinelJSON"], swiftSettings: strict),
+        .target(name: "CMCDRecords", dependencies: ["CMCD", "SentinelJSON"], swiftSettings: strict),
+        .target(
+            name: "CMCDDetection",
+            dependencies: ["CMCDRecords", "SentinelJSON", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strict),
+        // Edges: command line.
+        .target(
+            name: "SentinelCLI",
+            dependencies: [
+                "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(name: "CMCDSentinel", dependencies: ["SentinelCLI"], swiftSettings: strict),
+        .executableTarget(
+            name: "SentinelBenchmark", dependencies: ["CMCDRecords", "CMCDDetection"], swiftSettings: strict),
+        .testTarget(name: "CMCDTests", dependencies: ["CMCD", "SentinelJSON"], exclude: ["Vectors"], swiftSettings: strict),
+        .testTarget(name: "CMCDRecordsTests", dependencies: ["CMCDRecords"], swiftSettings: strict),
+        .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
+        .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,258 @@
+import SentinelJSON
+
+/// How a CMCD payload was transmitted.
+public enum CMCDForm: String, Sendable, CaseIterable {
+    /// The `CMCD=` query argument (a full URL, a query string, or the bare encoded value).
+    case query
+    /// The `CMCD-Request`, `CMCD-Object`, `CMCD-Status` and `CMCD-Session` headers.
+    case header
+    /// The dictionary itself, not URL-encoded.
+    case raw
+    /// A v1 JSON object (or an array of them).
+    case json
+    /// A v2 event-mode POST body: one record per line.
+    case body
+}
+
+/// Decodes CMCD from each transmission form into `CMCDPayload`s.
+public enum CMCDDecoder {
+    /// How many times a query value is URL-decoded at most: CloudFront re-encodes `%`, so
+    /// double and triple encoding occur in real logs.
+    public static let maxQueryDecodings = 3
+
+    // MARK: Query
+
+    /// Decodes the `CMCD=` argument. Accepts a full URL, a query string or, when
+    /// `allowBareValue` is set and there is no `CMCD=` argument, the bare encoded value.
+    public static func decodeQuery(_ text: String, allowBareValue: Bool = true) throws(CMCDDecodingError) -> CMCDPayload {
+        var copy = text
+        var scratch: [UInt8] = []
+        var scratch2: [UInt8] = []
+        let outcome = copy.withUTF8 { bytes in
+            Result { () throws(CMCDDecodingError) in
+                try decodeQuery(bytes: bytes, allowBareValue: allowBareValue, scratch: &scratch, scratch2: &scratch2)
+            }
+        }
+        guard let result = try outcome.get() else { throw .noCMCD("no CMCD query argument") }
+        return result
+    }
+
+    /// Byte-level query decoding for the record parser; `nil` when there is no `CMCD=` argument.
+    /// `scratch` and `scratch2` are reusable buffers, so a steady stream allocates nothing here.
+    public static func decodeQuery(
+        bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool, scratch: inout [UInt8], scratch2: inout [UInt8]
+    ) throws(CMCDDecodingError) -> CMCDPayload? {
+        guard let range = queryValueRange(bytes, allowBareValue: allowBareValue) else { return nil }
+        let value = UnsafeBufferPointer(rebasing: bytes[range])
+        PercentDecoding.decode(value, plusAsSpace: true, into: &scratch)
+        var decodings = 1
+        while decodings < maxQueryDecodings {
+            let again = scratch.withUnsafeBufferPointer { PercentDecoding.looksEncoded($0) }
+            if !again { break }
+            scratch.withUnsafeBufferPointer { _ = PercentDecoding.decode($0, plusAsSpace: false, into: &scratch2) }
+            swap(&scratch, &scratch2)
+            decodings += 1
+        }
+        return try scratch.withUnsafeBufferPointer { buffer in Result { () throws(CMCDDecodingError) in try CMCDPayload(rawBytes: buffer) } }.get()
+    }
+
+    /// Finds the value of the `CMCD` argument in a URL or query string.
+    static func queryValueRange(_ bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool) -> Range<Int>? {
+        var start = 0
+        var end = bytes.count
+        if let q = bytes.firstIndex(of: UInt8(ascii: "?")) { start = q + 1 }
+        if let hash = bytes[start...].firstIndex(of: UInt8(ascii: "#")) { end = hash }
+        var pieceStart = start
+        var pieces = 0
+        while pieceStart <= end {
+            let pieceEnd = bytes[pieceStart..<end].firstIndex(of: UInt8(ascii: "&")) ?? end
+            pieces += 1
+            let n = pieceEnd - pieceStart
+            if n >= 5, bytes[pieceStart] == UInt8(ascii: "C"), bytes[pieceStart + 1] == UInt8(ascii: "M"),
+                bytes[pieceStart + 2] == UInt8(ascii: "C"), bytes[pieceStart + 3] == UInt8(ascii: "D"),
+                bytes[pieceStart + 4] == UInt8(ascii: "=")
+            {
+                return (pieceStart + 5)..<pieceEnd
+            }
+            pieceStart = pieceEnd + 1
+        }
+        if allowBareValue, pieces == 1, start < end { return start..<end }
+        return nil
+    }
+
+    // MARK: Headers
+
+    /// Whether a header name is one of the four CMCD headers (case-insensitive).
+    public static func isCMCDHeader(_ name: some StringProtocol) -> Bool {
+        CMCDKeys.headerNames.contains { $0.utf8.count == name.utf8.count && $0.lowercased() == name.lowercased() }
+    }
+
+    /// Merges the four CMCD headers (names case-insensitive; other headers ignored).
+    /// Returns `nil` when none of them is present.
+    public static func decodeHeaders(_ headers: [(name: String, value: String)]) throws(CMCDDecodingError) -> CMCDPayload? {
+        var members: [(key: String, value: SFMember)] = []
+        var found = false
+        for header in headers where isCMCDHeader(header.name.trimmingSpaces) {
+            found = true
+            let parsed: [(key: String, value: SFMember)]
+            do { parsed = try SFDictionaryParser.parse(header.value) } catch { throw .syntax(error) }
+            for member in parsed {
+                if let i = members.firstIndex(where: { $0.key == member.key }) {
+                    members[i].value = member.value
+                } else {
+                    members.append(member)
+                }
+            }
+        }
+        guard found else { return nil }
+        return try CMCDPayload(members: members)
+    }
+
+    /// Decodes HTTP header lines (`Name: value`, one per line).
+    public static func decodeHeaderLines(_ text: String) throws(CMCDDecodingError) -> CMCDPayload {
+        var headers: [(name: String, value: String)] = []
+        for line in text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
+            guard let colon = line.firstIndex(of: ":") else {
+                throw .invalidInput("header line without ':': \(line.prefix(60))")
+            }
+            headers.append((String(line[..<colon]), String(line[line.index(after: colon)...]).trimmingSpaces))
+        }
+        guard let payload = try decodeHeaders(headers) else { throw .noCMCD("no CMCD-Request, CMCD-Object, CMCD-Status or CMCD-Session header") }
+        return payload
+    }
+
+    /// Decodes CloudFront's `cs-headers` field: URL-encoded header lines joined by `%0A`.
+    /// Returns `nil` quickly when no CMCD header is present.
+    public static func decodeCloudFrontHeaders(bytes: UnsafeBufferPointer<UInt8>, scratch: inout [UInt8]) throws(CMCDDecodingError) -> CMCDPayload? {
+        guard containsCMCDPrefix(bytes) else { return nil }
+        PercentDecoding.decode(bytes, plusAsSpace: false, into: &scratch)
+        let text = String(decoding: scratch, as: UTF8.self)
+        var headers: [(name: String, value: String)] = []
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let name = line[..<colon]
+            guard isCMCDHeader(name.trimmingSpaces) else { continue }
+            headers.append((String(name), String(line[line.index(after: colon)...]).trimmingSpaces))
+        }
+        return try decodeHeaders(headers)
+    }
+
+    /// Case-insensitive search for `cmcd-`: the cheap test before decoding a header blob.
+    static func containsCMCDPrefix(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        let n = bytes.count
+        guard n >= 5 else { return false }
+        var i = 0
+        while i <= n - 5 {
+            if bytes[i] | 0x20 == UInt8(ascii: "c"), bytes[i + 1] | 0x20 == UInt8(ascii: "m"),
+                bytes[i + 2] | 0x20 == UInt8(ascii: "c"), bytes[i + 3] | 0x20 == UInt8(ascii: "d"),
+                bytes[i + 4] == UInt8(ascii: "-")
+            {
+                return true
+            }
+            i += 1
+        }
+        return false
+    }
+
+    // MARK: Body
+
+    /// Decodes an event-mode POST body: one record per line, surrounding spaces ignored,
+    /// blank lines skipped. A bad line fails the whole call with its line number.
+    public static func decodeBody(_ text: String) throws(CMCDDecodingError) -> [CMCDPayload] {
+        var payloads: [CMCDPayload] = []
+        var lineNumber = 0
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            var record = String(line)
+            if record.hasSuffix("\r") { record.removeLast() }
+            record = record.trimmingSpaces
+            if record.isEmpty { continue }
+            do {
+                payloads.append(try CMCDPayload(raw: record))
+            } catch {
+                throw .invalidInput("line \(lineNumber): \(error)")
+            }
+        }
+        return payloads
+    }
+
+    // MARK: JSON
+
+    /// Decodes a v1 JSON object (`{"bs":true,"rtp":15000,"sid":"..."}`).
+    public static func decodeJSON(_ value: JSONValue) throws(CMCDDecodingError) -> CMCDPayload {
+        guard case .object(let members) = value else { throw .invalidInput("expected a JSON object") }
+        var sf: [(key: String, value: SFMember)] = []
+        var ignored: [CMCDIgnoredKey] = []
+        for (key, json) in members {
+            let tokenKey = CMCDKeys.kind(of: key) == .token
+            if let member = sfMember(fromJSON: json, asToken: tokenKey) {
+                sf.append((key, member))
+            } else {
+                ignored.append(CMCDIgnoredKey(key: key, reason: "unsupported JSON value"))
+            }
+        }
+        return try CMCDPayload(members: sf, ignored: ignored)
+    }
+
+    /// Decodes JSON text: one object, or an array of objects.
+    public static func decodeJSON(text: String) throws(CMCDDecodingError) -> [CMCDPayload] {
+        let value: JSONValue
+        do { value = try JSONParser.parse(text) } catch { throw .invalidInput(error.description) }
+        if case .array(let items) = value {
+            var payloads: [CMCDPayload] = []
+            for item in items { payloads.append(try decodeJSON(item)) }
+            return payloads
+        }
+        return [try decodeJSON(value)]
+    }
+
+    static func sfBareItem(fromJSON json: JSONValue, asToken: Bool) -> SFBareItem? {
+        switch json {
+        case .bool(let b): return .boolean(b)
+        case .int(let i): return .integer(i)
+        case .double(let d): return d.isFinite ? .decimal(d) : nil
+        case .string(let s): return asToken ? .token(s) : .string(s)
+        default: return nil
+        }
+    }
+
+    static func sfItem(fromJSON json: JSONValue, asToken: Bool) -> SFItem? {
+        if case .object = json, let value = json["value"], let params = json["params"]?.objectMembers {
+            guard let bare = sfBareItem(fromJSON: value, asToken: asToken) else { return nil }
+            var parameters: [SFParameter] = []
+            for (key, p) in params {
+                guard let v = sfBareItem(fromJSON: p, asToken: true) else { return nil }
+                parameters.append(SFParameter(key: key, value: v))
+            }
+            return SFItem(bare, parameters: parameters)
+        }
+        return sfBareItem(fromJSON: json, asToken: asToken).map { SFItem($0) }
+    }
+
+    static func sfMember(fromJSON json: JSONValue, asToken: Bool) -> SFMember? {
+        if case .array(let items) = json {
+            guard items.count <= SFDictionaryParser.Limits().maxListItems else { return nil }
+            var list: [SFItem] = []
+            for item in items {
+                guard let sf = sfItem(fromJSON: item, asToken: asToken) else { return nil }
+                list.append(sf)
+            }
+            return .innerList(list, parameters: [])
+        }
+        return sfItem(fromJSON: json, asToken: asToken).map { .item($0) }
+    }
+}
+
+extension StringProtocol {
+    /// The text without leading and trailing spaces and tabs.
+    var trimmingSpaces: String {
+        let scalars = unicodeScalars
+        var start = scalars.startIndex
+        var end = scalars.endIndex
+        while start < end, scalars[start] == " " || scalars[start] == "\t" { start = scalars.index(after: start) }
+        while end > start, scalars[scalars.index(before: end)] == " " || scalars[scalars.index(before: end)] == "\t" {
+            end = scalars.index(before: end)
+        }
+        return String(String.UnicodeScalarView(scalars[start..<end]))
+    }
+}

@@ -1,0 +1,407 @@
+import SentinelJSON
+
+/// One key of a payload, in wire order.
+public struct CMCDEntry: Sendable, Hashable {
+    public var key: String
+    public var value: SFMember
+    /// False when a reserved key carries a value of the wrong type: the typed views ignore
+    /// it, and it is listed in `CMCDPayload.ignored`.
+    public var isValid: Bool
+    public init(key: String, value: SFMember, isValid: Bool = true) {
+        self.key = key
+        self.value = value
+        self.isValid = isValid
+    }
+}
+
+/// A key the decoder dropped, and why (the rest of the payload is kept).
+public struct CMCDIgnoredKey: Sendable, Hashable, CustomStringConvertible {
+    public var key: String
+    public var reason: String
+    public var description: String { "\(key): \(reason)" }
+}
+
+/// A numeric key that v2 sends as an inner list with object-type parameters
+/// (`bl=(2100;v 1800;a)`) and v1 as a single integer (`bl=2100`).
+public struct CMCDMeasure: Sendable, Hashable {
+    public struct Component: Sendable, Hashable {
+        public var value: Int64
+        public var objectType: CMCDObjectType?
+    }
+
+    public var components: [Component]
+
+    /// The value for one object type: the component tagged with it, else the only
+    /// untagged component, else the smallest (the track that limits playback).
+    public func value(for objectType: CMCDObjectType?) -> Int64? {
+        if components.count == 1 { return components[0].value }
+        if let objectType, let tagged = components.first(where: { $0.objectType == objectType }) {
+            return tagged.value
+        }
+        return components.lazy.map(\.value).min()
+    }
+
+    /// The largest component (for cumulative counters such as `bsa`).
+    public var maximum: Int64? { components.lazy.map(\.value).max() }
+}
+
+/// Why a payload as a whole could not be decoded.
+public enum CMCDDecodingError: Error, Sendable, Equatable, CustomStringConvertible {
+    case syntax(SFParseError)
+    case unsupportedVersion(Int64)
+    case noCMCD(String)
+    case invalidInput(String)
+
+    public var description: String {
+        switch self {
+        case .syntax(let e): return "malformed CMCD: \(e)"
+        case .unsupportedVersion(let v): return "unsupported CMCD version \(v) (this decoder understands 1 and 2)"
+        case .noCMCD(let why): return why
+        case .invalidInput(let why): return why
+        }
+    }
+}
+
+/// A decoded CMCD payload: every key in wire order, plus typed views of the keys the
+/// detectors and sinks use.
+///
+/// A reserved key whose value has the wrong type is ignored by the typed views (and listed
+/// in `ignored`) without discarding the rest; it stays in `entries`, marked invalid, so the
+/// wire content can still be shown. A `v` above 2 rejects the whole payload, as
+/// CTA-5004-A requires.
+public struct CMCDPayload: Sendable, Hashable {
+    public private(set) var entries: [CMCDEntry] = []
+    public private(set) var ignored: [CMCDIgnoredKey] = []
+
+    /// `v`; 1 when absent.
+    public private(set) var version: Int = 1
+    public private(set) var sessionID: String?
+    public private(set) var contentID: String?
+    public private(set) var objectType: CMCDObjectType?
+    public private(set) var streamingFormat: String?
+    public private(set) var streamType: String?
+    public private(set) var state: CMCDPlayerState?
+    public private(set) var event: String?
+    public private(set) var startup = false
+    public private(set) var bufferStarvation = false
+    public private(set) var backgrounded = false
+    public private(set) var nonRendered = false
+    public private(set) var bufferLength: CMCDMeasure?
+    public private(set) var encodedBitrate: CMCDMeasure?
+    public private(set) var topBitrate: CMCDMeasure?
+    public private(set) var measuredThroughput: CMCDMeasure?
+    public private(set) var playheadBitrate: CMCDMeasure?
+    public private(set) var targetBufferLength: CMCDMeasure?
+    public private(set) var starvationCount: CMCDMeasure?
+    public private(set) var starvationDuration: CMCDMeasure?
+    public private(set) var starvationDurationTotal: CMCDMeasure?
+    public private(set) var objectDuration: Int64?
+    public private(set) var deadline: Int64?
+    public private(set) var requestedMaxThroughput: Int64?
+    public private(set) var mediaStartDelay: Int64?
+    public private(set) var playheadTime: Int64?
+    public private(set) var sequenceNumber: Int64?
+    public private(set) var timestamp: Int64?
+    public private(set) var liveLatency: Int64?
+    public private(set) var droppedFrames: Int64?
+    public private(set) var playbackRate: Double?
+    public private(set) var errorCodes: [String] = []
+    public private(set) var nextObjectRequests: [String] = []
+
+    public init() {}
+
+    /// Builds a payload from parsed dictionary members, validating each reserved key's type.
+    public init(members: [(key: String, value: SFMember)], ignored alreadyIgnored: [CMCDIgnoredKey] = []) throws(CMCDDecodingError) {
+        ignored = alreadyIgnored
+        // `v` decides how some keys read, and keys may come in any order: find it first.
+        if let v = members.last(where: { $0.key == "v" }) {
+            if case .item(let item) = v.value, case .integer(let n) = item.value {
+                if n > 2 { throw .unsupportedVersion(n) }
+                if n >= 1 { version = Int(n) }
+            }
+        }
+        entries.reserveCapacity(members.count)
+        for (key, member) in members {
+            switch CMCDPayload.normalize(key: key, member: member, version: version) {
+            case .success(let value):
+                entries.append(CMCDEntry(key: key, value: value))
+                assignTyped(key: key, value: value)
+            case .failure(let reason):
+                entries.append(CMCDEntry(key: key, value: member, isValid: false))
+                ignored.append(CMCDIgnoredKey(key: key, reason: reason.text))
+            }
+        }
+    }
+
+    /// Parses a CMCD dictionary (the payload as it is once transport encoding is removed).
+    public init(raw: String, limits: SFDictionaryParser.Limits = .init()) throws(CMCDDecodingError) {
+        let members: [(key: String, value: SFMember)]
+        do { members = try SFDictionaryParser.parse(raw, limits: limits) } catch { throw .syntax(error) }
+        try self.init(members: members)
+    }
+
+    /// Parses a CMCD dictionary from bytes.
+    public init(rawBytes: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init()) throws(CMCDDecodingError) {
+        let members: [(key: String, value: SFMember)]
+        do { members = try SFDictionaryParser.parse(bytes: rawBytes, limits: limits) } catch { throw .syntax(error) }
+        try self.init(members: members)
+    }
+
+    /// The valid value of a key.
+    public subscript(key: String) -> SFMember? {
+        entries.last(where: { $0.key == key && $0.isValid })?.value
+    }
+
+    public var isEmpty: Bool { entries.isEmpty }
+
+    /// Up-converts v1 forms to v2 (single integers to one-element lists, `nor` strings to
+    /// lists), as CML's `convertToLatest` does. `v` itself is left as sent.
+    public func convertedToLatest() -> CMCDPayload {
+        var copy = self
+        copy.entries = entries.map { entry in
+            guard entry.isValid, let kind = CMCDKeys.kind(of: entry.key), case .item(let item) = entry.value else { return entry }
+            switch kind {
+            case .integerList, .objectRequests, .stringList:
+                return CMCDEntry(key: entry.key, value: .innerList([item], parameters: []), isValid: true)
+            default:
+                return entry
+            }
+        }
+        return copy
+    }
+
+    // MARK: - Validation
+
+    struct Reason: Error { let text: String }
+
+    static func normalize(key: String, member: SFMember, version: Int) -> Result<SFMember, Reason> {
+        guard let kind = CMCDKeys.kind(of: key) else { return .success(member) }  // custom or unknown: kept as sent
+        switch kind {
+        case .integerList:
+            switch member {
+            case .item(let item):
+                if case .integer = item.value { return .success(member) }
+            case .innerList(let items, _):
+                if items.allSatisfy({ if case .integer = $0.value { true } else { false } }) { return .success(member) }
+            }
+            return .failure(Reason(text: "expected an integer or an inner list of integers"))
+        case .integer:
+            if case .item(let item) = member, case .integer = item.value { return .success(member) }
+            return .failure(Reason(text: "expected an integer"))
+        case .decimal:
+            if case .item(let item) = member {
+                switch item.value {
+                case .integer, .decimal: return .success(member)
+                default: break
+                }
+            }
+            return .failure(Reason(text: "expected a decimal"))
+        case .boolean:
+            if case .item(let item) = member {
+                switch item.value {
+                case .boolean: return .success(member)
+                // Lenient: early players send `bs=true` / `su=false`.
+                case .token(let t), .string(let t):
+                    if t == "true" { return .success(.item(SFItem(.boolean(true), parameters: item.parameters))) }
+                    if t == "false" { return .success(.item(SFItem(.boolean(false), parameters: item.parameters))) }
+                default: break
+                }
+            }
+            return .failure(Reason(text: "expected a boolean"))
+        case .string, .stringOrInteger:
+            if case .item(let item) = member {
+                if case .string(let s) = item.value {
+                    if let limit = maxLength(of: key), s.utf8.count > limit {
+                        return .failure(Reason(text: "longer than \(limit) characters"))
+                    }
+                    return .success(member)
+                }
+                if kind == .stringOrInteger, case .integer = item.value { return .success(member) }
+            }
+            return .failure(Reason(text: "expected a string"))
+        case .token:
+            if case .item(let item) = member {
+                let text: String?
+                switch item.value {
+                case .token(let t): text = t
+                case .string(let s): text = s  // lenient: quoted tokens (`sta="s"`) from pre-CML players
+                default: text = nil
+                }
+                if let text {
+                    if let allowed = CMCDKeys.allowedTokens(for: key), !allowed.contains(text) {
+                        return .failure(Reason(text: "'\(text.prefix(16))' is not a valid \(key) token"))
+                    }
+                    return .success(.item(SFItem(.token(text), parameters: item.parameters)))
+                }
+            }
+            return .failure(Reason(text: "expected a token"))
+        case .stringList:
+            switch member {
+            case .innerList(let items, _):
+                if items.allSatisfy({ if case .string = $0.value { true } else { false } }) { return .success(member) }
+            case .item(let item):
+                if case .string = item.value { return .success(.innerList([item], parameters: [])) }  // lenient
+            }
+            return .failure(Reason(text: "expected an inner list of strings"))
+        case .objectRequests:
+            switch member {
+            case .innerList(let items, _):
+                if items.allSatisfy({ if case .string = $0.value { true } else { false } }) { return .success(member) }
+            case .item(let item):
+                if case .string(let s) = item.value {
+                    // v1 `nor` is URL-encoded inside the quotes; hand back the path itself.
+                    if version == 1 {
+                        return .success(.item(SFItem(.string(PercentDecoding.decode(s, plusAsSpace: false)), parameters: item.parameters)))
+                    }
+                    return .success(member)
+                }
+            }
+            return .failure(Reason(text: "expected a string or an inner list of strings"))
+        }
+    }
+
+    static func maxLength(of key: String) -> Int? {
+        switch key {
+        case "sid": return 64
+        case "cid", "h": return 128
+        case "cen": return 64
+        default: return nil
+        }
+    }
+
+    private static func measure(_ member: SFMember) -> CMCDMeasure {
+        switch member {
+        case .item(let item):
+            if case .integer(let n) = item.value {
+                return CMCDMeasure(components: [.init(value: n, objectType: objectTypeParameter(item.parameters))])
+            }
+            return CMCDMeasure(components: [])
+        case .innerList(let items, _):
+            return CMCDMeasure(components: items.compactMap { item in
+                guard case .integer(let n) = item.value else { return nil }
+                return .init(value: n, objectType: objectTypeParameter(item.parameters))
+            })
+        }
+    }
+
+    private static func objectTypeParameter(_ parameters: [SFParameter]) -> CMCDObjectType? {
+        for p in parameters {
+            if case .boolean(true) = p.value, let ot = CMCDObjectType(rawValue: p.key) { return ot }
+            if p.key == "ot", case .token(let t) = p.value, let ot = CMCDObjectType(rawValue: t) { return ot }
+        }
+        return nil
+    }
+
+    private static func strings(_ member: SFMember) -> [String] {
+        switch member {
+        case .item(let item):
+            if case .string(let s) = item.value { return [s] }
+            return []
+        case .innerList(let items, _):
+            return items.compactMap { if case .string(let s) = $0.value { s } else { nil } }
+        }
+    }
+
+    private mutating func assignTyped(key: String, value: SFMember) {
+        var scalar: SFBareItem? {
+            if case .item(let item) = value { return item.value }
+            return nil
+        }
+        var integer: Int64? {
+            if case .integer(let n)? = scalar { return n }
+            return nil
+        }
+        var text: String? {
+            switch scalar {
+            case .string(let s)?, .token(let s)?: return s
+            default: return nil
+            }
+        }
+        var flag: Bool {
+            if case .boolean(let b)? = scalar { return b }
+            return false
+        }
+        switch key {
+        case "sid": sessionID = text
+        case "cid": contentID = text
+        case "ot": objectType = text.flatMap(CMCDObjectType.init(rawValue:))
+        case "sf": streamingFormat = text
+        case "st": streamType = text
+        case "sta": state = text.flatMap(CMCDPlayerState.init(rawValue:))
+        case "e": event = text
+        case "su": startup = flag
+        case "bs": bufferStarvation = flag
+        case "bg": backgrounded = flag
+        case "nr": nonRendered = flag
+        case "bl": bufferLength = Self.measure(value)
+        case "br": encodedBitrate = Self.measure(value)
+        case "tb": topBitrate = Self.measure(value)
+        case "mtp": measuredThroughput = Self.measure(value)
+        case "pb": playheadBitrate = Self.measure(value)
+        case "tbl": targetBufferLength = Self.measure(value)
+        case "bsa": starvationCount = Self.measure(value)
+        case "bsd": starvationDuration = Self.measure(value)
+        case "bsda": starvationDurationTotal = Self.measure(value)
+        case "d": objectDuration = integer
+        case "dl": deadline = integer
+        case "rtp": requestedMaxThroughput = integer
+        case "msd": mediaStartDelay = integer
+        case "pt": playheadTime = integer
+        case "sn": sequenceNumber = integer
+        case "ts": timestamp = integer
+        case "ltc": liveLatency = integer
+        case "dfa": droppedFrames = integer
+        case "pr":
+            switch scalar {
+            case .integer(let n)?: playbackRate = Double(n)
+            case .decimal(let d)?: playbackRate = d
+            default: break
+            }
+        case "ec": errorCodes = Self.strings(value)
+        case "nor": nextObjectRequests = Self.strings(value)
+        default: break
+        }
+    }
+
+    // MARK: - JSON
+
+    /// The payload as JSON: booleans as `true`/`false`, numbers as numbers, tokens and strings
+    /// as strings (or `{"token": ...}` when `tokensAsObjects`), inner lists as arrays, and an
+    /// item or list with parameters as `{"value": ..., "params": {...}}`.
+    /// Keys with values of the wrong type are included unless `validOnly` is set.
+    public func jsonValue(tokensAsObjects: Bool = false, validOnly: Bool = false) -> JSONValue {
+        .object(entries.filter { !validOnly || $0.isValid }.map { ($0.key, Self.json($0.value, tokensAsObjects: tokensAsObjects)) })
+    }
+
+    static func json(_ member: SFMember, tokensAsObjects: Bool) -> JSONValue {
+        switch member {
+        case .item(let item):
+            return json(item, tokensAsObjects: tokensAsObjects)
+        case .innerList(let items, let parameters):
+            let list = JSONValue.array(items.map { json($0, tokensAsObjects: tokensAsObjects) })
+            if parameters.isEmpty { return list }
+            return .object([("value", list), ("params", json(parameters, tokensAsObjects: tokensAsObjects))])
+        }
+    }
+
+    static func json(_ item: SFItem, tokensAsObjects: Bool) -> JSONValue {
+        let value = json(item.value, tokensAsObjects: tokensAsObjects)
+        if item.parameters.isEmpty { return value }
+        return .object([("value", value), ("params", json(item.parameters, tokensAsObjects: tokensAsObjects))])
+    }
+
+    static func json(_ parameters: [SFParameter], tokensAsObjects: Bool) -> JSONValue {
+        .object(parameters.map { ($0.key, json($0.value, tokensAsObjects: tokensAsObjects)) })
+    }
+
+    static func json(_ bare: SFBareItem, tokensAsObjects: Bool) -> JSONValue {
+        switch bare {
+        case .integer(let n): return .int(n)
+        case .decimal(let d): return .double(d)
+        case .string(let s): return .string(s)
+        case .token(let t): return tokensAsObjects ? .object([("token", .string(t))]) : .string(t)
+        case .boolean(let b): return .bool(b)
+        case .byteSequence(let b): return .string(b)
+        }
+    }
+}

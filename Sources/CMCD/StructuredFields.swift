@@ -1,0 +1,327 @@
+/// RFC 8941 structured field values, as CMCD uses them.
+
+/// A bare item: the scalar at the bottom of every structured field value.
+public enum SFBareItem: Sendable, Hashable {
+    case integer(Int64)
+    case decimal(Double)
+    case string(String)
+    case token(String)
+    case boolean(Bool)
+    case byteSequence(String)  // the base64 text between the colons, undecoded
+}
+
+/// A named parameter (`;v`, `;r="0-99"`).
+public struct SFParameter: Sendable, Hashable {
+    public var key: String
+    public var value: SFBareItem
+    public init(key: String, value: SFBareItem) {
+        self.key = key
+        self.value = value
+    }
+}
+
+/// An item: a bare item with parameters.
+public struct SFItem: Sendable, Hashable {
+    public var value: SFBareItem
+    public var parameters: [SFParameter]
+    public init(_ value: SFBareItem, parameters: [SFParameter] = []) {
+        self.value = value
+        self.parameters = parameters
+    }
+}
+
+/// A dictionary member's value: an item or an inner list.
+public enum SFMember: Sendable, Hashable {
+    case item(SFItem)
+    case innerList([SFItem], parameters: [SFParameter])
+
+    public static func bare(_ value: SFBareItem) -> SFMember { .item(SFItem(value)) }
+}
+
+/// Why a structured field could not be parsed.
+public struct SFParseError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let offset: Int
+    public let reason: String
+    public var description: String { "\(reason) at character \(offset + 1)" }
+}
+
+/// Parses RFC 8941 dictionaries from bytes, within limits that bound the work any
+/// input can cause.
+public struct SFDictionaryParser {
+    public struct Limits: Sendable {
+        /// Members in one dictionary.
+        public var maxMembers: Int = 128
+        /// Items in one inner list, and parameters on one item.
+        public var maxListItems: Int = 64
+        /// Bytes in one string, token or key.
+        public var maxStringBytes: Int = 2048
+        public init() {}
+    }
+
+    public static func parse(_ text: String, limits: Limits = Limits()) throws(SFParseError) -> [(key: String, value: SFMember)] {
+        var copy = text
+        let result = copy.withUTF8 { buffer in Result { () throws(SFParseError) in try parse(bytes: buffer, limits: limits) } }
+        return try result.get()
+    }
+
+    /// Parses a whole dictionary; leading and trailing spaces are ignored.
+    public static func parse(bytes: UnsafeBufferPointer<UInt8>, limits: Limits = Limits()) throws(SFParseError) -> [(key: String, value: SFMember)] {
+        var cursor = Cursor(bytes: bytes, limits: limits)
+        return try cursor.parseDictionary()
+    }
+
+    struct Cursor {
+        let bytes: UnsafeBufferPointer<UInt8>
+        let limits: Limits
+        var index = 0
+
+        init(bytes: UnsafeBufferPointer<UInt8>, limits: Limits) {
+            self.bytes = bytes
+            self.limits = limits
+        }
+
+        func fail(_ reason: String) -> SFParseError { SFParseError(offset: index, reason: reason) }
+
+        @inline(__always) var atEnd: Bool { index >= bytes.count }
+        @inline(__always) var current: UInt8 { bytes[index] }
+
+        mutating func skipSpaces() {
+            while index < bytes.count, bytes[index] == 0x20 { index += 1 }
+        }
+
+        mutating func skipOWS() {
+            while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x09 { index += 1 }
+        }
+
+        mutating func parseDictionary() throws(SFParseError) -> [(key: String, value: SFMember)] {
+            var members: [(key: String, value: SFMember)] = []
+            skipSpaces()
+            // Trailing spaces are not part of the field.
+            var end = bytes.count
+            while end > index, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+            let limited = UnsafeBufferPointer(rebasing: bytes[0..<end])
+            var inner = Cursor(bytes: limited, limits: limits)
+            inner.index = index
+            if inner.atEnd { return members }
+            while true {
+                let key = try inner.parseKey()
+                let member: SFMember
+                if !inner.atEnd, inner.current == UInt8(ascii: "=") {
+                    inner.index += 1
+                    member = try inner.parseItemOrInnerList()
+                } else {
+                    member = .item(SFItem(.boolean(true), parameters: try inner.parseParameters()))
+                }
+                if let existing = members.firstIndex(where: { $0.key == key }) {
+                    members[existing].value = member  // RFC 8941: the last value wins
+                } else {
+                    guard members.count < limits.maxMembers else { throw inner.fail("more than \(limits.maxMembers) keys") }
+                    members.append((key, member))
+                }
+                inner.skipOWS()
+                if inner.atEnd { return members }
+                guard inner.current == UInt8(ascii: ",") else { throw inner.fail("expected ',' after a member") }
+                inner.index += 1
+                inner.skipOWS()
+                if inner.atEnd { throw inner.fail("trailing comma") }
+            }
+        }
+
+        @inline(__always) static func isKeyStart(_ c: UInt8) -> Bool {
+            (c >= 0x61 && c <= 0x7A) || c == 0x2A || (c >= 0x41 && c <= 0x5A)
+        }
+
+        @inline(__always) static func isKeyChar(_ c: UInt8) -> Bool {
+            (c >= 0x61 && c <= 0x7A) || (c >= 0x30 && c <= 0x39) || c == 0x5F || c == 0x2D || c == 0x2E || c == 0x2A
+                || (c >= 0x41 && c <= 0x5A)
+        }
+
+        /// Keys per RFC 8941, leniently also accepting upper-case letters (seen in custom keys).
+        mutating func parseKey() throws(SFParseError) -> String {
+            guard !atEnd, Cursor.isKeyStart(current) else { throw fail("expected a key") }
+            let start = index
+            index += 1
+            while !atEnd, Cursor.isKeyChar(current) { index += 1 }
+            guard index - start <= limits.maxStringBytes else { throw fail("key too long") }
+            return makeASCIIString(start, index)
+        }
+
+        func makeASCIIString(_ start: Int, _ end: Int) -> String {
+            String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+        }
+
+        mutating func parseItemOrInnerList() throws(SFParseError) -> SFMember {
+            if !atEnd, current == UInt8(ascii: "(") {
+                index += 1
+                var items: [SFItem] = []
+                while true {
+                    skipSpaces()
+                    guard !atEnd else { throw fail("unterminated inner list") }
+                    if current == UInt8(ascii: ")") {
+                        index += 1
+                        return .innerList(items, parameters: try parseParameters())
+                    }
+                    guard items.count < limits.maxListItems else { throw fail("more than \(limits.maxListItems) list items") }
+                    let value = try parseBareItem()
+                    items.append(SFItem(value, parameters: try parseParameters()))
+                    guard !atEnd, current == 0x20 || current == UInt8(ascii: ")") else {
+                        throw fail("expected ' ' or ')' in inner list")
+                    }
+                }
+            }
+            let value = try parseBareItem()
+            return .item(SFItem(value, parameters: try parseParameters()))
+        }
+
+        mutating func parseParameters() throws(SFParseError) -> [SFParameter] {
+            guard !atEnd, current == UInt8(ascii: ";") else { return [] }
+            var parameters: [SFParameter] = []
+            while !atEnd, current == UInt8(ascii: ";") {
+                index += 1
+                skipSpaces()
+                let key = try parseKey()
+                var value = SFBareItem.boolean(true)
+                if !atEnd, current == UInt8(ascii: "=") {
+                    index += 1
+                    value = try parseBareItem()
+                }
+                if let existing = parameters.firstIndex(where: { $0.key == key }) {
+                    parameters[existing].value = value
+                } else {
+                    guard parameters.count < limits.maxListItems else { throw fail("too many parameters") }
+                    parameters.append(SFParameter(key: key, value: value))
+                }
+            }
+            return parameters
+        }
+
+        mutating func parseBareItem() throws(SFParseError) -> SFBareItem {
+            guard !atEnd else { throw fail("expected a value") }
+            let c = current
+            switch c {
+            case UInt8(ascii: "-"), 0x30...0x39: return try parseNumber()
+            case UInt8(ascii: "\""): return .string(try parseString())
+            case UInt8(ascii: "?"):
+                index += 1
+                guard !atEnd else { throw fail("expected ?0 or ?1") }
+                let b = current
+                index += 1
+                if b == UInt8(ascii: "1") { return .boolean(true) }
+                if b == UInt8(ascii: "0") { return .boolean(false) }
+                index -= 1
+                throw fail("expected ?0 or ?1")
+            case UInt8(ascii: ":"):
+                index += 1
+                let start = index
+                while !atEnd, current != UInt8(ascii: ":") {
+                    let b = current
+                    let ok = (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39)
+                        || b == 0x2B || b == 0x2F || b == 0x3D
+                    guard ok else { throw fail("invalid byte sequence character") }
+                    index += 1
+                }
+                guard !atEnd else { throw fail("unterminated byte sequence") }
+                guard index - start <= limits.maxStringBytes else { throw fail("byte sequence too long") }
+                let text = makeASCIIString(start, index)
+                index += 1
+                return .byteSequence(text)
+            default:
+                if (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2A {
+                    return .token(try parseToken())
+                }
+                throw fail("unexpected character")
+            }
+        }
+
+        @inline(__always) static func isTokenChar(_ c: UInt8) -> Bool {
+            // tchar / ":" / "/"
+            switch c {
+            case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
+            case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+                UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+                UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"),
+                UInt8(ascii: ":"), UInt8(ascii: "/"):
+                return true
+            default: return false
+            }
+        }
+
+        mutating func parseToken() throws(SFParseError) -> String {
+            let start = index
+            index += 1
+            while !atEnd, Cursor.isTokenChar(current) { index += 1 }
+            guard index - start <= limits.maxStringBytes else { throw fail("token too long") }
+            return makeASCIIString(start, index)
+        }
+
+        mutating func parseString() throws(SFParseError) -> String {
+            index += 1
+            let start = index
+            var hasEscape = false
+            while true {
+                guard !atEnd else { throw fail("unterminated string") }
+                let c = current
+                if c == UInt8(ascii: "\\") {
+                    hasEscape = true
+                    index += 1
+                    guard !atEnd, current == UInt8(ascii: "\"") || current == UInt8(ascii: "\\") else {
+                        throw fail("invalid escape in string")
+                    }
+                    index += 1
+                    continue
+                }
+                if c == UInt8(ascii: "\"") { break }
+                guard c >= 0x20, c <= 0x7E else { throw fail("non-printable character in string") }
+                index += 1
+            }
+            let end = index
+            index += 1
+            guard end - start <= limits.maxStringBytes else { throw fail("string too long") }
+            if !hasEscape { return makeASCIIString(start, end) }
+            var out: [UInt8] = []
+            out.reserveCapacity(end - start)
+            var i = start
+            while i < end {
+                if bytes[i] == UInt8(ascii: "\\") { i += 1 }
+                out.append(bytes[i])
+                i += 1
+            }
+            return String(decoding: out, as: UTF8.self)
+        }
+
+        mutating func parseNumber() throws(SFParseError) -> SFBareItem {
+            var negative = false
+            if current == UInt8(ascii: "-") {
+                negative = true
+                index += 1
+            }
+            guard !atEnd, current >= 0x30, current <= 0x39 else { throw fail("expected a digit") }
+            var integerPart: Int64 = 0
+            var digits = 0
+            while !atEnd, current >= 0x30, current <= 0x39 {
+                digits += 1
+                guard digits <= 15 else { throw fail("integer has more than 15 digits") }
+                integerPart = integerPart * 10 + Int64(current - 0x30)
+                index += 1
+            }
+            guard !atEnd, current == UInt8(ascii: ".") else {
+                return .integer(negative ? -integerPart : integerPart)
+            }
+            guard digits <= 12 else { throw fail("decimal has more than 12 integer digits") }
+            index += 1
+            var fraction: Int64 = 0
+            var fractionDigits = 0
+            while !atEnd, current >= 0x30, current <= 0x39 {
+                fractionDigits += 1
+                guard fractionDigits <= 3 else { throw fail("decimal has more than 3 fractional digits") }
+                fraction = fraction * 10 + Int64(current - 0x30)
+                index += 1
+            }
+            guard fractionDigits > 0 else { throw fail("decimal ends with '.'") }
+            var scale = 1.0
+            for _ in 0..<fractionDigits { scale *= 10 }
+            let magnitude = Double(integerPart) + Double(fraction) / scale
+            return .decimal(negative ? -magnitude : magnitude)
+        }
+    }
+}
