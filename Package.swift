@@ -22,15 +22,13 @@ let package = Package(
         .target(name: "SentinelJSON", swiftSettings: strict),
         .target(name: "CMCD", dependencies: ["SentinelJSON"], swiftSettings: strict),
         .target(name: "CMCDRecords", dependencies: ["CMCD", "SentinelJSON"], swiftSettings: strict),
-        .target(
-            name: "CMCDDetection",
-            dependencies: ["CMCDRecords", "SentinelJSON", .product(name: "Yams", package: "Yams")],
-            swiftSettings: strict),
+        .target(name: "SentinelYAML", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: strict),
+        .target(name: "CMCDDetection", dependencies: ["CMCDRecords", "SentinelJSON", "SentinelYAML"], swiftSettings: strict),
         // Edges: command line.
         .target(
             name: "SentinelCLI",
             dependencies: [
-                "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON",
+                "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelYAML",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

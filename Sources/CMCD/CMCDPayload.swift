@@ -19,6 +19,10 @@ public struct CMCDIgnoredKey: Sendable, Hashable, CustomStringConvertible {
     public var key: String
     public var reason: String
     public var description: String { "\(key): \(reason)" }
+    public init(key: String, reason: String) {
+        self.key = key
+        self.reason = reason
+    }
 }
 
 /// A numeric key that v2 sends as an inner list with object-type parameters

@@ -49,7 +49,7 @@ public enum PercentDecoding {
 
     /// Whether the bytes still look URL-encoded: they hold a `%XX` escape but none of the
     /// separators an unencoded CMCD payload would have (`=`, `,`).
-    static func looksEncoded(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+    public static func looksEncoded(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         var hasEscape = false
         var i = 0
         while i < bytes.count {

@@ -1,1 +1,3 @@
-print("hi")
+import SentinelCLI
+
+await SentinelCommand.runMain()

@@ -1,0 +1,465 @@
+import CMCD
+import CMCDRecords
+import SentinelJSON
+
+/// Counters of what the engine has done.
+public struct DetectionStatistics: Sendable, Equatable {
+    public struct FindingKey: Hashable, Sendable, Comparable {
+        public var type: FindingType
+        public var severity: Severity
+        public var status: FindingStatus
+        public static func < (a: FindingKey, b: FindingKey) -> Bool {
+            (a.type.rawValue, a.severity.rawValue, a.status.rawValue) < (b.type.rawValue, b.severity.rawValue, b.status.rawValue)
+        }
+    }
+
+    public var samples = 0
+    /// Samples older than the session's newest by more than the reorder tolerance (ignored).
+    public var late = 0
+    /// Samples older than the session's newest but within tolerance (placed in order).
+    public var reordered = 0
+    public var sessionsStarted = 0
+    public var liveSessions = 0
+    public var idleEvictions = 0
+    public var capacityEvictions = 0
+    public var findings: [FindingKey: Int] = [:]
+    public init() {}
+}
+
+/// Why open episodes are being closed without a recovery.
+enum SessionEnd: String {
+    case idle = "session_idle"
+    case evicted = "session_evicted"
+    case endOfInput = "end_of_input"
+}
+
+/// The per-session detection state machine: feed samples in arrival order, get findings at
+/// once. Pure: no IO, no clocks; time is the records' event time.
+///
+/// Memory is bounded by `rules.sessions.maxLiveSessions`; sessions idle for
+/// `idleTimeoutMs` of event time are evicted as the watermark (the newest event time seen,
+/// or a time given to `advance(to:)`) passes them.
+public struct DetectionEngine: Sendable {
+    public let rules: DetectionRules
+    public private(set) var statistics = DetectionStatistics()
+    /// The newest event time seen (ms); `Int64.min` before the first sample.
+    public private(set) var watermark = Int64.min
+
+    private var slots: [SessionState] = []
+    private var index: [String: Int32] = [:]
+    private var freeSlots: [Int32] = []
+    private var lruHead: Int32 = -1
+    private var lruTail: Int32 = -1
+    /// Deadlines at which a still-starting session becomes stuck, in creation order.
+    private var stuckTimers: [(deadline: Int64, slot: Int32, generation: UInt32)] = []
+    private var stuckTimersHead = 0
+    private var nextHousekeeping = Int64.min
+
+    /// How many buffer observations a session keeps at most.
+    static let windowCapacity = 64
+    /// Housekeeping (idle eviction, stuck startups) runs at most this often in event time.
+    static let housekeepingIntervalMs: Int64 = 1_000
+
+    public init(rules: DetectionRules = DetectionRules()) {
+        self.rules = rules
+    }
+
+    public var liveSessionCount: Int { index.count }
+
+    /// Feeds one sample; findings it causes are appended to `findings`.
+    public mutating func process(_ sample: Sample, into findings: inout [Finding]) {
+        let before = findings.count
+        defer { count(findings[before...]) }
+        statistics.samples += 1
+        if sample.time > watermark { watermark = sample.time }
+
+        let slot: Int32
+        if let existing = index[sample.sessionID] {
+            slot = existing
+            let newest = slots[Int(slot)].newestTime
+            if sample.time < newest - rules.sessions.reorderToleranceMs {
+                statistics.late += 1
+                housekeepIfDue(into: &findings)
+                return
+            }
+            if sample.time < newest { statistics.reordered += 1 } else { slots[Int(slot)].newestTime = sample.time }
+            touch(slot)
+        } else {
+            slot = createSession(for: sample, into: &findings)
+        }
+
+        var session = slots[Int(slot)]
+        slots[Int(slot)] = SessionState(sessionID: "", firstTime: 0, startup: .done)  // keep storage unique while mutating
+        if let cid = sample.contentID { session.contentID = cid }
+        if let edge = sample.edgeLocation { session.edgeLocation = edge }
+        if rules.startupDelay.enabled { detectStartup(sample, &session, into: &findings) }
+        if rules.bufferDrop.enabled { detectDrop(sample, &session, into: &findings) }
+        if rules.bufferStarvation.enabled { detectStarvation(sample, &session, into: &findings) }
+        slots[Int(slot)] = session
+
+        housekeepIfDue(into: &findings)
+    }
+
+    /// Convenience for tests and tools: process and return the findings.
+    public mutating func process(_ sample: Sample) -> [Finding] {
+        var out: [Finding] = []
+        process(sample, into: &out)
+        return out
+    }
+
+    /// Moves the watermark forward (for example from a wall clock when records stop), evicting
+    /// idle sessions and firing stuck startups that this proves.
+    public mutating func advance(to time: Int64, into findings: inout [Finding]) {
+        let before = findings.count
+        defer { count(findings[before...]) }
+        if time > watermark { watermark = time }
+        housekeep(into: &findings)
+    }
+
+    /// Ends all sessions: every open episode is resolved (at end of input).
+    public mutating func finish(into findings: inout [Finding]) {
+        let before = findings.count
+        defer { count(findings[before...]) }
+        housekeep(into: &findings)
+        var slot = lruHead
+        while slot >= 0 {
+            let next = slots[Int(slot)].next
+            endSession(slot, reason: .endOfInput, at: max(watermark, slots[Int(slot)].newestTime), into: &findings)
+            slot = next
+        }
+    }
+
+    private mutating func count(_ new: ArraySlice<Finding>) {
+        for finding in new {
+            statistics.findings[.init(type: finding.type, severity: finding.severity, status: finding.status), default: 0] += 1
+        }
+    }
+
+    // MARK: - Session table
+
+    /// Whether the first sample of a session looks like the start of playback, so that
+    /// startup can be measured (a session joined mid-stream cannot be).
+    static func looksLikeStart(_ sample: Sample) -> Bool {
+        let cmcd = sample.cmcd
+        if cmcd.startup { return true }
+        if let state = cmcd.state { return state == .starting || state == .preloading }
+        if let ot = cmcd.objectType, ot == .manifest || ot == .initSegment { return true }
+        if let bl = sample.bufferLength { return bl == 0 }
+        return false
+    }
+
+    private mutating func createSession(for sample: Sample, into findings: inout [Finding]) -> Int32 {
+        if index.count >= rules.sessions.maxLiveSessions, lruHead >= 0 {
+            statistics.capacityEvictions += 1
+            endSession(lruHead, reason: .evicted, at: watermark, into: &findings)
+        }
+        let starting = Self.looksLikeStart(sample)
+        var state = SessionState(sessionID: sample.sessionID, firstTime: sample.time, startup: starting ? .starting : .done)
+        if starting { state.starvationCountSeen = 0 }
+        let slot: Int32
+        if let reused = freeSlots.popLast() {
+            slot = reused
+            state.generation = slots[Int(slot)].generation &+ 1
+            slots[Int(slot)] = state
+        } else {
+            slot = Int32(slots.count)
+            slots.append(state)
+        }
+        index[sample.sessionID] = slot
+        linkAtTail(slot)
+        statistics.sessionsStarted += 1
+        statistics.liveSessions = index.count
+        if starting, rules.startupDelay.enabled {
+            stuckTimers.append((sample.time + rules.startupDelay.criticalMs, slot, state.generation))
+        }
+        return slot
+    }
+
+    private mutating func linkAtTail(_ slot: Int32) {
+        slots[Int(slot)].prev = lruTail
+        slots[Int(slot)].next = -1
+        if lruTail >= 0 { slots[Int(lruTail)].next = slot } else { lruHead = slot }
+        lruTail = slot
+    }
+
+    private mutating func unlink(_ slot: Int32) {
+        let prev = slots[Int(slot)].prev
+        let next = slots[Int(slot)].next
+        if prev >= 0 { slots[Int(prev)].next = next } else { lruHead = next }
+        if next >= 0 { slots[Int(next)].prev = prev } else { lruTail = prev }
+    }
+
+    private mutating func touch(_ slot: Int32) {
+        guard slot != lruTail else { return }
+        unlink(slot)
+        linkAtTail(slot)
+    }
+
+    /// Resolves the session's open episodes and frees its slot.
+    private mutating func endSession(_ slot: Int32, reason: SessionEnd, at time: Int64, into findings: inout [Finding]) {
+        var session = slots[Int(slot)]
+        if let drop = session.drop {
+            emit(
+                &findings, session, .bufferDrop, .resolved, drop.severity, startedAt: drop.startedAt, at: time,
+                summary: "Buffer drop episode closed: \(reason.rawValue.replacingUnderscoresWithSpaces)",
+                details: dropDetails(drop) + [("resolution", .string(reason.rawValue))])
+            session.drop = nil
+        }
+        if let starvation = session.starvation {
+            emit(
+                &findings, session, .bufferStarvation, .resolved, starvation.severity, startedAt: starvation.startedAt, at: time,
+                summary: "Starvation episode closed after \(Self.seconds(time - starvation.startedAt)): \(reason.rawValue.replacingUnderscoresWithSpaces)",
+                details: starvationDetails(starvation, until: time) + [("resolution", .string(reason.rawValue))])
+            session.starvation = nil
+        }
+        if session.startup == .starting, session.startupStuckFired {
+            emit(
+                &findings, session, .startupDelay, .resolved, .critical, startedAt: session.firstTime, at: time,
+                summary: "Startup never completed (\(reason.rawValue.replacingUnderscoresWithSpaces))",
+                details: [
+                    ("startup_ms", .null), ("elapsed_ms", .int(time - session.firstTime)),
+                    ("threshold_ms", .int(rules.startupDelay.criticalMs)), ("stuck", .bool(true)),
+                    ("resolution", .string(reason.rawValue)),
+                ])
+        }
+        switch reason {
+        case .idle: statistics.idleEvictions += 1
+        default: break
+        }
+        unlink(slot)
+        index.removeValue(forKey: session.sessionID)
+        var empty = SessionState(sessionID: "", firstTime: 0, startup: .done)
+        empty.generation = session.generation
+        slots[Int(slot)] = empty
+        freeSlots.append(slot)
+        statistics.liveSessions = index.count
+    }
+
+    private mutating func housekeepIfDue(into findings: inout [Finding]) {
+        if watermark >= nextHousekeeping { housekeep(into: &findings) }
+    }
+
+    private mutating func housekeep(into findings: inout [Finding]) {
+        nextHousekeeping = watermark + Self.housekeepingIntervalMs
+        // Stuck startups.
+        while stuckTimersHead < stuckTimers.count, stuckTimers[stuckTimersHead].deadline < watermark {
+            let timer = stuckTimers[stuckTimersHead]
+            stuckTimersHead += 1
+            let slot = Int(timer.slot)
+            guard slot < slots.count, slots[slot].generation == timer.generation, !slots[slot].sessionID.isEmpty else { continue }
+            var session = slots[slot]
+            if session.startup == .starting, !session.startupStuckFired,
+                watermark - session.firstTime > rules.startupDelay.criticalMs
+            {
+                fireStuck(&session, at: watermark, into: &findings)
+                slots[slot] = session
+            }
+        }
+        if stuckTimersHead > 1024, stuckTimersHead * 2 > stuckTimers.count {
+            stuckTimers.removeFirst(stuckTimersHead)
+            stuckTimersHead = 0
+        }
+        // Idle sessions: the least recently seen are at the head.
+        let idleBefore = watermark - rules.sessions.idleTimeoutMs
+        while lruHead >= 0, slots[Int(lruHead)].newestTime < idleBefore {
+            endSession(lruHead, reason: .idle, at: watermark, into: &findings)
+        }
+    }
+
+    // MARK: - Detectors
+
+    private func detectStartup(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
+        guard session.startup == .starting else { return }
+        let t = sample.time
+        if t < session.firstTime { session.firstTime = t }
+        let cmcd = sample.cmcd
+        var startupMs: Int64?
+        var source = ""
+        if let msd = cmcd.mediaStartDelay, msd >= 0 {
+            startupMs = msd
+            source = "msd"
+        } else if cmcd.state == .playing {
+            startupMs = t - session.firstTime
+            source = "sta"
+        } else if !cmcd.startup, sample.bufferLength != nil, sample.isMediaRequest, t > session.firstTime,
+            cmcd.state == nil || cmcd.state == .playing
+        {
+            startupMs = t - session.firstTime
+            source = "first_buffered_request"
+        }
+        let warning = rules.startupDelay.warningMs
+        let critical = rules.startupDelay.criticalMs
+        guard let startupMs else {
+            if t - session.firstTime > critical, !session.startupStuckFired { fireStuck(&session, at: t, into: &findings) }
+            return
+        }
+        session.startup = .done
+        session.playbackStarted = true
+        guard startupMs > warning || session.startupStuckFired else { return }
+        let severity: Severity = session.startupStuckFired || startupMs > critical ? .critical : .warning
+        let details: [(key: String, value: JSONValue)] = [
+            ("startup_ms", .int(startupMs)), ("threshold_ms", .int(severity == .critical ? critical : warning)),
+            ("source", .string(source)), ("stuck", .bool(session.startupStuckFired)),
+        ]
+        if !session.startupStuckFired {
+            emit(
+                &findings, session, .startupDelay, .firing, severity, startedAt: session.firstTime, at: t,
+                summary: "Slow startup: playback started after \(Self.seconds(startupMs))", details: details)
+        }
+        emit(
+            &findings, session, .startupDelay, .resolved, severity, startedAt: session.firstTime, at: t,
+            summary: "Playback started after \(Self.seconds(startupMs))", details: details)
+        session.startupStuckFired = false
+    }
+
+    private func fireStuck(_ session: inout SessionState, at time: Int64, into findings: inout [Finding]) {
+        session.startupStuckFired = true
+        let elapsed = time - session.firstTime
+        emit(
+            &findings, session, .startupDelay, .firing, .critical, startedAt: session.firstTime, at: time,
+            summary: "Startup stuck: no playback \(Self.seconds(elapsed)) after the first request",
+            details: [
+                ("startup_ms", .null), ("elapsed_ms", .int(elapsed)),
+                ("threshold_ms", .int(rules.startupDelay.criticalMs)), ("stuck", .bool(true)),
+            ])
+    }
+
+    private func detectDrop(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
+        guard let bl = sample.bufferLength, bl >= 0 else { return }
+        if let ot = sample.objectType, !rules.bufferDrop.objectTypes.contains(ot) { return }
+        let t = sample.time
+        let cls = ObjectClass.of(sample.objectType)
+        let current = min(bl, Int64(Int32.max))
+        let r = rules.bufferDrop
+        if var episode = session.drop {
+            if episode.objectClass == cls {
+                if Double(current) >= r.recoveryRatio * Double(episode.referenceMs) {
+                    emit(
+                        &findings, session, .bufferDrop, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
+                        summary: "Buffer recovered to \(current) ms (reference \(episode.referenceMs) ms) after \(Self.seconds(t - episode.startedAt))",
+                        details: dropDetails(episode) + [("recovered_bl_ms", .int(current)), ("duration_ms", .int(t - episode.startedAt))])
+                    session.drop = nil
+                } else {
+                    episode.lowestMs = min(episode.lowestMs, current)
+                    session.drop = episode
+                }
+            }
+        } else if let reference = session.reference(objectClass: cls, from: t - r.lookbackMs, before: t),
+            reference >= r.minReferenceMs, Double(current) <= (1 - r.warningDropRatio) * Double(reference)
+        {
+            let severity: Severity = Double(current) <= (1 - r.criticalDropRatio) * Double(reference) ? .critical : .warning
+            let percent = (Double(reference - current) / Double(reference) * 1000).rounded() / 10
+            let episode = DropEpisode(
+                startedAt: t, referenceMs: reference, objectClass: cls, severity: severity, dropPercent: percent, lowestMs: current)
+            session.drop = episode
+            emit(
+                &findings, session, .bufferDrop, .firing, severity, startedAt: t, at: t,
+                summary: "Buffer dropped \(percent)% (\(reference) ms to \(current) ms) within \(Self.seconds(r.lookbackMs))",
+                details: [
+                    ("reference_bl_ms", .int(reference)), ("current_bl_ms", .int(current)), ("drop_percent", .double(percent)),
+                    ("window_ms", .int(r.lookbackMs)), ("object_type", sample.objectType.map { .string($0.rawValue) } ?? .null),
+                ])
+        }
+        session.remember(
+            BufferObservation(time: t, bufferLength: Int32(current), objectClass: cls),
+            keepFrom: session.newestTime - r.lookbackMs - rules.sessions.reorderToleranceMs, capacity: Self.windowCapacity)
+    }
+
+    private func dropDetails(_ episode: DropEpisode) -> [(key: String, value: JSONValue)] {
+        [
+            ("reference_bl_ms", .int(episode.referenceMs)), ("lowest_bl_ms", .int(episode.lowestMs)),
+            ("drop_percent", .double(episode.dropPercent)), ("window_ms", .int(rules.bufferDrop.lookbackMs)),
+        ]
+    }
+
+    private func detectStarvation(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
+        let cmcd = sample.cmcd
+        let t = sample.time
+        var trigger: String?
+        if cmcd.bufferStarvation { trigger = "bs" }
+        if let count = cmcd.starvationCount?.maximum {
+            if session.starvationCountSeen >= 0, count > session.starvationCountSeen, trigger == nil { trigger = "bsa" }
+            session.starvationCountSeen = max(session.starvationCountSeen, count)
+        }
+        if trigger == nil, let duration = cmcd.starvationDuration?.maximum, duration > 0 { trigger = "bsd" }
+        if trigger == nil, cmcd.state == .rebuffering { trigger = "sta=r" }
+        let starved = trigger != nil
+        var severity: Severity = .critical
+        let bl = sample.isMediaRequest ? sample.bufferLength : nil
+        if !starved, let bl, bl < rules.bufferStarvation.lowBufferMs, session.startup == .done, !cmcd.startup,
+            Self.canStarve(cmcd.state)
+        {
+            trigger = bl == 0 ? "bl=0" : "low_buffer"
+            severity = bl == 0 ? .critical : .warning
+        }
+        if var episode = session.starvation {
+            if let trigger {
+                if severity > episode.peakSeverity { episode.peakSeverity = severity }
+                if let bl { episode.lowestMs = min(episode.lowestMs ?? bl, bl) }
+                _ = trigger
+                session.starvation = episode
+            } else if let bl, bl > rules.bufferStarvation.recoveredBufferMs {
+                emit(
+                    &findings, session, .bufferStarvation, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
+                    summary: "Buffer recovered to \(bl) ms after \(Self.seconds(t - episode.startedAt)) of starvation",
+                    details: starvationDetails(episode, until: t) + [("recovered_bl_ms", .int(bl))])
+                session.starvation = nil
+            }
+        } else if let trigger {
+            let episode = StarvationEpisode(startedAt: t, severity: severity, peakSeverity: severity, trigger: trigger, lowestMs: bl)
+            session.starvation = episode
+            let what: String
+            switch trigger {
+            case "bs": what = "player reported buffer starvation (bs)"
+            case "bsa": what = "player's starvation count rose to \(cmcd.starvationCount?.maximum ?? 0) (bsa)"
+            case "bsd": what = "player reported a starvation of \(cmcd.starvationDuration?.maximum ?? 0) ms (bsd)"
+            case "sta=r": what = "player is rebuffering (sta=r)"
+            case "bl=0": what = "buffer is empty (bl=0)"
+            default: what = "buffer is low (\(bl ?? 0) ms)"
+            }
+            emit(
+                &findings, session, .bufferStarvation, .firing, severity, startedAt: t, at: t,
+                summary: "Starvation: \(what)",
+                details: [
+                    ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
+                    ("threshold_ms", .int(rules.bufferStarvation.lowBufferMs)),
+                ])
+        }
+    }
+
+    /// States in which a low buffer means the viewer is (about to be) stalled.
+    static func canStarve(_ state: CMCDPlayerState?) -> Bool {
+        switch state {
+        case nil, .playing?, .rebuffering?, .waiting?: return true
+        default: return false
+        }
+    }
+
+    private func starvationDetails(_ episode: StarvationEpisode, until time: Int64) -> [(key: String, value: JSONValue)] {
+        [
+            ("trigger", .string(episode.trigger)), ("peak_severity", .string(episode.peakSeverity.rawValue)),
+            ("lowest_bl_ms", episode.lowestMs.map(JSONValue.int) ?? .null), ("duration_ms", .int(time - episode.startedAt)),
+        ]
+    }
+
+    // MARK: - Output
+
+    private func emit(
+        _ findings: inout [Finding], _ session: SessionState, _ type: FindingType, _ status: FindingStatus,
+        _ severity: Severity, startedAt: Int64, at time: Int64, summary: String, details: [(key: String, value: JSONValue)]
+    ) {
+        findings.append(
+            Finding(
+                type: type, status: status, severity: severity, sessionID: session.sessionID, contentID: session.contentID,
+                edgeLocation: session.edgeLocation, startedAt: startedAt, detectedAt: time, summary: summary, details: details))
+    }
+
+    static func seconds(_ ms: Int64) -> String {
+        let tenths = (ms + 50) / 100
+        return "\(tenths / 10).\(tenths % 10) s"
+    }
+}
+
+extension String {
+    fileprivate var replacingUnderscoresWithSpaces: String { String(map { $0 == "_" ? " " : $0 }) }
+}

@@ -1,0 +1,104 @@
+import CMCD
+
+/// Detector thresholds, session limits and notification routes, as loaded from `rules/`.
+/// The defaults here equal `rules/default.yaml`.
+public struct DetectionRules: Sendable, Equatable {
+    /// Sudden drops of the buffer against the recent maximum.
+    public struct BufferDrop: Sendable, Equatable {
+        public var enabled = true
+        /// Event time before the current sample in which the reference (highest `bl`) is sought.
+        public var lookbackMs: Int64 = 10_000
+        /// No drop is judged against a reference below this.
+        public var minReferenceMs: Int64 = 1_000
+        /// Drop ratio (1 - current/reference) at or above which a warning fires.
+        public var warningDropRatio = 0.5
+        /// Drop ratio at or above which the finding is critical.
+        public var criticalDropRatio = 0.7
+        /// The episode resolves once `bl` is back to this fraction of the reference.
+        public var recoveryRatio = 0.5
+        /// Object types whose requests report the buffer; requests without `ot` count too.
+        public var objectTypes: Set<CMCDObjectType> = [.audio, .video, .muxed]
+        public init() {}
+    }
+
+    /// The player ran out of buffer, or nearly.
+    public struct BufferStarvation: Sendable, Equatable {
+        public var enabled = true
+        /// `bl` below this after startup is a low-buffer warning (0 is critical).
+        public var lowBufferMs: Int64 = 500
+        /// The episode resolves once `bl` is above this with no starvation flag.
+        public var recoveredBufferMs: Int64 = 2_000
+        public init() {}
+    }
+
+    /// Time from the first request to playback start.
+    public struct StartupDelay: Sendable, Equatable {
+        public var enabled = true
+        public var warningMs: Int64 = 2_000
+        /// Above this the finding is critical, and a session still starting fires as stuck.
+        public var criticalMs: Int64 = 5_000
+        public init() {}
+    }
+
+    /// Session bookkeeping.
+    public struct Sessions: Sendable, Equatable {
+        /// Samples up to this much older than the session's newest are placed in order;
+        /// older ones are counted as late and ignored.
+        public var reorderToleranceMs: Int64 = 2_000
+        /// Sessions with no sample for this long (event time) are evicted.
+        public var idleTimeoutMs: Int64 = 300_000
+        /// At most this many live sessions; the least recently seen is evicted beyond it.
+        public var maxLiveSessions = 1_000_000
+        public init() {}
+    }
+
+    /// Which findings notify which webhook endpoint.
+    public struct Route: Sendable, Equatable {
+        public var name: String
+        /// The endpoint's name in the daemon configuration (`webhooks[].name`).
+        public var webhook: String
+        /// Finding types this route takes; empty means every type.
+        public var types: Set<FindingType> = []
+        public var minSeverity: Severity = .warning
+        /// For `buffer_drop`: only drops of at least this many percent.
+        public var minDropPercent: Double?
+        /// Also notify when the episode resolves.
+        public var sendResolved = true
+        /// Re-notify a still-firing episode after this long; nil never repeats.
+        public var repeatIntervalMs: Int64?
+
+        public init(name: String, webhook: String) {
+            self.name = name
+            self.webhook = webhook
+        }
+
+        /// Whether a finding goes out on this route.
+        public func matches(_ finding: Finding) -> Bool {
+            if !types.isEmpty, !types.contains(finding.type) { return false }
+            if finding.severity < minSeverity { return false }
+            if finding.status == .resolved, !sendResolved { return false }
+            if let minDropPercent, finding.type == .bufferDrop {
+                guard case .double(let drop)? = finding.detail("drop_percent") else { return false }
+                if drop < minDropPercent { return false }
+            }
+            return true
+        }
+    }
+
+    public var bufferDrop = BufferDrop()
+    public var bufferStarvation = BufferStarvation()
+    public var startupDelay = StartupDelay()
+    public var sessions = Sessions()
+    public var routes: [Route] = [DetectionRules.defaultRoute]
+
+    /// The default route: critical buffer drops of at least 70% to the `default` webhook.
+    public static var defaultRoute: Route {
+        var route = Route(name: "severe-buffer-drops", webhook: "default")
+        route.types = [.bufferDrop]
+        route.minSeverity = .warning
+        route.minDropPercent = 70
+        return route
+    }
+
+    public init() {}
+}

@@ -1,0 +1,107 @@
+import SentinelJSON
+
+/// What a detector found.
+public enum FindingType: String, Sendable, Hashable, CaseIterable, Comparable {
+    case bufferDrop = "buffer_drop"
+    case bufferStarvation = "buffer_starvation"
+    case startupDelay = "startup_delay"
+
+    public static func < (lhs: FindingType, rhs: FindingType) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// An episode is `firing` when it starts and `resolved` when it ends.
+public enum FindingStatus: String, Sendable, Hashable, CaseIterable {
+    case firing
+    case resolved
+}
+
+public enum Severity: String, Sendable, Hashable, CaseIterable, Comparable {
+    case warning
+    case critical
+
+    public static func < (lhs: Severity, rhs: Severity) -> Bool { lhs == .warning && rhs == .critical }
+}
+
+/// A detector's finding, as every sink writes it and the CLI prints it.
+///
+/// `id` is derived from the session, the type and the episode start, so replaying the same
+/// records produces the same ids and idempotent sinks absorb repeats.
+public struct Finding: Sendable, Hashable {
+    public var id: String
+    public var type: FindingType
+    public var status: FindingStatus
+    public var severity: Severity
+    public var sessionID: String
+    public var contentID: String?
+    public var edgeLocation: String?
+    /// Event time (ms) the episode started.
+    public var startedAt: Int64
+    /// Event time (ms) of the record or watermark that produced this finding.
+    public var detectedAt: Int64
+    public var summary: String
+    /// Detector-specific facts, in a stable order.
+    public var details: [(key: String, value: JSONValue)]
+
+    public init(
+        type: FindingType, status: FindingStatus, severity: Severity, sessionID: String, contentID: String?,
+        edgeLocation: String?, startedAt: Int64, detectedAt: Int64, summary: String,
+        details: [(key: String, value: JSONValue)]
+    ) {
+        self.id = FindingID.make(sessionID: sessionID, type: type, startedAt: startedAt)
+        self.type = type
+        self.status = status
+        self.severity = severity
+        self.sessionID = sessionID
+        self.contentID = contentID
+        self.edgeLocation = edgeLocation
+        self.startedAt = startedAt
+        self.detectedAt = detectedAt
+        self.summary = summary
+        self.details = details
+    }
+
+    public static func == (lhs: Finding, rhs: Finding) -> Bool { lhs.jsonValue == rhs.jsonValue }
+    public func hash(into hasher: inout Hasher) { hasher.combine(jsonValue) }
+
+    /// A detail by key.
+    public func detail(_ key: String) -> JSONValue? { details.first(where: { $0.key == key })?.value }
+
+    /// The finding in the documented JSON shape.
+    public var jsonValue: JSONValue {
+        .object([
+            ("id", .string(id)),
+            ("type", .string(type.rawValue)),
+            ("status", .string(status.rawValue)),
+            ("severity", .string(severity.rawValue)),
+            ("session_id", .string(sessionID)),
+            ("content_id", contentID.map(JSONValue.string) ?? .null),
+            ("edge_location", edgeLocation.map(JSONValue.string) ?? .null),
+            ("started_at", .string(RFC3339.format(milliseconds: startedAt))),
+            ("detected_at", .string(RFC3339.format(milliseconds: detectedAt))),
+            ("summary", .string(summary)),
+            ("details", .object(details)),
+        ])
+    }
+
+    /// One line of JSON, without a newline.
+    public var jsonLine: String { JSONWriter.string(jsonValue) }
+}
+
+/// Deterministic finding ids: FNV-1a (128-bit) over session, type and episode start.
+public enum FindingID {
+    public static func make(sessionID: String, type: FindingType, startedAt: Int64) -> String {
+        var hash: UInt128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d
+        let prime: UInt128 = 0x0000_0000_0100_0000_0000_0000_0000_013B
+        func mix(_ byte: UInt8) {
+            hash ^= UInt128(byte)
+            hash = hash &* prime
+        }
+        for b in sessionID.utf8 { mix(b) }
+        mix(0)
+        for b in type.rawValue.utf8 { mix(b) }
+        mix(0)
+        for b in String(startedAt).utf8 { mix(b) }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 32 - hex.count) + hex
+    }
+}

@@ -1,0 +1,110 @@
+import CMCD
+import SentinelYAML
+
+extension DetectionRules {
+    /// Parses and validates a rules document. Every field is checked; unknown keys are
+    /// errors, so a typo never silently falls back to a default.
+    public static func parse(yaml text: String, file: String) throws(ValidationError) -> DetectionRules {
+        let root = try YAMLValue.parse(text, file: file)
+        try root.keys(allowed: ["version", "detectors", "sessions", "routes"])
+        let version = try root["version"].integer(in: 1...1, default: 1)
+        _ = version
+        var rules = DetectionRules()
+
+        let detectors = root["detectors"]
+        try detectors.keys(allowed: ["buffer_drop", "buffer_starvation", "startup_delay"])
+
+        let drop = detectors["buffer_drop"]
+        try drop.keys(allowed: [
+            "enabled", "lookback_ms", "min_reference_ms", "warning_drop_ratio", "critical_drop_ratio",
+            "recovery_ratio", "object_types",
+        ])
+        rules.bufferDrop.enabled = try drop["enabled"].bool(default: true)
+        rules.bufferDrop.lookbackMs = try drop["lookback_ms"].integer(in: 100...3_600_000, default: 10_000)
+        rules.bufferDrop.minReferenceMs = try drop["min_reference_ms"].integer(in: 0...3_600_000, default: 1_000)
+        rules.bufferDrop.warningDropRatio = try drop["warning_drop_ratio"].number(in: 0.01...1, default: 0.5)
+        rules.bufferDrop.criticalDropRatio = try drop["critical_drop_ratio"].number(in: 0.01...1, default: 0.7)
+        guard rules.bufferDrop.criticalDropRatio >= rules.bufferDrop.warningDropRatio else {
+            throw drop["critical_drop_ratio"].error("must be at least warning_drop_ratio (\(rules.bufferDrop.warningDropRatio))")
+        }
+        rules.bufferDrop.recoveryRatio = try drop["recovery_ratio"].number(in: 0.01...1, default: 0.5)
+        if drop["object_types"].exists {
+            var types = Set<CMCDObjectType>()
+            for element in try drop["object_types"].elements() {
+                let text = try element.string()
+                guard let ot = CMCDObjectType(rawValue: text) else {
+                    throw element.error("'\(text.prefix(20))' is not a CMCD object type (m, a, v, av, i, c, tt, k, o)")
+                }
+                types.insert(ot)
+            }
+            guard !types.isEmpty else { throw drop["object_types"].error("must list at least one object type") }
+            rules.bufferDrop.objectTypes = types
+        }
+
+        let starvation = detectors["buffer_starvation"]
+        try starvation.keys(allowed: ["enabled", "low_buffer_ms", "recovered_buffer_ms"])
+        rules.bufferStarvation.enabled = try starvation["enabled"].bool(default: true)
+        rules.bufferStarvation.lowBufferMs = try starvation["low_buffer_ms"].integer(in: 0...600_000, default: 500)
+        rules.bufferStarvation.recoveredBufferMs = try starvation["recovered_buffer_ms"].integer(in: 0...600_000, default: 2_000)
+        guard rules.bufferStarvation.recoveredBufferMs >= rules.bufferStarvation.lowBufferMs else {
+            throw starvation["recovered_buffer_ms"].error("must be at least low_buffer_ms (\(rules.bufferStarvation.lowBufferMs))")
+        }
+
+        let startup = detectors["startup_delay"]
+        try startup.keys(allowed: ["enabled", "warning_ms", "critical_ms"])
+        rules.startupDelay.enabled = try startup["enabled"].bool(default: true)
+        rules.startupDelay.warningMs = try startup["warning_ms"].integer(in: 1...3_600_000, default: 2_000)
+        rules.startupDelay.criticalMs = try startup["critical_ms"].integer(in: 1...3_600_000, default: 5_000)
+        guard rules.startupDelay.criticalMs >= rules.startupDelay.warningMs else {
+            throw startup["critical_ms"].error("must be at least warning_ms (\(rules.startupDelay.warningMs))")
+        }
+
+        let sessions = root["sessions"]
+        try sessions.keys(allowed: ["reorder_tolerance_ms", "idle_timeout_ms", "max_live_sessions"])
+        rules.sessions.reorderToleranceMs = try sessions["reorder_tolerance_ms"].integer(in: 0...600_000, default: 2_000)
+        rules.sessions.idleTimeoutMs = try sessions["idle_timeout_ms"].integer(in: 1_000...86_400_000, default: 300_000)
+        rules.sessions.maxLiveSessions = Int(try sessions["max_live_sessions"].integer(in: 1...100_000_000, default: 1_000_000))
+
+        if root["routes"].exists {
+            rules.routes = []
+            var names = Set<String>()
+            for element in try root["routes"].elements() {
+                let route = try parseRoute(element)
+                guard names.insert(route.name).inserted else { throw element["name"].error("route name '\(route.name)' is used twice") }
+                rules.routes.append(route)
+            }
+        }
+        return rules
+    }
+
+    static func parseRoute(_ node: YAMLValue) throws(ValidationError) -> Route {
+        try node.keys(allowed: ["name", "webhook", "types", "min_severity", "min_drop_percent", "send_resolved", "repeat_interval_ms"])
+        guard node["name"].exists else { throw node.error("a route needs a name") }
+        guard node["webhook"].exists else { throw node.error("a route needs a webhook (an endpoint name from the configuration)") }
+        let name = try node["name"].string()
+        guard !name.isEmpty, name.count <= 64 else { throw node["name"].error("must be 1 to 64 characters") }
+        var route = Route(name: name, webhook: try node["webhook"].string())
+        if node["types"].exists {
+            for element in try node["types"].elements() {
+                let text = try element.string()
+                guard let type = FindingType(rawValue: text) else {
+                    throw element.error("unknown finding type '\(text.prefix(30))' (expected \(FindingType.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+                route.types.insert(type)
+            }
+        }
+        if node["min_severity"].exists {
+            let text = try node["min_severity"].string()
+            guard let severity = Severity(rawValue: text) else { throw node["min_severity"].error("must be warning or critical") }
+            route.minSeverity = severity
+        }
+        if node["min_drop_percent"].exists {
+            route.minDropPercent = try node["min_drop_percent"].number(in: 0...100)
+        }
+        route.sendResolved = try node["send_resolved"].bool(default: true)
+        if node["repeat_interval_ms"].exists {
+            route.repeatIntervalMs = try node["repeat_interval_ms"].integer(in: 60_000...604_800_000)
+        }
+        return route
+    }
+}

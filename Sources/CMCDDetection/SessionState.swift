@@ -1,0 +1,101 @@
+import CMCD
+
+/// One buffer observation in a session's lookback window.
+struct BufferObservation {
+    var time: Int64
+    var bufferLength: Int32
+    /// The object type's raw code (`ObjectClass`), so drops compare like with like.
+    var objectClass: UInt8
+}
+
+/// Groups object types whose buffer reports are comparable.
+enum ObjectClass {
+    static func of(_ ot: CMCDObjectType?) -> UInt8 {
+        switch ot {
+        case .audio?: return 1
+        case .video?: return 2
+        case .muxed?: return 3
+        case nil: return 0
+        default: return 4
+        }
+    }
+}
+
+/// An open `buffer_drop` episode.
+struct DropEpisode {
+    var startedAt: Int64
+    var referenceMs: Int64
+    var objectClass: UInt8
+    var severity: Severity
+    var dropPercent: Double
+    var lowestMs: Int64
+}
+
+/// An open `buffer_starvation` episode.
+struct StarvationEpisode {
+    var startedAt: Int64
+    var severity: Severity
+    var peakSeverity: Severity
+    var trigger: String
+    var lowestMs: Int64?
+}
+
+/// Where a session is in its startup.
+enum StartupPhase: UInt8 {
+    /// The session began with a startup request; playback has not started.
+    case starting
+    /// Playback started (or startup could not be measured): the detector is done.
+    case done
+}
+
+/// Everything the detectors remember about one live session. Kept small: the target is
+/// under 1 KiB per live session including the table's own overhead.
+struct SessionState {
+    var sessionID: String
+    var contentID: String?
+    var edgeLocation: String?
+    var firstTime: Int64
+    var newestTime: Int64
+    var startup: StartupPhase
+    /// A `stuck` startup finding is open.
+    var startupStuckFired = false
+    /// Playback start was observed (not merely assumed).
+    var playbackStarted = false
+    /// Highest `bsa` seen; -1 when never seen.
+    var starvationCountSeen: Int64 = -1
+    var window: [BufferObservation] = []
+    var drop: DropEpisode?
+    var starvation: StarvationEpisode?
+    // Least-recently-seen list links (slot indices; -1 = none).
+    var prev: Int32 = -1
+    var next: Int32 = -1
+    /// Bumped whenever the slot is reused, so stale timers are recognised.
+    var generation: UInt32 = 0
+
+    init(sessionID: String, firstTime: Int64, startup: StartupPhase) {
+        self.sessionID = sessionID
+        self.firstTime = firstTime
+        self.newestTime = firstTime
+        self.startup = startup
+    }
+
+    /// Inserts an observation in time order, dropping what can no longer matter.
+    mutating func remember(_ observation: BufferObservation, keepFrom oldest: Int64, capacity: Int) {
+        var i = window.count
+        while i > 0, window[i - 1].time > observation.time { i -= 1 }
+        window.insert(observation, at: i)
+        var drop = 0
+        while drop < window.count, window[drop].time < oldest { drop += 1 }
+        if window.count - drop > capacity { drop = window.count - capacity }
+        if drop > 0 { window.removeFirst(drop) }
+    }
+
+    /// The highest buffer of the same object class in `[from, before)`.
+    func reference(objectClass: UInt8, from: Int64, before: Int64) -> Int64? {
+        var best: Int32 = -1
+        for entry in window where entry.objectClass == objectClass && entry.time >= from && entry.time < before {
+            if entry.bufferLength > best { best = entry.bufferLength }
+        }
+        return best >= 0 ? Int64(best) : nil
+    }
+}

@@ -1,0 +1,384 @@
+import CMCD
+import SentinelJSON
+
+/// The shape of the lines on the topic or in a file.
+public enum RecordFormat: String, Sendable, CaseIterable {
+    /// CloudFront real-time log lines (TAB separated, `-` for empty).
+    case cloudfront
+    /// One JSON object per line: CMCD keys at the top level or under `cmcd`, plus a timestamp.
+    case json
+    /// CMCD v2 event-mode lines (`e=t,sid="…",ts=…,v=2`); the time is `ts`.
+    case cmcd
+}
+
+/// Why a line produced no sample.
+public enum SkipReason: String, Sendable, CaseIterable, Comparable {
+    case lineTooLong = "line_too_long"
+    case fieldCount = "field_count"
+    case badTimestamp = "bad_timestamp"
+    case malformedJSON = "malformed_json"
+    case noCMCD = "no_cmcd"
+    case malformedCMCD = "malformed_cmcd"
+    case unsupportedVersion = "unsupported_version"
+    case noSessionID = "no_session_id"
+
+    public static func < (lhs: SkipReason, rhs: SkipReason) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// The outcome of one line.
+public enum RecordOutcome: Sendable {
+    case sample(Sample)
+    case skipped(SkipReason, detail: String)
+}
+
+/// Counters of what the parser has seen.
+public struct ParseStatistics: Sendable, Equatable {
+    public var lines = 0
+    public var samples = 0
+    public var skipped: [SkipReason: Int] = [:]
+    public var skippedTotal: Int { skipped.values.reduce(0, +) }
+    public init() {}
+}
+
+/// Turns record lines into samples. A value type with reusable scratch buffers, no IO.
+///
+/// Every input is bounded: lines over `maxLineBytes` are skipped unread, CMCD dictionaries
+/// are limited in keys, list sizes and string lengths, and JSON in depth and elements.
+public struct RecordParser: Sendable {
+    public struct Configuration: Sendable {
+        public var format: RecordFormat
+        public var fields: CloudFrontFields
+        public var maxLineBytes: Int
+        public init(format: RecordFormat = .cloudfront, fields: CloudFrontFields = .default, maxLineBytes: Int = 64 * 1024) {
+            self.format = format
+            self.fields = fields
+            self.maxLineBytes = maxLineBytes
+        }
+    }
+
+    public let configuration: Configuration
+    public private(set) var statistics = ParseStatistics()
+    private var scratch: [UInt8] = []
+    private var scratch2: [UInt8] = []
+    private var fieldStarts: [Int] = []
+
+    public init(configuration: Configuration = .init()) {
+        self.configuration = configuration
+        scratch.reserveCapacity(4096)
+        scratch2.reserveCapacity(4096)
+        fieldStarts.reserveCapacity(configuration.fields.names.count + 1)
+    }
+
+    /// Parses one message: one or more lines separated by LF (a trailing LF and CRLF endings
+    /// are tolerated; blank lines are ignored).
+    public mutating func parse(message: UnsafeBufferPointer<UInt8>, _ emit: (RecordOutcome) -> Void) {
+        var start = 0
+        let n = message.count
+        while start < n {
+            let end = message[start..<n].firstIndex(of: 0x0A) ?? n
+            var lineEnd = end
+            if lineEnd > start, message[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+            if lineEnd > start {
+                parse(line: UnsafeBufferPointer(rebasing: message[start..<lineEnd]), emit)
+            }
+            start = end + 1
+        }
+    }
+
+    public mutating func parse(message: String, _ emit: (RecordOutcome) -> Void) {
+        var copy = message
+        copy.withUTF8 { parse(message: $0, emit) }
+    }
+
+    /// Parses one line (without its newline). Most formats give at most one outcome per
+    /// line; a JSON array gives one per element.
+    public mutating func parse(line: UnsafeBufferPointer<UInt8>, _ emit: (RecordOutcome) -> Void) {
+        statistics.lines += 1
+        if line.count > configuration.maxLineBytes {
+            record(.skipped(.lineTooLong, detail: "line of \(line.count) bytes exceeds \(configuration.maxLineBytes)"), emit)
+            return
+        }
+        switch configuration.format {
+        case .cloudfront: record(parseCloudFront(line), emit)
+        case .cmcd: record(parseEventLine(line), emit)
+        case .json:
+            var outcomes: [RecordOutcome] = []
+            Self.parseJSONLine(line) { outcomes.append($0) }
+            for outcome in outcomes { record(outcome, emit) }
+        }
+    }
+
+    /// Records a skipped line that never reached the parser (for example one the reader cut
+    /// because it was longer than the line limit).
+    public mutating func countSkipped(_ reason: SkipReason) {
+        statistics.lines += 1
+        statistics.skipped[reason, default: 0] += 1
+    }
+
+    private mutating func record(_ outcome: RecordOutcome, _ emit: (RecordOutcome) -> Void) {
+        switch outcome {
+        case .sample: statistics.samples += 1
+        case .skipped(let reason, _): statistics.skipped[reason, default: 0] += 1
+        }
+        emit(outcome)
+    }
+
+    // MARK: CloudFront
+
+    private mutating func parseCloudFront(_ line: UnsafeBufferPointer<UInt8>) -> RecordOutcome {
+        let fields = configuration.fields
+        let expected = fields.names.count
+        fieldStarts.removeAll(keepingCapacity: true)
+        fieldStarts.append(0)
+        var i = 0
+        while i < line.count {
+            if line[i] == 0x09 {
+                if fieldStarts.count > expected { break }
+                fieldStarts.append(i + 1)
+            }
+            i += 1
+        }
+        guard fieldStarts.count == expected else {
+            return .skipped(.fieldCount, detail: "expected \(expected) TAB-separated fields, found \(fieldStarts.count)\(fieldStarts.count > expected ? "+" : "")")
+        }
+        fieldStarts.append(line.count + 1)
+        func field(_ k: Int) -> UnsafeBufferPointer<UInt8>? {
+            let s = fieldStarts[k]
+            let e = fieldStarts[k + 1] - 1
+            if e - s == 1, line[s] == UInt8(ascii: "-") { return nil }
+            if e <= s { return nil }
+            return UnsafeBufferPointer(rebasing: line[s..<e])
+        }
+
+        guard let timeField = field(fields.timestamp),
+            let time = fields.timestampIsMilliseconds
+                ? Self.parseEpochNumber(timeField, scale: 1) : Self.parseEpochNumber(timeField, scale: 1000)
+        else {
+            return .skipped(.badTimestamp, detail: "timestamp is missing or not epoch seconds")
+        }
+
+        var payload: CMCDPayload?
+        do throws(CMCDDecodingError) {
+            // CMCD headers take precedence over the query argument (CTA-5004).
+            if let h = fields.headers, let blob = field(h) {
+                payload = try CMCDDecoder.decodeCloudFrontHeaders(bytes: blob, scratch: &scratch)
+            }
+            if payload == nil, let q = fields.query, let query = field(q) {
+                payload = try CMCDDecoder.decodeQuery(bytes: query, allowBareValue: false, scratch: &scratch, scratch2: &scratch2)
+            }
+            if payload == nil, !fields.native.isEmpty {
+                payload = try nativePayload(fields.native.compactMap { index, key in field(index).map { (key, $0) } })
+            }
+        } catch {
+            return Self.skip(for: error)
+        }
+        guard let payload else { return .skipped(.noCMCD, detail: "no CMCD in the record") }
+        guard let sid = payload.sessionID, !sid.isEmpty else { return .skipped(.noSessionID, detail: "CMCD without a session id") }
+        var sample = Sample(time: time, sessionID: sid, contentID: payload.contentID, cmcd: payload)
+        if let e = fields.edgeLocation, let edge = field(e) { sample.edgeLocation = Self.boundedText(edge, max: 64) }
+        if let s = fields.status, let status = field(s) { sample.httpStatus = Self.parseSmallInt(status) }
+        if let t = fields.timeTaken, let taken = field(t) { sample.timeTaken = Self.parseSeconds(taken) }
+        return .sample(sample)
+    }
+
+    /// CloudFront's `cmcd-*` fields carry single values: strings without quotes, booleans
+    /// as `true`/`1`, numbers as text.
+    private func nativePayload(_ values: [(key: String, bytes: UnsafeBufferPointer<UInt8>)]) throws(CMCDDecodingError) -> CMCDPayload? {
+        guard !values.isEmpty else { return nil }
+        var members: [(key: String, value: SFMember)] = []
+        var ignored: [CMCDIgnoredKey] = []
+        for (key, bytes) in values {
+            var text = PercentDecoding.decode(Self.boundedText(bytes, max: 1024), plusAsSpace: false)
+            if text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\"") { text = String(text.dropFirst().dropLast()) }
+            let item: SFBareItem?
+            switch CMCDKeys.kind(of: key) {
+            case .boolean?: item = ["true", "1", "?1"].contains(text) ? .boolean(true) : (["false", "0", "?0"].contains(text) ? .boolean(false) : nil)
+            case .integer?, .integerList?: item = Int64(text).map { .integer($0) }
+            case .decimal?: item = Int64(text).map { .integer($0) } ?? Double(text).map { .decimal($0) }
+            case .token?: item = .token(text)
+            default: item = text.utf8.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) ? .string(text) : nil
+            }
+            if let item { members.append((key, .bare(item))) } else { ignored.append(.init(key: key, reason: "unreadable CloudFront value")) }
+        }
+        return try CMCDPayload(members: members, ignored: ignored)
+    }
+
+    // MARK: CMCD event lines
+
+    private mutating func parseEventLine(_ line: UnsafeBufferPointer<UInt8>) -> RecordOutcome {
+        var start = 0
+        var end = line.count
+        while start < end, line[start] == 0x20 || line[start] == 0x09 { start += 1 }
+        while end > start, line[end - 1] == 0x20 || line[end - 1] == 0x09 { end -= 1 }
+        let trimmed = UnsafeBufferPointer(rebasing: line[start..<end])
+        let payload: CMCDPayload
+        do throws(CMCDDecodingError) {
+            let isQuery = (trimmed.count >= 5 && trimmed[0] == UInt8(ascii: "C") && trimmed[1] == UInt8(ascii: "M"))
+                || trimmed.contains(UInt8(ascii: "?")) || PercentDecoding.looksEncoded(trimmed)
+            if isQuery {
+                guard let p = try CMCDDecoder.decodeQuery(bytes: trimmed, allowBareValue: true, scratch: &scratch, scratch2: &scratch2) else {
+                    return .skipped(.noCMCD, detail: "no CMCD in the line")
+                }
+                payload = p
+            } else {
+                payload = try CMCDPayload(rawBytes: trimmed)
+            }
+        } catch {
+            return Self.skip(for: error)
+        }
+        guard let ts = payload.timestamp, let time = Self.normaliseEpoch(ts) else {
+            return .skipped(.badTimestamp, detail: "event line without a valid ts")
+        }
+        guard let sid = payload.sessionID, !sid.isEmpty else { return .skipped(.noSessionID, detail: "CMCD without a session id") }
+        return .sample(Sample(time: time, sessionID: sid, contentID: payload.contentID, cmcd: payload))
+    }
+
+    // MARK: JSON
+
+    static let jsonMetadataKeys: Set<String> = [
+        "timestamp", "time", "@timestamp", "edge_location", "x-edge-location", "x_edge_location", "status",
+        "sc-status", "time-taken", "time_taken", "cmcd", "c-ip", "client_ip", "cs-uri-stem", "uri", "method",
+        "cs-method",
+    ]
+
+    private static func parseJSONLine(_ line: UnsafeBufferPointer<UInt8>, _ emit: (RecordOutcome) -> Void) {
+        let value: JSONValue
+        do { value = try JSONParser.parse(bytes: line) } catch {
+            emit(.skipped(.malformedJSON, detail: error.description))
+            return
+        }
+        if case .array(let items) = value {
+            for item in items { emit(jsonRecord(item)) }
+        } else {
+            emit(jsonRecord(value))
+        }
+    }
+
+    private static func jsonRecord(_ value: JSONValue) -> RecordOutcome {
+        guard case .object(let members) = value else { return .skipped(.malformedJSON, detail: "a record must be a JSON object") }
+        let payload: CMCDPayload
+        do throws(CMCDDecodingError) {
+            switch value["cmcd"] {
+            case .object?:
+                payload = try CMCDDecoder.decodeJSON(value["cmcd"]!)
+            case .string(let text)?:
+                payload = text.contains("=") && !text.contains("%") ? try CMCDPayload(raw: text) : try CMCDDecoder.decodeQuery(text)
+            case nil:
+                let cmcdMembers = members.filter { !Self.jsonMetadataKeys.contains($0.key) }
+                guard !cmcdMembers.isEmpty else { return .skipped(.noCMCD, detail: "no CMCD keys in the record") }
+                payload = try CMCDDecoder.decodeJSON(.object(cmcdMembers))
+            default:
+                return .skipped(.noCMCD, detail: "'cmcd' must be an object or a string")
+            }
+        } catch {
+            return Self.skip(for: error)
+        }
+        let time: Int64?
+        switch value["timestamp"] ?? value["time"] ?? value["@timestamp"] {
+        case .int(let n)?: time = Self.normaliseEpoch(n)
+        case .double(let d)?: time = d.isFinite && abs(d) < 1e15 ? Self.normaliseEpoch(Int64((d < 1e11 ? d * 1000 : d).rounded())) : nil
+        case .string(let s)?: time = Self.parseTimestampText(s)
+        case nil: time = payload.timestamp.flatMap(Self.normaliseEpoch)
+        default: time = nil
+        }
+        guard let time else { return .skipped(.badTimestamp, detail: "record without a valid timestamp") }
+        guard let sid = payload.sessionID, !sid.isEmpty else { return .skipped(.noSessionID, detail: "CMCD without a session id") }
+        var sample = Sample(time: time, sessionID: sid, contentID: payload.contentID, cmcd: payload)
+        if let edge = (value["edge_location"] ?? value["x-edge-location"] ?? value["x_edge_location"])?.stringValue {
+            sample.edgeLocation = String(edge.prefix(64))
+        }
+        switch value["status"] ?? value["sc-status"] {
+        case .int(let n)?: sample.httpStatus = (0...999).contains(n) ? Int(n) : nil
+        case .string(let s)?: sample.httpStatus = Int(s).flatMap { (0...999).contains($0) ? $0 : nil }
+        default: break
+        }
+        switch value["time_taken"] ?? value["time-taken"] {
+        case .double(let d)?: sample.timeTaken = d.isFinite && d >= 0 ? d : nil
+        case .int(let n)?: sample.timeTaken = n >= 0 ? Double(n) : nil
+        default: break
+        }
+        return .sample(sample)
+    }
+
+    // MARK: Helpers
+
+    private static func skip(for error: CMCDDecodingError) -> RecordOutcome {
+        switch error {
+        case .unsupportedVersion: return .skipped(.unsupportedVersion, detail: error.description)
+        case .noCMCD: return .skipped(.noCMCD, detail: error.description)
+        default: return .skipped(.malformedCMCD, detail: error.description)
+        }
+    }
+
+    /// Epoch milliseconds from the earliest plausible time (2000-01-01) to 2200-01-01.
+    static let plausibleEpochMs: ClosedRange<Int64> = 946_684_800_000...7_258_118_400_000
+
+    /// Accepts epoch seconds or milliseconds (told apart by magnitude).
+    static func normaliseEpoch(_ n: Int64) -> Int64? {
+        let ms = n < 100_000_000_000 ? n &* 1000 : n
+        return plausibleEpochMs.contains(ms) ? ms : nil
+    }
+
+    /// Parses `1720015623.481` (seconds, `scale` 1000) or `1720015623481` (ms, `scale` 1) to ms.
+    static func parseEpochNumber(_ bytes: UnsafeBufferPointer<UInt8>, scale: Int64) -> Int64? {
+        var whole: Int64 = 0
+        var i = 0
+        var digits = 0
+        while i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 {
+            digits += 1
+            if digits > 15 { return nil }
+            whole = whole * 10 + Int64(bytes[i] - 0x30)
+            i += 1
+        }
+        guard digits > 0 else { return nil }
+        var ms = whole * scale
+        if i < bytes.count {
+            guard bytes[i] == UInt8(ascii: "."), scale == 1000 else { return nil }
+            i += 1
+            var factor: Int64 = 100
+            var fractionDigits = 0
+            while i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 {
+                fractionDigits += 1
+                if fractionDigits > 9 { return nil }
+                ms += Int64(bytes[i] - 0x30) * factor
+                factor /= 10
+                i += 1
+            }
+            guard i == bytes.count, fractionDigits > 0 else { return nil }
+        }
+        return plausibleEpochMs.contains(ms) ? ms : nil
+    }
+
+    /// ISO 8601 / RFC 3339 UTC (`2024-07-03T14:07:03.481Z`) or a numeric string.
+    static func parseTimestampText(_ s: String) -> Int64? {
+        if let n = Int64(s) { return normaliseEpoch(n) }
+        var copy = s
+        return copy.withUTF8 { bytes -> Int64? in
+            if let ms = parseEpochNumber(bytes, scale: 1000) { return ms }
+            return RFC3339.parse(bytes)
+        }
+    }
+
+    static func parseSmallInt(_ bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+        guard bytes.count <= 6 else { return nil }
+        var n = 0
+        for b in bytes {
+            guard b >= 0x30, b <= 0x39 else { return nil }
+            n = n * 10 + Int(b - 0x30)
+        }
+        return n
+    }
+
+    static func parseSeconds(_ bytes: UnsafeBufferPointer<UInt8>) -> Double? {
+        guard bytes.count <= 24 else { return nil }
+        guard let d = Double(String(decoding: bytes, as: UTF8.self)), d.isFinite, d >= 0 else { return nil }
+        return d
+    }
+
+    /// Printable ASCII only, at most `max` bytes: other bytes become `?`.
+    static func boundedText(_ bytes: UnsafeBufferPointer<UInt8>, max: Int) -> String {
+        let slice = UnsafeBufferPointer(rebasing: bytes[0..<min(bytes.count, max)])
+        if slice.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) { return String(decoding: slice, as: UTF8.self) }
+        return String(decoding: slice.map { $0 >= 0x20 && $0 <= 0x7E ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
+    }
+}

@@ -1,0 +1,40 @@
+import CMCD
+
+/// One normalised CMCD observation: a request (or event report) of one playback session at
+/// one moment of event time. Produced by `RecordParser`, consumed by the detectors and sinks.
+public struct Sample: Sendable, Hashable {
+    /// Event time in milliseconds since the Unix epoch, taken from the record.
+    public var time: Int64
+    public var sessionID: String
+    public var contentID: String?
+    /// CloudFront edge location (`x-edge-location`), when the record has one.
+    public var edgeLocation: String?
+    /// HTTP status of the request, when the record has one.
+    public var httpStatus: Int?
+    /// Request duration in seconds (`time-taken`), when the record has one.
+    public var timeTaken: Double?
+    /// The whole decoded CMCD payload.
+    public var cmcd: CMCDPayload
+
+    public init(
+        time: Int64, sessionID: String, contentID: String? = nil, edgeLocation: String? = nil,
+        httpStatus: Int? = nil, timeTaken: Double? = nil, cmcd: CMCDPayload
+    ) {
+        self.time = time
+        self.sessionID = sessionID
+        self.contentID = contentID
+        self.edgeLocation = edgeLocation
+        self.httpStatus = httpStatus
+        self.timeTaken = timeTaken
+        self.cmcd = cmcd
+    }
+
+    public var objectType: CMCDObjectType? { cmcd.objectType }
+
+    /// Buffer length (ms) for this request's object type.
+    public var bufferLength: Int64? { cmcd.bufferLength?.value(for: cmcd.objectType) }
+
+    /// Whether the request is for media that reports the playback buffer (audio, video,
+    /// muxed, or no object type given).
+    public var isMediaRequest: Bool { cmcd.objectType?.isMedia ?? true }
+}

@@ -1,0 +1,112 @@
+import ArgumentParser
+import CMCD
+import SentinelJSON
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension CMCDForm: ExpressibleByArgument {}
+
+/// `cmcd-sentinel decode`: decode one CMCD payload and print it as JSON.
+struct DecodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "decode",
+        abstract: "Decode one CMCD payload and print it as JSON.",
+        discussion: """
+            Forms: query (a URL, a query string or the bare CMCD= value, URL-encoded), header \
+            (HTTP header lines 'Name: value'), raw (the dictionary itself), json (a v1 JSON \
+            object or an array of them), body (a v2 event-mode POST body, one record per line; \
+            prints a JSON array). Without --form the form is guessed from the input. \
+            Keys whose values have the wrong type are printed and reported on stderr as ignored.
+            """)
+
+    @Option(help: "Transmission form: query, header, raw, json or body (default: guessed).")
+    var form: CMCDForm?
+
+    @Argument(help: "The payload, or - to read it from standard input.")
+    var input: String
+
+    func run() throws {
+        let text = input == "-" ? try readStandardInput(limit: 16 * 1024 * 1024) : input
+        let chosen = form ?? Self.guessForm(text)
+        let output: JSONValue
+        do {
+            switch chosen {
+            case .query:
+                output = render(try CMCDDecoder.decodeQuery(text.trimmingNewlines))
+            case .header:
+                output = render(try CMCDDecoder.decodeHeaderLines(text))
+            case .raw:
+                output = render(try CMCDPayload(raw: text.trimmingNewlines))
+            case .json:
+                let payloads = try CMCDDecoder.decodeJSON(text: text)
+                let isArray = text.drop(while: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }).first == "["
+                output = isArray ? .array(payloads.map(render)) : render(payloads[0])
+            case .body:
+                output = .array(try CMCDDecoder.decodeBody(text).map(render))
+            }
+        } catch {
+            throw CommandFailure.runtime("decode: \(error.description.firstLine)")
+        }
+        print(JSONWriter.string(output))
+    }
+
+    private func render(_ payload: CMCDPayload) -> JSONValue {
+        for ignored in payload.ignored {
+            printError("cmcd-sentinel: warning: ignored key \(ignored.key): \(ignored.reason)")
+        }
+        return payload.jsonValue()
+    }
+
+    /// Guesses the form of an input: JSON, header lines, a query, several lines, or raw.
+    static func guessForm(_ text: String) -> CMCDForm {
+        let trimmed = text.trimmingNewlines
+        if trimmed.hasPrefix("{") || trimmed.hasPrefix("[") { return .json }
+        let lines = trimmed.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+        if lines.contains(where: { line in
+            guard let colon = line.firstIndex(of: ":") else { return false }
+            return CMCDDecoder.isCMCDHeader(line[..<colon].trimmingCharacters(in: " \t"))
+        }) {
+            return .header
+        }
+        if trimmed.contains("CMCD=") || trimmed.contains("?") || (trimmed.contains("%") && !trimmed.contains("=")) {
+            return .query
+        }
+        if lines.count > 1 { return .body }
+        return .raw
+    }
+}
+
+/// Reads all of standard input, failing beyond `limit` bytes.
+func readStandardInput(limit: Int) throws -> String {
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw CommandFailure.runtime("cannot read standard input: \(String(cString: strerror(errno)))")
+        }
+        if n == 0 { break }
+        bytes.append(contentsOf: chunk[0..<n])
+        if bytes.count > limit { throw CommandFailure.runtime("standard input is larger than \(limit) bytes") }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+extension StringProtocol {
+    var firstLine: String { String(prefix(while: { $0 != "\n" })) }
+
+    var trimmingNewlines: String { trimmingCharacters(in: " \t\r\n") }
+
+    func trimmingCharacters(in set: String) -> String {
+        let chars = Set(set)
+        var s = Substring(self)
+        while let f = s.first, chars.contains(f) { s = s.dropFirst() }
+        while let l = s.last, chars.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,111 @@
+import ArgumentParser
+import CMCDDetection
+import CMCDRecords
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension RecordFormat: ExpressibleByArgument {}
+
+/// `cmcd-sentinel detect`: offline detection over a file or standard input.
+struct DetectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "detect",
+        abstract: "Run the detectors over records from a file or standard input.",
+        discussion: """
+            Findings are printed on standard output as JSON lines; a summary (records read, \
+            skipped by reason, late samples, sessions, findings by type and severity) goes to \
+            standard error. Memory stays constant in the input size. At end of input, open \
+            episodes are resolved.
+            """)
+
+    @Option(help: "Rules file (default: the built-in rules, identical to rules/default.yaml).")
+    var rules: String?
+
+    @Option(help: "Record format: cloudfront, json or cmcd.")
+    var format: RecordFormat = .cloudfront
+
+    @Option(help: "CloudFront fields in wire order, comma separated (default: the 10-field list).")
+    var fields: String?
+
+    @Option(help: "Longest line accepted, in bytes; longer lines are skipped and counted.")
+    var maxLineBytes: Int = 64 * 1024
+
+    @Argument(help: "Input file, or - for standard input.")
+    var path: String = "-"
+
+    func validate() throws {
+        guard (256...16 * 1024 * 1024).contains(maxLineBytes) else {
+            throw ValidationError("--max-line-bytes must be between 256 and 16777216")
+        }
+    }
+
+    func run() throws {
+        let rules = try self.rules.map(RulesFile.load) ?? DetectionRules()
+        var configuration = RecordParser.Configuration(format: format, maxLineBytes: maxLineBytes)
+        if let fields {
+            let names = fields.split(separator: ",").map { $0.trimmingCharacters(in: " ") }
+            do { configuration.fields = try CloudFrontFields(names) } catch {
+                throw CommandFailure.usage("--fields: \(error)")
+            }
+        }
+        let fd: Int32
+        if path == "-" {
+            fd = 0
+        } else {
+            fd = open(path, O_RDONLY)
+            guard fd >= 0 else { throw CommandFailure.runtime("\(path): cannot open: \(String(cString: strerror(errno)))") }
+        }
+        defer { if fd != 0 { close(fd) } }
+
+        var parser = RecordParser(configuration: configuration)
+        var engine = DetectionEngine(rules: rules)
+        let out = OutputBuffer()
+        var findings: [Finding] = []
+        findings.reserveCapacity(16)
+        func flushFindings() {
+            for finding in findings { out.writeLine(finding.jsonLine) }
+            findings.removeAll(keepingCapacity: true)
+        }
+        let reader = LineReader(fd: fd, maxLineBytes: maxLineBytes)
+        do {
+            try reader.forEachLine { line in
+                switch line {
+                case .tooLong:
+                    parser.countSkipped(.lineTooLong)
+                case .line(let bytes):
+                    parser.parse(line: bytes) { outcome in
+                        if case .sample(let sample) = outcome { engine.process(sample, into: &findings) }
+                    }
+                    if !findings.isEmpty { flushFindings() }
+                }
+            }
+        } catch {
+            out.flush()
+            throw CommandFailure.runtime("\(path == "-" ? "standard input" : path): \(error)")
+        }
+        engine.finish(into: &findings)
+        flushFindings()
+        out.flush()
+        for line in Self.summary(parser.statistics, engine.statistics) { printError(line) }
+    }
+
+    static func summary(_ p: ParseStatistics, _ d: DetectionStatistics) -> [String] {
+        let findingsTotal = d.findings.values.reduce(0, +)
+        var lines = [
+            "records: \(p.lines) read, \(p.samples) with CMCD, \(p.skippedTotal) skipped, \(d.late) late, \(d.reordered) reordered",
+            "sessions: \(d.sessionsStarted) seen, \(d.idleEvictions) idle-evicted, \(d.capacityEvictions) evicted at capacity",
+            "findings: \(findingsTotal)",
+        ]
+        for reason in p.skipped.keys.sorted() {
+            lines.append("  skipped \(reason.rawValue): \(p.skipped[reason]!)")
+        }
+        for key in d.findings.keys.sorted() {
+            lines.append("  \(key.type.rawValue) \(key.severity.rawValue) \(key.status.rawValue): \(d.findings[key]!)")
+        }
+        return lines
+    }
+}

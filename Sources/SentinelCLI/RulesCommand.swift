@@ -1,0 +1,89 @@
+import ArgumentParser
+import CMCDDetection
+import SentinelYAML
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `cmcd-sentinel rules`: work with rules files.
+struct RulesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rules",
+        abstract: "Work with detection rules files.",
+        subcommands: [Check.self])
+
+    /// `cmcd-sentinel rules check [PATH]`.
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a rules file; on success print a summary of the rules in force.")
+
+        @Argument(help: "The rules file.")
+        var path: String = RulesFile.defaultPath
+
+        func run() throws {
+            let rules = try RulesFile.load(path)
+            print("\(path): OK")
+            for line in RulesFile.summary(rules) { print("  " + line) }
+        }
+    }
+}
+
+/// Loading rules files for the commands.
+enum RulesFile {
+    static let defaultPath = "rules/default.yaml"
+
+    /// Loads and validates a rules file; problems become exit-2 failures naming file and key.
+    static func load(_ path: String) throws -> DetectionRules {
+        let text: String
+        do { text = try readFile(path, limit: 4 * 1024 * 1024) } catch let failure as CommandFailure {
+            throw CommandFailure.usage(failure.message)
+        }
+        do {
+            return try DetectionRules.parse(yaml: text, file: path)
+        } catch {
+            throw CommandFailure.usage(error.description)
+        }
+    }
+
+    static func summary(_ r: DetectionRules) -> [String] {
+        func on(_ b: Bool) -> String { b ? "on" : "off" }
+        var lines = [
+            "buffer_drop (\(on(r.bufferDrop.enabled))): lookback \(r.bufferDrop.lookbackMs) ms, reference >= \(r.bufferDrop.minReferenceMs) ms, warning >= \(Int((r.bufferDrop.warningDropRatio * 100).rounded()))%, critical >= \(Int((r.bufferDrop.criticalDropRatio * 100).rounded()))%, object types \(r.bufferDrop.objectTypes.map(\.rawValue).sorted().joined(separator: ","))",
+            "buffer_starvation (\(on(r.bufferStarvation.enabled))): low buffer < \(r.bufferStarvation.lowBufferMs) ms, recovered > \(r.bufferStarvation.recoveredBufferMs) ms",
+            "startup_delay (\(on(r.startupDelay.enabled))): warning > \(r.startupDelay.warningMs) ms, critical/stuck > \(r.startupDelay.criticalMs) ms",
+            "sessions: reorder tolerance \(r.sessions.reorderToleranceMs) ms, idle timeout \(r.sessions.idleTimeoutMs) ms, at most \(r.sessions.maxLiveSessions) live",
+        ]
+        for route in r.routes {
+            var text = "route \(route.name) -> webhook \(route.webhook): "
+            text += route.types.isEmpty ? "all types" : route.types.map(\.rawValue).sorted().joined(separator: ",")
+            text += ", severity >= \(route.minSeverity.rawValue)"
+            if let p = route.minDropPercent { text += ", drop >= \(p)%" }
+            text += route.sendResolved ? ", with resolved" : ", firing only"
+            lines.append(text)
+        }
+        return lines
+    }
+}
+
+/// Reads a whole (small) file, failing clearly when it is missing or too large.
+func readFile(_ path: String, limit: Int) throws -> String {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { throw CommandFailure.runtime("\(path): cannot open: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw CommandFailure.runtime("\(path): cannot read: \(String(cString: strerror(errno)))")
+        }
+        if n == 0 { break }
+        bytes.append(contentsOf: chunk[0..<n])
+        if bytes.count > limit { throw CommandFailure.runtime("\(path): larger than \(limit) bytes") }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
