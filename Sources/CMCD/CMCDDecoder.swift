@@ -161,7 +161,7 @@ public enum CMCDDecoder {
     public static func decodeBody(_ text: String) throws(CMCDDecodingError) -> [CMCDPayload] {
         var payloads: [CMCDPayload] = []
         var lineNumber = 0
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
             var record = String(line)
             if record.hasSuffix("\r") { record.removeLast() }

@@ -341,6 +341,15 @@ public struct DetectionEngine: Sendable {
                     session.drop = nil
                 } else {
                     episode.lowestMs = min(episode.lowestMs, current)
+                    if episode.severity == .warning, Double(current) <= (1 - r.criticalDropRatio) * Double(episode.referenceMs) {
+                        // The same episode got worse: fire again under the same id, now critical.
+                        episode.severity = .critical
+                        episode.dropPercent = (Double(episode.referenceMs - current) / Double(episode.referenceMs) * 1000).rounded() / 10
+                        emit(
+                            &findings, session, .bufferDrop, .firing, .critical, startedAt: episode.startedAt, at: t,
+                            summary: "Buffer drop escalated: \(episode.dropPercent)% (\(episode.referenceMs) ms to \(current) ms)",
+                            details: dropDetails(episode) + [("current_bl_ms", .int(current)), ("escalated", .bool(true))])
+                    }
                     session.drop = episode
                 }
             }
@@ -394,9 +403,19 @@ public struct DetectionEngine: Sendable {
         }
         if var episode = session.starvation {
             if let trigger {
-                if severity > episode.peakSeverity { episode.peakSeverity = severity }
                 if let bl { episode.lowestMs = min(episode.lowestMs ?? bl, bl) }
-                _ = trigger
+                if severity > episode.severity {
+                    // The same episode got worse: fire again under the same id, now critical.
+                    episode.severity = severity
+                    episode.trigger = trigger
+                    emit(
+                        &findings, session, .bufferStarvation, .firing, severity, startedAt: episode.startedAt, at: t,
+                        summary: "Starvation escalated: \(Self.describe(trigger: trigger, cmcd, bl))",
+                        details: [
+                            ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
+                            ("threshold_ms", .int(rules.bufferStarvation.lowBufferMs)), ("escalated", .bool(true)),
+                        ])
+                }
                 session.starvation = episode
             } else if let bl, bl > rules.bufferStarvation.recoveredBufferMs {
                 emit(
@@ -406,24 +425,26 @@ public struct DetectionEngine: Sendable {
                 session.starvation = nil
             }
         } else if let trigger {
-            let episode = StarvationEpisode(startedAt: t, severity: severity, peakSeverity: severity, trigger: trigger, lowestMs: bl)
+            let episode = StarvationEpisode(startedAt: t, severity: severity, trigger: trigger, lowestMs: bl)
             session.starvation = episode
-            let what: String
-            switch trigger {
-            case "bs": what = "player reported buffer starvation (bs)"
-            case "bsa": what = "player's starvation count rose to \(cmcd.starvationCount?.maximum ?? 0) (bsa)"
-            case "bsd": what = "player reported a starvation of \(cmcd.starvationDuration?.maximum ?? 0) ms (bsd)"
-            case "sta=r": what = "player is rebuffering (sta=r)"
-            case "bl=0": what = "buffer is empty (bl=0)"
-            default: what = "buffer is low (\(bl ?? 0) ms)"
-            }
             emit(
                 &findings, session, .bufferStarvation, .firing, severity, startedAt: t, at: t,
-                summary: "Starvation: \(what)",
+                summary: "Starvation: \(Self.describe(trigger: trigger, cmcd, bl))",
                 details: [
                     ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
                     ("threshold_ms", .int(rules.bufferStarvation.lowBufferMs)),
                 ])
+        }
+    }
+
+    static func describe(trigger: String, _ cmcd: CMCDPayload, _ bl: Int64?) -> String {
+        switch trigger {
+        case "bs": return "player reported buffer starvation (bs)"
+        case "bsa": return "player's starvation count rose to \(cmcd.starvationCount?.maximum ?? 0) (bsa)"
+        case "bsd": return "player reported a starvation of \(cmcd.starvationDuration?.maximum ?? 0) ms (bsd)"
+        case "sta=r": return "player is rebuffering (sta=r)"
+        case "bl=0": return "buffer is empty (bl=0)"
+        default: return "buffer is low (\(bl ?? 0) ms)"
         }
     }
 
@@ -437,7 +458,7 @@ public struct DetectionEngine: Sendable {
 
     private func starvationDetails(_ episode: StarvationEpisode, until time: Int64) -> [(key: String, value: JSONValue)] {
         [
-            ("trigger", .string(episode.trigger)), ("peak_severity", .string(episode.peakSeverity.rawValue)),
+            ("trigger", .string(episode.trigger)),
             ("lowest_bl_ms", episode.lowestMs.map(JSONValue.int) ?? .null), ("duration_ms", .int(time - episode.startedAt)),
         ]
     }

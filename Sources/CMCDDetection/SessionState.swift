@@ -35,7 +35,6 @@ struct DropEpisode {
 struct StarvationEpisode {
     var startedAt: Int64
     var severity: Severity
-    var peakSeverity: Severity
     var trigger: String
     var lowestMs: Int64?
 }

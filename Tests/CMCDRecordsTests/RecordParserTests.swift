@@ -1,0 +1,163 @@
+import Foundation
+import Testing
+
+@testable import CMCDRecords
+import CMCD
+
+struct RecordParserTests {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    func parse(_ text: String, _ configuration: RecordParser.Configuration = .init()) -> (outcomes: [RecordOutcome], stats: ParseStatistics) {
+        var parser = RecordParser(configuration: configuration)
+        var outcomes: [RecordOutcome] = []
+        parser.parse(message: text) { outcomes.append($0) }
+        return (outcomes, parser.statistics)
+    }
+
+    func samples(_ outcomes: [RecordOutcome]) -> [Sample] {
+        outcomes.compactMap { if case .sample(let s) = $0 { s } else { nil } }
+    }
+
+    func reasons(_ outcomes: [RecordOutcome]) -> [SkipReason] {
+        outcomes.compactMap { if case .skipped(let r, _) = $0 { r } else { nil } }
+    }
+
+    func cloudFrontLine(time: String = "1720015641.207", query: String = "-", headers: String = "-", edge: String = "IAD89-P1") -> String {
+        [time, "203.0.113.45", "200", "GET", "/v/seg.ts", edge, "rid", "0.213", query, headers].joined(separator: "\t")
+    }
+
+    @Test func parsesTheSeedSampleLines() throws {
+        let text = try String(contentsOf: Self.packageRoot.appendingPathComponent("samples/cloudfront-realtime-seed-format.tsv"), encoding: .utf8)
+        let (outcomes, stats) = parse(text)
+        let s = samples(outcomes)
+        #expect(s.count == 3)
+        #expect(stats.lines == 3 && stats.samples == 3 && stats.skippedTotal == 0)
+        #expect(s.allSatisfy { $0.sessionID == "session_md91ykdl5yrcwq371f5" && $0.contentID == "video-content-demo" })
+        #expect(s.map(\.time) == [1_720_015_623_481, 1_720_015_641_207, 1_720_015_702_935])
+        #expect(s[0].objectType == .manifest && s[0].cmcd.startup && s[0].bufferLength == nil)
+        #expect(s[1].bufferLength == 21300 && s[1].cmcd.topBitrate?.components.first?.value == 8500)
+        #expect(s[1].edgeLocation == "IAD89-P1" && s[1].httpStatus == 200 && s[1].timeTaken == 0.213)
+        #expect(s[2].bufferLength == 0 && s[2].cmcd.bufferStarvation && s[2].cmcd.startup)
+        #expect(s[1].cmcd.nextObjectRequests == ["master_1080p_00005.ts"])
+    }
+
+    @Test func headersWinOverTheQueryArgument() {
+        let query = "CMCD=bl%3D100%2Csid%3D%22from-query%22"
+        let headers = "Host:x%0ACMCD-Request:bl=5000%0Acmcd-session:sid=%22from-headers%22%0A"
+        let s = samples(parse(cloudFrontLine(query: query, headers: headers)).outcomes)
+        #expect(s.first?.sessionID == "from-headers")
+        #expect(s.first?.bufferLength == 5000)
+        // Without CMCD headers the query is used.
+        #expect(samples(parse(cloudFrontLine(query: query, headers: "Host:x%0AAccept:*/*")).outcomes).first?.sessionID == "from-query")
+    }
+
+    @Test func nativeCloudFrontFieldsWhenSelected() throws {
+        let fields = try CloudFrontFields(["timestamp", "x-edge-location", "cmcd-session-id", "cmcd-buffer-length", "cmcd-object-type", "cmcd-startup", "cmcd-buffer-starvation"])
+        let line = ["1720015641.207", "LHR5-C1", "abc-123", "4200", "v", "-", "true"].joined(separator: "\t")
+        let s = samples(parse(line, .init(fields: fields)).outcomes)
+        #expect(s.first?.sessionID == "abc-123")
+        #expect(s.first?.bufferLength == 4200)
+        #expect(s.first?.objectType == .video)
+        #expect(s.first?.cmcd.startup == false)
+        #expect(s.first?.cmcd.bufferStarvation == true)
+        #expect(s.first?.edgeLocation == "LHR5-C1")
+    }
+
+    @Test func severalLinesPerMessageWithTrailingNewlineAndCRLF() {
+        let q = "CMCD=sid%3D%22a%22%2Cbl%3D1000"
+        let message = cloudFrontLine(query: q) + "\r\n" + cloudFrontLine(time: "1720015642.000", query: q) + "\n\n"
+        let (outcomes, stats) = parse(message)
+        #expect(samples(outcomes).count == 2)
+        #expect(stats.lines == 2)
+    }
+
+    @Test func skippedLinesAreCountedByReason() {
+        let lines = [
+            cloudFrontLine(),  // no CMCD
+            cloudFrontLine(query: "CMCD=bl%3D100"),  // no session id
+            cloudFrontLine(query: "CMCD=sid%3D%22a"),  // malformed
+            cloudFrontLine(query: "CMCD=sid%3D%22a%22%2Cv%3D3"),  // v3
+            cloudFrontLine(time: "yesterday", query: "CMCD=sid%3D%22a%22"),
+            cloudFrontLine(time: "99", query: "CMCD=sid%3D%22a%22"),  // implausible time
+            "1720015641.207\tonly two fields",
+            cloudFrontLine(query: "CMCD=sid%3D%22a%22") + "\textra",
+            cloudFrontLine(query: "CMCD=sid%3D%22ok%22"),
+        ]
+        let (outcomes, stats) = parse(lines.joined(separator: "\n"))
+        #expect(reasons(outcomes) == [.noCMCD, .noSessionID, .malformedCMCD, .unsupportedVersion, .badTimestamp, .badTimestamp, .fieldCount, .fieldCount])
+        #expect(samples(outcomes).map(\.sessionID) == ["ok"])
+        #expect(stats.skipped[.fieldCount] == 2 && stats.skippedTotal == 8 && stats.samples == 1 && stats.lines == 9)
+    }
+
+    @Test func overlongLinesAreSkippedUnread() {
+        let long = cloudFrontLine(query: "CMCD=sid%3D%22a%22&pad=" + String(repeating: "x", count: 70_000))
+        #expect(reasons(parse(long).outcomes) == [.lineTooLong])
+    }
+
+    @Test func hostileEdgeLocationIsBoundedAndPrintable() {
+        let s = samples(parse(cloudFrontLine(query: "CMCD=sid%3D%22a%22", edge: "EVIL\u{1}\"," + String(repeating: "Z", count: 200))).outcomes)
+        let edge = try? #require(s.first?.edgeLocation)
+        #expect(edge?.count == 64)
+        #expect(edge?.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7F } == true)
+    }
+
+    @Test func fieldListIsValidated() {
+        #expect(throws: CloudFrontFields.InvalidFieldList.self) { try CloudFrontFields(["c-ip", "cs-uri-query"]) }
+        #expect(throws: CloudFrontFields.InvalidFieldList.self) { try CloudFrontFields(["timestamp", "cs-uri-querry"]) }
+        #expect(throws: CloudFrontFields.InvalidFieldList.self) { try CloudFrontFields(["timestamp", "cs-uri-query", "timestamp"]) }
+        #expect(throws: CloudFrontFields.InvalidFieldList.self) { try CloudFrontFields(["timestamp", "c-ip"]) }
+        #expect((try? CloudFrontFields(CloudFrontFields.defaultNames)) != nil)
+    }
+
+    @Test func jsonRecords() {
+        let text = """
+            {"timestamp":1720015641.207,"edge_location":"IAD89-P1","cmcd":{"sid":"j1","bl":3000,"ot":"v","bs":true}}
+            {"time":"2024-07-03T14:07:21.207Z","sid":"j2","bl":[3000],"su":true,"sc-status":"206"}
+            {"ts":1720015641207,"sid":"j3","cmcd_unknown":1}
+            [{"timestamp":1720015641207,"sid":"j4"},{"timestamp":1720015641207,"sid":"j5"}]
+            {"timestamp":1720015641207,"cmcd":"bl=100,sid=\\"j6\\""}
+            {"timestamp":"soon","sid":"bad"}
+            {"sid":"no-time"}
+            not json
+            {"timestamp":1720015641207,"bl":100}
+            """
+        let (outcomes, _) = parse(text, .init(format: .json))
+        let s = samples(outcomes)
+        #expect(s.map(\.sessionID) == ["j1", "j2", "j3", "j4", "j5", "j6"])
+        #expect(s.allSatisfy { $0.time == 1_720_015_641_207 })
+        #expect(s[0].bufferLength == 3000 && s[0].cmcd.bufferStarvation && s[0].edgeLocation == "IAD89-P1")
+        #expect(s[1].cmcd.startup && s[1].httpStatus == 206)
+        #expect(reasons(outcomes) == [.badTimestamp, .badTimestamp, .malformedJSON, .noSessionID])
+    }
+
+    @Test func eventModeLines() {
+        let text = """
+            bl=(0),cid="c",e=t,sid="e1",sta=s,su,ts=1764752400000,v=2
+              bl=(6000),e=t,msd=812,sid="e1",sta=p,ts=1764752430000,v=2
+            e=t,sid="e1",v=2
+            CMCD=e%3Dt%2Csid%3D%22e2%22%2Cts%3D1764752460000%2Cv%3D2
+            """
+        let (outcomes, _) = parse(text, .init(format: .cmcd))
+        let s = samples(outcomes)
+        #expect(s.map(\.sessionID) == ["e1", "e1", "e2"])
+        #expect(s[1].cmcd.mediaStartDelay == 812 && s[1].time == 1_764_752_430_000)
+        #expect(reasons(outcomes) == [.badTimestamp])
+    }
+
+    @Test func randomLinesNeverCrashTheParser() {
+        var state: UInt64 = 7
+        func next() -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return state >> 33
+        }
+        let pieces = ["\t", "-", "CMCD=", "%22", "%2C", "%3D", "sid", "bl", "1720015641.207", "{", "}", "\"", ",", "=", "(", ")", "%", "%25", "\u{0}", "é"]
+        for format in RecordFormat.allCases {
+            var parser = RecordParser(configuration: .init(format: format))
+            for _ in 0..<5_000 {
+                let line = (0..<Int(next() % 30)).map { _ in pieces[Int(next() % UInt64(pieces.count))] }.joined()
+                parser.parse(message: line) { _ in }
+            }
+            #expect(parser.statistics.lines > 0)
+        }
+    }
+}
