@@ -1,0 +1,131 @@
+import CMCDRecords
+import Foundation
+import SentinelJSON
+import Testing
+
+@testable import CMCDDetection
+
+struct EngineTests {
+    @Test func interleavedSessionsAreIndependent() {
+        let a = playing("a", buffers: [20000, 20000, 2000])
+        let b = playing("b", start: t0 + 100, buffers: [20000, 20000, 19000])
+        var merged = (a + b).sorted { $0.time < $1.time }
+        merged.append(sample("b", at: t0 + 9000, "ot=av,bl=18000"))
+        let drops = run(merged).findings.of(.bufferDrop)
+        #expect(drops.map(\.sessionID) == ["a"])
+    }
+
+    @Test func outOfOrderSamplesWithinToleranceArePlacedInOrder() {
+        let samples = [
+            sample("s", at: t0, "ot=av,bl=9000"),
+            sample("s", at: t0 + 3000, "ot=av,bl=8000"),
+            sample("s", at: t0 + 1500, "ot=av,bl=20000"),  // 1.5 s behind: reordered, becomes a reference
+            sample("s", at: t0 + 4000, "ot=av,bl=4000"),
+        ]
+        let (findings, engine) = run(samples)
+        #expect(engine.statistics.reordered == 1)
+        #expect(findings.of(.bufferDrop).first?.detail("reference_bl_ms") == .int(20000))
+    }
+
+    @Test func samplesOlderThanToleranceAreLateAndIgnored() {
+        let samples = [
+            sample("s", at: t0 + 5000, "ot=av,bl=20000"),
+            sample("s", at: t0 + 2999, "ot=av,bl=0,bs"),  // 2.001 s behind
+        ]
+        let (findings, engine) = run(samples)
+        #expect(engine.statistics.late == 1)
+        #expect(findings.isEmpty)
+    }
+
+    @Test func idleSessionsAreEvictedResolvingTheirEpisodes() {
+        var samples = playing("idle", buffers: [20000, 1000])
+        samples.append(sample("busy", at: t0 + 400_000, "ot=av,bl=9000"))
+        let (findings, engine) = run(samples)
+        #expect(engine.statistics.idleEvictions == 1)
+        #expect(engine.liveSessionCount == 1)
+        let resolved = findings.of(.bufferDrop).last
+        #expect(resolved?.status == .resolved && resolved?.detail("resolution") == .string("session_idle"))
+    }
+
+    @Test func capacityEvictsTheLeastRecentlySeen() {
+        var rules = DetectionRules()
+        rules.sessions.maxLiveSessions = 2
+        var engine = DetectionEngine(rules: rules)
+        var findings: [Finding] = []
+        engine.process(sample("a", at: t0, "ot=av,bl=9000"), into: &findings)
+        engine.process(sample("b", at: t0 + 1, "ot=av,bl=9000"), into: &findings)
+        engine.process(sample("a", at: t0 + 2, "ot=av,bl=9000"), into: &findings)  // b is now least recent
+        engine.process(sample("c", at: t0 + 3, "ot=av,bl=9000"), into: &findings)
+        #expect(engine.liveSessionCount == 2)
+        #expect(engine.statistics.capacityEvictions == 1)
+        // b was evicted: a new sample for it starts a new session; a is still known.
+        engine.process(sample("a", at: t0 + 4, "ot=av,bl=1000"), into: &findings)
+        #expect(findings.of(.bufferDrop).count == 1, "a kept its window")
+        #expect(engine.statistics.sessionsStarted == 3)
+    }
+
+    @Test func memoryStaysBoundedUnderManySessions() {
+        var rules = DetectionRules()
+        rules.sessions.maxLiveSessions = 1000
+        var engine = DetectionEngine(rules: rules)
+        var findings: [Finding] = []
+        for i in 0..<20_000 {
+            engine.process(sample("s\(i)", at: t0 + Int64(i), "ot=av,bl=5000"), into: &findings)
+        }
+        #expect(engine.liveSessionCount == 1000)
+        #expect(engine.statistics.capacityEvictions == 19_000)
+    }
+
+    @Test func replayProducesTheSameFindingsAndIds() {
+        let samples = playing("s", buffers: [20000, 1000, 15000]) + playing("t", start: t0 + 50, buffers: [3000, 0, 9000])
+        let first = run(samples, finish: true).findings
+        let second = run(samples, finish: true).findings
+        #expect(!first.isEmpty)
+        #expect(first.map(\.jsonLine) == second.map(\.jsonLine))
+        #expect(Set(first.map(\.id)).count == Set(first.map { "\($0.sessionID)|\($0.type)|\($0.startedAt)" }).count)
+    }
+
+    @Test func idsDependOnSessionTypeAndStart() {
+        let a = FindingID.make(sessionID: "s", type: .bufferDrop, startedAt: 1)
+        #expect(a.count == 32 && a.allSatisfy(\.isHexDigit))
+        #expect(a == FindingID.make(sessionID: "s", type: .bufferDrop, startedAt: 1))
+        #expect(a != FindingID.make(sessionID: "s2", type: .bufferDrop, startedAt: 1))
+        #expect(a != FindingID.make(sessionID: "s", type: .bufferStarvation, startedAt: 1))
+        #expect(a != FindingID.make(sessionID: "s", type: .bufferDrop, startedAt: 2))
+    }
+
+    @Test func findingJSONHasTheDocumentedShape() throws {
+        let hostile = playing("s", buffers: [20000, 1000]).map { s in
+            var copy = s
+            copy.sessionID = "s\"\n"
+            return copy
+        }
+        let finding = try #require(run(hostile).findings.first)
+        let line = finding.jsonLine
+        #expect(!line.contains("\n"))
+        let parsed = try JSONParser.parse(line)
+        #expect(parsed.objectMembers?.map(\.key) == [
+            "id", "type", "status", "severity", "session_id", "content_id", "edge_location", "started_at", "detected_at", "summary", "details",
+        ])
+        #expect(parsed["session_id"] == .string("s\"\n"))
+        #expect(parsed["started_at"] == .string("2024-07-03T14:06:43.000Z"))
+        #expect(parsed["edge_location"] == .string("FRA56-P3"))
+        let noContent = run([sample("x", at: t0, "ot=av,bl=9000", cid: nil, edge: nil), sample("x", at: t0 + 1, "ot=av,bl=0", cid: nil, edge: nil)]).findings
+        #expect(try JSONParser.parse(noContent[0].jsonLine)["content_id"] == .null)
+    }
+
+    @Test func findingsAreCountedByTypeSeverityAndStatus() {
+        let (_, engine) = run(playing("s", buffers: [20000, 1000, 15000]))
+        #expect(engine.statistics.findings[.init(type: .bufferDrop, severity: .critical, status: .firing)] == 1)
+        #expect(engine.statistics.findings[.init(type: .bufferDrop, severity: .critical, status: .resolved)] == 1)
+    }
+
+    @Test func routesMatchTheDefaultPolicy() {
+        let route = DetectionRules.defaultRoute
+        let findings = run(playing("s", buffers: [20000, 9000, 20000, 20000, 20000, 20000, 20000, 1000, 20000])).findings.of(.bufferDrop)
+        #expect(findings.summary == [
+            "buffer_drop firing warning", "buffer_drop resolved warning", "buffer_drop firing critical", "buffer_drop resolved critical",
+        ])
+        #expect(findings.map(route.matches) == [false, false, true, true])
+    }
+}
