@@ -38,6 +38,6 @@ let package = Package(
         .testTarget(name: "CMCDTests", dependencies: ["CMCD", "SentinelJSON"], exclude: ["Vectors"], swiftSettings: strict),
         .testTarget(name: "CMCDRecordsTests", dependencies: ["CMCDRecords"], swiftSettings: strict),
         .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
-        .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON"], swiftSettings: strict),
+        .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel"], swiftSettings: strict),
     ]
 )

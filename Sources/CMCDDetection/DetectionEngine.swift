@@ -18,6 +18,8 @@ public struct DetectionStatistics: Sendable, Equatable {
     public var late = 0
     /// Samples older than the session's newest but within tolerance (placed in order).
     public var reordered = 0
+    /// Samples whose event time is outside `DetectionEngine.validTimes` (ignored).
+    public var invalidTime = 0
     public var sessionsStarted = 0
     public var liveSessions = 0
     public var idleEvictions = 0
@@ -55,6 +57,9 @@ public struct DetectionEngine: Sendable {
     private var stuckTimersHead = 0
     private var nextHousekeeping = Int64.min
 
+    /// Event times the engine accepts (ms since the epoch); arithmetic on them cannot overflow.
+    public static let validTimes: ClosedRange<Int64> = 0...(Int64(1) << 52)
+
     /// How many buffer observations a session keeps at most.
     static let windowCapacity = 64
     /// Housekeeping (idle eviction, stuck startups) runs at most this often in event time.
@@ -71,13 +76,17 @@ public struct DetectionEngine: Sendable {
         let before = findings.count
         defer { count(findings[before...]) }
         statistics.samples += 1
+        guard Self.validTimes.contains(sample.time) else {
+            statistics.invalidTime += 1
+            return
+        }
         if sample.time > watermark { watermark = sample.time }
 
         let slot: Int32
         if let existing = index[sample.sessionID] {
             slot = existing
             let newest = slots[Int(slot)].newestTime
-            if sample.time < newest - rules.sessions.reorderToleranceMs {
+            if sample.time < newest.subtractingSaturated(rules.sessions.reorderToleranceMs) {
                 statistics.late += 1
                 housekeepIfDue(into: &findings)
                 return
@@ -112,7 +121,8 @@ public struct DetectionEngine: Sendable {
     public mutating func advance(to time: Int64, into findings: inout [Finding]) {
         let before = findings.count
         defer { count(findings[before...]) }
-        if time > watermark { watermark = time }
+        let clamped = min(max(time, Self.validTimes.lowerBound), Self.validTimes.upperBound)
+        if clamped > watermark { watermark = clamped }
         housekeep(into: &findings)
     }
 
@@ -170,7 +180,7 @@ public struct DetectionEngine: Sendable {
         statistics.sessionsStarted += 1
         statistics.liveSessions = index.count
         if starting, rules.startupDelay.enabled {
-            stuckTimers.append((sample.time + rules.startupDelay.criticalMs, slot, state.generation))
+            stuckTimers.append((sample.time.addingSaturated(rules.startupDelay.criticalMs), slot, state.generation))
         }
         return slot
     }
@@ -240,7 +250,8 @@ public struct DetectionEngine: Sendable {
     }
 
     private mutating func housekeep(into findings: inout [Finding]) {
-        nextHousekeeping = watermark + Self.housekeepingIntervalMs
+        guard watermark > Int64.min else { return }  // nothing seen yet
+        nextHousekeeping = watermark.addingSaturated(Self.housekeepingIntervalMs)
         // Stuck startups.
         while stuckTimersHead < stuckTimers.count, stuckTimers[stuckTimersHead].deadline < watermark {
             let timer = stuckTimers[stuckTimersHead]
@@ -249,7 +260,7 @@ public struct DetectionEngine: Sendable {
             guard slot < slots.count, slots[slot].generation == timer.generation, !slots[slot].sessionID.isEmpty else { continue }
             var session = slots[slot]
             if session.startup == .starting, !session.startupStuckFired,
-                watermark - session.firstTime > rules.startupDelay.criticalMs
+                watermark.subtractingSaturated(session.firstTime) > rules.startupDelay.criticalMs
             {
                 fireStuck(&session, at: watermark, into: &findings)
                 slots[slot] = session
@@ -260,7 +271,7 @@ public struct DetectionEngine: Sendable {
             stuckTimersHead = 0
         }
         // Idle sessions: the least recently seen are at the head.
-        let idleBefore = watermark - rules.sessions.idleTimeoutMs
+        let idleBefore = watermark.subtractingSaturated(rules.sessions.idleTimeoutMs)
         while lruHead >= 0, slots[Int(lruHead)].newestTime < idleBefore {
             endSession(lruHead, reason: .idle, at: watermark, into: &findings)
         }
@@ -478,6 +489,19 @@ public struct DetectionEngine: Sendable {
     static func seconds(_ ms: Int64) -> String {
         let tenths = (ms + 50) / 100
         return "\(tenths / 10).\(tenths % 10) s"
+    }
+}
+
+extension Int64 {
+    /// `self - other`, clamped to the representable range (event times come from viewers).
+    func subtractingSaturated(_ other: Int64) -> Int64 {
+        let (result, overflow) = subtractingReportingOverflow(other)
+        return overflow ? (other > 0 ? .min : .max) : result
+    }
+
+    func addingSaturated(_ other: Int64) -> Int64 {
+        let (result, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : result
     }
 }
 

@@ -102,11 +102,13 @@ extension StringProtocol {
 
     var trimmingNewlines: String { trimmingCharacters(in: " \t\r\n") }
 
+    /// The text without leading and trailing characters made only of the given scalars.
     func trimmingCharacters(in set: String) -> String {
-        let chars = Set(set)
+        let scalars = Set(set.unicodeScalars)
+        func trimmable(_ c: Character) -> Bool { c.unicodeScalars.allSatisfy(scalars.contains) }
         var s = Substring(self)
-        while let f = s.first, chars.contains(f) { s = s.dropFirst() }
-        while let l = s.last, chars.contains(l) { s = s.dropLast() }
+        while let f = s.first, trimmable(f) { s = s.dropFirst() }
+        while let l = s.last, trimmable(l) { s = s.dropLast() }
         return String(s)
     }
 }

@@ -37,6 +37,22 @@ struct EngineTests {
         #expect(findings.isEmpty)
     }
 
+    @Test func emptyInputAndAbsurdTimesAreHarmless() {
+        var engine = DetectionEngine()
+        var findings: [Finding] = []
+        engine.finish(into: &findings)
+        engine.advance(to: .max, into: &findings)
+        engine.advance(to: .min, into: &findings)
+        #expect(findings.isEmpty)
+        var engine2 = DetectionEngine()
+        for t in [Int64.min, -1, .max, Int64(1) << 60] {
+            engine2.process(sample("s", at: t, "ot=av,bl=0,bs"), into: &findings)
+        }
+        engine2.finish(into: &findings)
+        #expect(findings.isEmpty)
+        #expect(engine2.statistics.invalidTime == 4)
+    }
+
     @Test func idleSessionsAreEvictedResolvingTheirEpisodes() {
         var samples = playing("idle", buffers: [20000, 1000])
         samples.append(sample("busy", at: t0 + 400_000, "ot=av,bl=9000"))

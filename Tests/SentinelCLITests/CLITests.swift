@@ -1,0 +1,160 @@
+import Foundation
+import SentinelJSON
+import Testing
+
+/// Runs the real `cmcd-sentinel` binary, as users do.
+struct CLITests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var binary: URL {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("cmcd-sentinel")
+        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
+        return root.appendingPathComponent(".build/debug/cmcd-sentinel")
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var lines: [String] { stdout.split(separator: "\n").map(String.init) }
+    }
+
+    func run(_ arguments: [String], stdin: String? = nil) throws -> Result {
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = arguments
+        process.currentDirectoryURL = Self.root
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let input = Pipe()
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
+        let stderrData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(
+            status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
+            stderr: String(decoding: stderrData, as: UTF8.self))
+    }
+
+    @Test(arguments: [
+        (["decode", "--form", "query", "https://a.example/s.ts?CMCD=bl%3D21300%2Cbs%2Cot%3Dav%2Csid%3D%22x%22"], #"{"bl":21300,"bs":true,"ot":"av","sid":"x"}"#),
+        (["decode", "--form", "raw", #"br=(5000;v 320;a),nor=("a" "b";r="0-99"),v=2"#], #"{"br":[{"value":5000,"params":{"v":true}},{"value":320,"params":{"a":true}}],"nor":["a",{"value":"b","params":{"r":"0-99"}}],"v":2}"#),
+        (["decode", "--form", "header", "CMCD-Request: bl=100\ncmcd-session: sid=\"s\""], #"{"bl":100,"sid":"s"}"#),
+        (["decode", "--form", "json", #"{"bs":true,"rtp":15000,"sid":"6e2f"}"#], #"{"bs":true,"rtp":15000,"sid":"6e2f"}"#),
+        (["decode", "--form", "body", "e=t,ts=1,v=2\n  e=ps,sta=p,v=2  "], #"[{"e":"t","ts":1,"v":2},{"e":"ps","sta":"p","v":2}]"#),
+        (["decode", "CMCD=su%2Cpr%3D1.5"], #"{"su":true,"pr":1.5}"#),
+    ])
+    func decodePrintsOneJSONValue(arguments: [String], expected: String) throws {
+        let result = try run(arguments)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == expected + "\n")
+    }
+
+    @Test func decodeReadsStandardInputAndWarnsAboutIgnoredKeys() throws {
+        let result = try run(["decode", "--form", "raw", "-"], stdin: #"bl="x",sid="s""# + "\n")
+        #expect(result.status == 0)
+        #expect(result.stdout == #"{"bl":"x","sid":"s"}"# + "\n")
+        #expect(result.stderr.contains("ignored key bl"))
+    }
+
+    @Test(arguments: [["decode", "--form", "raw", "sid=\"open"], ["decode", "--form", "query", "a=1&b=2"], ["decode", "--form", "raw", "v=3"]])
+    func undecodableInputFailsWithOneLine(arguments: [String]) throws {
+        let result = try run(arguments)
+        #expect(result.status == 1)
+        #expect(result.stdout.isEmpty)
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        #expect(result.stderr.hasPrefix("cmcd-sentinel: decode: "))
+    }
+
+    @Test func badArgumentsExitTwo() throws {
+        #expect(try run(["decode", "--form", "smoke", "x"]).status == 2)
+        #expect(try run(["detect", "--format", "xml"]).status == 2)
+        let fields = try run(["detect", "--fields", "timestamp,cs-uri-querry", "samples/demo-sessions.tsv"])
+        #expect(fields.status == 2)
+        #expect(fields.stderr.contains("cs-uri-querry"))
+        #expect(try run(["--help"]).status == 0)
+    }
+
+    @Test func detectOverTheDemoDataFindsEveryKindOfProblem() throws {
+        let result = try run(["detect", "samples/demo-sessions.tsv"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let findings = try result.lines.map { try JSONParser.parse($0) }
+        func count(_ type: String, _ severity: String, _ status: String) -> Int {
+            findings.filter { $0["type"] == .string(type) && $0["severity"] == .string(severity) && $0["status"] == .string(status) }.count
+        }
+        #expect(findings.count == 14)
+        #expect(count("buffer_drop", "critical", "firing") == 2)
+        #expect(count("buffer_drop", "warning", "firing") == 2)
+        #expect(count("buffer_starvation", "critical", "firing") == 1)
+        #expect(count("startup_delay", "critical", "firing") == 1)
+        #expect(count("startup_delay", "warning", "firing") == 1)
+        #expect(findings.filter { $0["status"] == .string("firing") }.count == findings.filter { $0["status"] == .string("resolved") }.count + 2)
+        let stuck = findings.first { $0["session_id"] == .string("viewer-stuck-0005") }
+        #expect(stuck?["details"]?["stuck"] == .bool(true))
+        let drop = findings.first { $0["session_id"] == .string("viewer-drop-0002") }
+        #expect(drop?["details"]?["drop_percent"] == .double(85.7))
+        #expect(drop?["edge_location"] == .string("FRA56-P3"))
+        #expect(result.stderr.contains("records: 64 read, 62 with CMCD, 2 skipped"))
+        #expect(result.stderr.contains("skipped field_count: 1"))
+        #expect(result.stderr.contains("skipped no_cmcd: 1"))
+        #expect(result.stderr.contains("sessions: 6 seen"))
+    }
+
+    @Test func detectFromStandardInputMatchesDetectFromAFile() throws {
+        let text = try String(contentsOf: Self.root.appendingPathComponent("samples/demo-sessions.tsv"), encoding: .utf8)
+        let fromStdin = try run(["detect", "-"], stdin: text)
+        let fromFile = try run(["detect", "samples/demo-sessions.tsv"])
+        #expect(fromStdin.status == 0)
+        #expect(fromStdin.stdout == fromFile.stdout)
+    }
+
+    @Test func detectWithOtherFormatsAndRules() throws {
+        let events = """
+            cid="c",e=ps,sid="ev1",sta=s,su,ts=1764752400000,v=2
+            bl=(6000),e=t,msd=6100,sid="ev1",sta=p,ts=1764752407000,v=2
+            """
+        let result = try run(["detect", "--format", "cmcd", "--rules", "rules/default.yaml"], stdin: events)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.lines.count >= 2)
+        #expect(result.lines.allSatisfy { $0.contains(#""type":"startup_delay""#) })
+        let json = try run(["detect", "--format", "json"], stdin: #"{"timestamp":1720015641207,"sid":"j","ot":"v","bl":0,"bs":true}"# + "\n")
+        #expect(json.status == 0)
+        #expect(json.stdout.contains(#""buffer_starvation""#))
+    }
+
+    @Test func overlongLinesAreCountedNotFatal() throws {
+        let long = String(repeating: "x", count: 300_000)
+        let result = try run(["detect", "--max-line-bytes", "1024", "-"], stdin: long + "\n" + long)
+        #expect(result.status == 0)
+        #expect(result.stderr.contains("skipped line_too_long: 2"))
+    }
+
+    @Test func missingInputIsARuntimeFailure() throws {
+        let result = try run(["detect", "no/such/file.tsv"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("no/such/file.tsv"))
+    }
+
+    @Test func rulesCheck() throws {
+        let ok = try run(["rules", "check"])
+        #expect(ok.status == 0)
+        #expect(ok.stdout.hasPrefix("rules/default.yaml: OK"))
+        #expect(ok.stdout.contains("route severe-buffer-drops -> webhook default"))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bad = dir.appendingPathComponent("bad.yaml")
+        try "detectors:\n  buffer_drop:\n    critical_drop_ratio: 2\n".write(to: bad, atomically: true, encoding: .utf8)
+        let failed = try run(["rules", "check", bad.path])
+        #expect(failed.status == 2)
+        #expect(failed.stderr == "cmcd-sentinel: \(bad.path):3: detectors.buffer_drop.critical_drop_ratio: must be between 0.01 and 1.0 (got 2.0)\n")
+        #expect(try run(["rules", "check", dir.appendingPathComponent("missing.yaml").path]).status == 2)
+        #expect(try run(["detect", "--rules", bad.path, "samples/demo-sessions.tsv"]).status == 2)
+    }
+}
