@@ -22,21 +22,39 @@ public enum CMCDValueKind: Sendable, Equatable {
 /// are included so that real traffic from older players still decodes.
 public enum CMCDKeys {
     public static func kind(of key: String) -> CMCDValueKind? {
-        switch key {
-        case "ab", "bl", "br", "bsa", "bsd", "bsda", "lab", "lb", "mtp", "pb", "tab", "tb", "tbl", "tpb":
-            return .integerList
-        case "d", "dfa", "df", "dl", "ltc", "msd", "pt", "rc", "rtp", "sn", "ts", "ttfb", "ttfbb", "ttlb", "v":
-            return .integer
-        case "pr": return .decimal
-        case "bg", "bs", "nr", "su": return .boolean
-        case "cen", "cid", "cmsdd", "cmsds", "h", "sid", "smrt", "url", "nrr", "cdn": return .string
-        case "cs": return .stringOrInteger
-        case "e", "ot", "sf", "st", "sta": return .token
-        case "ec": return .stringList
-        case "nor": return .objectRequests
-        default: return nil
-        }
+        guard let code = packedCode(key) else { return nil }
+        return kinds[code]
     }
+
+    /// Reserved keys are at most 5 ASCII letters: packed into an integer they are looked up
+    /// without string comparisons (this runs for every key of every record).
+    static func packedCode(_ key: String) -> UInt64? {
+        var code: UInt64 = 0
+        var count = 0
+        for byte in key.utf8 {
+            count += 1
+            if count > 5 { return nil }
+            code = code << 8 | UInt64(byte)
+        }
+        return code
+    }
+
+    static let kinds: [UInt64: CMCDValueKind] = {
+        var table: [UInt64: CMCDValueKind] = [:]
+        func add(_ kind: CMCDValueKind, _ keys: [String]) {
+            for key in keys { table[packedCode(key)!] = kind }
+        }
+        add(.integerList, ["ab", "bl", "br", "bsa", "bsd", "bsda", "lab", "lb", "mtp", "pb", "tab", "tb", "tbl", "tpb"])
+        add(.integer, ["d", "dfa", "df", "dl", "ltc", "msd", "pt", "rc", "rtp", "sn", "ts", "ttfb", "ttfbb", "ttlb", "v"])
+        add(.decimal, ["pr"])
+        add(.boolean, ["bg", "bs", "nr", "su"])
+        add(.string, ["cen", "cid", "cmsdd", "cmsds", "h", "sid", "smrt", "url", "nrr", "cdn"])
+        add(.stringOrInteger, ["cs"])
+        add(.token, ["e", "ot", "sf", "st", "sta"])
+        add(.stringList, ["ec"])
+        add(.objectRequests, ["nor"])
+        return table
+    }()
 
     /// A custom key carries a hyphenated prefix (`com.example-key`).
     public static func isCustom(_ key: String) -> Bool {
@@ -46,13 +64,18 @@ public enum CMCDKeys {
     /// Allowed values of the token keys; anything else is ignored.
     public static func allowedTokens(for key: String) -> Set<String>? {
         switch key {
-        case "ot": return ["m", "a", "v", "av", "i", "c", "tt", "k", "o"]
-        case "sf": return ["d", "h", "e", "s", "o"]
-        case "st": return ["v", "l", "ll"]
-        case "sta": return ["s", "p", "k", "r", "a", "w", "e", "f", "q", "d"]
+        case "ot": return objectTypeTokens
+        case "sf": return streamingFormatTokens
+        case "st": return streamTypeTokens
+        case "sta": return stateTokens
         default: return nil  // `e` and future tokens are kept as sent
         }
     }
+
+    static let objectTypeTokens: Set<String> = ["m", "a", "v", "av", "i", "c", "tt", "k", "o"]
+    static let streamingFormatTokens: Set<String> = ["d", "h", "e", "s", "o"]
+    static let streamTypeTokens: Set<String> = ["v", "l", "ll"]
+    static let stateTokens: Set<String> = ["s", "p", "k", "r", "a", "w", "e", "f", "q", "d"]
 
     /// The header shard each reserved key belongs to in request mode (CTA-5004-A/-B).
     public static let headerNames = ["CMCD-Request", "CMCD-Object", "CMCD-Status", "CMCD-Session"]

@@ -325,44 +325,45 @@ public struct CMCDPayload: Sendable, Hashable {
             if case .boolean(let b)? = scalar { return b }
             return false
         }
-        switch key {
-        case "sid": sessionID = text
-        case "cid": contentID = text
-        case "ot": objectType = text.flatMap(CMCDObjectType.init(rawValue:))
-        case "sf": streamingFormat = text
-        case "st": streamType = text
-        case "sta": state = text.flatMap(CMCDPlayerState.init(rawValue:))
-        case "e": event = text
-        case "su": startup = flag
-        case "bs": bufferStarvation = flag
-        case "bg": backgrounded = flag
-        case "nr": nonRendered = flag
-        case "bl": bufferLength = Self.measure(value)
-        case "br": encodedBitrate = Self.measure(value)
-        case "tb": topBitrate = Self.measure(value)
-        case "mtp": measuredThroughput = Self.measure(value)
-        case "pb": playheadBitrate = Self.measure(value)
-        case "tbl": targetBufferLength = Self.measure(value)
-        case "bsa": starvationCount = Self.measure(value)
-        case "bsd": starvationDuration = Self.measure(value)
-        case "bsda": starvationDurationTotal = Self.measure(value)
-        case "d": objectDuration = integer
-        case "dl": deadline = integer
-        case "rtp": requestedMaxThroughput = integer
-        case "msd": mediaStartDelay = integer
-        case "pt": playheadTime = integer
-        case "sn": sequenceNumber = integer
-        case "ts": timestamp = integer
-        case "ltc": liveLatency = integer
-        case "dfa": droppedFrames = integer
-        case "pr":
+        guard let code = CMCDKeys.packedCode(key) else { return }
+        switch code {
+        case 0x736964 /* sid */: sessionID = text
+        case 0x636964 /* cid */: contentID = text
+        case 0x6F74 /* ot */: objectType = text.flatMap(CMCDObjectType.init(rawValue:))
+        case 0x7366 /* sf */: streamingFormat = text
+        case 0x7374 /* st */: streamType = text
+        case 0x737461 /* sta */: state = text.flatMap(CMCDPlayerState.init(rawValue:))
+        case 0x65 /* e */: event = text
+        case 0x7375 /* su */: startup = flag
+        case 0x6273 /* bs */: bufferStarvation = flag
+        case 0x6267 /* bg */: backgrounded = flag
+        case 0x6E72 /* nr */: nonRendered = flag
+        case 0x626C /* bl */: bufferLength = Self.measure(value)
+        case 0x6272 /* br */: encodedBitrate = Self.measure(value)
+        case 0x7462 /* tb */: topBitrate = Self.measure(value)
+        case 0x6D7470 /* mtp */: measuredThroughput = Self.measure(value)
+        case 0x7062 /* pb */: playheadBitrate = Self.measure(value)
+        case 0x74626C /* tbl */: targetBufferLength = Self.measure(value)
+        case 0x627361 /* bsa */: starvationCount = Self.measure(value)
+        case 0x627364 /* bsd */: starvationDuration = Self.measure(value)
+        case 0x62736461 /* bsda */: starvationDurationTotal = Self.measure(value)
+        case 0x64 /* d */: objectDuration = integer
+        case 0x646C /* dl */: deadline = integer
+        case 0x727470 /* rtp */: requestedMaxThroughput = integer
+        case 0x6D7364 /* msd */: mediaStartDelay = integer
+        case 0x7074 /* pt */: playheadTime = integer
+        case 0x736E /* sn */: sequenceNumber = integer
+        case 0x7473 /* ts */: timestamp = integer
+        case 0x6C7463 /* ltc */: liveLatency = integer
+        case 0x646661 /* dfa */: droppedFrames = integer
+        case 0x7072 /* pr */:
             switch scalar {
             case .integer(let n)?: playbackRate = Double(n)
             case .decimal(let d)?: playbackRate = d
             default: break
             }
-        case "ec": errorCodes = Self.strings(value)
-        case "nor": nextObjectRequests = Self.strings(value)
+        case 0x6563 /* ec */: errorCodes = Self.strings(value)
+        case 0x6E6F72 /* nor */: nextObjectRequests = Self.strings(value)
         default: break
         }
     }
