@@ -1,5 +1,11 @@
 import SentinelJSON
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// How a CMCD payload was transmitted.
 public enum CMCDForm: String, Sendable, CaseIterable {
     /// The `CMCD=` query argument (a full URL, a query string, or the bare encoded value).
@@ -90,11 +96,11 @@ public enum CMCDDecoder {
     /// Merges the four CMCD headers (names case-insensitive; other headers ignored).
     /// Returns `nil` when none of them is present.
     public static func decodeHeaders(_ headers: [(name: String, value: String)]) throws(CMCDDecodingError) -> CMCDPayload? {
-        var members: [(key: String, value: SFMember)] = []
+        var members: [SFDictionaryMember] = []
         var found = false
         for header in headers where isCMCDHeader(header.name.trimmingSpaces) {
             found = true
-            let parsed: [(key: String, value: SFMember)]
+            let parsed: [SFDictionaryMember]
             do { parsed = try SFDictionaryParser.parse(header.value) } catch { throw .syntax(error) }
             for member in parsed {
                 if let i = members.firstIndex(where: { $0.key == member.key }) {
@@ -139,17 +145,18 @@ public enum CMCDDecoder {
 
     /// Case-insensitive search for `cmcd-`: the cheap test before decoding a header blob.
     static func containsCMCDPrefix(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        let n = bytes.count
-        guard n >= 5 else { return false }
-        var i = 0
-        while i <= n - 5 {
-            if bytes[i] | 0x20 == UInt8(ascii: "c"), bytes[i + 1] | 0x20 == UInt8(ascii: "m"),
-                bytes[i + 2] | 0x20 == UInt8(ascii: "c"), bytes[i + 3] | 0x20 == UInt8(ascii: "d"),
-                bytes[i + 4] == UInt8(ascii: "-")
+        guard let base = bytes.baseAddress, bytes.count >= 5 else { return false }
+        // Find each '-' with memchr and look at the four bytes before it.
+        var offset = 4
+        while offset < bytes.count {
+            guard let hit = memchr(base + offset, Int32(UInt8(ascii: "-")), bytes.count - offset) else { return false }
+            let i = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+            if bytes[i - 4] | 0x20 == UInt8(ascii: "c"), bytes[i - 3] | 0x20 == UInt8(ascii: "m"),
+                bytes[i - 2] | 0x20 == UInt8(ascii: "c"), bytes[i - 1] | 0x20 == UInt8(ascii: "d")
             {
                 return true
             }
-            i += 1
+            offset = i + 1
         }
         return false
     }
@@ -181,12 +188,12 @@ public enum CMCDDecoder {
     /// Decodes a v1 JSON object (`{"bs":true,"rtp":15000,"sid":"..."}`).
     public static func decodeJSON(_ value: JSONValue) throws(CMCDDecodingError) -> CMCDPayload {
         guard case .object(let members) = value else { throw .invalidInput("expected a JSON object") }
-        var sf: [(key: String, value: SFMember)] = []
+        var sf: [SFDictionaryMember] = []
         var ignored: [CMCDIgnoredKey] = []
         for (key, json) in members {
             let tokenKey = CMCDKeys.kind(of: key) == .token
             if let member = sfMember(fromJSON: json, asToken: tokenKey) {
-                sf.append((key, member))
+                sf.append(SFDictionaryMember(key: key, value: member))
             } else {
                 ignored.append(CMCDIgnoredKey(key: key, reason: "unsupported JSON value"))
             }

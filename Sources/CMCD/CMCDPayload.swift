@@ -33,20 +33,39 @@ public struct CMCDMeasure: Sendable, Hashable {
         public var objectType: CMCDObjectType?
     }
 
-    public var components: [Component]
+    // The common single value is stored inline: no allocation per record.
+    private var first: Component?
+    private var rest: [Component]
+
+    public init(components: [Component]) {
+        first = components.first
+        rest = Array(components.dropFirst())
+    }
+
+    init(single: Component) {
+        first = single
+        rest = []
+    }
+
+    public var components: [Component] { first.map { [$0] + rest } ?? [] }
 
     /// The value for one object type: the component tagged with it, else the only
     /// untagged component, else the smallest (the track that limits playback).
     public func value(for objectType: CMCDObjectType?) -> Int64? {
-        if components.count == 1 { return components[0].value }
-        if let objectType, let tagged = components.first(where: { $0.objectType == objectType }) {
-            return tagged.value
+        guard let first else { return nil }
+        if rest.isEmpty { return first.value }
+        if let objectType {
+            if first.objectType == objectType { return first.value }
+            if let tagged = rest.first(where: { $0.objectType == objectType }) { return tagged.value }
         }
-        return components.lazy.map(\.value).min()
+        return rest.reduce(first.value) { min($0, $1.value) }
     }
 
     /// The largest component (for cumulative counters such as `bsa`).
-    public var maximum: Int64? { components.lazy.map(\.value).max() }
+    public var maximum: Int64? {
+        guard let first else { return nil }
+        return rest.reduce(first.value) { max($0, $1.value) }
+    }
 }
 
 /// Why a payload as a whole could not be decoded.
@@ -109,13 +128,15 @@ public struct CMCDPayload: Sendable, Hashable {
     public private(set) var liveLatency: Int64?
     public private(set) var droppedFrames: Int64?
     public private(set) var playbackRate: Double?
-    public private(set) var errorCodes: [String] = []
-    public private(set) var nextObjectRequests: [String] = []
+    /// Player error codes (`ec`).
+    public var errorCodes: [String] { self["ec"].map(Self.strings) ?? [] }
+    /// Next object requests (`nor`), as paths.
+    public var nextObjectRequests: [String] { self["nor"].map(Self.strings) ?? [] }
 
     public init() {}
 
     /// Builds a payload from parsed dictionary members, validating each reserved key's type.
-    public init(members: [(key: String, value: SFMember)], ignored alreadyIgnored: [CMCDIgnoredKey] = []) throws(CMCDDecodingError) {
+    public init(members: [SFDictionaryMember], ignored alreadyIgnored: [CMCDIgnoredKey] = []) throws(CMCDDecodingError) {
         ignored = alreadyIgnored
         // `v` decides how some keys read, and keys may come in any order: find it first.
         if let v = members.last(where: { $0.key == "v" }) {
@@ -124,29 +145,33 @@ public struct CMCDPayload: Sendable, Hashable {
                 if n >= 1 { version = Int(n) }
             }
         }
-        entries.reserveCapacity(members.count)
-        for (key, member) in members {
-            switch CMCDPayload.normalize(key: key, member: member, version: version) {
-            case .success(let value):
-                entries.append(CMCDEntry(key: key, value: value))
-                assignTyped(key: key, value: value)
-            case .failure(let reason):
-                entries.append(CMCDEntry(key: key, value: member, isValid: false))
-                ignored.append(CMCDIgnoredKey(key: key, reason: reason.text))
+        entries = members
+        for i in entries.indices {
+            let code = CMCDKeys.packedCode(entries[i].key)
+            switch CMCDPayload.normalize(key: entries[i].key, code: code, member: entries[i].value, version: version) {
+            case .keep:
+                break
+            case .replace(let value):
+                entries[i].value = value
+            case .invalid(let reason):
+                entries[i].isValid = false
+                ignored.append(CMCDIgnoredKey(key: entries[i].key, reason: reason))
+                continue
             }
+            if let code { assignTyped(code: code, value: entries[i].value) }
         }
     }
 
     /// Parses a CMCD dictionary (the payload as it is once transport encoding is removed).
     public init(raw: String, limits: SFDictionaryParser.Limits = .init()) throws(CMCDDecodingError) {
-        let members: [(key: String, value: SFMember)]
+        let members: [SFDictionaryMember]
         do { members = try SFDictionaryParser.parse(raw, limits: limits) } catch { throw .syntax(error) }
         try self.init(members: members)
     }
 
     /// Parses a CMCD dictionary from bytes.
     public init(rawBytes: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init()) throws(CMCDDecodingError) {
-        let members: [(key: String, value: SFMember)]
+        let members: [SFDictionaryMember]
         do { members = try SFDictionaryParser.parse(bytes: rawBytes, limits: limits) } catch { throw .syntax(error) }
         try self.init(members: members)
     }
@@ -176,53 +201,58 @@ public struct CMCDPayload: Sendable, Hashable {
 
     // MARK: - Validation
 
-    struct Reason: Error { let text: String }
+    /// What validation decided for one key.
+    enum Verdict {
+        case keep
+        case replace(SFMember)
+        case invalid(String)
+    }
 
-    static func normalize(key: String, member: SFMember, version: Int) -> Result<SFMember, Reason> {
-        guard let kind = CMCDKeys.kind(of: key) else { return .success(member) }  // custom or unknown: kept as sent
+    static func normalize(key: String, code: UInt64?, member: SFMember, version: Int) -> Verdict {
+        guard let code, let kind = CMCDKeys.kinds[code] else { return .keep }  // custom or unknown: kept as sent
         switch kind {
         case .integerList:
             switch member {
             case .item(let item):
-                if case .integer = item.value { return .success(member) }
+                if case .integer = item.value { return .keep }
             case .innerList(let items, _):
-                if items.allSatisfy({ if case .integer = $0.value { true } else { false } }) { return .success(member) }
+                if items.allSatisfy({ if case .integer = $0.value { true } else { false } }) { return .keep }
             }
-            return .failure(Reason(text: "expected an integer or an inner list of integers"))
+            return .invalid("expected an integer or an inner list of integers")
         case .integer:
-            if case .item(let item) = member, case .integer = item.value { return .success(member) }
-            return .failure(Reason(text: "expected an integer"))
+            if case .item(let item) = member, case .integer = item.value { return .keep }
+            return .invalid("expected an integer")
         case .decimal:
             if case .item(let item) = member {
                 switch item.value {
-                case .integer, .decimal: return .success(member)
+                case .integer, .decimal: return .keep
                 default: break
                 }
             }
-            return .failure(Reason(text: "expected a decimal"))
+            return .invalid("expected a decimal")
         case .boolean:
             if case .item(let item) = member {
                 switch item.value {
-                case .boolean: return .success(member)
+                case .boolean: return .keep
                 // Lenient: early players send `bs=true` / `su=false`.
                 case .token(let t), .string(let t):
-                    if t == "true" { return .success(.item(SFItem(.boolean(true), parameters: item.parameters))) }
-                    if t == "false" { return .success(.item(SFItem(.boolean(false), parameters: item.parameters))) }
+                    if t == "true" { return .replace(.item(SFItem(.boolean(true), parameters: item.parameters))) }
+                    if t == "false" { return .replace(.item(SFItem(.boolean(false), parameters: item.parameters))) }
                 default: break
                 }
             }
-            return .failure(Reason(text: "expected a boolean"))
+            return .invalid("expected a boolean")
         case .string, .stringOrInteger:
             if case .item(let item) = member {
                 if case .string(let s) = item.value {
                     if let limit = maxLength(of: key), s.utf8.count > limit {
-                        return .failure(Reason(text: "longer than \(limit) characters"))
+                        return .invalid("longer than \(limit) characters")
                     }
-                    return .success(member)
+                    return .keep
                 }
-                if kind == .stringOrInteger, case .integer = item.value { return .success(member) }
+                if kind == .stringOrInteger, case .integer = item.value { return .keep }
             }
-            return .failure(Reason(text: "expected a string"))
+            return .invalid("expected a string")
         case .token:
             if case .item(let item) = member {
                 let text: String?
@@ -233,34 +263,34 @@ public struct CMCDPayload: Sendable, Hashable {
                 }
                 if let text {
                     if let allowed = CMCDKeys.allowedTokens(for: key), !allowed.contains(text) {
-                        return .failure(Reason(text: "'\(text.prefix(16))' is not a valid \(key) token"))
+                        return .invalid("'\(text.prefix(16))' is not a valid \(key) token")
                     }
-                    return .success(.item(SFItem(.token(text), parameters: item.parameters)))
+                    return .replace(.item(SFItem(.token(text), parameters: item.parameters)))
                 }
             }
-            return .failure(Reason(text: "expected a token"))
+            return .invalid("expected a token")
         case .stringList:
             switch member {
             case .innerList(let items, _):
-                if items.allSatisfy({ if case .string = $0.value { true } else { false } }) { return .success(member) }
+                if items.allSatisfy({ if case .string = $0.value { true } else { false } }) { return .keep }
             case .item(let item):
-                if case .string = item.value { return .success(.innerList([item], parameters: [])) }  // lenient
+                if case .string = item.value { return .replace(.innerList([item], parameters: [])) }  // lenient
             }
-            return .failure(Reason(text: "expected an inner list of strings"))
+            return .invalid("expected an inner list of strings")
         case .objectRequests:
             switch member {
             case .innerList(let items, _):
-                if items.allSatisfy({ if case .string = $0.value { true } else { false } }) { return .success(member) }
+                if items.allSatisfy({ if case .string = $0.value { true } else { false } }) { return .keep }
             case .item(let item):
                 if case .string(let s) = item.value {
                     // v1 `nor` is URL-encoded inside the quotes; hand back the path itself.
                     if version == 1 {
-                        return .success(.item(SFItem(.string(PercentDecoding.decode(s, plusAsSpace: false)), parameters: item.parameters)))
+                        return .replace(.item(SFItem(.string(PercentDecoding.decode(s, plusAsSpace: false)), parameters: item.parameters)))
                     }
-                    return .success(member)
+                    return .keep
                 }
             }
-            return .failure(Reason(text: "expected a string or an inner list of strings"))
+            return .invalid("expected a string or an inner list of strings")
         }
     }
 
@@ -277,10 +307,13 @@ public struct CMCDPayload: Sendable, Hashable {
         switch member {
         case .item(let item):
             if case .integer(let n) = item.value {
-                return CMCDMeasure(components: [.init(value: n, objectType: objectTypeParameter(item.parameters))])
+                return CMCDMeasure(single: .init(value: n, objectType: objectTypeParameter(item.parameters)))
             }
             return CMCDMeasure(components: [])
         case .innerList(let items, _):
+            if items.count == 1, case .integer(let n) = items[0].value {
+                return CMCDMeasure(single: .init(value: n, objectType: objectTypeParameter(items[0].parameters)))
+            }
             return CMCDMeasure(components: items.compactMap { item in
                 guard case .integer(let n) = item.value else { return nil }
                 return .init(value: n, objectType: objectTypeParameter(item.parameters))
@@ -296,7 +329,7 @@ public struct CMCDPayload: Sendable, Hashable {
         return nil
     }
 
-    private static func strings(_ member: SFMember) -> [String] {
+    static func strings(_ member: SFMember) -> [String] {
         switch member {
         case .item(let item):
             if case .string(let s) = item.value { return [s] }
@@ -306,7 +339,7 @@ public struct CMCDPayload: Sendable, Hashable {
         }
     }
 
-    private mutating func assignTyped(key: String, value: SFMember) {
+    private mutating func assignTyped(code: UInt64, value: SFMember) {
         var scalar: SFBareItem? {
             if case .item(let item) = value { return item.value }
             return nil
@@ -325,7 +358,6 @@ public struct CMCDPayload: Sendable, Hashable {
             if case .boolean(let b)? = scalar { return b }
             return false
         }
-        guard let code = CMCDKeys.packedCode(key) else { return }
         switch code {
         case 0x736964 /* sid */: sessionID = text
         case 0x636964 /* cid */: contentID = text
@@ -362,8 +394,6 @@ public struct CMCDPayload: Sendable, Hashable {
             case .decimal(let d)?: playbackRate = d
             default: break
             }
-        case 0x6563 /* ec */: errorCodes = Self.strings(value)
-        case 0x6E6F72 /* nor */: nextObjectRequests = Self.strings(value)
         default: break
         }
     }

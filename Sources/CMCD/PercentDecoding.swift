@@ -5,26 +5,31 @@ public enum PercentDecoding {
     /// Decodes `input` into `output` (cleared first). Returns whether anything changed.
     @discardableResult
     public static func decode(_ input: UnsafeBufferPointer<UInt8>, plusAsSpace: Bool, into output: inout [UInt8]) -> Bool {
-        output.removeAll(keepingCapacity: true)
-        output.reserveCapacity(input.count)
-        var changed = false
-        var i = 0
         let n = input.count
-        while i < n {
-            let c = input[i]
-            if c == UInt8(ascii: "%"), i + 2 < n, let hi = hexValue(input[i + 1]), let lo = hexValue(input[i + 2]) {
-                output.append(hi << 4 | lo)
-                i += 3
-                changed = true
-            } else if c == UInt8(ascii: "+"), plusAsSpace {
-                output.append(0x20)
-                i += 1
-                changed = true
-            } else {
-                output.append(c)
-                i += 1
+        var changed = false
+        // Decoding never grows the text: size the output once, write through a pointer, trim.
+        if output.count < n { output.append(contentsOf: repeatElement(0, count: n - output.count)) }
+        var written = 0
+        output.withUnsafeMutableBufferPointer { buffer in
+            var i = 0
+            while i < n {
+                let c = input[i]
+                if c == UInt8(ascii: "%"), i + 2 < n, let hi = hexValue(input[i + 1]), let lo = hexValue(input[i + 2]) {
+                    buffer[written] = hi << 4 | lo
+                    i += 3
+                    changed = true
+                } else if c == UInt8(ascii: "+"), plusAsSpace {
+                    buffer[written] = 0x20
+                    i += 1
+                    changed = true
+                } else {
+                    buffer[written] = c
+                    i += 1
+                }
+                written += 1
             }
         }
+        output.removeLast(output.count - written)
         return changed
     }
 

@@ -38,6 +38,9 @@ public enum SFMember: Sendable, Hashable {
     public static func bare(_ value: SFBareItem) -> SFMember { .item(SFItem(value)) }
 }
 
+/// One member of a parsed dictionary, in wire order.
+public typealias SFDictionaryMember = CMCDEntry
+
 /// Why a structured field could not be parsed.
 public struct SFParseError: Error, Sendable, Equatable, CustomStringConvertible {
     public let offset: Int
@@ -58,14 +61,14 @@ public struct SFDictionaryParser {
         public init() {}
     }
 
-    public static func parse(_ text: String, limits: Limits = Limits()) throws(SFParseError) -> [(key: String, value: SFMember)] {
+    public static func parse(_ text: String, limits: Limits = Limits()) throws(SFParseError) -> [SFDictionaryMember] {
         var copy = text
         let result = copy.withUTF8 { buffer in Result { () throws(SFParseError) in try parse(bytes: buffer, limits: limits) } }
         return try result.get()
     }
 
     /// Parses a whole dictionary; leading and trailing spaces are ignored.
-    public static func parse(bytes: UnsafeBufferPointer<UInt8>, limits: Limits = Limits()) throws(SFParseError) -> [(key: String, value: SFMember)] {
+    public static func parse(bytes: UnsafeBufferPointer<UInt8>, limits: Limits = Limits()) throws(SFParseError) -> [SFDictionaryMember] {
         var cursor = Cursor(bytes: bytes, limits: limits)
         return try cursor.parseDictionary()
     }
@@ -93,8 +96,8 @@ public struct SFDictionaryParser {
             while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x09 { index += 1 }
         }
 
-        mutating func parseDictionary() throws(SFParseError) -> [(key: String, value: SFMember)] {
-            var members: [(key: String, value: SFMember)] = []
+        mutating func parseDictionary() throws(SFParseError) -> [SFDictionaryMember] {
+            var members: [SFDictionaryMember] = []
             skipSpaces()
             // Trailing spaces are not part of the field.
             var end = bytes.count
@@ -116,7 +119,7 @@ public struct SFDictionaryParser {
                     members[existing].value = member  // RFC 8941: the last value wins
                 } else {
                     guard members.count < limits.maxMembers else { throw inner.fail("more than \(limits.maxMembers) keys") }
-                    members.append((key, member))
+                    members.append(SFDictionaryMember(key: key, value: member))
                 }
                 inner.skipOWS()
                 if inner.atEnd { return members }

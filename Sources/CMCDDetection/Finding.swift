@@ -100,8 +100,19 @@ public enum FindingID {
         mix(0)
         for b in type.rawValue.utf8 { mix(b) }
         mix(0)
-        for b in String(startedAt).utf8 { mix(b) }
-        let hex = String(hash, radix: 16)
-        return String(repeating: "0", count: 32 - hex.count) + hex
+        // The decimal digits of startedAt, without formatting a String.
+        var digits: [UInt8] = []
+        var n = startedAt.magnitude
+        repeat {
+            digits.append(UInt8(ascii: "0") + UInt8(n % 10))
+            n /= 10
+        } while n > 0
+        if startedAt < 0 { mix(UInt8(ascii: "-")) }
+        for b in digits.reversed() { mix(b) }
+        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        return String(unsafeUninitializedCapacity: 32) { buffer in
+            for i in 0..<32 { buffer[i] = hex[Int(truncatingIfNeeded: hash >> UInt128(124 - 4 * i)) & 0xF] }
+            return 32
+        }
     }
 }

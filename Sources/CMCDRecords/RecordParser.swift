@@ -1,6 +1,12 @@
 import CMCD
 import SentinelJSON
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The shape of the lines on the topic or in a file.
 public enum RecordFormat: String, Sendable, CaseIterable {
     /// CloudFront real-time log lines (TAB separated, `-` for empty).
@@ -130,13 +136,14 @@ public struct RecordParser: Sendable {
         let expected = fields.names.count
         fieldStarts.removeAll(keepingCapacity: true)
         fieldStarts.append(0)
-        var i = 0
-        while i < line.count {
-            if line[i] == 0x09 {
-                if fieldStarts.count > expected { break }
-                fieldStarts.append(i + 1)
+        if let base = line.baseAddress {
+            var offset = 0
+            while offset < line.count, fieldStarts.count <= expected,
+                let hit = memchr(base + offset, 0x09, line.count - offset)
+            {
+                offset = base.distance(to: hit.assumingMemoryBound(to: UInt8.self)) + 1
+                fieldStarts.append(offset)
             }
-            i += 1
         }
         guard fieldStarts.count == expected else {
             return .skipped(.fieldCount, detail: "expected \(expected) TAB-separated fields, found \(fieldStarts.count)\(fieldStarts.count > expected ? "+" : "")")
@@ -185,7 +192,7 @@ public struct RecordParser: Sendable {
     /// as `true`/`1`, numbers as text.
     private func nativePayload(_ values: [(key: String, bytes: UnsafeBufferPointer<UInt8>)]) throws(CMCDDecodingError) -> CMCDPayload? {
         guard !values.isEmpty else { return nil }
-        var members: [(key: String, value: SFMember)] = []
+        var members: [SFDictionaryMember] = []
         var ignored: [CMCDIgnoredKey] = []
         for (key, bytes) in values {
             var text = PercentDecoding.decode(Self.boundedText(bytes, max: 1024), plusAsSpace: false)
@@ -198,7 +205,7 @@ public struct RecordParser: Sendable {
             case .token?: item = .token(text)
             default: item = text.utf8.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) ? .string(text) : nil
             }
-            if let item { members.append((key, .bare(item))) } else { ignored.append(.init(key: key, reason: "unreadable CloudFront value")) }
+            if let item { members.append(SFDictionaryMember(key: key, value: .bare(item))) } else { ignored.append(.init(key: key, reason: "unreadable CloudFront value")) }
         }
         return try CMCDPayload(members: members, ignored: ignored)
     }
