@@ -45,8 +45,10 @@ public enum CMCDDecoder {
 
     /// Byte-level query decoding for the record parser; `nil` when there is no `CMCD=` argument.
     /// `scratch` and `scratch2` are reusable buffers, so a steady stream allocates nothing here.
+    /// With `typedOnly` the payload is decoded for its typed views only (see `CMCDPayload(typedFrom:)`).
     public static func decodeQuery(
-        bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool, scratch: inout [UInt8], scratch2: inout [UInt8]
+        bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool, typedOnly: Bool = false, scratch: inout [UInt8],
+        scratch2: inout [UInt8]
     ) throws(CMCDDecodingError) -> CMCDPayload? {
         guard let range = queryValueRange(bytes, allowBareValue: allowBareValue) else { return nil }
         let value = UnsafeBufferPointer(rebasing: bytes[range])
@@ -59,7 +61,11 @@ public enum CMCDDecoder {
             swap(&scratch, &scratch2)
             decodings += 1
         }
-        return try scratch.withUnsafeBufferPointer { buffer in Result { () throws(CMCDDecodingError) in try CMCDPayload(rawBytes: buffer) } }.get()
+        return try scratch.withUnsafeBufferPointer { buffer in
+            Result { () throws(CMCDDecodingError) in
+                typedOnly ? try CMCDPayload(typedFrom: buffer) : try CMCDPayload(rawBytes: buffer)
+            }
+        }.get()
     }
 
     /// Finds the value of the `CMCD` argument in a URL or query string.

@@ -23,11 +23,18 @@ public enum CMCDValueKind: Sendable, Equatable {
 public enum CMCDKeys {
     public static func kind(of key: String) -> CMCDValueKind? {
         guard let code = packedCode(key) else { return nil }
-        return kinds[code]
+        return kind(code: code)
     }
 
     /// Reserved keys are at most 5 ASCII letters: packed into an integer they are looked up
     /// without string comparisons (this runs for every key of every record).
+    static func packedCode(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> UInt64? {
+        guard range.count <= 5 else { return nil }
+        var code: UInt64 = 0
+        for i in range { code = code << 8 | UInt64(bytes[i]) }
+        return code
+    }
+
     static func packedCode(_ key: String) -> UInt64? {
         var code: UInt64 = 0
         var count = 0
@@ -39,22 +46,21 @@ public enum CMCDKeys {
         return code
     }
 
-    static let kinds: [UInt64: CMCDValueKind] = {
-        var table: [UInt64: CMCDValueKind] = [:]
-        func add(_ kind: CMCDValueKind, _ keys: [String]) {
-            for key in keys { table[packedCode(key)!] = kind }
+    /// The kind of a reserved key from its packed code (a switch: no hashing per key).
+    static func kind(code: UInt64) -> CMCDValueKind? {
+        switch code {
+        case 0x6162 /* ab */, 0x626C /* bl */, 0x6272 /* br */, 0x627361 /* bsa */, 0x627364 /* bsd */, 0x62736461 /* bsda */, 0x6C6162 /* lab */, 0x6C62 /* lb */, 0x6D7470 /* mtp */, 0x7062 /* pb */, 0x746162 /* tab */, 0x7462 /* tb */, 0x74626C /* tbl */, 0x747062 /* tpb */: return .integerList
+        case 0x64 /* d */, 0x646661 /* dfa */, 0x6466 /* df */, 0x646C /* dl */, 0x6C7463 /* ltc */, 0x6D7364 /* msd */, 0x7074 /* pt */, 0x7263 /* rc */, 0x727470 /* rtp */, 0x736E /* sn */, 0x7473 /* ts */, 0x74746662 /* ttfb */, 0x7474666262 /* ttfbb */, 0x74746C62 /* ttlb */, 0x76 /* v */: return .integer
+        case 0x7072 /* pr */: return .decimal
+        case 0x6267 /* bg */, 0x6273 /* bs */, 0x6E72 /* nr */, 0x7375 /* su */: return .boolean
+        case 0x63656E /* cen */, 0x636964 /* cid */, 0x636D736464 /* cmsdd */, 0x636D736473 /* cmsds */, 0x68 /* h */, 0x736964 /* sid */, 0x736D7274 /* smrt */, 0x75726C /* url */, 0x6E7272 /* nrr */, 0x63646E /* cdn */: return .string
+        case 0x6373 /* cs */: return .stringOrInteger
+        case 0x65 /* e */, 0x6F74 /* ot */, 0x7366 /* sf */, 0x7374 /* st */, 0x737461 /* sta */: return .token
+        case 0x6563 /* ec */: return .stringList
+        case 0x6E6F72 /* nor */: return .objectRequests
+        default: return nil
         }
-        add(.integerList, ["ab", "bl", "br", "bsa", "bsd", "bsda", "lab", "lb", "mtp", "pb", "tab", "tb", "tbl", "tpb"])
-        add(.integer, ["d", "dfa", "df", "dl", "ltc", "msd", "pt", "rc", "rtp", "sn", "ts", "ttfb", "ttfbb", "ttlb", "v"])
-        add(.decimal, ["pr"])
-        add(.boolean, ["bg", "bs", "nr", "su"])
-        add(.string, ["cen", "cid", "cmsdd", "cmsds", "h", "sid", "smrt", "url", "nrr", "cdn"])
-        add(.stringOrInteger, ["cs"])
-        add(.token, ["e", "ot", "sf", "st", "sta"])
-        add(.stringList, ["ec"])
-        add(.objectRequests, ["nor"])
-        return table
-    }()
+    }
 
     /// A custom key carries a hyphenated prefix (`com.example-key`).
     public static func isCustom(_ key: String) -> Bool {
@@ -63,12 +69,25 @@ public enum CMCDKeys {
 
     /// Allowed values of the token keys; anything else is ignored.
     public static func allowedTokens(for key: String) -> Set<String>? {
-        switch key {
-        case "ot": return objectTypeTokens
-        case "sf": return streamingFormatTokens
-        case "st": return streamTypeTokens
-        case "sta": return stateTokens
+        packedCode(key).flatMap(allowedTokens(code:))
+    }
+
+    static func allowedTokens(code: UInt64) -> Set<String>? {
+        switch code {
+        case 0x6F74 /* ot */: return objectTypeTokens
+        case 0x7366 /* sf */: return streamingFormatTokens
+        case 0x7374 /* st */: return streamTypeTokens
+        case 0x737461 /* sta */: return stateTokens
         default: return nil  // `e` and future tokens are kept as sent
+        }
+    }
+
+    /// Spec length limits of string keys, in bytes.
+    static func maxLength(code: UInt64) -> Int? {
+        switch code {
+        case 0x736964 /* sid */, 0x63656E /* cen */: return 64
+        case 0x636964 /* cid */, 0x68 /* h */: return 128
+        default: return nil
         }
     }
 

@@ -93,51 +93,117 @@ public enum CMCDDecodingError: Error, Sendable, Equatable, CustomStringConvertib
 /// wire content can still be shown. A `v` above 2 rejects the whole payload, as
 /// CTA-5004-A requires.
 public struct CMCDPayload: Sendable, Hashable {
-    public private(set) var entries: [CMCDEntry] = []
-    public private(set) var ignored: [CMCDIgnoredKey] = []
+    /// Everything a payload holds, behind one reference so that passing samples around
+    /// copies a pointer, not some 700 bytes of fields.
+    struct Fields: Sendable {
+        var storedEntries: [CMCDEntry]?
+        var storedIgnored: [CMCDIgnoredKey] = []
+        /// The dictionary text a typed-only decode keeps, to rebuild the full view on demand.
+        var source: String?
+        var version: Int = 1
+        var sessionID: String?
+        var contentID: String?
+        var objectType: CMCDObjectType?
+        var streamingFormat: String?
+        var streamType: String?
+        var state: CMCDPlayerState?
+        var event: String?
+        var startup: Bool = false
+        var bufferStarvation: Bool = false
+        var backgrounded: Bool = false
+        var nonRendered: Bool = false
+        var bufferLength: CMCDMeasure?
+        var encodedBitrate: CMCDMeasure?
+        var topBitrate: CMCDMeasure?
+        var measuredThroughput: CMCDMeasure?
+        var playheadBitrate: CMCDMeasure?
+        var targetBufferLength: CMCDMeasure?
+        var starvationCount: CMCDMeasure?
+        var starvationDuration: CMCDMeasure?
+        var starvationDurationTotal: CMCDMeasure?
+        var objectDuration: Int64?
+        var deadline: Int64?
+        var requestedMaxThroughput: Int64?
+        var mediaStartDelay: Int64?
+        var playheadTime: Int64?
+        var sequenceNumber: Int64?
+        var timestamp: Int64?
+        var liveLatency: Int64?
+        var droppedFrames: Int64?
+        var playbackRate: Double?
+    }
+
+    /// Immutable once the payload is built.
+    final class Box: Sendable {
+        let fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+
+    private let box: Box
+
+    /// Every key in wire order (invalid ones marked).
+    public var entries: [CMCDEntry] { box.fields.storedEntries ?? fullDecode?.entries ?? [] }
+    /// Reserved keys whose values had the wrong type, and why.
+    public var ignored: [CMCDIgnoredKey] { box.fields.storedEntries != nil ? box.fields.storedIgnored : fullDecode?.ignored ?? [] }
+
+    private var fullDecode: CMCDPayload? { box.fields.source.flatMap { try? CMCDPayload(raw: $0) } }
+
+    public static func == (lhs: CMCDPayload, rhs: CMCDPayload) -> Bool {
+        lhs.version == rhs.version && lhs.entries == rhs.entries
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(entries) }
 
     /// `v`; 1 when absent.
-    public private(set) var version: Int = 1
-    public private(set) var sessionID: String?
-    public private(set) var contentID: String?
-    public private(set) var objectType: CMCDObjectType?
-    public private(set) var streamingFormat: String?
-    public private(set) var streamType: String?
-    public private(set) var state: CMCDPlayerState?
-    public private(set) var event: String?
-    public private(set) var startup = false
-    public private(set) var bufferStarvation = false
-    public private(set) var backgrounded = false
-    public private(set) var nonRendered = false
-    public private(set) var bufferLength: CMCDMeasure?
-    public private(set) var encodedBitrate: CMCDMeasure?
-    public private(set) var topBitrate: CMCDMeasure?
-    public private(set) var measuredThroughput: CMCDMeasure?
-    public private(set) var playheadBitrate: CMCDMeasure?
-    public private(set) var targetBufferLength: CMCDMeasure?
-    public private(set) var starvationCount: CMCDMeasure?
-    public private(set) var starvationDuration: CMCDMeasure?
-    public private(set) var starvationDurationTotal: CMCDMeasure?
-    public private(set) var objectDuration: Int64?
-    public private(set) var deadline: Int64?
-    public private(set) var requestedMaxThroughput: Int64?
-    public private(set) var mediaStartDelay: Int64?
-    public private(set) var playheadTime: Int64?
-    public private(set) var sequenceNumber: Int64?
-    public private(set) var timestamp: Int64?
-    public private(set) var liveLatency: Int64?
-    public private(set) var droppedFrames: Int64?
-    public private(set) var playbackRate: Double?
+    public var version: Int { box.fields.version }
+    public var sessionID: String? { box.fields.sessionID }
+    public var contentID: String? { box.fields.contentID }
+    public var objectType: CMCDObjectType? { box.fields.objectType }
+    public var streamingFormat: String? { box.fields.streamingFormat }
+    public var streamType: String? { box.fields.streamType }
+    public var state: CMCDPlayerState? { box.fields.state }
+    public var event: String? { box.fields.event }
+    public var startup: Bool { box.fields.startup }
+    public var bufferStarvation: Bool { box.fields.bufferStarvation }
+    public var backgrounded: Bool { box.fields.backgrounded }
+    public var nonRendered: Bool { box.fields.nonRendered }
+    public var bufferLength: CMCDMeasure? { box.fields.bufferLength }
+    public var encodedBitrate: CMCDMeasure? { box.fields.encodedBitrate }
+    public var topBitrate: CMCDMeasure? { box.fields.topBitrate }
+    public var measuredThroughput: CMCDMeasure? { box.fields.measuredThroughput }
+    public var playheadBitrate: CMCDMeasure? { box.fields.playheadBitrate }
+    public var targetBufferLength: CMCDMeasure? { box.fields.targetBufferLength }
+    public var starvationCount: CMCDMeasure? { box.fields.starvationCount }
+    public var starvationDuration: CMCDMeasure? { box.fields.starvationDuration }
+    public var starvationDurationTotal: CMCDMeasure? { box.fields.starvationDurationTotal }
+    public var objectDuration: Int64? { box.fields.objectDuration }
+    public var deadline: Int64? { box.fields.deadline }
+    public var requestedMaxThroughput: Int64? { box.fields.requestedMaxThroughput }
+    public var mediaStartDelay: Int64? { box.fields.mediaStartDelay }
+    public var playheadTime: Int64? { box.fields.playheadTime }
+    public var sequenceNumber: Int64? { box.fields.sequenceNumber }
+    public var timestamp: Int64? { box.fields.timestamp }
+    public var liveLatency: Int64? { box.fields.liveLatency }
+    public var droppedFrames: Int64? { box.fields.droppedFrames }
+    public var playbackRate: Double? { box.fields.playbackRate }
     /// Player error codes (`ec`).
     public var errorCodes: [String] { self["ec"].map(Self.strings) ?? [] }
     /// Next object requests (`nor`), as paths.
     public var nextObjectRequests: [String] { self["nor"].map(Self.strings) ?? [] }
 
-    public init() {}
+    public init() { box = Box(Fields()) }
+
+    init(fields: Fields) { box = Box(fields) }
 
     /// Builds a payload from parsed dictionary members, validating each reserved key's type.
     public init(members: [SFDictionaryMember], ignored alreadyIgnored: [CMCDIgnoredKey] = []) throws(CMCDDecodingError) {
-        ignored = alreadyIgnored
+        box = Box(try Fields(members: members, ignored: alreadyIgnored))
+    }
+}
+
+extension CMCDPayload.Fields {
+    init(members: [SFDictionaryMember], ignored alreadyIgnored: [CMCDIgnoredKey]) throws(CMCDDecodingError) {
+        storedIgnored = alreadyIgnored
         // `v` decides how some keys read, and keys may come in any order: find it first.
         if let v = members.last(where: { $0.key == "v" }) {
             if case .item(let item) = v.value, case .integer(let n) = item.value {
@@ -145,22 +211,26 @@ public struct CMCDPayload: Sendable, Hashable {
                 if n >= 1 { version = Int(n) }
             }
         }
-        entries = members
+        var entries = members
+        defer { storedEntries = entries }
         for i in entries.indices {
             let code = CMCDKeys.packedCode(entries[i].key)
-            switch CMCDPayload.normalize(key: entries[i].key, code: code, member: entries[i].value, version: version) {
+            switch CMCDPayload.normalize(code: code, member: entries[i].value, version: version) {
             case .keep:
                 break
             case .replace(let value):
                 entries[i].value = value
             case .invalid(let reason):
                 entries[i].isValid = false
-                ignored.append(CMCDIgnoredKey(key: entries[i].key, reason: reason))
+                storedIgnored.append(CMCDIgnoredKey(key: entries[i].key, reason: reason))
                 continue
             }
             if let code { assignTyped(code: code, value: entries[i].value) }
         }
     }
+}
+
+extension CMCDPayload {
 
     /// Parses a CMCD dictionary (the payload as it is once transport encoding is removed).
     public init(raw: String, limits: SFDictionaryParser.Limits = .init()) throws(CMCDDecodingError) {
@@ -176,6 +246,53 @@ public struct CMCDPayload: Sendable, Hashable {
         try self.init(members: members)
     }
 
+    /// Decodes only the typed views, for the record parser's hot path: unknown, custom and
+    /// untyped keys are syntax-checked but not built, and the full view (`entries`,
+    /// `ignored`) is rebuilt from the kept text only when asked for. The typed views equal
+    /// those of a full decode.
+    public init(typedFrom bytes: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init()) throws(CMCDDecodingError) {
+        var cursor = SFDictionaryParser.Cursor(bytes: bytes, limits: limits)
+        var payload = Fields()
+        var declaredVersion: Int64?
+        do throws(SFParseError) {
+            try cursor.scanDictionary { c, keyRange throws(SFParseError) in
+                guard let code = CMCDKeys.packedCode(bytes, keyRange), code == 0x76 || Self.isTyped(code) else {
+                    _ = try c.parseMemberValue(materialize: false)
+                    return
+                }
+                let member = try c.parseMemberValue(materialize: true)
+                if code == 0x76 /* v */ {
+                    if case .item(let item) = member, case .integer(let n) = item.value { declaredVersion = n } else { declaredVersion = nil }
+                    return
+                }
+                switch Self.normalize(code: code, member: member, version: 1) {
+                case .keep: payload.assignTyped(code: code, value: member)
+                case .replace(let value): payload.assignTyped(code: code, value: value)
+                case .invalid: payload.assignTyped(code: code, value: Self.clearing)  // a later invalid duplicate wins too
+                }
+            }
+        } catch {
+            throw .syntax(error)
+        }
+        if let v = declaredVersion {
+            if v > 2 { throw .unsupportedVersion(v) }
+            if v >= 1 { payload.version = Int(v) }
+        }
+        payload.source = String(decoding: bytes, as: UTF8.self)
+        box = Box(payload)
+    }
+
+    /// Whether `assignTyped` sets a view for this key.
+    static func isTyped(_ code: UInt64) -> Bool {
+        switch code {
+        case 0x736964, 0x636964, 0x6F74, 0x7366, 0x7374, 0x737461, 0x65, 0x7375, 0x6273, 0x6267, 0x6E72, 0x626C, 0x6272, 0x7462, 0x6D7470, 0x7062, 0x74626C, 0x627361, 0x627364, 0x62736461, 0x64, 0x646C, 0x727470, 0x6D7364, 0x7074, 0x736E, 0x7473, 0x6C7463, 0x646661, 0x7072: return true
+        default: return false
+        }
+    }
+
+    /// A value no typed view accepts: assigning it clears the view.
+    static let clearing = SFMember.bare(.byteSequence(""))
+
     /// The valid value of a key.
     public subscript(key: String) -> SFMember? {
         entries.last(where: { $0.key == key && $0.isValid })?.value
@@ -186,8 +303,10 @@ public struct CMCDPayload: Sendable, Hashable {
     /// Up-converts v1 forms to v2 (single integers to one-element lists, `nor` strings to
     /// lists), as CML's `convertToLatest` does. `v` itself is left as sent.
     public func convertedToLatest() -> CMCDPayload {
-        var copy = self
-        copy.entries = entries.map { entry in
+        var copy = box.fields
+        copy.source = nil
+        copy.storedIgnored = ignored
+        copy.storedEntries = entries.map { entry in
             guard entry.isValid, let kind = CMCDKeys.kind(of: entry.key), case .item(let item) = entry.value else { return entry }
             switch kind {
             case .integerList, .objectRequests, .stringList:
@@ -196,7 +315,7 @@ public struct CMCDPayload: Sendable, Hashable {
                 return entry
             }
         }
-        return copy
+        return CMCDPayload(fields: copy)
     }
 
     // MARK: - Validation
@@ -208,8 +327,8 @@ public struct CMCDPayload: Sendable, Hashable {
         case invalid(String)
     }
 
-    static func normalize(key: String, code: UInt64?, member: SFMember, version: Int) -> Verdict {
-        guard let code, let kind = CMCDKeys.kinds[code] else { return .keep }  // custom or unknown: kept as sent
+    static func normalize(code: UInt64?, member: SFMember, version: Int) -> Verdict {
+        guard let code, let kind = CMCDKeys.kind(code: code) else { return .keep }  // custom or unknown: kept as sent
         switch kind {
         case .integerList:
             switch member {
@@ -245,7 +364,7 @@ public struct CMCDPayload: Sendable, Hashable {
         case .string, .stringOrInteger:
             if case .item(let item) = member {
                 if case .string(let s) = item.value {
-                    if let limit = maxLength(of: key), s.utf8.count > limit {
+                    if let limit = CMCDKeys.maxLength(code: code), s.utf8.count > limit {
                         return .invalid("longer than \(limit) characters")
                     }
                     return .keep
@@ -262,8 +381,8 @@ public struct CMCDPayload: Sendable, Hashable {
                 default: text = nil
                 }
                 if let text {
-                    if let allowed = CMCDKeys.allowedTokens(for: key), !allowed.contains(text) {
-                        return .invalid("'\(text.prefix(16))' is not a valid \(key) token")
+                    if let allowed = CMCDKeys.allowedTokens(code: code), !allowed.contains(text) {
+                        return .invalid("'\(text.prefix(16))' is not one of this key's tokens")
                     }
                     return .replace(.item(SFItem(.token(text), parameters: item.parameters)))
                 }
@@ -294,22 +413,13 @@ public struct CMCDPayload: Sendable, Hashable {
         }
     }
 
-    static func maxLength(of key: String) -> Int? {
-        switch key {
-        case "sid": return 64
-        case "cid", "h": return 128
-        case "cen": return 64
-        default: return nil
-        }
-    }
-
-    private static func measure(_ member: SFMember) -> CMCDMeasure {
+    static func measure(_ member: SFMember) -> CMCDMeasure? {
         switch member {
         case .item(let item):
             if case .integer(let n) = item.value {
                 return CMCDMeasure(single: .init(value: n, objectType: objectTypeParameter(item.parameters)))
             }
-            return CMCDMeasure(components: [])
+            return nil
         case .innerList(let items, _):
             if items.count == 1, case .integer(let n) = items[0].value {
                 return CMCDMeasure(single: .init(value: n, objectType: objectTypeParameter(items[0].parameters)))
@@ -321,7 +431,7 @@ public struct CMCDPayload: Sendable, Hashable {
         }
     }
 
-    private static func objectTypeParameter(_ parameters: [SFParameter]) -> CMCDObjectType? {
+    static func objectTypeParameter(_ parameters: [SFParameter]) -> CMCDObjectType? {
         for p in parameters {
             if case .boolean(true) = p.value, let ot = CMCDObjectType(rawValue: p.key) { return ot }
             if p.key == "ot", case .token(let t) = p.value, let ot = CMCDObjectType(rawValue: t) { return ot }
@@ -336,65 +446,6 @@ public struct CMCDPayload: Sendable, Hashable {
             return []
         case .innerList(let items, _):
             return items.compactMap { if case .string(let s) = $0.value { s } else { nil } }
-        }
-    }
-
-    private mutating func assignTyped(code: UInt64, value: SFMember) {
-        var scalar: SFBareItem? {
-            if case .item(let item) = value { return item.value }
-            return nil
-        }
-        var integer: Int64? {
-            if case .integer(let n)? = scalar { return n }
-            return nil
-        }
-        var text: String? {
-            switch scalar {
-            case .string(let s)?, .token(let s)?: return s
-            default: return nil
-            }
-        }
-        var flag: Bool {
-            if case .boolean(let b)? = scalar { return b }
-            return false
-        }
-        switch code {
-        case 0x736964 /* sid */: sessionID = text
-        case 0x636964 /* cid */: contentID = text
-        case 0x6F74 /* ot */: objectType = text.flatMap(CMCDObjectType.init(rawValue:))
-        case 0x7366 /* sf */: streamingFormat = text
-        case 0x7374 /* st */: streamType = text
-        case 0x737461 /* sta */: state = text.flatMap(CMCDPlayerState.init(rawValue:))
-        case 0x65 /* e */: event = text
-        case 0x7375 /* su */: startup = flag
-        case 0x6273 /* bs */: bufferStarvation = flag
-        case 0x6267 /* bg */: backgrounded = flag
-        case 0x6E72 /* nr */: nonRendered = flag
-        case 0x626C /* bl */: bufferLength = Self.measure(value)
-        case 0x6272 /* br */: encodedBitrate = Self.measure(value)
-        case 0x7462 /* tb */: topBitrate = Self.measure(value)
-        case 0x6D7470 /* mtp */: measuredThroughput = Self.measure(value)
-        case 0x7062 /* pb */: playheadBitrate = Self.measure(value)
-        case 0x74626C /* tbl */: targetBufferLength = Self.measure(value)
-        case 0x627361 /* bsa */: starvationCount = Self.measure(value)
-        case 0x627364 /* bsd */: starvationDuration = Self.measure(value)
-        case 0x62736461 /* bsda */: starvationDurationTotal = Self.measure(value)
-        case 0x64 /* d */: objectDuration = integer
-        case 0x646C /* dl */: deadline = integer
-        case 0x727470 /* rtp */: requestedMaxThroughput = integer
-        case 0x6D7364 /* msd */: mediaStartDelay = integer
-        case 0x7074 /* pt */: playheadTime = integer
-        case 0x736E /* sn */: sequenceNumber = integer
-        case 0x7473 /* ts */: timestamp = integer
-        case 0x6C7463 /* ltc */: liveLatency = integer
-        case 0x646661 /* dfa */: droppedFrames = integer
-        case 0x7072 /* pr */:
-            switch scalar {
-            case .integer(let n)?: playbackRate = Double(n)
-            case .decimal(let d)?: playbackRate = d
-            default: break
-            }
-        default: break
         }
     }
 
@@ -437,6 +488,68 @@ public struct CMCDPayload: Sendable, Hashable {
         case .token(let t): return tokensAsObjects ? .object([("token", .string(t))]) : .string(t)
         case .boolean(let b): return .bool(b)
         case .byteSequence(let b): return .string(b)
+        }
+    }
+}
+
+extension CMCDPayload.Fields {
+    /// Sets the typed view of one key from its (validated) value.
+    mutating func assignTyped(code: UInt64, value: SFMember) {
+        var scalar: SFBareItem? {
+            if case .item(let item) = value { return item.value }
+            return nil
+        }
+        var integer: Int64? {
+            if case .integer(let n)? = scalar { return n }
+            return nil
+        }
+        var text: String? {
+            switch scalar {
+            case .string(let s)?, .token(let s)?: return s
+            default: return nil
+            }
+        }
+        var flag: Bool {
+            if case .boolean(let b)? = scalar { return b }
+            return false
+        }
+        switch code {
+        case 0x736964 /* sid */: sessionID = text
+        case 0x636964 /* cid */: contentID = text
+        case 0x6F74 /* ot */: objectType = text.flatMap(CMCDObjectType.init(rawValue:))
+        case 0x7366 /* sf */: streamingFormat = text
+        case 0x7374 /* st */: streamType = text
+        case 0x737461 /* sta */: state = text.flatMap(CMCDPlayerState.init(rawValue:))
+        case 0x65 /* e */: event = text
+        case 0x7375 /* su */: startup = flag
+        case 0x6273 /* bs */: bufferStarvation = flag
+        case 0x6267 /* bg */: backgrounded = flag
+        case 0x6E72 /* nr */: nonRendered = flag
+        case 0x626C /* bl */: bufferLength = CMCDPayload.measure(value)
+        case 0x6272 /* br */: encodedBitrate = CMCDPayload.measure(value)
+        case 0x7462 /* tb */: topBitrate = CMCDPayload.measure(value)
+        case 0x6D7470 /* mtp */: measuredThroughput = CMCDPayload.measure(value)
+        case 0x7062 /* pb */: playheadBitrate = CMCDPayload.measure(value)
+        case 0x74626C /* tbl */: targetBufferLength = CMCDPayload.measure(value)
+        case 0x627361 /* bsa */: starvationCount = CMCDPayload.measure(value)
+        case 0x627364 /* bsd */: starvationDuration = CMCDPayload.measure(value)
+        case 0x62736461 /* bsda */: starvationDurationTotal = CMCDPayload.measure(value)
+        case 0x64 /* d */: objectDuration = integer
+        case 0x646C /* dl */: deadline = integer
+        case 0x727470 /* rtp */: requestedMaxThroughput = integer
+        case 0x6D7364 /* msd */: mediaStartDelay = integer
+        case 0x7074 /* pt */: playheadTime = integer
+        case 0x736E /* sn */: sequenceNumber = integer
+        case 0x7473 /* ts */: timestamp = integer
+        case 0x6C7463 /* ltc */: liveLatency = integer
+        case 0x646661 /* dfa */: droppedFrames = integer
+        case 0x7072 /* pr */:
+            switch scalar {
+            case .integer(let n)?: playbackRate = Double(n)
+            case .decimal(let d)?: playbackRate = d
+            default: playbackRate = nil
+            }
+        default: break
         }
     }
 }

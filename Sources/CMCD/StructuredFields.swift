@@ -98,36 +98,53 @@ public struct SFDictionaryParser {
 
         mutating func parseDictionary() throws(SFParseError) -> [SFDictionaryMember] {
             var members: [SFDictionaryMember] = []
-            skipSpaces()
-            // Trailing spaces are not part of the field.
-            var end = bytes.count
-            while end > index, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
-            let limited = UnsafeBufferPointer(rebasing: bytes[0..<end])
-            var inner = Cursor(bytes: limited, limits: limits)
-            inner.index = index
-            if inner.atEnd { return members }
-            while true {
-                let key = try inner.parseKey()
-                let member: SFMember
-                if !inner.atEnd, inner.current == UInt8(ascii: "=") {
-                    inner.index += 1
-                    member = try inner.parseItemOrInnerList()
-                } else {
-                    member = .item(SFItem(.boolean(true), parameters: try inner.parseParameters()))
-                }
+            try scanDictionary { cursor, keyRange throws(SFParseError) in
+                let key = cursor.makeASCIIString(keyRange.lowerBound, keyRange.upperBound)
+                let member = try cursor.parseMemberValue(materialize: true)
                 if let existing = members.firstIndex(where: { $0.key == key }) {
                     members[existing].value = member  // RFC 8941: the last value wins
                 } else {
-                    guard members.count < limits.maxMembers else { throw inner.fail("more than \(limits.maxMembers) keys") }
                     members.append(SFDictionaryMember(key: key, value: member))
                 }
+            }
+            return members
+        }
+
+        /// Walks a dictionary: for each member, `visit` gets the key's byte range and must
+        /// consume the value with `parseMemberValue`. Leading and trailing spaces are ignored.
+        mutating func scanDictionary(
+            _ visit: (inout Cursor, Range<Int>) throws(SFParseError) -> Void
+        ) throws(SFParseError) {
+            skipSpaces()
+            var end = bytes.count
+            while end > index, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+            var inner = Cursor(bytes: UnsafeBufferPointer(rebasing: bytes[0..<end]), limits: limits)
+            inner.index = index
+            defer { index = inner.index }
+            if inner.atEnd { return }
+            var count = 0
+            while true {
+                count += 1
+                guard count <= limits.maxMembers else { throw inner.fail("more than \(limits.maxMembers) keys") }
+                let keyRange = try inner.parseKeyRange()
+                try visit(&inner, keyRange)
                 inner.skipOWS()
-                if inner.atEnd { return members }
+                if inner.atEnd { return }
                 guard inner.current == UInt8(ascii: ",") else { throw inner.fail("expected ',' after a member") }
                 inner.index += 1
                 inner.skipOWS()
                 if inner.atEnd { throw inner.fail("trailing comma") }
             }
+        }
+
+        /// The value after a key: `=` and an item or inner list, or a bare `true` with
+        /// parameters. Without `materialize` the syntax is checked but no value is built.
+        mutating func parseMemberValue(materialize: Bool) throws(SFParseError) -> SFMember {
+            if !atEnd, current == UInt8(ascii: "=") {
+                index += 1
+                return try parseItemOrInnerList(materialize: materialize)
+            }
+            return .item(SFItem(.boolean(true), parameters: try parseParameters(materialize: materialize)))
         }
 
         @inline(__always) static func isKeyStart(_ c: UInt8) -> Bool {
@@ -141,69 +158,83 @@ public struct SFDictionaryParser {
 
         /// Keys per RFC 8941, leniently also accepting upper-case letters (seen in custom keys).
         mutating func parseKey() throws(SFParseError) -> String {
+            let range = try parseKeyRange()
+            return makeASCIIString(range.lowerBound, range.upperBound)
+        }
+
+        mutating func parseKeyRange() throws(SFParseError) -> Range<Int> {
             guard !atEnd, Cursor.isKeyStart(current) else { throw fail("expected a key") }
             let start = index
             index += 1
             while !atEnd, Cursor.isKeyChar(current) { index += 1 }
             guard index - start <= limits.maxStringBytes else { throw fail("key too long") }
-            return makeASCIIString(start, index)
+            return start..<index
         }
 
         func makeASCIIString(_ start: Int, _ end: Int) -> String {
             String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
         }
 
-        mutating func parseItemOrInnerList() throws(SFParseError) -> SFMember {
+        mutating func parseItemOrInnerList(materialize: Bool = true) throws(SFParseError) -> SFMember {
             if !atEnd, current == UInt8(ascii: "(") {
                 index += 1
                 var items: [SFItem] = []
+                var count = 0
                 while true {
                     skipSpaces()
                     guard !atEnd else { throw fail("unterminated inner list") }
                     if current == UInt8(ascii: ")") {
                         index += 1
-                        return .innerList(items, parameters: try parseParameters())
+                        return .innerList(items, parameters: try parseParameters(materialize: materialize))
                     }
-                    guard items.count < limits.maxListItems else { throw fail("more than \(limits.maxListItems) list items") }
-                    let value = try parseBareItem()
-                    items.append(SFItem(value, parameters: try parseParameters()))
+                    count += 1
+                    guard count <= limits.maxListItems else { throw fail("more than \(limits.maxListItems) list items") }
+                    let value = try parseBareItem(materialize: materialize)
+                    let parameters = try parseParameters(materialize: materialize)
+                    if materialize { items.append(SFItem(value, parameters: parameters)) }
                     guard !atEnd, current == 0x20 || current == UInt8(ascii: ")") else {
                         throw fail("expected ' ' or ')' in inner list")
                     }
                 }
             }
-            let value = try parseBareItem()
-            return .item(SFItem(value, parameters: try parseParameters()))
+            let value = try parseBareItem(materialize: materialize)
+            return .item(SFItem(value, parameters: try parseParameters(materialize: materialize)))
         }
 
-        mutating func parseParameters() throws(SFParseError) -> [SFParameter] {
+        mutating func parseParameters(materialize: Bool = true) throws(SFParseError) -> [SFParameter] {
             guard !atEnd, current == UInt8(ascii: ";") else { return [] }
             var parameters: [SFParameter] = []
+            var count = 0
             while !atEnd, current == UInt8(ascii: ";") {
                 index += 1
                 skipSpaces()
-                let key = try parseKey()
+                let keyRange = try parseKeyRange()
                 var value = SFBareItem.boolean(true)
                 if !atEnd, current == UInt8(ascii: "=") {
                     index += 1
-                    value = try parseBareItem()
+                    value = try parseBareItem(materialize: materialize)
                 }
+                count += 1
+                guard count <= limits.maxListItems else { throw fail("too many parameters") }
+                guard materialize else { continue }
+                let key = makeASCIIString(keyRange.lowerBound, keyRange.upperBound)
                 if let existing = parameters.firstIndex(where: { $0.key == key }) {
                     parameters[existing].value = value
                 } else {
-                    guard parameters.count < limits.maxListItems else { throw fail("too many parameters") }
                     parameters.append(SFParameter(key: key, value: value))
                 }
             }
             return parameters
         }
 
-        mutating func parseBareItem() throws(SFParseError) -> SFBareItem {
+        mutating func parseBareItem(materialize: Bool = true) throws(SFParseError) -> SFBareItem {
             guard !atEnd else { throw fail("expected a value") }
             let c = current
             switch c {
             case UInt8(ascii: "-"), 0x30...0x39: return try parseNumber()
-            case UInt8(ascii: "\""): return .string(try parseString())
+            case UInt8(ascii: "\""):
+                let text = try parseString(materialize: materialize)
+                return materialize ? .string(text) : .boolean(true)
             case UInt8(ascii: "?"):
                 index += 1
                 guard !atEnd else { throw fail("expected ?0 or ?1") }
@@ -225,12 +256,14 @@ public struct SFDictionaryParser {
                 }
                 guard !atEnd else { throw fail("unterminated byte sequence") }
                 guard index - start <= limits.maxStringBytes else { throw fail("byte sequence too long") }
-                let text = makeASCIIString(start, index)
+                let text = materialize ? makeASCIIString(start, index) : ""
                 index += 1
                 return .byteSequence(text)
             default:
                 if (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2A {
-                    return .token(try parseToken())
+                    let start = index
+                    try skipToken()
+                    return materialize ? .token(makeASCIIString(start, index)) : .boolean(true)
                 }
                 throw fail("unexpected character")
             }
@@ -249,15 +282,14 @@ public struct SFDictionaryParser {
             }
         }
 
-        mutating func parseToken() throws(SFParseError) -> String {
+        mutating func skipToken() throws(SFParseError) {
             let start = index
             index += 1
             while !atEnd, Cursor.isTokenChar(current) { index += 1 }
             guard index - start <= limits.maxStringBytes else { throw fail("token too long") }
-            return makeASCIIString(start, index)
         }
 
-        mutating func parseString() throws(SFParseError) -> String {
+        mutating func parseString(materialize: Bool = true) throws(SFParseError) -> String {
             index += 1
             let start = index
             var hasEscape = false
@@ -280,6 +312,7 @@ public struct SFDictionaryParser {
             let end = index
             index += 1
             guard end - start <= limits.maxStringBytes else { throw fail("string too long") }
+            if !materialize { return "" }
             if !hasEscape { return makeASCIIString(start, end) }
             var out: [UInt8] = []
             out.reserveCapacity(end - start)

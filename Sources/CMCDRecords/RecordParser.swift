@@ -171,7 +171,8 @@ public struct RecordParser: Sendable {
                 payload = try CMCDDecoder.decodeCloudFrontHeaders(bytes: blob, scratch: &scratch)
             }
             if payload == nil, let q = fields.query, let query = field(q) {
-                payload = try CMCDDecoder.decodeQuery(bytes: query, allowBareValue: false, scratch: &scratch, scratch2: &scratch2)
+                payload = try CMCDDecoder.decodeQuery(
+                    bytes: query, allowBareValue: false, typedOnly: true, scratch: &scratch, scratch2: &scratch2)
             }
             if payload == nil, !fields.native.isEmpty {
                 payload = try nativePayload(fields.native.compactMap { index, key in field(index).map { (key, $0) } })
@@ -223,12 +224,12 @@ public struct RecordParser: Sendable {
             let isQuery = (trimmed.count >= 5 && trimmed[0] == UInt8(ascii: "C") && trimmed[1] == UInt8(ascii: "M"))
                 || trimmed.contains(UInt8(ascii: "?")) || PercentDecoding.looksEncoded(trimmed)
             if isQuery {
-                guard let p = try CMCDDecoder.decodeQuery(bytes: trimmed, allowBareValue: true, scratch: &scratch, scratch2: &scratch2) else {
+                guard let p = try CMCDDecoder.decodeQuery(bytes: trimmed, allowBareValue: true, typedOnly: true, scratch: &scratch, scratch2: &scratch2) else {
                     return .skipped(.noCMCD, detail: "no CMCD in the line")
                 }
                 payload = p
             } else {
-                payload = try CMCDPayload(rawBytes: trimmed)
+                payload = try CMCDPayload(typedFrom: trimmed)
             }
         } catch {
             return Self.skip(for: error)

@@ -5,6 +5,7 @@
 import CMCDDetection
 import CMCDRecords
 
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -140,4 +141,5 @@ do {
     let seconds = Double(nowNanoseconds() - start) / 1e9
     print("parse + detect: \(Int(Double(lines.count) / seconds)) records/s on one core (\(findingCount) findings, \(engine.liveSessionCount) live sessions)")
 }
+
 

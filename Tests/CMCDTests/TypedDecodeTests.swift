@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+
+@testable import CMCD
+import SentinelJSON
+
+/// The record parser's typed-only decode must agree with the full decode on every typed
+/// view, on success and failure alike.
+struct TypedDecodeTests {
+    static func typedViews(_ p: CMCDPayload) -> String {
+        let measures: [(String, CMCDMeasure?)] = [
+            ("bl", p.bufferLength), ("br", p.encodedBitrate), ("tb", p.topBitrate), ("mtp", p.measuredThroughput),
+            ("pb", p.playheadBitrate), ("tbl", p.targetBufferLength), ("bsa", p.starvationCount),
+            ("bsd", p.starvationDuration), ("bsda", p.starvationDurationTotal),
+        ]
+        var parts = [
+            "v=\(p.version)", "sid=\(p.sessionID ?? "-")", "cid=\(p.contentID ?? "-")", "ot=\(p.objectType?.rawValue ?? "-")",
+            "sf=\(p.streamingFormat ?? "-")", "st=\(p.streamType ?? "-")", "sta=\(p.state?.rawValue ?? "-")", "e=\(p.event ?? "-")",
+            "su=\(p.startup)", "bs=\(p.bufferStarvation)", "bg=\(p.backgrounded)", "nr=\(p.nonRendered)",
+            "d=\(p.objectDuration.map(String.init) ?? "-")", "dl=\(p.deadline.map(String.init) ?? "-")",
+            "rtp=\(p.requestedMaxThroughput.map(String.init) ?? "-")", "msd=\(p.mediaStartDelay.map(String.init) ?? "-")",
+            "pt=\(p.playheadTime.map(String.init) ?? "-")", "sn=\(p.sequenceNumber.map(String.init) ?? "-")",
+            "ts=\(p.timestamp.map(String.init) ?? "-")", "ltc=\(p.liveLatency.map(String.init) ?? "-")",
+            "dfa=\(p.droppedFrames.map(String.init) ?? "-")", "pr=\(p.playbackRate.map { "\($0)" } ?? "-")",
+        ]
+        for (key, m) in measures {
+            parts.append("\(key)=" + (m?.components.map { "\($0.value)\($0.objectType.map { ";" + $0.rawValue } ?? "")" }.joined(separator: " ") ?? "-"))
+        }
+        return parts.joined(separator: ",")
+    }
+
+    func agree(_ input: String) -> Bool {
+        let full = Result { () throws(CMCDDecodingError) in try CMCDPayload(raw: input) }
+        var copy = input
+        let typed = copy.withUTF8 { b in Result { () throws(CMCDDecodingError) in try CMCDPayload(typedFrom: b) } }
+        switch (full, typed) {
+        case (.success(let f), .success(let t)):
+            return Self.typedViews(f) == Self.typedViews(t) && f.entries == t.entries && f.ignored == t.ignored
+        case (.failure(let a), .failure(let b)):
+            if case .unsupportedVersion = a { return a == b }
+            if case .syntax = a, case .syntax = b { return true }
+            return false
+        default:
+            return false
+        }
+    }
+
+    @Test func agreesOnTheVectorsRawInputs() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Vectors/cmcd-vectors.json")
+        guard case .array(let all) = try JSONParser.parse(try String(contentsOf: url, encoding: .utf8), limits: .init(maxDepth: 64, maxElements: 10_000_000)) else {
+            Issue.record("bad vectors file")
+            return
+        }
+        var checked = 0
+        for v in all {
+            guard case .string(let input)? = v["input"] else { continue }
+            for line in input.split(separator: "\n") where !line.contains("CMCD=") {
+                #expect(agree(String(line)), "\(line)")
+                checked += 1
+            }
+        }
+        #expect(checked > 150)
+    }
+
+    @Test(arguments: [
+        #"bl=1000,bl="x""#, #"bl="x",bl=1000"#, "su,su=?0", "ot=v,ot=zz", #"sid="a",sid="b""#, "pr=1.5,pr=x",
+        "bs=true,su=false", #"sta="p""#, "bl=(1;v 2;a),v=2", "v=3", "v=0,bl=1", "v=2,nor=(\"a\")", #"com.x-y=(1 2);p,bl=5"#,
+        "a=1&", "bl=(1 2", #"sid="""#, "d=1.5,d=2",
+    ])
+    func agreesOnEdgeCases(_ input: String) {
+        #expect(agree(input))
+    }
+
+    @Test func agreesOnRandomInput() {
+        var rng = SplitMix64(seed: 99)
+        let pieces = ["bl", "sid", "ot", "su", "bs", "pr", "v", "=", ",", "(", ")", ";", "\"x\"", "1", "2.5", "?0", "av", "true", " ", "com.a-b", "nor", "bsa", "sta", "p", "3"]
+        for _ in 0..<20_000 {
+            let input = (0..<Int(rng.next() % 12)).map { _ in pieces[Int(rng.next() % UInt64(pieces.count))] }.joined()
+            #expect(agree(input), "\(input)")
+        }
+    }
+}
