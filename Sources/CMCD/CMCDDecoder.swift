@@ -70,14 +70,19 @@ public enum CMCDDecoder {
 
     /// Finds the value of the `CMCD` argument in a URL or query string.
     static func queryValueRange(_ bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool) -> Range<Int>? {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return nil }
+        func find(_ byte: UInt8, from: Int, to: Int) -> Int? {
+            guard from < to, let hit = memchr(base + from, Int32(byte), to - from) else { return nil }
+            return base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+        }
         var start = 0
         var end = bytes.count
-        if let q = bytes.firstIndex(of: UInt8(ascii: "?")) { start = q + 1 }
-        if let hash = bytes[start...].firstIndex(of: UInt8(ascii: "#")) { end = hash }
+        if let q = find(UInt8(ascii: "?"), from: 0, to: end) { start = q + 1 }
+        if let hash = find(UInt8(ascii: "#"), from: start, to: end) { end = hash }
         var pieceStart = start
         var pieces = 0
         while pieceStart <= end {
-            let pieceEnd = bytes[pieceStart..<end].firstIndex(of: UInt8(ascii: "&")) ?? end
+            let pieceEnd = find(UInt8(ascii: "&"), from: pieceStart, to: end) ?? end
             pieces += 1
             let n = pieceEnd - pieceStart
             if n >= 5, bytes[pieceStart] == UInt8(ascii: "C"), bytes[pieceStart + 1] == UInt8(ascii: "M"),

@@ -43,6 +43,7 @@ enum SessionEnd: String {
 /// or a time given to `advance(to:)`) passes them.
 public struct DetectionEngine: Sendable {
     public let rules: DetectionRules
+    private let detectors: Detectors
     public private(set) var statistics = DetectionStatistics()
     /// The newest event time seen (ms); `Int64.min` before the first sample.
     public private(set) var watermark = Int64.min
@@ -67,6 +68,7 @@ public struct DetectionEngine: Sendable {
 
     public init(rules: DetectionRules = DetectionRules()) {
         self.rules = rules
+        self.detectors = Detectors(rules: rules)
     }
 
     public var liveSessionCount: Int { index.count }
@@ -97,14 +99,12 @@ public struct DetectionEngine: Sendable {
             slot = createSession(for: sample, into: &findings)
         }
 
-        var session = slots[Int(slot)]
-        slots[Int(slot)] = SessionState(sessionID: "", firstTime: 0, startup: .done)  // keep storage unique while mutating
-        if let cid = sample.contentID { session.contentID = cid }
-        if let edge = sample.edgeLocation { session.edgeLocation = edge }
-        if rules.startupDelay.enabled { detectStartup(sample, &session, into: &findings) }
-        if rules.bufferDrop.enabled { detectDrop(sample, &session, into: &findings) }
-        if rules.bufferStarvation.enabled { detectStarvation(sample, &session, into: &findings) }
-        slots[Int(slot)] = session
+        let i = Int(slot)
+        if let cid = sample.contentID, slots[i].contentID != cid { slots[i].contentID = cid }
+        if let edge = sample.edgeLocation, slots[i].edgeLocation != edge { slots[i].edgeLocation = edge }
+        if rules.startupDelay.enabled { detectors.detectStartup(sample, &slots[i], into: &findings) }
+        if rules.bufferDrop.enabled { detectors.detectDrop(sample, &slots[i], into: &findings) }
+        if rules.bufferStarvation.enabled { detectors.detectStarvation(sample, &slots[i], into: &findings) }
 
         housekeepIfDue(into: &findings)
     }
@@ -209,21 +209,21 @@ public struct DetectionEngine: Sendable {
     private mutating func endSession(_ slot: Int32, reason: SessionEnd, at time: Int64, into findings: inout [Finding]) {
         var session = slots[Int(slot)]
         if let drop = session.drop {
-            emit(
+            detectors.emit(
                 &findings, session, .bufferDrop, .resolved, drop.severity, startedAt: drop.startedAt, at: time,
                 summary: "Buffer drop episode closed: \(reason.rawValue.replacingUnderscoresWithSpaces)",
-                details: dropDetails(drop) + [("resolution", .string(reason.rawValue))])
+                details: detectors.dropDetails(drop) + [("resolution", .string(reason.rawValue))])
             session.drop = nil
         }
         if let starvation = session.starvation {
-            emit(
+            detectors.emit(
                 &findings, session, .bufferStarvation, .resolved, starvation.severity, startedAt: starvation.startedAt, at: time,
                 summary: "Starvation episode closed after \(Self.seconds(time - starvation.startedAt)): \(reason.rawValue.replacingUnderscoresWithSpaces)",
-                details: starvationDetails(starvation, until: time) + [("resolution", .string(reason.rawValue))])
+                details: detectors.starvationDetails(starvation, until: time) + [("resolution", .string(reason.rawValue))])
             session.starvation = nil
         }
         if session.startup == .starting, session.startupStuckFired {
-            emit(
+            detectors.emit(
                 &findings, session, .startupDelay, .resolved, .critical, startedAt: session.firstTime, at: time,
                 summary: "Startup never completed (\(reason.rawValue.replacingUnderscoresWithSpaces))",
                 details: [
@@ -262,7 +262,7 @@ public struct DetectionEngine: Sendable {
             if session.startup == .starting, !session.startupStuckFired,
                 watermark.subtractingSaturated(session.firstTime) > rules.startupDelay.criticalMs
             {
-                fireStuck(&session, at: watermark, into: &findings)
+                detectors.fireStuck(&session, at: watermark, into: &findings)
                 slots[slot] = session
             }
         }
@@ -279,7 +279,53 @@ public struct DetectionEngine: Sendable {
 
     // MARK: - Detectors
 
-    private func detectStartup(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
+    /// States in which a low buffer means the viewer is (about to be) stalled.
+    static func canStarve(_ state: CMCDPlayerState?) -> Bool {
+        switch state {
+        case nil, .playing?, .rebuffering?, .waiting?: return true
+        default: return false
+        }
+    }
+
+    static func describe(trigger: String, _ cmcd: CMCDPayload, _ bl: Int64?) -> String {
+        switch trigger {
+        case "bs": return "player reported buffer starvation (bs)"
+        case "bsa": return "player's starvation count rose to \(cmcd.starvationCount?.maximum ?? 0) (bsa)"
+        case "bsd": return "player reported a starvation of \(cmcd.starvationDuration?.maximum ?? 0) ms (bsd)"
+        case "sta=r": return "player is rebuffering (sta=r)"
+        case "bl=0": return "buffer is empty (bl=0)"
+        default: return "buffer is low (\(bl ?? 0) ms)"
+        }
+    }
+
+    static func seconds(_ ms: Int64) -> String {
+        let tenths = (ms + 50) / 100
+        return "\(tenths / 10).\(tenths % 10) s"
+    }
+}
+
+extension Int64 {
+    /// `self - other`, clamped to the representable range (event times come from viewers).
+    func subtractingSaturated(_ other: Int64) -> Int64 {
+        let (result, overflow) = subtractingReportingOverflow(other)
+        return overflow ? (other > 0 ? .min : .max) : result
+    }
+
+    func addingSaturated(_ other: Int64) -> Int64 {
+        let (result, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : result
+    }
+}
+
+extension String {
+    fileprivate var replacingUnderscoresWithSpaces: String { String(map { $0 == "_" ? " " : $0 }) }
+}
+
+/// The three detectors over one session's state; they read the rules and append findings.
+struct Detectors: Sendable {
+    let rules: DetectionRules
+
+    func detectStartup(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
         guard session.startup == .starting else { return }
         let t = sample.time
         if t < session.firstTime { session.firstTime = t }
@@ -315,27 +361,27 @@ public struct DetectionEngine: Sendable {
         if !session.startupStuckFired {
             emit(
                 &findings, session, .startupDelay, .firing, severity, startedAt: session.firstTime, at: t,
-                summary: "Slow startup: playback started after \(Self.seconds(startupMs))", details: details)
+                summary: "Slow startup: playback started after \(DetectionEngine.seconds(startupMs))", details: details)
         }
         emit(
             &findings, session, .startupDelay, .resolved, severity, startedAt: session.firstTime, at: t,
-            summary: "Playback started after \(Self.seconds(startupMs))", details: details)
+            summary: "Playback started after \(DetectionEngine.seconds(startupMs))", details: details)
         session.startupStuckFired = false
     }
 
-    private func fireStuck(_ session: inout SessionState, at time: Int64, into findings: inout [Finding]) {
+    func fireStuck(_ session: inout SessionState, at time: Int64, into findings: inout [Finding]) {
         session.startupStuckFired = true
         let elapsed = time - session.firstTime
         emit(
             &findings, session, .startupDelay, .firing, .critical, startedAt: session.firstTime, at: time,
-            summary: "Startup stuck: no playback \(Self.seconds(elapsed)) after the first request",
+            summary: "Startup stuck: no playback \(DetectionEngine.seconds(elapsed)) after the first request",
             details: [
                 ("startup_ms", .null), ("elapsed_ms", .int(elapsed)),
                 ("threshold_ms", .int(rules.startupDelay.criticalMs)), ("stuck", .bool(true)),
             ])
     }
 
-    private func detectDrop(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
+    func detectDrop(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
         guard let bl = sample.bufferLength, bl >= 0 else { return }
         if let ot = sample.objectType, !rules.bufferDrop.objectTypes.contains(ot) { return }
         let t = sample.time
@@ -347,7 +393,7 @@ public struct DetectionEngine: Sendable {
                 if Double(current) >= r.recoveryRatio * Double(episode.referenceMs) {
                     emit(
                         &findings, session, .bufferDrop, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
-                        summary: "Buffer recovered to \(current) ms (reference \(episode.referenceMs) ms) after \(Self.seconds(t - episode.startedAt))",
+                        summary: "Buffer recovered to \(current) ms (reference \(episode.referenceMs) ms) after \(DetectionEngine.seconds(t - episode.startedAt))",
                         details: dropDetails(episode) + [("recovered_bl_ms", .int(current)), ("duration_ms", .int(t - episode.startedAt))])
                     session.drop = nil
                 } else {
@@ -374,7 +420,7 @@ public struct DetectionEngine: Sendable {
             session.drop = episode
             emit(
                 &findings, session, .bufferDrop, .firing, severity, startedAt: t, at: t,
-                summary: "Buffer dropped \(percent)% (\(reference) ms to \(current) ms) within \(Self.seconds(r.lookbackMs))",
+                summary: "Buffer dropped \(percent)% (\(reference) ms to \(current) ms) within \(DetectionEngine.seconds(r.lookbackMs))",
                 details: [
                     ("reference_bl_ms", .int(reference)), ("current_bl_ms", .int(current)), ("drop_percent", .double(percent)),
                     ("window_ms", .int(r.lookbackMs)), ("object_type", sample.objectType.map { .string($0.rawValue) } ?? .null),
@@ -382,17 +428,17 @@ public struct DetectionEngine: Sendable {
         }
         session.remember(
             BufferObservation(time: t, bufferLength: Int32(current), objectClass: cls),
-            keepFrom: session.newestTime - r.lookbackMs - rules.sessions.reorderToleranceMs, capacity: Self.windowCapacity)
+            keepFrom: session.newestTime - r.lookbackMs - rules.sessions.reorderToleranceMs, capacity: DetectionEngine.windowCapacity)
     }
 
-    private func dropDetails(_ episode: DropEpisode) -> [(key: String, value: JSONValue)] {
+    func dropDetails(_ episode: DropEpisode) -> [(key: String, value: JSONValue)] {
         [
             ("reference_bl_ms", .int(episode.referenceMs)), ("lowest_bl_ms", .int(episode.lowestMs)),
             ("drop_percent", .double(episode.dropPercent)), ("window_ms", .int(rules.bufferDrop.lookbackMs)),
         ]
     }
 
-    private func detectStarvation(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
+    func detectStarvation(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
         let cmcd = sample.cmcd
         let t = sample.time
         var trigger: String?
@@ -407,7 +453,7 @@ public struct DetectionEngine: Sendable {
         var severity: Severity = .critical
         let bl = sample.isMediaRequest ? sample.bufferLength : nil
         if !starved, let bl, bl < rules.bufferStarvation.lowBufferMs, session.startup == .done, !cmcd.startup,
-            Self.canStarve(cmcd.state)
+            DetectionEngine.canStarve(cmcd.state)
         {
             trigger = bl == 0 ? "bl=0" : "low_buffer"
             severity = bl == 0 ? .critical : .warning
@@ -421,7 +467,7 @@ public struct DetectionEngine: Sendable {
                     episode.trigger = trigger
                     emit(
                         &findings, session, .bufferStarvation, .firing, severity, startedAt: episode.startedAt, at: t,
-                        summary: "Starvation escalated: \(Self.describe(trigger: trigger, cmcd, bl))",
+                        summary: "Starvation escalated: \(DetectionEngine.describe(trigger: trigger, cmcd, bl))",
                         details: [
                             ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
                             ("threshold_ms", .int(rules.bufferStarvation.lowBufferMs)), ("escalated", .bool(true)),
@@ -431,7 +477,7 @@ public struct DetectionEngine: Sendable {
             } else if let bl, bl > rules.bufferStarvation.recoveredBufferMs {
                 emit(
                     &findings, session, .bufferStarvation, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
-                    summary: "Buffer recovered to \(bl) ms after \(Self.seconds(t - episode.startedAt)) of starvation",
+                    summary: "Buffer recovered to \(bl) ms after \(DetectionEngine.seconds(t - episode.startedAt)) of starvation",
                     details: starvationDetails(episode, until: t) + [("recovered_bl_ms", .int(bl))])
                 session.starvation = nil
             }
@@ -440,7 +486,7 @@ public struct DetectionEngine: Sendable {
             session.starvation = episode
             emit(
                 &findings, session, .bufferStarvation, .firing, severity, startedAt: t, at: t,
-                summary: "Starvation: \(Self.describe(trigger: trigger, cmcd, bl))",
+                summary: "Starvation: \(DetectionEngine.describe(trigger: trigger, cmcd, bl))",
                 details: [
                     ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
                     ("threshold_ms", .int(rules.bufferStarvation.lowBufferMs)),
@@ -448,35 +494,14 @@ public struct DetectionEngine: Sendable {
         }
     }
 
-    static func describe(trigger: String, _ cmcd: CMCDPayload, _ bl: Int64?) -> String {
-        switch trigger {
-        case "bs": return "player reported buffer starvation (bs)"
-        case "bsa": return "player's starvation count rose to \(cmcd.starvationCount?.maximum ?? 0) (bsa)"
-        case "bsd": return "player reported a starvation of \(cmcd.starvationDuration?.maximum ?? 0) ms (bsd)"
-        case "sta=r": return "player is rebuffering (sta=r)"
-        case "bl=0": return "buffer is empty (bl=0)"
-        default: return "buffer is low (\(bl ?? 0) ms)"
-        }
-    }
-
-    /// States in which a low buffer means the viewer is (about to be) stalled.
-    static func canStarve(_ state: CMCDPlayerState?) -> Bool {
-        switch state {
-        case nil, .playing?, .rebuffering?, .waiting?: return true
-        default: return false
-        }
-    }
-
-    private func starvationDetails(_ episode: StarvationEpisode, until time: Int64) -> [(key: String, value: JSONValue)] {
+    func starvationDetails(_ episode: StarvationEpisode, until time: Int64) -> [(key: String, value: JSONValue)] {
         [
             ("trigger", .string(episode.trigger)),
             ("lowest_bl_ms", episode.lowestMs.map(JSONValue.int) ?? .null), ("duration_ms", .int(time - episode.startedAt)),
         ]
     }
 
-    // MARK: - Output
-
-    private func emit(
+    func emit(
         _ findings: inout [Finding], _ session: SessionState, _ type: FindingType, _ status: FindingStatus,
         _ severity: Severity, startedAt: Int64, at time: Int64, summary: String, details: [(key: String, value: JSONValue)]
     ) {
@@ -485,26 +510,4 @@ public struct DetectionEngine: Sendable {
                 type: type, status: status, severity: severity, sessionID: session.sessionID, contentID: session.contentID,
                 edgeLocation: session.edgeLocation, startedAt: startedAt, detectedAt: time, summary: summary, details: details))
     }
-
-    static func seconds(_ ms: Int64) -> String {
-        let tenths = (ms + 50) / 100
-        return "\(tenths / 10).\(tenths % 10) s"
-    }
-}
-
-extension Int64 {
-    /// `self - other`, clamped to the representable range (event times come from viewers).
-    func subtractingSaturated(_ other: Int64) -> Int64 {
-        let (result, overflow) = subtractingReportingOverflow(other)
-        return overflow ? (other > 0 ? .min : .max) : result
-    }
-
-    func addingSaturated(_ other: Int64) -> Int64 {
-        let (result, overflow) = addingReportingOverflow(other)
-        return overflow ? (other > 0 ? .max : .min) : result
-    }
-}
-
-extension String {
-    fileprivate var replacingUnderscoresWithSpaces: String { String(map { $0 == "_" ? " " : $0 }) }
 }
