@@ -24,11 +24,14 @@ let package = Package(
         .target(name: "CMCDRecords", dependencies: ["CMCD", "SentinelJSON"], swiftSettings: strict),
         .target(name: "SentinelYAML", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .target(name: "CMCDDetection", dependencies: ["CMCDRecords", "SentinelJSON", "SentinelYAML"], swiftSettings: strict),
+        // Edges: Kafka (librdkafka from Debian's librdkafka-dev).
+        .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
+        .target(name: "SentinelKafka", dependencies: ["CRdKafka"], swiftSettings: strict),
         // Edges: command line.
         .target(
             name: "SentinelCLI",
             dependencies: [
-                "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelYAML",
+                "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelYAML", "SentinelKafka",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -39,5 +42,6 @@ let package = Package(
         .testTarget(name: "CMCDRecordsTests", dependencies: ["CMCDRecords"], swiftSettings: strict),
         .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
         .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel"], swiftSettings: strict),
+        .testTarget(name: "SentinelKafkaTests", dependencies: ["SentinelKafka"], swiftSettings: strict),
     ]
 )

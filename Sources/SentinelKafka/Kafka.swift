@@ -1,0 +1,148 @@
+import CRdKafka
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An error reported by librdkafka.
+public struct KafkaError: Error, Sendable, CustomStringConvertible {
+    public var code: Int32
+    public var message: String
+    public var description: String { message }
+
+    init(_ code: rd_kafka_resp_err_t, _ context: String? = nil) {
+        self.code = code.rawValue
+        let text = String(cString: rd_kafka_err2str(code))
+        message = context.map { "\($0): \(text)" } ?? text
+    }
+
+    init(message: String) {
+        code = -1
+        self.message = message
+    }
+}
+
+/// A topic partition.
+public struct KafkaTopicPartition: Hashable, Sendable, CustomStringConvertible, Comparable {
+    public var topic: String
+    public var partition: Int32
+    public init(topic: String, partition: Int32) {
+        self.topic = topic
+        self.partition = partition
+    }
+    public var description: String { "\(topic)[\(partition)]" }
+    public static func < (a: Self, b: Self) -> Bool { (a.topic, a.partition) < (b.topic, b.partition) }
+}
+
+/// A consumed record.
+public struct KafkaMessage: Sendable {
+    public var topicPartition: KafkaTopicPartition
+    public var offset: Int64
+    public var key: [UInt8]?
+    public var value: [UInt8]
+}
+
+/// What a client reports besides messages: errors, logs, rebalances, statistics.
+public enum KafkaEvent: Sendable {
+    case error(KafkaError, fatal: Bool)
+    case log(level: Int32, facility: String, message: String)
+    /// Partitions assigned to this consumer by a group rebalance.
+    case assigned([KafkaTopicPartition])
+    /// Partitions taken away; reported before they are given up, on the polling thread.
+    case revoked([KafkaTopicPartition])
+    /// librdkafka's statistics JSON (`statistics.interval.ms`), which carries consumer lag.
+    case statistics(String)
+}
+
+/// Receives a client's events. Called on librdkafka's or the polling thread: keep it short.
+public typealias KafkaEventHandler = @Sendable (KafkaEvent) -> Void
+
+/// One object passed as the opaque to every C callback of a client; it outlives the handle.
+final class ClientContext: @unchecked Sendable {
+    let onEvent: KafkaEventHandler
+    private let lock = Lock()
+    private var _delivered = 0
+    private var _failed = 0
+    private var _lastDeliveryError: KafkaError?
+
+    init(onEvent: @escaping KafkaEventHandler) { self.onEvent = onEvent }
+
+    func recordDelivery(_ err: rd_kafka_resp_err_t) {
+        lock.withLock {
+            if err == RD_KAFKA_RESP_ERR_NO_ERROR {
+                _delivered += 1
+            } else {
+                _failed += 1
+                _lastDeliveryError = KafkaError(err, "delivery failed")
+            }
+        }
+    }
+
+    var deliveries: (delivered: Int, failed: Int, lastError: KafkaError?) {
+        lock.withLock { (_delivered, _failed, _lastDeliveryError) }
+    }
+}
+
+/// A pthread mutex, for the little shared state the C callbacks touch.
+final class Lock: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    init() { pthread_mutex_init(&mutex, nil) }
+    deinit { pthread_mutex_destroy(&mutex) }
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body()
+    }
+}
+
+/// Builds a librdkafka configuration; every property is passed through unchanged, so
+/// SASL/TLS settings for managed Kafka need no code.
+func makeConfiguration(_ properties: [String: String], context: ClientContext) throws(KafkaError) -> OpaquePointer {
+    guard let conf = rd_kafka_conf_new() else { throw KafkaError(message: "cannot allocate a configuration") }
+    var errorText = [CChar](repeating: 0, count: 512)
+    for (key, value) in properties.sorted(by: { $0.key < $1.key }) {
+        let result = rd_kafka_conf_set(conf, key, value, &errorText, errorText.count)
+        if result != RD_KAFKA_CONF_OK {
+            rd_kafka_conf_destroy(conf)
+            let reason = String(decoding: errorText.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw KafkaError(message: "kafka property '\(key)': \(reason)")
+        }
+    }
+    rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(context).toOpaque())
+    rd_kafka_conf_set_error_cb(conf) { rk, err, reason, opaque in
+        guard let opaque else { return }
+        let context = Unmanaged<ClientContext>.fromOpaque(opaque).takeUnretainedValue()
+        let fatal = err == RD_KAFKA_RESP_ERR__FATAL.rawValue
+        let text = reason.map { String(cString: $0) } ?? String(cString: rd_kafka_err2str(rd_kafka_resp_err_t(rawValue: err)))
+        context.onEvent(.error(KafkaError(message: text), fatal: fatal))
+        _ = rk
+    }
+    rd_kafka_conf_set_log_cb(conf) { rk, level, facility, message in
+        guard let rk, let opaque = rd_kafka_opaque(rk) else { return }
+        let context = Unmanaged<ClientContext>.fromOpaque(opaque).takeUnretainedValue()
+        context.onEvent(
+            .log(level: level, facility: facility.map { String(cString: $0) } ?? "", message: message.map { String(cString: $0) } ?? ""))
+    }
+    rd_kafka_conf_set_stats_cb(conf) { _, json, length, opaque in
+        guard let opaque, let json else { return 0 }
+        let context = Unmanaged<ClientContext>.fromOpaque(opaque).takeUnretainedValue()
+        let text = String(decoding: UnsafeRawBufferPointer(start: json, count: length), as: UTF8.self)
+        context.onEvent(.statistics(text))
+        return 0  // librdkafka frees the JSON
+    }
+    return conf
+}
+
+func topicPartitions(_ list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) -> [KafkaTopicPartition] {
+    guard let list else { return [] }
+    return (0..<Int(list.pointee.cnt)).map { i in
+        let element = list.pointee.elems[i]
+        return KafkaTopicPartition(topic: String(cString: element.topic), partition: element.partition)
+    }
+}
+
+/// A new partition list (librdkafka only fails to allocate when out of memory).
+func newPartitionList(_ capacity: Int) throws(KafkaError) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
+    guard let list = rd_kafka_topic_partition_list_new(Int32(capacity)) else { throw KafkaError(message: "out of memory") }
+    return list
+}

@@ -1,0 +1,161 @@
+import CRdKafka
+
+/// A Kafka consumer with manual offset commits: consumer-group subscription or manual
+/// assignment, rebalance notifications, synchronous commits of explicit offsets.
+///
+/// `poll`, `commit` and `close` block: call them from one thread of your own, not from
+/// Swift's cooperative pool. Rebalance events are delivered on that same thread, during
+/// `poll`, before revoked partitions are given up, so the caller can finish and commit them.
+public final class KafkaConsumer: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let context: ClientContext
+    private var closed = false
+
+    /// `enable.auto.commit` and `enable.auto.offset.store` default to false here: offsets are
+    /// committed only by `commit`. Every other property is librdkafka's.
+    public init(properties: [String: String], onEvent: @escaping KafkaEventHandler = { _ in }) throws(KafkaError) {
+        context = ClientContext(onEvent: onEvent)
+        var all = ["enable.auto.commit": "false", "enable.auto.offset.store": "false", "enable.partition.eof": "false"]
+        if properties["group.id"] == nil { all["group.id"] = "cmcd-sentinel-unassigned" }
+        all.merge(properties) { _, new in new }
+        let conf = try makeConfiguration(all, context: context)
+        rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
+            guard let rk, let opaque else { return }
+            let context = Unmanaged<ClientContext>.fromOpaque(opaque).takeUnretainedValue()
+            let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"
+            if err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+                if cooperative { _ = rd_kafka_incremental_assign(rk, partitions) } else { _ = rd_kafka_assign(rk, partitions) }
+                context.onEvent(.assigned(topicPartitions(partitions)))
+            } else {
+                // Revoked: the handler finishes and commits these partitions before they go.
+                context.onEvent(.revoked(topicPartitions(partitions)))
+                if cooperative { _ = rd_kafka_incremental_unassign(rk, partitions) } else { _ = rd_kafka_assign(rk, nil) }
+            }
+        }
+        var errorText = [CChar](repeating: 0, count: 512)
+        guard let handle = rd_kafka_new(RD_KAFKA_CONSUMER, conf, &errorText, errorText.count) else {
+            rd_kafka_conf_destroy(conf)
+            throw KafkaError(message: "cannot create consumer: " + String(decoding: errorText.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        rd_kafka_poll_set_consumer(handle)
+        self.handle = handle
+    }
+
+    deinit {
+        close()
+        rd_kafka_destroy(handle)
+        withExtendedLifetime(context) {}
+    }
+
+    /// Joins the consumer group for these topics.
+    public func subscribe(_ topics: [String]) throws(KafkaError) {
+        let list = try newPartitionList(topics.count)
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for topic in topics { rd_kafka_topic_partition_list_add(list, topic, RD_KAFKA_PARTITION_UA) }
+        let error = rd_kafka_subscribe(handle, list)
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(error, "subscribe") }
+    }
+
+    /// Reads these partitions without a group rebalance, from the given offsets (nil: the
+    /// committed offset, else `auto.offset.reset`).
+    public func assign(_ partitions: [(KafkaTopicPartition, offset: Int64?)]) throws(KafkaError) {
+        let list = try newPartitionList(partitions.count)
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for (tp, offset) in partitions {
+            let element = rd_kafka_topic_partition_list_add(list, tp.topic, tp.partition)
+            element?.pointee.offset = offset ?? Int64(RD_KAFKA_OFFSET_STORED)
+        }
+        let error = rd_kafka_assign(handle, list)
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(error, "assign") }
+    }
+
+    /// Waits up to `timeoutMs` for the next record; nil when none arrived. Transient errors
+    /// (broker down, partition EOF) are reported as events, not thrown; fatal ones throw.
+    public func poll(timeoutMs: Int32) throws(KafkaError) -> KafkaMessage? {
+        guard let message = rd_kafka_consumer_poll(handle, timeoutMs) else { return nil }
+        defer { rd_kafka_message_destroy(message) }
+        let m = message.pointee
+        if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            if m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF { return nil }
+            let error = KafkaError(m.err, "consume")
+            if m.err == RD_KAFKA_RESP_ERR__FATAL { throw error }
+            context.onEvent(.error(error, fatal: false))
+            return nil
+        }
+        let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+        let value = m.payload.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: m.len)) } ?? []
+        let key = m.key.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: m.key_len)) }
+        return KafkaMessage(topicPartition: KafkaTopicPartition(topic: topic, partition: m.partition), offset: m.offset, key: key, value: value)
+    }
+
+    /// Commits explicit offsets (the next offset to read, per partition) and waits for the
+    /// broker to confirm.
+    public func commit(_ offsets: [KafkaTopicPartition: Int64]) throws(KafkaError) {
+        guard !offsets.isEmpty else { return }
+        let list = try newPartitionList(offsets.count)
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for (tp, offset) in offsets {
+            rd_kafka_topic_partition_list_add(list, tp.topic, tp.partition)?.pointee.offset = offset
+        }
+        let error = rd_kafka_commit(handle, list, 0)
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(error, "commit") }
+        for i in 0..<Int(list.pointee.cnt) where list.pointee.elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            throw KafkaError(list.pointee.elems[i].err, "commit \(String(cString: list.pointee.elems[i].topic))[\(list.pointee.elems[i].partition)]")
+        }
+    }
+
+    /// The committed offsets of these partitions (nil where nothing is committed).
+    public func committed(_ partitions: [KafkaTopicPartition], timeoutMs: Int32 = 10_000) throws(KafkaError) -> [KafkaTopicPartition: Int64?] {
+        let list = try newPartitionList(partitions.count)
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for tp in partitions { rd_kafka_topic_partition_list_add(list, tp.topic, tp.partition) }
+        let error = rd_kafka_committed(handle, list, timeoutMs)
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(error, "committed") }
+        var result: [KafkaTopicPartition: Int64?] = [:]
+        for i in 0..<Int(list.pointee.cnt) {
+            let e = list.pointee.elems[i]
+            result[KafkaTopicPartition(topic: String(cString: e.topic), partition: e.partition)] = e.offset >= 0 ? e.offset : nil
+        }
+        return result
+    }
+
+    /// Leaves the group (revoking partitions through the rebalance handler) and stops fetching.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        _ = rd_kafka_consumer_close(handle)
+    }
+}
+
+/// librdkafka's in-process mock cluster, for fast unit tests of the clients.
+public final class KafkaMockCluster: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let cluster: OpaquePointer
+
+    public init(brokers: Int32 = 1) throws(KafkaError) {
+        guard let conf = rd_kafka_conf_new() else { throw KafkaError(message: "cannot allocate a configuration") }
+        var errorText = [CChar](repeating: 0, count: 512)
+        guard let handle = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &errorText, errorText.count) else {
+            throw KafkaError(message: "cannot create the mock cluster's client")
+        }
+        guard let cluster = rd_kafka_mock_cluster_new(handle, brokers) else {
+            rd_kafka_destroy(handle)
+            throw KafkaError(message: "cannot create a mock cluster")
+        }
+        self.handle = handle
+        self.cluster = cluster
+    }
+
+    deinit {
+        rd_kafka_mock_cluster_destroy(cluster)
+        rd_kafka_destroy(handle)
+    }
+
+    /// The `bootstrap.servers` value that reaches this cluster.
+    public var bootstrapServers: String { String(cString: rd_kafka_mock_cluster_bootstraps(cluster)) }
+
+    public func createTopic(_ name: String, partitions: Int32) throws(KafkaError) {
+        let error = rd_kafka_mock_topic_create(cluster, name, partitions, 1)
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(error, "create topic \(name)") }
+    }
+}

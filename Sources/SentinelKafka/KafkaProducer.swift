@@ -1,0 +1,84 @@
+import CRdKafka
+
+/// A Kafka producer: keyed produce, delivery reports, flush.
+///
+/// Thread-safe as librdkafka is; `flush` and `poll` block, so call them off Swift's
+/// cooperative pool (from a thread of your own or a synchronous command).
+public final class KafkaProducer: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let context: ClientContext
+    private var topics: [String: OpaquePointer] = [:]
+    private let topicsLock = Lock()
+
+    /// - Parameter properties: librdkafka properties (`bootstrap.servers` at least).
+    public init(properties: [String: String], onEvent: @escaping KafkaEventHandler = { _ in }) throws(KafkaError) {
+        context = ClientContext(onEvent: onEvent)
+        let conf = try makeConfiguration(properties, context: context)
+        rd_kafka_conf_set_dr_msg_cb(conf) { _, message, opaque in
+            guard let opaque, let message else { return }
+            Unmanaged<ClientContext>.fromOpaque(opaque).takeUnretainedValue().recordDelivery(message.pointee.err)
+        }
+        var errorText = [CChar](repeating: 0, count: 512)
+        guard let handle = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &errorText, errorText.count) else {
+            rd_kafka_conf_destroy(conf)
+            throw KafkaError(message: "cannot create producer: " + String(decoding: errorText.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        self.handle = handle
+    }
+
+    deinit {
+        _ = rd_kafka_flush(handle, 5_000)
+        for topic in topics.values { rd_kafka_topic_destroy(topic) }
+        rd_kafka_destroy(handle)
+        withExtendedLifetime(context) {}
+    }
+
+    private func topicHandle(_ name: String) throws(KafkaError) -> OpaquePointer {
+        let result: OpaquePointer? = topicsLock.withLock {
+            if let existing = topics[name] { return existing }
+            guard let created = rd_kafka_topic_new(handle, name, nil) else { return nil }
+            topics[name] = created
+            return created
+        }
+        guard let result else { throw KafkaError(rd_kafka_last_error(), "topic \(name)") }
+        return result
+    }
+
+    /// Queues one record (the key picks the partition). When the local queue is full it
+    /// serves delivery reports and tries again, for up to `queueFullWaitMs`.
+    public func send(topic: String, key: [UInt8]?, value: [UInt8], queueFullWaitMs: Int = 30_000) throws(KafkaError) {
+        let rkt = try topicHandle(topic)
+        var waited = 0
+        while true {
+            let status = value.withUnsafeBufferPointer { v in
+                if let key {
+                    return key.withUnsafeBufferPointer { k in
+                        rd_kafka_produce(
+                            rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, UnsafeMutableRawPointer(mutating: v.baseAddress),
+                            v.count, k.baseAddress, k.count, nil)
+                    }
+                }
+                return rd_kafka_produce(
+                    rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, UnsafeMutableRawPointer(mutating: v.baseAddress), v.count,
+                    nil, 0, nil)
+            }
+            if status == 0 { return }
+            let error = rd_kafka_last_error()
+            guard error == RD_KAFKA_RESP_ERR__QUEUE_FULL, waited < queueFullWaitMs else { throw KafkaError(error, "produce") }
+            rd_kafka_poll(handle, 100)
+            waited += 100
+        }
+    }
+
+    /// Serves delivery reports and events for up to `timeoutMs`.
+    public func poll(timeoutMs: Int32 = 0) { rd_kafka_poll(handle, timeoutMs) }
+
+    /// Waits until every queued record is delivered or has failed.
+    public func flush(timeoutMs: Int32) throws(KafkaError) {
+        let error = rd_kafka_flush(handle, timeoutMs)
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(error, "flush") }
+    }
+
+    /// Records confirmed by the broker, records that failed, and the last failure.
+    public var deliveries: (delivered: Int, failed: Int, lastError: KafkaError?) { context.deliveries }
+}
