@@ -24,14 +24,19 @@ let package = Package(
         .target(name: "CMCDRecords", dependencies: ["CMCD", "SentinelJSON"], swiftSettings: strict),
         .target(name: "SentinelYAML", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .target(name: "CMCDDetection", dependencies: ["CMCDRecords", "SentinelJSON", "SentinelYAML"], swiftSettings: strict),
+        .target(name: "SentinelConfig", dependencies: ["CMCDRecords", "SentinelYAML"], swiftSettings: strict),
         // Edges: Kafka (librdkafka from Debian's librdkafka-dev).
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
         .target(name: "SentinelKafka", dependencies: ["CRdKafka"], swiftSettings: strict),
+        .target(
+            name: "SentinelDaemon",
+            dependencies: ["CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelKafka", "SentinelJSON"],
+            swiftSettings: strict),
         // Edges: command line.
         .target(
             name: "SentinelCLI",
             dependencies: [
-                "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelYAML", "SentinelKafka",
+                "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelYAML", "SentinelKafka", "SentinelConfig", "SentinelDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -43,5 +48,6 @@ let package = Package(
         .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
         .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel"], swiftSettings: strict),
         .testTarget(name: "SentinelKafkaTests", dependencies: ["SentinelKafka"], swiftSettings: strict),
+        .testTarget(name: "SentinelConfigTests", dependencies: ["SentinelConfig"], swiftSettings: strict),
     ]
 )

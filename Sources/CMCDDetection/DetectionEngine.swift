@@ -8,6 +8,11 @@ public struct DetectionStatistics: Sendable, Equatable {
         public var type: FindingType
         public var severity: Severity
         public var status: FindingStatus
+        public init(type: FindingType, severity: Severity, status: FindingStatus) {
+            self.type = type
+            self.severity = severity
+            self.status = status
+        }
         public static func < (a: FindingKey, b: FindingKey) -> Bool {
             (a.type.rawValue, a.severity.rawValue, a.status.rawValue) < (b.type.rawValue, b.severity.rawValue, b.status.rawValue)
         }

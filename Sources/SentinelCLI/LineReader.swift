@@ -99,17 +99,20 @@ final class OutputBuffer {
         if bytes.count >= flushAt { flush() }
     }
 
-    func flush() {
+    /// Writes out what is buffered; false when the descriptor refused it.
+    @discardableResult
+    func flush() -> Bool {
         var offset = 0
+        defer { bytes.removeAll(keepingCapacity: true) }
         while offset < bytes.count {
             let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                break
+                return false
             }
             offset += n
         }
-        bytes.removeAll(keepingCapacity: true)
+        return true
     }
 
     deinit { flush() }

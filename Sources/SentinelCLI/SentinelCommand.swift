@@ -13,7 +13,9 @@ public struct SentinelCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "cmcd-sentinel",
         abstract: "Watch CMCD video streaming telemetry and catch playback problems as they happen.",
-        subcommands: [DecodeCommand.self, DetectCommand.self, RulesCommand.self]
+        subcommands: [
+            DecodeCommand.self, DetectCommand.self, RulesCommand.self, RunCommand.self, ReplayCommand.self, ConfigCommand.self,
+        ]
     )
 
     public init() {}
@@ -21,6 +23,7 @@ public struct SentinelCommand: AsyncParsableCommand {
     /// Runs the command line with the project's exit codes: 0 success, 1 runtime failure,
     /// 2 bad arguments, configuration or rules.
     public static func runMain(_ arguments: [String]? = nil) async -> Never {
+        Interrupt.install()
         do {
             var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? AsyncParsableCommand {

@@ -53,6 +53,11 @@ public struct YAMLValue {
         }
     }
 
+    /// A value that came from an environment variable, for error messages.
+    public static func environment(_ name: String) -> YAMLValue {
+        YAMLValue(node: nil, path: name, file: "environment")
+    }
+
     public var line: Int? { node?.mark?.line }
     public var exists: Bool { node != nil && !isNull }
 

@@ -1,0 +1,151 @@
+import ArgumentParser
+import CMCDRecords
+import SentinelKafka
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `cmcd-sentinel replay`: produce record lines to Kafka, keyed by session id.
+struct ReplayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Produce record lines from a file or standard input to Kafka, keyed by session id.",
+        discussion: """
+            Each line becomes one record. The key is the line's CMCD session id (parsed with \
+            --format/--fields), so every record of a session lands on the same partition; lines \
+            without one are sent without a key. Progress goes to standard error once a second.
+            """)
+
+    @Option(help: "Bootstrap brokers (default: $SENTINEL_KAFKA_BROKERS or 127.0.0.1:9092).")
+    var brokers: String?
+
+    @Option(help: "Topic (default: $SENTINEL_KAFKA_TOPIC or cmcd-logs).")
+    var topic: String?
+
+    @Option(help: "Records per second at most (default: as fast as possible).")
+    var rate: Double?
+
+    @Flag(help: "Start over at the end of the file, until interrupted.")
+    var loop = false
+
+    @Option(help: "Record format, to find the session id: cloudfront, json or cmcd.")
+    var format: RecordFormat = .cloudfront
+
+    @Option(help: "CloudFront fields in wire order, comma separated.")
+    var fields: String?
+
+    @Option(name: .customLong("property"), help: "A librdkafka property KEY=VALUE (repeatable).")
+    var properties: [String] = []
+
+    @Argument(help: "Input file, or - for standard input.")
+    var path: String = "-"
+
+    func validate() throws {
+        if let rate, !(rate > 0 && rate <= 10_000_000) { throw ValidationError("--rate must be between 0 and 10000000") }
+        if loop, path == "-" { throw ValidationError("--loop needs a file, not standard input") }
+        for p in properties where !p.contains("=") { throw ValidationError("--property takes KEY=VALUE, got '\(p)'") }
+    }
+
+    func run() throws {
+        let environment = ProcessEnvironment.current
+        let brokers = self.brokers ?? environment["SENTINEL_KAFKA_BROKERS"] ?? "127.0.0.1:9092"
+        let topic = self.topic ?? environment["SENTINEL_KAFKA_TOPIC"] ?? "cmcd-logs"
+        var configuration = RecordParser.Configuration(format: format)
+        if let fields {
+            do { configuration.fields = try CloudFrontFields(fields.split(separator: ",").map { $0.trimmingCharacters(in: " ") }) } catch {
+                throw CommandFailure.usage("--fields: \(error)")
+            }
+        }
+        var kafkaProperties = ["bootstrap.servers": brokers, "linger.ms": "20", "compression.type": "lz4"]
+        for p in properties {
+            let parts = p.split(separator: "=", maxSplits: 1)
+            kafkaProperties[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+        }
+        let producer: KafkaProducer
+        do {
+            producer = try KafkaProducer(properties: kafkaProperties) { event in
+                if case .error(let error, _) = event { printError("cmcd-sentinel replay: kafka: \(error)") }
+            }
+        } catch {
+            throw CommandFailure.usage("\(error)")
+        }
+
+        var parser = RecordParser(configuration: configuration)
+        var sent = 0
+        let started = monotonicSeconds()
+        var lastProgress = started
+        var failure: KafkaError?
+        repeat {
+            let fd = path == "-" ? 0 : open(path, O_RDONLY)
+            guard fd >= 0 else { throw CommandFailure.runtime("\(path): cannot open: \(String(cString: strerror(errno)))") }
+            defer { if fd != 0 { close(fd) } }
+            try LineReader(fd: fd, maxLineBytes: configuration.maxLineBytes).forEachLine { line in
+                guard failure == nil, !Interrupt.requested, case .line(let bytes) = line, !bytes.isEmpty else { return }
+                var key: [UInt8]?
+                parser.parse(line: bytes) { outcome in
+                    if key == nil, case .sample(let sample) = outcome { key = Array(sample.sessionID.utf8) }
+                }
+                do throws(KafkaError) {
+                    try producer.send(topic: topic, key: key, value: Array(bytes))
+                } catch {
+                    failure = error
+                    return
+                }
+                sent += 1
+                producer.poll()
+                if let rate {
+                    let due = started + Double(sent) / rate
+                    let now = monotonicSeconds()
+                    if due > now { sleepSeconds(due - now) }
+                }
+                let now = monotonicSeconds()
+                if now - lastProgress >= 1 {
+                    lastProgress = now
+                    printError("replay: \(sent) records sent (\(Int(Double(sent) / (now - started)))/s)")
+                }
+            }
+        } while loop && failure == nil && !Interrupt.requested
+        do throws(KafkaError) { try producer.flush(timeoutMs: 30_000) } catch { failure = failure ?? error }
+        let deliveries = producer.deliveries
+        printError("replay: \(sent) records produced to \(topic), \(deliveries.delivered) delivered, \(deliveries.failed) failed")
+        if let failure { throw CommandFailure.runtime("replay: \(failure)") }
+        if deliveries.failed > 0 { throw CommandFailure.runtime("replay: \(deliveries.failed) records were not delivered: \(deliveries.lastError?.description ?? "")") }
+    }
+}
+
+/// The process environment, read once.
+enum ProcessEnvironment {
+    static var current: [String: String] {
+        var result: [String: String] = [:]
+        var pointer = environ
+        while let entry = pointer.pointee {
+            let text = String(cString: entry)
+            if let eq = text.firstIndex(of: "=") { result[String(text[..<eq])] = String(text[text.index(after: eq)...]) }
+            pointer += 1
+        }
+        return result
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+func sleepSeconds(_ seconds: Double) {
+    var ts = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - Double(Int(seconds))) * 1e9))
+    nanosleep(&ts, nil)
+}
+
+/// SIGINT/SIGTERM set a flag that long-running loops check.
+enum Interrupt {
+    nonisolated(unsafe) private static var flag: sig_atomic_t = 0
+    static var requested: Bool { flag != 0 }
+
+    static func install() {
+        signal(SIGINT) { _ in Interrupt.flag = 1 }
+        signal(SIGTERM) { _ in Interrupt.flag = 1 }
+    }
+}

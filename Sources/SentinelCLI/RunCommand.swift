@@ -1,0 +1,152 @@
+import ArgumentParser
+import CMCDDetection
+import SentinelConfig
+import SentinelDaemon
+import SentinelJSON
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `cmcd-sentinel run`: the daemon.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Consume CMCD records from Kafka and report findings as they happen.",
+        discussion: """
+            Configuration comes from --config (YAML), then SENTINEL_* environment variables, then \
+            these flags. Findings go to standard output as JSON lines; logs go to standard error. \
+            Offsets are committed only after the findings of every record up to them are written. \
+            SIGTERM or SIGINT stops cleanly: in-flight records finish, output is flushed, offsets \
+            are committed, the consumer leaves its group.
+            """)
+
+    @Option(help: "Configuration file (YAML).")
+    var config: String?
+
+    @Option(help: "Bootstrap brokers, comma separated (overrides kafka.brokers).")
+    var brokers: String?
+
+    @Option(help: "Topic (overrides kafka.topic).")
+    var topic: String?
+
+    @Option(help: "Consumer group (overrides kafka.group_id).")
+    var group: String?
+
+    @Option(help: "Read these partitions without a group rebalance, comma separated (overrides kafka.partitions).")
+    var partitions: String?
+
+    @Option(help: "Exit after this many seconds without a record (for demos, tests and catching up).")
+    var exitWhenIdle: Double?
+
+    func run() throws {
+        let configuration = try Self.loadConfiguration(path: config, overrides: self)
+        let rules = try Self.loadRules(configuration.rules)
+        guard configuration.stdout else {
+            throw CommandFailure.usage("output.stdout is false and no other sink is configured: findings would be lost")
+        }
+        let metrics = DaemonMetrics()
+        var server: MetricsServer?
+        if !configuration.httpListen.isEmpty, let address = HostPort(configuration.httpListen) {
+            do {
+                server = try MetricsServer(host: address.host, port: address.port, metrics: metrics)
+            } catch {
+                throw CommandFailure.usage("\(error)")
+            }
+            server?.start()
+            logLine("serving /metrics and /healthz on \(address.host):\(server!.port)")
+        }
+        defer { server?.stop() }
+        var options = Daemon.Options()
+        options.exitWhenIdleSeconds = exitWhenIdle
+        let daemon = Daemon(
+            configuration: configuration, rules: rules, options: options, sink: StdoutSink(), metrics: metrics, log: logLine)
+        do {
+            try daemon.run(shouldStop: { Interrupt.requested })
+        } catch {
+            throw CommandFailure.runtime("run: \(error)")
+        }
+    }
+
+    static func loadConfiguration(path: String?, overrides: RunCommand?) throws -> SentinelConfiguration {
+        var text: String?
+        if let path {
+            do { text = try readFile(path, limit: 4 * 1024 * 1024) } catch let failure as CommandFailure {
+                throw CommandFailure.usage(failure.message)
+            }
+        }
+        var configuration: SentinelConfiguration
+        do {
+            configuration = try SentinelConfiguration.load(yaml: text, file: path ?? "(defaults)", environment: ProcessEnvironment.current)
+        } catch {
+            throw CommandFailure.usage(error.description)
+        }
+        if let overrides {
+            if let b = overrides.brokers { configuration.kafka.brokers = b }
+            if let t = overrides.topic { configuration.kafka.topic = t }
+            if let g = overrides.group { configuration.kafka.groupID = g }
+            if let p = overrides.partitions {
+                let numbers = p.split(separator: ",").map { Int32($0.trimmingCharacters(in: " ")) }
+                guard numbers.allSatisfy({ ($0 ?? -1) >= 0 }) else { throw CommandFailure.usage("--partitions: '\(p)' is not a list of partition numbers") }
+                configuration.kafka.partitions = numbers.map { $0! }
+            }
+        }
+        return configuration
+    }
+
+    /// The configured rules file; the default path falls back to the built-in rules (equal to
+    /// rules/default.yaml) when the file is not there.
+    static func loadRules(_ path: String) throws -> DetectionRules {
+        if path == RulesFile.defaultPath, access(path, F_OK) != 0 {
+            logLine("\(path) not found: using the built-in default rules")
+            return DetectionRules()
+        }
+        return try RulesFile.load(path)
+    }
+}
+
+/// `cmcd-sentinel config`: work with configuration files.
+struct ConfigCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config", abstract: "Work with configuration files.", subcommands: [Check.self])
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a configuration file and print the effective configuration, secrets masked.")
+
+        @Argument(help: "The configuration file (without one: the defaults and the environment).")
+        var path: String?
+
+        func run() throws {
+            let configuration = try RunCommand.loadConfiguration(path: path, overrides: nil)
+            _ = try RunCommand.loadRules(configuration.rules)
+            print("\(path ?? "(defaults)"): OK")
+            for line in configuration.effectiveDescription { print("  " + line) }
+        }
+    }
+}
+
+/// Findings as JSON lines on standard output, written before offsets are committed.
+final class StdoutSink: FindingSink {
+    private let out = OutputBuffer()
+
+    struct WriteError: Error, CustomStringConvertible {
+        var description: String { "cannot write findings to standard output: \(String(cString: strerror(errno)))" }
+    }
+
+    func write(_ findings: [Finding]) throws {
+        for finding in findings { out.writeLine(finding.jsonLine) }
+        try flush()
+    }
+
+    func flush() throws {
+        if !out.flush() { throw WriteError() }
+    }
+}
+
+/// A timestamped log line on standard error.
+@Sendable func logLine(_ text: String) {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    printError("\(RFC3339.format(milliseconds: Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec / 1_000_000))) cmcd-sentinel: \(text)")
+}

@@ -1,0 +1,260 @@
+import CMCDDetection
+import CMCDRecords
+import Foundation
+import SentinelConfig
+import SentinelJSON
+import SentinelKafka
+
+/// Where findings go. `write` must make them durable (or visible) before returning: the
+/// daemon commits Kafka offsets only after the sinks hold everything up to them.
+public protocol FindingSink: AnyObject {
+    func write(_ findings: [Finding]) throws
+    func flush() throws
+}
+
+/// Consume -> parse -> detect -> sinks, with at-least-once commits.
+///
+/// Runs on the calling thread (never on Swift's cooperative pool: librdkafka's calls
+/// block). One detection engine per assigned partition: sessions are keyed by session id on
+/// the topic, so a session lives in one partition, and a revoked partition's sessions can be
+/// dropped whole.
+public final class Daemon: @unchecked Sendable {
+    public struct Options: Sendable {
+        /// How often processed offsets are committed.
+        public var commitIntervalSeconds: Double = 1
+        /// Exit once no record arrived for this long (demos, tests, catching up); nil runs on.
+        public var exitWhenIdleSeconds: Double?
+        public init() {}
+    }
+
+    let configuration: SentinelConfiguration
+    let rules: DetectionRules
+    let options: Options
+    let sink: FindingSink
+    public let metrics: DaemonMetrics
+    let log: @Sendable (String) -> Void
+
+    // State owned by the consuming thread (rebalance events arrive on it, during poll).
+    private var parser: RecordParser
+    private var engines: [KafkaTopicPartition: DetectionEngine] = [:]
+    private var pending: [KafkaTopicPartition: Int64] = [:]
+    private var consumed = 0
+    private var retiredStatistics = DetectionStatistics()
+    private var consumer: KafkaConsumer?
+
+    public init(
+        configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sink: FindingSink,
+        metrics: DaemonMetrics = DaemonMetrics(), log: @escaping @Sendable (String) -> Void
+    ) {
+        self.configuration = configuration
+        self.rules = rules
+        self.options = options
+        self.sink = sink
+        self.metrics = metrics
+        self.log = log
+        parser = RecordParser(configuration: .init(format: configuration.input.format, fields: configuration.input.fields))
+    }
+
+    /// The librdkafka properties the daemon uses (configuration properties win).
+    var kafkaProperties: [String: String] {
+        var properties = [
+            "bootstrap.servers": configuration.kafka.brokers,
+            "group.id": configuration.kafka.groupID,
+            "auto.offset.reset": "earliest",
+            "statistics.interval.ms": "5000",
+            "client.id": "cmcd-sentinel",
+        ]
+        properties.merge(configuration.kafka.properties) { _, configured in configured }
+        return properties
+    }
+
+    /// Runs until `shouldStop` returns true (checked every 100 ms) or the idle limit passes;
+    /// then finishes in-flight records, flushes the sinks, commits and closes the consumer.
+    public func run(shouldStop: () -> Bool) throws {
+        let events = EventRelay()
+        let consumer = try KafkaConsumer(properties: kafkaProperties) { [metrics, log] event in
+            switch event {
+            case .error(let error, let fatal):
+                metrics.recordKafkaError(error.message)
+                log("kafka\(fatal ? " (fatal)" : ""): \(error.message)")
+            case .log(let level, let facility, let message):
+                if level <= 4 { log("kafka \(facility): \(message)") }
+            case .statistics(let json):
+                DaemonMetrics.recordLag(fromStatistics: json, into: metrics)
+            case .assigned, .revoked:
+                events.handle(event)
+            }
+        }
+        self.consumer = consumer
+        events.handler = { [unowned self] event in
+            switch event {
+            case .assigned(let partitions): assign(partitions)
+            case .revoked(let partitions): revoke(partitions)
+            default: break
+            }
+        }
+        defer { events.handler = nil }
+
+        let topic = configuration.kafka.topic
+        if configuration.kafka.partitions.isEmpty {
+            try consumer.subscribe([topic])
+            log("consuming \(topic) as group \(configuration.kafka.groupID) from \(configuration.kafka.brokers)")
+        } else {
+            let partitions = configuration.kafka.partitions.map { KafkaTopicPartition(topic: topic, partition: $0) }
+            try consumer.assign(partitions.map { ($0, offset: nil) })
+            assign(partitions)
+            log("consuming \(partitions.map(\.description).joined(separator: ", ")) from \(configuration.kafka.brokers)")
+        }
+
+        var lastRecord = monotonicNow()
+        var lastCommit = lastRecord
+        var lastTick = lastRecord
+        var findings: [Finding] = []
+        while !shouldStop() {
+            let message = try consumer.poll(timeoutMs: 100)
+            let now = monotonicNow()
+            if let message {
+                lastRecord = now
+                try handle(message, findings: &findings)
+            } else if now - lastTick >= 1 {
+                // Quiet partitions: event time moves on with the wall clock, so idle sessions
+                // are evicted and stuck startups fire even when no record arrives.
+                let elapsedMs = Int64((now - lastTick) * 1000)
+                for tp in engines.keys.sorted() where engines[tp]!.watermark > Int64.min {
+                    engines[tp]!.advance(to: engines[tp]!.watermark + elapsedMs, into: &findings)
+                }
+                try emit(&findings)
+            }
+            if now - lastTick >= 1 {
+                lastTick = now
+                publishMetrics()
+            }
+            if now - lastCommit >= options.commitIntervalSeconds {
+                lastCommit = now
+                commitPending()
+            }
+            if let idle = options.exitWhenIdleSeconds, now - lastRecord >= idle {
+                log("no record for \(idle) s: stopping")
+                break
+            }
+        }
+        // Graceful stop: everything handled so far is flushed and committed, then the
+        // consumer leaves the group (revoking through `revoke`, which commits again).
+        try sink.flush()
+        commitPending()
+        consumer.close()
+        publishMetrics()
+        self.consumer = nil
+        log("stopped after \(consumed) records")
+    }
+
+    private func handle(_ message: KafkaMessage, findings: inout [Finding]) throws {
+        consumed += 1
+        let tp = message.topicPartition
+        if engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
+        message.value.withUnsafeBufferPointer { bytes in
+            parser.parse(message: bytes) { outcome in
+                if case .sample(let sample) = outcome { engines[tp]!.process(sample, into: &findings) }
+            }
+        }
+        try emit(&findings)
+        pending[tp] = message.offset + 1
+    }
+
+    private func emit(_ findings: inout [Finding]) throws {
+        guard !findings.isEmpty else { return }
+        let start = monotonicNow()
+        try sink.write(findings)
+        metrics.recordOutput(seconds: monotonicNow() - start)
+        findings.removeAll(keepingCapacity: true)
+    }
+
+    /// Commits what every sink holds. A failed commit is counted and retried next time;
+    /// the records stay handled, so a crash before the retry only repeats work.
+    private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil) {
+        guard let consumer else { return }
+        let offsets = partitions.map { only in pending.filter { only.contains($0.key) } } ?? pending
+        guard !offsets.isEmpty else { return }
+        do {
+            try sink.flush()
+            try consumer.commit(offsets)
+            for tp in offsets.keys where pending[tp] == offsets[tp] { pending[tp] = nil }
+            metrics.recordCommit(success: true)
+        } catch {
+            metrics.recordCommit(success: false)
+            log("commit failed (will retry): \(error)")
+        }
+    }
+
+    private func assign(_ partitions: [KafkaTopicPartition]) {
+        for tp in partitions where engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
+        log("assigned \(partitions.map(\.description).joined(separator: ", "))")
+        publishMetrics()
+    }
+
+    private func revoke(_ partitions: [KafkaTopicPartition]) {
+        commitPending(only: Set(partitions))
+        for tp in partitions {
+            if let engine = engines.removeValue(forKey: tp) { retire(engine.statistics) }
+            pending[tp] = nil
+        }
+        log("revoked \(partitions.map(\.description).joined(separator: ", "))")
+        publishMetrics()
+    }
+
+    private func retire(_ s: DetectionStatistics) {
+        retiredStatistics.samples += s.samples
+        retiredStatistics.late += s.late
+        retiredStatistics.reordered += s.reordered
+        retiredStatistics.sessionsStarted += s.sessionsStarted
+        retiredStatistics.idleEvictions += s.idleEvictions
+        retiredStatistics.capacityEvictions += s.capacityEvictions
+        retiredStatistics.findings.merge(s.findings, uniquingKeysWith: +)
+    }
+
+    private func publishMetrics() {
+        var total = retiredStatistics
+        var live = 0
+        for engine in engines.values {
+            let s = engine.statistics
+            total.samples += s.samples
+            total.late += s.late
+            total.reordered += s.reordered
+            total.sessionsStarted += s.sessionsStarted
+            total.idleEvictions += s.idleEvictions
+            total.capacityEvictions += s.capacityEvictions
+            total.findings.merge(s.findings, uniquingKeysWith: +)
+            live += engine.liveSessionCount
+        }
+        metrics.update(
+            consumed: consumed, skipped: parser.statistics.skipped, detection: total, liveSessions: live,
+            assigned: engines.keys.sorted().map(\.description))
+    }
+}
+
+/// Passes rebalance events from the consumer's callback to the daemon (same thread).
+final class EventRelay: @unchecked Sendable {
+    var handler: ((KafkaEvent) -> Void)?
+    func handle(_ event: KafkaEvent) { handler?(event) }
+}
+
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+extension DaemonMetrics {
+    /// Reads `consumer_lag` per partition from librdkafka's statistics JSON.
+    static func recordLag(fromStatistics json: String, into metrics: DaemonMetrics) {
+        guard let stats = try? JSONParser.parse(json, limits: .init(maxDepth: 16, maxElements: 1_000_000)),
+            let topics = stats["topics"]?.objectMembers
+        else { return }
+        for (topic, value) in topics {
+            for (partition, p) in value["partitions"]?.objectMembers ?? [] {
+                guard let id = Int32(partition), id >= 0, case .int(let lag)? = p["consumer_lag"], lag >= 0 else { continue }
+                metrics.setLag(topic: topic, partition: id, lag: lag)
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import CMCDDetection
+import CMCDRecords
+import Foundation
+
+/// The daemon's counters, shared between the consuming thread (which writes them) and the
+/// HTTP thread (which reads them). Rendered in the Prometheus text format.
+public final class DaemonMetrics: @unchecked Sendable {
+    private let lock = NSLock()
+    private var consumed = 0
+    private var skipped: [SkipReason: Int] = [:]
+    private var detection = DetectionStatistics()
+    private var liveSessions = 0
+    private var lag: [String: Int64] = [:]  // "topic\u{0}partition" -> lag
+    private var commits = 0
+    private var commitFailures = 0
+    private var kafkaErrors = 0
+    private var lastKafkaError: (message: String, at: Date)?
+    private var outputSeconds = 0.0
+    private var outputWrites = 0
+    private var assigned: [String] = []
+
+    public init() {}
+
+    func update(consumed: Int, skipped: [SkipReason: Int], detection: DetectionStatistics, liveSessions: Int, assigned: [String]) {
+        lock.withLock {
+            self.consumed = consumed
+            self.skipped = skipped
+            self.detection = detection
+            self.liveSessions = liveSessions
+            self.assigned = assigned
+        }
+    }
+
+    func recordCommit(success: Bool) { lock.withLock { if success { commits += 1 } else { commitFailures += 1 } } }
+
+    func recordKafkaError(_ message: String) {
+        lock.withLock {
+            kafkaErrors += 1
+            lastKafkaError = (message, Date())
+        }
+    }
+
+    func recordOutput(seconds: Double) {
+        lock.withLock {
+            outputSeconds += seconds
+            outputWrites += 1
+        }
+    }
+
+    func setLag(topic: String, partition: Int32, lag: Int64) {
+        lock.withLock { self.lag["\(topic)\u{0}\(partition)"] = lag }
+    }
+
+    /// Healthy unless the client reported an error in the last 30 seconds.
+    public var health: (healthy: Bool, detail: String) {
+        lock.withLock {
+            if let last = lastKafkaError, Date().timeIntervalSince(last.at) < 30 {
+                return (false, "kafka: \(last.message)")
+            }
+            return (true, "ok; partitions: \(assigned.isEmpty ? "none yet" : assigned.joined(separator: ","))")
+        }
+    }
+
+    /// The Prometheus text exposition.
+    public func render() -> String {
+        lock.withLock {
+            var out = ""
+            func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
+                out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+                for s in samples { out += "\(name)\(s.labels.isEmpty ? "" : "{\(s.labels)}") \(s.value)\n" }
+            }
+            metric("cmcd_sentinel_records_consumed_total", "counter", "Records consumed from Kafka.", [("", "\(consumed)")])
+            metric(
+                "cmcd_sentinel_records_skipped_total", "counter", "Records skipped, by reason.",
+                SkipReason.allCases.map { ("reason=\"\($0.rawValue)\"", "\(skipped[$0, default: 0])") })
+            metric("cmcd_sentinel_samples_late_total", "counter", "Samples older than the reorder tolerance (ignored).", [("", "\(detection.late)")])
+            var findings: [(String, String)] = []
+            for type in FindingType.allCases {
+                for severity in Severity.allCases {
+                    for status in FindingStatus.allCases {
+                        let n = detection.findings[.init(type: type, severity: severity, status: status)] ?? 0
+                        findings.append(("type=\"\(type.rawValue)\",severity=\"\(severity.rawValue)\",status=\"\(status.rawValue)\"", "\(n)"))
+                    }
+                }
+            }
+            metric("cmcd_sentinel_findings_total", "counter", "Findings emitted, by type, severity and status.", findings)
+            metric("cmcd_sentinel_live_sessions", "gauge", "Sessions with state in memory.", [("", "\(liveSessions)")])
+            metric(
+                "cmcd_sentinel_session_evictions_total", "counter", "Sessions evicted, by reason.",
+                [("reason=\"idle\"", "\(detection.idleEvictions)"), ("reason=\"capacity\"", "\(detection.capacityEvictions)")])
+            metric(
+                "cmcd_sentinel_consumer_lag", "gauge", "Records behind the end of each partition (librdkafka statistics).",
+                lag.sorted { $0.key < $1.key }.map { key, value in
+                    let parts = key.split(separator: "\u{0}")
+                    return ("topic=\"\(Self.escape(String(parts[0])))\",partition=\"\(parts.count > 1 ? String(parts[1]) : "")\"", "\(value)")
+                })
+            metric("cmcd_sentinel_commits_total", "counter", "Offset commits confirmed by the broker.", [("", "\(commits)")])
+            metric("cmcd_sentinel_commit_failures_total", "counter", "Offset commits that failed (retried).", [("", "\(commitFailures)")])
+            metric("cmcd_sentinel_kafka_errors_total", "counter", "Errors reported by the Kafka client.", [("", "\(kafkaErrors)")])
+            out += "# HELP cmcd_sentinel_sink_latency_seconds Time spent writing findings to the sinks.\n"
+            out += "# TYPE cmcd_sentinel_sink_latency_seconds summary\n"
+            out += "cmcd_sentinel_sink_latency_seconds_sum{sink=\"stdout\"} \(outputSeconds)\n"
+            out += "cmcd_sentinel_sink_latency_seconds_count{sink=\"stdout\"} \(outputWrites)\n"
+            return out
+        }
+    }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+}
