@@ -49,5 +49,7 @@ let package = Package(
         .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel"], swiftSettings: strict),
         .testTarget(name: "SentinelKafkaTests", dependencies: ["SentinelKafka"], swiftSettings: strict),
         .testTarget(name: "SentinelConfigTests", dependencies: ["SentinelConfig"], swiftSettings: strict),
+        .testTarget(
+            name: "SentinelDaemonTests", dependencies: ["SentinelKafka", "SentinelJSON", "CMCDSentinel"], swiftSettings: strict),
     ]
 )

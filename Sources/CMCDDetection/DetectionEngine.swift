@@ -78,6 +78,20 @@ public struct DetectionEngine: Sendable {
 
     public var liveSessionCount: Int { index.count }
 
+    /// The oldest `Sample.position` that live state still depends on (a session still
+    /// starting, a lookback window, an open episode), or nil when nothing is needed. Replaying
+    /// the stream from there after a crash rebuilds the state, so a consumer commits no
+    /// further than this. O(live sessions): call it per commit, not per record.
+    public func restartPosition() -> Int64? {
+        var oldest: Int64?
+        var slot = lruHead
+        while slot >= 0 {
+            if let needed = slots[Int(slot)].neededPosition { oldest = min(oldest ?? needed, needed) }
+            slot = slots[Int(slot)].next
+        }
+        return oldest
+    }
+
     /// Feeds one sample; findings it causes are appended to `findings`.
     public mutating func process(_ sample: Sample, into findings: inout [Finding]) {
         let before = findings.count
@@ -152,15 +166,15 @@ public struct DetectionEngine: Sendable {
 
     // MARK: - Session table
 
-    /// Whether the first sample of a session looks like the start of playback, so that
-    /// startup can be measured (a session joined mid-stream cannot be).
+    /// Whether the first sample of a session is the start of playback, so that startup can
+    /// be measured: a manifest or init segment requested with `su`, or a v2 `sta` of starting
+    /// or preloading. A session first seen anywhere else (joined mid-stream, or replayed from
+    /// a committed offset after a restart) is not judged, rather than judged wrongly.
     static func looksLikeStart(_ sample: Sample) -> Bool {
         let cmcd = sample.cmcd
-        if cmcd.startup { return true }
         if let state = cmcd.state { return state == .starting || state == .preloading }
-        if let ot = cmcd.objectType, ot == .manifest || ot == .initSegment { return true }
-        if let bl = sample.bufferLength { return bl == 0 }
-        return false
+        guard cmcd.startup, let ot = cmcd.objectType else { return false }
+        return ot == .manifest || ot == .initSegment
     }
 
     private mutating func createSession(for sample: Sample, into findings: inout [Finding]) -> Int32 {
@@ -170,6 +184,7 @@ public struct DetectionEngine: Sendable {
         }
         let starting = Self.looksLikeStart(sample)
         var state = SessionState(sessionID: sample.sessionID, firstTime: sample.time, startup: starting ? .starting : .done)
+        state.firstPosition = sample.position
         if starting { state.starvationCountSeen = 0 }
         let slot: Int32
         if let reused = freeSlots.popLast() {
@@ -421,7 +436,7 @@ struct Detectors: Sendable {
             let severity: Severity = Double(current) <= (1 - r.criticalDropRatio) * Double(reference) ? .critical : .warning
             let percent = (Double(reference - current) / Double(reference) * 1000).rounded() / 10
             let episode = DropEpisode(
-                startedAt: t, referenceMs: reference, objectClass: cls, severity: severity, dropPercent: percent, lowestMs: current)
+                startedAt: t, startPosition: sample.position, referenceMs: reference, objectClass: cls, severity: severity, dropPercent: percent, lowestMs: current)
             session.drop = episode
             emit(
                 &findings, session, .bufferDrop, .firing, severity, startedAt: t, at: t,
@@ -432,7 +447,7 @@ struct Detectors: Sendable {
                 ])
         }
         session.remember(
-            BufferObservation(time: t, bufferLength: Int32(current), objectClass: cls),
+            BufferObservation(time: t, position: sample.position, bufferLength: Int32(current), objectClass: cls),
             keepFrom: session.newestTime - r.lookbackMs - rules.sessions.reorderToleranceMs, capacity: DetectionEngine.windowCapacity)
     }
 
@@ -487,7 +502,7 @@ struct Detectors: Sendable {
                 session.starvation = nil
             }
         } else if let trigger {
-            let episode = StarvationEpisode(startedAt: t, severity: severity, trigger: trigger, lowestMs: bl)
+            let episode = StarvationEpisode(startedAt: t, startPosition: sample.position, severity: severity, trigger: trigger, lowestMs: bl)
             session.starvation = episode
             emit(
                 &findings, session, .bufferStarvation, .firing, severity, startedAt: t, at: t,

@@ -3,6 +3,7 @@ import CMCD
 /// One buffer observation in a session's lookback window.
 struct BufferObservation {
     var time: Int64
+    var position: Int64
     var bufferLength: Int32
     /// The object type's raw code (`ObjectClass`), so drops compare like with like.
     var objectClass: UInt8
@@ -24,6 +25,7 @@ enum ObjectClass {
 /// An open `buffer_drop` episode.
 struct DropEpisode {
     var startedAt: Int64
+    var startPosition: Int64
     var referenceMs: Int64
     var objectClass: UInt8
     var severity: Severity
@@ -34,6 +36,7 @@ struct DropEpisode {
 /// An open `buffer_starvation` episode.
 struct StarvationEpisode {
     var startedAt: Int64
+    var startPosition: Int64
     var severity: Severity
     var trigger: String
     var lowestMs: Int64?
@@ -55,6 +58,8 @@ struct SessionState {
     var edgeLocation: String?
     var firstTime: Int64
     var newestTime: Int64
+    /// Stream position of the session's first record.
+    var firstPosition: Int64 = 0
     var startup: StartupPhase
     /// A `stuck` startup finding is open.
     var startupStuckFired = false
@@ -87,6 +92,18 @@ struct SessionState {
         while drop < window.count, window[drop].time < oldest { drop += 1 }
         if window.count - drop > capacity { drop = window.count - capacity }
         if drop > 0 { window.removeFirst(drop) }
+    }
+
+    /// The oldest stream position this session's state was built from: replaying from it
+    /// rebuilds everything the detectors still need (nil: nothing).
+    var neededPosition: Int64? {
+        var needed: Int64?
+        func consider(_ p: Int64) { needed = min(needed ?? p, p) }
+        if startup == .starting { consider(firstPosition) }
+        if let first = window.first { consider(window.reduce(first.position) { min($0, $1.position) }) }
+        if let drop { consider(drop.startPosition) }
+        if let starvation { consider(starvation.startPosition) }
+        return needed
     }
 
     /// The highest buffer of the same object class in `[from, before)`.

@@ -15,6 +15,10 @@ public struct Sample: Sendable, Hashable {
     public var timeTaken: Double?
     /// The whole decoded CMCD payload.
     public var cmcd: CMCDPayload
+    /// Where the record came from in its stream (the Kafka offset), or 0 when unknown. The
+    /// detection engine reports the oldest position its state still needs, so the daemon
+    /// never commits past a record it would need after a crash.
+    public var position: Int64 = 0
 
     public init(
         time: Int64, sessionID: String, contentID: String? = nil, edgeLocation: String? = nil,

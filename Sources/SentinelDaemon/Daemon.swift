@@ -37,7 +37,10 @@ public final class Daemon: @unchecked Sendable {
     // State owned by the consuming thread (rebalance events arrive on it, during poll).
     private var parser: RecordParser
     private var engines: [KafkaTopicPartition: DetectionEngine] = [:]
+    /// Per partition, the offset after the last record handled.
     private var pending: [KafkaTopicPartition: Int64] = [:]
+    /// Per partition, the last offset committed.
+    private var committed: [KafkaTopicPartition: Int64] = [:]
     private var consumed = 0
     private var retiredStatistics = DetectionStatistics()
     private var consumer: KafkaConsumer?
@@ -54,6 +57,9 @@ public final class Daemon: @unchecked Sendable {
         self.log = log
         parser = RecordParser(configuration: .init(format: configuration.input.format, fields: configuration.input.fields))
     }
+
+    /// After this long without records, event time follows the wall clock.
+    static let quietSeconds = 5.0
 
     /// The librdkafka properties the daemon uses (configuration properties win).
     var kafkaProperties: [String: String] {
@@ -116,9 +122,10 @@ public final class Daemon: @unchecked Sendable {
             if let message {
                 lastRecord = now
                 try handle(message, findings: &findings)
-            } else if now - lastTick >= 1 {
-                // Quiet partitions: event time moves on with the wall clock, so idle sessions
-                // are evicted and stuck startups fire even when no record arrives.
+            } else if now - lastRecord >= Self.quietSeconds, now - lastTick >= 1 {
+                // A quiet stream: event time moves on with the wall clock, so idle sessions are
+                // evicted and stuck startups fire even when no record arrives. (Only when quiet:
+                // while records flow, event time alone decides, so replays repeat exactly.)
                 let elapsedMs = Int64((now - lastTick) * 1000)
                 for tp in engines.keys.sorted() where engines[tp]!.watermark > Int64.min {
                     engines[tp]!.advance(to: engines[tp]!.watermark + elapsedMs, into: &findings)
@@ -141,7 +148,7 @@ public final class Daemon: @unchecked Sendable {
         // Graceful stop: everything handled so far is flushed and committed, then the
         // consumer leaves the group (revoking through `revoke`, which commits again).
         try sink.flush()
-        commitPending()
+        commitPending(everything: true)
         consumer.close()
         publishMetrics()
         self.consumer = nil
@@ -154,7 +161,10 @@ public final class Daemon: @unchecked Sendable {
         if engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
         message.value.withUnsafeBufferPointer { bytes in
             parser.parse(message: bytes) { outcome in
-                if case .sample(let sample) = outcome { engines[tp]!.process(sample, into: &findings) }
+                if case .sample(var sample) = outcome {
+                    sample.position = message.offset
+                    engines[tp]!.process(sample, into: &findings)
+                }
             }
         }
         try emit(&findings)
@@ -169,16 +179,27 @@ public final class Daemon: @unchecked Sendable {
         findings.removeAll(keepingCapacity: true)
     }
 
-    /// Commits what every sink holds. A failed commit is counted and retried next time;
-    /// the records stay handled, so a crash before the retry only repeats work.
-    private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil) {
+    /// Commits what every sink holds. While running, never past the oldest record the
+    /// detectors' state still needs: after a crash, replaying from the committed offset
+    /// rebuilds that state, so no finding is lost (repeats carry the same ids). A graceful
+    /// stop or a revoke (`everything`) commits all that was handled, as the state goes anyway.
+    /// A failed commit is counted and retried next time.
+    private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, everything: Bool = false) {
         guard let consumer else { return }
-        let offsets = partitions.map { only in pending.filter { only.contains($0.key) } } ?? pending
+        var offsets: [KafkaTopicPartition: Int64] = [:]
+        for (tp, next) in pending where partitions?.contains(tp) ?? true {
+            let needed = everything ? nil : engines[tp]?.restartPosition()
+            let offset = min(next, needed ?? next)
+            if offset > (committed[tp] ?? -1) { offsets[tp] = offset }
+        }
         guard !offsets.isEmpty else { return }
         do {
             try sink.flush()
             try consumer.commit(offsets)
-            for tp in offsets.keys where pending[tp] == offsets[tp] { pending[tp] = nil }
+            for (tp, offset) in offsets {
+                committed[tp] = offset
+                if pending[tp] == offset { pending[tp] = nil }
+            }
             metrics.recordCommit(success: true)
         } catch {
             metrics.recordCommit(success: false)
@@ -193,10 +214,11 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func revoke(_ partitions: [KafkaTopicPartition]) {
-        commitPending(only: Set(partitions))
+        commitPending(only: Set(partitions), everything: true)
         for tp in partitions {
             if let engine = engines.removeValue(forKey: tp) { retire(engine.statistics) }
             pending[tp] = nil
+            committed[tp] = nil
         }
         log("revoked \(partitions.map(\.description).joined(separator: ", "))")
         publishMetrics()

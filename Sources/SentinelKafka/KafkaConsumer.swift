@@ -119,6 +119,15 @@ public final class KafkaConsumer: @unchecked Sendable {
         return result
     }
 
+    /// The offset after the last record of a partition, as the broker reports it.
+    public func highWatermark(_ tp: KafkaTopicPartition, timeoutMs: Int32 = 10_000) throws(KafkaError) -> Int64 {
+        var low: Int64 = 0
+        var high: Int64 = 0
+        let error = rd_kafka_query_watermark_offsets(handle, tp.topic, tp.partition, &low, &high, timeoutMs)
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(error, "watermarks of \(tp)") }
+        return high
+    }
+
     /// Leaves the group (revoking partitions through the rebalance handler) and stops fetching.
     public func close() {
         guard !closed else { return }

@@ -145,3 +145,37 @@ struct EngineTests {
         #expect(findings.map(route.matches) == [false, false, true, true])
     }
 }
+
+struct RestartPositionTests {
+    func at(_ s: Sample, _ position: Int64) -> Sample {
+        var copy = s
+        copy.position = position
+        return copy
+    }
+
+    @Test func restartPositionCoversWhatTheStateNeeds() {
+        var engine = DetectionEngine()
+        var findings: [Finding] = []
+        #expect(engine.restartPosition() == nil)
+        // A session still starting needs its first record.
+        engine.process(at(sample("a", at: t0, "ot=m,su"), 10), into: &findings)
+        engine.process(at(sample("a", at: t0 + 100, "ot=av,bl=0,su"), 11), into: &findings)
+        #expect(engine.restartPosition() == 10)
+        // Once playing, only the lookback window is needed.
+        engine.process(at(sample("a", at: t0 + 900, "ot=av,bl=4000"), 12), into: &findings)
+        #expect(engine.restartPosition() == 11)
+        for i in 0..<10 { engine.process(at(sample("a", at: t0 + 2000 + Int64(i) * 2000, "ot=av,bl=9000"), 20 + Int64(i)), into: &findings) }
+        #expect(engine.restartPosition()! > 12, "old window entries are no longer needed")
+        // An open episode pins its first record.
+        engine.process(at(sample("a", at: t0 + 22_000, "ot=av,bl=1000"), 40), into: &findings)
+        for i in 0..<10 { engine.process(at(sample("a", at: t0 + 24_000 + Int64(i) * 2000, "ot=av,bl=1000"), 41 + Int64(i)), into: &findings) }
+        #expect(engine.restartPosition() == 40)
+    }
+
+    @Test func aSessionReplayedFromMidStreamIsNotJudgedForStartup() {
+        // What a restarted daemon sees when it replays from a committed offset past the
+        // session's manifest request: no startup finding, rather than a wrong one.
+        let samples = [sample("s", at: t0 + 300, "ot=av,bl=0,su"), sample("s", at: t0 + 3400, "ot=av,bl=4000")]
+        #expect(run(samples).findings.of(.startupDelay).isEmpty)
+    }
+}

@@ -7,11 +7,11 @@
 #   scripts/broker/broker.sh stop
 #   scripts/broker/broker.sh topic NAME [PARTITIONS]
 #
-# State (binary, pids, logs) lives in .tools/broker/ in the repository (git-ignored).
+# State (pids, logs) lives in .tools/broker-PORT/ and the binary in .tools/ (git-ignored).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-state="$root/.tools/broker"
+state="$root/.tools/broker-${SENTINEL_BROKER_PORT:-9092}"
 port=${SENTINEL_BROKER_PORT:-9092}
 upstream_port=${SENTINEL_BROKER_UPSTREAM_PORT:-$((port + 10000))}
 tansu="$root/.tools/tansu"

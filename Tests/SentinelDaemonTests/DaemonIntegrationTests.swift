@@ -1,0 +1,301 @@
+import Foundation
+import SentinelJSON
+import SentinelKafka
+import Testing
+
+/// The daemon against a real Kafka-protocol broker (Tansu behind the ApiVersions relay,
+/// started by these tests with scripts/broker/broker.sh), driven as users drive it: the
+/// real `cmcd-sentinel` binary for replay and run.
+@Suite(.serialized) struct DaemonIntegrationTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let broker = Broker.shared
+    static let demo = root.appendingPathComponent("samples/demo-sessions.tsv").path
+
+    /// Offline findings for the demo data, without the end-of-input resolutions a running
+    /// daemon does not produce.
+    static let expected: Set<String> = {
+        let result = try! run(["detect", demo])
+        return Set(result.lines.filter { !$0.contains(#""resolution":"end_of_input""#) })
+    }()
+
+    @Test func findingsMatchOfflineDetectionAndOffsetsAreCommitted() throws {
+        let topic = try Self.broker.newTopic()
+        try Self.replay(topic: topic)
+        let result = try Self.run(Self.daemonArguments(topic: topic, group: "g-\(topic)") + ["--exit-when-idle", "3"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(Set(result.lines) == Self.expected)
+        #expect(result.lines.count == Self.expected.count, "no duplicates in a clean run")
+        let committed = try Self.committed(topic: topic, group: "g-\(topic)")
+        let ends = try Self.endOffsets(topic: topic)
+        #expect(committed == ends, "committed \(committed), end offsets \(ends)")
+    }
+
+    @Test func sigtermFinishesFlushesAndCommitsWhatWasProcessed() throws {
+        let topic = try Self.broker.newTopic()
+        try Self.replay(topic: topic)
+        let daemon = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"))
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, daemon.output.lines.count < Self.expected.count { Thread.sleep(forTimeInterval: 0.1) }
+        let stopped = Date()
+        kill(daemon.process.processIdentifier, SIGTERM)
+        daemon.process.waitUntilExit()
+        #expect(Date().timeIntervalSince(stopped) < 10)
+        #expect(daemon.process.terminationStatus == 0)
+        #expect(Set(daemon.output.lines) == Self.expected)
+        let committed = try Self.committed(topic: topic, group: "g-\(topic)")
+        let ends = try Self.endOffsets(topic: topic)
+        #expect(committed == ends, "committed \(committed), end offsets \(ends)")
+    }
+
+    @Test func killNineMidStreamThenRestartLosesNoFinding() throws {
+        let topic = try Self.broker.newTopic()
+        // Records trickle in (about 4 s for the demo) while the first daemon runs.
+        let replay = try Self.start(["replay", "--brokers", Self.broker.address, "--topic", topic, "--rate", "16", Self.demo])
+        let first = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"))
+        Thread.sleep(forTimeInterval: 2.5)
+        kill(first.process.processIdentifier, SIGKILL)
+        first.process.waitUntilExit()
+        replay.process.waitUntilExit()
+        #expect(replay.process.terminationStatus == 0)
+        let second = try Self.run(Self.daemonArguments(topic: topic, group: "g-\(topic)") + ["--exit-when-idle", "3"])
+        #expect(second.status == 0, "\(second.stderr)")
+        let firstLines = Set(first.output.lines)
+        #expect(!firstLines.isEmpty, "the first daemon was killed before it found anything: the test proves nothing")
+        let union = firstLines.union(second.lines)
+        #expect(union == Self.expected, "every finding reported by one run or the other, none invented; missing: \(Self.expected.subtracting(union).map { $0.prefix(200) }), extra: \(union.subtracting(Self.expected).map { $0.prefix(200) })")
+    }
+
+    @Test func malformedRecordsAreSkippedCountedAndNeverBlockThePartition() throws {
+        let topic = try Self.broker.newTopic(partitions: 1)
+        let good = try String(contentsOfFile: Self.demo, encoding: .utf8).split(separator: "\n").map(String.init)
+        var lines = Array(good[0..<20])
+        lines.insert("this is not a CloudFront record", at: 5)
+        lines.insert(String(repeating: "\t", count: 9) + "\u{1}\u{2}", at: 10)
+        let input = lines.joined(separator: "\n") + "\n"
+        let replay = try Self.run(["replay", "--brokers", Self.broker.address, "--topic", topic, "-"], stdin: input)
+        #expect(replay.status == 0, "\(replay.stderr)")
+        let port = Broker.freePort()
+        let result = try Self.run(
+            ["run", "--brokers", Self.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0", "--exit-when-idle", "3"],
+            environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("stopped after 22 records"))
+        #expect(try Self.committed(topic: topic, group: "g-\(topic)") == [KafkaTopicPartition(topic: topic, partition: 0): 22])
+    }
+
+    @Test func metricsAndHealthAreServed() throws {
+        let topic = try Self.broker.newTopic()
+        try Self.replay(topic: topic)
+        let port = Broker.freePort()
+        let daemon = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"), environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        defer {
+            kill(daemon.process.processIdentifier, SIGTERM)
+            daemon.process.waitUntilExit()
+        }
+        let deadline = Date().addingTimeInterval(20)
+        var metrics = ""
+        while Date() < deadline {
+            metrics = (try? Self.httpGet(port: port, path: "/metrics").body) ?? ""
+            if metrics.contains("cmcd_sentinel_records_consumed_total 64") { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(metrics.contains("cmcd_sentinel_records_consumed_total 64"))
+        #expect(metrics.contains(#"cmcd_sentinel_records_skipped_total{reason="field_count"} 1"#))
+        #expect(metrics.contains(#"cmcd_sentinel_findings_total{type="buffer_drop",severity="critical",status="firing"} 2"#))
+        #expect(metrics.contains("cmcd_sentinel_live_sessions 6"))
+        let health = try Self.httpGet(port: port, path: "/healthz")
+        #expect(health.status == 200)
+        #expect(try Self.httpGet(port: port, path: "/nope").status == 404)
+    }
+
+    // MARK: - Helpers
+
+    static func daemonArguments(topic: String, group: String) -> [String] {
+        ["run", "--brokers", broker.address, "--topic", topic, "--group", group, "--partitions", "0,1,2,3"]
+    }
+
+    static func replay(topic: String) throws {
+        let result = try run(["replay", "--brokers", broker.address, "--topic", topic, demo])
+        #expect(result.status == 0, "\(result.stderr)")
+    }
+
+    /// The offset after the last record of each non-empty partition, found by reading the
+    /// topic (Tansu's watermark answers are not reliable).
+    static func endOffsets(topic: String) throws -> [KafkaTopicPartition: Int64] {
+        let consumer = try KafkaConsumer(properties: ["bootstrap.servers": broker.address, "group.id": "probe-\(UUID().uuidString)"])
+        defer { consumer.close() }
+        try consumer.assign((Int32(0)..<4).map { (KafkaTopicPartition(topic: topic, partition: $0), offset: -2) })  // from the beginning
+        var result: [KafkaTopicPartition: Int64] = [:]
+        var lastMessage = Date()
+        while Date().timeIntervalSince(lastMessage) < 2 {
+            if let m = try consumer.poll(timeoutMs: 100) {
+                lastMessage = Date()
+                result[m.topicPartition] = max(result[m.topicPartition] ?? 0, m.offset + 1)
+            }
+        }
+        return result
+    }
+
+    static func committed(topic: String, group: String) throws -> [KafkaTopicPartition: Int64] {
+        let consumer = try KafkaConsumer(properties: ["bootstrap.servers": broker.address, "group.id": group])
+        defer { consumer.close() }
+        let partitions = (Int32(0)..<4).map { KafkaTopicPartition(topic: topic, partition: $0) }
+        return try consumer.committed(partitions).compactMapValues { $0 }
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var lines: [String] { stdout.split(separator: "\n").map(String.init) }
+    }
+
+    static var binary: URL {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("cmcd-sentinel")
+        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
+        return root.appendingPathComponent(".build/debug/cmcd-sentinel")
+    }
+
+    static func run(_ arguments: [String], stdin: String? = nil, environment: [String: String] = [:]) throws -> Result {
+        let running = try start(arguments, stdin: stdin, environment: environment)
+        running.process.waitUntilExit()
+        return Result(status: running.process.terminationStatus, stdout: running.output.text, stderr: running.errors.text)
+    }
+
+    struct Running {
+        var process: Process
+        var output: Collector
+        var errors: Collector
+    }
+
+    static func start(_ arguments: [String], stdin: String? = nil, environment: [String: String] = [:]) throws -> Running {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        process.currentDirectoryURL = root
+        process.environment = ProcessInfo.processInfo.environment.merging(["SENTINEL_HTTP_LISTEN": ""]) { _, new in new }
+            .merging(environment) { _, new in new }
+        let output = Collector()
+        let errors = Collector()
+        let out = Pipe()
+        let err = Pipe()
+        let input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        // One reader thread per pipe, until end of file: a running daemon can be watched.
+        for (pipe, collector) in [(out, output), (err, errors)] {
+            let handle = pipe.fileHandleForReading
+            Thread.detachNewThread {
+                while true {
+                    let chunk = handle.availableData
+                    if chunk.isEmpty { break }
+                    collector.append(chunk)
+                }
+                collector.finish()
+            }
+        }
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        return Running(process: process, output: output, errors: errors)
+    }
+
+    static func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
+        let result = try run(["-c", "import sys,urllib.request\ntry:\n r=urllib.request.urlopen('http://127.0.0.1:\(port)\(path)',timeout=2); print(r.status); print(r.read().decode())\nexcept urllib.error.HTTPError as e:\n print(e.code); print(e.read().decode())"], python: true)
+        let lines = result.stdout.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false)
+        return (Int(lines.first ?? "") ?? 0, lines.count > 1 ? String(lines[1]) : "")
+    }
+
+    static func run(_ arguments: [String], python: Bool) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3"] + arguments
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: data, as: UTF8.self), stderr: "")
+    }
+}
+
+/// Collects a child's output as it arrives, so a test can watch a running daemon.
+final class Collector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    private var done = false
+    func append(_ chunk: Data) { lock.withLock { data.append(chunk) } }
+    func finish() { lock.withLock { done = true } }
+    /// Everything, once the writer closed its end (waits up to 5 s for that).
+    var text: String {
+        for _ in 0..<250 where !lock.withLock({ done }) { Thread.sleep(forTimeInterval: 0.02) }
+        return lock.withLock { String(decoding: data, as: UTF8.self) }
+    }
+    var lines: [String] {
+        let snapshot = lock.withLock { String(decoding: data, as: UTF8.self) }
+        // Complete lines only: the last one may still be arriving.
+        guard let lastNewline = snapshot.lastIndex(of: "\n") else { return [] }
+        return snapshot[..<lastNewline].split(separator: "\n").map(String.init)
+    }
+}
+
+/// One broker for the whole test run, on free ports, stopped when the process exits.
+final class Broker: @unchecked Sendable {
+    static let shared = Broker()
+    let port: Int
+    var address: String { "127.0.0.1:\(port)" }
+    private var topicCounter = 0
+    private let lock = NSLock()
+
+    private init() {
+        port = Broker.freePort()
+        let upstream = Broker.freePort()
+        let script = DaemonIntegrationTests.root.appendingPathComponent("scripts/broker/broker.sh").path
+        let status = Broker.shell(script, ["start"], environment: ["SENTINEL_BROKER_PORT": "\(port)", "SENTINEL_BROKER_UPSTREAM_PORT": "\(upstream)"])
+        precondition(status == 0, "the test broker did not start (scripts/broker/broker.sh start)")
+        Broker.stopEnvironment = ["SENTINEL_BROKER_PORT": "\(port)", "SENTINEL_BROKER_UPSTREAM_PORT": "\(upstream)"]
+        atexit {
+            let script = DaemonIntegrationTests.root.appendingPathComponent("scripts/broker/broker.sh").path
+            _ = Broker.shell(script, ["stop"], environment: Broker.stopEnvironment)
+        }
+    }
+
+    nonisolated(unsafe) static var stopEnvironment: [String: String] = [:]
+
+    func newTopic(partitions: Int = 4) throws -> String {
+        let name = lock.withLock {
+            topicCounter += 1
+            return "it-\(ProcessInfo.processInfo.processIdentifier)-\(topicCounter)"
+        }
+        let script = DaemonIntegrationTests.root.appendingPathComponent("scripts/broker/broker.sh").path
+        let status = Broker.shell(script, ["topic", name, "\(partitions)"], environment: Broker.stopEnvironment)
+        guard status == 0 else { throw BrokerError.topic(name) }
+        return name
+    }
+
+    enum BrokerError: Error { case topic(String) }
+
+    /// Runs the broker script with system(3): it returns when the script exits, although the
+    /// broker it starts keeps running (Foundation's Process would wait for those too).
+    static func shell(_ script: String, _ arguments: [String], environment: [String: String]) -> Int32 {
+        let assignments = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        let command = "\(assignments) /bin/bash '\(script)' \(arguments.joined(separator: " ")) </dev/null"
+        let status = system(command)
+        return status == -1 ? -1 : (status >> 8) & 0xFF
+    }
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
