@@ -42,7 +42,9 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(name: "CMCDSentinel", dependencies: ["SentinelCLI"], swiftSettings: strict),
         .executableTarget(
-            name: "SentinelBenchmark", dependencies: ["CMCDRecords", "CMCDDetection"], swiftSettings: strict),
+            name: "SentinelBenchmark",
+            dependencies: ["CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelDaemon", "SentinelKafka"],
+            swiftSettings: strict),
         .testTarget(name: "CMCDTests", dependencies: ["CMCD", "SentinelJSON"], exclude: ["Vectors"], swiftSettings: strict),
         .testTarget(name: "CMCDRecordsTests", dependencies: ["CMCDRecords"], swiftSettings: strict),
         .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),

@@ -68,6 +68,7 @@ public final class Daemon: @unchecked Sendable {
             "group.id": configuration.kafka.groupID,
             "auto.offset.reset": "earliest",
             "statistics.interval.ms": "5000",
+            "fetch.wait.max.ms": "50",  // alerting wants records promptly, not in big late batches
             "client.id": "cmcd-sentinel",
         ]
         properties.merge(configuration.kafka.properties) { _, configured in configured }

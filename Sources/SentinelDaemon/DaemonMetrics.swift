@@ -21,6 +21,9 @@ public final class DaemonMetrics: @unchecked Sendable {
 
     public init() {}
 
+    /// Records consumed so far (published about once a second, and at the end).
+    public var recordsConsumed: Int { lock.withLock { consumed } }
+
     func update(consumed: Int, skipped: [SkipReason: Int], detection: DetectionStatistics, liveSessions: Int, assigned: [String]) {
         lock.withLock {
             self.consumed = consumed

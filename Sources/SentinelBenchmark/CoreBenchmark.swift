@@ -1,0 +1,69 @@
+import CMCDDetection
+import CMCDRecords
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Parse+detect throughput on one core, and resident memory per live session.
+func coreBenchmark(recordCount: Int, sessionCount: Int) {
+
+    // Memory per live session, measured first on a fresh heap: many sessions, each fed six
+    // requests (a realistic window), lines generated on the fly so nothing else grows.
+    do {
+        let sessions = 200_000
+        var generator = LineGenerator(sessions: sessions)
+        var parser = RecordParser()
+        var findings: [Finding] = []
+        findings.reserveCapacity(64)
+        var engine = DetectionEngine()
+        let rssBefore = residentBytes()
+        for _ in 0..<(sessions * 6) {
+            generator.next().withUnsafeBufferPointer {
+                parser.parse(line: $0) { if case .sample(let s) = $0 { engine.process(s, into: &findings) } }
+            }
+            findings.removeAll(keepingCapacity: true)
+        }
+        let rssAfter = residentBytes()
+        print("memory:         \(engine.liveSessionCount) live sessions, \((rssAfter - rssBefore) / max(engine.liveSessionCount, 1)) resident bytes per live session")
+        withExtendedLifetime(engine) {}
+    }
+
+    print("sentinel-bench: generating \(recordCount) CloudFront lines for \(sessionCount) interleaved sessions...")
+    var generator = LineGenerator(sessions: sessionCount)
+    let lines = (0..<recordCount).map { _ in generator.next() }
+    let totalBytes = lines.reduce(0) { $0 + $1.count }
+    print("  average line: \(totalBytes / lines.count) bytes")
+
+    // 1. Parse only.
+    do {
+        var parser = RecordParser()
+        var samples = 0
+        let start = nowNanoseconds()
+        for line in lines {
+            line.withUnsafeBufferPointer { parser.parse(line: $0) { if case .sample = $0 { samples += 1 } } }
+        }
+        let seconds = Double(nowNanoseconds() - start) / 1e9
+        print("parse only:     \(Int(Double(lines.count) / seconds)) records/s (\(samples) samples, \(String(format: "%.1f", Double(totalBytes) / seconds / 1e6)) MB/s)")
+    }
+
+    // 2. Parse + detect, one core.
+    do {
+        var parser = RecordParser()
+        var engine = DetectionEngine()
+        var findings: [Finding] = []
+        var findingCount = 0
+        let start = nowNanoseconds()
+        for line in lines {
+            line.withUnsafeBufferPointer {
+                parser.parse(line: $0) { outcome in
+                    if case .sample(let sample) = outcome { engine.process(sample, into: &findings) }
+                }
+            }
+            findingCount += findings.count
+            findings.removeAll(keepingCapacity: true)
+        }
+        let seconds = Double(nowNanoseconds() - start) / 1e9
+        print("parse + detect: \(Int(Double(lines.count) / seconds)) records/s on one core (\(findingCount) findings, \(engine.liveSessionCount) live sessions)")
+    }
+}

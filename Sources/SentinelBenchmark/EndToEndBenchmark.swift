@@ -1,0 +1,112 @@
+import CMCDDetection
+import Foundation
+import SentinelConfig
+import SentinelDaemon
+import SentinelKafka
+
+/// Reads one environment variable.
+func ProcessEnvironmentValue(_ name: String) -> String? { ProcessInfo.processInfo.environment[name] }
+
+/// Counts findings and their latency from the triggering record's event time (set to the
+/// wall clock when it was produced) to the moment the daemon hands them to the sink.
+final class MeasuringSink: FindingSink, @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var findings = 0
+    private var latenciesMs: [Int64] = []
+    var measuring = false
+
+    func write(_ batch: [Finding]) throws {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        lock.withLock {
+            findings += batch.count
+            if measuring { for f in batch where f.status == .firing { latenciesMs.append(now - f.detectedAt) } }
+        }
+    }
+
+    func flush() throws {}
+
+    func percentiles() -> (p50: Int64, p99: Int64, count: Int)? {
+        lock.withLock {
+            guard !latenciesMs.isEmpty else { return nil }
+            let sorted = latenciesMs.sorted()
+            return (sorted[sorted.count / 2], sorted[min(sorted.count - 1, sorted.count * 99 / 100)], sorted.count)
+        }
+    }
+}
+
+func produce(_ producer: KafkaProducer, topic: String, count: Int, generator: inout LineGenerator, rate: Int?, realTime: Bool) throws {
+    let start = Date()
+    for i in 0..<count {
+        let line = generator.next(at: realTime ? Int(Date().timeIntervalSince1970 * 1000) : nil)
+        // Key: the session id, as `replay` does (taken from the generator's layout).
+        let key = Array("s\(i % generator.sessions)".utf8)
+        try producer.send(topic: topic, key: key, value: line)
+        if i % 1000 == 0 { producer.poll() }
+        if let rate {
+            let due = Double(i) / Double(rate)
+            let elapsed = Date().timeIntervalSince(start)
+            if due > elapsed { Thread.sleep(forTimeInterval: due - elapsed) }
+        }
+    }
+    try producer.flush(timeoutMs: 60_000)
+}
+
+/// The daemon end to end through a broker: consumer throughput on a backlog, then per-record
+/// latency from produce to finding at a steady rate.
+func endToEndBenchmark(brokers: String, records: Int, rate: Int) {
+    do {
+        let topic = "bench-\(ProcessInfo.processInfo.processIdentifier)"
+        let script = "scripts/broker/broker.sh"
+        if FileManager.default.fileExists(atPath: script) {
+            _ = system("SENTINEL_BROKER_PORT=\(brokers.split(separator: ":").last ?? "9092") /bin/bash \(script) topic \(topic) 4 </dev/null")
+        }
+        let producer = try KafkaProducer(properties: ["bootstrap.servers": brokers, "linger.ms": "20", "compression.type": "lz4", "queue.buffering.max.messages": "1000000"])
+        var generator = LineGenerator(sessions: 10_000)
+        print("e2e: producing \(records) records to \(topic) at \(brokers)...")
+        let produceStart = Date()
+        try produce(producer, topic: topic, count: records, generator: &generator, rate: nil, realTime: false)
+        print("e2e: produced in \(String(format: "%.1f", Date().timeIntervalSince(produceStart))) s (\(Int(Double(records) / Date().timeIntervalSince(produceStart))) records/s)")
+
+        var configuration = SentinelConfiguration()
+        configuration.kafka.brokers = brokers
+        configuration.kafka.topic = topic
+        configuration.kafka.groupID = "bench-\(topic)"
+        configuration.kafka.partitions = [0, 1, 2, 3]
+        configuration.kafka.properties = ["fetch.max.bytes": "52428800", "queued.max.messages.kbytes": "262144"]
+        var options = Daemon.Options()
+        options.exitWhenIdleSeconds = 1
+        let sink = MeasuringSink()
+        let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sink: sink, log: { _ in })
+        let consumeStart = Date()
+        try daemon.run(shouldStop: { false })
+        let seconds = Date().timeIntervalSince(consumeStart) - 1  // the idle second
+        let consumed = daemon.metrics.recordsConsumed
+        print("e2e: daemon consumed \(consumed) records in \(String(format: "%.1f", seconds)) s: \(Int(Double(consumed) / seconds)) records/s (\(sink.findings) findings, stdout replaced by a null sink)")
+
+        // Latency at a steady rate: event time = produce time.
+        let latencyTopic = topic + "-latency"
+        if FileManager.default.fileExists(atPath: script) {
+            _ = system("SENTINEL_BROKER_PORT=\(brokers.split(separator: ":").last ?? "9092") /bin/bash \(script) topic \(latencyTopic) 4 </dev/null")
+        }
+        configuration.kafka.topic = latencyTopic
+        configuration.kafka.groupID = "bench-\(latencyTopic)"
+        options.exitWhenIdleSeconds = 3
+        let latencySink = MeasuringSink()
+        latencySink.measuring = true
+        let latencyDaemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sink: latencySink, log: { _ in })
+        let thread = Thread { try? latencyDaemon.run(shouldStop: { false }) }
+        thread.start()
+        Thread.sleep(forTimeInterval: 1)
+        let seconds2 = 10
+        var steady = LineGenerator(sessions: 10_000)
+        print("e2e: producing \(rate) records/s for \(seconds2) s with event time = produce time...")
+        try produce(producer, topic: latencyTopic, count: rate * seconds2, generator: &steady, rate: rate, realTime: true)
+        while latencyDaemon.metrics.recordsConsumed < rate * seconds2 { Thread.sleep(forTimeInterval: 0.2) }
+        Thread.sleep(forTimeInterval: 4)
+        if let p = latencySink.percentiles() {
+            print("e2e: produce -> finding latency over \(p.count) findings: p50 \(p.p50) ms, p99 \(p.p99) ms (includes the producer's linger.ms=20)")
+        }
+    } catch {
+        print("e2e: failed: \(error)")
+    }
+}
