@@ -180,10 +180,10 @@ public final class Daemon: @unchecked Sendable {
         findings.removeAll(keepingCapacity: true)
     }
 
-    /// Commits what every sink holds. While running, never past the oldest record the
-    /// detectors' state still needs: after a crash, replaying from the committed offset
-    /// rebuilds that state, so no finding is lost (repeats carry the same ids). A graceful
-    /// stop or a revoke (`everything`) commits all that was handled, as the state goes anyway.
+    /// Commits what every sink holds. While running and on a revoke, never past the oldest
+    /// record the detectors' state still needs: after a crash or a rebalance, replaying from
+    /// the committed offset rebuilds that state, so no finding is lost (repeats carry the same
+    /// ids). A graceful stop (`everything`) commits all that was handled.
     /// A failed commit is counted and retried next time.
     private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, everything: Bool = false) {
         guard let consumer else { return }
@@ -215,7 +215,9 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func revoke(_ partitions: [KafkaTopicPartition]) {
-        commitPending(only: Set(partitions), everything: true)
+        // Commit no further than the state needs: the new owner replays from there, rebuilds
+        // the sessions and carries their episodes on (repeats have the same ids).
+        commitPending(only: Set(partitions))
         for tp in partitions {
             if let engine = engines.removeValue(forKey: tp) { retire(engine.statistics) }
             pending[tp] = nil

@@ -65,6 +65,65 @@ import Testing
         #expect(union == Self.expected, "every finding reported by one run or the other, none invented; missing: \(Self.expected.subtracting(union).map { $0.prefix(200) }), extra: \(union.subtracting(Self.expected).map { $0.prefix(200) })")
     }
 
+    @Test(.timeLimit(.minutes(4)))
+    func aSecondDaemonJoiningTheGroupTakesOverWithoutLosingFindings() throws {
+        let topic = try Self.broker.newTopic()
+        let group = "g-\(topic)"
+        let groupArguments = ["run", "--brokers", Self.broker.address, "--topic", topic, "--group", group]
+        let first = try Self.start(groupArguments)
+        defer { if first.process.isRunning { kill(first.process.processIdentifier, SIGKILL) } }
+        // A group join takes Tansu 20-25 s: wait for the first assignment.
+        #expect(Self.waitFor(60) { first.errors.snapshot.contains("assigned") }, "first daemon never got partitions")
+        let replay = try Self.start(["replay", "--brokers", Self.broker.address, "--topic", topic, "--rate", "4", Self.demo])
+        Thread.sleep(forTimeInterval: 5)
+        let second = try Self.start(groupArguments)
+        defer { if second.process.isRunning { kill(second.process.processIdentifier, SIGKILL) } }
+        #expect(Self.waitFor(90) { second.errors.snapshot.contains("assigned") }, "second daemon never got partitions")
+        replay.process.waitUntilExit()
+        // Let both drain, then stop them cleanly.
+        let expectedKeys = Set(Self.expected.map(Self.key))
+        _ = Self.waitFor(60) { Set((first.output.lines + second.output.lines).map(Self.key)).isSuperset(of: expectedKeys) }
+        for daemon in [first, second] {
+            kill(daemon.process.processIdentifier, SIGTERM)
+            daemon.process.waitUntilExit()
+            #expect(daemon.process.terminationStatus == 0)
+        }
+        #expect(first.errors.snapshot.contains("revoked"), "the first daemon gave partitions up")
+        let seen = Set((first.output.lines + second.output.lines).map(Self.key))
+        #expect(seen == expectedKeys, "missing \(expectedKeys.subtracting(seen)), unexpected \(seen.subtracting(expectedKeys))")
+    }
+
+    /// A finding's identity for sinks: its id and status (repeats of it are absorbed).
+    static func key(_ line: String) -> String {
+        guard let json = try? JSONParser.parse(line), case .string(let id)? = json["id"], case .string(let status)? = json["status"],
+            case .string(let severity)? = json["severity"]
+        else { return line }
+        return "\(id) \(status) \(severity)"
+    }
+
+    static func waitFor(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        return condition()
+    }
+
+    @Test func unreachableBrokerKeepsTheDaemonRunningAndUnhealthy() throws {
+        let port = Broker.freePort()
+        let daemon = try Self.start(
+            ["run", "--brokers", "127.0.0.1:\(Broker.freePort())", "--topic", "nowhere", "--partitions", "0"],
+            environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
+        #expect(Self.waitFor(20) { (try? Self.httpGet(port: port, path: "/healthz").status) == 503 }, "health never reported the broker")
+        #expect(daemon.process.isRunning)
+        #expect(daemon.errors.snapshot.contains("kafka"))
+        kill(daemon.process.processIdentifier, SIGTERM)
+        daemon.process.waitUntilExit()
+        #expect(daemon.process.terminationStatus == 0)
+    }
+
     @Test func malformedRecordsAreSkippedCountedAndNeverBlockThePartition() throws {
         let topic = try Self.broker.newTopic(partitions: 1)
         let good = try String(contentsOfFile: Self.demo, encoding: .utf8).split(separator: "\n").map(String.init)
@@ -233,8 +292,11 @@ final class Collector: @unchecked Sendable {
         for _ in 0..<250 where !lock.withLock({ done }) { Thread.sleep(forTimeInterval: 0.02) }
         return lock.withLock { String(decoding: data, as: UTF8.self) }
     }
+    /// What arrived so far.
+    var snapshot: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
+
     var lines: [String] {
-        let snapshot = lock.withLock { String(decoding: data, as: UTF8.self) }
+        let snapshot = self.snapshot
         // Complete lines only: the last one may still be arriving.
         guard let lastNewline = snapshot.lastIndex(of: "\n") else { return [] }
         return snapshot[..<lastNewline].split(separator: "\n").map(String.init)
