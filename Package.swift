@@ -16,6 +16,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // Pure core: no IO, no dependencies beyond the standard library.
@@ -27,10 +29,15 @@ let package = Package(
         .target(name: "SentinelConfig", dependencies: ["CMCDRecords", "SentinelYAML"], swiftSettings: strict),
         // Edges: Kafka (librdkafka from Debian's librdkafka-dev).
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
-        .target(name: "SentinelKafka", dependencies: ["CRdKafka"], swiftSettings: strict),
+        .target(
+            name: "SentinelKafka", dependencies: ["CRdKafka", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "SentinelDaemon",
-            dependencies: ["CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelKafka", "SentinelJSON"],
+            dependencies: [
+                "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelKafka", "SentinelJSON",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict),
         // Edges: command line.
         .target(
@@ -38,12 +45,17 @@ let package = Package(
             dependencies: [
                 "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelYAML", "SentinelKafka", "SentinelConfig", "SentinelDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         .executableTarget(name: "CMCDSentinel", dependencies: ["SentinelCLI"], swiftSettings: strict),
         .executableTarget(
             name: "SentinelBenchmark",
-            dependencies: ["CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelDaemon", "SentinelKafka"],
+            dependencies: [
+                "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelDaemon", "SentinelKafka",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict),
         .testTarget(name: "CMCDTests", dependencies: ["CMCD", "SentinelJSON"], exclude: ["Vectors"], swiftSettings: strict),
         .testTarget(name: "CMCDRecordsTests", dependencies: ["CMCDRecords"], swiftSettings: strict),

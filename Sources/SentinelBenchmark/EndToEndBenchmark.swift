@@ -1,5 +1,6 @@
 import CMCDDetection
 import Foundation
+import Logging
 import SentinelConfig
 import SentinelDaemon
 import SentinelKafka
@@ -54,6 +55,8 @@ func produce(_ producer: KafkaProducer, topic: String, count: Int, generator: in
 /// The daemon end to end through a broker: consumer throughput on a backlog, then per-record
 /// latency from produce to finding at a steady rate.
 func endToEndBenchmark(brokers: String, records: Int, rate: Int) {
+    var quietLogger = Logger(label: "sentinel-bench")
+    quietLogger.logLevel = .critical
     do {
         let topic = "bench-\(ProcessInfo.processInfo.processIdentifier)"
         let script = "scripts/broker/broker.sh"
@@ -76,7 +79,7 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) {
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = 1
         let sink = MeasuringSink()
-        let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sink: sink, log: { _ in })
+        let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sink: sink, logger: quietLogger)
         let consumeStart = Date()
         try daemon.run(shouldStop: { false })
         let seconds = Date().timeIntervalSince(consumeStart) - 1  // the idle second
@@ -93,7 +96,7 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) {
         options.exitWhenIdleSeconds = 3
         let latencySink = MeasuringSink()
         latencySink.measuring = true
-        let latencyDaemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sink: latencySink, log: { _ in })
+        let latencyDaemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sink: latencySink, logger: quietLogger)
         let thread = Thread { try? latencyDaemon.run(shouldStop: { false }) }
         thread.start()
         Thread.sleep(forTimeInterval: 1)

@@ -48,6 +48,7 @@ struct ReplayCommand: ParsableCommand {
     }
 
     func run() throws {
+        Interrupt.install()
         let environment = ProcessEnvironment.current
         let brokers = self.brokers ?? environment["SENTINEL_KAFKA_BROKERS"] ?? "127.0.0.1:9092"
         let topic = self.topic ?? environment["SENTINEL_KAFKA_TOPIC"] ?? "cmcd-logs"

@@ -1,4 +1,6 @@
 import ArgumentParser
+import Logging
+import ServiceLifecycle
 import CMCDDetection
 import SentinelConfig
 import SentinelDaemon
@@ -9,7 +11,7 @@ import Glibc
 #endif
 
 /// `cmcd-sentinel run`: the daemon.
-struct RunCommand: ParsableCommand {
+struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Consume CMCD records from Kafka and report findings as they happen.",
@@ -39,30 +41,34 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Exit after this many seconds without a record (for demos, tests and catching up).")
     var exitWhenIdle: Double?
 
-    func run() throws {
+    func run() async throws {
         let configuration = try Self.loadConfiguration(path: config, overrides: self)
         let rules = try Self.loadRules(configuration.rules)
         guard configuration.stdout else {
             throw CommandFailure.usage("output.stdout is false and no other sink is configured: findings would be lost")
         }
+        let logger = Logger(label: "cmcd-sentinel")
         let metrics = DaemonMetrics()
-        var server: MetricsServer?
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if !configuration.httpListen.isEmpty, let address = HostPort(configuration.httpListen) {
+            let server: MetricsServer
             do {
                 server = try MetricsServer(host: address.host, port: address.port, metrics: metrics)
             } catch {
                 throw CommandFailure.usage("\(error)")
             }
-            server?.start()
-            logLine("serving /metrics and /healthz on \(address.host):\(server!.port)")
+            logger.info("serving /metrics and /healthz on \(address.host):\(server.port)")
+            services.append(.init(service: MetricsService(server: server), successTerminationBehavior: .gracefullyShutdownGroup))
         }
-        defer { server?.stop() }
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = exitWhenIdle
-        let daemon = Daemon(
-            configuration: configuration, rules: rules, options: options, sink: StdoutSink(), metrics: metrics, log: logLine)
+        let daemon = Daemon(configuration: configuration, rules: rules, options: options, sink: StdoutSink(), metrics: metrics, logger: logger)
+        // When the daemon returns (idle exit, or after a graceful stop), the group shuts down.
+        services.append(.init(service: DaemonService(daemon: daemon), successTerminationBehavior: .gracefullyShutdownGroup))
+        var groupConfiguration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(10)
         do {
-            try daemon.run(shouldStop: { Interrupt.requested })
+            try await ServiceGroup(configuration: groupConfiguration).run()
         } catch {
             throw CommandFailure.runtime("run: \(error)")
         }
@@ -98,7 +104,7 @@ struct RunCommand: ParsableCommand {
     /// rules/default.yaml) when the file is not there.
     static func loadRules(_ path: String) throws -> DetectionRules {
         if path == RulesFile.defaultPath, access(path, F_OK) != 0 {
-            logLine("\(path) not found: using the built-in default rules")
+            Logger(label: "cmcd-sentinel").notice("\(path) not found: using the built-in default rules")
             return DetectionRules()
         }
         return try RulesFile.load(path)
@@ -142,11 +148,4 @@ final class StdoutSink: FindingSink {
     func flush() throws {
         if !out.flush() { throw WriteError() }
     }
-}
-
-/// A timestamped log line on standard error.
-@Sendable func logLine(_ text: String) {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    printError("\(RFC3339.format(milliseconds: Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec / 1_000_000))) cmcd-sentinel: \(text)")
 }

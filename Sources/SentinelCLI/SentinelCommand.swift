@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 
 #if canImport(Glibc)
 import Glibc
@@ -23,7 +24,11 @@ public struct SentinelCommand: AsyncParsableCommand {
     /// Runs the command line with the project's exit codes: 0 success, 1 runtime failure,
     /// 2 bad arguments, configuration or rules.
     public static func runMain(_ arguments: [String]? = nil) async -> Never {
-        Interrupt.install()
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .info
+            return handler
+        }
         do {
             var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? AsyncParsableCommand {

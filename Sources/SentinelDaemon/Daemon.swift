@@ -1,6 +1,7 @@
 import CMCDDetection
 import CMCDRecords
 import Foundation
+import Logging
 import SentinelConfig
 import SentinelJSON
 import SentinelKafka
@@ -32,7 +33,7 @@ public final class Daemon: @unchecked Sendable {
     let options: Options
     let sink: FindingSink
     public let metrics: DaemonMetrics
-    let log: @Sendable (String) -> Void
+    let logger: Logger
 
     // State owned by the consuming thread (rebalance events arrive on it, during poll).
     private var parser: RecordParser
@@ -47,14 +48,14 @@ public final class Daemon: @unchecked Sendable {
 
     public init(
         configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sink: FindingSink,
-        metrics: DaemonMetrics = DaemonMetrics(), log: @escaping @Sendable (String) -> Void
+        metrics: DaemonMetrics = DaemonMetrics(), logger: Logger = Logger(label: "cmcd-sentinel")
     ) {
         self.configuration = configuration
         self.rules = rules
         self.options = options
         self.sink = sink
         self.metrics = metrics
-        self.log = log
+        self.logger = logger
         parser = RecordParser(configuration: .init(format: configuration.input.format, fields: configuration.input.fields))
     }
 
@@ -79,13 +80,12 @@ public final class Daemon: @unchecked Sendable {
     /// then finishes in-flight records, flushes the sinks, commits and closes the consumer.
     public func run(shouldStop: () -> Bool) throws {
         let events = EventRelay()
-        let consumer = try KafkaConsumer(properties: kafkaProperties) { [metrics, log] event in
+        let consumer = try KafkaConsumer(properties: kafkaProperties, logger: logger) { [metrics] event in
             switch event {
-            case .error(let error, let fatal):
+            case .error(let error, _):
                 metrics.recordKafkaError(error.message)
-                log("kafka\(fatal ? " (fatal)" : ""): \(error.message)")
-            case .log(let level, let facility, let message):
-                if level <= 4 { log("kafka \(facility): \(message)") }
+            case .log:
+                break
             case .statistics(let json):
                 DaemonMetrics.recordLag(fromStatistics: json, into: metrics)
             case .assigned, .revoked:
@@ -105,12 +105,12 @@ public final class Daemon: @unchecked Sendable {
         let topic = configuration.kafka.topic
         if configuration.kafka.partitions.isEmpty {
             try consumer.subscribe([topic])
-            log("consuming \(topic) as group \(configuration.kafka.groupID) from \(configuration.kafka.brokers)")
+            logger.info("consuming \(topic) as group \(configuration.kafka.groupID) from \(configuration.kafka.brokers)")
         } else {
             let partitions = configuration.kafka.partitions.map { KafkaTopicPartition(topic: topic, partition: $0) }
             try consumer.assign(partitions.map { ($0, offset: nil) })
             assign(partitions)
-            log("consuming \(partitions.map(\.description).joined(separator: ", ")) from \(configuration.kafka.brokers)")
+            logger.info("consuming \(partitions.map(\.description).joined(separator: ", ")) from \(configuration.kafka.brokers)")
         }
 
         var lastRecord = monotonicNow()
@@ -142,7 +142,7 @@ public final class Daemon: @unchecked Sendable {
                 commitPending()
             }
             if let idle = options.exitWhenIdleSeconds, now - lastRecord >= idle {
-                log("no record for \(idle) s: stopping")
+                logger.info("no record for \(idle) s: stopping")
                 break
             }
         }
@@ -153,7 +153,7 @@ public final class Daemon: @unchecked Sendable {
         consumer.close()
         publishMetrics()
         self.consumer = nil
-        log("stopped after \(consumed) records")
+        logger.info("stopped after \(consumed) records")
     }
 
     private func handle(_ message: KafkaMessage, findings: inout [Finding]) throws {
@@ -204,13 +204,13 @@ public final class Daemon: @unchecked Sendable {
             metrics.recordCommit(success: true)
         } catch {
             metrics.recordCommit(success: false)
-            log("commit failed (will retry): \(error)")
+            logger.warning("commit failed (will retry): \(error)")
         }
     }
 
     private func assign(_ partitions: [KafkaTopicPartition]) {
         for tp in partitions where engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
-        log("assigned \(partitions.map(\.description).joined(separator: ", "))")
+        logger.info("assigned \(partitions.map(\.description).joined(separator: ", "))")
         publishMetrics()
     }
 
@@ -223,7 +223,7 @@ public final class Daemon: @unchecked Sendable {
             pending[tp] = nil
             committed[tp] = nil
         }
-        log("revoked \(partitions.map(\.description).joined(separator: ", "))")
+        logger.info("revoked \(partitions.map(\.description).joined(separator: ", "))")
         publishMetrics()
     }
 

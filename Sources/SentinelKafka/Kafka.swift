@@ -1,4 +1,5 @@
 import CRdKafka
+import Logging
 
 #if canImport(Glibc)
 import Glibc
@@ -59,13 +60,34 @@ public typealias KafkaEventHandler = @Sendable (KafkaEvent) -> Void
 
 /// One object passed as the opaque to every C callback of a client; it outlives the handle.
 final class ClientContext: @unchecked Sendable {
-    let onEvent: KafkaEventHandler
+    private let handler: KafkaEventHandler
+    let logger: Logger?
     private let lock = Lock()
     private var _delivered = 0
     private var _failed = 0
     private var _lastDeliveryError: KafkaError?
 
-    init(onEvent: @escaping KafkaEventHandler) { self.onEvent = onEvent }
+    init(logger: Logger?, onEvent: @escaping KafkaEventHandler) {
+        self.logger = logger
+        handler = onEvent
+    }
+
+    /// Logs errors and librdkafka's log lines to swift-log, then hands the event on.
+    func onEvent(_ event: KafkaEvent) {
+        if let logger {
+            switch event {
+            case .error(let error, let fatal):
+                logger.log(level: fatal ? .critical : .error, "kafka: \(error.message)")
+            case .log(let level, let facility, let message):
+                // syslog levels: 0-2 critical, 3 error, 4 warning, 5-6 notice/info, 7 debug
+                let mapped: Logger.Level = level <= 2 ? .critical : level == 3 ? .error : level == 4 ? .warning : level <= 6 ? .info : .debug
+                logger.log(level: mapped, "kafka \(facility): \(message)")
+            case .assigned, .revoked, .statistics:
+                break  // the application decides what a rebalance means
+            }
+        }
+        handler(event)
+    }
 
     func recordDelivery(_ err: rd_kafka_resp_err_t) {
         lock.withLock {

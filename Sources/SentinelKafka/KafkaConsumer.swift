@@ -1,4 +1,5 @@
 import CRdKafka
+import Logging
 
 /// A Kafka consumer with manual offset commits: consumer-group subscription or manual
 /// assignment, rebalance notifications, synchronous commits of explicit offsets.
@@ -13,8 +14,10 @@ public final class KafkaConsumer: @unchecked Sendable {
 
     /// `enable.auto.commit` and `enable.auto.offset.store` default to false here: offsets are
     /// committed only by `commit`. Every other property is librdkafka's.
-    public init(properties: [String: String], onEvent: @escaping KafkaEventHandler = { _ in }) throws(KafkaError) {
-        context = ClientContext(onEvent: onEvent)
+    /// Errors and librdkafka's log lines go to `logger` (swift-log) when one is given, and
+    /// every event to `onEvent`.
+    public init(properties: [String: String], logger: Logger? = nil, onEvent: @escaping KafkaEventHandler = { _ in }) throws(KafkaError) {
+        context = ClientContext(logger: logger, onEvent: onEvent)
         var all = ["enable.auto.commit": "false", "enable.auto.offset.store": "false", "enable.partition.eof": "false"]
         if properties["group.id"] == nil { all["group.id"] = "cmcd-sentinel-unassigned" }
         all.merge(properties) { _, new in new }

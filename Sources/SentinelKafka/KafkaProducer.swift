@@ -1,4 +1,5 @@
 import CRdKafka
+import Logging
 
 /// A Kafka producer: keyed produce, delivery reports, flush.
 ///
@@ -11,8 +12,10 @@ public final class KafkaProducer: @unchecked Sendable {
     private let topicsLock = Lock()
 
     /// - Parameter properties: librdkafka properties (`bootstrap.servers` at least).
-    public init(properties: [String: String], onEvent: @escaping KafkaEventHandler = { _ in }) throws(KafkaError) {
-        context = ClientContext(onEvent: onEvent)
+    /// Errors and librdkafka's log lines go to `logger` (swift-log) when one is given, and
+    /// every event to `onEvent`.
+    public init(properties: [String: String], logger: Logger? = nil, onEvent: @escaping KafkaEventHandler = { _ in }) throws(KafkaError) {
+        context = ClientContext(logger: logger, onEvent: onEvent)
         let conf = try makeConfiguration(properties, context: context)
         rd_kafka_conf_set_dr_msg_cb(conf) { _, message, opaque in
             guard let opaque, let message else { return }

@@ -1,0 +1,60 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// The daemon as a ServiceLifecycle service. Its blocking consume loop runs on a thread of
+/// its own (librdkafka blocks; Swift's cooperative pool must not), and a graceful shutdown
+/// (SIGTERM/SIGINT through the service group) or cancellation asks it to stop; it then
+/// finishes the record in hand, flushes, commits and closes before `run` returns.
+public final class DaemonService: Service, @unchecked Sendable {
+    private let daemon: Daemon
+    private let stop = StopFlag()
+
+    public init(daemon: Daemon) { self.daemon = daemon }
+
+    public func run() async throws {
+        let stop = self.stop
+        let daemon = self.daemon
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+                    let thread = Thread {
+                        do {
+                            try daemon.run(shouldStop: { stop.isSet })
+                            continuation.resume()
+                        } catch {
+                            continuation.resume(throwing: error)
+                        }
+                    }
+                    thread.name = "cmcd-sentinel-consumer"
+                    thread.start()
+                }
+            } onGracefulShutdown: {
+                stop.set()
+            }
+        } onCancel: {
+            stop.set()
+        }
+    }
+}
+
+/// `/metrics` and `/healthz` as a service: serves until the group shuts down.
+public final class MetricsService: Service, @unchecked Sendable {
+    private let server: MetricsServer
+
+    public init(server: MetricsServer) { self.server = server }
+
+    public func run() async throws {
+        server.start()
+        defer { server.stop() }
+        try? await gracefulShutdown()
+    }
+}
+
+/// A flag set from any thread, read by the consume loop.
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}
