@@ -78,6 +78,12 @@ public struct RecordParser: Sendable {
     /// Parses one message: one or more lines separated by LF (a trailing LF and CRLF endings
     /// are tolerated; blank lines are ignored).
     public mutating func parse(message: UnsafeBufferPointer<UInt8>, _ emit: (RecordOutcome) -> Void) {
+        parseLines(of: message) { outcome, _ in emit(outcome) }
+    }
+
+    /// Like `parse(message:_:)`, also handing over the line each outcome came from (to send
+    /// a bad line to a dead-letter topic, say).
+    public mutating func parseLines(of message: UnsafeBufferPointer<UInt8>, _ emit: (RecordOutcome, UnsafeBufferPointer<UInt8>) -> Void) {
         var start = 0
         let n = message.count
         while start < n {
@@ -85,7 +91,8 @@ public struct RecordParser: Sendable {
             var lineEnd = end
             if lineEnd > start, message[lineEnd - 1] == 0x0D { lineEnd -= 1 }
             if lineEnd > start {
-                parse(line: UnsafeBufferPointer(rebasing: message[start..<lineEnd]), emit)
+                let line = UnsafeBufferPointer(rebasing: message[start..<lineEnd])
+                parse(line: line) { emit($0, line) }
             }
             start = end + 1
         }

@@ -13,6 +13,8 @@ public struct SentinelConfiguration: Sendable, Equatable {
         public var properties: [String: String] = [:]
         /// Partitions to read without a consumer group rebalance (empty: join the group).
         public var partitions: [Int32] = []
+        /// Where records that cannot be parsed go, with the reason in a header ("" disables).
+        public var deadLetterTopic = ""
     }
 
     public struct Input: Sendable, Equatable {
@@ -38,6 +40,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("kafka.group_id", "SENTINEL_KAFKA_GROUP_ID", "consumer group"),
         ("kafka.properties", "-", "librdkafka properties, passed through (a mapping)"),
         ("kafka.partitions", "SENTINEL_KAFKA_PARTITIONS", "read these partitions without a group rebalance (comma separated); empty joins the group"),
+        ("kafka.dead_letter_topic", "SENTINEL_KAFKA_DEAD_LETTER_TOPIC", "topic for records that cannot be parsed, with the reason in a header; empty disables"),
         ("input.format", "SENTINEL_INPUT_FORMAT", "cloudfront, json or cmcd"),
         ("input.fields", "SENTINEL_INPUT_FIELDS", "CloudFront fields in wire order (a list; comma separated in the environment)"),
         ("rules", "SENTINEL_RULES", "rules file"),
@@ -63,7 +66,8 @@ public struct SentinelConfiguration: Sendable, Equatable {
             throw root[section].error(reason)
         }
         let kafka = root["kafka"]
-        try kafka.keys(allowed: ["brokers", "topic", "group_id", "properties", "partitions"])
+        try kafka.keys(allowed: ["brokers", "topic", "group_id", "properties", "partitions", "dead_letter_topic"])
+        config.kafka.deadLetterTopic = try kafka["dead_letter_topic"].string(default: "")
         config.kafka.brokers = try kafka["brokers"].string(default: config.kafka.brokers)
         config.kafka.topic = try kafka["topic"].string(default: config.kafka.topic)
         config.kafka.groupID = try kafka["group_id"].string(default: config.kafka.groupID)
@@ -95,6 +99,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         if let (v, _) = env("SENTINEL_KAFKA_BROKERS") { config.kafka.brokers = v }
         if let (v, _) = env("SENTINEL_KAFKA_TOPIC") { config.kafka.topic = v }
         if let (v, _) = env("SENTINEL_KAFKA_GROUP_ID") { config.kafka.groupID = v }
+        if let (v, _) = env("SENTINEL_KAFKA_DEAD_LETTER_TOPIC") { config.kafka.deadLetterTopic = v }
         if let (v, node) = env("SENTINEL_KAFKA_PARTITIONS") {
             config.kafka.partitions = try v.split(separator: ",").map { part throws(ValidationError) in
                 guard let n = Int32(part.trimmingCharacters(in: " ")), n >= 0 else { throw node.error("'\(part)' is not a partition number") }
@@ -125,6 +130,9 @@ public struct SentinelConfiguration: Sendable, Equatable {
         }
         if kafka.topic.isEmpty { throw root["kafka"]["topic"].error("must not be empty") }
         if kafka.groupID.isEmpty { throw root["kafka"]["group_id"].error("must not be empty") }
+        if !kafka.deadLetterTopic.isEmpty, kafka.deadLetterTopic == kafka.topic {
+            throw root["kafka"]["dead_letter_topic"].error("must differ from kafka.topic")
+        }
         if !httpListen.isEmpty, HostPort(httpListen) == nil { throw root["http"]["listen"].error("'\(httpListen)' is not host:port") }
     }
 
@@ -142,6 +150,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         var lines = [
             "kafka.brokers: \(kafka.brokers)", "kafka.topic: \(kafka.topic)", "kafka.group_id: \(kafka.groupID)",
             "kafka.partitions: \(kafka.partitions.isEmpty ? "(group)" : kafka.partitions.map(String.init).joined(separator: ","))",
+            "kafka.dead_letter_topic: \(kafka.deadLetterTopic.isEmpty ? "(disabled)" : kafka.deadLetterTopic)",
         ]
         for (key, value) in kafka.properties.sorted(by: { $0.key < $1.key }) {
             lines.append("kafka.properties.\(key): \(Self.isSecret(key) ? "*****" : value)")

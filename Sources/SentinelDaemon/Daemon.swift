@@ -45,6 +45,9 @@ public final class Daemon: @unchecked Sendable {
     private var consumed = 0
     private var retiredStatistics = DetectionStatistics()
     private var consumer: KafkaConsumer?
+    /// Produces unparseable records to `kafka.dead_letter_topic` when one is configured.
+    private var deadLetters: KafkaProducer?
+    private var deadLettersSent = 0
 
     public init(
         configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sink: FindingSink,
@@ -93,6 +96,11 @@ public final class Daemon: @unchecked Sendable {
             }
         }
         self.consumer = consumer
+        if !configuration.kafka.deadLetterTopic.isEmpty {
+            var properties = kafkaProperties
+            for consumerOnly in ["group.id", "auto.offset.reset", "fetch.wait.max.ms"] { properties[consumerOnly] = nil }
+            deadLetters = try KafkaProducer(properties: properties, logger: logger)
+        }
         events.handler = { [unowned self] event in
             switch event {
             case .assigned(let partitions): assign(partitions)
@@ -160,14 +168,30 @@ public final class Daemon: @unchecked Sendable {
         consumed += 1
         let tp = message.topicPartition
         if engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
+        var deadLetterError: KafkaError?
         message.value.withUnsafeBufferPointer { bytes in
-            parser.parse(message: bytes) { outcome in
-                if case .sample(var sample) = outcome {
+            parser.parseLines(of: bytes) { outcome, line in
+                switch outcome {
+                case .sample(var sample):
                     sample.position = message.offset
                     engines[tp]!.process(sample, into: &findings)
+                case .skipped(let reason, let detail):
+                    guard let deadLetters, deadLetterError == nil else { return }
+                    do throws(KafkaError) {
+                        try deadLetters.send(
+                            topic: configuration.kafka.deadLetterTopic, key: message.key, value: Array(line),
+                            headers: [
+                                ("cmcd-sentinel-reason", reason.rawValue), ("cmcd-sentinel-detail", String(detail.prefix(200))),
+                                ("cmcd-sentinel-source", "\(tp.topic)/\(tp.partition)/\(message.offset)"),
+                            ])
+                        deadLettersSent += 1
+                    } catch {
+                        deadLetterError = error
+                    }
                 }
             }
         }
+        if let deadLetterError { throw deadLetterError }
         try emit(&findings)
         pending[tp] = message.offset + 1
     }
@@ -196,6 +220,14 @@ public final class Daemon: @unchecked Sendable {
         guard !offsets.isEmpty else { return }
         do {
             try sink.flush()
+            if let deadLetters {
+                // Dead letters are delivered before the records they came from are committed.
+                let failedBefore = deadLetters.deliveries.failed
+                try deadLetters.flush(timeoutMs: 10_000)
+                if deadLetters.deliveries.failed > failedBefore {
+                    throw KafkaError(message: "dead-letter delivery failed: \(deadLetters.deliveries.lastError?.description ?? "")")
+                }
+            }
             try consumer.commit(offsets)
             for (tp, offset) in offsets {
                 committed[tp] = offset
@@ -252,7 +284,7 @@ public final class Daemon: @unchecked Sendable {
             live += engine.liveSessionCount
         }
         metrics.update(
-            consumed: consumed, skipped: parser.statistics.skipped, detection: total, liveSessions: live,
+            consumed: consumed, skipped: parser.statistics.skipped, deadLetters: deadLettersSent, detection: total, liveSessions: live,
             assigned: engines.keys.sorted().map(\.description))
     }
 }

@@ -17,7 +17,7 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
         message = context.map { "\($0): \(text)" } ?? text
     }
 
-    init(message: String) {
+    public init(message: String) {
         code = -1
         self.message = message
     }
@@ -41,6 +41,7 @@ public struct KafkaMessage: Sendable {
     public var offset: Int64
     public var key: [UInt8]?
     public var value: [UInt8]
+    public var headers: [(name: String, value: [UInt8])] = []
 }
 
 /// What a client reports besides messages: errors, logs, rebalances, statistics.

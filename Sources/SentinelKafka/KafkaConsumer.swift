@@ -88,7 +88,20 @@ public final class KafkaConsumer: @unchecked Sendable {
         let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
         let value = m.payload.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: m.len)) } ?? []
         let key = m.key.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: m.key_len)) }
-        return KafkaMessage(topicPartition: KafkaTopicPartition(topic: topic, partition: m.partition), offset: m.offset, key: key, value: value)
+        var result = KafkaMessage(topicPartition: KafkaTopicPartition(topic: topic, partition: m.partition), offset: m.offset, key: key, value: value)
+        var headers: OpaquePointer?
+        if rd_kafka_message_headers(message, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR, let headers {
+            var index = 0
+            var name: UnsafePointer<CChar>?
+            var data: UnsafeRawPointer?
+            var size = 0
+            while rd_kafka_header_get_all(headers, index, &name, &data, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
+                let bytes = data.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
+                result.headers.append((name.map { String(cString: $0) } ?? "", bytes))
+                index += 1
+            }
+        }
+        return result
     }
 
     /// Commits explicit offsets (the next offset to read, per partition) and waits for the

@@ -1,4 +1,8 @@
 import CRdKafka
+
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 
 /// A Kafka producer: keyed produce, delivery reports, flush.
@@ -71,6 +75,68 @@ public final class KafkaProducer: @unchecked Sendable {
             rd_kafka_poll(handle, 100)
             waited += 100
         }
+    }
+
+    /// Queues one record with headers (a dead-letter record carrying its reason, say).
+    public func send(topic: String, key: [UInt8]?, value: [UInt8], headers: [(name: String, value: String)]) throws(KafkaError) {
+        // C strings that must live through the call.
+        let topicName = strdup(topic)
+        let names = headers.map { strdup($0.name) }
+        let values = headers.map { Array($0.value.utf8) }
+        defer {
+            free(topicName)
+            names.forEach { free($0) }
+        }
+        var vus: [rd_kafka_vu_t] = []
+        var v = rd_kafka_vu_t()
+        v.vtype = RD_KAFKA_VTYPE_TOPIC
+        v.u.cstr = UnsafePointer(topicName)
+        vus.append(v)
+        v = rd_kafka_vu_t()
+        v.vtype = RD_KAFKA_VTYPE_MSGFLAGS
+        v.u.i = RD_KAFKA_MSG_F_COPY
+        vus.append(v)
+        let error: OpaquePointer? = value.withUnsafeBufferPointer { valueBytes in
+            (key ?? []).withUnsafeBufferPointer { keyBytes in
+                var all = vus
+                var item = rd_kafka_vu_t()
+                item.vtype = RD_KAFKA_VTYPE_VALUE
+                item.u.mem.ptr = UnsafeMutableRawPointer(mutating: valueBytes.baseAddress)
+                item.u.mem.size = valueBytes.count
+                all.append(item)
+                if key != nil {
+                    item = rd_kafka_vu_t()
+                    item.vtype = RD_KAFKA_VTYPE_KEY
+                    item.u.mem.ptr = UnsafeMutableRawPointer(mutating: keyBytes.baseAddress)
+                    item.u.mem.size = keyBytes.count
+                    all.append(item)
+                }
+                return withHeaderItems(names, values) { headerItems in
+                    rd_kafka_produceva(handle, all + headerItems, all.count + headerItems.count)
+                }
+            }
+        }
+        if let error {
+            defer { rd_kafka_error_destroy(error) }
+            throw KafkaError(message: "produce to \(topic): \(String(cString: rd_kafka_error_string(error)))")
+        }
+    }
+
+    private func withHeaderItems<T>(_ names: [UnsafeMutablePointer<CChar>?], _ values: [[UInt8]], _ body: ([rd_kafka_vu_t]) -> T) -> T {
+        var items: [rd_kafka_vu_t] = []
+        func build(_ i: Int) -> T {
+            if i == values.count { return body(items) }
+            return values[i].withUnsafeBufferPointer { bytes in
+                var item = rd_kafka_vu_t()
+                item.vtype = RD_KAFKA_VTYPE_HEADER
+                item.u.header.name = UnsafePointer(names[i])
+                item.u.header.val = UnsafeRawPointer(bytes.baseAddress)
+                item.u.header.size = bytes.count
+                items.append(item)
+                return build(i + 1)
+            }
+        }
+        return build(0)
     }
 
     /// Serves delivery reports and events for up to `timeoutMs`.

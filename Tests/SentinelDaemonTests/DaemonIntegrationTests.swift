@@ -127,19 +127,35 @@ import Testing
     @Test func malformedRecordsAreSkippedCountedAndNeverBlockThePartition() throws {
         let topic = try Self.broker.newTopic(partitions: 1)
         let good = try String(contentsOfFile: Self.demo, encoding: .utf8).split(separator: "\n").map(String.init)
-        var lines = Array(good[0..<20])
+        var lines = good
         lines.insert("this is not a CloudFront record", at: 5)
         lines.insert(String(repeating: "\t", count: 9) + "\u{1}\u{2}", at: 10)
         let input = lines.joined(separator: "\n") + "\n"
         let replay = try Self.run(["replay", "--brokers", Self.broker.address, "--topic", topic, "-"], stdin: input)
         #expect(replay.status == 0, "\(replay.stderr)")
-        let port = Broker.freePort()
+        let deadLetterTopic = try Self.broker.newTopic(partitions: 1)
         let result = try Self.run(
             ["run", "--brokers", Self.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0", "--exit-when-idle", "3"],
-            environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+            environment: ["SENTINEL_KAFKA_DEAD_LETTER_TOPIC": deadLetterTopic])
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stderr.contains("stopped after 22 records"))
-        #expect(try Self.committed(topic: topic, group: "g-\(topic)") == [KafkaTopicPartition(topic: topic, partition: 0): 22])
+        #expect(result.stderr.contains("stopped after 66 records"))
+        #expect(Set(result.lines) == Self.expected, "the good records around the bad ones were all detected")
+        #expect(try Self.committed(topic: topic, group: "g-\(topic)") == [KafkaTopicPartition(topic: topic, partition: 0): 66])
+        // Both bad lines went to the dead-letter topic, with the reason in a header.
+        let consumer = try KafkaConsumer(properties: ["bootstrap.servers": Self.broker.address, "group.id": "dlq-\(topic)"])
+        defer { consumer.close() }
+        try consumer.assign([(KafkaTopicPartition(topic: deadLetterTopic, partition: 0), offset: -2)])
+        var dead: [KafkaMessage] = []
+        _ = Self.waitFor(10) {
+            if let m = try? consumer.poll(timeoutMs: 100) { dead.append(m) }
+            return dead.count >= 2
+        }
+        #expect(dead.map { String(decoding: $0.value, as: UTF8.self) } == [lines[5], lines[10]])
+        for (m, reason) in zip(dead, ["field_count", "bad_timestamp"]) {
+            let headers = Dictionary(m.headers.map { ($0.name, String(decoding: $0.value, as: UTF8.self)) }, uniquingKeysWith: { a, _ in a })
+            #expect(headers["cmcd-sentinel-reason"] == reason)
+            #expect(headers["cmcd-sentinel-source"]?.hasPrefix("\(topic)/0/") == true)
+        }
     }
 
     @Test func metricsAndHealthAreServed() throws {
