@@ -31,6 +31,18 @@ public struct DetectionStatistics: Sendable, Equatable {
     public var capacityEvictions = 0
     public var findings: [FindingKey: Int] = [:]
     public init() {}
+
+    /// Adds another engine's counters (live sessions excepted: they are a gauge).
+    public mutating func add(_ other: DetectionStatistics) {
+        samples += other.samples
+        late += other.late
+        reordered += other.reordered
+        invalidTime += other.invalidTime
+        sessionsStarted += other.sessionsStarted
+        idleEvictions += other.idleEvictions
+        capacityEvictions += other.capacityEvictions
+        findings.merge(other.findings, uniquingKeysWith: +)
+    }
 }
 
 /// Why open episodes are being closed without a recovery.

@@ -82,19 +82,7 @@ struct DecodeCommand: ParsableCommand {
 
 /// Reads all of standard input, failing beyond `limit` bytes.
 func readStandardInput(limit: Int) throws -> String {
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw CommandFailure.runtime("cannot read standard input: \(String(cString: strerror(errno)))")
-        }
-        if n == 0 { break }
-        bytes.append(contentsOf: chunk[0..<n])
-        if bytes.count > limit { throw CommandFailure.runtime("standard input is larger than \(limit) bytes") }
-    }
-    return String(decoding: bytes, as: UTF8.self)
+    try readAll(fd: 0, name: "standard input", limit: limit)
 }
 
 extension StringProtocol {

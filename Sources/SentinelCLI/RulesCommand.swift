@@ -73,17 +73,22 @@ func readFile(_ path: String, limit: Int) throws -> String {
     let fd = open(path, O_RDONLY)
     guard fd >= 0 else { throw CommandFailure.runtime("\(path): cannot open: \(String(cString: strerror(errno)))") }
     defer { close(fd) }
+    return try readAll(fd: fd, name: path, limit: limit)
+}
+
+/// Reads a descriptor to its end, failing beyond `limit` bytes.
+func readAll(fd: Int32, name: String, limit: Int) throws -> String {
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 65536)
     while true {
         let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         if n < 0 {
             if errno == EINTR { continue }
-            throw CommandFailure.runtime("\(path): cannot read: \(String(cString: strerror(errno)))")
+            throw CommandFailure.runtime("\(name): cannot read: \(String(cString: strerror(errno)))")
         }
         if n == 0 { break }
         bytes.append(contentsOf: chunk[0..<n])
-        if bytes.count > limit { throw CommandFailure.runtime("\(path): larger than \(limit) bytes") }
+        if bytes.count > limit { throw CommandFailure.runtime("\(name): larger than \(limit) bytes") }
     }
     return String(decoding: bytes, as: UTF8.self)
 }

@@ -251,7 +251,7 @@ public final class Daemon: @unchecked Sendable {
         // the sessions and carries their episodes on (repeats have the same ids).
         commitPending(only: Set(partitions))
         for tp in partitions {
-            if let engine = engines.removeValue(forKey: tp) { retire(engine.statistics) }
+            if let engine = engines.removeValue(forKey: tp) { retiredStatistics.add(engine.statistics) }
             pending[tp] = nil
             committed[tp] = nil
         }
@@ -259,28 +259,11 @@ public final class Daemon: @unchecked Sendable {
         publishMetrics()
     }
 
-    private func retire(_ s: DetectionStatistics) {
-        retiredStatistics.samples += s.samples
-        retiredStatistics.late += s.late
-        retiredStatistics.reordered += s.reordered
-        retiredStatistics.sessionsStarted += s.sessionsStarted
-        retiredStatistics.idleEvictions += s.idleEvictions
-        retiredStatistics.capacityEvictions += s.capacityEvictions
-        retiredStatistics.findings.merge(s.findings, uniquingKeysWith: +)
-    }
-
     private func publishMetrics() {
         var total = retiredStatistics
         var live = 0
         for engine in engines.values {
-            let s = engine.statistics
-            total.samples += s.samples
-            total.late += s.late
-            total.reordered += s.reordered
-            total.sessionsStarted += s.sessionsStarted
-            total.idleEvictions += s.idleEvictions
-            total.capacityEvictions += s.capacityEvictions
-            total.findings.merge(s.findings, uniquingKeysWith: +)
+            total.add(engine.statistics)
             live += engine.liveSessionCount
         }
         metrics.update(
