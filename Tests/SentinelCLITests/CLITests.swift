@@ -32,10 +32,20 @@ struct CLITests {
         let input = Pipe()
         process.standardInput = input
         try process.run()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try input.fileHandleForWriting.close()
+        // Feed standard input on its own thread while the output is read, so neither side
+        // can fill a pipe and wait for the other.
+        let writer = input.fileHandleForWriting
+        let data = Data((stdin ?? "").utf8)
+        let fed = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            if !data.isEmpty { try? writer.write(contentsOf: data) }
+            try? writer.close()
+            fed.signal()
+        }
+        let errorReader = ErrorReader(err.fileHandleForReading)
         let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
-        let stderrData = err.fileHandleForReading.readDataToEndOfFile()
+        let stderrData = errorReader.wait()
+        fed.wait()
         process.waitUntilExit()
         return Result(
             status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
@@ -156,5 +166,21 @@ struct CLITests {
         #expect(failed.stderr == "cmcd-sentinel: \(bad.path):3: detectors.buffer_drop.critical_drop_ratio: must be between 0.01 and 1.0 (got 2.0)\n")
         #expect(try run(["rules", "check", dir.appendingPathComponent("missing.yaml").path]).status == 2)
         #expect(try run(["detect", "--rules", bad.path, "samples/demo-sessions.tsv"]).status == 2)
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+final class ErrorReader: @unchecked Sendable {
+    private var data = Data()
+    private let done = DispatchSemaphore(value: 0)
+    init(_ handle: FileHandle) {
+        Thread.detachNewThread { [self] in
+            data = handle.readDataToEndOfFile()
+            done.signal()
+        }
+    }
+    func wait() -> Data {
+        done.wait()
+        return data
     }
 }

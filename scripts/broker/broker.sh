@@ -48,6 +48,15 @@ create_topic() {
         || "$tansu" topic list --broker "tcp://127.0.0.1:$upstream_port" 2>/dev/null | grep -q "$name"
 }
 
+# Background processes must not inherit the caller's descriptors: a test runner's pipe held
+# open by the broker would never see end of file.
+close_inherited_fds() {
+    local fd
+    for fd in $(ls /proc/$BASHPID/fd 2>/dev/null); do
+        if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+}
+
 stop() {
     for name in relay tansu; do
         if [ -f "$state/$name.pid" ]; then
@@ -62,10 +71,10 @@ start)
     fetch_tansu
     stop
     # Clients reconnect to the advertised listener, so it must be the relay.
-    "$tansu" broker --listener-url "tcp://127.0.0.1:$upstream_port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-        --storage-engine memory://tansu/ >"$state/tansu.log" 2>&1 &
+    (close_inherited_fds; exec "$tansu" broker --listener-url "tcp://127.0.0.1:$upstream_port" \
+        --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/) </dev/null >"$state/tansu.log" 2>&1 &
     echo $! >"$state/tansu.pid"
-    python3 "$here/apiversions-relay.py" "$port" 127.0.0.1 "$upstream_port" >"$state/relay.log" 2>&1 &
+    (close_inherited_fds; exec python3 "$here/apiversions-relay.py" "$port" 127.0.0.1 "$upstream_port") </dev/null >"$state/relay.log" 2>&1 &
     echo $! >"$state/relay.pid"
     wait_port "$upstream_port"
     wait_port "$port"
