@@ -1,5 +1,6 @@
 import ArgumentParser
 import CMCD
+import SentinelConfig
 import SentinelJSON
 
 #if canImport(Glibc)
@@ -89,14 +90,4 @@ extension StringProtocol {
     var firstLine: String { String(prefix(while: { $0 != "\n" })) }
 
     var trimmingNewlines: String { trimmingCharacters(in: " \t\r\n") }
-
-    /// The text without leading and trailing characters made only of the given scalars.
-    func trimmingCharacters(in set: String) -> String {
-        let scalars = Set(set.unicodeScalars)
-        func trimmable(_ c: Character) -> Bool { c.unicodeScalars.allSatisfy(scalars.contains) }
-        var s = Substring(self)
-        while let f = s.first, trimmable(f) { s = s.dropFirst() }
-        while let l = s.last, trimmable(l) { s = s.dropLast() }
-        return String(s)
-    }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CMCDRecords
+import SentinelDaemon
 import SentinelKafka
 
 #if canImport(Glibc)
@@ -74,7 +75,7 @@ struct ReplayCommand: ParsableCommand {
 
         var parser = RecordParser(configuration: configuration)
         var sent = 0
-        let started = monotonicSeconds()
+        let started = monotonicNow()
         var lastProgress = started
         var failure: KafkaError?
         repeat {
@@ -97,10 +98,10 @@ struct ReplayCommand: ParsableCommand {
                 producer.poll()
                 if let rate {
                     let due = started + Double(sent) / rate
-                    let now = monotonicSeconds()
+                    let now = monotonicNow()
                     if due > now { sleepSeconds(due - now) }
                 }
-                let now = monotonicSeconds()
+                let now = monotonicNow()
                 if now - lastProgress >= 1 {
                     lastProgress = now
                     printError("replay: \(sent) records sent (\(Int(Double(sent) / (now - started)))/s)")
@@ -127,12 +128,6 @@ enum ProcessEnvironment {
         }
         return result
     }
-}
-
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
 func sleepSeconds(_ seconds: Double) {

@@ -189,7 +189,8 @@ public struct HostPort: Sendable, Equatable {
 }
 
 extension StringProtocol {
-    func trimmingCharacters(in set: String) -> String {
+    /// The text without the given characters (by Unicode scalar) at either end.
+    public func trimmingCharacters(in set: String) -> String {
         let scalars = Set(set.unicodeScalars)
         var s = Substring(self)
         while let f = s.unicodeScalars.first, scalars.contains(f) { s = Substring(s.unicodeScalars.dropFirst()) }

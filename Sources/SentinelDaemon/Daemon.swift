@@ -278,7 +278,8 @@ final class EventRelay: @unchecked Sendable {
     func handle(_ event: KafkaEvent) { handler?(event) }
 }
 
-func monotonicNow() -> Double {
+/// Seconds on the monotonic clock.
+public func monotonicNow() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
