@@ -18,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // Pure core: no IO, no dependencies beyond the standard library.
@@ -35,8 +38,48 @@ let package = Package(
             name: "SentinelDaemon",
             dependencies: [
                 "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelKafka", "SentinelJSON",
+                "SentinelInflux", "SentinelAlerts", "SentinelWebhooks",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        // Edges: InfluxDB line protocol over HTTP (zlib from Debian's zlib1g-dev for gzip).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(
+            name: "SentinelHTTP",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "SentinelInflux",
+            dependencies: [
+                "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelHTTP", "SentinelConfig", "CZlib",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        // Edges: the alerts table with its notification outbox (SQLite from Debian's
+        // libsqlite3-dev, PostgreSQL through postgres-nio).
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .target(
+            name: "SentinelAlerts",
+            dependencies: [
+                "CMCDDetection", "SentinelJSON", "CSQLite",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        // Edges: signed webhook delivery from the outbox.
+        .target(
+            name: "SentinelWebhooks",
+            dependencies: [
+                "SentinelAlerts", "CMCDDetection", "SentinelJSON", "SentinelHTTP", "SentinelConfig",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         // Edges: command line.
@@ -63,6 +106,9 @@ let package = Package(
         .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel"], swiftSettings: strict),
         .testTarget(name: "SentinelKafkaTests", dependencies: ["SentinelKafka"], swiftSettings: strict),
         .testTarget(name: "SentinelConfigTests", dependencies: ["SentinelConfig"], swiftSettings: strict),
+        .testTarget(name: "SentinelInfluxTests", dependencies: ["SentinelInflux", "SentinelJSON"], swiftSettings: strict),
+        .testTarget(name: "SentinelAlertsTests", dependencies: ["SentinelAlerts", "SentinelJSON"], swiftSettings: strict),
+        .testTarget(name: "SentinelWebhooksTests", dependencies: ["SentinelWebhooks", "SentinelAlerts", "SentinelJSON"], swiftSettings: strict),
         .testTarget(
             name: "SentinelDaemonTests", dependencies: ["SentinelKafka", "SentinelJSON", "CMCDSentinel"], swiftSettings: strict),
     ]

@@ -90,16 +90,11 @@ public struct Finding: Sendable, Hashable {
 /// Deterministic finding ids: FNV-1a (128-bit) over session, type and episode start.
 public enum FindingID {
     public static func make(sessionID: String, type: FindingType, startedAt: Int64) -> String {
-        var hash: UInt128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d
-        let prime: UInt128 = 0x0000_0000_0100_0000_0000_0000_0000_013B
-        func mix(_ byte: UInt8) {
-            hash ^= UInt128(byte)
-            hash = hash &* prime
-        }
-        for b in sessionID.utf8 { mix(b) }
-        mix(0)
-        for b in type.rawValue.utf8 { mix(b) }
-        mix(0)
+        var hash = FNV1a128()
+        hash.mix(sessionID.utf8)
+        hash.mix(0)
+        hash.mix(type.rawValue.utf8)
+        hash.mix(0)
         // The decimal digits of startedAt, without formatting a String.
         var digits: [UInt8] = []
         var n = startedAt.magnitude
@@ -107,11 +102,43 @@ public enum FindingID {
             digits.append(UInt8(ascii: "0") + UInt8(n % 10))
             n /= 10
         } while n > 0
-        if startedAt < 0 { mix(UInt8(ascii: "-")) }
-        for b in digits.reversed() { mix(b) }
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        if startedAt < 0 { hash.mix(UInt8(ascii: "-")) }
+        hash.mix(digits.reversed())
+        return hash.hex
+    }
+}
+
+/// 128-bit FNV-1a: stable ids from stable parts (finding ids, notification event ids).
+public struct FNV1a128: Sendable {
+    private var hash: UInt128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d
+    private static let prime: UInt128 = 0x0000_0000_0100_0000_0000_0000_0000_013B
+
+    public init() {}
+
+    /// The hash of the parts, each followed by a zero byte, as 32 hex digits.
+    public static func hex(of parts: [String]) -> String {
+        var hash = FNV1a128()
+        for part in parts {
+            hash.mix(part.utf8)
+            hash.mix(0)
+        }
+        return hash.hex
+    }
+
+    public mutating func mix(_ byte: UInt8) {
+        hash ^= UInt128(byte)
+        hash = hash &* Self.prime
+    }
+
+    public mutating func mix<Bytes: Sequence<UInt8>>(_ bytes: Bytes) {
+        for b in bytes { mix(b) }
+    }
+
+    /// 32 lowercase hex digits.
+    public var hex: String {
+        let digits: [UInt8] = Array("0123456789abcdef".utf8)
         return String(unsafeUninitializedCapacity: 32) { buffer in
-            for i in 0..<32 { buffer[i] = hex[Int(truncatingIfNeeded: hash >> UInt128(124 - 4 * i)) & 0xF] }
+            for i in 0..<32 { buffer[i] = digits[Int(truncatingIfNeeded: hash >> UInt128(124 - 4 * i)) & 0xF] }
             return 32
         }
     }

@@ -2,9 +2,11 @@ import ArgumentParser
 import Logging
 import ServiceLifecycle
 import CMCDDetection
+import SentinelAlerts
 import SentinelConfig
 import SentinelDaemon
 import SentinelJSON
+import SentinelWebhooks
 
 #if canImport(Glibc)
 import Glibc
@@ -44,12 +46,41 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try Self.loadConfiguration(path: config, overrides: self)
         let rules = try Self.loadRules(configuration.rules)
-        guard configuration.stdout else {
+        guard configuration.stdout || configuration.influx != nil || configuration.alerts != nil else {
             throw CommandFailure.usage("output.stdout is false and no other sink is configured: findings would be lost")
         }
         let logger = Logger(label: "cmcd-sentinel")
         let metrics = DaemonMetrics()
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var sinks: [any FindingSink] = []
+        if configuration.stdout { sinks.append(StdoutSink()) }
+        var influx: InfluxSink?
+        if let settings = configuration.influx {
+            influx = InfluxSink(configuration: settings, metrics: metrics, logger: logger)
+            sinks.append(influx!)
+            logger.info("findings\(settings.writeRaw ? " and requests" : "") go to InfluxDB at \(SentinelConfiguration.maskingPassword(settings.url)), database \(settings.database)")
+        }
+        defer { influx?.close() }
+        var store: AlertStore?
+        if let alerts = configuration.alerts {
+            do {
+                store = try await AlertStore.open(url: alerts.url, logger: logger)
+            } catch {
+                throw CommandFailure.runtime("alerts table \(SentinelConfiguration.maskingPassword(alerts.url)): \(error)")
+            }
+            let routing = WebhookRouting(routes: rules.routes, endpoints: Set(configuration.webhooks.map(\.name)))
+            for unknown in routing.unknownEndpoints {
+                logger.warning("route \(unknown): no such webhook in the configuration; the route is not used")
+            }
+            sinks.append(AlertSink(store: store!, routing: routing, metrics: metrics, logger: logger))
+            logger.info("alerts go to \(SentinelConfiguration.maskingPassword(alerts.url))")
+            if !configuration.webhooks.isEmpty {
+                let dispatcher = WebhookDispatcher(
+                    store: store!, endpoints: configuration.webhooks, routes: rules.routes, retentionDays: alerts.retentionDays, logger: logger)
+                metrics.register(source: { dispatcher.renderMetrics() })
+                services.append(.init(service: dispatcher))
+            }
+        }
         if !configuration.httpListen.isEmpty, let address = HostPort(configuration.httpListen) {
             let server: MetricsServer
             do {
@@ -62,7 +93,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = exitWhenIdle
-        let daemon = Daemon(configuration: configuration, rules: rules, options: options, sink: StdoutSink(), metrics: metrics, logger: logger)
+        let daemon = Daemon(configuration: configuration, rules: rules, options: options, sinks: sinks, metrics: metrics, logger: logger)
         // When the daemon returns (idle exit, or after a graceful stop), the group shuts down.
         services.append(.init(service: DaemonService(daemon: daemon), successTerminationBehavior: .gracefullyShutdownGroup))
         var groupConfiguration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
@@ -70,8 +101,10 @@ struct RunCommand: AsyncParsableCommand {
         do {
             try await ServiceGroup(configuration: groupConfiguration).run()
         } catch {
+            await store?.close()
             throw CommandFailure.runtime("run: \(error)")
         }
+        await store?.close()
     }
 
     static func loadConfiguration(path: String?, overrides: RunCommand?) throws -> SentinelConfiguration {

@@ -22,8 +22,71 @@ public struct SentinelConfiguration: Sendable, Equatable {
         public var fields: CloudFrontFields = .default
     }
 
+    /// The InfluxDB sink (`influx`): raw requests and findings as line protocol.
+    public struct Influx: Sendable, Equatable {
+        public enum API: String, Sendable, Equatable { case auto, v1, v2 }
+        public var url = "http://127.0.0.1:8086"
+        /// `auto` asks `/ping` which server answers.
+        public var api: API = .auto
+        /// v1 database, v2 bucket.
+        public var database = "cmcd-metrics"
+        /// v1 retention policy ("" is the database's default).
+        public var retentionPolicy = ""
+        /// v2 organisation.
+        public var org = ""
+        /// Sent as `Authorization: Token ...` (a secret).
+        public var token = ""
+        /// Write the `cloudfront_logs` measurement (every request), not only findings.
+        public var writeRaw = true
+        /// Points per HTTP write.
+        public var batchSize = 5_000
+        /// A partly filled batch is written after this long.
+        public var flushIntervalMs: Int64 = 1_000
+        /// Points buffered before the daemon waits for InfluxDB (backpressure).
+        public var maxBufferedPoints = 100_000
+        public var gzip = false
+        public var timeoutMs: Int64 = 10_000
+        public var verifyTLS = true
+        /// A write still failing after this long is a final failure: the daemon stops without
+        /// committing the records behind it.
+        public var maxRetryMs: Int64 = 300_000
+        public init() {}
+    }
+
+    /// The alerts table (`alerts`): episodes and their notification outbox.
+    public struct Alerts: Sendable, Equatable {
+        /// `sqlite:PATH` or `postgres://user:password@host:port/database` ("" disables).
+        public var url = "sqlite:cmcd-sentinel.db"
+        /// Resolved alerts older than this many days are deleted (0 keeps them).
+        public var retentionDays = 30
+        public init() {}
+    }
+
+    /// A webhook endpoint (`webhooks[]`); which findings it gets is decided by the rules' routes.
+    public struct Webhook: Sendable, Equatable {
+        public var name = ""
+        public var url = ""
+        /// Standard Webhooks signing secrets (`whsec_` + base64, or any text); the first signs,
+        /// all sign during a rotation. Empty: unsigned.
+        public var secrets: [String] = []
+        /// Extra static headers.
+        public var headers: [String: String] = [:]
+        public var timeoutMs: Int64 = 10_000
+        /// Deliveries in flight at once to this endpoint.
+        public var maxConcurrency = 4
+        /// A notification still undelivered after this long is marked dead.
+        public var maxAgeMs: Int64 = 86_400_000
+        public var verifyTLS = true
+        public init() {}
+    }
+
     public var kafka = Kafka()
     public var input = Input()
+    /// nil: no InfluxDB.
+    public var influx: Influx?
+    /// nil: no alerts table (and no webhooks).
+    public var alerts: Alerts? = Alerts()
+    public var webhooks: [Webhook] = []
     /// Rules file path.
     public var rules = "rules/default.yaml"
     /// Findings as JSON lines on standard output.
@@ -46,22 +109,44 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("rules", "SENTINEL_RULES", "rules file"),
         ("output.stdout", "SENTINEL_OUTPUT_STDOUT", "print findings as JSON lines on standard output"),
         ("http.listen", "SENTINEL_HTTP_LISTEN", "host:port for /metrics and /healthz; empty disables"),
+        ("influx", "-", "the InfluxDB sink; omit the section (or set influx.url empty) to disable"),
+        ("influx.url", "SENTINEL_INFLUX_URL", "InfluxDB base URL, http:// or https://"),
+        ("influx.api", "SENTINEL_INFLUX_API", "auto (ask /ping), v1 (/write) or v2 (/api/v2/write)"),
+        ("influx.database", "SENTINEL_INFLUX_DATABASE", "v1 database or v2 bucket"),
+        ("influx.retention_policy", "SENTINEL_INFLUX_RETENTION_POLICY", "v1 retention policy; empty uses the default"),
+        ("influx.org", "SENTINEL_INFLUX_ORG", "v2 organisation"),
+        ("influx.token", "SENTINEL_INFLUX_TOKEN", "API token, sent as Authorization: Token (secret)"),
+        ("influx.write_raw", "SENTINEL_INFLUX_WRITE_RAW", "write every request to cloudfront_logs, not only findings"),
+        ("influx.batch_size", "SENTINEL_INFLUX_BATCH_SIZE", "points per write"),
+        ("influx.flush_interval_ms", "SENTINEL_INFLUX_FLUSH_INTERVAL_MS", "a partly filled batch is written after this long"),
+        ("influx.max_buffered_points", "SENTINEL_INFLUX_MAX_BUFFERED_POINTS", "points held before the daemon waits for InfluxDB"),
+        ("influx.gzip", "SENTINEL_INFLUX_GZIP", "gzip request bodies"),
+        ("influx.timeout_ms", "SENTINEL_INFLUX_TIMEOUT_MS", "timeout of one write"),
+        ("influx.verify_tls", "SENTINEL_INFLUX_VERIFY_TLS", "verify the server certificate"),
+        ("influx.max_retry_ms", "SENTINEL_INFLUX_MAX_RETRY_MS", "how long a failing write is retried before the daemon stops uncommitted"),
+        ("alerts.url", "SENTINEL_ALERTS_URL", "sqlite:PATH or postgres://user:password@host:port/db; empty disables the alerts table and webhooks"),
+        ("alerts.retention_days", "SENTINEL_ALERTS_RETENTION_DAYS", "resolved alerts older than this are deleted; 0 keeps them"),
+        ("webhooks[].name", "SENTINEL_WEBHOOKS_<i>_NAME", "endpoint name, referred to by routes in the rules"),
+        ("webhooks[].url", "SENTINEL_WEBHOOKS_<i>_URL", "endpoint URL"),
+        ("webhooks[].secret", "SENTINEL_WEBHOOKS_<i>_SECRET", "signing secret, or a list of them during a rotation (secret)"),
+        ("webhooks[].headers", "-", "extra static headers (a mapping)"),
+        ("webhooks[].timeout_ms", "SENTINEL_WEBHOOKS_<i>_TIMEOUT_MS", "timeout of one delivery attempt"),
+        ("webhooks[].max_concurrency", "SENTINEL_WEBHOOKS_<i>_MAX_CONCURRENCY", "deliveries in flight at once to this endpoint"),
+        ("webhooks[].max_age_ms", "SENTINEL_WEBHOOKS_<i>_MAX_AGE_MS", "an undelivered notification is dead after this long"),
+        ("webhooks[].verify_tls", "SENTINEL_WEBHOOKS_<i>_VERIFY_TLS", "verify the server certificate"),
     ]
 
     /// Sections of the documented configuration this version does not implement yet: they
     /// are rejected rather than silently ignored, so nobody believes data is going there.
     static let unavailableSections: [String: String] = [
-        "influx": "the InfluxDB sink is not available in this version",
-        "alerts": "the alerts table is not available in this version",
-        "webhooks": "webhooks are not available in this version",
-        "mcp": "the MCP server is not available in this version",
+        "mcp": "the MCP server is not available in this version"
     ]
 
     /// Loads `yaml` (nil: no file) and applies `environment` overrides.
     public static func load(yaml: String?, file: String, environment: [String: String]) throws(ValidationError) -> SentinelConfiguration {
         var config = SentinelConfiguration()
         let root = try YAMLValue.parse(yaml ?? "", file: file)
-        try root.keys(allowed: Set(["kafka", "input", "rules", "output", "http"]).union(unavailableSections.keys))
+        try root.keys(allowed: Set(["kafka", "input", "rules", "output", "http", "influx", "alerts", "webhooks"]).union(unavailableSections.keys))
         for (section, reason) in unavailableSections.sorted(by: { $0.key < $1.key }) where root[section].exists {
             throw root[section].error(reason)
         }
@@ -91,6 +176,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         let http = root["http"]
         try http.keys(allowed: ["listen"])
         config.httpListen = try http["listen"].string(default: config.httpListen)
+        try loadSinks(root, into: &config)
 
         // Environment overrides.
         func env(_ name: String) -> (value: String, node: YAMLValue)? {
@@ -119,6 +205,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
             }
         }
         if let (v, _) = env("SENTINEL_HTTP_LISTEN") { config.httpListen = v }
+        try applySinkEnvironment(environment, to: &config)
         try config.validate(root)
         return config
     }
@@ -134,6 +221,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
             throw root["kafka"]["dead_letter_topic"].error("must differ from kafka.topic")
         }
         if !httpListen.isEmpty, HostPort(httpListen) == nil { throw root["http"]["listen"].error("'\(httpListen)' is not host:port") }
+        try validateSinks(root)
     }
 
     static func format(_ text: String, _ node: YAMLValue) throws(ValidationError) -> RecordFormat {
@@ -159,7 +247,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
             "input.format: \(input.format.rawValue)", "input.fields: \(input.fields.names.joined(separator: ","))",
             "rules: \(rules)", "output.stdout: \(stdout)", "http.listen: \(httpListen.isEmpty ? "(disabled)" : httpListen)",
         ]
-        return lines
+        return lines + sinkDescription
     }
 
     /// Property names whose values are secrets.

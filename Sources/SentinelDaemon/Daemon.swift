@@ -6,11 +6,32 @@ import SentinelConfig
 import SentinelJSON
 import SentinelKafka
 
-/// Where findings go. `write` must make them durable (or visible) before returning: the
-/// daemon commits Kafka offsets only after the sinks hold everything up to them.
+/// Where findings go. The daemon commits Kafka offsets only after `flush` returned, so a sink
+/// must hold everything it was given by then. `flush` throws `SinkPending` when it is still
+/// working on it (the commit waits); any other error is final and stops the daemon uncommitted.
 public protocol FindingSink: AnyObject {
+    /// The sink's name in metrics and logs.
+    var name: String { get }
     func write(_ findings: [Finding]) throws
     func flush() throws
+    /// At a graceful stop: wait up to `seconds` for everything to be held.
+    func drain(timeoutSeconds: Double) throws
+}
+
+extension FindingSink {
+    public var name: String { "stdout" }
+    public func drain(timeoutSeconds: Double) throws { try flush() }
+}
+
+/// A sink that also takes every parsed sample (InfluxDB's raw measurement).
+public protocol SampleSink: AnyObject {
+    func record(_ sample: Sample) throws
+}
+
+/// A sink does not hold everything yet but is still trying: commits wait for it.
+public struct SinkPending: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// Consume -> parse -> detect -> sinks, with at-least-once commits.
@@ -31,7 +52,8 @@ public final class Daemon: @unchecked Sendable {
     let configuration: SentinelConfiguration
     let rules: DetectionRules
     let options: Options
-    let sink: FindingSink
+    let sinks: [any FindingSink]
+    let sampleSinks: [any SampleSink]
     public let metrics: DaemonMetrics
     let logger: Logger
 
@@ -48,15 +70,26 @@ public final class Daemon: @unchecked Sendable {
     /// Produces unparseable records to `kafka.dead_letter_topic` when one is configured.
     private var deadLetters: KafkaProducer?
     private var deadLettersSent = 0
+    /// A sink failed for good: the daemon stops without committing past it.
+    private var sinkFailure: (any Error)?
+    private var lastPendingLog = 0.0
+
+    public convenience init(
+        configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sink: any FindingSink,
+        metrics: DaemonMetrics = DaemonMetrics(), logger: Logger = Logger(label: "cmcd-sentinel")
+    ) {
+        self.init(configuration: configuration, rules: rules, options: options, sinks: [sink], metrics: metrics, logger: logger)
+    }
 
     public init(
-        configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sink: FindingSink,
+        configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sinks: [any FindingSink],
         metrics: DaemonMetrics = DaemonMetrics(), logger: Logger = Logger(label: "cmcd-sentinel")
     ) {
         self.configuration = configuration
         self.rules = rules
         self.options = options
-        self.sink = sink
+        self.sinks = sinks
+        self.sampleSinks = sinks.compactMap { $0 as? any SampleSink }
         self.metrics = metrics
         self.logger = logger
         parser = RecordParser(configuration: .init(format: configuration.input.format, fields: configuration.input.fields))
@@ -149,18 +182,27 @@ public final class Daemon: @unchecked Sendable {
                 lastCommit = now
                 commitPending()
             }
+            if let sinkFailure { throw sinkFailure }
             if let idle = options.exitWhenIdleSeconds, now - lastRecord >= idle {
                 logger.info("no record for \(idle) s: stopping")
                 break
             }
         }
         // Graceful stop: everything handled so far is flushed and committed, then the
-        // consumer leaves the group (revoking through `revoke`, which commits again).
-        try sink.flush()
-        commitPending(everything: true)
+        // consumer leaves the group (revoking through `revoke`, which commits again). A sink
+        // that cannot take everything in time leaves those records uncommitted for next time.
+        var unflushed: (any Error)?
+        for sink in sinks {
+            do { try sink.drain(timeoutSeconds: 15) } catch { unflushed = unflushed ?? error }
+        }
+        if unflushed == nil { commitPending(everything: true) }
         consumer.close()
         publishMetrics()
         self.consumer = nil
+        if let unflushed {
+            logger.error("stopped after \(consumed) records; not committed past what the sinks hold: \(unflushed)")
+            throw unflushed
+        }
         logger.info("stopped after \(consumed) records")
     }
 
@@ -169,11 +211,19 @@ public final class Daemon: @unchecked Sendable {
         let tp = message.topicPartition
         if engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
         var deadLetterError: KafkaError?
+        var sampleSinkError: (any Error)?
         message.value.withUnsafeBufferPointer { bytes in
             parser.parseLines(of: bytes) { outcome, line in
                 switch outcome {
                 case .sample(var sample):
                     sample.position = message.offset
+                    if !sampleSinks.isEmpty, sampleSinkError == nil {
+                        do {
+                            for sink in sampleSinks { try sink.record(sample) }
+                        } catch {
+                            sampleSinkError = error
+                        }
+                    }
                     engines[tp]!.process(sample, into: &findings)
                 case .skipped(let reason, let detail):
                     guard let deadLetters, deadLetterError == nil else { return }
@@ -192,15 +242,18 @@ public final class Daemon: @unchecked Sendable {
             }
         }
         if let deadLetterError { throw deadLetterError }
+        if let sampleSinkError { throw sampleSinkError }
         try emit(&findings)
         pending[tp] = message.offset + 1
     }
 
     private func emit(_ findings: inout [Finding]) throws {
         guard !findings.isEmpty else { return }
-        let start = monotonicNow()
-        try sink.write(findings)
-        metrics.recordOutput(seconds: monotonicNow() - start)
+        for sink in sinks {
+            let start = monotonicNow()
+            try sink.write(findings)
+            metrics.recordOutput(sink: sink.name, seconds: monotonicNow() - start)
+        }
         findings.removeAll(keepingCapacity: true)
     }
 
@@ -217,9 +270,22 @@ public final class Daemon: @unchecked Sendable {
             let offset = min(next, needed ?? next)
             if offset > (committed[tp] ?? -1) { offsets[tp] = offset }
         }
-        guard !offsets.isEmpty else { return }
+        guard !offsets.isEmpty, sinkFailure == nil else { return }
         do {
-            try sink.flush()
+            for sink in sinks { try sink.flush() }
+        } catch let pending as SinkPending {
+            metrics.recordCommitDeferred()
+            if monotonicNow() - lastPendingLog >= 10 {
+                lastPendingLog = monotonicNow()
+                logger.warning("commit waits: \(pending)")
+            }
+            return
+        } catch {
+            sinkFailure = error
+            logger.error("a sink failed; nothing more is committed: \(error)")
+            return
+        }
+        do {
             if let deadLetters {
                 // Dead letters are delivered before the records they came from are committed.
                 let failedBefore = deadLetters.deliveries.failed

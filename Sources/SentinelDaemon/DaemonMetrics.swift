@@ -16,8 +16,10 @@ public final class DaemonMetrics: @unchecked Sendable {
     private var commitFailures = 0
     private var kafkaErrors = 0
     private var lastKafkaError: (message: String, at: Date)?
-    private var outputSeconds = 0.0
-    private var outputWrites = 0
+    private var output: [String: (seconds: Double, writes: Int)] = [:]
+    private var commitsDeferred = 0
+    private var sources: [@Sendable () -> String] = []
+    private var healthChecks: [@Sendable () -> String?] = []
     private var assigned: [String] = []
 
     public init() {}
@@ -45,12 +47,20 @@ public final class DaemonMetrics: @unchecked Sendable {
         }
     }
 
-    func recordOutput(seconds: Double) {
+    func recordOutput(sink: String, seconds: Double) {
         lock.withLock {
-            outputSeconds += seconds
-            outputWrites += 1
+            output[sink, default: (0, 0)].seconds += seconds
+            output[sink, default: (0, 0)].writes += 1
         }
     }
+
+    func recordCommitDeferred() { lock.withLock { commitsDeferred += 1 } }
+
+    /// Adds metrics in the Prometheus text format from a sink or service.
+    public func register(source: @escaping @Sendable () -> String) { lock.withLock { sources.append(source) } }
+
+    /// Adds a health check: nil when healthy, else what is wrong.
+    public func register(health: @escaping @Sendable () -> String?) { lock.withLock { healthChecks.append(health) } }
 
     func setLag(topic: String, partition: Int32, lag: Int64) {
         lock.withLock { self.lag["\(topic)\u{0}\(partition)"] = lag }
@@ -58,7 +68,9 @@ public final class DaemonMetrics: @unchecked Sendable {
 
     /// Healthy unless the client reported an error in the last 30 seconds.
     public var health: (healthy: Bool, detail: String) {
-        lock.withLock {
+        let checks = lock.withLock { healthChecks }
+        if let problem = checks.lazy.compactMap({ $0() }).first { return (false, problem) }
+        return lock.withLock {
             if let last = lastKafkaError, Date().timeIntervalSince(last.at) < 30 {
                 return (false, "kafka: \(last.message)")
             }
@@ -68,7 +80,8 @@ public final class DaemonMetrics: @unchecked Sendable {
 
     /// The Prometheus text exposition.
     public func render() -> String {
-        lock.withLock {
+        let extra = lock.withLock { sources }.map { $0() }.joined()
+        return lock.withLock {
             var out = ""
             func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
                 out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
@@ -103,11 +116,16 @@ public final class DaemonMetrics: @unchecked Sendable {
             metric("cmcd_sentinel_commits_total", "counter", "Offset commits confirmed by the broker.", [("", "\(commits)")])
             metric("cmcd_sentinel_commit_failures_total", "counter", "Offset commits that failed (retried).", [("", "\(commitFailures)")])
             metric("cmcd_sentinel_kafka_errors_total", "counter", "Errors reported by the Kafka client.", [("", "\(kafkaErrors)")])
+            metric(
+                "cmcd_sentinel_commits_deferred_total", "counter", "Commits postponed because a sink did not hold everything yet.",
+                [("", "\(commitsDeferred)")])
             out += "# HELP cmcd_sentinel_sink_latency_seconds Time spent writing findings to the sinks.\n"
             out += "# TYPE cmcd_sentinel_sink_latency_seconds summary\n"
-            out += "cmcd_sentinel_sink_latency_seconds_sum{sink=\"stdout\"} \(outputSeconds)\n"
-            out += "cmcd_sentinel_sink_latency_seconds_count{sink=\"stdout\"} \(outputWrites)\n"
-            return out
+            for (sink, o) in output.sorted(by: { $0.key < $1.key }) {
+                out += "cmcd_sentinel_sink_latency_seconds_sum{sink=\"\(sink)\"} \(o.seconds)\n"
+                out += "cmcd_sentinel_sink_latency_seconds_count{sink=\"\(sink)\"} \(o.writes)\n"
+            }
+            return out + extra
         }
     }
 

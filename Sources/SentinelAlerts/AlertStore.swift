@@ -1,0 +1,416 @@
+import CMCDDetection
+import Foundation
+import Logging
+import SentinelJSON
+
+/// A notification to put in the outbox together with its alert: written in the same
+/// transaction, delivered later by the webhook dispatcher.
+public struct OutboxEntry: Sendable, Equatable {
+    public enum Kind: String, Sendable { case firing, resolved, `repeat` }
+    /// Stable event id (`webhook-id`): the same episode, route and kind always give the same id,
+    /// so replays and restarts never add a second row.
+    public var id: String
+    public var alertID: String
+    public var route: String
+    public var endpoint: String
+    public var kind: Kind
+    /// The JSON body to send.
+    public var payload: String
+
+    public init(id: String, alertID: String, route: String, endpoint: String, kind: Kind, payload: String) {
+        self.id = id
+        self.alertID = alertID
+        self.route = route
+        self.endpoint = endpoint
+        self.kind = kind
+        self.payload = payload
+    }
+}
+
+/// An alert row: one episode, its latest state.
+public struct AlertRecord: Sendable, Equatable {
+    public var id: String
+    public var type: String
+    public var status: String
+    public var severity: String
+    public var sessionID: String
+    public var contentID: String?
+    public var edgeLocation: String?
+    public var startedAt: Int64
+    public var detectedAt: Int64
+    public var resolvedAt: Int64?
+    public var summary: String
+    /// The details object as JSON text.
+    public var details: String
+    public var updatedAt: Int64
+
+    /// The alert in the finding's JSON shape.
+    public var findingJSON: JSONValue {
+        let parsedDetails = (try? JSONParser.parse(details, limits: .init(maxDepth: 8, maxElements: 10_000))) ?? .object([])
+        return .object([
+            ("id", .string(id)), ("type", .string(type)), ("status", .string(status)), ("severity", .string(severity)),
+            ("session_id", .string(sessionID)), ("content_id", contentID.map(JSONValue.string) ?? .null),
+            ("edge_location", edgeLocation.map(JSONValue.string) ?? .null),
+            ("started_at", .string(RFC3339.format(milliseconds: startedAt))),
+            ("detected_at", .string(RFC3339.format(milliseconds: detectedAt))), ("summary", .string(summary)),
+            ("details", parsedDetails),
+        ])
+    }
+}
+
+/// A notification row of the outbox.
+public struct NotificationRecord: Sendable, Equatable {
+    public enum State: String, Sendable { case pending, delivered, dead }
+    public var id: String
+    public var alertID: String
+    public var route: String
+    public var endpoint: String
+    public var kind: String
+    public var payload: String
+    public var state: State
+    public var attempts: Int
+    /// Wall clock, ms.
+    public var createdAt: Int64
+    public var nextAttemptAt: Int64
+    public var lastStatus: Int?
+    public var lastError: String?
+    public var deliveredAt: Int64?
+}
+
+/// The alerts table and its notification outbox, on SQLite or PostgreSQL with the same schema.
+///
+/// An alert is an episode, upserted by the finding's deterministic id: a resolved alert stays
+/// resolved, a firing one takes newer findings, severity only rises. So replays and several
+/// daemons writing the same episode never duplicate or regress it.
+public final class AlertStore: Sendable {
+    public let database: any SQLDatabase
+    let logger: Logger
+
+    public init(database: any SQLDatabase, logger: Logger) {
+        self.database = database
+        self.logger = logger
+    }
+
+    /// Opens `sqlite:PATH` or a `postgres://` URL and brings the schema up to date.
+    public static func open(url: String, logger: Logger) async throws -> AlertStore {
+        let database: any SQLDatabase
+        if url.hasPrefix("sqlite:") {
+            database = try SQLiteDatabase(path: String(url.dropFirst("sqlite:".count)))
+        } else {
+            database = try PostgresDatabase(url: url, logger: logger)
+        }
+        let store = AlertStore(database: database, logger: logger)
+        do {
+            try await store.migrate()
+        } catch {
+            await database.close()
+            throw error
+        }
+        return store
+    }
+
+    public func close() async { await database.close() }
+
+    // MARK: - Schema
+
+    /// Schema versions, applied in order, each once (recorded in `sentinel_migrations`).
+    static let migrations: [(version: Int64, statements: [String])] = [
+        (
+            1,
+            [
+                """
+                CREATE TABLE IF NOT EXISTS alerts (
+                    id TEXT PRIMARY KEY,
+                    type TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    severity TEXT NOT NULL,
+                    session_id TEXT NOT NULL,
+                    content_id TEXT,
+                    edge_location TEXT,
+                    started_at BIGINT NOT NULL,
+                    detected_at BIGINT NOT NULL,
+                    resolved_at BIGINT,
+                    summary TEXT NOT NULL,
+                    details TEXT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (detected_at)",
+                "CREATE INDEX IF NOT EXISTS alerts_session ON alerts (session_id, started_at)",
+                "CREATE INDEX IF NOT EXISTS alerts_type_status ON alerts (type, status, detected_at)",
+                "CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, updated_at)",
+                """
+                CREATE TABLE IF NOT EXISTS notifications (
+                    id TEXT PRIMARY KEY,
+                    alert_id TEXT NOT NULL,
+                    route TEXT NOT NULL,
+                    endpoint TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    payload TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    attempts BIGINT NOT NULL DEFAULT 0,
+                    created_at BIGINT NOT NULL,
+                    next_attempt_at BIGINT NOT NULL,
+                    lease_until BIGINT NOT NULL DEFAULT 0,
+                    lease_owner TEXT,
+                    last_status BIGINT,
+                    last_error TEXT,
+                    delivered_at BIGINT
+                )
+                """,
+                "CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, endpoint, next_attempt_at)",
+                "CREATE INDEX IF NOT EXISTS notifications_alert ON notifications (alert_id, route, kind)",
+            ]
+        )
+    ]
+
+    /// The newest schema version this build knows.
+    public static var schemaVersion: Int64 { migrations.last!.version }
+
+    func migrate() async throws {
+        try await database.query("CREATE TABLE IF NOT EXISTS sentinel_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        let applied = Set(try await database.query("SELECT version FROM sentinel_migrations").compactMap { $0.first?.int })
+        if let newest = applied.max(), newest > Self.schemaVersion {
+            throw SQLError("the alerts table has schema version \(newest), newer than this build's \(Self.schemaVersion): upgrade cmcd-sentinel")
+        }
+        for migration in Self.migrations where !applied.contains(migration.version) {
+            var statements: [SQLStatement] = []
+            if database.backend == "postgres" {
+                // Daemons starting together migrate one at a time.
+                statements.append(SQLStatement("SELECT pg_advisory_xact_lock(4242424242)"))
+            }
+            statements += migration.statements.map { SQLStatement($0) }
+            statements.append(
+                SQLStatement(
+                    "INSERT INTO sentinel_migrations (version, applied_at) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING",
+                    [.int(migration.version), .int(Self.nowMs())]))
+            try await database.run(statements)
+            logger.info("alerts table: schema version \(migration.version) applied (\(database.backend))")
+        }
+    }
+
+    // MARK: - Writing findings
+
+    /// Upserts the findings' alerts and adds their notifications to the outbox, in one
+    /// transaction. A `resolved` notification is only added where its route already has a
+    /// `firing` one for the same episode.
+    public func record(_ findings: [Finding], notifications: [OutboxEntry], now: Int64 = AlertStore.nowMs()) async throws {
+        guard !findings.isEmpty || !notifications.isEmpty else { return }
+        var statements: [SQLStatement] = findings.map { Self.upsert($0, now: now) }
+        for entry in notifications {
+            let values: [SQLValue] = [
+                .text(entry.id), .text(entry.alertID), .text(entry.route), .text(entry.endpoint), .text(entry.kind.rawValue),
+                .text(entry.payload), .int(now),
+            ]
+            let columns = "id, alert_id, route, endpoint, kind, payload, state, attempts, created_at, next_attempt_at"
+            if entry.kind == .firing {
+                statements.append(
+                    SQLStatement(
+                        "INSERT INTO notifications (\(columns)) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) ON CONFLICT (id) DO NOTHING",
+                        values))
+            } else {
+                statements.append(
+                    SQLStatement(
+                        """
+                        INSERT INTO notifications (\(columns))
+                        SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7
+                        WHERE EXISTS (SELECT 1 FROM notifications f WHERE f.alert_id = $2 AND f.route = $3 AND f.kind = 'firing')
+                        ON CONFLICT (id) DO NOTHING
+                        """, values))
+            }
+        }
+        try await database.run(statements)
+    }
+
+    static func upsert(_ finding: Finding, now: Int64) -> SQLStatement {
+        // A firing row takes a resolving finding, or a newer firing one; a resolved row is final.
+        let take = "(alerts.status = 'firing' AND (excluded.status = 'resolved' OR excluded.detected_at >= alerts.detected_at))"
+        let sql = """
+            INSERT INTO alerts (id, type, status, severity, session_id, content_id, edge_location, started_at, detected_at,
+                resolved_at, summary, details, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            ON CONFLICT (id) DO UPDATE SET
+                status = CASE WHEN \(take) THEN excluded.status ELSE alerts.status END,
+                severity = CASE WHEN alerts.severity = 'critical' THEN alerts.severity ELSE excluded.severity END,
+                detected_at = CASE WHEN \(take) THEN excluded.detected_at ELSE alerts.detected_at END,
+                resolved_at = CASE WHEN \(take) THEN excluded.resolved_at ELSE alerts.resolved_at END,
+                summary = CASE WHEN \(take) THEN excluded.summary ELSE alerts.summary END,
+                details = CASE WHEN \(take) THEN excluded.details ELSE alerts.details END,
+                content_id = COALESCE(excluded.content_id, alerts.content_id),
+                edge_location = COALESCE(excluded.edge_location, alerts.edge_location),
+                updated_at = excluded.updated_at
+            """
+        return SQLStatement(
+            sql,
+            [
+                .text(finding.id), .text(finding.type.rawValue), .text(finding.status.rawValue), .text(finding.severity.rawValue),
+                .text(finding.sessionID), finding.contentID.map(SQLValue.text) ?? .null, finding.edgeLocation.map(SQLValue.text) ?? .null,
+                .int(finding.startedAt), .int(finding.detectedAt), finding.status == .resolved ? .int(finding.detectedAt) : .null,
+                .text(finding.summary), .text(JSONWriter.string(.object(finding.details))), .int(now),
+            ])
+    }
+
+    // MARK: - The outbox
+
+    /// Leases up to `limit` due notifications of `endpoint` to `owner` until `leaseUntil`, oldest
+    /// due first. A notification whose episode still has an undelivered `firing` one on the same
+    /// route waits for it, so a receiver never hears of the end before the start. Two
+    /// dispatchers never lease the same row.
+    public func claimDue(endpoint: String, owner: String, limit: Int, now: Int64, leaseUntil: Int64) async throws -> [NotificationRecord] {
+        guard limit > 0 else { return [] }
+        let rows = try await database.query(
+            """
+            UPDATE notifications SET lease_until = $1, lease_owner = $2
+            WHERE id IN (
+                SELECT n.id FROM notifications n
+                WHERE n.state = 'pending' AND n.endpoint = $3 AND n.next_attempt_at <= $4 AND n.lease_until <= $4
+                  AND (n.kind = 'firing' OR NOT EXISTS (
+                      SELECT 1 FROM notifications f
+                      WHERE f.alert_id = n.alert_id AND f.route = n.route AND f.kind = 'firing' AND f.state = 'pending'))
+                ORDER BY n.next_attempt_at, n.created_at, n.id
+                LIMIT $5)
+            AND state = 'pending' AND lease_until <= $4
+            RETURNING \(Self.notificationColumns)
+            """, [.int(leaseUntil), .text(owner), .text(endpoint), .int(now), .int(Int64(limit))])
+        return rows.map(Self.notification).sorted { ($0.nextAttemptAt, $0.createdAt, $0.id) < ($1.nextAttemptAt, $1.createdAt, $1.id) }
+    }
+
+    /// Records a delivery. Only the lease holder's word counts.
+    public func markDelivered(id: String, owner: String, status: Int, now: Int64) async throws {
+        try await database.query(
+            """
+            UPDATE notifications SET state = 'delivered', attempts = attempts + 1, last_status = $1, last_error = NULL,
+                delivered_at = $2, lease_until = 0
+            WHERE id = $3 AND lease_owner = $4 AND state = 'pending'
+            """, [.int(Int64(status)), .int(now), .text(id), .text(owner)])
+    }
+
+    /// Records a failed attempt to be retried at `nextAttemptAt`.
+    public func markRetry(id: String, owner: String, status: Int?, error: String, nextAttemptAt: Int64) async throws {
+        try await database.query(
+            """
+            UPDATE notifications SET attempts = attempts + 1, last_status = $1, last_error = $2, next_attempt_at = $3, lease_until = 0
+            WHERE id = $4 AND lease_owner = $5 AND state = 'pending'
+            """, [status.map { .int(Int64($0)) } ?? .null, .text(String(error.prefix(1000))), .int(nextAttemptAt), .text(id), .text(owner)])
+    }
+
+    /// Gives a notification up: it will not be sent again.
+    public func markDead(id: String, owner: String, status: Int?, error: String) async throws {
+        try await database.query(
+            """
+            UPDATE notifications SET state = 'dead', attempts = attempts + 1, last_status = $1, last_error = $2, lease_until = 0
+            WHERE id = $3 AND lease_owner = $4 AND state = 'pending'
+            """, [status.map { .int(Int64($0)) } ?? .null, .text(String(error.prefix(1000))), .text(id), .text(owner)])
+    }
+
+    /// Marks pending notifications of `endpoint` created before `createdBefore` (and not
+    /// leased) dead: they could not be delivered in time.
+    @discardableResult
+    public func expirePending(endpoint: String, createdBefore: Int64, now: Int64) async throws -> Int {
+        try await database.query(
+            """
+            UPDATE notifications SET state = 'dead', last_error = COALESCE(last_error, '') || ' (expired undelivered)'
+            WHERE state = 'pending' AND endpoint = $1 AND created_at < $2 AND lease_until <= $3
+            RETURNING id
+            """, [.text(endpoint), .int(createdBefore), .int(now)]
+        ).count
+    }
+
+    /// Firing alerts on `route` whose newest notification is older than `before`: candidates
+    /// for a repeat notification. Returns each alert with the number of repeats sent so far.
+    public func alertsDueForRepeat(route: String, before: Int64, limit: Int) async throws -> [(alert: AlertRecord, repeats: Int)] {
+        let rows = try await database.query(
+            """
+            SELECT \(Self.alertColumns.split(separator: ",").map { "a." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")),
+                   SUM(CASE WHEN n.kind = 'repeat' THEN 1 ELSE 0 END)
+            FROM alerts a JOIN notifications n ON n.alert_id = a.id AND n.route = $1
+            WHERE a.status = 'firing'
+            GROUP BY \(Self.alertColumns.split(separator: ",").map { "a." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
+            HAVING MAX(n.created_at) < $2 AND SUM(CASE WHEN n.kind = 'firing' THEN 1 ELSE 0 END) > 0
+            LIMIT $3
+            """, [.text(route), .int(before), .int(Int64(limit))])
+        return rows.map { (Self.alert($0), Int($0[13].int ?? 0)) }
+    }
+
+    /// Deletes resolved alerts last updated before `before` with their finished notifications.
+    @discardableResult
+    public func purgeResolved(before: Int64) async throws -> Int {
+        let results = try await database.run([
+            SQLStatement(
+                """
+                DELETE FROM notifications WHERE state <> 'pending'
+                  AND alert_id IN (SELECT id FROM alerts WHERE status = 'resolved' AND updated_at < $1)
+                """, [.int(before)]),
+            SQLStatement(
+                """
+                DELETE FROM alerts WHERE status = 'resolved' AND updated_at < $1
+                  AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.alert_id = alerts.id)
+                RETURNING id
+                """, [.int(before)]),
+        ])
+        return results[1].count
+    }
+
+    // MARK: - Reading
+
+    static let alertColumns =
+        "id, type, status, severity, session_id, content_id, edge_location, started_at, detected_at, resolved_at, summary, details, updated_at"
+    static let notificationColumns =
+        "id, alert_id, route, endpoint, kind, payload, state, attempts, created_at, next_attempt_at, last_status, last_error, delivered_at"
+
+    static func alert(_ row: SQLRow) -> AlertRecord {
+        AlertRecord(
+            id: row[0].text ?? "", type: row[1].text ?? "", status: row[2].text ?? "", severity: row[3].text ?? "",
+            sessionID: row[4].text ?? "", contentID: row[5].text, edgeLocation: row[6].text, startedAt: row[7].int ?? 0,
+            detectedAt: row[8].int ?? 0, resolvedAt: row[9].int, summary: row[10].text ?? "", details: row[11].text ?? "{}",
+            updatedAt: row[12].int ?? 0)
+    }
+
+    static func notification(_ row: SQLRow) -> NotificationRecord {
+        NotificationRecord(
+            id: row[0].text ?? "", alertID: row[1].text ?? "", route: row[2].text ?? "", endpoint: row[3].text ?? "",
+            kind: row[4].text ?? "", payload: row[5].text ?? "", state: NotificationRecord.State(rawValue: row[6].text ?? "") ?? .pending,
+            attempts: Int(row[7].int ?? 0), createdAt: row[8].int ?? 0, nextAttemptAt: row[9].int ?? 0,
+            lastStatus: row[10].int.map(Int.init), lastError: row[11].text, deliveredAt: row[12].int)
+    }
+
+    /// One alert by id.
+    public func alert(id: String) async throws -> AlertRecord? {
+        try await database.query("SELECT \(Self.alertColumns) FROM alerts WHERE id = $1", [.text(id)]).first.map(Self.alert)
+    }
+
+    /// Alerts detected at or after `since` (event time, ms), newest first.
+    public func alerts(since: Int64 = .min, sessionID: String? = nil, limit: Int = 100) async throws -> [AlertRecord] {
+        var sql = "SELECT \(Self.alertColumns) FROM alerts WHERE detected_at >= $1"
+        var binds: [SQLValue] = [.int(since)]
+        if let sessionID {
+            sql += " AND session_id = $2"
+            binds.append(.text(sessionID))
+        }
+        sql += " ORDER BY detected_at DESC, id LIMIT $\(binds.count + 1)"
+        binds.append(.int(Int64(limit)))
+        return try await database.query(sql, binds).map(Self.alert)
+    }
+
+    /// The notifications of one alert (all when nil), oldest first.
+    public func notifications(alertID: String? = nil) async throws -> [NotificationRecord] {
+        if let alertID {
+            return try await database.query(
+                "SELECT \(Self.notificationColumns) FROM notifications WHERE alert_id = $1 ORDER BY created_at, id", [.text(alertID)]
+            ).map(Self.notification)
+        }
+        return try await database.query("SELECT \(Self.notificationColumns) FROM notifications ORDER BY created_at, id").map(Self.notification)
+    }
+
+    /// Notification counts by state, for `/metrics`.
+    public func notificationCounts() async throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for row in try await database.query("SELECT state, COUNT(*) FROM notifications GROUP BY state") {
+            if let state = row[0].text { counts[state] = Int(row[1].int ?? 0) }
+        }
+        return counts
+    }
+
+    /// Milliseconds since the Unix epoch, wall clock.
+    public static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}

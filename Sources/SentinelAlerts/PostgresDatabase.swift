@@ -1,0 +1,120 @@
+import Foundation
+import Logging
+import NIOSSL
+import PostgresNIO
+
+/// PostgreSQL through postgres-nio's connection pool, so several daemons can share one alerts
+/// table. The pool runs in a task of its own until `close`.
+public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
+    public let backend = "postgres"
+    let client: PostgresClient
+    let logger: Logger
+    private let runner: Task<Void, Never>
+
+    /// Connects to `postgres://user:password@host:port/database[?sslmode=disable|prefer|require]`.
+    public init(url: String, logger: Logger) throws {
+        self.logger = logger
+        client = PostgresClient(configuration: try Self.configuration(url: url), backgroundLogger: logger)
+        let client = self.client
+        runner = Task { await client.run() }
+    }
+
+    static func configuration(url: String) throws -> PostgresClient.Configuration {
+        guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
+            let host = components.host, !host.isEmpty
+        else { throw SQLError("'\(SQLError.masking(url))' is not a postgres://user:password@host:port/database URL") }
+        let database = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
+        let mode = components.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "prefer"
+        let tls: PostgresClient.Configuration.TLS
+        switch mode {
+        case "disable": tls = .disable
+        case "prefer", "allow": tls = .prefer(.makeClientConfiguration())
+        case "require", "verify-ca", "verify-full": tls = .require(.makeClientConfiguration())
+        default: throw SQLError("sslmode '\(mode)' is not disable, prefer or require")
+        }
+        var configuration = PostgresClient.Configuration(
+            host: host, port: components.port ?? 5432, username: components.user?.removingPercentEncoding ?? "postgres",
+            password: components.password?.removingPercentEncoding, database: database.isEmpty ? nil : database, tls: tls)
+        configuration.options.maximumConnections = 8
+        configuration.options.connectTimeout = .seconds(10)
+        return configuration
+    }
+
+    public func run(_ statements: [SQLStatement]) async throws -> [[SQLRow]] {
+        do {
+            if statements.count == 1 {
+                return [try await rows(of: client.query(Self.query(statements[0]), logger: logger))]
+            }
+            return try await client.withTransaction(logger: logger) { connection in
+                var results: [[SQLRow]] = []
+                for statement in statements {
+                    results.append(try await Self.collect(connection.query(Self.query(statement), logger: self.logger)))
+                }
+                return results
+            }
+        } catch {
+            throw SQLError("PostgreSQL: \(Self.describe(error))")
+        }
+    }
+
+    /// The server's message where there is one.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return message }
+            return "\(error.code)"
+        }
+        if let error = error as? PostgresTransactionError, let inner = error.closureError ?? error.beginError ?? error.commitError {
+            return describe(inner)
+        }
+        return String(describing: error)
+    }
+
+    public func close() async {
+        runner.cancel()
+        _ = await runner.value
+    }
+
+    private func rows(of sequence: PostgresRowSequence) async throws -> [SQLRow] { try await Self.collect(sequence) }
+
+    static func query(_ statement: SQLStatement) -> PostgresQuery {
+        var bindings = PostgresBindings(capacity: statement.binds.count)
+        for value in statement.binds {
+            switch value {
+            case .null: bindings.appendNull()
+            case .int(let n): bindings.append(n)
+            case .text(let s): bindings.append(s)
+            }
+        }
+        return PostgresQuery(unsafeSQL: statement.sql, binds: bindings)
+    }
+
+    static func collect(_ sequence: PostgresRowSequence) async throws -> [SQLRow] {
+        var rows: [SQLRow] = []
+        for try await row in sequence {
+            var values: SQLRow = []
+            for cell in row {
+                if cell.bytes == nil {
+                    values.append(.null)
+                    continue
+                }
+                switch cell.dataType {
+                case .int8, .int4, .int2: values.append(.int(try cell.decode(Int64.self)))
+                case .bool: values.append(.int(try cell.decode(Bool.self) ? 1 : 0))
+                default: values.append(.text(try cell.decode(String.self)))
+                }
+            }
+            rows.append(values)
+        }
+        return rows
+    }
+}
+
+extension SQLError {
+    /// A URL with its password masked, for messages.
+    static func masking(_ url: String) -> String {
+        guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].lastIndex(of: "@"),
+            let colon = url[scheme.upperBound..<at].firstIndex(of: ":")
+        else { return url }
+        return String(url[...colon]) + "*****" + String(url[at...])
+    }
+}

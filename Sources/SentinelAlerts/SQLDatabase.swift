@@ -1,0 +1,50 @@
+import Foundation
+
+/// A value bound to, or read from, SQL: the only three kinds the alerts table uses.
+public enum SQLValue: Sendable, Hashable {
+    case null
+    case int(Int64)
+    case text(String)
+
+    public var int: Int64? { if case .int(let n) = self { n } else { nil } }
+    public var text: String? { if case .text(let s) = self { s } else { nil } }
+}
+
+/// One statement with its parameters. Parameters are written `$1`, `$2`, ... in the SQL and
+/// are always bound, never spliced into the text.
+public struct SQLStatement: Sendable {
+    public var sql: String
+    public var binds: [SQLValue]
+    public init(_ sql: String, _ binds: [SQLValue] = []) {
+        self.sql = sql
+        self.binds = binds
+    }
+}
+
+/// A result row by column position.
+public typealias SQLRow = [SQLValue]
+
+/// The two backends of the alerts table behind one interface. `run` executes its statements in
+/// one transaction (all or nothing) and returns each statement's rows.
+public protocol SQLDatabase: Sendable {
+    /// `sqlite` or `postgres`.
+    var backend: String { get }
+    @discardableResult
+    func run(_ statements: [SQLStatement]) async throws -> [[SQLRow]]
+    func close() async
+}
+
+extension SQLDatabase {
+    /// Runs one statement (a transaction of its own) and returns its rows.
+    @discardableResult
+    public func query(_ sql: String, _ binds: [SQLValue] = []) async throws -> [SQLRow] {
+        try await run([SQLStatement(sql, binds)])[0]
+    }
+}
+
+/// A database error with the backend's message.
+public struct SQLError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,104 @@
+import CSQLite
+import Foundation
+
+/// SQLite through the C library: one connection, WAL mode, statements serialised by a lock
+/// (each call runs to completion without suspending, so a transaction is never interleaved).
+public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
+    public let backend = "sqlite"
+    public let path: String
+    private let lock = NSLock()
+    private var handle: OpaquePointer?
+
+    /// Opens (creating) the file at `path` in WAL mode with full synchronous commits.
+    public init(path: String) throws {
+        self.path = path
+        var db: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
+        guard sqlite3_open_v2(path, &db, flags, nil) == SQLITE_OK, let db else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close(db)
+            throw SQLError("cannot open SQLite database \(path): \(message)")
+        }
+        handle = db
+        sqlite3_busy_timeout(db, 10_000)
+        try execute("PRAGMA journal_mode=WAL")
+        try execute("PRAGMA synchronous=FULL")
+    }
+
+    deinit { sqlite3_close_v2(handle) }
+
+    public func run(_ statements: [SQLStatement]) async throws -> [[SQLRow]] {
+        try runSync(statements)
+    }
+
+    /// The same as `run`, for callers on threads of their own.
+    public func runSync(_ statements: [SQLStatement]) throws -> [[SQLRow]] {
+        lock.lock()
+        defer { lock.unlock() }
+        guard handle != nil else { throw SQLError("SQLite database \(path) is closed") }
+        if statements.count == 1 { return [try step(statements[0])] }
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let results = try statements.map { try step($0) }
+            try execute("COMMIT")
+            return results
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    public func close() async {
+        lock.withLock {
+            sqlite3_close_v2(handle)
+            handle = nil
+        }
+    }
+
+    private func execute(_ sql: String) throws {
+        guard sqlite3_exec(handle, sql, nil, nil, nil) == SQLITE_OK else { throw SQLError("SQLite: \(errorMessage) (\(sql))") }
+    }
+
+    private var errorMessage: String { String(cString: sqlite3_errmsg(handle)) }
+
+    /// `$n` placeholders become SQLite's `?n`.
+    static func sqliteSQL(_ sql: String) -> String { sql.replacingOccurrences(of: "$", with: "?") }
+
+    private func step(_ statement: SQLStatement) throws -> [SQLRow] {
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(handle, Self.sqliteSQL(statement.sql), -1, &stmt, nil) == SQLITE_OK else {
+            throw SQLError("SQLite: \(errorMessage)")
+        }
+        defer { sqlite3_finalize(stmt) }
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        for (index, value) in statement.binds.enumerated() {
+            let position = Int32(index + 1)
+            let status: Int32
+            switch value {
+            case .null: status = sqlite3_bind_null(stmt, position)
+            case .int(let n): status = sqlite3_bind_int64(stmt, position, n)
+            case .text(let s): status = sqlite3_bind_text(stmt, position, s, -1, transient)
+            }
+            guard status == SQLITE_OK else { throw SQLError("SQLite: cannot bind parameter \(position): \(errorMessage)") }
+        }
+        var rows: [SQLRow] = []
+        while true {
+            let status = sqlite3_step(stmt)
+            if status == SQLITE_DONE { break }
+            guard status == SQLITE_ROW else { throw SQLError("SQLite: \(errorMessage)") }
+            let count = sqlite3_column_count(stmt)
+            var row: SQLRow = []
+            row.reserveCapacity(Int(count))
+            for column in 0..<count {
+                switch sqlite3_column_type(stmt, column) {
+                case SQLITE_NULL: row.append(.null)
+                case SQLITE_INTEGER: row.append(.int(sqlite3_column_int64(stmt, column)))
+                case SQLITE_FLOAT: row.append(.int(Int64(sqlite3_column_double(stmt, column))))
+                default: row.append(.text(String(cString: sqlite3_column_text(stmt, column))))
+                }
+            }
+            rows.append(row)
+        }
+        return rows
+    }
+}

@@ -1,0 +1,186 @@
+import AsyncHTTPClient
+import CMCDDetection
+import Foundation
+import Logging
+import SentinelAlerts
+import SentinelConfig
+import SentinelHTTP
+import ServiceLifecycle
+
+/// Delivers the outbox: leases due notifications, POSTs them signed, and records the outcome.
+///
+/// 2xx is delivered; 5xx, 429 (honouring `Retry-After`), timeouts and connection errors are
+/// retried with exponential backoff and jitter; any other 4xx is not retried (dead at once);
+/// a notification still undelivered after the endpoint's `max_age_ms` is dead. At most
+/// `max_concurrency` deliveries per endpoint are in flight. Leases make several dispatchers
+/// (several daemons on one PostgreSQL table) safe, and a dispatcher that stops mid-retry leaves
+/// the row for the next one: the receiver gets the same `webhook-id` until it answers 2xx.
+public final class WebhookDispatcher: Service, @unchecked Sendable {
+    /// Counters for `/metrics`.
+    public struct Statistics: Sendable, Equatable {
+        public var delivered = 0
+        public var failedAttempts = 0
+        public var dead = 0
+        public var pending = 0
+        public var inFlight = 0
+    }
+
+    let store: AlertStore
+    let endpoints: [SentinelConfiguration.Webhook]
+    let routes: [DetectionRules.Route]
+    let retentionDays: Int
+    let pollIntervalMs: Int64
+    let backoff: Backoff
+    let owner: String
+    let logger: Logger
+    private let lock = NSLock()
+    private var stats = Statistics()
+
+    public init(
+        store: AlertStore, endpoints: [SentinelConfiguration.Webhook], routes: [DetectionRules.Route], retentionDays: Int,
+        pollIntervalMs: Int64 = 100, backoff: Backoff = Backoff(baseMs: 1_000, capMs: 300_000), logger: Logger
+    ) {
+        self.store = store
+        self.endpoints = endpoints
+        self.routes = routes
+        self.retentionDays = retentionDays
+        self.pollIntervalMs = pollIntervalMs
+        self.backoff = backoff
+        self.owner = "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UUID().uuidString.prefix(8))"
+        self.logger = logger
+    }
+
+    public var statistics: Statistics { lock.withLock { stats } }
+
+    /// Runs until a graceful shutdown or cancellation; deliveries in flight then finish and
+    /// are recorded before it returns.
+    public func run() async throws {
+        var clients: [String: HTTPClient] = [:]
+        for endpoint in endpoints {
+            clients[endpoint.name] = HTTPClientOptions(timeoutMs: endpoint.timeoutMs, verifyTLS: endpoint.verifyTLS).makeClient()
+        }
+        await withTaskGroup(of: String?.self) { group in
+            var inFlight: [String: Int] = [:]
+            var lastMaintenance: Int64 = 0
+            let poll = pollIntervalMs
+            group.addTask {
+                try? await Task.sleep(for: .milliseconds(poll))
+                return nil
+            }
+            while !Task.isShuttingDownGracefully, !Task.isCancelled {
+                let now = AlertStore.nowMs()
+                for endpoint in endpoints {
+                    let free = endpoint.maxConcurrency - inFlight[endpoint.name, default: 0]
+                    guard free > 0, let client = clients[endpoint.name] else { continue }
+                    let leaseUntil = now + endpoint.timeoutMs + 30_000
+                    let claimed: [NotificationRecord]
+                    do {
+                        claimed = try await store.claimDue(endpoint: endpoint.name, owner: owner, limit: free, now: now, leaseUntil: leaseUntil)
+                    } catch {
+                        logger.warning("webhooks: cannot read the outbox: \(error)")
+                        continue
+                    }
+                    for notification in claimed {
+                        inFlight[endpoint.name, default: 0] += 1
+                        group.addTask {
+                            await self.deliver(notification, to: endpoint, with: client)
+                            return endpoint.name
+                        }
+                    }
+                }
+                lock.withLock { stats.inFlight = inFlight.values.reduce(0, +) }
+                if now - lastMaintenance >= 10_000 {
+                    lastMaintenance = now
+                    await maintain(now: now)
+                }
+                guard let finished = await group.next() else { break }
+                if let name = finished {
+                    inFlight[name, default: 1] -= 1
+                } else {
+                    group.addTask {
+                        try? await Task.sleep(for: .milliseconds(poll))
+                        return nil
+                    }
+                }
+            }
+            // Stopping: no new leases; let the deliveries in flight finish and be recorded.
+            while await group.next() != nil {}
+        }
+        for client in clients.values { try? await client.shutdown() }
+    }
+
+    /// One attempt for one notification, and its outcome in the store.
+    func deliver(_ notification: NotificationRecord, to endpoint: SentinelConfiguration.Webhook, with client: HTTPClient) async {
+        let now = AlertStore.nowMs()
+        let body = Array(notification.payload.utf8)
+        var headers = [
+            ("Content-Type", "application/json"), ("User-Agent", "cmcd-sentinel"), ("webhook-id", notification.id),
+            ("webhook-timestamp", String(now / 1000)),
+        ]
+        if !endpoint.secrets.isEmpty {
+            headers.append(("webhook-signature", WebhookSignature.sign(id: notification.id, timestamp: now / 1000, body: body, secrets: endpoint.secrets)))
+        }
+        headers += endpoint.headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        let outcome = await HTTPAttempt(url: endpoint.url, headers: headers, body: body).send(with: client, timeoutMs: endpoint.timeoutMs)
+        let attempts = notification.attempts + 1
+        do {
+            switch outcome {
+            case .delivered(let status):
+                try await store.markDelivered(id: notification.id, owner: owner, status: status, now: AlertStore.nowMs())
+                lock.withLock { stats.delivered += 1 }
+                logger.info("webhook \(endpoint.name): delivered \(notification.id) (\(notification.kind)) after \(attempts) attempt(s)")
+            case .reject(let status, let reason):
+                try await store.markDead(id: notification.id, owner: owner, status: status, error: reason)
+                lock.withLock { stats.dead += 1 }
+                logger.error("webhook \(endpoint.name): \(notification.id) rejected (\(reason)); not retried")
+            case .retry(let status, let reason, let retryAfter):
+                lock.withLock { stats.failedAttempts += 1 }
+                let next = AlertStore.nowMs() + backoff.delayMs(afterAttempts: attempts, retryAfterMs: retryAfter)
+                if next - notification.createdAt > endpoint.maxAgeMs {
+                    try await store.markDead(
+                        id: notification.id, owner: owner, status: status, error: "\(reason) (gave up after \(attempts) attempts)")
+                    lock.withLock { stats.dead += 1 }
+                    logger.error("webhook \(endpoint.name): \(notification.id) dead after \(attempts) attempts: \(reason)")
+                } else {
+                    try await store.markRetry(id: notification.id, owner: owner, status: status, error: reason, nextAttemptAt: next)
+                    logger.warning("webhook \(endpoint.name): \(notification.id) attempt \(attempts) failed (\(reason)); retry in \(next - AlertStore.nowMs()) ms")
+                }
+            }
+        } catch {
+            // The lease runs out and the notification is tried again: at least once.
+            logger.warning("webhook \(endpoint.name): cannot record the outcome for \(notification.id): \(error)")
+        }
+    }
+
+    /// Repeats for routes that ask for them, expiry of old undelivered notifications, retention.
+    func maintain(now: Int64) async {
+        do {
+            let known = Set(endpoints.map(\.name))
+            for route in routes where known.contains(route.webhook) {
+                guard let interval = route.repeatIntervalMs else { continue }
+                for (alert, repeats) in try await store.alertsDueForRepeat(route: route.name, before: now - interval, limit: 1_000) {
+                    let id = WebhookRouting.eventID(alertID: alert.id, route: route.name, kind: .repeat, sequence: repeats + 1)
+                    let payload = WebhookRouting.payload(eventID: id, kind: .repeat, route: route.name, finding: alert.findingJSON, now: now)
+                    try await store.record(
+                        [], notifications: [OutboxEntry(id: id, alertID: alert.id, route: route.name, endpoint: route.webhook, kind: .repeat, payload: payload)],
+                        now: now)
+                }
+            }
+            for endpoint in endpoints {
+                let expired = try await store.expirePending(endpoint: endpoint.name, createdBefore: now - endpoint.maxAgeMs, now: now)
+                if expired > 0 {
+                    lock.withLock { stats.dead += expired }
+                    logger.error("webhook \(endpoint.name): \(expired) notification(s) expired undelivered")
+                }
+            }
+            if retentionDays > 0 {
+                let purged = try await store.purgeResolved(before: now - Int64(retentionDays) * 86_400_000)
+                if purged > 0 { logger.info("alerts table: \(purged) resolved alert(s) past retention deleted") }
+            }
+            let pending = try await store.notificationCounts()["pending", default: 0]
+            lock.withLock { stats.pending = pending }
+        } catch {
+            logger.warning("webhooks: maintenance failed: \(error)")
+        }
+    }
+}
