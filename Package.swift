@@ -106,10 +106,21 @@ let package = Package(
         .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel"], swiftSettings: strict),
         .testTarget(name: "SentinelKafkaTests", dependencies: ["SentinelKafka"], swiftSettings: strict),
         .testTarget(name: "SentinelConfigTests", dependencies: ["SentinelConfig"], swiftSettings: strict),
-        .testTarget(name: "SentinelInfluxTests", dependencies: ["SentinelInflux", "SentinelJSON"], swiftSettings: strict),
-        .testTarget(name: "SentinelAlertsTests", dependencies: ["SentinelAlerts", "SentinelJSON"], swiftSettings: strict),
-        .testTarget(name: "SentinelWebhooksTests", dependencies: ["SentinelWebhooks", "SentinelAlerts", "SentinelJSON"], swiftSettings: strict),
+        // Starts the real servers the integration tests talk to (influxd, PostgreSQL, the webhook receiver).
+        .target(
+            name: "SentinelTestSupport", dependencies: ["SentinelJSON", "SentinelHTTP", .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            path: "Tests/SentinelTestSupport", swiftSettings: strict),
         .testTarget(
-            name: "SentinelDaemonTests", dependencies: ["SentinelKafka", "SentinelJSON", "CMCDSentinel"], swiftSettings: strict),
+            name: "SentinelInfluxTests", dependencies: ["SentinelInflux", "SentinelJSON", "SentinelTestSupport", "SentinelConfig", "CMCD", "CMCDRecords", "CMCDDetection"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "SentinelAlertsTests", dependencies: ["SentinelAlerts", "SentinelJSON", "SentinelTestSupport", "CMCDDetection"], swiftSettings: strict),
+        .testTarget(
+            name: "SentinelWebhooksTests",
+            dependencies: ["SentinelWebhooks", "SentinelAlerts", "SentinelJSON", "SentinelTestSupport", "SentinelConfig", "SentinelHTTP", "CMCDDetection"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "SentinelDaemonTests", dependencies: ["SentinelKafka", "SentinelJSON", "CMCDSentinel", "SentinelTestSupport"],
+            swiftSettings: strict),
     ]
 )

@@ -12,9 +12,20 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     private let runner: Task<Void, Never>
 
     /// Connects to `postgres://user:password@host:port/database[?sslmode=disable|prefer|require]`.
-    public init(url: String, logger: Logger) throws {
+    /// How long one `run` may take, waiting for a connection included: the pool retries
+    /// connecting for ever, a caller must not wait for ever.
+    let timeout: Duration
+    let target: String
+
+    public init(url: String, logger: Logger, timeout: Duration = .seconds(10)) throws {
         self.logger = logger
-        client = PostgresClient(configuration: try Self.configuration(url: url), backgroundLogger: logger)
+        self.timeout = timeout
+        let configuration = try Self.configuration(url: url)
+        target = "\(configuration.host ?? "?"):\(configuration.port ?? 5432)"
+        // The pool logs every failed connection attempt; those surface as our errors instead.
+        var background = logger
+        background.logLevel = max(logger.logLevel, .error)
+        client = PostgresClient(configuration: configuration, backgroundLogger: background)
         let client = self.client
         runner = Task { await client.run() }
     }
@@ -41,6 +52,23 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     }
 
     public func run(_ statements: [SQLStatement]) async throws -> [[SQLRow]] {
+        let timeout = self.timeout
+        let target = self.target
+        return try await withThrowingTaskGroup(of: [[SQLRow]]?.self) { group in
+            group.addTask { try await self.execute(statements) }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let rows = first else {
+                throw SQLError("PostgreSQL at \(target): no answer within \(timeout) (unreachable, or the pool is exhausted)")
+            }
+            return rows
+        }
+    }
+
+    private func execute(_ statements: [SQLStatement]) async throws -> [[SQLRow]] {
         do {
             if statements.count == 1 {
                 return [try await rows(of: client.query(Self.query(statements[0]), logger: logger))]

@@ -4,15 +4,17 @@ import CMCDRecords
 import SentinelJSON
 
 /// InfluxDB line protocol, written into a byte buffer. Every name and value is escaped per the
-/// protocol's rules; viewer strings are hostile, so control characters (which no escape can
-/// make safe: a newline ends the point) are replaced, and lengths are bounded.
+/// protocol's rules; viewer strings are hostile, so what no escape makes safe becomes `?`:
+/// control characters (a newline ends the point) everywhere, and backslashes in measurement
+/// names, tag keys and tag values (InfluxDB 1.x cannot unescape them, and one at the end of a
+/// value escapes the separator after it). Lengths are bounded.
 public enum LineProtocol {
     /// Longest tag value or string field written, in bytes; longer ones are cut.
     public static let maxValueBytes = 256
 
     /// Appends a measurement name: commas and spaces escaped.
     public static func appendMeasurement(_ name: String, to out: inout [UInt8]) {
-        appendEscaped(name, escaping: [UInt8(ascii: ","), UInt8(ascii: " ")], to: &out)
+        appendEscaped(name, escaping: [UInt8(ascii: ","), UInt8(ascii: " ")], backslash: false, to: &out)
     }
 
     /// Appends `,key=value` for a tag; an empty value (after cleaning) is left out, as the
@@ -21,14 +23,15 @@ public enum LineProtocol {
         guard let value, !value.isEmpty else { return }
         let escapes: [UInt8] = [UInt8(ascii: ","), UInt8(ascii: "="), UInt8(ascii: " ")]
         out.append(UInt8(ascii: ","))
-        appendEscaped(key, escaping: escapes, to: &out)
+        appendEscaped(key, escaping: escapes, backslash: false, to: &out)
         out.append(UInt8(ascii: "="))
-        appendEscaped(value, escaping: escapes, to: &out)
+        appendEscaped(value, escaping: escapes, backslash: false, to: &out)
     }
 
-    /// Appends the escaped text. Backslashes are doubled so that a value ending in one cannot
-    /// escape the separator after it; control characters become `?`.
-    static func appendEscaped(_ text: String, escaping: [UInt8], to out: inout [UInt8]) {
+    /// Appends the escaped text: the `escaping` bytes get a backslash before them, control
+    /// characters become `?`, and backslashes are doubled (`backslash`, in string fields, where
+    /// InfluxDB unescapes them) or become `?` (elsewhere).
+    static func appendEscaped(_ text: String, escaping: [UInt8], backslash: Bool, to out: inout [UInt8]) {
         var written = 0
         for byte in text.utf8 {
             if written >= maxValueBytes, byte & 0xC0 != 0x80 { break }  // cut at a character boundary
@@ -36,7 +39,7 @@ public enum LineProtocol {
             if byte < 0x20 || byte == 0x7F {
                 out.append(UInt8(ascii: "?"))
             } else if byte == UInt8(ascii: "\\") {
-                out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+                out.append(contentsOf: backslash ? [UInt8(ascii: "\\"), UInt8(ascii: "\\")] : [UInt8(ascii: "?")])
             } else {
                 if escaping.contains(byte) { out.append(UInt8(ascii: "\\")) }
                 out.append(byte)
@@ -52,7 +55,7 @@ public enum LineProtocol {
 
         mutating func key(_ key: String) {
             if !bytes.isEmpty { bytes.append(UInt8(ascii: ",")) }
-            LineProtocol.appendEscaped(key, escaping: [UInt8(ascii: ","), UInt8(ascii: "="), UInt8(ascii: " ")], to: &bytes)
+            LineProtocol.appendEscaped(key, escaping: [UInt8(ascii: ","), UInt8(ascii: "="), UInt8(ascii: " ")], backslash: false, to: &bytes)
             bytes.append(UInt8(ascii: "="))
         }
 
@@ -80,7 +83,7 @@ public enum LineProtocol {
             guard let value else { return }
             self.key(key)
             bytes.append(UInt8(ascii: "\""))
-            LineProtocol.appendEscaped(value, escaping: [UInt8(ascii: "\"")], to: &bytes)
+            LineProtocol.appendEscaped(value, escaping: [UInt8(ascii: "\"")], backslash: true, to: &bytes)
             bytes.append(UInt8(ascii: "\""))
         }
     }

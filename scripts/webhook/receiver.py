@@ -11,7 +11,7 @@ text), answers each attempt of an event by a plan, and logs every attempt as one
 for --stall-seconds, a number is that HTTP status); later attempts get 204. A request whose
 signature does not verify (when a secret is given) gets 401. Standard library only.
 """
-import argparse, base64, hashlib, hmac, json, sys, threading, time
+import argparse, base64, hashlib, hmac, json, signal, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -100,6 +100,9 @@ def main():
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the sender gave up waiting (a stall past its timeout)
 
+    # Stop on SIGTERM even when started with signals blocked (as a thread of a test runner may).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     if args.port_file:

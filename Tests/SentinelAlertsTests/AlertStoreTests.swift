@@ -1,0 +1,189 @@
+import CMCDDetection
+import Foundation
+import Logging
+import SentinelJSON
+import SentinelTestSupport
+import Testing
+
+@testable import SentinelAlerts
+
+/// The alerts table and its outbox, the same tests on a real SQLite file and a real PostgreSQL
+/// server (started by the tests with scripts/postgres/postgres.sh).
+struct AlertStoreTests {
+    static let backends = ["sqlite", "postgres"]
+    let logger = Logger(label: "test")
+
+    func open(_ backend: String) async throws -> AlertStore {
+        switch backend {
+        case "sqlite":
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("alerts-\(UUID().uuidString).db").path
+            return try await AlertStore.open(url: "sqlite:\(path)", logger: logger)
+        default:
+            return try await AlertStore.open(url: try PostgresServer.shared.newDatabase(), logger: logger)
+        }
+    }
+
+    func finding(
+        _ status: FindingStatus, _ severity: Severity = .critical, session: String = "s1", started: Int64 = 1_000, detected: Int64,
+        drop: Double = 85.7
+    ) -> Finding {
+        Finding(
+            type: .bufferDrop, status: status, severity: severity, sessionID: session, contentID: "movie", edgeLocation: "FRA56-P3",
+            startedAt: started, detectedAt: detected, summary: "\(status) at \(detected)", details: [("drop_percent", .double(drop))])
+    }
+
+    func entry(for finding: Finding, kind: OutboxEntry.Kind, route: String = "r", endpoint: String = "default") -> OutboxEntry {
+        OutboxEntry(
+            id: "evt_\(finding.id)_\(route)_\(kind.rawValue)", alertID: finding.id, route: route, endpoint: endpoint, kind: kind,
+            payload: #"{"kind":"\#(kind.rawValue)"}"#)
+    }
+
+    @Test(arguments: backends) func migrationsApplyOnceAndReopeningKeepsData(_ backend: String) async throws {
+        let store = try await open(backend)
+        try await store.record([finding(.firing, detected: 2_000)], notifications: [])
+        try await store.migrate()  // again: nothing to do, nothing lost
+        let versions = try await store.database.query("SELECT version FROM sentinel_migrations")
+        #expect(versions.map { $0[0] } == [.int(AlertStore.schemaVersion)])
+        #expect(try await store.alerts().count == 1)
+        await store.close()
+    }
+
+    @Test(arguments: backends) func anEpisodeIsOneRowThatResolvesAndNeverRegresses(_ backend: String) async throws {
+        let store = try await open(backend)
+        let firing = finding(.firing, .warning, detected: 2_000, drop: 60)
+        let escalated = finding(.firing, .critical, detected: 3_000, drop: 80)
+        let resolved = finding(.resolved, .critical, detected: 9_000, drop: 80)
+        try await store.record([firing], notifications: [])
+        try await store.record([escalated], notifications: [])
+        var alert = try #require(try await store.alert(id: firing.id))
+        #expect(alert.status == "firing" && alert.severity == "critical" && alert.detectedAt == 3_000)
+        try await store.record([resolved], notifications: [])
+        // A replay of the whole episode after it resolved changes nothing.
+        try await store.record([firing, escalated], notifications: [])
+        alert = try #require(try await store.alert(id: firing.id))
+        #expect(alert.status == "resolved")
+        #expect(alert.severity == "critical")
+        #expect(alert.resolvedAt == 9_000)
+        #expect(alert.summary == resolved.summary)
+        #expect(JSONWriter.string(alert.findingJSON) == resolved.jsonLine, "the stored alert reads back as the finding")
+        #expect(try await store.alerts().count == 1)
+        await store.close()
+    }
+
+    @Test(arguments: backends) func outboxRowsAreWrittenOncePerEpisodeAndResolvedNeedsFiring(_ backend: String) async throws {
+        let store = try await open(backend)
+        let a = finding(.firing, detected: 2_000)
+        let aResolved = finding(.resolved, detected: 5_000)
+        let b = finding(.resolved, session: "s2", detected: 5_000)  // its firing was never routed
+        try await store.record([a], notifications: [entry(for: a, kind: .firing)])
+        try await store.record([a], notifications: [entry(for: a, kind: .firing)])  // replay
+        try await store.record([aResolved, b], notifications: [entry(for: aResolved, kind: .resolved), entry(for: b, kind: .resolved)])
+        let rows = try await store.notifications()
+        #expect(rows.map(\.kind).sorted() == ["firing", "resolved"])
+        #expect(rows.allSatisfy { $0.alertID == a.id && $0.state == .pending })
+        await store.close()
+    }
+
+    @Test(arguments: backends) func leasesKeepClaimsApartAndResolvedWaitsForFiring(_ backend: String) async throws {
+        let store = try await open(backend)
+        let a = finding(.firing, detected: 2_000)
+        let aResolved = finding(.resolved, detected: 5_000)
+        try await store.record([a], notifications: [entry(for: a, kind: .firing)])
+        try await store.record([aResolved], notifications: [entry(for: aResolved, kind: .resolved)])
+        let now = AlertStore.nowMs()
+        let first = try await store.claimDue(endpoint: "default", owner: "one", limit: 10, now: now, leaseUntil: now + 60_000)
+        #expect(first.map(\.kind) == ["firing"], "the resolved one waits for its firing one")
+        let second = try await store.claimDue(endpoint: "default", owner: "two", limit: 10, now: now, leaseUntil: now + 60_000)
+        #expect(second.isEmpty, "leased rows are not handed out twice")
+        // A failed attempt puts it back for later; the holder of a lease alone can record outcomes.
+        try await store.markRetry(id: first[0].id, owner: "two", status: 500, error: "not mine", nextAttemptAt: now)
+        #expect(try await store.notifications(alertID: a.id).first?.attempts == 0)
+        try await store.markRetry(id: first[0].id, owner: "one", status: 503, error: "HTTP 503", nextAttemptAt: now + 1_000)
+        #expect(try await store.claimDue(endpoint: "default", owner: "two", limit: 10, now: now, leaseUntil: now + 60_000).isEmpty)
+        let retried = try await store.claimDue(endpoint: "default", owner: "two", limit: 10, now: now + 1_000, leaseUntil: now + 60_000)
+        #expect(retried.map(\.kind) == ["firing"])
+        #expect(retried.first?.attempts == 1)
+        try await store.markDelivered(id: retried[0].id, owner: "two", status: 204, now: now + 1_001)
+        let resolved = try await store.claimDue(endpoint: "default", owner: "two", limit: 10, now: now + 1_002, leaseUntil: now + 60_000)
+        #expect(resolved.map(\.kind) == ["resolved"])
+        try await store.markDead(id: resolved[0].id, owner: "two", status: 400, error: "HTTP 400")
+        let rows = try await store.notifications(alertID: a.id)
+        #expect(rows.map(\.state) == [.delivered, .dead])
+        #expect(rows[0].lastStatus == 204 && rows[0].deliveredAt == now + 1_001 && rows[0].attempts == 2)
+        #expect(rows[1].lastError == "HTTP 400")
+        #expect(try await store.notificationCounts() == ["delivered": 1, "dead": 1])
+        await store.close()
+    }
+
+    @Test(arguments: backends) func concurrentClaimersNeverShareARow(_ backend: String) async throws {
+        let store = try await open(backend)
+        var findings: [Finding] = []
+        for i in 0..<40 { findings.append(finding(.firing, session: "s\(i)", detected: 2_000)) }
+        try await store.record(findings, notifications: findings.map { entry(for: $0, kind: .firing) })
+        let now = AlertStore.nowMs()
+        let claims = try await withThrowingTaskGroup(of: [String].self) { group in
+            for owner in 0..<4 {
+                group.addTask {
+                    var mine: [String] = []
+                    while true {
+                        let batch = try await store.claimDue(endpoint: "default", owner: "o\(owner)", limit: 3, now: now, leaseUntil: now + 60_000)
+                        if batch.isEmpty { return mine }
+                        mine += batch.map(\.id)
+                    }
+                }
+            }
+            var all: [String] = []
+            for try await ids in group { all += ids }
+            return all
+        }
+        #expect(claims.count == 40)
+        #expect(Set(claims).count == 40)
+        await store.close()
+    }
+
+    @Test(arguments: backends) func expiryRepeatsAndRetention(_ backend: String) async throws {
+        let store = try await open(backend)
+        let old = finding(.firing, session: "old", detected: 2_000)
+        let live = finding(.firing, session: "live", detected: 2_000)
+        let t = AlertStore.nowMs()
+        try await store.record([old, live], notifications: [entry(for: old, kind: .firing), entry(for: live, kind: .firing)], now: t - 10_000)
+        #expect(try await store.expirePending(endpoint: "default", createdBefore: t - 5_000, now: t) == 2)
+        #expect(try await store.notifications().allSatisfy { $0.state == .dead })
+        // Still firing, last notified 10 s ago: due for a repeat on its route.
+        let due = try await store.alertsDueForRepeat(route: "r", before: t - 5_000, limit: 10)
+        #expect(Set(due.map(\.alert.id)) == [old.id, live.id])
+        #expect(due.allSatisfy { $0.repeats == 0 })
+        // Retention: only resolved alerts past the cut-off go, with their finished notifications.
+        try await store.record([finding(.resolved, session: "old", detected: 3_000)], notifications: [], now: t - 10_000)
+        #expect(try await store.purgeResolved(before: t - 5_000) == 1)
+        #expect(try await store.alert(id: old.id) == nil)
+        #expect(try await store.alert(id: live.id) != nil)
+        #expect(try await store.notifications().map(\.alertID) == [live.id])
+        await store.close()
+    }
+
+    @Test(arguments: backends) func hostileIdsAreBoundNotSpliced(_ backend: String) async throws {
+        let store = try await open(backend)
+        let hostile = "x'); DROP TABLE alerts; --"
+        try await store.record([finding(.firing, session: hostile, detected: 2_000)], notifications: [])
+        try await store.record([finding(.firing, session: "other", detected: 2_000)], notifications: [])
+        #expect(try await store.alerts(sessionID: hostile).map(\.sessionID) == [hostile])
+        #expect(try await store.alerts(sessionID: "' OR 1=1 --").isEmpty)
+        #expect(try await store.alerts().count == 2)
+        await store.close()
+    }
+
+    @Test func aBadURLOrUnreachableServerIsAClearError() async throws {
+        await #expect(throws: SQLError.self) { try await AlertStore.open(url: "postgres:/nohost", logger: logger) }
+        let port = freePort()
+        let started = Date()
+        let error = await #expect(throws: SQLError.self) {
+            let database = try PostgresDatabase(url: "postgres://u:secret@127.0.0.1:\(port)/db?sslmode=disable", logger: logger, timeout: .seconds(2))
+            defer { Task { await database.close() } }
+            try await AlertStore(database: database, logger: logger).migrate()
+        }
+        #expect(Date().timeIntervalSince(started) < 10, "a bounded wait")
+        #expect(error?.description.contains("no answer within") == true, "\(String(describing: error))")
+        #expect(error?.description.contains("secret") == false, "\(String(describing: error))")
+    }
+}
