@@ -17,7 +17,11 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     let timeout: Duration
     let target: String
 
+    /// The URL it was opened with.
+    public let url: String
+
     public init(url: String, logger: Logger, timeout: Duration = .seconds(10)) throws {
+        self.url = url
         self.logger = logger
         self.timeout = timeout
         let configuration = try Self.configuration(url: url)
