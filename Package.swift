@@ -66,7 +66,7 @@ let package = Package(
         .target(
             name: "SentinelAlerts",
             dependencies: [
-                "CMCDDetection", "SentinelJSON", "CSQLite",
+                "CMCDDetection", "SentinelJSON", "SentinelHTTP", "CSQLite",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -120,7 +120,7 @@ let package = Package(
             dependencies: ["SentinelWebhooks", "SentinelAlerts", "SentinelJSON", "SentinelTestSupport", "SentinelConfig", "SentinelHTTP", "CMCDDetection"],
             swiftSettings: strict),
         .testTarget(
-            name: "SentinelDaemonTests", dependencies: ["SentinelKafka", "SentinelJSON", "CMCDSentinel", "SentinelTestSupport"],
+            name: "SentinelDaemonTests", dependencies: ["SentinelKafka", "SentinelJSON", "CMCDSentinel", "SentinelTestSupport", "SentinelAlerts"],
             swiftSettings: strict),
     ]
 )

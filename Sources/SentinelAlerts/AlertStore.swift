@@ -1,6 +1,7 @@
 import CMCDDetection
 import Foundation
 import Logging
+import SentinelHTTP
 import SentinelJSON
 
 /// A notification to put in the outbox together with its alert: written in the same
@@ -195,7 +196,25 @@ public final class AlertStore: Sendable {
     /// transaction. A `resolved` notification is only added where its route already has a
     /// `firing` one for the same episode.
     public func record(_ findings: [Finding], notifications: [OutboxEntry], now: Int64 = AlertStore.nowMs()) async throws {
-        guard !findings.isEmpty || !notifications.isEmpty else { return }
+        let statements = Self.recordStatements(findings, notifications: notifications, now: now)
+        guard !statements.isEmpty else { return }
+        try await database.run(statements)
+    }
+
+    /// The same, blocking the calling thread (a thread of our own, such as the daemon's
+    /// consumer): SQLite runs right there; PostgreSQL through the concurrency pool.
+    public func recordBlocking(_ findings: [Finding], notifications: [OutboxEntry], now: Int64 = AlertStore.nowMs()) throws {
+        let statements = Self.recordStatements(findings, notifications: notifications, now: now)
+        guard !statements.isEmpty else { return }
+        if let sqlite = database as? SQLiteDatabase {
+            try sqlite.runSync(statements)
+        } else {
+            let database = self.database
+            _ = try runBlocking { try await database.run(statements) }
+        }
+    }
+
+    static func recordStatements(_ findings: [Finding], notifications: [OutboxEntry], now: Int64) -> [SQLStatement] {
         var statements: [SQLStatement] = findings.map { Self.upsert($0, now: now) }
         for entry in notifications {
             let values: [SQLValue] = [
@@ -219,7 +238,7 @@ public final class AlertStore: Sendable {
                         """, values))
             }
         }
-        try await database.run(statements)
+        return statements
     }
 
     static func upsert(_ finding: Finding, now: Int64) -> SQLStatement {

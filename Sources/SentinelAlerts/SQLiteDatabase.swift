@@ -32,6 +32,7 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
     }
 
     /// The same as `run`, for callers on threads of their own.
+    @discardableResult
     public func runSync(_ statements: [SQLStatement]) throws -> [[SQLRow]] {
         lock.lock()
         defer { lock.unlock() }

@@ -1,3 +1,4 @@
+import Foundation
 import SentinelYAML
 
 /// The sink sections of the configuration: `influx`, `alerts`, `webhooks`.
@@ -144,7 +145,8 @@ extension SentinelConfiguration {
     }
 
     static func isHTTPURL(_ text: String) -> Bool {
-        (text.hasPrefix("http://") || text.hasPrefix("https://")) && text.count > 8 && !text.contains(where: { $0 == " " || $0 == "\n" })
+        guard let url = URLComponents(string: text), url.scheme == "http" || url.scheme == "https", let host = url.host else { return false }
+        return !host.isEmpty
     }
 
     static func api(_ text: String, _ node: YAMLValue) throws(ValidationError) -> Influx.API {

@@ -110,7 +110,7 @@ public final class AlertSink: FindingSink, @unchecked Sendable {
         var attempts = 0
         while true {
             do {
-                try runBlocking { try await store.record(findings, notifications: entries, now: now) }
+                try store.recordBlocking(findings, notifications: entries, now: now)
                 lock.withLock {
                     writes += 1
                     lastFailure = nil

@@ -57,7 +57,7 @@ public struct HTTPAttempt: Sendable {
     }
 
     /// Sends the request with `client` and classifies the answer. At most 4 KiB of a
-    /// response body is read (for the error message); `now` dates `Retry-After` HTTP dates.
+    /// response body is kept (for the error message); `now` dates `Retry-After` HTTP dates.
     public func send(with client: HTTPClient, timeoutMs: Int64, now: Date = Date()) async -> DeliveryOutcome {
         var request = HTTPClientRequest(url: url)
         request.method = method
@@ -67,20 +67,39 @@ public struct HTTPAttempt: Sendable {
         }
         do {
             let response = try await client.execute(request, timeout: .milliseconds(timeoutMs))
-            let status = Int(response.status.code)
             let text = (try? await response.body.collect(upTo: 1 << 20)).map { String(buffer: $0) } ?? ""
-            let snippet = String(text.prefix(4096)).trimmingCharacters(in: .whitespacesAndNewlines)
-            switch status {
-            case 200..<300:
-                return .delivered(status: status)
-            case 429, 500..<600:
-                let retryAfter = response.headers.first(name: "Retry-After").flatMap { RetryAfter.milliseconds($0, now: now) }
-                return .retry(status: status, reason: "HTTP \(status)\(snippet.isEmpty ? "" : ": \(snippet)")", retryAfterMs: retryAfter)
-            default:
-                return .reject(status: status, reason: "HTTP \(status)\(snippet.isEmpty ? "" : ": \(snippet)")")
-            }
+            return Self.classify(status: Int(response.status.code), headers: response.headers, body: text, now: now)
         } catch {
             return .retry(status: nil, reason: Self.describe(error), retryAfterMs: nil)
+        }
+    }
+
+    /// The same, blocking the calling thread on the client's event loop: for threads of our
+    /// own, which must not depend on Swift's concurrency pool being free.
+    public func sendBlocking(with client: HTTPClient, timeoutMs: Int64, now: Date = Date()) -> DeliveryOutcome {
+        do {
+            var requestHeaders = HTTPHeaders()
+            for (name, value) in headers { requestHeaders.add(name: name, value: value) }
+            let request = try HTTPClient.Request(url: url, method: method, headers: requestHeaders, body: .bytes(body))
+            let response = try client.execute(request: request, deadline: .now() + .milliseconds(timeoutMs)).wait()
+            let text = response.body.map { String(buffer: $0) } ?? ""
+            return Self.classify(status: Int(response.status.code), headers: response.headers, body: text, now: now)
+        } catch {
+            return .retry(status: nil, reason: Self.describe(error), retryAfterMs: nil)
+        }
+    }
+
+    static func classify(status: Int, headers: HTTPHeaders, body: String, now: Date) -> DeliveryOutcome {
+        let snippet = String(body.prefix(4096)).trimmingCharacters(in: .whitespacesAndNewlines)
+        let reason = "HTTP \(status)\(snippet.isEmpty ? "" : ": \(snippet)")"
+        switch status {
+        case 200..<300:
+            return .delivered(status: status)
+        case 429, 500..<600:
+            let retryAfter = headers.first(name: "Retry-After").flatMap { RetryAfter.milliseconds($0, now: now) }
+            return .retry(status: status, reason: reason, retryAfterMs: retryAfter)
+        default:
+            return .reject(status: status, reason: reason)
         }
     }
 

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import CZlib
 import Foundation
 import Logging
+import NIOCore
 import SentinelConfig
 import SentinelHTTP
 
@@ -161,10 +162,7 @@ public final class InfluxWriter: @unchecked Sendable {
         while true {
             let outcome: DeliveryOutcome
             do {
-                let request = try makeRequest(body: body)
-                let client = self.client
-                let timeout = configuration.timeoutMs
-                outcome = (try? runBlocking { await request.send(with: client, timeoutMs: timeout) }) ?? .retry(status: nil, reason: "cancelled", retryAfterMs: nil)
+                outcome = try makeRequest(body: body).sendBlocking(with: client, timeoutMs: configuration.timeoutMs)
             } catch {
                 outcome = .retry(status: nil, reason: "\(error)", retryAfterMs: nil)
             }
@@ -225,16 +223,10 @@ public final class InfluxWriter: @unchecked Sendable {
     private func resolveAPI() throws -> SentinelConfiguration.Influx.API {
         if let resolvedAPI { return resolvedAPI }
         let base = configuration.url.hasSuffix("/") ? String(configuration.url.dropLast()) : configuration.url
-        let client = self.client
-        let timeout = configuration.timeoutMs
-        let version: String = try runBlocking {
-            var request = HTTPClientRequest(url: "\(base)/ping")
-            request.method = .GET
-            let response = try await client.execute(request, timeout: .milliseconds(timeout))
-            _ = try? await response.body.collect(upTo: 1 << 16)
-            guard (200..<300).contains(Int(response.status.code)) else { throw RequestError(description: "/ping answered \(response.status.code)") }
-            return response.headers.first(name: "X-Influxdb-Version") ?? ""
-        }
+        let request = try HTTPClient.Request(url: "\(base)/ping", method: .GET)
+        let response = try client.execute(request: request, deadline: .now() + .milliseconds(configuration.timeoutMs)).wait()
+        guard (200..<300).contains(Int(response.status.code)) else { throw RequestError(description: "/ping answered \(response.status.code)") }
+        let version = response.headers.first(name: "X-Influxdb-Version") ?? ""
         let api: SentinelConfiguration.Influx.API = version.hasPrefix("1.") || version.hasPrefix("v1.") ? .v1 : .v2
         logger.info("InfluxDB \(version.isEmpty ? "(version not given)" : version): using the \(api.rawValue) write API")
         resolvedAPI = api

@@ -39,7 +39,16 @@ struct ConfigurationTests {
         ("kafka: {brokres: a:1}", "kafka.brokres", "unknown key"),
         ("input: {format: xml}", "input.format", "cloudfront, json or cmcd"),
         ("input: {fields: [c-ip]}", "input.fields", "timestamp"),
-        ("influx: {url: http://x}", "influx", "not available"),
+        ("mcp: {http_listen: \"127.0.0.1:1\"}", "mcp", "not available"),
+        ("influx: {url: ftp://x}", "influx.url", "http://"),
+        ("influx: {api: v3}", "influx.api", "auto, v1 or v2"),
+        ("influx: {api: v2}", "influx.org", "v2 API"),
+        ("influx: {batch_size: 0}", "influx.batch_size", "1"),
+        ("influx: {tokn: x}", "influx.tokn", "unknown key"),
+        ("alerts: {url: mysql://x}", "alerts.url", "sqlite:PATH"),
+        ("webhooks: [{name: a, url: nowhere}]", "webhooks", "not an http"),
+        ("webhooks: [{name: a, url: \"http://h\"}, {name: a, url: \"http://h\"}]", "webhooks", "used twice"),
+        ("{alerts: {url: \"\"}, webhooks: [{name: a, url: \"http://h\"}]}", "webhooks", "alerts table"),
         ("http: {listen: everywhere}", "http.listen", "host:port"),
     ])
     func invalidConfigurationNamesTheKey(yaml: String, key: String, reason: String) {
@@ -63,9 +72,37 @@ struct ConfigurationTests {
 
     @Test func everyKeyHasAnEnvironmentVariableOrIsAMapping() {
         for key in SentinelConfiguration.keys {
-            let expected = "SENTINEL_" + key.key.uppercased().replacingDots
-            #expect(key.environment == expected || key.environment == "-")
+            let expected = "SENTINEL_" + key.key.uppercased().replacingOccurrences(of: "[].", with: "_<i>_").replacingDots
+            #expect(key.environment == expected || key.environment == "-", "\(key.key)")
         }
+    }
+
+    @Test func sinksAreConfiguredByFileAndEnvironmentWithSecretsMasked() throws {
+        let yaml = """
+            influx: {url: "https://influx.example:8086", database: cmcd, token: tok-123, gzip: true}
+            alerts: {url: "postgres://sentinel:pw-456@db:5432/alerts"}
+            webhooks:
+              - {name: default, url: "https://hooks.example/x", secret: whsec_abc, headers: {Authorization: Bearer zzz}}
+            """
+        let c = try SentinelConfiguration.load(
+            yaml: yaml, file: "c.yaml",
+            environment: ["SENTINEL_INFLUX_BATCH_SIZE": "100", "SENTINEL_WEBHOOKS_0_SECRET": "whsec_new whsec_old", "SENTINEL_WEBHOOKS_1_NAME": "pager",
+                          "SENTINEL_WEBHOOKS_1_URL": "http://pager:9000"])
+        #expect(c.influx?.url == "https://influx.example:8086" && c.influx?.batchSize == 100 && c.influx?.gzip == true)
+        #expect(c.alerts?.url == "postgres://sentinel:pw-456@db:5432/alerts")
+        #expect(c.webhooks.map(\.name) == ["default", "pager"])
+        #expect(c.webhooks[0].secrets == ["whsec_new", "whsec_old"])
+        let described = c.effectiveDescription.joined(separator: "\n")
+        for secret in ["tok-123", "pw-456", "whsec_", "Bearer zzz"] { #expect(!described.contains(secret), "\(secret) shown") }
+        #expect(described.contains("alerts.url: postgres://sentinel:*****@db:5432/alerts"))
+    }
+
+    @Test func withoutASectionInfluxIsOffAndTheAlertsTableIsTheSQLiteDefault() throws {
+        let c = try SentinelConfiguration.load(yaml: nil, file: "-", environment: [:])
+        #expect(c.influx == nil)
+        #expect(c.alerts?.url == "sqlite:cmcd-sentinel.db")
+        let off = try SentinelConfiguration.load(yaml: nil, file: "-", environment: ["SENTINEL_ALERTS_URL": "", "SENTINEL_INFLUX_URL": "http://i:8086"])
+        #expect(off.alerts == nil && off.influx?.url == "http://i:8086")
     }
 }
 

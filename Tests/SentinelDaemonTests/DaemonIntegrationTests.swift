@@ -249,7 +249,9 @@ import Testing
         process.executableURL = binary
         process.arguments = arguments
         process.currentDirectoryURL = root
-        process.environment = ProcessInfo.processInfo.environment.merging(["SENTINEL_HTTP_LISTEN": ""]) { _, new in new }
+        // Each daemon gets an alerts table of its own unless the test names one.
+        let alerts = FileManager.default.temporaryDirectory.appendingPathComponent("it-alerts-\(UUID().uuidString).db").path
+        process.environment = ProcessInfo.processInfo.environment.merging(["SENTINEL_HTTP_LISTEN": "", "SENTINEL_ALERTS_URL": "sqlite:\(alerts)"]) { _, new in new }
             .merging(environment) { _, new in new }
         let output = Collector()
         let errors = Collector()

@@ -223,12 +223,13 @@ public final class WebhookReceiver: @unchecked Sendable {
         }
     }
 
-    /// Waits until `condition` holds for the attempts (up to `seconds`).
-    public func wait(_ seconds: Double, until condition: ([Attempt]) -> Bool) -> Bool {
+    /// Waits until `condition` holds for the attempts (up to `seconds`), without holding a
+    /// thread of the concurrency pool meanwhile.
+    public func wait(_ seconds: Double, until condition: ([Attempt]) -> Bool) async -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if condition(attempts) { return true }
-            Thread.sleep(forTimeInterval: 0.1)
+            try? await Task.sleep(for: .milliseconds(100))
         }
         return condition(attempts)
     }

@@ -117,7 +117,7 @@ struct WebhookRoutingTests {
         let row = try #require(try await store.notifications().first)
         #expect(row.attempts == 4 && row.lastStatus == 204)
         // The stalled attempt is logged when the receiver finally answers, after the retry.
-        #expect(receiver.wait(5) { $0.count == 4 })
+        #expect(await receiver.wait(5) { $0.count == 4 })
         let attempts = receiver.attempts.sorted { $0.attempt < $1.attempt }
         #expect(attempts.map(\.answer) == ["500", "429", "stall", "204"])
         #expect(attempts.allSatisfy { $0.id == entries[0].id && $0.signatureValid }, "one event id, signed every time")
