@@ -45,7 +45,13 @@ import Testing
         var keys = Set<String>()
         for f in findings where string(f["type"]) == "buffer_drop" {
             let id = string(f["id"])!
-            if string(f["status"]) == "firing", case .double(let drop)? = f["details"]?["drop_percent"], drop >= 70 {
+            let drop: Double? =
+                switch f["details"]?["drop_percent"] {
+                case .double(let d)?: d
+                case .int(let n)?: Double(n)  // 95.0 is written as 95
+                default: nil
+                }
+            if string(f["status"]) == "firing", let drop, drop >= 70 {
                 routed.insert(id)
                 keys.insert("\(id) firing")
             }
