@@ -1,3 +1,4 @@
+import Foundation
 import SentinelYAML
 import Testing
 
@@ -74,6 +75,16 @@ struct ConfigurationTests {
         for key in SentinelConfiguration.keys {
             let expected = "SENTINEL_" + key.key.uppercased().replacingOccurrences(of: "[].", with: "_<i>_").replacingDots
             #expect(key.environment == expected || key.environment == "-", "\(key.key)")
+        }
+    }
+
+    @Test func theREADMEListsEveryKeyWithItsVariable() throws {
+        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("README.md")
+        let text = try String(contentsOf: readme, encoding: .utf8)
+        for key in SentinelConfiguration.keys {
+            let variable = key.environment == "-" ? "–" : "`\(key.environment)`"
+            #expect(text.contains("| `\(key.key)` | \(variable) |"), "README configuration table lacks \(key.key)")
         }
     }
 
