@@ -1,6 +1,7 @@
 import Foundation
 import SentinelJSON
 import SentinelKafka
+import SentinelTestSupport
 import Testing
 
 /// The daemon against a real Kafka-protocol broker (Tansu behind the ApiVersions relay,
@@ -111,9 +112,9 @@ import Testing
     }
 
     @Test func unreachableBrokerKeepsTheDaemonRunningAndUnhealthy() throws {
-        let port = Broker.freePort()
+        let port = freePort()
         let daemon = try Self.start(
-            ["run", "--brokers", "127.0.0.1:\(Broker.freePort())", "--topic", "nowhere", "--partitions", "0"],
+            ["run", "--brokers", "127.0.0.1:\(freePort())", "--topic", "nowhere", "--partitions", "0"],
             environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
         #expect(Self.waitFor(20) { (try? Self.httpGet(port: port, path: "/healthz").status) == 503 }, "health never reported the broker")
@@ -161,7 +162,7 @@ import Testing
     @Test func metricsAndHealthAreServed() throws {
         let topic = try Self.broker.newTopic()
         try Self.replay(topic: topic)
-        let port = Broker.freePort()
+        let port = freePort()
         let daemon = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"), environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
         defer {
             kill(daemon.process.processIdentifier, SIGTERM)
@@ -330,15 +331,13 @@ final class Broker: @unchecked Sendable {
     private let lock = NSLock()
 
     private init() {
-        port = Broker.freePort()
-        let upstream = Broker.freePort()
-        let script = DaemonIntegrationTests.root.appendingPathComponent("scripts/broker/broker.sh").path
-        let status = Broker.shell(script, ["start"], environment: ["SENTINEL_BROKER_PORT": "\(port)", "SENTINEL_BROKER_UPSTREAM_PORT": "\(upstream)"])
+        port = freePort()
+        let upstream = freePort()
+        let status = runScript("scripts/broker/broker.sh", ["start"], environment: ["SENTINEL_BROKER_PORT": "\(port)", "SENTINEL_BROKER_UPSTREAM_PORT": "\(upstream)"])
         precondition(status == 0, "the test broker did not start (scripts/broker/broker.sh start)")
         Broker.stopEnvironment = ["SENTINEL_BROKER_PORT": "\(port)", "SENTINEL_BROKER_UPSTREAM_PORT": "\(upstream)"]
         atexit {
-            let script = DaemonIntegrationTests.root.appendingPathComponent("scripts/broker/broker.sh").path
-            _ = Broker.shell(script, ["stop"], environment: Broker.stopEnvironment)
+            _ = runScript("scripts/broker/broker.sh", ["stop"], environment: Broker.stopEnvironment)
         }
     }
 
@@ -349,33 +348,11 @@ final class Broker: @unchecked Sendable {
             topicCounter += 1
             return "it-\(ProcessInfo.processInfo.processIdentifier)-\(topicCounter)"
         }
-        let script = DaemonIntegrationTests.root.appendingPathComponent("scripts/broker/broker.sh").path
-        let status = Broker.shell(script, ["topic", name, "\(partitions)"], environment: Broker.stopEnvironment)
+        let status = runScript("scripts/broker/broker.sh", ["topic", name, "\(partitions)"], environment: Broker.stopEnvironment)
         guard status == 0 else { throw BrokerError.topic(name) }
         return name
     }
 
     enum BrokerError: Error { case topic(String) }
 
-    /// Runs the broker script with system(3): it returns when the script exits, although the
-    /// broker it starts keeps running (Foundation's Process would wait for those too).
-    static func shell(_ script: String, _ arguments: [String], environment: [String: String]) -> Int32 {
-        let assignments = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let command = "\(assignments) /bin/bash '\(script)' \(arguments.joined(separator: " ")) </dev/null"
-        let status = system(command)
-        return status == -1 ? -1 : (status >> 8) & 0xFF
-    }
-
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
 }

@@ -138,6 +138,40 @@ import Testing
         await store.close()
     }
 
+    @Test func sinksReportToMetricsAndHealth() async throws {
+        let influx = InfluxServer.shared
+        let database = try await influx.newDatabase()
+        let receiver = try WebhookReceiver(secrets: [Self.secret])
+        defer { receiver.stop() }
+        let alerts = "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("metrics-\(UUID().uuidString).db").path
+        let configPath = try Self.config(influx: influx.url, database: database, alerts: alerts, webhook: receiver.url)
+        let topic = try IT.broker.newTopic()
+        try IT.replay(topic: topic)
+        let port = freePort()
+        let daemon = try IT.start(
+            ["run", "--config", configPath, "--brokers", IT.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1,2,3"],
+            environment: ["SENTINEL_ALERTS_URL": alerts, "SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        defer {
+            kill(daemon.process.processIdentifier, SIGTERM)
+            daemon.process.waitUntilExit()
+        }
+        var metrics = ""
+        for _ in 0..<100 {
+            metrics = (try? IT.httpGet(port: port, path: "/metrics").body) ?? ""
+            if metrics.contains("cmcd_sentinel_webhook_deliveries_total 4"), metrics.contains("cmcd_sentinel_influx_points_written_total 75") { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(metrics.contains("cmcd_sentinel_influx_points_written_total 75"), "62 requests and 13 findings")
+        #expect(metrics.contains("cmcd_sentinel_influx_buffered_points 0"))
+        #expect(metrics.contains("cmcd_sentinel_influx_failed 0"))
+        #expect(metrics.contains("cmcd_sentinel_webhook_deliveries_total 4"))
+        #expect(metrics.contains("cmcd_sentinel_webhook_dead_total 0"))
+        #expect(metrics.contains(#"cmcd_sentinel_sink_latency_seconds_count{sink="alerts"}"#))
+        #expect(metrics.contains(#"cmcd_sentinel_sink_latency_seconds_count{sink="influx"}"#))
+        #expect(metrics.contains("cmcd_sentinel_alerts_write_failures_total 0"))
+        #expect(try IT.httpGet(port: port, path: "/healthz").status == 200)
+    }
+
     @Test func influxDBDownMeansTheDaemonStopsWithoutCommitting() throws {
         let topic = try IT.broker.newTopic()
         try IT.replay(topic: topic)

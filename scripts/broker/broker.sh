@@ -9,6 +9,7 @@
 #
 # State (pids, logs) lives in .tools/broker-PORT/ and the binary in .tools/ (git-ignored).
 set -euo pipefail
+. "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 state="$root/.tools/broker-${SENTINEL_BROKER_PORT:-9092}"
@@ -46,15 +47,6 @@ create_topic() {
     local name=$1 partitions=${2:-4}
     "$tansu" topic create "$name" --partitions "$partitions" --broker "tcp://127.0.0.1:$upstream_port" >>"$state/tansu.log" 2>&1 \
         || "$tansu" topic list --broker "tcp://127.0.0.1:$upstream_port" 2>/dev/null | grep -q "$name"
-}
-
-# Background processes must not inherit the caller's descriptors: a test runner's pipe held
-# open by the broker would never see end of file.
-close_inherited_fds() {
-    local fd
-    for fd in $(ls /proc/$BASHPID/fd 2>/dev/null); do
-        if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
-    done
 }
 
 stop() {

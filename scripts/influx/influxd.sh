@@ -5,18 +5,12 @@
 #   scripts/influx/influxd.sh start [DATABASE]   # HTTP API on 127.0.0.1:$SENTINEL_INFLUX_PORT (8086)
 #   scripts/influx/influxd.sh stop               # stops it and deletes its data
 set -euo pipefail
+. "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 port=${SENTINEL_INFLUX_PORT:-8086}
 rpc_port=${SENTINEL_INFLUX_RPC_PORT:-$((port + 1))}
 state="$root/.tools/influx-$port"
-
-close_inherited_fds() {
-    local fd
-    for fd in $(ls /proc/$BASHPID/fd 2>/dev/null); do
-        if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
-    done
-}
 
 stop() {
     if [ -f "$state/pid" ]; then

@@ -7,17 +7,11 @@
 #   scripts/postgres/postgres.sh start     # prints the URL on stdout
 #   scripts/postgres/postgres.sh stop
 set -euo pipefail
+. "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 port=${SENTINEL_POSTGRES_PORT:-5433}
 state=/tmp/cmcd-sentinel-pg-$port
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-
-close_inherited_fds() {
-    local fd
-    for fd in $(ls /proc/$BASHPID/fd 2>/dev/null); do
-        if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
-    done
-}
 
 stop() {
     if [ -f "$state/data/postmaster.pid" ]; then
