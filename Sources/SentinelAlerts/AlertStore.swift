@@ -411,6 +411,44 @@ public final class AlertStore: Sendable {
         return try await database.query(sql, binds).map(Self.alert)
     }
 
+    /// Filters for `alerts(matching:)`; nil matches anything. Every value is bound.
+    public struct Query: Sendable {
+        /// Event time, ms.
+        public var since: Int64?
+        public var type: String?
+        public var severity: String?
+        public var status: String?
+        public var sessionID: String?
+        public var contentID: String?
+        public var edgeLocation: String?
+        public var limit = 100
+        public var offset = 0
+        public init() {}
+    }
+
+    /// Alerts matching the query, newest first (by detection time, then id).
+    public func alerts(matching query: Query) async throws -> [AlertRecord] {
+        var conditions: [String] = []
+        var binds: [SQLValue] = []
+        func add(_ column: String, _ op: String, _ value: SQLValue?) {
+            guard let value else { return }
+            binds.append(value)
+            conditions.append("\(column) \(op) $\(binds.count)")
+        }
+        add("detected_at", ">=", query.since.map(SQLValue.int))
+        add("type", "=", query.type.map(SQLValue.text))
+        add("severity", "=", query.severity.map(SQLValue.text))
+        add("status", "=", query.status.map(SQLValue.text))
+        add("session_id", "=", query.sessionID.map(SQLValue.text))
+        add("content_id", "=", query.contentID.map(SQLValue.text))
+        add("edge_location", "=", query.edgeLocation.map(SQLValue.text))
+        var sql = "SELECT \(Self.alertColumns) FROM alerts"
+        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
+        binds += [.int(Int64(query.limit)), .int(Int64(query.offset))]
+        sql += " ORDER BY detected_at DESC, id LIMIT $\(binds.count - 1) OFFSET $\(binds.count)"
+        return try await database.query(sql, binds).map(Self.alert)
+    }
+
     /// The notifications of one alert (all when nil), oldest first.
     public func notifications(alertID: String? = nil) async throws -> [NotificationRecord] {
         if let alertID {

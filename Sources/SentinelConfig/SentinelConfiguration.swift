@@ -80,8 +80,18 @@ public struct SentinelConfiguration: Sendable, Equatable {
         public init() {}
     }
 
+    /// The MCP server (`mcp`).
+    public struct MCP: Sendable, Equatable {
+        /// `host:port` for Streamable HTTP (`/mcp`); empty: stdio only.
+        public var httpListen = ""
+        /// Bearer token required on HTTP (a secret).
+        public var token = ""
+        public init() {}
+    }
+
     public var kafka = Kafka()
     public var input = Input()
+    public var mcp = MCP()
     /// nil: no InfluxDB.
     public var influx: Influx?
     /// nil: no alerts table (and no webhooks).
@@ -134,19 +144,19 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("webhooks[].max_concurrency", "SENTINEL_WEBHOOKS_<i>_MAX_CONCURRENCY", "deliveries in flight at once to this endpoint"),
         ("webhooks[].max_age_ms", "SENTINEL_WEBHOOKS_<i>_MAX_AGE_MS", "an undelivered notification is dead after this long"),
         ("webhooks[].verify_tls", "SENTINEL_WEBHOOKS_<i>_VERIFY_TLS", "verify the server certificate"),
+        ("mcp.http_listen", "SENTINEL_MCP_HTTP_LISTEN", "host:port for the MCP server's Streamable HTTP transport (cmcd-sentinel mcp --http overrides)"),
+        ("mcp.token", "SENTINEL_MCP_TOKEN", "bearer token the MCP HTTP transport requires (secret)"),
     ]
 
     /// Sections of the documented configuration this version does not implement yet: they
     /// are rejected rather than silently ignored, so nobody believes data is going there.
-    static let unavailableSections: [String: String] = [
-        "mcp": "the MCP server is not available in this version"
-    ]
+    static let unavailableSections: [String: String] = [:]
 
     /// Loads `yaml` (nil: no file) and applies `environment` overrides.
     public static func load(yaml: String?, file: String, environment: [String: String]) throws(ValidationError) -> SentinelConfiguration {
         var config = SentinelConfiguration()
         let root = try YAMLValue.parse(yaml ?? "", file: file)
-        try root.keys(allowed: Set(["kafka", "input", "rules", "output", "http", "influx", "alerts", "webhooks"]).union(unavailableSections.keys))
+        try root.keys(allowed: Set(["kafka", "input", "rules", "output", "http", "influx", "alerts", "webhooks", "mcp"]).union(unavailableSections.keys))
         for (section, reason) in unavailableSections.sorted(by: { $0.key < $1.key }) where root[section].exists {
             throw root[section].error(reason)
         }

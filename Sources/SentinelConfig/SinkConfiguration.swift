@@ -4,6 +4,7 @@ import SentinelYAML
 /// The sink sections of the configuration: `influx`, `alerts`, `webhooks`.
 extension SentinelConfiguration {
     static func loadSinks(_ root: YAMLValue, into config: inout SentinelConfiguration) throws(ValidationError) {
+        try loadMCP(root, into: &config)
         let influx = root["influx"]
         if influx.exists {
             try influx.keys(allowed: [
@@ -58,6 +59,13 @@ extension SentinelConfiguration {
         }
     }
 
+    static func loadMCP(_ root: YAMLValue, into config: inout SentinelConfiguration) throws(ValidationError) {
+        let mcp = root["mcp"]
+        try mcp.keys(allowed: ["http_listen", "token"])
+        config.mcp.httpListen = try mcp["http_listen"].string(default: "")
+        config.mcp.token = try mcp["token"].string(default: "")
+    }
+
     static func applySinkEnvironment(_ environment: [String: String], to config: inout SentinelConfiguration) throws(ValidationError) {
         func node(_ name: String) -> YAMLValue { YAMLValue.environment(name) }
         func integer(_ name: String, _ range: ClosedRange<Int64>) throws(ValidationError) -> Int64? {
@@ -94,6 +102,8 @@ extension SentinelConfiguration {
             if let v = try integer("SENTINEL_INFLUX_MAX_RETRY_MS", 0...86_400_000) { i.maxRetryMs = v }
             config.influx = i.url.isEmpty ? nil : i
         }
+        if let v = environment["SENTINEL_MCP_HTTP_LISTEN"] { config.mcp.httpListen = v }
+        if let v = environment["SENTINEL_MCP_TOKEN"] { config.mcp.token = v }
         if let v = environment["SENTINEL_ALERTS_URL"] {
             if v.isEmpty { config.alerts = nil } else { config.alerts = config.alerts ?? Alerts(); config.alerts!.url = v }
         }
@@ -139,6 +149,9 @@ extension SentinelConfiguration {
                 throw node.error("webhook '\(webhook.name)': a header value has a control character")
             }
         }
+        if !mcp.httpListen.isEmpty, HostPort(mcp.httpListen) == nil {
+            throw root["mcp"]["http_listen"].error("'\(mcp.httpListen)' is not host:port")
+        }
         if !webhooks.isEmpty, alerts == nil {
             throw root["webhooks"].error("webhooks need the alerts table (alerts.url): notifications are kept there until delivered")
         }
@@ -181,6 +194,10 @@ extension SentinelConfiguration {
         } else {
             lines.append("alerts: (disabled)")
         }
+        lines += [
+            "mcp.http_listen: \(mcp.httpListen.isEmpty ? "(stdio only)" : mcp.httpListen)",
+            "mcp.token: \(mcp.token.isEmpty ? "" : "*****")",
+        ]
         for (i, w) in webhooks.enumerated() {
             lines += [
                 "webhooks[\(i)].name: \(w.name)", "webhooks[\(i)].url: \(Self.maskingPassword(w.url))",

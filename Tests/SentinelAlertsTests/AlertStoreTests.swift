@@ -182,7 +182,7 @@ struct AlertStoreTests {
             defer { Task { await database.close() } }
             try await AlertStore(database: database, logger: logger).migrate()
         }
-        #expect(Date().timeIntervalSince(started) < 10, "a bounded wait")
+        #expect(Date().timeIntervalSince(started) < 30, "a bounded wait (2 s, and slack for a loaded machine)")
         #expect(error?.description.contains("no answer within") == true, "\(String(describing: error))")
         #expect(error?.description.contains("secret") == false, "\(String(describing: error))")
     }

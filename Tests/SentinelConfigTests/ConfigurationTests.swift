@@ -40,7 +40,7 @@ struct ConfigurationTests {
         ("kafka: {brokres: a:1}", "kafka.brokres", "unknown key"),
         ("input: {format: xml}", "input.format", "cloudfront, json or cmcd"),
         ("input: {fields: [c-ip]}", "input.fields", "timestamp"),
-        ("mcp: {http_listen: \"127.0.0.1:1\"}", "mcp", "not available"),
+        ("mcp: {http_listen: everywhere}", "mcp.http_listen", "host:port"),
         ("influx: {url: ftp://x}", "influx.url", "http://"),
         ("influx: {api: v3}", "influx.api", "auto, v1 or v2"),
         ("influx: {api: v2}", "influx.org", "v2 API"),
