@@ -132,6 +132,13 @@ let package = Package(
             dependencies: ["SentinelWebhooks", "SentinelAlerts", "SentinelJSON", "SentinelTestSupport", "SentinelConfig", "SentinelHTTP", "CMCDDetection"],
             swiftSettings: strict),
         .testTarget(
+            name: "SentinelMCPTests",
+            dependencies: [
+                "SentinelMCP", "SentinelInflux", "SentinelAlerts", "SentinelConfig", "SentinelJSON", "SentinelTestSupport", "CMCD", "CMCDRecords",
+                "CMCDDetection", "CMCDSentinel", .product(name: "MCP", package: "swift-sdk"),
+            ],
+            exclude: ["external_client.py"], swiftSettings: strict),
+        .testTarget(
             name: "SentinelDaemonTests", dependencies: ["SentinelKafka", "SentinelJSON", "CMCDSentinel", "SentinelTestSupport", "SentinelAlerts"],
             swiftSettings: strict),
     ]

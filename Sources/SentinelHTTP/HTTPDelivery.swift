@@ -165,3 +165,21 @@ public func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws
 private final class ResultBox<T: Sendable>: @unchecked Sendable {
     var result: Result<T, any Error>?
 }
+
+/// `application/x-www-form-urlencoded` and URL query text, strict: everything but the
+/// unreserved characters is percent-encoded (InfluxDB 1.x's Go splits form fields at `;` too).
+public enum FormEncoding {
+    static let unreserved: CharacterSet = {
+        var set = CharacterSet()
+        set.insert(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+        return set
+    }()
+
+    /// One name or value, percent-encoded.
+    public static func component(_ text: String) -> String { text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? "" }
+
+    /// `name=value&...`.
+    public static func encode(_ pairs: [(String, String)]) -> String {
+        pairs.map { "\(component($0.0))=\(component($0.1))" }.joined(separator: "&")
+    }
+}

@@ -233,11 +233,7 @@ public final class InfluxWriter: @unchecked Sendable {
         return api
     }
 
-    static func query(_ value: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
-        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? ""
-    }
+    static func query(_ value: String) -> String { FormEncoding.component(value) }
 }
 
 func monotonicSeconds() -> Double {

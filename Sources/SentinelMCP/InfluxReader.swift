@@ -43,21 +43,17 @@ final class InfluxReader: Sendable {
 
     /// Runs one statement; returns its series.
     func query(_ statement: String, params: [String: String] = [:]) async throws -> [Series] {
-        var items = [URLQueryItem(name: "db", value: configuration.database), URLQueryItem(name: "q", value: statement),
-                     URLQueryItem(name: "epoch", value: "ms")]
-        if !configuration.retentionPolicy.isEmpty { items.append(URLQueryItem(name: "rp", value: configuration.retentionPolicy)) }
+        var form = [("db", configuration.database), ("q", statement), ("epoch", "ms")]
+        if !configuration.retentionPolicy.isEmpty { form.append(("rp", configuration.retentionPolicy)) }
         if !params.isEmpty {
-            items.append(URLQueryItem(name: "params", value: JSONWriter.string(.object(params.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }))))
+            form.append(("params", JSONWriter.string(.object(params.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }))))
         }
-        var components = URLComponents()
-        components.queryItems = items
         let base = configuration.url.hasSuffix("/") ? String(configuration.url.dropLast()) : configuration.url
         var request = HTTPClientRequest(url: "\(base)/query")
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
         if !configuration.token.isEmpty { request.headers.add(name: "Authorization", value: "Token \(configuration.token)") }
-        let body = (components.percentEncodedQuery ?? "").replacingOccurrences(of: "+", with: "%2B")
-        request.body = .bytes(ByteBuffer(string: body))
+        request.body = .bytes(ByteBuffer(string: FormEncoding.encode(form)))
         let text: String
         let status: UInt
         do {

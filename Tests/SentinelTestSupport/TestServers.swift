@@ -69,18 +69,13 @@ public final class InfluxServer: @unchecked Sendable {
 
     /// Runs InfluxQL with bound parameters and returns the parsed JSON answer.
     public func query(_ q: String, database: String?, params: [String: String] = [:]) async throws -> JSONValue {
-        var items = [URLQueryItem(name: "q", value: q), URLQueryItem(name: "epoch", value: "ms")]
-        if let database { items.append(URLQueryItem(name: "db", value: database)) }
-        if !params.isEmpty {
-            items.append(URLQueryItem(name: "params", value: JSONWriter.string(.object(params.map { ($0.key, .string($0.value)) }))))
-        }
-        var components = URLComponents()
-        components.queryItems = items
+        var form = [("q", q), ("epoch", "ms")]
+        if let database { form.append(("db", database)) }
+        if !params.isEmpty { form.append(("params", JSONWriter.string(.object(params.map { ($0.key, .string($0.value)) })))) }
         var request = HTTPClientRequest(url: "\(url)/query")
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
-        let body = (components.percentEncodedQuery ?? "").replacingOccurrences(of: "+", with: "%2B")
-        request.body = .bytes(ByteBuffer(string: body))
+        request.body = .bytes(ByteBuffer(string: FormEncoding.encode(form)))
         let response = try await client.execute(request, timeout: .seconds(10))
         let text = String(buffer: try await response.body.collect(upTo: 64 << 20))
         return try JSONParser.parse(text, limits: .init(maxDepth: 32, maxElements: 10_000_000))

@@ -1,0 +1,99 @@
+import Foundation
+import MCP
+import SentinelJSON
+import SentinelTestSupport
+import Testing
+
+/// `cmcd-sentinel mcp` (the real binary) driven over stdio by the official Python MCP SDK, a
+/// client this project did not write, against the seeded influxd and alerts table.
+@Suite(.serialized) struct ExternalClientTests {
+    /// A virtualenv with `mcp` from PyPI, made once under .tools/.
+    static func python() throws -> String {
+        let venv = packageRoot.appendingPathComponent(".tools/mcp-client-venv")
+        let python = venv.appendingPathComponent("bin/python").path
+        if !FileManager.default.fileExists(atPath: venv.appendingPathComponent("ready").path) {
+            let status = withUnblockedSignals {
+                system(
+                    "python3 -m venv '\(venv.path)' >/dev/null 2>&1 && '\(python)' -m pip install --quiet --disable-pip-version-check 'mcp==2.3.0' </dev/null >/dev/null 2>&1 && touch '\(venv.path)/ready'"
+                )
+            }
+            guard status == 0 else { throw ClientError(message: "could not install the Python MCP SDK (pip install mcp==2.3.0)") }
+        }
+        return python
+    }
+
+    struct ClientError: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
+    }
+
+    static var binary: String {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("cmcd-sentinel")
+        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside.path }
+        return packageRoot.appendingPathComponent(".build/debug/cmcd-sentinel").path
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func thePythonSDKCallsEveryToolOverStdio() async throws {
+        let python = try Self.python()
+        let fixture = try await Fixture()
+        defer { Task { await fixture.close() } }
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("mcp-\(UUID().uuidString).yaml").path
+        try """
+        influx: {url: "\(InfluxServer.shared.url)", database: \(fixture.database)}
+        alerts: {url: "sqlite:\(fixture.alertsPath)"}
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let drop = fixture.findings.first { $0.type == .bufferDrop }!
+        let calls: JSONValue = .array([
+            .array([.string("get_average_bitrate"), .object([("time_range", .string("-1h"))])]),
+            .array([.string("get_session_details"), .object([("cmcd_sid", .string("troubled")), ("time_range", .string("-1h"))])]),
+            .array([.string("analyze_buffer_events"), .object([("time_range", .string("-1h"))])]),
+            .array([.string("identify_playback_errors"), .object([("time_range", .string("-1h")), ("cmcd_sid", .string("troubled"))])]),
+            .array([.string("list_session_and_content_ids"), .object([("time_range", .string("-1h"))])]),
+            .array([.string("list_recent_anomalies"), .object([("type", .string("buffer_drop"))])]),
+            .array([.string("get_anomaly"), .object([("id", .string(drop.id))])]),
+            .array([.string("get_session_timeline"), .object([("cmcd_sid", .string("troubled")), ("time_range", .string("-1h"))])]),
+            .array([.string("anomaly_summary"), .object([("time_range", .string("-3h"))])]),
+            .array([.string("get_detection_rules"), .object([])]),
+            .array([.string("get_average_bitrate"), .object([("time_range", .string("-1h' OR 1=1"))])]),
+            .array([.string("get_session_details"), .object([("cmcd_sid", .string("' OR 1=1 --")), ("time_range", .string("-1h"))])]),
+        ])
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [packageRoot.appendingPathComponent("Tests/SentinelMCPTests/external_client.py").path, Self.binary, config, JSONWriter.string(calls)]
+        process.currentDirectoryURL = packageRoot
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try withUnblockedSignals { try process.run() }
+        let errors = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let stderr = String(decoding: await errors.value, as: UTF8.self)
+        #expect(process.terminationStatus == 0, "\(stderr.suffix(2000))")
+        let answer = try JSONParser.parse(String(decoding: data, as: UTF8.self), limits: .init(maxDepth: 64, maxElements: 1_000_000))
+        #expect(answer["server"] == .string("cmcd-sentinel"))
+        let tools = answer["tools"]?.arrayElements ?? []
+        #expect(tools.count == 10)
+        #expect(tools.allSatisfy { $0["read_only"] == .bool(true) })
+        let results = answer["calls"]?.arrayElements ?? []
+        #expect(results.count == 12)
+        guard results.count == 12 else { return }
+        for r in results.prefix(10) { #expect(r["is_error"] == .bool(false), "\(r["name"].map(JSONWriter.string) ?? ""): \(r["text"].map(JSONWriter.string) ?? "")") }
+        #expect(results[0]["structured"]?["average_bitrate_kbps"]?.number == 3250)
+        #expect(results[1]["structured"]?["session_data"]?["requests"] == .int(6))
+        #expect(results[2]["structured"]?["low_buffer_events"] == .int(2))
+        #expect((results[3]["structured"]?["total_errors"]?.number ?? 0) >= 3)
+        #expect(results[4]["structured"]?["session_count"] == .int(3))
+        #expect(results[5]["structured"]?["anomalies"]?.arrayElements?.count == 1)
+        #expect(results[6]["structured"]?["anomaly"]?["id"] == .string(drop.id))
+        #expect(results[7]["structured"]?["events"]?.arrayElements?.isEmpty == false)
+        #expect(results[8]["structured"]?["total_anomalies"]?.number ?? 0 >= 4)
+        #expect(results[9]["structured"]?["buffer_drop"]?["lookback_ms"] == .int(10000))
+        #expect(results[10]["is_error"] == .bool(true), "an injected time range is refused")
+        #expect(results[11]["structured"]?["status"] == .string("not_found"), "an injected id matches nothing")
+    }
+}
