@@ -10,7 +10,8 @@ struct MCPCommand: AsyncParsableCommand {
         abstract: "Serve read-only MCP tools over the stored metrics (InfluxDB) and the anomalies (alerts table).",
         discussion: """
             Uses the daemon's configuration (influx, alerts, rules); the daemon need not be running. Serves MCP on \
-            standard input and output; logs go to standard error only.
+            standard input and output, or with --http (or mcp.http_listen) Streamable HTTP at /mcp, which requires \
+            the bearer token mcp.token. Logs go to standard error only.
             """)
 
     @Option(help: "Configuration file (YAML).")
@@ -23,8 +24,13 @@ struct MCPCommand: AsyncParsableCommand {
         let configuration = try RunCommand.loadConfiguration(path: config, overrides: nil)
         let rules = try RunCommand.loadRules(configuration.rules)
         let listen = http ?? configuration.mcp.httpListen
+        var address: HostPort?
         if !listen.isEmpty {
-            throw CommandFailure.usage("mcp: the Streamable HTTP transport is not available in this version; use stdio")
+            guard let parsed = HostPort(listen) else { throw CommandFailure.usage("mcp --http: '\(listen)' is not host:port") }
+            guard !configuration.mcp.token.isEmpty else {
+                throw CommandFailure.usage("mcp: serving HTTP needs a bearer token (mcp.token or SENTINEL_MCP_TOKEN)")
+            }
+            address = parsed
         }
         let logger = Logger(label: "cmcd-sentinel-mcp")
         guard configuration.influx != nil || configuration.alerts != nil else {
@@ -37,7 +43,12 @@ struct MCPCommand: AsyncParsableCommand {
             throw CommandFailure.runtime("mcp: \(error)")
         }
         do {
-            try await SentinelMCPServer.serveStdio(tools: tools, version: "0.3.0", logger: logger)
+            if let address {
+                try await MCPHTTPServer.serve(
+                    tools: tools, version: "0.3.0", host: address.host, port: address.port, token: configuration.mcp.token, logger: logger)
+            } else {
+                try await SentinelMCPServer.serveStdio(tools: tools, version: "0.3.0", logger: logger)
+            }
         } catch {
             await tools.close()
             throw CommandFailure.runtime("mcp: \(error)")

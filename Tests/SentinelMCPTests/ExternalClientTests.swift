@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import MCP
 import SentinelJSON
 import SentinelTestSupport
@@ -59,22 +62,7 @@ import Testing
             .array([.string("get_average_bitrate"), .object([("time_range", .string("-1h' OR 1=1"))])]),
             .array([.string("get_session_details"), .object([("cmcd_sid", .string("' OR 1=1 --")), ("time_range", .string("-1h"))])]),
         ])
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [packageRoot.appendingPathComponent("Tests/SentinelMCPTests/external_client.py").path, Self.binary, config, JSONWriter.string(calls)]
-        process.currentDirectoryURL = packageRoot
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try withUnblockedSignals { try process.run() }
-        let errors = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let stderr = String(decoding: await errors.value, as: UTF8.self)
-        #expect(process.terminationStatus == 0, "\(stderr.suffix(2000))")
-        let answer = try JSONParser.parse(String(decoding: data, as: UTF8.self), limits: .init(maxDepth: 64, maxElements: 1_000_000))
+        let answer = try await Self.client(python, ["stdio", Self.binary, config, JSONWriter.string(calls)])
         #expect(answer["server"] == .string("cmcd-sentinel"))
         let tools = answer["tools"]?.arrayElements ?? []
         #expect(tools.count == 10)
@@ -96,4 +84,86 @@ import Testing
         #expect(results[10]["is_error"] == .bool(true), "an injected time range is refused")
         #expect(results[11]["structured"]?["status"] == .string("not_found"), "an injected id matches nothing")
     }
+
+    /// Runs the Python client with `arguments`; returns its JSON answer.
+    static func client(_ python: String, _ arguments: [String]) async throws -> JSONValue {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [packageRoot.appendingPathComponent("Tests/SentinelMCPTests/external_client.py").path] + arguments
+        process.currentDirectoryURL = packageRoot
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try withUnblockedSignals { try process.run() }
+        let errors = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }
+        let data = await Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
+        process.waitUntilExit()
+        let stderr = String(decoding: await errors.value, as: UTF8.self)
+        #expect(process.terminationStatus == 0, "\(stderr.suffix(2000))")
+        return try JSONParser.parse(String(decoding: data, as: UTF8.self), limits: .init(maxDepth: 64, maxElements: 1_000_000))
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func streamableHTTPNeedsTheTokenChecksHostAndOriginAndServesThePythonSDK() async throws {
+        let python = try Self.python()
+        let fixture = try await Fixture()
+        defer { Task { await fixture.close() } }
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("mcp-\(UUID().uuidString).yaml").path
+        try """
+        influx: {url: "\(InfluxServer.shared.url)", database: \(fixture.database)}
+        alerts: {url: "sqlite:\(fixture.alertsPath)"}
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let token = "t0ken-\(UUID().uuidString)"
+        let port = freePort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: Self.binary)
+        server.arguments = ["mcp", "--config", config, "--http", "127.0.0.1:\(port)"]
+        server.environment = ProcessInfo.processInfo.environment.merging(["SENTINEL_MCP_TOKEN": token]) { _, new in new }
+        server.standardInput = FileHandle.nullDevice
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try withUnblockedSignals { try server.run() }
+        defer {
+            server.terminate()
+            server.waitUntilExit()
+        }
+        func post(_ headers: [String: String], _ body: String = #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#) throws -> Int {
+            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/mcp")!)
+            request.httpMethod = "POST"
+            request.httpBody = Data(body.utf8)
+            let status = Status()
+            var headers = headers
+            headers["Content-Type"] = "application/json"
+            headers["Accept"] = "application/json"
+            _ = headers.map { request.setValue($0.value, forHTTPHeaderField: $0.key) }
+            let done = DispatchSemaphore(value: 0)
+            URLSession.shared.dataTask(with: request) { _, response, _ in
+                status.code = (response as? HTTPURLResponse)?.statusCode ?? 0
+                done.signal()
+            }.resume()
+            done.wait()
+            return status.code
+        }
+        // Wait for the server to listen.
+        for _ in 0..<100 where (try? post([:])) == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(try post([:]) == 401, "no token")
+        #expect(try post(["Authorization": "Bearer wrong"]) == 401, "wrong token")
+        #expect(try post(["Authorization": "Bearer \(token)", "Origin": "http://evil.example"]) == 403, "foreign origin")
+        #expect(try post(["Authorization": "Bearer \(token)", "Host": "evil.example:\(port)"]) == 421, "foreign host (DNS rebinding)")
+        let calls: JSONValue = .array([
+            .array([.string("get_average_bitrate"), .object([("time_range", .string("-1h"))])]),
+            .array([.string("list_recent_anomalies"), .object([])]),
+        ])
+        let answer = try await Self.client(python, ["http", "http://127.0.0.1:\(port)/mcp", token, JSONWriter.string(calls)])
+        #expect(answer["tools"]?.arrayElements?.count == 10)
+        let results = answer["calls"]?.arrayElements ?? []
+        #expect(results.first?["structured"]?["average_bitrate_kbps"]?.number == 3250)
+        #expect(results.last?["structured"]?["anomalies"]?.arrayElements?.isEmpty == false)
+    }
+}
+
+final class Status: @unchecked Sendable {
+    var code = 0
 }

@@ -2,17 +2,31 @@
 `cmcd-sentinel mcp` over stdio: initialize, list the tools, call each with the arguments given,
 and print what came back as one JSON object on stdout.
 
-    python external_client.py BINARY CONFIG CALLS_JSON
+    python external_client.py stdio BINARY CONFIG CALLS_JSON
+    python external_client.py http URL TOKEN CALLS_JSON      (Streamable HTTP, bearer token)
 """
-import asyncio, json, sys
+import asyncio, contextlib, json, sys
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 
-async def main(binary, config, calls):
-    params = StdioServerParameters(command=binary, args=["mcp", "--config", config])
-    async with stdio_client(params) as (read, write):
+@contextlib.asynccontextmanager
+async def connect(mode, a, b):
+    if mode == "stdio":
+        async with stdio_client(StdioServerParameters(command=a, args=["mcp", "--config", b])) as streams:
+            yield streams
+    else:
+        async with create_mcp_http_client(headers={"Authorization": f"Bearer {b}"}) as http:
+            async with streamable_http_client(a, http_client=http, terminate_on_close=False) as streams:
+                yield streams
+
+
+async def main(mode, a, b, calls):
+    async with connect(mode, a, b) as streams:
+        read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
             init = await session.initialize()
             listed = await session.list_tools()
@@ -36,4 +50,4 @@ async def main(binary, config, calls):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])))
