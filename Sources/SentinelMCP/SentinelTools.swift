@@ -71,8 +71,8 @@ public final class SentinelTools: Sendable {
                 schema([timeRange, sid, ("threshold_ms", "integer", "Buffer length below which a report is low (default 500)."), limit, cursor])),
             tool(
                 "identify_playback_errors", "Playback problems in history",
-                "Runs the daemon's detectors (the rules in force) over the stored requests and lists buffer_drop, buffer_starvation and startup_delay episodes with severities.",
-                schema([timeRange, sid, limit])),
+                "Runs the daemon's detectors (the rules in force) over the stored requests and lists buffer_drop, buffer_starvation and startup_delay episodes with severities, paged.",
+                schema([timeRange, sid, limit, cursor])),
             tool(
                 "list_session_and_content_ids", "Sessions and contents",
                 "Session ids and content ids seen in a time range, paged.",
@@ -133,7 +133,7 @@ public final class SentinelTools: Sendable {
         case "analyze_buffer_events":
             return try await bufferEvents(ToolInput(arguments, tool: name, allowed: ["time_range", "cmcd_sid", "threshold_ms", "limit", "cursor"]))
         case "identify_playback_errors":
-            return try await playbackErrors(ToolInput(arguments, tool: name, allowed: ["time_range", "cmcd_sid", "limit"]))
+            return try await playbackErrors(ToolInput(arguments, tool: name, allowed: ["time_range", "cmcd_sid", "limit", "cursor"]))
         case "list_session_and_content_ids": return try await ids(ToolInput(arguments, tool: name, allowed: ["time_range", "limit", "cursor"]))
         case "list_recent_anomalies":
             return try await recentAnomalies(
@@ -309,7 +309,7 @@ public final class SentinelTools: Sendable {
     func playbackErrors(_ input: ToolInput) async throws -> (String, JSONValue) {
         let range = try input.timeRange(default: "-24h")
         let sid = try input.string("cmcd_sid")
-        let limit = try input.integer("limit", in: 1...Self.cap) ?? 100
+        let (limit, offset) = try input.page()
         let (filter, params) = Self.idFilter(sid: sid)
         let series = try await requireInflux().query(
             "SELECT cmcd_bl, cmcd_su, cmcd_bs, cmcd_ot, cmcd_bsa, cmcd_bsd, cmcd_msd, cmcd_sta, cmcd_cid, edge_location FROM cloudfront_logs WHERE time > now() - \(range.literal)\(filter) GROUP BY cmcd_sid ORDER BY time LIMIT \(Self.replayPointsPerSession) SLIMIT \(Self.replaySessions)",
@@ -334,7 +334,7 @@ public final class SentinelTools: Sendable {
             if let old = episodes[f.id], old.severity > f.severity { merged.severity = old.severity }
             episodes[f.id] = merged
         }
-        let errors: [JSONValue] = order.prefix(limit).compactMap { id in
+        let errors: [JSONValue] = order.dropFirst(offset).prefix(limit).compactMap { id in
             guard let f = episodes[id] else { return nil }
             return .object([
                 ("type", .string(f.type.rawValue)), ("severity", .string(f.severity.rawValue)),
@@ -351,9 +351,9 @@ public final class SentinelTools: Sendable {
             "\(episodes.count) playback problems in \(series.count) sessions over the last \(range.text.dropFirst()) (the daemon's detectors over stored requests).",
             .object([
                 ("status", .string("success")), ("total_errors", .int(Int64(episodes.count))), ("by_type", .object(byType)), ("errors", .array(errors)),
-                ("truncated", .bool(episodes.count > limit || series.count >= Self.replaySessions)), ("sessions_analyzed", .int(Int64(series.count))),
-                ("time_range", .string(range.text)),
-            ])
+                ("sessions_analyzed", .int(Int64(series.count))),
+                ("sessions_capped", .bool(series.count >= Self.replaySessions)), ("time_range", .string(range.text)),
+            ] + Self.page(count: order.count - offset, limit: limit, offset: offset))
         )
     }
 

@@ -274,6 +274,11 @@ final class Fixture: @unchecked Sendable {
         ("list_recent_anomalies", ["cmcd_sid": Value.string("a\nb")], "control characters"),
         ("list_recent_anomalies", ["cmcd_sid": Value.string(String(repeating: "x", count: 10_000))], "longer than"),
         ("anomaly_summary", ["group_by": Value.string("session")], "group_by"),
+        ("identify_playback_errors", ["time_range": Value.string("yesterday")], "time_range"),
+        ("list_session_and_content_ids", ["limit": Value.double(2.5)], "whole number"),
+        ("get_anomaly", [:], "id is required"),
+        ("get_session_timeline", ["time_range": Value.string("-1h")], "cmcd_sid is required"),
+        ("get_detection_rules", ["verbose": Value.bool(true)], "unknown argument"),
         ("no_such_tool", [:], "no tool"),
     ])
     func badArgumentsAreToolErrorsWithTheReason(_ name: String, _ arguments: [String: Value], _ reason: String) async throws {
@@ -306,6 +311,38 @@ final class Fixture: @unchecked Sendable {
         #expect(own.result["session_data"]?["requests"] == .int(1))
         // The measurement is still there.
         #expect(try await f.call("get_average_bitrate", ["time_range": "-1h"]).result["segments"] == .int(8))
+        await f.close()
+    }
+
+    /// Every string argument of every tool, given hostile values: an error, or an answer about
+    /// nothing (no other session's data, no other content, no other anomaly).
+    @Test func everyStringArgumentResistsInjection() async throws {
+        let f = try await Fixture()
+        let hostile = [
+            "' OR 1=1 --", "\" OR \"1\"=\"1", "x\nSELECT * FROM cloudfront_logs", "troubled -- comment", "troubled /* c */", "/.*/",
+            String(repeating: "A", count: 5_000), "'; DROP MEASUREMENT cloudfront_logs; --",
+        ]
+        for (tool, argument) in [
+            ("get_average_bitrate", "cmcd_sid"), ("get_average_bitrate", "cmcd_cid"), ("get_average_bitrate", "time_range"),
+            ("get_session_details", "cmcd_sid"), ("analyze_buffer_events", "cmcd_sid"), ("identify_playback_errors", "cmcd_sid"),
+            ("list_session_and_content_ids", "time_range"), ("list_session_and_content_ids", "cursor"), ("list_recent_anomalies", "cmcd_sid"),
+            ("list_recent_anomalies", "cmcd_cid"), ("list_recent_anomalies", "edge_location"), ("list_recent_anomalies", "type"),
+            ("list_recent_anomalies", "since"), ("get_anomaly", "id"), ("get_session_timeline", "cmcd_sid"), ("anomaly_summary", "group_by"),
+        ] {
+            for value in hostile {
+                var arguments: [String: Value] = [argument: .string(value)]
+                if argument != "time_range", ["get_average_bitrate", "get_session_details", "analyze_buffer_events", "identify_playback_errors"].contains(tool) {
+                    arguments["time_range"] = "-1h"
+                }
+                let r = try await f.call(tool, arguments)
+                if r.isError { continue }
+                let text = JSONWriter.string(r.result)
+                for other in ["\"troubled\"", "\"healthy\"", "movie-1", "movie-2", "FRA56-P3"] {
+                    #expect(!text.contains(other), "\(tool) \(argument)=\(value.prefix(40)) answered with \(other)")
+                }
+            }
+        }
+        #expect(try await f.call("get_average_bitrate", ["time_range": "-1h"]).result["segments"] == .int(8), "nothing was dropped")
         await f.close()
     }
 
