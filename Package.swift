@@ -143,7 +143,8 @@ let package = Package(
             ],
             exclude: ["external_client.py"], swiftSettings: strict),
         .testTarget(
-            name: "SentinelDaemonTests", dependencies: ["SentinelKafka", "SentinelJSON", "CMCDSentinel", "SentinelTestSupport", "SentinelAlerts"],
+            name: "SentinelDaemonTests",
+            dependencies: ["SentinelKafka", "SentinelJSON", "CMCDSentinel", "SentinelTestSupport", "SentinelAlerts", "SentinelConfig", "SentinelYAML"],
             swiftSettings: strict),
     ]
 )
