@@ -88,6 +88,30 @@ struct ConfigurationTests {
         }
     }
 
+    /// The README's annotated configuration states every default: loading it gives the code's
+    /// defaults (the example webhook aside), so the two cannot drift apart.
+    @Test func theREADMEsConfigurationShowsTheCodesDefaults() throws {
+        let readme = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("README.md"), encoding: .utf8)
+        let section = try #require(readme.range(of: "## Configuration"))
+        let start = try #require(readme.range(of: "```yaml\n", range: section.upperBound..<readme.endIndex))
+        let end = try #require(readme.range(of: "\n```", range: start.upperBound..<readme.endIndex))
+        let c = try SentinelConfiguration.load(yaml: String(readme[start.upperBound..<end.lowerBound]), file: "README.md", environment: [:])
+        let defaults = SentinelConfiguration()
+        #expect(c.kafka == defaults.kafka)
+        #expect(c.input == defaults.input)
+        #expect(c.rules == defaults.rules && c.stdout == defaults.stdout && c.httpListen == defaults.httpListen)
+        #expect(c.influx == SentinelConfiguration.Influx(), "the influx section shows the defaults")
+        #expect(c.alerts == defaults.alerts)
+        #expect(c.mcp == defaults.mcp)
+        var example = SentinelConfiguration.Webhook()
+        example.name = "default"
+        example.url = "http://127.0.0.1:9000/hook"
+        example.secrets = ["whsec_..."]
+        #expect(c.webhooks == [example], "the webhook example shows the defaults of the other keys")
+    }
+
     @Test func sinksAreConfiguredByFileAndEnvironmentWithSecretsMasked() throws {
         let yaml = """
             influx: {url: "https://influx.example:8086", database: cmcd, token: tok-123, gzip: true}
