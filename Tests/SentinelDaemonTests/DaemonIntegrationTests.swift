@@ -226,12 +226,7 @@ import Testing
         var lines: [String] { stdout.split(separator: "\n").map(String.init) }
     }
 
-    static var binary: URL {
-        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-            .appendingPathComponent("cmcd-sentinel")
-        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
-        return root.appendingPathComponent(".build/debug/cmcd-sentinel")
-    }
+    static var binary: URL { sentinelBinary }
 
     static func run(_ arguments: [String], stdin: String? = nil, environment: [String: String] = [:]) throws -> Result {
         let running = try start(arguments, stdin: stdin, environment: environment)

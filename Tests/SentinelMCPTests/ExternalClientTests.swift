@@ -30,23 +30,14 @@ import Testing
         var description: String { message }
     }
 
-    static var binary: String {
-        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-            .appendingPathComponent("cmcd-sentinel")
-        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside.path }
-        return packageRoot.appendingPathComponent(".build/debug/cmcd-sentinel").path
-    }
+    static var binary: String { sentinelBinary.path }
 
     @Test(.timeLimit(.minutes(5)))
     func thePythonSDKCallsEveryToolOverStdio() async throws {
         let python = try Self.python()
         let fixture = try await Fixture()
         defer { Task { await fixture.close() } }
-        let config = FileManager.default.temporaryDirectory.appendingPathComponent("mcp-\(UUID().uuidString).yaml").path
-        try """
-        influx: {url: "\(InfluxServer.shared.url)", database: \(fixture.database)}
-        alerts: {url: "sqlite:\(fixture.alertsPath)"}
-        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let config = try fixture.configFile()
         let drop = fixture.findings.first { $0.type == .bufferDrop }!
         let calls: JSONValue = .array([
             .array([.string("get_average_bitrate"), .object([("time_range", .string("-1h"))])]),
@@ -110,11 +101,7 @@ import Testing
         let python = try Self.python()
         let fixture = try await Fixture()
         defer { Task { await fixture.close() } }
-        let config = FileManager.default.temporaryDirectory.appendingPathComponent("mcp-\(UUID().uuidString).yaml").path
-        try """
-        influx: {url: "\(InfluxServer.shared.url)", database: \(fixture.database)}
-        alerts: {url: "sqlite:\(fixture.alertsPath)"}
-        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let config = try fixture.configFile()
         let token = "t0ken-\(UUID().uuidString)"
         let port = freePort()
         let server = Process()

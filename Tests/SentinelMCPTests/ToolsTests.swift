@@ -87,6 +87,16 @@ final class Fixture: @unchecked Sendable {
         return (json, result.isError ?? false, text)
     }
 
+    /// A configuration file for `cmcd-sentinel mcp` reading this fixture's data.
+    func configFile() throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcp-\(UUID().uuidString).yaml").path
+        try """
+        influx: {url: "\(InfluxServer.shared.url)", database: \(database)}
+        alerts: {url: "sqlite:\(alertsPath)"}
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
     func close() async {
         await client.disconnect()
         await server.stop()

@@ -7,6 +7,14 @@ import SentinelJSON
 /// The package root, for the scripts that start servers.
 public let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
+/// The `cmcd-sentinel` binary of this build (beside the test bundle, else the debug build).
+public var sentinelBinary: URL {
+    let beside = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        .appendingPathComponent("cmcd-sentinel")
+    if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
+    return packageRoot.appendingPathComponent(".build/debug/cmcd-sentinel")
+}
+
 /// A free TCP port on 127.0.0.1.
 public func freePort() -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
