@@ -193,7 +193,8 @@ public final class Daemon: @unchecked Sendable {
         // that cannot take everything in time leaves those records uncommitted for next time.
         var unflushed: (any Error)?
         for sink in sinks {
-            do { try sink.drain(timeoutSeconds: 15) } catch { unflushed = unflushed ?? error }
+            // Within the service group's 10 s for a graceful shutdown.
+            do { try sink.drain(timeoutSeconds: 8) } catch { unflushed = unflushed ?? error }
         }
         if unflushed == nil { commitPending(everything: true) }
         consumer.close()

@@ -62,6 +62,7 @@ public final class WebhookDispatcher: Service, @unchecked Sendable {
         await withTaskGroup(of: String?.self) { group in
             var inFlight: [String: Int] = [:]
             var lastMaintenance: Int64 = 0
+            var lastOutboxWarning: Int64 = 0
             let poll = pollIntervalMs
             group.addTask {
                 try? await Task.sleep(for: .milliseconds(poll))
@@ -77,7 +78,10 @@ public final class WebhookDispatcher: Service, @unchecked Sendable {
                     do {
                         claimed = try await store.claimDue(endpoint: endpoint.name, owner: owner, limit: free, now: now, leaseUntil: leaseUntil)
                     } catch {
-                        logger.warning("webhooks: cannot read the outbox: \(error)")
+                        if now - lastOutboxWarning >= 10_000 {  // not every poll while the database is away
+                            lastOutboxWarning = now
+                            logger.warning("webhooks: cannot read the outbox (retrying): \(error)")
+                        }
                         continue
                     }
                     for notification in claimed {
