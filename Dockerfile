@@ -6,11 +6,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends librdkafka-dev libsqlite3-dev zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Dependencies first, so that a source change does not fetch them again.
+# The manifest names every target, tests included, so all their folders must be there.
 COPY Package.swift ./
-RUN swift package resolve
 COPY Sources ./Sources
 COPY Tests ./Tests
+RUN swift package resolve
 RUN swift build -c release --product cmcd-sentinel --static-swift-stdlib \
     && cp "$(swift build -c release --show-bin-path)/cmcd-sentinel" /usr/local/bin/cmcd-sentinel
 

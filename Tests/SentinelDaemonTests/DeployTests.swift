@@ -126,6 +126,24 @@ struct DeployError: Error, CustomStringConvertible {
         #expect(datasource.contains("dbName: cmcd-metrics") && datasource.contains("uid: cmcd-influxql"))
     }
 
+    @Test func theImageIsBuiltFromFilesThatExist() throws {
+        let dockerfile = try Self.read("Dockerfile")
+        var copies = 0
+        for line in dockerfile.split(separator: "\n") where line.hasPrefix("COPY ") && !line.contains("--from=") {
+            let parts = line.split(separator: " ").map(String.init)
+            for source in parts.dropFirst().dropLast() {
+                copies += 1
+                #expect(FileManager.default.fileExists(atPath: packageRoot.appendingPathComponent(source).path), "Dockerfile copies \(source)")
+            }
+        }
+        #expect(copies >= 5)
+        #expect(dockerfile.contains("librdkafka-dev") && dockerfile.contains("--product cmcd-sentinel"))
+        #expect(dockerfile.contains("USER sentinel"), "the daemon does not run as root")
+        let compose = try YAMLValue.parse(try Self.read("docker-compose.yml"), file: "docker-compose.yml")
+        #expect(try compose["services"]["sentinel"]["build"].string() == ".")
+        #expect(try compose["services"]["mcp"]["image"].string() == (try compose["services"]["sentinel"]["image"].string()))
+    }
+
     @Test func theDashboardsQueriesRunOnWhatTheDaemonWrote() async throws {
         let dashboard = try JSONParser.parse(try Self.read("deploy/grafana/dashboards/cmcd-sentinel.json"), limits: .init(maxDepth: 32, maxElements: 100_000))
         guard case .array(let panels)? = dashboard["panels"] else { throw DeployError(message: "the dashboard has no panels") }
