@@ -105,10 +105,10 @@ public enum InfluxPoints {
     public static let rawMeasurement = "cloudfront_logs"
     public static let anomalyMeasurement = "cmcd_anomalies"
 
-    /// Streaming formats and stream types tagged as such; anything else is left out of the
-    /// tags so that a viewer cannot create series at will.
-    static let streamingFormats: Set<String> = ["d", "h", "s", "o"]
-    static let streamTypes: Set<String> = ["v", "l", "ld"]
+    /// Streaming formats and stream types tagged as such: the spec's tokens only (the decoder
+    /// ignores others; checked again here), so that a viewer cannot create series at will.
+    static let streamingFormats = CMCDKeys.allowedTokens(for: "sf") ?? []
+    static let streamTypes = CMCDKeys.allowedTokens(for: "st") ?? []
 
     /// Appends one `cloudfront_logs` point for a request.
     public static func append(_ sample: Sample, to out: inout [UInt8]) {

@@ -54,6 +54,11 @@ struct LineProtocolTests {
         #expect(text.hasSuffix("é"), "cut at a character boundary")
     }
 
+    @Test func lowLatencyLiveIsTagged() throws {
+        let text = line(try sample(sid: "s", cid: nil, edge: nil, cmcd: "bl=1,sf=d,st=ll,ot=v"))
+        #expect(text.contains(",cmcd_sf=d,") && text.contains(",cmcd_st=ll "))
+    }
+
     @Test func unknownStreamingFormatsAndTypesAreNotTags() throws {
         let text = line(try sample(sid: "s", cid: nil, edge: nil, cmcd: "bl=1,sf=zz,st=qq,ot=v"))
         #expect(!text.contains("cmcd_sf") && !text.contains("cmcd_st"))
