@@ -69,7 +69,7 @@ let package = Package(
         .target(
             name: "SentinelAlerts",
             dependencies: [
-                "CMCDDetection", "SentinelJSON", "SentinelHTTP", "CSQLite",
+                "CMCDDetection", "SentinelJSON", "SentinelHTTP", "SentinelConfig", "CSQLite",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -119,7 +119,7 @@ let package = Package(
         .testTarget(name: "CMCDTests", dependencies: ["CMCD", "SentinelJSON"], exclude: ["Vectors"], swiftSettings: strict),
         .testTarget(name: "CMCDRecordsTests", dependencies: ["CMCDRecords"], swiftSettings: strict),
         .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
-        .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel"], swiftSettings: strict),
+        .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel", "SentinelTestSupport"], swiftSettings: strict),
         .testTarget(name: "SentinelKafkaTests", dependencies: ["SentinelKafka"], swiftSettings: strict),
         .testTarget(name: "SentinelConfigTests", dependencies: ["SentinelConfig"], swiftSettings: strict),
         // Starts the real servers the integration tests talk to (influxd, PostgreSQL, the webhook receiver).

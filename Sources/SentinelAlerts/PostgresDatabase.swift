@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOSSL
 import PostgresNIO
+import SentinelConfig
 
 /// PostgreSQL through postgres-nio's connection pool, so several daemons can share one alerts
 /// table. The pool runs in a task of its own until `close`.
@@ -37,7 +38,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     static func configuration(url: String) throws -> PostgresClient.Configuration {
         guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
             let host = components.host, !host.isEmpty
-        else { throw SQLError("'\(SQLError.masking(url))' is not a postgres://user:password@host:port/database URL") }
+        else { throw SQLError("'\(SentinelConfiguration.maskingPassword(url))' is not a postgres://user:password@host:port/database URL") }
         let database = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
         let mode = components.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "prefer"
         let tls: PostgresClient.Configuration.TLS
@@ -138,15 +139,5 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             rows.append(values)
         }
         return rows
-    }
-}
-
-extension SQLError {
-    /// A URL with its password masked, for messages.
-    static func masking(_ url: String) -> String {
-        guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].lastIndex(of: "@"),
-            let colon = url[scheme.upperBound..<at].firstIndex(of: ":")
-        else { return url }
-        return String(url[...colon]) + "*****" + String(url[at...])
     }
 }

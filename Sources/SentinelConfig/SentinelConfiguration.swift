@@ -51,6 +51,9 @@ public struct SentinelConfiguration: Sendable, Equatable {
         /// committing the records behind it.
         public var maxRetryMs: Int64 = 300_000
         public init() {}
+
+        /// `url` without a trailing slash, for appending API paths.
+        public var baseURL: String { url.hasSuffix("/") ? String(url.dropLast()) : url }
     }
 
     /// The alerts table (`alerts`): episodes and their notification outbox.
@@ -148,18 +151,11 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("mcp.token", "SENTINEL_MCP_TOKEN", "bearer token the MCP HTTP transport requires (secret)"),
     ]
 
-    /// Sections of the documented configuration this version does not implement yet: they
-    /// are rejected rather than silently ignored, so nobody believes data is going there.
-    static let unavailableSections: [String: String] = [:]
-
     /// Loads `yaml` (nil: no file) and applies `environment` overrides.
     public static func load(yaml: String?, file: String, environment: [String: String]) throws(ValidationError) -> SentinelConfiguration {
         var config = SentinelConfiguration()
         let root = try YAMLValue.parse(yaml ?? "", file: file)
-        try root.keys(allowed: Set(["kafka", "input", "rules", "output", "http", "influx", "alerts", "webhooks", "mcp"]).union(unavailableSections.keys))
-        for (section, reason) in unavailableSections.sorted(by: { $0.key < $1.key }) where root[section].exists {
-            throw root[section].error(reason)
-        }
+        try root.keys(allowed: ["kafka", "input", "rules", "output", "http", "influx", "alerts", "webhooks", "mcp"])
         let kafka = root["kafka"]
         try kafka.keys(allowed: ["brokers", "topic", "group_id", "properties", "partitions", "dead_letter_topic"])
         config.kafka.deadLetterTopic = try kafka["dead_letter_topic"].string(default: "")
@@ -207,13 +203,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
             config.input.fields = try fields(v.split(separator: ",").map { $0.trimmingCharacters(in: " ") }, node)
         }
         if let (v, _) = env("SENTINEL_RULES") { config.rules = v }
-        if let (v, node) = env("SENTINEL_OUTPUT_STDOUT") {
-            switch v.lowercased() {
-            case "true", "1", "yes": config.stdout = true
-            case "false", "0", "no": config.stdout = false
-            default: throw node.error("must be true or false")
-            }
-        }
+        if let v = try environmentBool("SENTINEL_OUTPUT_STDOUT", environment) { config.stdout = v }
         if let (v, _) = env("SENTINEL_HTTP_LISTEN") { config.httpListen = v }
         try applySinkEnvironment(environment, to: &config)
         try config.validate(root)

@@ -75,14 +75,7 @@ extension SentinelConfiguration {
             }
             return n
         }
-        func bool(_ name: String) throws(ValidationError) -> Bool? {
-            guard let text = environment[name] else { return nil }
-            switch text.lowercased() {
-            case "true", "1", "yes": return true
-            case "false", "0", "no": return false
-            default: throw node(name).error("must be true or false")
-            }
-        }
+        func bool(_ name: String) throws(ValidationError) -> Bool? { try environmentBool(name, environment) }
         // Any SENTINEL_INFLUX_* variable enables the sink with defaults for the rest.
         if environment.keys.contains(where: { $0.hasPrefix("SENTINEL_INFLUX_") }) {
             var i = config.influx ?? Influx()
@@ -154,6 +147,16 @@ extension SentinelConfiguration {
         }
         if !webhooks.isEmpty, alerts == nil {
             throw root["webhooks"].error("webhooks need the alerts table (alerts.url): notifications are kept there until delivered")
+        }
+    }
+
+    /// A `true`/`false` (also 1/0, yes/no) environment variable, nil when unset.
+    static func environmentBool(_ name: String, _ environment: [String: String]) throws(ValidationError) -> Bool? {
+        guard let text = environment[name] else { return nil }
+        switch text.lowercased() {
+        case "true", "1", "yes": return true
+        case "false", "0", "no": return false
+        default: throw YAMLValue.environment(name).error("must be true or false")
         }
     }
 

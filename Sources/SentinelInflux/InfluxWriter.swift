@@ -204,7 +204,7 @@ public final class InfluxWriter: @unchecked Sendable {
 
     private func makeRequest(body: [UInt8]) throws -> HTTPAttempt {
         let api = try resolveAPI()
-        let base = configuration.url.hasSuffix("/") ? String(configuration.url.dropLast()) : configuration.url
+        let base = configuration.baseURL
         var url: String
         switch api {
         case .v2:
@@ -222,7 +222,7 @@ public final class InfluxWriter: @unchecked Sendable {
     /// The write API: configured, or asked of `/ping` once (`X-Influxdb-Version` 1.x: v1).
     private func resolveAPI() throws -> SentinelConfiguration.Influx.API {
         if let resolvedAPI { return resolvedAPI }
-        let base = configuration.url.hasSuffix("/") ? String(configuration.url.dropLast()) : configuration.url
+        let base = configuration.baseURL
         let request = try HTTPClient.Request(url: "\(base)/ping", method: .GET)
         let response = try client.execute(request: request, deadline: .now() + .milliseconds(configuration.timeoutMs)).wait()
         guard (200..<300).contains(Int(response.status.code)) else { throw RequestError(description: "/ping answered \(response.status.code)") }

@@ -48,8 +48,7 @@ final class InfluxReader: Sendable {
         if !params.isEmpty {
             form.append(("params", JSONWriter.string(.object(params.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }))))
         }
-        let base = configuration.url.hasSuffix("/") ? String(configuration.url.dropLast()) : configuration.url
-        var request = HTTPClientRequest(url: "\(base)/query")
+        var request = HTTPClientRequest(url: "\(configuration.baseURL)/query")
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
         if !configuration.token.isEmpty { request.headers.add(name: "Authorization", value: "Token \(configuration.token)") }

@@ -232,11 +232,9 @@ public final class SentinelTools: Sendable {
         let range = try input.timeRange(default: "-24h")
         let (limit, offset) = try input.page()
         let influx = try requireInflux()
-        let bounds = try await influx.query(
-            "SELECT FIRST(cmcd_v), LAST(cmcd_v), COUNT(cmcd_v) FROM cloudfront_logs WHERE time > now() - \(range.literal) AND cmcd_sid = $sid",
-            params: ["sid": sid])
-        let counts = bounds.first?.records.first
-        let total = Self.int(counts?["count"]) ?? 0
+        let counts = try await influx.query(
+            "SELECT COUNT(cmcd_v) FROM cloudfront_logs WHERE time > now() - \(range.literal) AND cmcd_sid = $sid", params: ["sid": sid])
+        let total = Self.int(counts.first?.records.first?["count"]) ?? 0
         guard total > 0 else {
             return ("No requests of session \(sid) in the last \(range.text.dropFirst()).", .object([("status", .string("not_found")), ("cmcd_sid", .string(sid)), ("time_range", .string(range.text))]))
         }

@@ -1,17 +1,13 @@
 import Foundation
 import SentinelJSON
+import SentinelTestSupport
 import Testing
 
 /// Runs the real `cmcd-sentinel` binary, as users do.
 struct CLITests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    static var binary: URL {
-        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-            .appendingPathComponent("cmcd-sentinel")
-        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
-        return root.appendingPathComponent(".build/debug/cmcd-sentinel")
-    }
+    static var binary: URL { sentinelBinary }
 
     struct Result {
         var status: Int32
