@@ -32,38 +32,53 @@ public enum CMCDDecoder {
     /// `allowBareValue` is set and there is no `CMCD=` argument, the bare encoded value.
     public static func decodeQuery(_ text: String, allowBareValue: Bool = true) throws(CMCDDecodingError) -> CMCDPayload {
         var copy = text
-        var scratch: [UInt8] = []
-        var scratch2: [UInt8] = []
+        var buffers = DecodingBuffers(internedStrings: 0)
         let outcome = copy.withUTF8 { bytes in
             Result { () throws(CMCDDecodingError) in
-                try decodeQuery(bytes: bytes, allowBareValue: allowBareValue, scratch: &scratch, scratch2: &scratch2)
+                try decodeQuery(bytes: bytes, allowBareValue: allowBareValue, buffers: &buffers)
             }
         }
         guard let result = try outcome.get() else { throw .noCMCD("no CMCD query argument") }
         return result
     }
 
+    /// Reusable buffers for decoding a stream of payloads: a steady stream allocates nothing
+    /// for them, and repeated content ids share one string.
+    public struct DecodingBuffers: Sendable {
+        var first: [UInt8] = []
+        var second: [UInt8] = []
+        public var strings: InternedStrings
+
+        /// `internedStrings`: how many distinct content ids to share (0: none).
+        public init(internedStrings: Int = 1024) {
+            strings = InternedStrings(capacity: internedStrings)
+            first.reserveCapacity(4096)
+            second.reserveCapacity(4096)
+        }
+    }
+
     /// Byte-level query decoding for the record parser; `nil` when there is no `CMCD=` argument.
-    /// `scratch` and `scratch2` are reusable buffers, so a steady stream allocates nothing here.
     /// With `typedOnly` the payload is decoded for its typed views only (see `CMCDPayload(typedFrom:)`).
     public static func decodeQuery(
-        bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool, typedOnly: Bool = false, scratch: inout [UInt8],
-        scratch2: inout [UInt8]
+        bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool, typedOnly: Bool = false, buffers: inout DecodingBuffers
     ) throws(CMCDDecodingError) -> CMCDPayload? {
         guard let range = queryValueRange(bytes, allowBareValue: allowBareValue) else { return nil }
-        let value = UnsafeBufferPointer(rebasing: bytes[range])
-        PercentDecoding.decode(value, plusAsSpace: true, into: &scratch)
+        var (length, _) = PercentDecoding.decode(UnsafeBufferPointer(rebasing: bytes[range]), plusAsSpace: true, intoPrefixOf: &buffers.first)
         var decodings = 1
         while decodings < maxQueryDecodings {
-            let again = scratch.withUnsafeBufferPointer { PercentDecoding.looksEncoded($0) }
+            let again = buffers.first.withUnsafeBufferPointer { PercentDecoding.looksEncoded(UnsafeBufferPointer(rebasing: $0[0..<length])) }
             if !again { break }
-            scratch.withUnsafeBufferPointer { _ = PercentDecoding.decode($0, plusAsSpace: false, into: &scratch2) }
-            swap(&scratch, &scratch2)
+            length = buffers.first.withUnsafeBufferPointer {
+                PercentDecoding.decode(UnsafeBufferPointer(rebasing: $0[0..<length]), plusAsSpace: false, intoPrefixOf: &buffers.second).length
+            }
+            swap(&buffers.first, &buffers.second)
             decodings += 1
         }
-        return try scratch.withUnsafeBufferPointer { buffer in
-            Result { () throws(CMCDDecodingError) in
-                typedOnly ? try CMCDPayload(typedFrom: buffer) : try CMCDPayload(rawBytes: buffer)
+        return try buffers.first.withUnsafeBufferPointer { whole in
+            let decoded = UnsafeBufferPointer(rebasing: whole[0..<length])
+            return Result { () throws(CMCDDecodingError) in
+                typedOnly
+                    ? try CMCDPayload(typedFrom: decoded, strings: &buffers.strings) : try CMCDPayload(rawBytes: decoded)
             }
         }.get()
     }
@@ -140,10 +155,10 @@ public enum CMCDDecoder {
 
     /// Decodes CloudFront's `cs-headers` field: URL-encoded header lines joined by `%0A`.
     /// Returns `nil` quickly when no CMCD header is present.
-    public static func decodeCloudFrontHeaders(bytes: UnsafeBufferPointer<UInt8>, scratch: inout [UInt8]) throws(CMCDDecodingError) -> CMCDPayload? {
+    public static func decodeCloudFrontHeaders(bytes: UnsafeBufferPointer<UInt8>, buffers: inout DecodingBuffers) throws(CMCDDecodingError) -> CMCDPayload? {
         guard containsCMCDPrefix(bytes) else { return nil }
-        PercentDecoding.decode(bytes, plusAsSpace: false, into: &scratch)
-        let text = String(decoding: scratch, as: UTF8.self)
+        let length = PercentDecoding.decode(bytes, plusAsSpace: false, intoPrefixOf: &buffers.first).length
+        let text = String(decoding: buffers.first[0..<length], as: UTF8.self)
         var headers: [(name: String, value: String)] = []
         for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
             guard let colon = line.firstIndex(of: ":") else { continue }

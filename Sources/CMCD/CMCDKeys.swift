@@ -69,18 +69,37 @@ public enum CMCDKeys {
 
     /// Allowed values of the token keys; anything else is ignored.
     public static func allowedTokens(for key: String) -> Set<String>? {
-        packedCode(key).flatMap(allowedTokens(code:))
+        packedCode(key).flatMap(tokens(code:)).map { Set($0.entries.map(\.text)) }
     }
 
-    static func allowedTokens(code: UInt64) -> Set<String>? {
+    /// The allowed tokens of a token key (`e` and future tokens are kept as sent: nil).
+    static func tokens(code: UInt64) -> TokenTable? {
         switch code {
         case 0x6F74 /* ot */: return objectTypeTokens
         case 0x7366 /* sf */: return streamingFormatTokens
         case 0x7374 /* st */: return streamTypeTokens
         case 0x737461 /* sta */: return stateTokens
-        default: return nil  // `e` and future tokens are kept as sent
+        default: return nil
         }
     }
+
+    /// A key's allowed tokens, each with its packed code so that bytes are matched without
+    /// building a string.
+    struct TokenTable: Sendable {
+        let entries: [(code: UInt64, text: String)]
+        init(_ tokens: [String]) { entries = tokens.map { (CMCDKeys.packedCode($0) ?? 0, $0) } }
+        /// The token's text when it is allowed.
+        func text(packedCode code: UInt64) -> String? {
+            for entry in entries where entry.code == code { return entry.text }
+            return nil
+        }
+        func contains(_ token: String) -> Bool { CMCDKeys.packedCode(token).flatMap(text(packedCode:)) != nil }
+    }
+
+    static let objectTypeTokens = TokenTable(CMCDObjectType.allCases.map(\.rawValue))
+    static let streamingFormatTokens = TokenTable(["d", "h", "e", "s", "o"])
+    static let streamTypeTokens = TokenTable(["v", "l", "ll"])
+    static let stateTokens = TokenTable(CMCDPlayerState.allCases.map(\.rawValue))
 
     /// Spec length limits of string keys, in bytes.
     static func maxLength(code: UInt64) -> Int? {
@@ -90,11 +109,6 @@ public enum CMCDKeys {
         default: return nil
         }
     }
-
-    static let objectTypeTokens: Set<String> = ["m", "a", "v", "av", "i", "c", "tt", "k", "o"]
-    static let streamingFormatTokens: Set<String> = ["d", "h", "e", "s", "o"]
-    static let streamTypeTokens: Set<String> = ["v", "l", "ll"]
-    static let stateTokens: Set<String> = ["s", "p", "k", "r", "a", "w", "e", "f", "q", "d"]
 
     /// The header shard each reserved key belongs to in request mode (CTA-5004-A/-B).
     public static let headerNames = ["CMCD-Request", "CMCD-Object", "CMCD-Status", "CMCD-Session"]
@@ -117,7 +131,7 @@ public enum CMCDObjectType: String, Sendable, Hashable, CaseIterable {
 }
 
 /// Player state (`sta`, v2).
-public enum CMCDPlayerState: String, Sendable, Hashable {
+public enum CMCDPlayerState: String, Sendable, Hashable, CaseIterable {
     case starting = "s"
     case playing = "p"
     case seeking = "k"
@@ -128,4 +142,30 @@ public enum CMCDPlayerState: String, Sendable, Hashable {
     case fatalError = "f"
     case quit = "q"
     case preloading = "d"
+}
+
+extension CMCDObjectType {
+    static let byPackedCode = CMCDObjectType.allCases.map { (code: CMCDKeys.packedCode($0.rawValue) ?? 0, value: $0) }
+
+    /// The object type of a token packed as by `CMCDKeys.packedCode`.
+    init?(packedCode code: UInt64) {
+        for entry in Self.byPackedCode where entry.code == code {
+            self = entry.value
+            return
+        }
+        return nil
+    }
+}
+
+extension CMCDPlayerState {
+    static let byPackedCode = CMCDPlayerState.allCases.map { (code: CMCDKeys.packedCode($0.rawValue) ?? 0, value: $0) }
+
+    /// The state of a token packed as by `CMCDKeys.packedCode`.
+    init?(packedCode code: UInt64) {
+        for entry in Self.byPackedCode where entry.code == code {
+            self = entry.value
+            return
+        }
+        return nil
+    }
 }

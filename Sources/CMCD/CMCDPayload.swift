@@ -33,27 +33,27 @@ public struct CMCDMeasure: Sendable, Hashable {
         public var objectType: CMCDObjectType?
     }
 
-    // The common single value is stored inline: no allocation per record.
+    // The common single value is stored inline: no allocation (nor reference count) per record.
     private var first: Component?
-    private var rest: [Component]
+    private var rest: [Component]?
 
     public init(components: [Component]) {
         first = components.first
-        rest = Array(components.dropFirst())
+        rest = components.count > 1 ? Array(components.dropFirst()) : nil
     }
 
     init(single: Component) {
         first = single
-        rest = []
+        rest = nil
     }
 
-    public var components: [Component] { first.map { [$0] + rest } ?? [] }
+    public var components: [Component] { first.map { [$0] + (rest ?? []) } ?? [] }
 
     /// The value for one object type: the component tagged with it, else the only
     /// untagged component, else the smallest (the track that limits playback).
     public func value(for objectType: CMCDObjectType?) -> Int64? {
         guard let first else { return nil }
-        if rest.isEmpty { return first.value }
+        guard let rest else { return first.value }
         if let objectType {
             if first.objectType == objectType { return first.value }
             if let tagged = rest.first(where: { $0.objectType == objectType }) { return tagged.value }
@@ -64,7 +64,7 @@ public struct CMCDMeasure: Sendable, Hashable {
     /// The largest component (for cumulative counters such as `bsa`).
     public var maximum: Int64? {
         guard let first else { return nil }
-        return rest.reduce(first.value) { max($0, $1.value) }
+        return rest?.reduce(first.value) { max($0, $1.value) } ?? first.value
     }
 }
 
@@ -96,10 +96,11 @@ public struct CMCDPayload: Sendable, Hashable {
     /// Everything a payload holds, behind one reference so that passing samples around
     /// copies a pointer, not some 700 bytes of fields.
     struct Fields: Sendable {
-        var storedEntries: [CMCDEntry]?
-        var storedIgnored: [CMCDIgnoredKey] = []
-        /// The dictionary text a typed-only decode keeps, to rebuild the full view on demand.
-        var source: String?
+        /// The full view when it was built (nil for a typed-only decode, which keeps its source).
+        var full: FullView?
+        /// Bytes of dictionary text a typed-only decode keeps after the fields (in the same
+        /// allocation), to rebuild the full view on demand; -1 when there is none.
+        var sourceCount = -1
         var version: Int = 1
         var sessionID: String?
         var contentID: String?
@@ -133,20 +134,59 @@ public struct CMCDPayload: Sendable, Hashable {
         var playbackRate: Double?
     }
 
-    /// Immutable once the payload is built.
-    final class Box: Sendable {
-        let fields: Fields
-        init(_ fields: Fields) { self.fields = fields }
+    /// Every key in wire order, and the keys validation dropped.
+    struct FullView: Sendable {
+        var entries: [CMCDEntry]
+        var ignored: [CMCDIgnoredKey]
     }
 
-    private let box: Box
+    /// The fields, followed in the same allocation by the source text of a typed-only
+    /// decode: one allocation per payload. Immutable once the payload is built.
+    final class Box: ManagedBuffer<Fields, UInt8> {
+        /// A box holding `fields` and no source text.
+        static func make(_ fields: Fields) -> Box {
+            var fields = fields
+            fields.sourceCount = -1
+            return unsafeDowncast(Box.create(minimumCapacity: 0) { _ in fields }, to: Box.self)
+        }
+
+        /// A box with empty fields (to be filled in place) holding a copy of `source`.
+        static func make(source: UnsafeBufferPointer<UInt8>) -> Box {
+            let count = source.count
+            let buffer = Box.create(minimumCapacity: count) { _ in
+                var fields = Fields()
+                fields.sourceCount = count
+                return fields
+            }
+            if let base = source.baseAddress, count > 0 {
+                buffer.withUnsafeMutablePointerToElements { $0.initialize(from: base, count: count) }
+            }
+            return unsafeDowncast(buffer, to: Box.self)
+        }
+
+        /// The kept source text, if any.
+        var source: String? {
+            let count = header.sourceCount
+            guard count >= 0 else { return nil }
+            return withUnsafeMutablePointerToElements { String(decoding: UnsafeBufferPointer(start: $0, count: count), as: UTF8.self) }
+        }
+    }
+
+    /// Shares the immutable box across threads (`ManagedBuffer` itself is not `Sendable`).
+    struct SharedBox: @unchecked Sendable { let box: Box }
+
+    let shared: SharedBox
+    var box: Box { shared.box }
+    /// The box's fields, read without the dynamic exclusivity check a class property costs
+    /// (the box is immutable once built, and `shared` keeps it alive).
+    private var fields: UnsafeMutablePointer<Fields> { shared.box.withUnsafeMutablePointerToHeader { $0 } }
 
     /// Every key in wire order (invalid ones marked).
-    public var entries: [CMCDEntry] { box.fields.storedEntries ?? fullDecode?.entries ?? [] }
+    public var entries: [CMCDEntry] { fields.pointee.full?.entries ?? fullDecode?.entries ?? [] }
     /// Reserved keys whose values had the wrong type, and why.
-    public var ignored: [CMCDIgnoredKey] { box.fields.storedEntries != nil ? box.fields.storedIgnored : fullDecode?.ignored ?? [] }
+    public var ignored: [CMCDIgnoredKey] { fields.pointee.full?.ignored ?? fullDecode?.ignored ?? [] }
 
-    private var fullDecode: CMCDPayload? { box.fields.source.flatMap { try? CMCDPayload(raw: $0) } }
+    private var fullDecode: CMCDPayload? { box.source.flatMap { try? CMCDPayload(raw: $0) } }
 
     public static func == (lhs: CMCDPayload, rhs: CMCDPayload) -> Bool {
         lhs.version == rhs.version && lhs.entries == rhs.entries
@@ -155,55 +195,55 @@ public struct CMCDPayload: Sendable, Hashable {
     public func hash(into hasher: inout Hasher) { hasher.combine(entries) }
 
     /// `v`; 1 when absent.
-    public var version: Int { box.fields.version }
-    public var sessionID: String? { box.fields.sessionID }
-    public var contentID: String? { box.fields.contentID }
-    public var objectType: CMCDObjectType? { box.fields.objectType }
-    public var streamingFormat: String? { box.fields.streamingFormat }
-    public var streamType: String? { box.fields.streamType }
-    public var state: CMCDPlayerState? { box.fields.state }
-    public var event: String? { box.fields.event }
-    public var startup: Bool { box.fields.startup }
-    public var bufferStarvation: Bool { box.fields.bufferStarvation }
-    public var backgrounded: Bool { box.fields.backgrounded }
-    public var nonRendered: Bool { box.fields.nonRendered }
-    public var bufferLength: CMCDMeasure? { box.fields.bufferLength }
-    public var encodedBitrate: CMCDMeasure? { box.fields.encodedBitrate }
-    public var topBitrate: CMCDMeasure? { box.fields.topBitrate }
-    public var measuredThroughput: CMCDMeasure? { box.fields.measuredThroughput }
-    public var playheadBitrate: CMCDMeasure? { box.fields.playheadBitrate }
-    public var targetBufferLength: CMCDMeasure? { box.fields.targetBufferLength }
-    public var starvationCount: CMCDMeasure? { box.fields.starvationCount }
-    public var starvationDuration: CMCDMeasure? { box.fields.starvationDuration }
-    public var starvationDurationTotal: CMCDMeasure? { box.fields.starvationDurationTotal }
-    public var objectDuration: Int64? { box.fields.objectDuration }
-    public var deadline: Int64? { box.fields.deadline }
-    public var requestedMaxThroughput: Int64? { box.fields.requestedMaxThroughput }
-    public var mediaStartDelay: Int64? { box.fields.mediaStartDelay }
-    public var playheadTime: Int64? { box.fields.playheadTime }
-    public var sequenceNumber: Int64? { box.fields.sequenceNumber }
-    public var timestamp: Int64? { box.fields.timestamp }
-    public var liveLatency: Int64? { box.fields.liveLatency }
-    public var droppedFrames: Int64? { box.fields.droppedFrames }
-    public var playbackRate: Double? { box.fields.playbackRate }
+    public var version: Int { fields.pointee.version }
+    public var sessionID: String? { fields.pointee.sessionID }
+    public var contentID: String? { fields.pointee.contentID }
+    public var objectType: CMCDObjectType? { fields.pointee.objectType }
+    public var streamingFormat: String? { fields.pointee.streamingFormat }
+    public var streamType: String? { fields.pointee.streamType }
+    public var state: CMCDPlayerState? { fields.pointee.state }
+    public var event: String? { fields.pointee.event }
+    public var startup: Bool { fields.pointee.startup }
+    public var bufferStarvation: Bool { fields.pointee.bufferStarvation }
+    public var backgrounded: Bool { fields.pointee.backgrounded }
+    public var nonRendered: Bool { fields.pointee.nonRendered }
+    public var bufferLength: CMCDMeasure? { fields.pointee.bufferLength }
+    public var encodedBitrate: CMCDMeasure? { fields.pointee.encodedBitrate }
+    public var topBitrate: CMCDMeasure? { fields.pointee.topBitrate }
+    public var measuredThroughput: CMCDMeasure? { fields.pointee.measuredThroughput }
+    public var playheadBitrate: CMCDMeasure? { fields.pointee.playheadBitrate }
+    public var targetBufferLength: CMCDMeasure? { fields.pointee.targetBufferLength }
+    public var starvationCount: CMCDMeasure? { fields.pointee.starvationCount }
+    public var starvationDuration: CMCDMeasure? { fields.pointee.starvationDuration }
+    public var starvationDurationTotal: CMCDMeasure? { fields.pointee.starvationDurationTotal }
+    public var objectDuration: Int64? { fields.pointee.objectDuration }
+    public var deadline: Int64? { fields.pointee.deadline }
+    public var requestedMaxThroughput: Int64? { fields.pointee.requestedMaxThroughput }
+    public var mediaStartDelay: Int64? { fields.pointee.mediaStartDelay }
+    public var playheadTime: Int64? { fields.pointee.playheadTime }
+    public var sequenceNumber: Int64? { fields.pointee.sequenceNumber }
+    public var timestamp: Int64? { fields.pointee.timestamp }
+    public var liveLatency: Int64? { fields.pointee.liveLatency }
+    public var droppedFrames: Int64? { fields.pointee.droppedFrames }
+    public var playbackRate: Double? { fields.pointee.playbackRate }
     /// Player error codes (`ec`).
     public var errorCodes: [String] { self["ec"].map(Self.strings) ?? [] }
     /// Next object requests (`nor`), as paths.
     public var nextObjectRequests: [String] { self["nor"].map(Self.strings) ?? [] }
 
-    public init() { box = Box(Fields()) }
+    public init() { shared = SharedBox(box: Box.make(Fields())) }
 
-    init(fields: Fields) { box = Box(fields) }
+    init(fields: Fields) { shared = SharedBox(box: Box.make(fields)) }
 
     /// Builds a payload from parsed dictionary members, validating each reserved key's type.
     public init(members: [SFDictionaryMember], ignored alreadyIgnored: [CMCDIgnoredKey] = []) throws(CMCDDecodingError) {
-        box = Box(try Fields(members: members, ignored: alreadyIgnored))
+        shared = SharedBox(box: Box.make(try Fields(members: members, ignored: alreadyIgnored)))
     }
 }
 
 extension CMCDPayload.Fields {
     init(members: [SFDictionaryMember], ignored alreadyIgnored: [CMCDIgnoredKey]) throws(CMCDDecodingError) {
-        storedIgnored = alreadyIgnored
+        var ignored = alreadyIgnored
         // `v` decides how some keys read, and keys may come in any order: find it first.
         if let v = members.last(where: { $0.key == "v" }) {
             if case .item(let item) = v.value, case .integer(let n) = item.value {
@@ -212,7 +252,7 @@ extension CMCDPayload.Fields {
             }
         }
         var entries = members
-        defer { storedEntries = entries }
+        defer { full = CMCDPayload.FullView(entries: entries, ignored: ignored) }
         for i in entries.indices {
             let code = CMCDKeys.packedCode(entries[i].key)
             switch CMCDPayload.normalize(code: code, member: entries[i].value, version: version) {
@@ -222,7 +262,7 @@ extension CMCDPayload.Fields {
                 entries[i].value = value
             case .invalid(let reason):
                 entries[i].isValid = false
-                storedIgnored.append(CMCDIgnoredKey(key: entries[i].key, reason: reason))
+                ignored.append(CMCDIgnoredKey(key: entries[i].key, reason: reason))
                 continue
             }
             if let code { assignTyped(code: code, value: entries[i].value) }
@@ -246,50 +286,6 @@ extension CMCDPayload {
         try self.init(members: members)
     }
 
-    /// Decodes only the typed views, for the record parser's hot path: unknown, custom and
-    /// untyped keys are syntax-checked but not built, and the full view (`entries`,
-    /// `ignored`) is rebuilt from the kept text only when asked for. The typed views equal
-    /// those of a full decode.
-    public init(typedFrom bytes: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init()) throws(CMCDDecodingError) {
-        var cursor = SFDictionaryParser.Cursor(bytes: bytes, limits: limits)
-        var payload = Fields()
-        var declaredVersion: Int64?
-        do throws(SFParseError) {
-            try cursor.scanDictionary { c, keyRange throws(SFParseError) in
-                guard let code = CMCDKeys.packedCode(bytes, keyRange), code == 0x76 || Self.isTyped(code) else {
-                    _ = try c.parseMemberValue(materialize: false)
-                    return
-                }
-                let member = try c.parseMemberValue(materialize: true)
-                if code == 0x76 /* v */ {
-                    if case .item(let item) = member, case .integer(let n) = item.value { declaredVersion = n } else { declaredVersion = nil }
-                    return
-                }
-                switch Self.normalize(code: code, member: member, version: 1) {
-                case .keep: payload.assignTyped(code: code, value: member)
-                case .replace(let value): payload.assignTyped(code: code, value: value)
-                case .invalid: payload.assignTyped(code: code, value: Self.clearing)  // a later invalid duplicate wins too
-                }
-            }
-        } catch {
-            throw .syntax(error)
-        }
-        if let v = declaredVersion {
-            if v > 2 { throw .unsupportedVersion(v) }
-            if v >= 1 { payload.version = Int(v) }
-        }
-        payload.source = String(decoding: bytes, as: UTF8.self)
-        box = Box(payload)
-    }
-
-    /// Whether `assignTyped` sets a view for this key.
-    static func isTyped(_ code: UInt64) -> Bool {
-        switch code {
-        case 0x736964, 0x636964, 0x6F74, 0x7366, 0x7374, 0x737461, 0x65, 0x7375, 0x6273, 0x6267, 0x6E72, 0x626C, 0x6272, 0x7462, 0x6D7470, 0x7062, 0x74626C, 0x627361, 0x627364, 0x62736461, 0x64, 0x646C, 0x727470, 0x6D7364, 0x7074, 0x736E, 0x7473, 0x6C7463, 0x646661, 0x7072: return true
-        default: return false
-        }
-    }
-
     /// A value no typed view accepts: assigning it clears the view.
     static let clearing = SFMember.bare(.byteSequence(""))
 
@@ -303,10 +299,8 @@ extension CMCDPayload {
     /// Up-converts v1 forms to v2 (single integers to one-element lists, `nor` strings to
     /// lists), as CML's `convertToLatest` does. `v` itself is left as sent.
     public func convertedToLatest() -> CMCDPayload {
-        var copy = box.fields
-        copy.source = nil
-        copy.storedIgnored = ignored
-        copy.storedEntries = entries.map { entry in
+        var copy = box.header
+        copy.full = FullView(entries: entries.map { entry in
             guard entry.isValid, let kind = CMCDKeys.kind(of: entry.key), case .item(let item) = entry.value else { return entry }
             switch kind {
             case .integerList, .objectRequests, .stringList:
@@ -314,7 +308,7 @@ extension CMCDPayload {
             default:
                 return entry
             }
-        }
+        }, ignored: ignored)
         return CMCDPayload(fields: copy)
     }
 
@@ -381,7 +375,7 @@ extension CMCDPayload {
                 default: text = nil
                 }
                 if let text {
-                    if let allowed = CMCDKeys.allowedTokens(code: code), !allowed.contains(text) {
+                    if let allowed = CMCDKeys.tokens(code: code), !allowed.contains(text) {
                         return .invalid("'\(text.prefix(16))' is not one of this key's tokens")
                     }
                     return .replace(.item(SFItem(.token(text), parameters: item.parameters)))

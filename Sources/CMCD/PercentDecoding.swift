@@ -5,33 +5,47 @@ public enum PercentDecoding {
     /// Decodes `input` into `output` (cleared first). Returns whether anything changed.
     @discardableResult
     public static func decode(_ input: UnsafeBufferPointer<UInt8>, plusAsSpace: Bool, into output: inout [UInt8]) -> Bool {
-        let n = input.count
-        var changed = false
-        // Decoding never grows the text: size the output once, write through a pointer, trim.
-        if output.count < n { output.append(contentsOf: repeatElement(0, count: n - output.count)) }
-        var written = 0
-        output.withUnsafeMutableBufferPointer { buffer in
-            var i = 0
-            while i < n {
-                let c = input[i]
-                if c == UInt8(ascii: "%"), i + 2 < n, let hi = hexValue(input[i + 1]), let lo = hexValue(input[i + 2]) {
-                    buffer[written] = hi << 4 | lo
-                    i += 3
-                    changed = true
-                } else if c == UInt8(ascii: "+"), plusAsSpace {
-                    buffer[written] = 0x20
-                    i += 1
-                    changed = true
-                } else {
-                    buffer[written] = c
-                    i += 1
-                }
-                written += 1
-            }
-        }
-        output.removeLast(output.count - written)
+        let (length, changed) = decode(input, plusAsSpace: plusAsSpace, intoPrefixOf: &output)
+        output.removeLast(output.count - length)
         return changed
     }
+
+    /// Decodes `input` into the first bytes of `output`, which only ever grows (so a reused
+    /// buffer costs nothing per call): returns how many bytes were written and whether
+    /// anything changed.
+    static func decode(_ input: UnsafeBufferPointer<UInt8>, plusAsSpace: Bool, intoPrefixOf output: inout [UInt8]) -> (length: Int, changed: Bool) {
+        let n = input.count
+        // Decoding never grows the text.
+        if output.count < n { output.append(contentsOf: repeatElement(0, count: n - output.count)) }
+        guard n > 0, let source = input.baseAddress else { return (0, false) }
+        var written = 0
+        var plus = false
+        output.withUnsafeMutableBufferPointer { buffer in hexTable.withUnsafeBufferPointer { hex in
+            let out = buffer.baseAddress!
+            var i = 0
+            while i < n {
+                let c = source[i]
+                out[written] = c  // the common case; replaced below when the byte is special
+                if c == UInt8(ascii: "%"), i + 2 < n {
+                    let hi = hex[Int(source[i + 1])]
+                    let lo = hex[Int(source[i + 2])]
+                    if hi | lo < 16 {
+                        out[written] = hi << 4 | lo
+                        i += 2
+                    }
+                } else if c == UInt8(ascii: "+"), plusAsSpace {
+                    out[written] = 0x20
+                    plus = true
+                }
+                written += 1
+                i += 1
+            }
+        } }
+        return (written, plus || written != n)
+    }
+
+    /// Hex digit values; 0xFF for anything else.
+    private static let hexTable: [UInt8] = (0..<256).map { c in hexValue(UInt8(c)) ?? 0xFF }
 
     public static func decode(_ text: String, plusAsSpace: Bool) -> String {
         guard text.utf8.contains(UInt8(ascii: "%")) || (plusAsSpace && text.utf8.contains(UInt8(ascii: "+"))) else {

@@ -66,7 +66,8 @@ public struct DetectionEngine: Sendable {
     public private(set) var watermark = Int64.min
 
     private var slots: [SessionState] = []
-    private var index: [String: Int32] = [:]
+    private var index = SessionTable()
+    private var links: [LRULink] = []
     private var freeSlots: [Int32] = []
     private var lruHead: Int32 = -1
     private var lruTail: Int32 = -1
@@ -99,7 +100,7 @@ public struct DetectionEngine: Sendable {
         var slot = lruHead
         while slot >= 0 {
             if let needed = slots[Int(slot)].neededPosition { oldest = min(oldest ?? needed, needed) }
-            slot = slots[Int(slot)].next
+            slot = links[Int(slot)].next
         }
         return oldest
     }
@@ -116,7 +117,8 @@ public struct DetectionEngine: Sendable {
         if sample.time > watermark { watermark = sample.time }
 
         let slot: Int32
-        if let existing = index[sample.sessionID] {
+        let key = SessionKey(sample.sessionID)
+        if let existing = index.find(hash: key.hash, matches: { slots[Int($0)].key.sameBytes(as: key) && (key.isComplete || slots[Int($0)].sessionID == sample.sessionID) }) {
             slot = existing
             let newest = slots[Int(slot)].newestTime
             if sample.time < newest.subtractingSaturated(rules.sessions.reorderToleranceMs) {
@@ -127,7 +129,7 @@ public struct DetectionEngine: Sendable {
             if sample.time < newest { statistics.reordered += 1 } else { slots[Int(slot)].newestTime = sample.time }
             touch(slot)
         } else {
-            slot = createSession(for: sample, into: &findings)
+            slot = createSession(for: sample, key: key, into: &findings)
         }
 
         let i = Int(slot)
@@ -164,7 +166,7 @@ public struct DetectionEngine: Sendable {
         housekeep(into: &findings)
         var slot = lruHead
         while slot >= 0 {
-            let next = slots[Int(slot)].next
+            let next = links[Int(slot)].next
             endSession(slot, reason: .endOfInput, at: max(watermark, slots[Int(slot)].newestTime), into: &findings)
             slot = next
         }
@@ -189,13 +191,13 @@ public struct DetectionEngine: Sendable {
         return ot == .manifest || ot == .initSegment
     }
 
-    private mutating func createSession(for sample: Sample, into findings: inout [Finding]) -> Int32 {
+    private mutating func createSession(for sample: Sample, key: SessionKey, into findings: inout [Finding]) -> Int32 {
         if index.count >= rules.sessions.maxLiveSessions, lruHead >= 0 {
             statistics.capacityEvictions += 1
             endSession(lruHead, reason: .evicted, at: watermark, into: &findings)
         }
         let starting = Self.looksLikeStart(sample)
-        var state = SessionState(sessionID: sample.sessionID, firstTime: sample.time, startup: starting ? .starting : .done)
+        var state = SessionState(sessionID: sample.sessionID, key: key, firstTime: sample.time, startup: starting ? .starting : .done)
         state.firstPosition = sample.position
         if starting { state.starvationCountSeen = 0 }
         let slot: Int32
@@ -206,8 +208,9 @@ public struct DetectionEngine: Sendable {
         } else {
             slot = Int32(slots.count)
             slots.append(state)
+            links.append(LRULink())
         }
-        index[sample.sessionID] = slot
+        index.insert(hash: key.hash, slot: slot)
         linkAtTail(slot)
         statistics.sessionsStarted += 1
         statistics.liveSessions = index.count
@@ -218,17 +221,16 @@ public struct DetectionEngine: Sendable {
     }
 
     private mutating func linkAtTail(_ slot: Int32) {
-        slots[Int(slot)].prev = lruTail
-        slots[Int(slot)].next = -1
-        if lruTail >= 0 { slots[Int(lruTail)].next = slot } else { lruHead = slot }
+        links[Int(slot)] = LRULink(prev: lruTail, next: -1)
+        if lruTail >= 0 { links[Int(lruTail)].next = slot } else { lruHead = slot }
         lruTail = slot
     }
 
     private mutating func unlink(_ slot: Int32) {
-        let prev = slots[Int(slot)].prev
-        let next = slots[Int(slot)].next
-        if prev >= 0 { slots[Int(prev)].next = next } else { lruHead = next }
-        if next >= 0 { slots[Int(next)].prev = prev } else { lruTail = prev }
+        let prev = links[Int(slot)].prev
+        let next = links[Int(slot)].next
+        if prev >= 0 { links[Int(prev)].next = next } else { lruHead = next }
+        if next >= 0 { links[Int(next)].prev = prev } else { lruTail = prev }
     }
 
     private mutating func touch(_ slot: Int32) {
@@ -269,8 +271,8 @@ public struct DetectionEngine: Sendable {
         default: break
         }
         unlink(slot)
-        index.removeValue(forKey: session.sessionID)
-        var empty = SessionState(sessionID: "", firstTime: 0, startup: .done)
+        index.remove(hash: session.key.hash, slot: slot)
+        var empty = SessionState(sessionID: "", key: SessionKey(), firstTime: 0, startup: .done)
         empty.generation = session.generation
         slots[Int(slot)] = empty
         freeSlots.append(slot)
@@ -356,6 +358,27 @@ extension String {
 /// The three detectors over one session's state; they read the rules and append findings.
 struct Detectors: Sendable {
     let rules: DetectionRules
+    /// `rules.bufferDrop.objectTypes` as a bit set (no hashing per sample).
+    private let dropObjectTypes: UInt32
+
+    init(rules: DetectionRules) {
+        self.rules = rules
+        dropObjectTypes = rules.bufferDrop.objectTypes.reduce(0) { $0 | Self.bit($1) }
+    }
+
+    static func bit(_ ot: CMCDObjectType) -> UInt32 {
+        switch ot {
+        case .manifest: return 1 << 0
+        case .audio: return 1 << 1
+        case .video: return 1 << 2
+        case .muxed: return 1 << 3
+        case .initSegment: return 1 << 4
+        case .caption: return 1 << 5
+        case .timedText: return 1 << 6
+        case .key: return 1 << 7
+        case .other: return 1 << 8
+        }
+    }
 
     func detectStartup(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
         guard session.startup == .starting else { return }
@@ -415,7 +438,7 @@ struct Detectors: Sendable {
 
     func detectDrop(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
         guard let bl = sample.bufferLength, bl >= 0 else { return }
-        if let ot = sample.objectType, !rules.bufferDrop.objectTypes.contains(ot) { return }
+        if let ot = sample.objectType, dropObjectTypes & Self.bit(ot) == 0 { return }
         let t = sample.time
         let cls = ObjectClass.of(sample.objectType)
         let current = min(bl, Int64(Int32.max))

@@ -22,6 +22,14 @@ enum ObjectClass {
     }
 }
 
+/// A session's neighbours in the least-recently-seen list (slot indices; -1 = none), kept
+/// apart from the sessions' state so that moving a session to the tail touches 8 bytes of
+/// each neighbour, not its whole state.
+struct LRULink {
+    var prev: Int32 = -1
+    var next: Int32 = -1
+}
+
 /// An open `buffer_drop` episode.
 struct DropEpisode {
     var startedAt: Int64
@@ -53,6 +61,8 @@ enum StartupPhase: UInt8 {
 /// Everything the detectors remember about one live session. Kept small: the target is
 /// under 1 KiB per live session including the table's own overhead.
 struct SessionState {
+    /// The id as the index compares it.
+    var key: SessionKey
     var sessionID: String
     var contentID: String?
     var edgeLocation: String?
@@ -70,13 +80,11 @@ struct SessionState {
     var window: [BufferObservation] = []
     var drop: DropEpisode?
     var starvation: StarvationEpisode?
-    // Least-recently-seen list links (slot indices; -1 = none).
-    var prev: Int32 = -1
-    var next: Int32 = -1
     /// Bumped whenever the slot is reused, so stale timers are recognised.
     var generation: UInt32 = 0
 
-    init(sessionID: String, firstTime: Int64, startup: StartupPhase) {
+    init(sessionID: String, key: SessionKey, firstTime: Int64, startup: StartupPhase) {
+        self.key = key
         self.sessionID = sessionID
         self.firstTime = firstTime
         self.newestTime = firstTime

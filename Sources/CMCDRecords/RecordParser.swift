@@ -64,15 +64,22 @@ public struct RecordParser: Sendable {
 
     public let configuration: Configuration
     public private(set) var statistics = ParseStatistics()
-    private var scratch: [UInt8] = []
-    private var scratch2: [UInt8] = []
-    private var fieldStarts: [Int] = []
+    private var buffers = CMCDDecoder.DecodingBuffers()
+    /// Where each field of the current CloudFront line starts (one slot per field, one for
+    /// the end, one to detect a surplus field); sized once.
+    private var fieldStarts: [Int]
+    /// The field indices the CloudFront path reads for every line (-1: not selected), copied
+    /// out of the configuration once.
+    private let layout: (fieldCount: Int, timestamp: Int, milliseconds: Bool, edge: Int, status: Int, timeTaken: Int, query: Int, headers: Int)
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
-        scratch.reserveCapacity(4096)
-        scratch2.reserveCapacity(4096)
-        fieldStarts.reserveCapacity(configuration.fields.names.count + 1)
+        let fields = configuration.fields
+        fieldStarts = [Int](repeating: 0, count: fields.names.count + 2)
+        layout = (
+            fields.names.count, fields.timestamp, fields.timestampIsMilliseconds, fields.edgeLocation ?? -1, fields.status ?? -1,
+            fields.timeTaken ?? -1, fields.query ?? -1, fields.headers ?? -1
+        )
     }
 
     /// Parses one message: one or more lines separated by LF (a trailing LF and CRLF endings
@@ -139,34 +146,36 @@ public struct RecordParser: Sendable {
     // MARK: CloudFront
 
     private mutating func parseCloudFront(_ line: UnsafeBufferPointer<UInt8>) -> RecordOutcome {
-        let fields = configuration.fields
-        let expected = fields.names.count
-        fieldStarts.removeAll(keepingCapacity: true)
-        fieldStarts.append(0)
-        if let base = line.baseAddress {
+        let layout = self.layout
+        let expected = layout.fieldCount
+        // Field k spans starts[k] ..< starts[k + 1] - 1 (the TAB excluded).
+        let found = fieldStarts.withUnsafeMutableBufferPointer { starts -> Int in
+            starts[0] = 0
+            var count = 1
+            guard let base = line.baseAddress else { return count }
             var offset = 0
-            while offset < line.count, fieldStarts.count <= expected,
-                let hit = memchr(base + offset, 0x09, line.count - offset)
-            {
+            while offset < line.count, count <= expected, let hit = memchr(base + offset, 0x09, line.count - offset) {
                 offset = base.distance(to: hit.assumingMemoryBound(to: UInt8.self)) + 1
-                fieldStarts.append(offset)
+                starts[count] = offset
+                count += 1
             }
+            if count == expected { starts[count] = line.count + 1 }
+            return count
         }
-        guard fieldStarts.count == expected else {
-            return .skipped(.fieldCount, detail: "expected \(expected) TAB-separated fields, found \(fieldStarts.count)\(fieldStarts.count > expected ? "+" : "")")
+        guard found == expected else {
+            return .skipped(.fieldCount, detail: "expected \(expected) TAB-separated fields, found \(found)\(found > expected ? "+" : "")")
         }
-        fieldStarts.append(line.count + 1)
+        let starts = fieldStarts
         func field(_ k: Int) -> UnsafeBufferPointer<UInt8>? {
-            let s = fieldStarts[k]
-            let e = fieldStarts[k + 1] - 1
-            if e - s == 1, line[s] == UInt8(ascii: "-") { return nil }
-            if e <= s { return nil }
+            guard k >= 0 else { return nil }
+            let s = starts[k]
+            let e = starts[k + 1] - 1
+            if e <= s || (e - s == 1 && line[s] == UInt8(ascii: "-")) { return nil }
             return UnsafeBufferPointer(rebasing: line[s..<e])
         }
 
-        guard let timeField = field(fields.timestamp),
-            let time = fields.timestampIsMilliseconds
-                ? Self.parseEpochNumber(timeField, scale: 1) : Self.parseEpochNumber(timeField, scale: 1000)
+        guard let timeField = field(layout.timestamp),
+            let time = layout.milliseconds ? Self.parseEpochNumber(timeField, scale: 1) : Self.parseEpochNumber(timeField, scale: 1000)
         else {
             return .skipped(.badTimestamp, detail: "timestamp is missing or not epoch seconds")
         }
@@ -174,26 +183,26 @@ public struct RecordParser: Sendable {
         var payload: CMCDPayload?
         do throws(CMCDDecodingError) {
             // CMCD headers take precedence over the query argument (CTA-5004).
-            if let h = fields.headers, let blob = field(h) {
-                payload = try CMCDDecoder.decodeCloudFrontHeaders(bytes: blob, scratch: &scratch)
+            if let blob = field(layout.headers) {
+                payload = try CMCDDecoder.decodeCloudFrontHeaders(bytes: blob, buffers: &buffers)
             }
-            if payload == nil, let q = fields.query, let query = field(q) {
-                payload = try CMCDDecoder.decodeQuery(
-                    bytes: query, allowBareValue: false, typedOnly: true, scratch: &scratch, scratch2: &scratch2)
+            if payload == nil, let query = field(layout.query) {
+                payload = try CMCDDecoder.decodeQuery(bytes: query, allowBareValue: false, typedOnly: true, buffers: &buffers)
             }
-            if payload == nil, !fields.native.isEmpty {
-                payload = try nativePayload(fields.native.compactMap { index, key in field(index).map { (key, $0) } })
+            if payload == nil, !configuration.fields.native.isEmpty {
+                payload = try nativePayload(configuration.fields.native.compactMap { index, key in field(index).map { (key, $0) } })
             }
         } catch {
             return Self.skip(for: error)
         }
         guard let payload else { return .skipped(.noCMCD, detail: "no CMCD in the record") }
         guard let sid = payload.sessionID, !sid.isEmpty else { return .skipped(.noSessionID, detail: "CMCD without a session id") }
-        var sample = Sample(time: time, sessionID: sid, contentID: payload.contentID, cmcd: payload)
-        if let e = fields.edgeLocation, let edge = field(e) { sample.edgeLocation = Self.boundedText(edge, max: 64) }
-        if let s = fields.status, let status = field(s) { sample.httpStatus = Self.parseSmallInt(status) }
-        if let t = fields.timeTaken, let taken = field(t) { sample.timeTaken = Self.parseSeconds(taken) }
-        return .sample(sample)
+        return .sample(
+            Sample(
+                time: time, sessionID: sid, contentID: payload.contentID,
+                edgeLocation: field(layout.edge).map { Self.boundedText($0, max: 64) },
+                httpStatus: field(layout.status).flatMap(Self.parseSmallInt),
+                timeTaken: field(layout.timeTaken).flatMap(Self.parseSeconds), cmcd: payload))
     }
 
     /// CloudFront's `cmcd-*` fields carry single values: strings without quotes, booleans
@@ -231,12 +240,12 @@ public struct RecordParser: Sendable {
             let isQuery = (trimmed.count >= 5 && trimmed[0] == UInt8(ascii: "C") && trimmed[1] == UInt8(ascii: "M"))
                 || trimmed.contains(UInt8(ascii: "?")) || PercentDecoding.looksEncoded(trimmed)
             if isQuery {
-                guard let p = try CMCDDecoder.decodeQuery(bytes: trimmed, allowBareValue: true, typedOnly: true, scratch: &scratch, scratch2: &scratch2) else {
+                guard let p = try CMCDDecoder.decodeQuery(bytes: trimmed, allowBareValue: true, typedOnly: true, buffers: &buffers) else {
                     return .skipped(.noCMCD, detail: "no CMCD in the line")
                 }
                 payload = p
             } else {
-                payload = try CMCDPayload(typedFrom: trimmed)
+                payload = try CMCDPayload(typedFrom: trimmed, strings: &buffers.strings)
             }
         } catch {
             return Self.skip(for: error)
@@ -386,9 +395,32 @@ public struct RecordParser: Sendable {
 
     static func parseSeconds(_ bytes: UnsafeBufferPointer<UInt8>) -> Double? {
         guard bytes.count <= 24 else { return nil }
+        // The usual `0.213`: digits, a point, digits, read as an integer over a power of ten.
+        // Both are exact doubles below 2^53 and 10^22, so the quotient is correctly rounded,
+        // just as `Double(String)` gives.
+        var mantissa: Int64 = 0
+        var digits = 0
+        var fractionDigits = -1
+        for b in bytes {
+            if b >= 0x30, b <= 0x39 {
+                mantissa = mantissa * 10 + Int64(b - 0x30)
+                digits += 1
+                if fractionDigits >= 0 { fractionDigits += 1 }
+            } else if b == UInt8(ascii: "."), fractionDigits < 0 {
+                fractionDigits = 0
+            } else {
+                digits = 99  // anything else: the general reader decides
+                break
+            }
+        }
+        if digits > 0, digits <= 15, fractionDigits != 0 {
+            return fractionDigits < 0 ? Double(mantissa) : Double(mantissa) / Self.powersOfTen[fractionDigits]
+        }
         guard let d = Double(String(decoding: bytes, as: UTF8.self)), d.isFinite, d >= 0 else { return nil }
         return d
     }
+
+    static let powersOfTen: [Double] = (0...15).map { (0..<$0).reduce(1.0) { r, _ in r * 10 } }
 
     /// Printable ASCII only, at most `max` bytes: other bytes become `?`.
     static func boundedText(_ bytes: UnsafeBufferPointer<UInt8>, max: Int) -> String {

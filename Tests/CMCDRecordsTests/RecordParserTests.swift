@@ -160,4 +160,46 @@ struct RecordParserTests {
             #expect(parser.statistics.lines > 0)
         }
     }
+
+    /// `time-taken` is read without a string conversion when it is plain digits; the result
+    /// must be the double `Double(String)` gives, and anything else must fall back to it.
+    @Test(arguments: [
+        "0.213", "0", "12", "0.1", "0.3", "1.005", "123456789.123456", "0.000001", "999999999999999", "9999999999999999",
+        "1e3", "-1", ".5", "5.", "0.2.1", "inf", "nan", "0x10", "", "00.100", "123456789012.345",
+    ])
+    func secondsAreReadExactly(_ text: String) {
+        var copy = text
+        let parsed = copy.withUTF8 { RecordParser.parseSeconds($0) }
+        let expected = Double(text).flatMap { $0.isFinite && $0 >= 0 ? $0 : nil }
+        #expect(parsed == expected, "\(text)")
+    }
+
+    @Test func randomSecondsAreReadExactly() {
+        var state: UInt64 = 11
+        func next() -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return state >> 33
+        }
+        for _ in 0..<20_000 {
+            let whole = String(next() % 100_000)
+            let fraction = String(next() % 1_000_000_000).prefix(Int(next() % 10))
+            let text = fraction.isEmpty ? whole : whole + "." + fraction
+            var copy = text
+            #expect(copy.withUTF8 { RecordParser.parseSeconds($0) } == Double(text), "\(text)")
+        }
+    }
+
+    /// Repeated content ids come out as one shared string; the parser's results do not
+    /// depend on whether a content id was cached.
+    @Test func contentIDsAreSharedAcrossRecords() {
+        let line = { (sid: String, cid: String) in
+            "1720015641.207\t203.0.113.45\t200\tGET\t/v/1.ts\tIAD89-P1\tid\t0.2\tCMCD=bl%3D2000%2Ccid%3D%22\(cid)%22%2Csid%3D%22\(sid)%22\t-"
+        }
+        var parser = RecordParser()
+        var cids: [String] = []
+        for (sid, cid) in [("s1", "a-long-content-identifier-1"), ("s2", "a-long-content-identifier-1"), ("s3", "another-content-id-22"), ("s4", "a-long-content-identifier-1")] {
+            parser.parse(message: line(sid, cid)) { if case .sample(let s) = $0 { cids.append(s.contentID ?? "-") } }
+        }
+        #expect(cids == ["a-long-content-identifier-1", "a-long-content-identifier-1", "another-content-id-22", "a-long-content-identifier-1"])
+    }
 }

@@ -160,9 +160,10 @@ struct DecodingTests {
             let length = Int(rng.next() % 40)
             let bytes = (0..<length).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }
             _ = bytes.withUnsafeBufferPointer { try? CMCDPayload(rawBytes: $0) }
-            var s1: [UInt8] = []
-            var s2: [UInt8] = []
-            _ = bytes.withUnsafeBufferPointer { try? CMCDDecoder.decodeQuery(bytes: $0, allowBareValue: true, scratch: &s1, scratch2: &s2) }
+            _ = bytes.withUnsafeBufferPointer { try? CMCDPayload(typedFrom: $0) }
+            var buffers = CMCDDecoder.DecodingBuffers(internedStrings: 4)
+            _ = bytes.withUnsafeBufferPointer { try? CMCDDecoder.decodeQuery(bytes: $0, allowBareValue: true, buffers: &buffers) }
+            _ = bytes.withUnsafeBufferPointer { try? CMCDDecoder.decodeQuery(bytes: $0, allowBareValue: true, typedOnly: true, buffers: &buffers) }
         }
     }
 }

@@ -73,10 +73,52 @@ struct TypedDecodeTests {
 
     @Test func agreesOnRandomInput() {
         var rng = SplitMix64(seed: 99)
-        let pieces = ["bl", "sid", "ot", "su", "bs", "pr", "v", "=", ",", "(", ")", ";", "\"x\"", "1", "2.5", "?0", "av", "true", " ", "com.a-b", "nor", "bsa", "sta", "p", "3"]
+        let pieces = [
+            "bl", "sid", "ot", "su", "bs", "pr", "v", "=", ",", "(", ")", ";", "\"x\"", "1", "2.5", "?0", "av", "true", " ", "com.a-b", "nor",
+            "bsa", "sta", "p", "3", "sf", "st", "h", "ll", "tt", "cid", "e", "-", "\"a\\\"b\"", "?1", "\t", "d", "zz", "x",
+        ]
         for _ in 0..<20_000 {
             let input = (0..<Int(rng.next() % 12)).map { _ in pieces[Int(rng.next() % UInt64(pieces.count))] }.joined()
             #expect(agree(input), "\(input)")
         }
+    }
+
+    /// The byte-level token tables agree with the enums and lists they are built from.
+    @Test func tokenTablesMatchTheirTypes() throws {
+        for ot in CMCDObjectType.allCases {
+            #expect(CMCDObjectType(packedCode: try #require(CMCDKeys.packedCode(ot.rawValue))) == ot)
+        }
+        for state in CMCDPlayerState.allCases {
+            #expect(CMCDPlayerState(packedCode: try #require(CMCDKeys.packedCode(state.rawValue))) == state)
+        }
+        #expect(CMCDKeys.allowedTokens(for: "sf") == ["d", "h", "e", "s", "o"])
+        #expect(CMCDKeys.allowedTokens(for: "st") == ["v", "l", "ll"])
+        #expect(CMCDKeys.allowedTokens(for: "ot") == Set(CMCDObjectType.allCases.map(\.rawValue)))
+        #expect(CMCDKeys.allowedTokens(for: "e") == nil)
+        for (input, expected) in [("sf=h", "h"), ("sf=zz", "-"), ("st=ll", "ll"), ("st=lll", "-")] {
+            var copy = input
+            let payload = try copy.withUTF8 { try CMCDPayload(typedFrom: $0) }
+            #expect((payload.streamingFormat ?? payload.streamType ?? "-") == expected, "\(input)")
+        }
+    }
+
+    /// Shared strings: equal text gives the same string, other text is never confused with
+    /// it, and the cache stays within its size whatever it is fed.
+    @Test func internedStringsAreExact() {
+        var strings = InternedStrings(capacity: 4)
+        func intern(_ text: String) -> String {
+            var copy = text
+            return copy.withUTF8 { strings.string($0) }
+        }
+        var seen: [String: String] = [:]
+        for i in 0..<2_000 {
+            let text = "content-\(i % 37)-" + String(repeating: "x", count: i % 5)
+            let shared = intern(text)
+            #expect(shared == text)
+            seen[text] = shared
+        }
+        #expect(intern("") == "")
+        #expect(intern(String(repeating: "y", count: 300)) == String(repeating: "y", count: 300))
+        #expect(seen.count == 185)
     }
 }

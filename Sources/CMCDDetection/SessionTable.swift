@@ -1,0 +1,126 @@
+/// A session id as the engine's index compares it: up to 64 bytes (the CMCD limit for `sid`)
+/// held inline, so that finding a session reads no memory but the index and the session's
+/// own state. Longer ids (possible only for samples built by hand) keep a prefix and are
+/// told apart by comparing the strings.
+struct SessionKey {
+    static let inlineBytes = 64
+    private var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+    /// Bytes of the id; the id is longer than `inlineBytes` when this is larger.
+    private(set) var count: Int = 0
+    /// A per-process seeded hash of the whole id (never 0).
+    private(set) var hash: UInt64 = 0
+
+    init() {}
+
+    init(_ id: String) {
+        var id = id
+        id.withUTF8 { bytes in
+            count = bytes.count
+            withUnsafeMutableBytes(of: &words) { raw in
+                if let base = bytes.baseAddress { raw.copyMemory(from: UnsafeRawBufferPointer(start: base, count: min(bytes.count, Self.inlineBytes))) }
+            }
+        }
+        var hasher = Hasher()
+        hasher.combine(count)
+        if isComplete {
+            // Whole words (zero-padded) hash faster than bytes.
+            withUnsafeBytes(of: words) { raw in
+                for w in 0..<((count + 7) / 8) { hasher.combine(raw.load(fromByteOffset: w * 8, as: UInt64.self)) }
+            }
+        } else {
+            hasher.combine(id)
+        }
+        let h = UInt64(UInt(bitPattern: hasher.finalize()))
+        hash = h == 0 ? 1 : h
+    }
+
+    /// Whether the whole id is held inline (so that equal keys mean equal ids).
+    var isComplete: Bool { count <= Self.inlineBytes }
+
+    /// Same hash, length and inline bytes.
+    func sameBytes(as other: SessionKey) -> Bool {
+        guard hash == other.hash, count == other.count else { return false }
+        let a = words
+        let b = other.words
+        return a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3 && a.4 == b.4 && a.5 == b.5 && a.6 == b.6 && a.7 == b.7
+    }
+}
+
+/// Open-addressing index from a session key's hash to the session's slot (linear probing,
+/// deletion by backward shift, so no tombstones build up). The caller confirms a candidate
+/// slot against its own keys: the table holds hashes and slot numbers only, 12 bytes a
+/// session.
+struct SessionTable {
+    private struct Bucket {
+        var hash: UInt64  // 0: empty
+        var slot: Int32
+    }
+
+    private var buckets: [Bucket]
+    private var mask: Int
+    private(set) var count = 0
+
+    init() {
+        buckets = Array(repeating: Bucket(hash: 0, slot: -1), count: 64)
+        mask = 63
+    }
+
+    /// The slot with this hash that `matches` accepts.
+    func find(hash: UInt64, matches: (Int32) -> Bool) -> Int32? {
+        var i = Int(truncatingIfNeeded: hash) & mask
+        return buckets.withUnsafeBufferPointer { b in
+            while true {
+                let bucket = b[i]
+                if bucket.hash == 0 { return nil }
+                if bucket.hash == hash, matches(bucket.slot) { return bucket.slot }
+                i = (i + 1) & mask
+            }
+        }
+    }
+
+    mutating func insert(hash: UInt64, slot: Int32) {
+        if (count + 1) * 2 > buckets.count { grow() }
+        place(Bucket(hash: hash, slot: slot))
+        count += 1
+    }
+
+    /// Removes the entry for `slot` (filed under `hash`).
+    mutating func remove(hash: UInt64, slot: Int32) {
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while buckets[i].hash != 0 {
+            if buckets[i].hash == hash, buckets[i].slot == slot { break }
+            i = (i + 1) & mask
+        }
+        guard buckets[i].hash != 0 else { return }
+        count -= 1
+        // Backward shift: pull later entries of the probe run into the hole when their home
+        // bucket allows it.
+        var hole = i
+        var j = (i + 1) & mask
+        while buckets[j].hash != 0 {
+            let home = Int(truncatingIfNeeded: buckets[j].hash) & mask
+            // Move j into the hole unless its home lies cyclically in (hole, j].
+            let distanceToHome = (j - home) & mask
+            let distanceToHole = (j - hole) & mask
+            if distanceToHome >= distanceToHole {
+                buckets[hole] = buckets[j]
+                hole = j
+            }
+            j = (j + 1) & mask
+        }
+        buckets[hole] = Bucket(hash: 0, slot: -1)
+    }
+
+    private mutating func place(_ bucket: Bucket) {
+        var i = Int(truncatingIfNeeded: bucket.hash) & mask
+        while buckets[i].hash != 0 { i = (i + 1) & mask }
+        buckets[i] = bucket
+    }
+
+    private mutating func grow() {
+        let old = buckets
+        buckets = Array(repeating: Bucket(hash: 0, slot: -1), count: old.count * 2)
+        mask = buckets.count - 1
+        for bucket in old where bucket.hash != 0 { place(bucket) }
+    }
+}
