@@ -159,7 +159,7 @@ public struct CMCDPayload: Sendable, Hashable {
                 return fields
             }
             if let base = source.baseAddress, count > 0 {
-                buffer.withUnsafeMutablePointerToElements { $0.initialize(from: base, count: count) }
+                buffer.withUnsafeMutablePointerToElements { UnsafeMutableRawPointer($0).copyMemory(from: base, byteCount: count) }
             }
             return unsafeDowncast(buffer, to: Box.self)
         }

@@ -18,34 +18,79 @@ public enum PercentDecoding {
         // Decoding never grows the text.
         if output.count < n { output.append(contentsOf: repeatElement(0, count: n - output.count)) }
         guard n > 0, let source = input.baseAddress else { return (0, false) }
-        var written = 0
-        var plus = false
-        output.withUnsafeMutableBufferPointer { buffer in hexTable.withUnsafeBufferPointer { hex in
-            let out = buffer.baseAddress!
-            var i = 0
-            while i < n {
-                let c = source[i]
-                out[written] = c  // the common case; replaced below when the byte is special
-                if c == UInt8(ascii: "%"), i + 2 < n {
-                    let hi = hex[Int(source[i + 1])]
-                    let lo = hex[Int(source[i + 2])]
-                    if hi | lo < 16 {
-                        out[written] = hi << 4 | lo
-                        i += 2
-                    }
-                } else if c == UInt8(ascii: "+"), plusAsSpace {
-                    out[written] = 0x20
-                    plus = true
-                }
-                written += 1
-                i += 1
-            }
-        } }
+        let (written, plus) = output.withUnsafeMutableBufferPointer { buffer in
+            decode(source, count: n, into: buffer.baseAddress!, plusAsSpace: plusAsSpace)
+        }
         return (written, plus || written != n)
     }
 
-    /// Hex digit values; 0xFF for anything else.
-    private static let hexTable: [UInt8] = (0..<256).map { c in hexValue(UInt8(c)) ?? 0xFF }
+    /// The decoding loop over raw pointers (locals in registers, no bounds checks): returns
+    /// the bytes written and whether a `+` became a space. Eight bytes at a time are tested
+    /// for a special byte and copied as they are when there is none.
+    @inline(__always)
+    private static func decode(
+        _ source: UnsafePointer<UInt8>, count n: Int, into out: UnsafeMutablePointer<UInt8>, plusAsSpace: Bool
+    ) -> (Int, Bool) {
+        var written = 0
+        var plus = false
+        var i = 0
+        // `written <= i` always, so an 8-byte store at `out + written` stays within n bytes.
+        while i &+ 8 <= n {
+            let raw = UnsafeRawPointer(source + i).loadUnaligned(as: UInt64.self)
+            let word = UInt64(littleEndian: raw)
+            var special = zeroBytes(word ^ 0x2525_2525_2525_2525)  // '%'
+            if plusAsSpace { special |= zeroBytes(word ^ 0x2B2B_2B2B_2B2B_2B2B) }  // '+'
+            UnsafeMutableRawPointer(out + written).storeBytes(of: raw, as: UInt64.self)
+            if special == 0 {
+                i &+= 8
+                written &+= 8
+                continue
+            }
+            let k = special.trailingZeroBitCount >> 3  // the first special byte (exact)
+            i &+= k
+            written &+= k
+            decodeSpecial(source, n, out, &i, &written, &plus)
+        }
+        while i < n {
+            let c = source[i]
+            if c == UInt8(ascii: "%") || (c == UInt8(ascii: "+") && plusAsSpace) {
+                decodeSpecial(source, n, out, &i, &written, &plus)
+            } else {
+                out[written] = c
+                i &+= 1
+                written &+= 1
+            }
+        }
+        return (written, plus)
+    }
+
+    /// Decodes the `%` or `+` at `i`.
+    @inline(__always)
+    private static func decodeSpecial(
+        _ source: UnsafePointer<UInt8>, _ n: Int, _ out: UnsafeMutablePointer<UInt8>, _ i: inout Int, _ written: inout Int,
+        _ plus: inout Bool
+    ) {
+        let c = source[i]
+        if c == UInt8(ascii: "+") {
+            out[written] = 0x20
+            plus = true
+            i &+= 1
+        } else if i &+ 2 < n, let hi = hexValue(source[i &+ 1]), let lo = hexValue(source[i &+ 2]) {
+            out[written] = hi << 4 | lo
+            i &+= 3
+        } else {
+            out[written] = c  // a malformed escape stays as it is
+            i &+= 1
+        }
+        written &+= 1
+    }
+
+    /// The high bit of each byte that is zero, exact up to the lowest such byte (bytes above
+    /// a zero byte may be flagged spuriously, so only the lowest flag is meaningful).
+    @inline(__always)
+    private static func zeroBytes(_ x: UInt64) -> UInt64 {
+        (x &- 0x0101_0101_0101_0101) & ~x & 0x8080_8080_8080_8080
+    }
 
     public static func decode(_ text: String, plusAsSpace: Bool) -> String {
         guard text.utf8.contains(UInt8(ascii: "%")) || (plusAsSpace && text.utf8.contains(UInt8(ascii: "+"))) else {

@@ -165,8 +165,8 @@ public struct SFDictionaryParser {
         mutating func parseKeyRange() throws(SFParseError) -> Range<Int> {
             guard !atEnd, Cursor.isKeyStart(current) else { throw fail("expected a key") }
             let start = index
-            index += 1
-            while !atEnd, Cursor.isKeyChar(current) { index += 1 }
+            index &+= 1
+            while !atEnd, Cursor.isKeyChar(current) { index &+= 1 }
             guard index - start <= limits.maxStringBytes else { throw fail("key too long") }
             return start..<index
         }
@@ -307,7 +307,8 @@ public struct SFDictionaryParser {
                 }
                 if c == UInt8(ascii: "\"") { break }
                 guard c >= 0x20, c <= 0x7E else { throw fail("non-printable character in string") }
-                index += 1
+                index &+= 1
+                index = SFDictionaryParser.skipPlainStringBytes(bytes, from: index)
             }
             let end = index
             index += 1
@@ -359,5 +360,28 @@ public struct SFDictionaryParser {
             let magnitude = Double(integerPart) + Double(fraction) / scale
             return .decimal(negative ? -magnitude : magnitude)
         }
+    }
+
+    /// The index of the first byte at or after `i` that ends a run of plain string bytes
+    /// (printable ASCII other than `"` and `\`), testing eight bytes at a time; the caller
+    /// looks at that byte itself.
+    @inline(__always)
+    static func skipPlainStringBytes(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int {
+        guard let base = bytes.baseAddress else { return start }
+        var i = start
+        let n = bytes.count
+        while i &+ 8 <= n {
+            let x = UInt64(littleEndian: UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let high: UInt64 = 0x8080_8080_8080_8080
+            // Flags (exact up to the lowest flagged byte): '"', '\', DEL, bytes below 0x20,
+            // and bytes with the high bit set.
+            func zero(_ v: UInt64) -> UInt64 { (v &- ones) & ~v & high }
+            let stop = zero(x ^ (ones &* 0x22)) | zero(x ^ (ones &* 0x5C)) | zero(x ^ (ones &* 0x7F))
+                | ((x &- ones &* 0x20) & ~x & high) | (x & high)
+            if stop != 0 { return i &+ (stop.trailingZeroBitCount >> 3) }
+            i &+= 8
+        }
+        return i
     }
 }

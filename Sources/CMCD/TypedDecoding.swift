@@ -88,31 +88,33 @@ extension SFDictionaryParser.Cursor {
         @inline(__always) func isSeparator(_ c: UInt8) -> Bool { c == UInt8(ascii: ",") || c == 0x20 || c == 0x09 }
         guard i < n else { return .flag(true) }
         guard bytes[i] == UInt8(ascii: "=") else { return isSeparator(bytes[i]) ? .flag(true) : nil }
-        i += 1
+        i &+= 1
         guard i < n else { return nil }
         let c = bytes[i]
         let value: SimpleValue
         if (c >= 0x30 && c <= 0x39) || c == UInt8(ascii: "-") {
             let negative = c == UInt8(ascii: "-")
-            if negative { i += 1 }
+            if negative { i &+= 1 }
             var number: Int64 = 0
             var digits = 0
-            while i < n, bytes[i] >= 0x30, bytes[i] <= 0x39 {
-                digits += 1
+            while i < n, bytes[i] &- 0x30 < 10 {
+                digits &+= 1
                 if digits > 15 { return nil }
-                number = number * 10 + Int64(bytes[i] - 0x30)
-                i += 1
+                number = number &* 10 &+ Int64(bytes[i] &- 0x30)  // at most 15 digits: no overflow
+                i &+= 1
             }
             guard digits > 0 else { return nil }
             value = .integer(negative ? -number : number)
         } else if c == UInt8(ascii: "\"") {
-            i += 1
+            i &+= 1
             let start = i
             while i < n {
+                i = SFDictionaryParser.skipPlainStringBytes(bytes, from: i)
+                guard i < n else { break }
                 let b = bytes[i]
                 if b == UInt8(ascii: "\"") { break }
                 if b == UInt8(ascii: "\\") || b < 0x20 || b > 0x7E { return nil }
-                i += 1
+                i &+= 1
             }
             guard i < n, i - start <= limits.maxStringBytes else { return nil }
             value = .string(start..<i)
@@ -123,8 +125,8 @@ extension SFDictionaryParser.Cursor {
             i += 2
         } else if (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2A {
             let start = i
-            i += 1
-            while i < n, Self.isTokenChar(bytes[i]) { i += 1 }
+            i &+= 1
+            while i < n, Self.isTokenChar(bytes[i]) { i &+= 1 }
             guard i - start <= limits.maxStringBytes else { return nil }
             value = .token(start..<i)
         } else {
