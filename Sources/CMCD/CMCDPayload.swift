@@ -177,14 +177,15 @@ public struct CMCDPayload: Sendable, Hashable {
 
     let shared: SharedBox
     var box: Box { shared.box }
-    /// The box's fields, read without the dynamic exclusivity check a class property costs
-    /// (the box is immutable once built, and `shared` keeps it alive).
-    private var fields: UnsafeMutablePointer<Fields> { shared.box.withUnsafeMutablePointerToHeader { $0 } }
+    /// Reads the box's fields without the dynamic exclusivity check a class property costs
+    /// (the box is immutable once built).
+    @inline(__always)
+    private func read<T>(_ field: (borrowing Fields) -> T) -> T { shared.box.withUnsafeMutablePointerToHeader { field($0.pointee) } }
 
     /// Every key in wire order (invalid ones marked).
-    public var entries: [CMCDEntry] { fields.pointee.full?.entries ?? fullDecode?.entries ?? [] }
+    public var entries: [CMCDEntry] { read { $0.full?.entries } ?? fullDecode?.entries ?? [] }
     /// Reserved keys whose values had the wrong type, and why.
-    public var ignored: [CMCDIgnoredKey] { fields.pointee.full?.ignored ?? fullDecode?.ignored ?? [] }
+    public var ignored: [CMCDIgnoredKey] { read { $0.full?.ignored } ?? fullDecode?.ignored ?? [] }
 
     private var fullDecode: CMCDPayload? { box.source.flatMap { try? CMCDPayload(raw: $0) } }
 
@@ -195,37 +196,37 @@ public struct CMCDPayload: Sendable, Hashable {
     public func hash(into hasher: inout Hasher) { hasher.combine(entries) }
 
     /// `v`; 1 when absent.
-    public var version: Int { fields.pointee.version }
-    public var sessionID: String? { fields.pointee.sessionID }
-    public var contentID: String? { fields.pointee.contentID }
-    public var objectType: CMCDObjectType? { fields.pointee.objectType }
-    public var streamingFormat: String? { fields.pointee.streamingFormat }
-    public var streamType: String? { fields.pointee.streamType }
-    public var state: CMCDPlayerState? { fields.pointee.state }
-    public var event: String? { fields.pointee.event }
-    public var startup: Bool { fields.pointee.startup }
-    public var bufferStarvation: Bool { fields.pointee.bufferStarvation }
-    public var backgrounded: Bool { fields.pointee.backgrounded }
-    public var nonRendered: Bool { fields.pointee.nonRendered }
-    public var bufferLength: CMCDMeasure? { fields.pointee.bufferLength }
-    public var encodedBitrate: CMCDMeasure? { fields.pointee.encodedBitrate }
-    public var topBitrate: CMCDMeasure? { fields.pointee.topBitrate }
-    public var measuredThroughput: CMCDMeasure? { fields.pointee.measuredThroughput }
-    public var playheadBitrate: CMCDMeasure? { fields.pointee.playheadBitrate }
-    public var targetBufferLength: CMCDMeasure? { fields.pointee.targetBufferLength }
-    public var starvationCount: CMCDMeasure? { fields.pointee.starvationCount }
-    public var starvationDuration: CMCDMeasure? { fields.pointee.starvationDuration }
-    public var starvationDurationTotal: CMCDMeasure? { fields.pointee.starvationDurationTotal }
-    public var objectDuration: Int64? { fields.pointee.objectDuration }
-    public var deadline: Int64? { fields.pointee.deadline }
-    public var requestedMaxThroughput: Int64? { fields.pointee.requestedMaxThroughput }
-    public var mediaStartDelay: Int64? { fields.pointee.mediaStartDelay }
-    public var playheadTime: Int64? { fields.pointee.playheadTime }
-    public var sequenceNumber: Int64? { fields.pointee.sequenceNumber }
-    public var timestamp: Int64? { fields.pointee.timestamp }
-    public var liveLatency: Int64? { fields.pointee.liveLatency }
-    public var droppedFrames: Int64? { fields.pointee.droppedFrames }
-    public var playbackRate: Double? { fields.pointee.playbackRate }
+    public var version: Int { read { $0.version } }
+    public var sessionID: String? { read { $0.sessionID } }
+    public var contentID: String? { read { $0.contentID } }
+    public var objectType: CMCDObjectType? { read { $0.objectType } }
+    public var streamingFormat: String? { read { $0.streamingFormat } }
+    public var streamType: String? { read { $0.streamType } }
+    public var state: CMCDPlayerState? { read { $0.state } }
+    public var event: String? { read { $0.event } }
+    public var startup: Bool { read { $0.startup } }
+    public var bufferStarvation: Bool { read { $0.bufferStarvation } }
+    public var backgrounded: Bool { read { $0.backgrounded } }
+    public var nonRendered: Bool { read { $0.nonRendered } }
+    public var bufferLength: CMCDMeasure? { read { $0.bufferLength } }
+    public var encodedBitrate: CMCDMeasure? { read { $0.encodedBitrate } }
+    public var topBitrate: CMCDMeasure? { read { $0.topBitrate } }
+    public var measuredThroughput: CMCDMeasure? { read { $0.measuredThroughput } }
+    public var playheadBitrate: CMCDMeasure? { read { $0.playheadBitrate } }
+    public var targetBufferLength: CMCDMeasure? { read { $0.targetBufferLength } }
+    public var starvationCount: CMCDMeasure? { read { $0.starvationCount } }
+    public var starvationDuration: CMCDMeasure? { read { $0.starvationDuration } }
+    public var starvationDurationTotal: CMCDMeasure? { read { $0.starvationDurationTotal } }
+    public var objectDuration: Int64? { read { $0.objectDuration } }
+    public var deadline: Int64? { read { $0.deadline } }
+    public var requestedMaxThroughput: Int64? { read { $0.requestedMaxThroughput } }
+    public var mediaStartDelay: Int64? { read { $0.mediaStartDelay } }
+    public var playheadTime: Int64? { read { $0.playheadTime } }
+    public var sequenceNumber: Int64? { read { $0.sequenceNumber } }
+    public var timestamp: Int64? { read { $0.timestamp } }
+    public var liveLatency: Int64? { read { $0.liveLatency } }
+    public var droppedFrames: Int64? { read { $0.droppedFrames } }
+    public var playbackRate: Double? { read { $0.playbackRate } }
     /// Player error codes (`ec`).
     public var errorCodes: [String] { self["ec"].map(Self.strings) ?? [] }
     /// Next object requests (`nor`), as paths.

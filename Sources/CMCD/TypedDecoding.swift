@@ -16,10 +16,20 @@ extension CMCDPayload {
     public init(
         typedFrom bytes: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init(), strings: inout InternedStrings
     ) throws(CMCDDecodingError) {
-        var cursor = SFDictionaryParser.Cursor(bytes: bytes, limits: limits)
         // The fields are written where they will live: no copy of the whole struct.
         let box = Box.make(source: bytes)
-        let payload = box.withUnsafeMutablePointerToHeader { $0 }
+        let outcome = box.withUnsafeMutablePointerToHeader { payload in
+            Result { () throws(CMCDDecodingError) in try Self.decodeTyped(bytes, limits: limits, into: &payload.pointee, strings: &strings) }
+        }
+        try outcome.get()
+        shared = SharedBox(box: box)
+    }
+
+    /// Scans `bytes` into `payload`'s typed views (see `init(typedFrom:limits:strings:)`).
+    private static func decodeTyped(
+        _ bytes: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits, into payload: inout Fields, strings: inout InternedStrings
+    ) throws(CMCDDecodingError) {
+        var cursor = SFDictionaryParser.Cursor(bytes: bytes, limits: limits)
         var declaredVersion: Int64?
         do throws(SFParseError) {
             try cursor.scanDictionary { c, keyRange throws(SFParseError) in
@@ -34,7 +44,7 @@ extension CMCDPayload {
                             declaredVersion = n
                             return
                         }
-                    } else if payload.pointee.assignSimple(code: code, simple, bytes, strings: &strings) {
+                    } else if payload.assignSimple(code: code, simple, bytes, strings: &strings) {
                         return
                     }
                     c.index = start
@@ -45,9 +55,9 @@ extension CMCDPayload {
                     return
                 }
                 switch Self.normalize(code: code, member: member, version: 1) {
-                case .keep: payload.pointee.assignTyped(code: code, value: member)
-                case .replace(let value): payload.pointee.assignTyped(code: code, value: value)
-                case .invalid: payload.pointee.assignTyped(code: code, value: Self.clearing)  // a later invalid duplicate wins too
+                case .keep: payload.assignTyped(code: code, value: member)
+                case .replace(let value): payload.assignTyped(code: code, value: value)
+                case .invalid: payload.assignTyped(code: code, value: Self.clearing)  // a later invalid duplicate wins too
                 }
             }
         } catch {
@@ -55,9 +65,8 @@ extension CMCDPayload {
         }
         if let v = declaredVersion {
             if v > 2 { throw .unsupportedVersion(v) }
-            if v >= 1 { payload.pointee.version = Int(v) }
+            if v >= 1 { payload.version = Int(v) }
         }
-        shared = SharedBox(box: box)
     }
 
     /// Whether `assignTyped` sets a view for this key.
