@@ -69,7 +69,7 @@ public enum CMCDKeys {
 
     /// Allowed values of the token keys; anything else is ignored.
     public static func allowedTokens(for key: String) -> Set<String>? {
-        packedCode(key).flatMap(tokens(code:)).map { Set($0.entries.map(\.text)) }
+        packedCode(key).flatMap(tokens(code:)).map { Set($0.entries.map(\.value)) }
     }
 
     /// The allowed tokens of a token key (`e` and future tokens are kept as sent: nil).
@@ -86,13 +86,10 @@ public enum CMCDKeys {
     /// A key's allowed tokens, each with its packed code so that bytes are matched without
     /// building a string.
     struct TokenTable: Sendable {
-        let entries: [(code: UInt64, text: String)]
+        let entries: [(code: UInt64, value: String)]
         init(_ tokens: [String]) { entries = tokens.map { (CMCDKeys.packedCode($0) ?? 0, $0) } }
         /// The token's text when it is allowed.
-        func text(packedCode code: UInt64) -> String? {
-            for entry in entries where entry.code == code { return entry.text }
-            return nil
-        }
+        func text(packedCode code: UInt64) -> String? { CMCDKeys.lookUp(code, in: entries) }
         func contains(_ token: String) -> Bool { CMCDKeys.packedCode(token).flatMap(text(packedCode:)) != nil }
     }
 
@@ -144,28 +141,34 @@ public enum CMCDPlayerState: String, Sendable, Hashable, CaseIterable {
     case preloading = "d"
 }
 
-extension CMCDObjectType {
-    static let byPackedCode = CMCDObjectType.allCases.map { (code: CMCDKeys.packedCode($0.rawValue) ?? 0, value: $0) }
+extension CMCDKeys {
+    /// An enum's cases by packed token (see `packedCode`), to match bytes without a string.
+    static func casesByPackedCode<T: CaseIterable & RawRepresentable>(_: T.Type) -> [(code: UInt64, value: T)] where T.RawValue == String {
+        T.allCases.map { (packedCode($0.rawValue) ?? 0, $0) }
+    }
 
-    /// The object type of a token packed as by `CMCDKeys.packedCode`.
-    init?(packedCode code: UInt64) {
-        for entry in Self.byPackedCode where entry.code == code {
-            self = entry.value
-            return
-        }
+    static func lookUp<T>(_ code: UInt64, in table: [(code: UInt64, value: T)]) -> T? {
+        for entry in table where entry.code == code { return entry.value }
         return nil
     }
 }
 
+extension CMCDObjectType {
+    static let byPackedCode = CMCDKeys.casesByPackedCode(Self.self)
+
+    /// The object type of a token packed as by `CMCDKeys.packedCode`.
+    init?(packedCode code: UInt64) {
+        guard let value = CMCDKeys.lookUp(code, in: Self.byPackedCode) else { return nil }
+        self = value
+    }
+}
+
 extension CMCDPlayerState {
-    static let byPackedCode = CMCDPlayerState.allCases.map { (code: CMCDKeys.packedCode($0.rawValue) ?? 0, value: $0) }
+    static let byPackedCode = CMCDKeys.casesByPackedCode(Self.self)
 
     /// The state of a token packed as by `CMCDKeys.packedCode`.
     init?(packedCode code: UInt64) {
-        for entry in Self.byPackedCode where entry.code == code {
-            self = entry.value
-            return
-        }
-        return nil
+        guard let value = CMCDKeys.lookUp(code, in: Self.byPackedCode) else { return nil }
+        self = value
     }
 }
