@@ -20,17 +20,19 @@ struct SessionKey {
                 if let base = bytes.baseAddress { raw.copyMemory(from: UnsafeRawBufferPointer(start: base, count: min(bytes.count, Self.inlineBytes))) }
             }
         }
-        var hasher = Hasher()
-        hasher.combine(count)
+        var h: UInt64
         if isComplete {
-            // Whole words (zero-padded) hash faster than bytes.
+            // The zero-padded words and the length: an injective encoding of the id.
+            var sip = SipHash13()
             withUnsafeBytes(of: words) { raw in
-                for w in 0..<((count + 7) / 8) { hasher.combine(raw.load(fromByteOffset: w * 8, as: UInt64.self)) }
+                for w in 0..<((count &+ 7) >> 3) { sip.compress(UInt64(littleEndian: raw.load(fromByteOffset: w &* 8, as: UInt64.self))) }
             }
+            h = sip.finalize(UInt64(count))
         } else {
+            var hasher = Hasher()
             hasher.combine(id)
+            h = UInt64(UInt(bitPattern: hasher.finalize()))
         }
-        let h = UInt64(UInt(bitPattern: hasher.finalize()))
         hash = h == 0 ? 1 : h
     }
 
@@ -44,6 +46,56 @@ struct SessionKey {
         let b = other.words
         return a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3 && a.4 == b.4 && a.5 == b.5 && a.6 == b.6 && a.7 == b.7
     }
+}
+
+/// SipHash-1-3's rounds (those of Swift's `Hasher`) over whole 64-bit words, keyed at
+/// random per process and written out so that they inline: a viewer cannot choose ids that
+/// collide in the session index without knowing the key. (Padding differs from the byte
+/// oriented reference: the caller ends with the length as a word of its own.)
+struct SipHash13 {
+    private static let key = (UInt64.random(in: .min ... .max), UInt64.random(in: .min ... .max))
+    private var v0: UInt64, v1: UInt64, v2: UInt64, v3: UInt64
+
+    init() {
+        let (k0, k1) = Self.key
+        v0 = k0 ^ 0x736f_6d65_7073_6575
+        v1 = k1 ^ 0x646f_7261_6e64_6f6d
+        v2 = k0 ^ 0x6c79_6765_6e65_7261
+        v3 = k1 ^ 0x7465_6462_7974_6573
+    }
+
+    @inline(__always) private mutating func round() {
+        v0 = v0 &+ v1
+        v1 = v1.rotatedLeft(13) ^ v0
+        v0 = v0.rotatedLeft(32)
+        v2 = v2 &+ v3
+        v3 = v3.rotatedLeft(16) ^ v2
+        v0 = v0 &+ v3
+        v3 = v3.rotatedLeft(21) ^ v0
+        v2 = v2 &+ v1
+        v1 = v1.rotatedLeft(17) ^ v2
+        v2 = v2.rotatedLeft(32)
+    }
+
+    @inline(__always) mutating func compress(_ m: UInt64) {
+        v3 ^= m
+        round()
+        v0 ^= m
+    }
+
+    /// Absorbs `last` (the message length, say) and returns the hash.
+    @inline(__always) mutating func finalize(_ last: UInt64) -> UInt64 {
+        compress(last)
+        v2 ^= 0xFF
+        round()
+        round()
+        round()
+        return v0 ^ v1 ^ v2 ^ v3
+    }
+}
+
+extension UInt64 {
+    @inline(__always) fileprivate func rotatedLeft(_ n: UInt64) -> UInt64 { (self << n) | (self >> (64 - n)) }
 }
 
 /// Open-addressing index from a session key's hash to the session's slot (linear probing,
