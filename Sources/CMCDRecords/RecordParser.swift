@@ -403,8 +403,9 @@ public struct RecordParser: Sendable {
         var fractionDigits = -1
         for b in bytes {
             if b >= 0x30, b <= 0x39 {
-                mantissa = mantissa * 10 + Int64(b - 0x30)
                 digits += 1
+                if digits > 15 { break }  // no longer exact (and no overflow): the general reader decides
+                mantissa = mantissa * 10 + Int64(b - 0x30)
                 if fractionDigits >= 0 { fractionDigits += 1 }
             } else if b == UInt8(ascii: "."), fractionDigits < 0 {
                 fractionDigits = 0

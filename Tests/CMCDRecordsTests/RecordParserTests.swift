@@ -165,7 +165,8 @@ struct RecordParserTests {
     /// must be the double `Double(String)` gives, and anything else must fall back to it.
     @Test(arguments: [
         "0.213", "0", "12", "0.1", "0.3", "1.005", "123456789.123456", "0.000001", "999999999999999", "9999999999999999",
-        "1e3", "-1", ".5", "5.", "0.2.1", "inf", "nan", "0x10", "", "00.100", "123456789012.345",
+        "1e3", "-1", ".5", "5.", "0.2.1", "inf", "nan", "0x10", "", "00.100", "123456789012.345", "123456789012345678901234",
+        "99999999999999999999.5", "0.12345678901234567",
     ])
     func secondsAreReadExactly(_ text: String) {
         var copy = text
