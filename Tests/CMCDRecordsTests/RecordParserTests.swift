@@ -150,7 +150,10 @@ struct RecordParserTests {
             state = state &* 6364136223846793005 &+ 1442695040888963407
             return state >> 33
         }
-        let pieces = ["\t", "-", "CMCD=", "%22", "%2C", "%3D", "sid", "bl", "1720015641.207", "{", "}", "\"", ",", "=", "(", ")", "%", "%25", "\u{0}", "é"]
+        let pieces = [
+            "\t", "-", "CMCD=", "%22", "%2C", "%3D", "sid", "bl", "1720015641.207", "{", "}", "\"", ",", "=", "(", ")", "%", "%25", "\u{0}", "é",
+            "99999999999999999999", ".", "%3D99999999999999999",
+        ]
         for format in RecordFormat.allCases {
             var parser = RecordParser(configuration: .init(format: format))
             for _ in 0..<5_000 {
