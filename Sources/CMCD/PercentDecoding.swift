@@ -36,17 +36,16 @@ public enum PercentDecoding {
         var i = 0
         // `written <= i` always, so an 8-byte store at `out + written` stays within n bytes.
         while i &+ 8 <= n {
-            let raw = UnsafeRawPointer(source + i).loadUnaligned(as: UInt64.self)
-            let word = UInt64(littleEndian: raw)
-            var special = zeroBytes(word ^ 0x2525_2525_2525_2525)  // '%'
-            if plusAsSpace { special |= zeroBytes(word ^ 0x2B2B_2B2B_2B2B_2B2B) }  // '+'
-            UnsafeMutableRawPointer(out + written).storeBytes(of: raw, as: UInt64.self)
+            let word = ByteWords.load(source + i)
+            var special = ByteWords.equal(word, UInt8(ascii: "%"))
+            if plusAsSpace { special |= ByteWords.equal(word, UInt8(ascii: "+")) }
+            UnsafeMutableRawPointer(out + written).storeBytes(of: UInt64(littleEndian: word), as: UInt64.self)
             if special == 0 {
                 i &+= 8
                 written &+= 8
                 continue
             }
-            let k = special.trailingZeroBitCount >> 3  // the first special byte (exact)
+            let k = ByteWords.firstFlagged(special)
             i &+= k
             written &+= k
             decodeSpecial(source, n, out, &i, &written, &plus)
@@ -83,13 +82,6 @@ public enum PercentDecoding {
             i &+= 1
         }
         written &+= 1
-    }
-
-    /// The high bit of each byte that is zero, exact up to the lowest such byte (bytes above
-    /// a zero byte may be flagged spuriously, so only the lowest flag is meaningful).
-    @inline(__always)
-    private static func zeroBytes(_ x: UInt64) -> UInt64 {
-        (x &- 0x0101_0101_0101_0101) & ~x & 0x8080_8080_8080_8080
     }
 
     public static func decode(_ text: String, plusAsSpace: Bool) -> String {

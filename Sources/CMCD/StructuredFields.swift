@@ -371,15 +371,10 @@ public struct SFDictionaryParser {
         var i = start
         let n = bytes.count
         while i &+ 8 <= n {
-            let x = UInt64(littleEndian: UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))
-            let ones: UInt64 = 0x0101_0101_0101_0101
-            let high: UInt64 = 0x8080_8080_8080_8080
-            // Flags (exact up to the lowest flagged byte): '"', '\', DEL, bytes below 0x20,
-            // and bytes with the high bit set.
-            func zero(_ v: UInt64) -> UInt64 { (v &- ones) & ~v & high }
-            let stop = zero(x ^ (ones &* 0x22)) | zero(x ^ (ones &* 0x5C)) | zero(x ^ (ones &* 0x7F))
-                | ((x &- ones &* 0x20) & ~x & high) | (x & high)
-            if stop != 0 { return i &+ (stop.trailingZeroBitCount >> 3) }
+            let x = ByteWords.load(base + i)
+            let stop = ByteWords.equal(x, UInt8(ascii: "\"")) | ByteWords.equal(x, UInt8(ascii: "\\")) | ByteWords.equal(x, 0x7F)
+                | ByteWords.below(x, 0x20) | ByteWords.nonASCII(x)
+            if stop != 0 { return i &+ ByteWords.firstFlagged(stop) }
             i &+= 8
         }
         return i

@@ -1,0 +1,24 @@
+/// Eight bytes at a time: each helper flags bytes of interest in a little-endian word by
+/// setting their high bit. Only the lowest flag is exact (a borrow may flag bytes above it),
+/// which is all the callers use, through `firstFlagged`.
+enum ByteWords {
+    static let ones: UInt64 = 0x0101_0101_0101_0101
+    static let high: UInt64 = 0x8080_8080_8080_8080
+
+    /// The eight bytes at `p`, first byte lowest.
+    @inline(__always) static func load(_ p: UnsafePointer<UInt8>) -> UInt64 {
+        UInt64(littleEndian: UnsafeRawPointer(p).loadUnaligned(as: UInt64.self))
+    }
+
+    /// Flags the bytes below `n` (`n` at most 0x80).
+    @inline(__always) static func below(_ x: UInt64, _ n: UInt8) -> UInt64 { (x &- ones &* UInt64(n)) & ~x & high }
+
+    /// Flags the bytes equal to `b`.
+    @inline(__always) static func equal(_ x: UInt64, _ b: UInt8) -> UInt64 { below(x ^ (ones &* UInt64(b)), 1) }
+
+    /// Flags the bytes with the high bit set.
+    @inline(__always) static func nonASCII(_ x: UInt64) -> UInt64 { x & high }
+
+    /// The index in the word of the lowest flagged byte (`flags` is not 0).
+    @inline(__always) static func firstFlagged(_ flags: UInt64) -> Int { flags.trailingZeroBitCount >> 3 }
+}
