@@ -16,24 +16,24 @@ struct SessionKey {
         var id = id
         id.withUTF8 { bytes in
             count = bytes.count
-            withUnsafeMutableBytes(of: &words) { raw in
-                if let base = bytes.baseAddress { raw.copyMemory(from: UnsafeRawBufferPointer(start: base, count: min(bytes.count, Self.inlineBytes))) }
-            }
-        }
-        var h: UInt64
-        if isComplete {
-            // The zero-padded words and the length: an injective encoding of the id.
+            // The whole id in zero-padded words, then its length: an injective encoding.
             var sip = SipHash13()
-            withUnsafeBytes(of: words) { raw in
-                for w in 0..<((count &+ 7) >> 3) { sip.compress(UInt64(littleEndian: raw.load(fromByteOffset: w &* 8, as: UInt64.self))) }
+            if let base = bytes.baseAddress {
+                withUnsafeMutableBytes(of: &words) { $0.copyMemory(from: UnsafeRawBufferPointer(start: base, count: min(bytes.count, Self.inlineBytes))) }
+                var offset = 0
+                while offset &+ 8 <= bytes.count {
+                    sip.compress(UInt64(littleEndian: UnsafeRawPointer(base + offset).loadUnaligned(as: UInt64.self)))
+                    offset &+= 8
+                }
+                if offset < bytes.count {
+                    var last: UInt64 = 0
+                    withUnsafeMutableBytes(of: &last) { $0.copyMemory(from: UnsafeRawBufferPointer(start: base + offset, count: bytes.count - offset)) }
+                    sip.compress(UInt64(littleEndian: last))
+                }
             }
-            h = sip.finalize(UInt64(count))
-        } else {
-            var hasher = Hasher()
-            hasher.combine(id)
-            h = UInt64(UInt(bitPattern: hasher.finalize()))
+            let h = sip.finalize(UInt64(bytes.count))
+            hash = h == 0 ? 1 : h
         }
-        hash = h == 0 ? 1 : h
     }
 
     /// Whether the whole id is held inline (so that equal keys mean equal ids).
