@@ -19,6 +19,12 @@ enum ByteWords {
     /// Flags the bytes with the high bit set.
     @inline(__always) static func nonASCII(_ x: UInt64) -> UInt64 { x & high }
 
+    /// Flags the lower-case ASCII letters (exactly: no borrow crosses bytes).
+    @inline(__always) static func lowercaseLetters(_ x: UInt64) -> UInt64 {
+        let low7 = x & ~high
+        return (low7 &+ ones &* 0x1F) & ~(low7 &+ ones &* 0x05) & ~x & high
+    }
+
     /// The index in the word of the lowest flagged byte (`flags` is not 0).
     @inline(__always) static func firstFlagged(_ flags: UInt64) -> Int { flags.trailingZeroBitCount >> 3 }
 }

@@ -63,7 +63,16 @@ public enum CMCDDecoder {
         bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool, typedOnly: Bool = false, buffers: inout DecodingBuffers
     ) throws(CMCDDecodingError) -> CMCDPayload? {
         guard let range = queryValueRange(bytes, allowBareValue: allowBareValue) else { return nil }
-        var (length, _) = PercentDecoding.decode(UnsafeBufferPointer(rebasing: bytes[range]), plusAsSpace: true, intoPrefixOf: &buffers.first)
+        return try decodeQueryValue(UnsafeBufferPointer(rebasing: bytes[range]), typedOnly: typedOnly, buffers: &buffers)
+    }
+
+    /// Decodes the value of the `CMCD` argument: URL-decoded (as often as it was encoded,
+    /// up to `maxQueryDecodings`), then decoded as a dictionary.
+    static func decodeQueryValue(
+        _ value: UnsafeBufferPointer<UInt8>, typedOnly: Bool, buffers: inout DecodingBuffers
+    ) throws(CMCDDecodingError) -> CMCDPayload {
+        if typedOnly, let payload = CMCDPayload(typedFromQueryValue: value, strings: &buffers.strings) { return payload }
+        var (length, _) = PercentDecoding.decode(value, plusAsSpace: true, intoPrefixOf: &buffers.first)
         var decodings = 1
         while decodings < maxQueryDecodings {
             let again = buffers.first.withUnsafeBufferPointer { PercentDecoding.looksEncoded(UnsafeBufferPointer(rebasing: $0[0..<length])) }

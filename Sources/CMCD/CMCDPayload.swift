@@ -101,6 +101,9 @@ public struct CMCDPayload: Sendable, Hashable {
         /// Bytes of dictionary text a typed-only decode keeps after the fields (in the same
         /// allocation), to rebuild the full view on demand; -1 when there is none.
         var sourceCount = -1
+        /// The kept text is a `CMCD=` query value as it stood (`init(typedFromQueryValue:)`),
+        /// to be percent-decoded when read.
+        var sourceIsQueryEncoded = false
         var version: Int = 1
         var sessionID: String?
         var contentID: String?
@@ -168,7 +171,8 @@ public struct CMCDPayload: Sendable, Hashable {
         var source: String? {
             let count = header.sourceCount
             guard count >= 0 else { return nil }
-            return withUnsafeMutablePointerToElements { String(decoding: UnsafeBufferPointer(start: $0, count: count), as: UTF8.self) }
+            let text = withUnsafeMutablePointerToElements { String(decoding: UnsafeBufferPointer(start: $0, count: count), as: UTF8.self) }
+            return header.sourceIsQueryEncoded ? PercentDecoding.decode(text, plusAsSpace: true) : text
         }
     }
 

@@ -1,0 +1,204 @@
+/// The record parser's hot path for a `CMCD=` query value: the dictionary is read as it
+/// stands in the URL, without percent-decoding it first.
+///
+/// It takes the form players and CDNs produce: separators `=`, `,` and `"` either as they are
+/// or encoded once (`%3D`, `%2C`, `%22`, hex digits in either case), and values in the plain
+/// forms (`SimpleValue`). Anything else (another escape, a `+`, spaces, double encoding,
+/// parameters, inner lists, a value the typed views do not take as it is, a limit reached)
+/// returns nil and the caller decodes the value the general way. So whenever this gives a
+/// payload, it is the one percent-decoding then `init(typedFrom:)` would give
+/// (`QueryValueDecodingTests`).
+extension CMCDPayload {
+    init?(typedFromQueryValue raw: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init(), strings: inout InternedStrings) {
+        guard let base = raw.baseAddress, !raw.isEmpty else { return nil }
+        let box = Box.make(source: raw)
+        let read = box.withUnsafeMutablePointerToHeader { fields -> Bool in
+            fields.pointee.sourceIsQueryEncoded = true
+            var reader = QueryDictionaryReader(base: base, count: raw.count, limits: limits)
+            return reader.read(into: &fields.pointee, bytes: raw, strings: &strings)
+        }
+        guard read else { return nil }
+        shared = SharedBox(box: box)
+    }
+}
+
+/// Reads a query-encoded CMCD dictionary (see `CMCDPayload.init(typedFromQueryValue:)`).
+struct QueryDictionaryReader {
+    let base: UnsafePointer<UInt8>
+    let count: Int
+    let limits: SFDictionaryParser.Limits
+    var i = 0
+
+    init(base: UnsafePointer<UInt8>, count: Int, limits: SFDictionaryParser.Limits) {
+        self.base = base
+        self.count = count
+        self.limits = limits
+    }
+
+    /// Fills `fields`; false when the input is not in the form this reader takes.
+    mutating func read(into fields: inout CMCDPayload.Fields, bytes: UnsafeBufferPointer<UInt8>, strings: inout InternedStrings) -> Bool {
+        var members = 0
+        var declaredVersion: Int64?
+        while true {
+            members &+= 1
+            var key: UInt64?
+            guard members <= limits.maxMembers, readKey(&key) else { return false }
+            let value: SimpleValue
+            var more = false
+            if i == count {
+                value = .flag(true)
+            } else {
+                switch readSeparator() {
+                case UInt8(ascii: ","):
+                    value = .flag(true)
+                    more = true
+                case UInt8(ascii: "="):
+                    guard let v = readValue() else { return false }
+                    value = v
+                    if i < count {
+                        guard readSeparator() == UInt8(ascii: ",") else { return false }
+                        more = true
+                    }
+                default:
+                    return false
+                }
+            }
+            if let code = key {
+                if code == 0x76 /* v */ {
+                    guard case .integer(let n) = value else { return false }
+                    declaredVersion = n
+                } else if CMCDPayload.isTyped(code) {
+                    guard fields.assignSimple(code: code, value, bytes, strings: &strings) else { return false }
+                }
+            }
+            if !more { break }
+            guard i < count else { return false }  // a trailing comma
+        }
+        if let v = declaredVersion {
+            if v > 2 { return false }
+            if v >= 1 { fields.version = Int(v) }
+        }
+        return true
+    }
+
+    /// Reads a key into `code`, its packed code (nil when longer than packed codes go);
+    /// false when there is no key here.
+    private mutating func readKey(_ code: inout UInt64?) -> Bool {
+        let start = i
+        // The usual key: one to five lower-case letters, found in one word.
+        if i &+ 8 <= count {
+            let x = ByteWords.load(base + i)
+            let length = ByteWords.firstFlagged(~ByteWords.lowercaseLetters(x) & ByteWords.high | ByteWords.high << 56)
+            let next = base[i &+ length]
+            if length > 0, length <= 5, !SFDictionaryParser.Cursor.isKeyChar(next) {
+                i &+= length
+                code = (x & (UInt64.max >> (64 &- 8 &* UInt64(length)))).byteSwapped >> (64 &- 8 &* UInt64(length))
+                return true
+            }
+        }
+        guard i < count, SFDictionaryParser.Cursor.isKeyStart(base[i]) else { return false }
+        i &+= 1
+        while i < count, SFDictionaryParser.Cursor.isKeyChar(base[i]) { i &+= 1 }
+        let length = i &- start
+        guard length <= limits.maxStringBytes else { return false }
+        guard length <= 5 else { return true }
+        var packed: UInt64 = 0
+        for k in start..<i { packed = packed << 8 | UInt64(base[k]) }
+        code = packed
+        return true
+    }
+
+    /// The separator at the cursor, decoded (`%3D` is `=`, `%2C` is `,`, `%22` is `"`), and
+    /// moves past it. Any other escape reads as `%`, which no caller accepts.
+    @inline(__always)
+    private mutating func readSeparator() -> UInt8 {
+        let c = base[i]
+        guard c == UInt8(ascii: "%") else {
+            i &+= 1
+            return c
+        }
+        guard i &+ 2 < count else { return c }
+        let hi = base[i &+ 1]
+        let lo = base[i &+ 2]
+        let decoded: UInt8
+        if hi == UInt8(ascii: "3"), lo | 0x20 == UInt8(ascii: "d") {
+            decoded = UInt8(ascii: "=")
+        } else if hi == UInt8(ascii: "2"), lo | 0x20 == UInt8(ascii: "c") {
+            decoded = UInt8(ascii: ",")
+        } else if hi == UInt8(ascii: "2"), lo == UInt8(ascii: "2") {
+            decoded = UInt8(ascii: "\"")
+        } else {
+            return c
+        }
+        i &+= 3
+        return decoded
+    }
+
+    /// A value in one of the plain forms, ending at the end or at a separator.
+    private mutating func readValue() -> SimpleValue? {
+        guard i < count else { return nil }
+        let c = base[i]
+        if c &- 0x30 < 10 || c == UInt8(ascii: "-") {
+            let negative = c == UInt8(ascii: "-")
+            if negative { i &+= 1 }
+            var number: Int64 = 0
+            var digits = 0
+            while i < count, base[i] &- 0x30 < 10 {
+                digits &+= 1
+                if digits > 15 { return nil }
+                number = number &* 10 &+ Int64(base[i] &- 0x30)  // at most 15 digits: no overflow
+                i &+= 1
+            }
+            guard digits > 0 else { return nil }
+            return .integer(negative ? -number : number)
+        }
+        if c == UInt8(ascii: "%") || c == UInt8(ascii: "\"") {
+            guard readSeparator() == UInt8(ascii: "\"") else { return nil }
+            return readString()
+        }
+        if c == UInt8(ascii: "?") {
+            guard i &+ 1 < count else { return nil }
+            let b = base[i &+ 1]
+            guard b == UInt8(ascii: "0") || b == UInt8(ascii: "1") else { return nil }
+            i &+= 2
+            return .flag(b == UInt8(ascii: "1"))
+        }
+        if (c | 0x20) &- UInt8(ascii: "a") < 26 || c == UInt8(ascii: "*") {
+            let start = i
+            i &+= 1
+            // `%` and `+` are token characters, but here they would be an escape or a space.
+            while i < count, base[i] != UInt8(ascii: "%"), base[i] != UInt8(ascii: "+"), SFDictionaryParser.Cursor.isTokenChar(base[i]) {
+                i &+= 1
+            }
+            guard i &- start <= limits.maxStringBytes else { return nil }
+            return .token(start..<i)
+        }
+        return nil
+    }
+
+    /// The rest of a quoted string, up to and past its closing quote; nil for an escape or a
+    /// byte a plain string cannot hold.
+    private mutating func readString() -> SimpleValue? {
+        let start = i
+        while i &+ 8 <= count {
+            let x = ByteWords.load(base + i)
+            let stop = ByteWords.equal(x, UInt8(ascii: "\"")) | ByteWords.equal(x, UInt8(ascii: "\\"))
+                | ByteWords.equal(x, UInt8(ascii: "%")) | ByteWords.equal(x, UInt8(ascii: "+")) | ByteWords.equal(x, 0x7F)
+                | ByteWords.below(x, 0x20) | ByteWords.nonASCII(x)
+            if stop != 0 {
+                i &+= ByteWords.firstFlagged(stop)
+                break
+            }
+            i &+= 8
+        }
+        while i < count {
+            let b = base[i]
+            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "%") || b == UInt8(ascii: "\\") || b == UInt8(ascii: "+") || b < 0x20 || b > 0x7E { break }
+            i &+= 1
+        }
+        guard i < count else { return nil }
+        let end = i
+        guard readSeparator() == UInt8(ascii: "\""), end &- start <= limits.maxStringBytes else { return nil }
+        return .string(start..<end)
+    }
+}

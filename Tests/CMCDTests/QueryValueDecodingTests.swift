@@ -1,0 +1,140 @@
+import Foundation
+import Testing
+
+@testable import CMCD
+
+/// The `CMCD=` value read as it stands (`CMCDPayload(typedFromQueryValue:)`) must give exactly
+/// what percent-decoding then decoding gives, or nothing (and the general path decides).
+struct QueryValueDecodingTests {
+    /// The fast reader's payload, or nil when it leaves the value to the general path.
+    static func fast(_ value: String) -> CMCDPayload? {
+        var copy = value
+        var strings = InternedStrings(capacity: 16)
+        return copy.withUTF8 { CMCDPayload(typedFromQueryValue: $0, strings: &strings) }
+    }
+
+    /// The general path: the value URL-decoded, then decoded in full.
+    static func general(_ value: String) -> Result<CMCDPayload, CMCDDecodingError> {
+        var copy = value
+        var buffers = CMCDDecoder.DecodingBuffers(internedStrings: 0)
+        return copy.withUTF8 { bytes in
+            Result { () throws(CMCDDecodingError) in try CMCDDecoder.decodeQueryValue(bytes, typedOnly: false, buffers: &buffers) }
+        }
+    }
+
+    /// Whether the fast reader agrees with the general path; true when it declines.
+    static func agree(_ value: String) -> Bool {
+        guard let fast = fast(value) else { return true }
+        guard case .success(let full) = general(value) else { return false }
+        return TypedDecodeTests.typedViews(fast) == TypedDecodeTests.typedViews(full) && fast.entries == full.entries
+            && fast.ignored == full.ignored
+    }
+
+    @Test(arguments: [
+        // CloudFront's usual form, and the benchmark's.
+        "bl%3D21300%2Cbr%3D3200%2Cbs%2Ccid%3D%22faec5fc2-ac30-11ea-bb37-0242ac130002%22%2Cd%3D4004%2Cmtp%3D25400%2Cot%3Dv%2Crtp%3D15000%2Csf%3Dd%2Csid%3D%226e2fb550-c457-11e9-bb97-0800200c9a66%22%2Cst%3Dv%2Ctb%3D6000",
+        "bl%3d21300%2cbr%3d3200%2csid%3d%22abc%22",  // lower-case hex
+        #"bl=21300,br=3200,sid="abc",su"#,  // not encoded at all
+        "sid%3D%22a%22%2Cv%3D2%2Csta%3Dp%2Cmsd%3D1200",
+        "su%2Cbs%3D%3F0%2Cnr%3D%3F1%2Cpr%3D2",  // `?0` stays literal in a query: `%3F` is left to the general path
+        "su,bs=?0,nr=?1,ot=m,e=ps,sid=\"x\"",
+        "com.example-key%3D%22v%22%2Csid%3D%22s%22%2Cnor%3D%22seg.m4s%22",
+        "ot%3Dzz%2Csid%3D%22s%22",  // a token outside the allowed set clears the view, as in the general path
+    ])
+    func readsThePlainForms(_ value: String) {
+        let accepted = ["bl%3D21300", "bl%3d21300", #"bl=21300"#, "sid%3D%22a%22", "su,bs", "com.example", "ot%3Dzz"]
+        if accepted.contains(where: value.hasPrefix) { #expect(Self.fast(value) != nil, "\(value)") }
+        #expect(Self.agree(value), "\(value)")
+    }
+
+    @Test(arguments: [
+        "bl%253D21300%252Csid%253D%2522a%2522",  // double encoding
+        "sid%3D%22a+b%22",  // `+` is a space in a form
+        "sid%3D%22a%20b%22",  // another escape
+        "sid%3D%22a%5C%22b%22",  // a backslash escape in the string
+        "v%3D3%2Csid%3D%22a%22",  // unsupported version: the general path rejects the payload
+        "bl%3D1%2C",  // trailing comma
+        "bl%3D1%2C%20br%3D2",  // a space after the comma
+        "br%3D(5000%3Bv%20320)%2Csid%3D%22a%22",  // an inner list
+        "bl%3D1%3Bx%2Csid%3D%22a%22",  // parameters
+        "pr%3D1.5%2Csid%3D%22a%22",  // a decimal
+        "bl%3D%22x%22%2Csid%3D%22a%22",  // a string where an integer belongs
+        "bl%3D1234567890123456",  // more digits than the plain reader takes
+        "",
+        "%",
+        "bl%3",
+        "sid%3D%22abc",  // unterminated string
+    ])
+    func leavesEverythingElseToTheGeneralPath(_ value: String) {
+        #expect(Self.fast(value) == nil, "\(value)")
+    }
+
+    @Test func respectsTheLimits() {
+        let limits = SFDictionaryParser.Limits()
+        let many = (0...limits.maxMembers).map { "k\($0)%3D1" }.joined(separator: "%2C")
+        #expect(Self.fast(many) == nil)
+        let long = "sid%3D%22" + String(repeating: "a", count: limits.maxStringBytes + 1) + "%22"
+        #expect(Self.fast(long) == nil)
+        let longest = "sid%3D%22" + String(repeating: "a", count: limits.maxStringBytes) + "%22"
+        #expect(Self.fast(longest) != nil)
+        #expect(Self.agree(longest))
+    }
+
+    /// Random dictionaries in random encodings: whatever the fast reader accepts, it reads as
+    /// the general path does, and it accepts the common forms often enough to matter.
+    @Test func agreesOnRandomInput() {
+        var rng = SplitMix64(seed: 2026)
+        func pick<T>(_ items: [T]) -> T { items[Int(rng.next() % UInt64(items.count))] }
+        let keys = ["bl", "br", "sid", "cid", "ot", "su", "bs", "v", "nor", "sta", "pr", "d", "msd", "bsa", "sf", "st", "com.a-b", "X", "tb", "e"]
+        let values = [
+            "", "=1", "=0", "=-5", "=21300", "=\"abc\"", "=\"a b\"", "=\"\"", "=v", "=av", "=m", "=p", "=r", "=zz", "=?0", "=?1", "=1.5",
+            "=(1 2)", "=1;a", "=\"a\\\"b\"", "=\"x%y\"", "=\"a+b\"", "=3", "=2", "=123456789012345", "=1234567890123456", "=*t",
+            "=h", "=ll", "=\"seg_1.m4s\"",
+        ]
+        // Members in the forms players send, each of the type its key takes.
+        let plainMembers = [
+            "bl=21300", "br=3200", "sid=\"abc\"", "cid=\"c-1\"", "ot=v", "ot=zz", "su", "bs=?0", "v=2", "v=1", "nor=\"seg_1.m4s\"",
+            "sta=p", "pr=2", "d=4004", "msd=0", "bsa=3", "sf=h", "st=ll", "com.a-b=*t", "X=?1", "tb=-5", "e=ps", "sid=\"\"",
+            "mtp=123456789012345", "bs", "nrr=\"0-99\"",
+        ]
+        var accepted = 0
+        let runs = 20_000
+        for _ in 0..<runs {
+            // Half the runs in the forms players send, half anything.
+            let plain = rng.next() % 2 == 0
+            let members = (0..<(1 + Int(rng.next() % 8))).map { _ in plain ? pick(plainMembers) : pick(keys) + pick(values) }
+            var text = members.joined(separator: plain ? "," : pick([",", ",", ",", ", "]))
+            if !plain, rng.next() % 20 == 0 { text += "," }
+            // Encode the way clients and CDNs do, sometimes oddly.
+            var encoded = ""
+            let style = plain ? rng.next() % 5 : rng.next() % 6
+            for ch in text {
+                switch (ch, style) {
+                case (_, 0): encoded.append(ch)  // not encoded
+                case ("=", _): encoded += pick(["%3D", "%3D", "%3d", "="])
+                case (",", _): encoded += pick(["%2C", "%2C", "%2c", ","])
+                case ("\"", _): encoded += pick(["%22", "%22", "\""])
+                case (" ", _): encoded += pick(["%20", "+", " "])
+                case ("%", _): encoded += "%25"
+                case ("+", _): encoded += "%2B"
+                case (";", _): encoded += pick(["%3B", ";"])
+                default: encoded.append(ch)
+                }
+            }
+            if style == 5 {  // encoded twice
+                encoded = encoded.replacingOccurrences(of: "%", with: "%25")
+            }
+            if Self.fast(encoded) != nil { accepted += 1 }
+            #expect(Self.agree(encoded), "\(encoded)")
+        }
+        #expect(accepted > runs / 5, "the fast reader took \(accepted) of \(runs)")
+    }
+
+    /// The full view of a fast-read payload is rebuilt from the kept (still encoded) text.
+    @Test func rebuildsTheFullViewFromTheEncodedText() throws {
+        let payload = try #require(Self.fast("sid%3D%22a%22%2Ccom.x-y%3D7%2Cot%3Dzz"))
+        #expect(payload.entries.map(\.key) == ["sid", "com.x-y", "ot"])
+        #expect(payload.ignored.map(\.key) == ["ot"])
+        #expect(payload.objectType == nil)
+    }
+}
