@@ -95,11 +95,19 @@ struct SessionState {
     mutating func remember(_ observation: BufferObservation, keepFrom oldest: Int64, capacity: Int) {
         var i = window.count
         while i > 0, window[i - 1].time > observation.time { i -= 1 }
-        window.insert(observation, at: i)
+        // Appending and shifting by hand: `insert` and `removeFirst` take Array's general
+        // (and here several times slower) replace-a-range path.
+        if i == window.count { window.append(observation) } else { window.insert(observation, at: i) }
         var drop = 0
         while drop < window.count, window[drop].time < oldest { drop += 1 }
         if window.count - drop > capacity { drop = window.count - capacity }
-        if drop > 0 { window.removeFirst(drop) }
+        if drop > 0 {
+            let kept = window.count - drop
+            window.withUnsafeMutableBufferPointer { w in
+                for k in 0..<kept { w[k] = w[k + drop] }
+            }
+            for _ in 0..<drop { window.removeLast() }  // one at a time: `removeLast(_:)` is the general path again
+        }
     }
 
     /// The oldest stream position this session's state was built from: replaying from it
