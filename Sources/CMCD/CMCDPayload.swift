@@ -106,6 +106,10 @@ public struct CMCDPayload: Sendable, Hashable {
         var sourceIsQueryEncoded = false
         var version: Int = 1
         var sessionID: String?
+        /// Where the session id lies in the kept source text, when a fast path found it as
+        /// a plain string: no `String` is made unless asked for. At most one of this and
+        /// `sessionID` is set.
+        var sessionIDInSource: Range<Int32>?
         var contentID: String?
         var objectType: CMCDObjectType?
         var streamingFormat: String?
@@ -146,8 +150,9 @@ public struct CMCDPayload: Sendable, Hashable {
     /// The fields, followed in the same allocation by the source text of a typed-only
     /// decode: one allocation per payload. Immutable once the payload is built.
     final class Box: ManagedBuffer<Fields, UInt8> {
-        /// A box holding `fields` and no source text.
+        /// A box holding `fields` and no source text (so nothing in them may point into one).
         static func make(_ fields: Fields) -> Box {
+            precondition(fields.sessionIDInSource == nil, "fields that refer to source text need that text")
             var fields = fields
             fields.sourceCount = -1
             return unsafeDowncast(Box.create(minimumCapacity: 0) { _ in fields }, to: Box.self)
@@ -201,7 +206,35 @@ public struct CMCDPayload: Sendable, Hashable {
 
     /// `v`; 1 when absent.
     public var version: Int { read { $0.version } }
-    public var sessionID: String? { read { $0.sessionID } }
+    public var sessionID: String? {
+        if let id = read({ $0.sessionID }) { return id }
+        var id: String?
+        withSessionIDBytes { id = String(decoding: $0, as: UTF8.self) }
+        return id
+    }
+
+    /// Whether the payload has a non-empty session id (without making a `String` of it).
+    public var hasSessionID: Bool {
+        var nonEmpty = false
+        withSessionIDBytes { nonEmpty = !$0.isEmpty }
+        return nonEmpty
+    }
+
+    /// Calls `body` with the session id's UTF-8 bytes; returns false (without calling it)
+    /// when there is no session id. Not generic, so that callers in other modules get
+    /// straight code.
+    @discardableResult
+    public func withSessionIDBytes(_ body: (UnsafeBufferPointer<UInt8>) -> Void) -> Bool {
+        shared.box.withUnsafeMutablePointers { fields, text -> Bool in
+            if let range = fields.pointee.sessionIDInSource {
+                body(UnsafeBufferPointer(start: text + Int(range.lowerBound), count: range.count))
+                return true
+            }
+            guard var id = fields.pointee.sessionID else { return false }
+            id.withUTF8(body)
+            return true
+        }
+    }
     public var contentID: String? { read { $0.contentID } }
     public var objectType: CMCDObjectType? { read { $0.objectType } }
     public var streamingFormat: String? { read { $0.streamingFormat } }
@@ -305,6 +338,9 @@ extension CMCDPayload {
     /// lists), as CML's `convertToLatest` does. `v` itself is left as sent.
     public func convertedToLatest() -> CMCDPayload {
         var copy = box.header
+        // The new box keeps no source text: the id moves out of it.
+        copy.sessionID = sessionID
+        copy.sessionIDInSource = nil
         copy.full = FullView(entries: entries.map { entry in
             guard entry.isValid, let kind = CMCDKeys.kind(of: entry.key), case .item(let item) = entry.value else { return entry }
             switch kind {
@@ -513,7 +549,9 @@ extension CMCDPayload.Fields {
             return false
         }
         switch code {
-        case 0x736964 /* sid */: sessionID = text
+        case 0x736964 /* sid */:
+            sessionID = text
+            sessionIDInSource = nil
         case 0x636964 /* cid */: contentID = text
         case 0x6F74 /* ot */: objectType = text.flatMap(CMCDObjectType.init(rawValue:))
         case 0x7366 /* sf */: streamingFormat = text

@@ -200,7 +200,17 @@ extension CMCDPayload.Fields {
         case .string(let range):
             switch code {
             case 0x736964 /* sid */:
-                sessionID = range.count <= 64 ? String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self) : nil
+                // `bytes` is the text the payload keeps: the id is read from there when asked for.
+                if range.count > 64 {
+                    sessionID = nil
+                    sessionIDInSource = nil
+                } else if range.upperBound <= Int(Int32.max) {
+                    sessionID = nil
+                    sessionIDInSource = Int32(range.lowerBound)..<Int32(range.upperBound)
+                } else {
+                    sessionID = String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+                    sessionIDInSource = nil
+                }
             case 0x636964 /* cid */:
                 contentID = range.count <= 128 ? strings.string(UnsafeBufferPointer(rebasing: bytes[range])) : nil
             default: return false

@@ -117,7 +117,8 @@ public struct DetectionEngine: Sendable {
         if sample.time > watermark { watermark = sample.time }
 
         let slot: Int32
-        let key = SessionKey(sample.sessionID)
+        var key = SessionKey()
+        sample.withSessionIDBytes { key = SessionKey(bytes: $0) }
         if let existing = index.find(hash: key.hash, matches: { slots[Int($0)].key.sameBytes(as: key) && (key.isComplete || slots[Int($0)].sessionID == sample.sessionID) }) {
             slot = existing
             let newest = slots[Int(slot)].newestTime

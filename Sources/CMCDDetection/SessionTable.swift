@@ -14,26 +14,28 @@ struct SessionKey {
 
     init(_ id: String) {
         var id = id
-        id.withUTF8 { bytes in
-            count = bytes.count
-            // The whole id in zero-padded words, then its length: an injective encoding.
-            var sip = SipHash13()
-            if let base = bytes.baseAddress {
-                withUnsafeMutableBytes(of: &words) { $0.copyMemory(from: UnsafeRawBufferPointer(start: base, count: min(bytes.count, Self.inlineBytes))) }
-                var offset = 0
-                while offset &+ 8 <= bytes.count {
-                    sip.compress(UInt64(littleEndian: UnsafeRawPointer(base + offset).loadUnaligned(as: UInt64.self)))
-                    offset &+= 8
-                }
-                if offset < bytes.count {
-                    var last: UInt64 = 0
-                    withUnsafeMutableBytes(of: &last) { $0.copyMemory(from: UnsafeRawBufferPointer(start: base + offset, count: bytes.count - offset)) }
-                    sip.compress(UInt64(littleEndian: last))
-                }
+        self = id.withUTF8 { SessionKey(bytes: $0) }
+    }
+
+    init(bytes: UnsafeBufferPointer<UInt8>) {
+        count = bytes.count
+        // The whole id in zero-padded words, then its length: an injective encoding.
+        var sip = SipHash13()
+        if let base = bytes.baseAddress {
+            withUnsafeMutableBytes(of: &words) { $0.copyMemory(from: UnsafeRawBufferPointer(start: base, count: min(bytes.count, Self.inlineBytes))) }
+            var offset = 0
+            while offset &+ 8 <= bytes.count {
+                sip.compress(UInt64(littleEndian: UnsafeRawPointer(base + offset).loadUnaligned(as: UInt64.self)))
+                offset &+= 8
             }
-            let h = sip.finalize(UInt64(bytes.count))
-            hash = h == 0 ? 1 : h
+            if offset < bytes.count {
+                var last: UInt64 = 0
+                withUnsafeMutableBytes(of: &last) { $0.copyMemory(from: UnsafeRawBufferPointer(start: base + offset, count: bytes.count - offset)) }
+                sip.compress(UInt64(littleEndian: last))
+            }
         }
+        let h = sip.finalize(UInt64(bytes.count))
+        hash = h == 0 ? 1 : h
     }
 
     /// Whether the whole id is held inline (so that equal keys mean equal ids).

@@ -196,10 +196,10 @@ public struct RecordParser: Sendable {
             return Self.skip(for: error)
         }
         guard let payload else { return .skipped(.noCMCD, detail: "no CMCD in the record") }
-        guard let sid = payload.sessionID, !sid.isEmpty else { return .skipped(.noSessionID, detail: "CMCD without a session id") }
+        guard payload.hasSessionID else { return .skipped(.noSessionID, detail: "CMCD without a session id") }
         return .sample(
             Sample(
-                time: time, sessionID: sid, contentID: payload.contentID,
+                time: time, contentID: payload.contentID,
                 edgeLocation: field(layout.edge).map { Self.boundedText($0, max: 64) },
                 httpStatus: field(layout.status).flatMap(Self.parseSmallInt),
                 timeTaken: field(layout.timeTaken).flatMap(Self.parseSeconds), cmcd: payload))
@@ -253,8 +253,8 @@ public struct RecordParser: Sendable {
         guard let ts = payload.timestamp, let time = Self.normaliseEpoch(ts) else {
             return .skipped(.badTimestamp, detail: "event line without a valid ts")
         }
-        guard let sid = payload.sessionID, !sid.isEmpty else { return .skipped(.noSessionID, detail: "CMCD without a session id") }
-        return .sample(Sample(time: time, sessionID: sid, contentID: payload.contentID, cmcd: payload))
+        guard payload.hasSessionID else { return .skipped(.noSessionID, detail: "CMCD without a session id") }
+        return .sample(Sample(time: time, contentID: payload.contentID, cmcd: payload))
     }
 
     // MARK: JSON

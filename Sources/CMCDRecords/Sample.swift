@@ -5,7 +5,13 @@ import CMCD
 public struct Sample: Sendable, Hashable {
     /// Event time in milliseconds since the Unix epoch, taken from the record.
     public var time: Int64
-    public var sessionID: String
+    /// The playback session (`sid`). Unless set explicitly it is read from `cmcd` when asked
+    /// for, so that a sample costs no string of its own on the hot path.
+    public var sessionID: String {
+        get { storedSessionID ?? cmcd.sessionID ?? "" }
+        set { storedSessionID = newValue }
+    }
+    private var storedSessionID: String?
     public var contentID: String?
     /// CloudFront edge location (`x-edge-location`), when the record has one.
     public var edgeLocation: String?
@@ -25,12 +31,43 @@ public struct Sample: Sendable, Hashable {
         httpStatus: Int? = nil, timeTaken: Double? = nil, cmcd: CMCDPayload
     ) {
         self.time = time
-        self.sessionID = sessionID
+        self.storedSessionID = sessionID
         self.contentID = contentID
         self.edgeLocation = edgeLocation
         self.httpStatus = httpStatus
         self.timeTaken = timeTaken
         self.cmcd = cmcd
+    }
+
+    /// A sample whose session id is the payload's (`cmcd.hasSessionID` must hold).
+    init(time: Int64, contentID: String?, edgeLocation: String? = nil, httpStatus: Int? = nil, timeTaken: Double? = nil, cmcd: CMCDPayload) {
+        self.time = time
+        self.contentID = contentID
+        self.edgeLocation = edgeLocation
+        self.httpStatus = httpStatus
+        self.timeTaken = timeTaken
+        self.cmcd = cmcd
+    }
+
+    /// Calls `body` with the session id's UTF-8 bytes (no `String` is made for them).
+    public func withSessionIDBytes(_ body: (UnsafeBufferPointer<UInt8>) -> Void) {
+        if var id = storedSessionID {
+            id.withUTF8(body)
+        } else if !cmcd.withSessionIDBytes(body) {
+            body(UnsafeBufferPointer(start: nil, count: 0))
+        }
+    }
+
+    public static func == (a: Sample, b: Sample) -> Bool {
+        a.time == b.time && a.sessionID == b.sessionID && a.contentID == b.contentID && a.edgeLocation == b.edgeLocation
+            && a.httpStatus == b.httpStatus && a.timeTaken == b.timeTaken && a.cmcd == b.cmcd && a.position == b.position
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(time)
+        hasher.combine(sessionID)
+        hasher.combine(cmcd)
+        hasher.combine(position)
     }
 
     public var objectType: CMCDObjectType? { cmcd.objectType }

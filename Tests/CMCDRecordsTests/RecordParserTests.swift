@@ -41,6 +41,36 @@ struct RecordParserTests {
         #expect(s[1].cmcd.nextObjectRequests == ["master_1080p_00005.ts"])
     }
 
+    /// A parsed sample reads its session id from the payload; it behaves like one given the
+    /// id explicitly, and the id survives the payload's conversions.
+    @Test func sessionIDIsReadFromThePayload() throws {
+        let (outcomes, _) = parse(cloudFrontLine(query: "CMCD=bl%3D100%2Csid%3D%22abc-1%22%2Csid%3D%22abc-2%22"))
+        let sample = try #require(samples(outcomes).first)
+        #expect(sample.sessionID == "abc-2")  // the last value wins
+        var bytes: [UInt8] = []
+        sample.withSessionIDBytes { bytes = Array($0) }
+        #expect(bytes == Array("abc-2".utf8))
+        #expect(sample.cmcd.convertedToLatest().sessionID == "abc-2")
+        var explicit = Sample(
+            time: sample.time, sessionID: "abc-2", contentID: sample.contentID, edgeLocation: sample.edgeLocation,
+            httpStatus: sample.httpStatus, timeTaken: sample.timeTaken, cmcd: sample.cmcd)
+        #expect(explicit == sample && explicit.hashValue == sample.hashValue)
+        explicit.sessionID = "other"
+        #expect(explicit != sample && explicit.sessionID == "other")
+        var renamed = sample
+        renamed.sessionID = "renamed"
+        bytes = []
+        renamed.withSessionIDBytes { bytes = Array($0) }
+        #expect(bytes == Array("renamed".utf8) && renamed.cmcd.sessionID == "abc-2")
+        // An empty or over-long id is no session id.
+        #expect(reasons(parse(cloudFrontLine(query: "CMCD=bl%3D100%2Csid%3D%22%22")).outcomes) == [.noSessionID])
+        let long = String(repeating: "x", count: 65)
+        #expect(reasons(parse(cloudFrontLine(query: "CMCD=bl%3D100%2Csid%3D%22\(long)%22")).outcomes) == [.noSessionID])
+        // An id with an escape takes the general path and is a string of its own there.
+        let escaped = try #require(samples(parse(cloudFrontLine(query: "CMCD=sid%3D%22a%5C%22b%22")).outcomes).first)
+        #expect(escaped.sessionID == "a\"b")
+    }
+
     @Test func headersWinOverTheQueryArgument() {
         let query = "CMCD=bl%3D100%2Csid%3D%22from-query%22"
         let headers = "Host:x%0ACMCD-Request:bl=5000%0Acmcd-session:sid=%22from-headers%22%0A"
