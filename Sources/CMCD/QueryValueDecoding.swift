@@ -43,32 +43,42 @@ struct QueryDictionaryReader {
             members &+= 1
             var key: UInt64?
             guard members <= limits.maxMembers, readKey(&key) else { return false }
-            let value: SimpleValue
             var more = false
             if i == count {
-                value = .flag(true)
+                guard assign(.flag(true), to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
             } else {
                 switch readSeparator() {
                 case UInt8(ascii: ","):
-                    value = .flag(true)
+                    guard assign(.flag(true), to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
                     more = true
                 case UInt8(ascii: "="):
-                    guard let v = readValue() else { return false }
-                    value = v
+                    // Most values are non-negative integers: read and assigned without the
+                    // general value reader.
+                    if i < count, base[i] &- 0x30 < 10 {
+                        var number: Int64 = 0
+                        var digits = 0
+                        while i < count, base[i] &- 0x30 < 10 {
+                            digits &+= 1
+                            if digits > 15 { return false }
+                            number = number &* 10 &+ Int64(base[i] &- 0x30)  // at most 15 digits: no overflow
+                            i &+= 1
+                        }
+                        if let code = key {
+                            if code == 0x76 /* v */ {
+                                declaredVersion = number
+                            } else if CMCDPayload.isTyped(code) {
+                                guard fields.assignInteger(code: code, number) else { return false }
+                            }
+                        }
+                    } else {
+                        guard let value = readValue(), assign(value, to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
+                    }
                     if i < count {
                         guard readSeparator() == UInt8(ascii: ",") else { return false }
                         more = true
                     }
                 default:
                     return false
-                }
-            }
-            if let code = key {
-                if code == 0x76 /* v */ {
-                    guard case .integer(let n) = value else { return false }
-                    declaredVersion = n
-                } else if CMCDPayload.isTyped(code) {
-                    guard fields.assignSimple(code: code, value, bytes, strings: &strings) else { return false }
                 }
             }
             if !more { break }
@@ -81,8 +91,25 @@ struct QueryDictionaryReader {
         return true
     }
 
+    /// Assigns a member's value to its typed view (`v` to `version`); false when the general
+    /// path must decide.
+    @inline(__always)
+    private func assign(
+        _ value: SimpleValue, to key: UInt64?, _ fields: inout CMCDPayload.Fields, _ declaredVersion: inout Int64?,
+        _ bytes: UnsafeBufferPointer<UInt8>, _ strings: inout InternedStrings
+    ) -> Bool {
+        guard let code = key else { return true }
+        if code == 0x76 /* v */ {
+            guard case .integer(let n) = value else { return false }
+            declaredVersion = n
+            return true
+        }
+        return !CMCDPayload.isTyped(code) || fields.assignSimple(code: code, value, bytes, strings: &strings)
+    }
+
     /// Reads a key into `code`, its packed code (nil when longer than packed codes go);
     /// false when there is no key here.
+    @inline(__always)
     private mutating func readKey(_ code: inout UInt64?) -> Bool {
         let start = i
         // The usual key: one to five lower-case letters, found in one word.
@@ -135,6 +162,7 @@ struct QueryDictionaryReader {
     }
 
     /// A value in one of the plain forms, ending at the end or at a separator.
+    @inline(__always)
     private mutating func readValue() -> SimpleValue? {
         guard i < count else { return nil }
         let c = base[i]

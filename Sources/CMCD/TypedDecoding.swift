@@ -155,29 +155,7 @@ extension CMCDPayload.Fields {
     ) -> Bool {
         switch value {
         case .integer(let n):
-            let single = CMCDMeasure(single: .init(value: n, objectType: nil))
-            switch code {
-            case 0x626C /* bl */: bufferLength = single
-            case 0x6272 /* br */: encodedBitrate = single
-            case 0x7462 /* tb */: topBitrate = single
-            case 0x6D7470 /* mtp */: measuredThroughput = single
-            case 0x7062 /* pb */: playheadBitrate = single
-            case 0x74626C /* tbl */: targetBufferLength = single
-            case 0x627361 /* bsa */: starvationCount = single
-            case 0x627364 /* bsd */: starvationDuration = single
-            case 0x62736461 /* bsda */: starvationDurationTotal = single
-            case 0x64 /* d */: objectDuration = n
-            case 0x646C /* dl */: deadline = n
-            case 0x727470 /* rtp */: requestedMaxThroughput = n
-            case 0x6D7364 /* msd */: mediaStartDelay = n
-            case 0x7074 /* pt */: playheadTime = n
-            case 0x736E /* sn */: sequenceNumber = n
-            case 0x7473 /* ts */: timestamp = n
-            case 0x6C7463 /* ltc */: liveLatency = n
-            case 0x646661 /* dfa */: droppedFrames = n
-            case 0x7072 /* pr */: playbackRate = Double(n)
-            default: return false
-            }
+            return assignInteger(code: code, n)
         case .flag(let flag):
             switch code {
             case 0x7375 /* su */: startup = flag
@@ -215,6 +193,34 @@ extension CMCDPayload.Fields {
                 contentID = range.count <= 128 ? strings.string(UnsafeBufferPointer(rebasing: bytes[range])) : nil
             default: return false
             }
+        }
+        return true
+    }
+
+    /// Sets a typed view from a plain integer (see `assignSimple`).
+    mutating func assignInteger(code: UInt64, _ n: Int64) -> Bool {
+        let single = CMCDMeasure(single: .init(value: n, objectType: nil))
+        switch code {
+        case 0x626C /* bl */: bufferLength = single
+        case 0x6272 /* br */: encodedBitrate = single
+        case 0x7462 /* tb */: topBitrate = single
+        case 0x6D7470 /* mtp */: measuredThroughput = single
+        case 0x7062 /* pb */: playheadBitrate = single
+        case 0x74626C /* tbl */: targetBufferLength = single
+        case 0x627361 /* bsa */: starvationCount = single
+        case 0x627364 /* bsd */: starvationDuration = single
+        case 0x62736461 /* bsda */: starvationDurationTotal = single
+        case 0x64 /* d */: objectDuration = n
+        case 0x646C /* dl */: deadline = n
+        case 0x727470 /* rtp */: requestedMaxThroughput = n
+        case 0x6D7364 /* msd */: mediaStartDelay = n
+        case 0x7074 /* pt */: playheadTime = n
+        case 0x736E /* sn */: sequenceNumber = n
+        case 0x7473 /* ts */: timestamp = n
+        case 0x6C7463 /* ltc */: liveLatency = n
+        case 0x646661 /* dfa */: droppedFrames = n
+        case 0x7072 /* pr */: playbackRate = Double(n)
+        default: return false
         }
         return true
     }
