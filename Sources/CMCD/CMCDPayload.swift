@@ -590,3 +590,36 @@ extension CMCDPayload.Fields {
         }
     }
 }
+
+/// The values the detectors read on every request, copied out of a payload in one call
+/// (rather than one call per value from another module).
+public struct CMCDSignals: Sendable, Equatable {
+    public var objectType: CMCDObjectType?
+    /// `bl` for the request's object type (`CMCDMeasure.value(for:)`).
+    public var bufferLength: Int64?
+    /// Whether the request is for media that reports the playback buffer: audio, video,
+    /// muxed, or no object type given.
+    public var isMediaRequest: Bool
+    public var startup: Bool
+    public var bufferStarvation: Bool
+    /// The largest `bsa` component.
+    public var starvationCount: Int64?
+    /// The largest `bsd` component.
+    public var starvationDuration: Int64?
+    public var state: CMCDPlayerState?
+    public var mediaStartDelay: Int64?
+}
+
+extension CMCDPayload {
+    public var signals: CMCDSignals {
+        // Field by field through the pointer: passing the fields to a closure would copy them.
+        shared.box.withUnsafeMutablePointerToHeader { f in
+            let objectType = f.pointee.objectType
+            return CMCDSignals(
+                objectType: objectType, bufferLength: f.pointee.bufferLength?.value(for: objectType),
+                isMediaRequest: objectType?.isMedia ?? true, startup: f.pointee.startup, bufferStarvation: f.pointee.bufferStarvation,
+                starvationCount: f.pointee.starvationCount?.maximum, starvationDuration: f.pointee.starvationDuration?.maximum,
+                state: f.pointee.state, mediaStartDelay: f.pointee.mediaStartDelay)
+        }
+    }
+}

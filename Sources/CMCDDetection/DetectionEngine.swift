@@ -108,7 +108,7 @@ public struct DetectionEngine: Sendable {
     /// Feeds one sample; findings it causes are appended to `findings`.
     public mutating func process(_ sample: Sample, into findings: inout [Finding]) {
         let before = findings.count
-        defer { count(findings[before...]) }
+        defer { if findings.count > before { count(findings[before...]) } }
         statistics.samples += 1
         guard Self.validTimes.contains(sample.time) else {
             statistics.invalidTime += 1
@@ -136,9 +136,10 @@ public struct DetectionEngine: Sendable {
         let i = Int(slot)
         if let cid = sample.contentID, slots[i].contentID != cid { slots[i].contentID = cid }
         if let edge = sample.edgeLocation, slots[i].edgeLocation != edge { slots[i].edgeLocation = edge }
-        if rules.startupDelay.enabled { detectors.detectStartup(sample, &slots[i], into: &findings) }
-        if rules.bufferDrop.enabled { detectors.detectDrop(sample, &slots[i], into: &findings) }
-        if rules.bufferStarvation.enabled { detectors.detectStarvation(sample, &slots[i], into: &findings) }
+        let signals = sample.cmcd.signals
+        if rules.startupDelay.enabled { detectors.detectStartup(sample, signals, &slots[i], into: &findings) }
+        if rules.bufferDrop.enabled { detectors.detectDrop(sample, signals, &slots[i], into: &findings) }
+        if rules.bufferStarvation.enabled { detectors.detectStarvation(sample, signals, &slots[i], into: &findings) }
 
         housekeepIfDue(into: &findings)
     }
@@ -322,11 +323,11 @@ public struct DetectionEngine: Sendable {
         }
     }
 
-    static func describe(trigger: String, _ cmcd: CMCDPayload, _ bl: Int64?) -> String {
+    static func describe(trigger: String, _ signals: CMCDSignals, _ bl: Int64?) -> String {
         switch trigger {
         case "bs": return "player reported buffer starvation (bs)"
-        case "bsa": return "player's starvation count rose to \(cmcd.starvationCount?.maximum ?? 0) (bsa)"
-        case "bsd": return "player reported a starvation of \(cmcd.starvationDuration?.maximum ?? 0) ms (bsd)"
+        case "bsa": return "player's starvation count rose to \(signals.starvationCount ?? 0) (bsa)"
+        case "bsd": return "player reported a starvation of \(signals.starvationDuration ?? 0) ms (bsd)"
         case "sta=r": return "player is rebuffering (sta=r)"
         case "bl=0": return "buffer is empty (bl=0)"
         default: return "buffer is low (\(bl ?? 0) ms)"
@@ -358,13 +359,23 @@ extension String {
 
 /// The three detectors over one session's state; they read the rules and append findings.
 struct Detectors: Sendable {
-    let rules: DetectionRules
+    // The rules' numbers only, no collections: the engine copies this for each call, and a
+    // copy of plain values costs no reference counting.
+    let startupDelay: DetectionRules.StartupDelay
+    let bufferStarvation: DetectionRules.BufferStarvation
+    let reorderToleranceMs: Int64
+    /// `rules.bufferDrop` without its object types (those are `dropObjectTypes`).
+    let drop: (lookbackMs: Int64, minReferenceMs: Int64, warningDropRatio: Double, criticalDropRatio: Double, recoveryRatio: Double)
     /// `rules.bufferDrop.objectTypes` as a bit set (no hashing per sample).
     private let dropObjectTypes: UInt32
 
     init(rules: DetectionRules) {
-        self.rules = rules
-        dropObjectTypes = rules.bufferDrop.objectTypes.reduce(0) { $0 | Self.bit($1) }
+        self.startupDelay = rules.startupDelay
+        self.bufferStarvation = rules.bufferStarvation
+        reorderToleranceMs = rules.sessions.reorderToleranceMs
+        let d = rules.bufferDrop
+        drop = (d.lookbackMs, d.minReferenceMs, d.warningDropRatio, d.criticalDropRatio, d.recoveryRatio)
+        dropObjectTypes = d.objectTypes.reduce(0) { $0 | Self.bit($1) }
     }
 
     static func bit(_ ot: CMCDObjectType) -> UInt32 {
@@ -381,11 +392,10 @@ struct Detectors: Sendable {
         }
     }
 
-    func detectStartup(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
+    func detectStartup(_ sample: Sample, _ cmcd: CMCDSignals, _ session: inout SessionState, into findings: inout [Finding]) {
         guard session.startup == .starting else { return }
         let t = sample.time
         if t < session.firstTime { session.firstTime = t }
-        let cmcd = sample.cmcd
         var startupMs: Int64?
         var source = ""
         if let msd = cmcd.mediaStartDelay, msd >= 0 {
@@ -394,14 +404,14 @@ struct Detectors: Sendable {
         } else if cmcd.state == .playing {
             startupMs = t - session.firstTime
             source = "sta"
-        } else if !cmcd.startup, sample.bufferLength != nil, sample.isMediaRequest, t > session.firstTime,
+        } else if !cmcd.startup, cmcd.bufferLength != nil, cmcd.isMediaRequest, t > session.firstTime,
             cmcd.state == nil || cmcd.state == .playing
         {
             startupMs = t - session.firstTime
             source = "first_buffered_request"
         }
-        let warning = rules.startupDelay.warningMs
-        let critical = rules.startupDelay.criticalMs
+        let warning = startupDelay.warningMs
+        let critical = startupDelay.criticalMs
         guard let startupMs else {
             if t - session.firstTime > critical, !session.startupStuckFired { fireStuck(&session, at: t, into: &findings) }
             return
@@ -433,17 +443,17 @@ struct Detectors: Sendable {
             summary: "Startup stuck: no playback \(DetectionEngine.seconds(elapsed)) after the first request",
             details: [
                 ("startup_ms", .null), ("elapsed_ms", .int(elapsed)),
-                ("threshold_ms", .int(rules.startupDelay.criticalMs)), ("stuck", .bool(true)),
+                ("threshold_ms", .int(startupDelay.criticalMs)), ("stuck", .bool(true)),
             ])
     }
 
-    func detectDrop(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
-        guard let bl = sample.bufferLength, bl >= 0 else { return }
-        if let ot = sample.objectType, dropObjectTypes & Self.bit(ot) == 0 { return }
+    func detectDrop(_ sample: Sample, _ cmcd: CMCDSignals, _ session: inout SessionState, into findings: inout [Finding]) {
+        guard let bl = cmcd.bufferLength, bl >= 0 else { return }
+        if let ot = cmcd.objectType, dropObjectTypes & Self.bit(ot) == 0 { return }
         let t = sample.time
-        let cls = ObjectClass.of(sample.objectType)
+        let cls = ObjectClass.of(cmcd.objectType)
         let current = min(bl, Int64(Int32.max))
-        let r = rules.bufferDrop
+        let r = drop
         if var episode = session.drop {
             if episode.objectClass == cls {
                 if Double(current) >= r.recoveryRatio * Double(episode.referenceMs) {
@@ -479,36 +489,35 @@ struct Detectors: Sendable {
                 summary: "Buffer dropped \(percent)% (\(reference) ms to \(current) ms) within \(DetectionEngine.seconds(r.lookbackMs))",
                 details: [
                     ("reference_bl_ms", .int(reference)), ("current_bl_ms", .int(current)), ("drop_percent", .double(percent)),
-                    ("window_ms", .int(r.lookbackMs)), ("object_type", sample.objectType.map { .string($0.rawValue) } ?? .null),
+                    ("window_ms", .int(r.lookbackMs)), ("object_type", cmcd.objectType.map { .string($0.rawValue) } ?? .null),
                 ])
         }
         session.remember(
             BufferObservation(time: t, position: sample.position, bufferLength: Int32(current), objectClass: cls),
-            keepFrom: session.newestTime - r.lookbackMs - rules.sessions.reorderToleranceMs, capacity: DetectionEngine.windowCapacity)
+            keepFrom: session.newestTime - r.lookbackMs - reorderToleranceMs, capacity: DetectionEngine.windowCapacity)
     }
 
     func dropDetails(_ episode: DropEpisode) -> [(key: String, value: JSONValue)] {
         [
             ("reference_bl_ms", .int(episode.referenceMs)), ("lowest_bl_ms", .int(episode.lowestMs)),
-            ("drop_percent", .double(episode.dropPercent)), ("window_ms", .int(rules.bufferDrop.lookbackMs)),
+            ("drop_percent", .double(episode.dropPercent)), ("window_ms", .int(drop.lookbackMs)),
         ]
     }
 
-    func detectStarvation(_ sample: Sample, _ session: inout SessionState, into findings: inout [Finding]) {
-        let cmcd = sample.cmcd
+    func detectStarvation(_ sample: Sample, _ cmcd: CMCDSignals, _ session: inout SessionState, into findings: inout [Finding]) {
         let t = sample.time
         var trigger: String?
         if cmcd.bufferStarvation { trigger = "bs" }
-        if let count = cmcd.starvationCount?.maximum {
+        if let count = cmcd.starvationCount {
             if session.starvationCountSeen >= 0, count > session.starvationCountSeen, trigger == nil { trigger = "bsa" }
             session.starvationCountSeen = max(session.starvationCountSeen, count)
         }
-        if trigger == nil, let duration = cmcd.starvationDuration?.maximum, duration > 0 { trigger = "bsd" }
+        if trigger == nil, let duration = cmcd.starvationDuration, duration > 0 { trigger = "bsd" }
         if trigger == nil, cmcd.state == .rebuffering { trigger = "sta=r" }
         let starved = trigger != nil
         var severity: Severity = .critical
-        let bl = sample.isMediaRequest ? sample.bufferLength : nil
-        if !starved, let bl, bl < rules.bufferStarvation.lowBufferMs, session.startup == .done, !cmcd.startup,
+        let bl = cmcd.isMediaRequest ? cmcd.bufferLength : nil
+        if !starved, let bl, bl < bufferStarvation.lowBufferMs, session.startup == .done, !cmcd.startup,
             DetectionEngine.canStarve(cmcd.state)
         {
             trigger = bl == 0 ? "bl=0" : "low_buffer"
@@ -526,11 +535,11 @@ struct Detectors: Sendable {
                         summary: "Starvation escalated: \(DetectionEngine.describe(trigger: trigger, cmcd, bl))",
                         details: [
                             ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
-                            ("threshold_ms", .int(rules.bufferStarvation.lowBufferMs)), ("escalated", .bool(true)),
+                            ("threshold_ms", .int(bufferStarvation.lowBufferMs)), ("escalated", .bool(true)),
                         ])
                 }
                 session.starvation = episode
-            } else if let bl, bl > rules.bufferStarvation.recoveredBufferMs {
+            } else if let bl, bl > bufferStarvation.recoveredBufferMs {
                 emit(
                     &findings, session, .bufferStarvation, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
                     summary: "Buffer recovered to \(bl) ms after \(DetectionEngine.seconds(t - episode.startedAt)) of starvation",
@@ -545,7 +554,7 @@ struct Detectors: Sendable {
                 summary: "Starvation: \(DetectionEngine.describe(trigger: trigger, cmcd, bl))",
                 details: [
                     ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
-                    ("threshold_ms", .int(rules.bufferStarvation.lowBufferMs)),
+                    ("threshold_ms", .int(bufferStarvation.lowBufferMs)),
                 ])
         }
     }

@@ -83,6 +83,24 @@ struct TypedDecodeTests {
         }
     }
 
+    /// `signals` gives what the individual views give.
+    @Test(arguments: [
+        "bl=(1000;v 200;a),ot=a,bsa=(2 7),bsd=(0 30),sta=r,msd=250,su,bs", "bl=(1000;v 200;a),ot=v", "bl=(1000 200)", "bl=500,ot=i",
+        "ot=m", "", "bs=?0,su=?0,sta=p",
+    ])
+    func signalsAreTheViews(_ input: String) throws {
+        let p = try CMCDPayload(raw: input)
+        let s = p.signals
+        #expect(s.objectType == p.objectType && s.bufferLength == p.bufferLength?.value(for: p.objectType))
+        #expect(s.isMediaRequest == (p.objectType?.isMedia ?? true) && s.startup == p.startup && s.bufferStarvation == p.bufferStarvation)
+        #expect(s.starvationCount == p.starvationCount?.maximum && s.starvationDuration == p.starvationDuration?.maximum)
+        #expect(s.state == p.state && s.mediaStartDelay == p.mediaStartDelay)
+        if input.hasPrefix("bl=(1000;v 200;a),ot=a") {
+            #expect(s.bufferLength == 200 && s.starvationCount == 7 && s.starvationDuration == 30 && s.state == .rebuffering)
+            #expect(s.mediaStartDelay == 250 && s.startup && s.bufferStarvation && s.isMediaRequest)
+        }
+    }
+
     /// The byte-level token tables agree with the enums and lists they are built from.
     @Test func tokenTablesMatchTheirTypes() throws {
         for ot in CMCDObjectType.allCases {
