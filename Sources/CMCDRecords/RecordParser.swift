@@ -65,6 +65,8 @@ public struct RecordParser: Sendable {
     public let configuration: Configuration
     public private(set) var statistics = ParseStatistics()
     private var buffers = CMCDDecoder.DecodingBuffers()
+    /// Edge locations are few and repeat on every line: one shared string each.
+    private var edgeLocations = InternedStrings(capacity: 256)
     /// Where each field of the current CloudFront line starts (one slot per field, one for
     /// the end, one to detect a surplus field); sized once.
     private var fieldStarts: [Int]
@@ -200,7 +202,10 @@ public struct RecordParser: Sendable {
         return .sample(
             Sample(
                 time: time, contentID: payload.contentID,
-                edgeLocation: field(layout.edge).map { Self.boundedText($0, max: 64) },
+                edgeLocation: field(layout.edge).map { edge in
+                    edge.count <= 64 && edge.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E })
+                        ? edgeLocations.string(edge) : Self.boundedText(edge, max: 64)
+                },
                 httpStatus: field(layout.status).flatMap(Self.parseSmallInt),
                 timeTaken: field(layout.timeTaken).flatMap(Self.parseSeconds), cmcd: payload))
     }
@@ -345,30 +350,36 @@ public struct RecordParser: Sendable {
 
     /// Parses `1720015623.481` (seconds, `scale` 1000) or `1720015623481` (ms, `scale` 1) to ms.
     static func parseEpochNumber(_ bytes: UnsafeBufferPointer<UInt8>, scale: Int64) -> Int64? {
+        // At most 15 digits before the point and 9 after: no arithmetic below can overflow.
         var whole: Int64 = 0
         var i = 0
         var digits = 0
-        while i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 {
-            digits += 1
+        while i < bytes.count, bytes[i] &- 0x30 < 10 {
+            digits &+= 1
             if digits > 15 { return nil }
-            whole = whole * 10 + Int64(bytes[i] - 0x30)
-            i += 1
+            whole = whole &* 10 &+ Int64(bytes[i] &- 0x30)
+            i &+= 1
         }
         guard digits > 0 else { return nil }
-        var ms = whole * scale
+        var ms = whole &* scale
         if i < bytes.count {
             guard bytes[i] == UInt8(ascii: "."), scale == 1000 else { return nil }
-            i += 1
-            var factor: Int64 = 100
+            i &+= 1
+            var fraction: Int64 = 0
             var fractionDigits = 0
-            while i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 {
-                fractionDigits += 1
+            while i < bytes.count, bytes[i] &- 0x30 < 10 {
+                fractionDigits &+= 1
                 if fractionDigits > 9 { return nil }
-                ms += Int64(bytes[i] - 0x30) * factor
-                factor /= 10
-                i += 1
+                if fractionDigits <= 3 { fraction = fraction &* 10 &+ Int64(bytes[i] &- 0x30) }  // below a millisecond: dropped
+                i &+= 1
             }
             guard i == bytes.count, fractionDigits > 0 else { return nil }
+            switch fractionDigits {
+            case 1: fraction &*= 100
+            case 2: fraction &*= 10
+            default: break
+            }
+            ms &+= fraction
         }
         return plausibleEpochMs.contains(ms) ? ms : nil
     }

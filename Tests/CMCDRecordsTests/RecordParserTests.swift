@@ -71,6 +71,26 @@ struct RecordParserTests {
         #expect(escaped.sessionID == "a\"b")
     }
 
+    @Test func epochNumbers() {
+        func parse(_ text: String, scale: Int64 = 1000) -> Int64? {
+            var copy = text
+            return copy.withUTF8 { RecordParser.parseEpochNumber($0, scale: scale) }
+        }
+        #expect(parse("1720015641.207") == 1_720_015_641_207)
+        #expect(parse("1720015641.2") == 1_720_015_641_200)
+        #expect(parse("1720015641.27") == 1_720_015_641_270)
+        #expect(parse("1720015641.2079") == 1_720_015_641_207)  // below a millisecond: dropped
+        #expect(parse("1720015641.207999999") == 1_720_015_641_207)
+        #expect(parse("1720015641.2079999999") == nil)  // ten fraction digits
+        #expect(parse("1720015641") == 1_720_015_641_000)
+        #expect(parse("1720015641207", scale: 1) == 1_720_015_641_207)
+        #expect(parse("1720015641.207", scale: 1) == nil)
+        for bad in ["", ".5", "1720015641.", "1720015641.2x", "x1720015641", "-1720015641", "1234567890123456", "99999999999.999", "946684799.999"] {
+            #expect(parse(bad) == nil, "\(bad)")
+        }
+        #expect(parse("946684800.000") == 946_684_800_000)
+    }
+
     @Test func headersWinOverTheQueryArgument() {
         let query = "CMCD=bl%3D100%2Csid%3D%22from-query%22"
         let headers = "Host:x%0ACMCD-Request:bl=5000%0Acmcd-session:sid=%22from-headers%22%0A"
