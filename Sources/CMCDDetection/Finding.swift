@@ -91,19 +91,25 @@ public struct Finding: Sendable, Hashable {
 public enum FindingID {
     public static func make(sessionID: String, type: FindingType, startedAt: Int64) -> String {
         var hash = FNV1a128()
-        hash.mix(sessionID.utf8)
+        hash.mix(text: sessionID)
         hash.mix(0)
-        hash.mix(type.rawValue.utf8)
+        hash.mix(text: type.rawValue)
         hash.mix(0)
-        // The decimal digits of startedAt, without formatting a String.
-        var digits: [UInt8] = []
-        var n = startedAt.magnitude
-        repeat {
-            digits.append(UInt8(ascii: "0") + UInt8(n % 10))
-            n /= 10
-        } while n > 0
+        // The decimal digits of startedAt, most significant first, without formatting a String.
         if startedAt < 0 { hash.mix(UInt8(ascii: "-")) }
-        hash.mix(digits.reversed())
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var n = startedAt.magnitude
+            var count = 0
+            repeat {
+                digits[count] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: n % 10)
+                count &+= 1
+                n /= 10
+            } while n > 0
+            while count > 0 {
+                count &-= 1
+                hash.mix(digits[count])
+            }
+        }
         return hash.hex
     }
 }
@@ -119,7 +125,7 @@ public struct FNV1a128: Sendable {
     public static func hex(of parts: [String]) -> String {
         var hash = FNV1a128()
         for part in parts {
-            hash.mix(part.utf8)
+            hash.mix(text: part)
             hash.mix(0)
         }
         return hash.hex
@@ -134,11 +140,19 @@ public struct FNV1a128: Sendable {
         for b in bytes { mix(b) }
     }
 
+    /// Mixes the UTF-8 bytes of `text` (as `mix(text.utf8)`, reading them contiguously).
+    public mutating func mix(text: String) {
+        var text = text
+        text.withUTF8 { for b in $0 { mix(b) } }
+    }
+
     /// 32 lowercase hex digits.
     public var hex: String {
-        let digits: [UInt8] = Array("0123456789abcdef".utf8)
-        return String(unsafeUninitializedCapacity: 32) { buffer in
-            for i in 0..<32 { buffer[i] = digits[Int(truncatingIfNeeded: hash >> UInt128(124 - 4 * i)) & 0xF] }
+        String(unsafeUninitializedCapacity: 32) { buffer in
+            for i in 0..<32 {
+                let nibble = UInt8(truncatingIfNeeded: hash >> UInt128(124 - 4 * i)) & 0xF
+                buffer[i] = nibble < 10 ? UInt8(ascii: "0") &+ nibble : UInt8(ascii: "a") &+ (nibble &- 10)
+            }
             return 32
         }
     }

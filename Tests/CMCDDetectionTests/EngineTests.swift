@@ -110,6 +110,17 @@ struct EngineTests {
         #expect(a != FindingID.make(sessionID: "s", type: .bufferDrop, startedAt: 2))
     }
 
+    /// Ids are stored (alerts table, webhook event ids): they must not change between
+    /// versions, or an upgrade would duplicate open episodes.
+    @Test func idsAreStableAcrossVersions() {
+        #expect(FindingID.make(sessionID: "session_md91ykdl5yrcwq371f5", type: .bufferDrop, startedAt: 1_720_015_641_207) == "600d6e72cab59e68ac32aa4ce0ed74e4")
+        #expect(FindingID.make(sessionID: "s", type: .bufferStarvation, startedAt: 0) == "a4a90c34461f262b17270f0dbca62f2e")
+        #expect(FindingID.make(sessionID: "", type: .startupDelay, startedAt: -42) == "5775d4358f07274294847108a74540e9")
+        #expect(FindingID.make(sessionID: "ünïcode-sïd", type: .bufferDrop, startedAt: .max) == "99da67f96daedc16707e13b14b0a0815")
+        #expect(FindingID.make(sessionID: "x", type: .startupDelay, startedAt: .min) == "4933c08134ce2cfa37356a0e7f4b9f7a")
+        #expect(FNV1a128.hex(of: ["a", "route", "firing", "1"]) == "d841ff72b39811616b82ce02af18c0f1")
+    }
+
     @Test func findingJSONHasTheDocumentedShape() throws {
         let hostile = playing("s", buffers: [20000, 1000]).map { s in
             var copy = s
