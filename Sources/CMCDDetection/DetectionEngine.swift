@@ -133,13 +133,19 @@ public struct DetectionEngine: Sendable {
             slot = createSession(for: sample, key: key, into: &findings)
         }
 
-        let i = Int(slot)
-        if let cid = sample.contentID, slots[i].contentID != cid { slots[i].contentID = cid }
-        if let edge = sample.edgeLocation, slots[i].edgeLocation != edge { slots[i].edgeLocation = edge }
         let signals = sample.cmcd.signals
-        if rules.startupDelay.enabled { detectors.detectStartup(sample, signals, &slots[i], into: &findings) }
-        if rules.bufferDrop.enabled { detectors.detectDrop(sample, signals, &slots[i], into: &findings) }
-        if rules.bufferStarvation.enabled { detectors.detectStarvation(sample, signals, &slots[i], into: &findings) }
+        let detectors = self.detectors
+        let (startup, drop, starvation) = (rules.startupDelay.enabled, rules.bufferDrop.enabled, rules.bufferStarvation.enabled)
+        // One access to the session's state for all detectors (not one uniqueness and bounds
+        // check per detector).
+        slots.withUnsafeMutableBufferPointer { slots in
+            let session = slots.baseAddress! + Int(slot)
+            if let cid = sample.contentID, session.pointee.contentID != cid { session.pointee.contentID = cid }
+            if let edge = sample.edgeLocation, session.pointee.edgeLocation != edge { session.pointee.edgeLocation = edge }
+            if startup { detectors.detectStartup(sample, signals, &session.pointee, into: &findings) }
+            if drop { detectors.detectDrop(sample, signals, &session.pointee, into: &findings) }
+            if starvation { detectors.detectStarvation(sample, signals, &session.pointee, into: &findings) }
+        }
 
         housekeepIfDue(into: &findings)
     }
