@@ -16,6 +16,9 @@ enum ByteWords {
     /// Flags the bytes equal to `b`.
     @inline(__always) static func equal(_ x: UInt64, _ b: UInt8) -> UInt64 { below(x ^ (ones &* UInt64(b)), 1) }
 
+    /// Flags the bytes at or above `n` (`n` from 1 to 0x80).
+    @inline(__always) static func atLeast(_ x: UInt64, _ n: UInt8) -> UInt64 { (x | (x &+ ones &* UInt64(0x80 &- n))) & high }
+
     /// Flags the bytes with the high bit set.
     @inline(__always) static func nonASCII(_ x: UInt64) -> UInt64 { x & high }
 

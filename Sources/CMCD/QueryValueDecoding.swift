@@ -208,20 +208,23 @@ struct QueryDictionaryReader {
     /// byte a plain string cannot hold.
     private mutating func readString() -> SimpleValue? {
         let start = i
-        while i &+ 8 <= count {
-            let x = ByteWords.load(base + i)
-            let stop = ByteWords.equal(x, UInt8(ascii: "\"")) | ByteWords.equal(x, UInt8(ascii: "\\"))
-                | ByteWords.equal(x, UInt8(ascii: "%")) | ByteWords.equal(x, UInt8(ascii: "+")) | ByteWords.equal(x, 0x7F)
-                | ByteWords.below(x, 0x20) | ByteWords.nonASCII(x)
-            if stop != 0 {
-                i &+= ByteWords.firstFlagged(stop)
-                break
+        while true {
+            // Eight bytes at a time over the usual id and URL characters ('-' to '~' but '\\');
+            // anything else is looked at on its own below.
+            while i &+ 8 <= count {
+                let x = ByteWords.load(base + i)
+                let stop = ByteWords.below(x, UInt8(ascii: "-")) | ByteWords.equal(x, UInt8(ascii: "\\")) | ByteWords.atLeast(x, 0x7F)
+                if stop != 0 {
+                    i &+= ByteWords.firstFlagged(stop)
+                    break
+                }
+                i &+= 8
             }
-            i &+= 8
-        }
-        while i < count {
+            guard i < count else { return nil }
             let b = base[i]
-            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "%") || b == UInt8(ascii: "\\") || b == UInt8(ascii: "+") || b < 0x20 || b > 0x7E { break }
+            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "%") { break }
+            // A backslash escape, a `+` (a space in a form) or a byte a string cannot hold.
+            if b == UInt8(ascii: "\\") || b == UInt8(ascii: "+") || b < 0x20 || b > 0x7E { return nil }
             i &+= 1
         }
         guard i < count else { return nil }
