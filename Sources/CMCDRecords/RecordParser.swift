@@ -86,13 +86,13 @@ public struct RecordParser: Sendable {
 
     /// Parses one message: one or more lines separated by LF (a trailing LF and CRLF endings
     /// are tolerated; blank lines are ignored).
-    public mutating func parse(message: UnsafeBufferPointer<UInt8>, _ emit: (RecordOutcome) -> Void) {
+    public mutating func parse(message: UnsafeBufferPointer<UInt8>, _ emit: (consuming RecordOutcome) -> Void) {
         parseLines(of: message) { outcome, _ in emit(outcome) }
     }
 
     /// Like `parse(message:_:)`, also handing over the line each outcome came from (to send
     /// a bad line to a dead-letter topic, say).
-    public mutating func parseLines(of message: UnsafeBufferPointer<UInt8>, _ emit: (RecordOutcome, UnsafeBufferPointer<UInt8>) -> Void) {
+    public mutating func parseLines(of message: UnsafeBufferPointer<UInt8>, _ emit: (consuming RecordOutcome, UnsafeBufferPointer<UInt8>) -> Void) {
         var start = 0
         let n = message.count
         while start < n {
@@ -107,14 +107,14 @@ public struct RecordParser: Sendable {
         }
     }
 
-    public mutating func parse(message: String, _ emit: (RecordOutcome) -> Void) {
+    public mutating func parse(message: String, _ emit: (consuming RecordOutcome) -> Void) {
         var copy = message
         copy.withUTF8 { parse(message: $0, emit) }
     }
 
     /// Parses one line (without its newline). Most formats give at most one outcome per
     /// line; a JSON array gives one per element.
-    public mutating func parse(line: UnsafeBufferPointer<UInt8>, _ emit: (RecordOutcome) -> Void) {
+    public mutating func parse(line: UnsafeBufferPointer<UInt8>, _ emit: (consuming RecordOutcome) -> Void) {
         statistics.lines += 1
         if line.count > configuration.maxLineBytes {
             record(.skipped(.lineTooLong, detail: "line of \(line.count) bytes exceeds \(configuration.maxLineBytes)"), emit)
@@ -137,7 +137,7 @@ public struct RecordParser: Sendable {
         statistics.skipped[reason, default: 0] += 1
     }
 
-    private mutating func record(_ outcome: RecordOutcome, _ emit: (RecordOutcome) -> Void) {
+    private mutating func record(_ outcome: consuming RecordOutcome, _ emit: (consuming RecordOutcome) -> Void) {
         switch outcome {
         case .sample: statistics.samples += 1
         case .skipped(let reason, _): statistics.skipped[reason, default: 0] += 1
@@ -270,7 +270,7 @@ public struct RecordParser: Sendable {
         "cs-method",
     ]
 
-    private static func parseJSONLine(_ line: UnsafeBufferPointer<UInt8>, _ emit: (RecordOutcome) -> Void) {
+    private static func parseJSONLine(_ line: UnsafeBufferPointer<UInt8>, _ emit: (consuming RecordOutcome) -> Void) {
         let value: JSONValue
         do { value = try JSONParser.parse(bytes: line) } catch {
             emit(.skipped(.malformedJSON, detail: error.description))
