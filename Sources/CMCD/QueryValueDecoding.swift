@@ -56,13 +56,13 @@ struct QueryDictionaryReader {
                     // general value reader.
                     if i < count, base[i] &- 0x30 < 10 {
                         var number: Int64 = 0
-                        var digits = 0
-                        while i < count, base[i] &- 0x30 < 10 {
-                            digits &+= 1
-                            if digits > 15 { return false }
-                            number = number &* 10 &+ Int64(base[i] &- 0x30)  // at most 15 digits: no overflow
-                            i &+= 1
+                        var j = i  // a local index stays in a register
+                        while j < count, base[j] &- 0x30 < 10 {
+                            number = number &* 10 &+ Int64(base[j] &- 0x30)
+                            j &+= 1
                         }
+                        guard j &- i <= 15 else { return false }  // at most 15 digits: no overflow
+                        i = j
                         if let code = key {
                             if code == 0x76 /* v */ {
                                 declaredVersion = number
