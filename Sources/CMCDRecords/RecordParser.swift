@@ -199,15 +199,16 @@ public struct RecordParser: Sendable {
         }
         guard let payload else { return .skipped(.noCMCD, detail: "no CMCD in the record") }
         guard payload.hasSessionID else { return .skipped(.noSessionID, detail: "CMCD without a session id") }
-        return .sample(
-            Sample(
-                time: time, contentID: payload.contentID,
-                edgeLocation: field(layout.edge).map { edge in
-                    edge.count <= 64 && edge.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E })
-                        ? edgeLocations.string(edge) : Self.boundedText(edge, max: 64)
-                },
-                httpStatus: field(layout.status).flatMap(Self.parseSmallInt),
-                timeTaken: field(layout.timeTaken).flatMap(Self.parseSeconds), cmcd: payload))
+        var edgeLocation: String?
+        if let edge = field(layout.edge) {
+            edgeLocation = edge.count <= 64 && edge.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E })
+                ? edgeLocations.string(edge) : Self.boundedText(edge, max: 64)
+        }
+        let sample = Sample(
+            time: time, contentID: payload.contentID, edgeLocation: edgeLocation,
+            httpStatus: field(layout.status).flatMap(Self.parseSmallInt),
+            timeTaken: field(layout.timeTaken).flatMap(Self.parseSeconds), cmcd: consume payload)
+        return .sample(consume sample)
     }
 
     /// CloudFront's `cmcd-*` fields carry single values: strings without quotes, booleans
