@@ -55,14 +55,7 @@ struct QueryDictionaryReader {
                     // Most values are non-negative integers: read and assigned without the
                     // general value reader.
                     if i < count, base[i] &- 0x30 < 10 {
-                        var number: Int64 = 0
-                        var j = i  // a local index stays in a register
-                        while j < count, base[j] &- 0x30 < 10 {
-                            number = number &* 10 &+ Int64(base[j] &- 0x30)
-                            j &+= 1
-                        }
-                        guard j &- i <= 15 else { return false }  // at most 15 digits: no overflow
-                        i = j
+                        guard let number = readDigits() else { return false }
                         if let code = key {
                             if code == 0x76 /* v */ {
                                 declaredVersion = number
@@ -161,6 +154,21 @@ struct QueryDictionaryReader {
         return decoded
     }
 
+    /// One to fifteen decimal digits (more is left to the general path, which knows the
+    /// integer limits), on a local index that stays in a register.
+    @inline(__always)
+    private mutating func readDigits() -> Int64? {
+        var number: Int64 = 0
+        var j = i
+        while j < count, base[j] &- 0x30 < 10 {
+            number = number &* 10 &+ Int64(base[j] &- 0x30)  // wraps past 18 digits; rejected below
+            j &+= 1
+        }
+        guard j > i, j &- i <= 15 else { return nil }
+        i = j
+        return number
+    }
+
     /// A value in one of the plain forms, ending at the end or at a separator.
     @inline(__always)
     private mutating func readValue() -> SimpleValue? {
@@ -169,15 +177,7 @@ struct QueryDictionaryReader {
         if c &- 0x30 < 10 || c == UInt8(ascii: "-") {
             let negative = c == UInt8(ascii: "-")
             if negative { i &+= 1 }
-            var number: Int64 = 0
-            var digits = 0
-            while i < count, base[i] &- 0x30 < 10 {
-                digits &+= 1
-                if digits > 15 { return nil }
-                number = number &* 10 &+ Int64(base[i] &- 0x30)  // at most 15 digits: no overflow
-                i &+= 1
-            }
-            guard digits > 0 else { return nil }
+            guard let number = readDigits() else { return nil }
             return .integer(negative ? -number : number)
         }
         if c == UInt8(ascii: "%") || c == UInt8(ascii: "\"") {
