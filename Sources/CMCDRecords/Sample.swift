@@ -30,13 +30,8 @@ public struct Sample: Sendable, Hashable {
         time: Int64, sessionID: String, contentID: String? = nil, edgeLocation: String? = nil,
         httpStatus: Int? = nil, timeTaken: Double? = nil, cmcd: CMCDPayload
     ) {
-        self.time = time
-        self.storedSessionID = sessionID
-        self.contentID = contentID
-        self.edgeLocation = edgeLocation
-        self.httpStatus = httpStatus
-        self.timeTaken = timeTaken
-        self.cmcd = cmcd
+        self.init(time: time, contentID: contentID, edgeLocation: edgeLocation, httpStatus: httpStatus, timeTaken: timeTaken, cmcd: cmcd)
+        storedSessionID = sessionID
     }
 
     /// A sample whose session id is the payload's (`cmcd.hasSessionID` must hold).
@@ -74,8 +69,4 @@ public struct Sample: Sendable, Hashable {
 
     /// Buffer length (ms) for this request's object type.
     public var bufferLength: Int64? { cmcd.bufferLength?.value(for: cmcd.objectType) }
-
-    /// Whether the request is for media that reports the playback buffer (audio, video,
-    /// muxed, or no object type given).
-    public var isMediaRequest: Bool { cmcd.objectType?.isMedia ?? true }
 }
