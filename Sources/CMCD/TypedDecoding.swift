@@ -176,10 +176,12 @@ extension CMCDPayload.Fields {
             default: return false
             }
         case .string(let range):
+            // Over the spec's length limit the view is cleared, as validation would.
+            let fits = range.count <= CMCDKeys.maxLength(code: code) ?? Int.max
             switch code {
             case 0x736964 /* sid */:
                 // `bytes` is the text the payload keeps: the id is read from there when asked for.
-                if range.count > 64 {
+                if !fits {
                     sessionID = nil
                     sessionIDInSource = nil
                 } else if range.upperBound <= Int(Int32.max) {
@@ -190,7 +192,7 @@ extension CMCDPayload.Fields {
                     sessionIDInSource = nil
                 }
             case 0x636964 /* cid */:
-                contentID = range.count <= 128 ? strings.string(UnsafeBufferPointer(rebasing: bytes[range])) : nil
+                contentID = fits ? strings.string(UnsafeBufferPointer(rebasing: bytes[range])) : nil
             default: return false
             }
         }
