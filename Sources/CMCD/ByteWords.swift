@@ -19,9 +19,6 @@ enum ByteWords {
     /// Flags the bytes at or above `n` (`n` from 1 to 0x80).
     @inline(__always) static func atLeast(_ x: UInt64, _ n: UInt8) -> UInt64 { (x | (x &+ ones &* UInt64(0x80 &- n))) & high }
 
-    /// Flags the bytes with the high bit set.
-    @inline(__always) static func nonASCII(_ x: UInt64) -> UInt64 { x & high }
-
     /// Flags the lower-case ASCII letters (exactly: no borrow crosses bytes).
     @inline(__always) static func lowercaseLetters(_ x: UInt64) -> UInt64 {
         let low7 = x & ~high

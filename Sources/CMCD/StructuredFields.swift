@@ -372,8 +372,8 @@ public struct SFDictionaryParser {
         let n = bytes.count
         while i &+ 8 <= n {
             let x = ByteWords.load(base + i)
-            let stop = ByteWords.equal(x, UInt8(ascii: "\"")) | ByteWords.equal(x, UInt8(ascii: "\\")) | ByteWords.equal(x, 0x7F)
-                | ByteWords.below(x, 0x20) | ByteWords.nonASCII(x)
+            let stop = ByteWords.equal(x, UInt8(ascii: "\"")) | ByteWords.equal(x, UInt8(ascii: "\\")) | ByteWords.below(x, 0x20)
+                | ByteWords.atLeast(x, 0x7F)
             if stop != 0 { return i &+ ByteWords.firstFlagged(stop) }
             i &+= 8
         }
