@@ -200,10 +200,7 @@ public struct RecordParser: Sendable {
         guard let payload else { return .skipped(.noCMCD, detail: "no CMCD in the record") }
         guard payload.hasSessionID else { return .skipped(.noSessionID, detail: "CMCD without a session id") }
         var edgeLocation: String?
-        if let edge = field(layout.edge) {
-            edgeLocation = edge.count <= 64 && edge.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E })
-                ? edgeLocations.string(edge) : Self.boundedText(edge, max: 64)
-        }
+        if let edge = field(layout.edge) { edgeLocation = Self.boundedText(edge, max: 64, sharing: &edgeLocations) }
         let sample = Sample(
             time: time, contentID: payload.contentID, edgeLocation: edgeLocation,
             httpStatus: field(layout.status).flatMap(Self.parseSmallInt),
@@ -437,8 +434,14 @@ public struct RecordParser: Sendable {
 
     /// Printable ASCII only, at most `max` bytes: other bytes become `?`.
     static func boundedText(_ bytes: UnsafeBufferPointer<UInt8>, max: Int) -> String {
+        var unshared = InternedStrings(capacity: 0)
+        return boundedText(bytes, max: max, sharing: &unshared)
+    }
+
+    /// Like `boundedText(_:max:)`, taking text that needs no repair from `strings`.
+    static func boundedText(_ bytes: UnsafeBufferPointer<UInt8>, max: Int, sharing strings: inout InternedStrings) -> String {
         let slice = UnsafeBufferPointer(rebasing: bytes[0..<min(bytes.count, max)])
-        if slice.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) { return String(decoding: slice, as: UTF8.self) }
+        if slice.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) { return strings.string(slice) }
         return String(decoding: slice.map { $0 >= 0x20 && $0 <= 0x7E ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
     }
 }
