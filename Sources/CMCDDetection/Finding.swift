@@ -136,11 +136,7 @@ public struct FNV1a128: Sendable {
         hash = hash &* Self.prime
     }
 
-    public mutating func mix<Bytes: Sequence<UInt8>>(_ bytes: Bytes) {
-        for b in bytes { mix(b) }
-    }
-
-    /// Mixes the UTF-8 bytes of `text` (as `mix(text.utf8)`, reading them contiguously).
+    /// Mixes the UTF-8 bytes of `text`, read contiguously.
     public mutating func mix(text: String) {
         var text = text
         text.withUTF8 { for b in $0 { mix(b) } }
