@@ -26,24 +26,6 @@ public struct Sample: Sendable, Hashable {
     /// never commits past a record it would need after a crash.
     public var position: Int64 = 0
 
-    public init(
-        time: Int64, sessionID: String, contentID: String? = nil, edgeLocation: String? = nil,
-        httpStatus: Int? = nil, timeTaken: Double? = nil, cmcd: CMCDPayload
-    ) {
-        self.init(time: time, contentID: contentID, edgeLocation: edgeLocation, httpStatus: httpStatus, timeTaken: timeTaken, cmcd: cmcd)
-        storedSessionID = sessionID
-    }
-
-    /// A sample whose session id is the payload's (`cmcd.hasSessionID` must hold).
-    init(time: Int64, contentID: String?, edgeLocation: String? = nil, httpStatus: Int? = nil, timeTaken: Double? = nil, cmcd: CMCDPayload) {
-        self.time = time
-        self.contentID = contentID
-        self.edgeLocation = edgeLocation
-        self.httpStatus = httpStatus
-        self.timeTaken = timeTaken
-        self.cmcd = cmcd
-    }
-
     /// Calls `body` with the session id's UTF-8 bytes (no `String` is made for them).
     public func withSessionIDBytes(_ body: (UnsafeBufferPointer<UInt8>) -> Void) {
         if var id = storedSessionID {
@@ -69,4 +51,25 @@ public struct Sample: Sendable, Hashable {
 
     /// Buffer length (ms) for this request's object type.
     public var bufferLength: Int64? { cmcd.bufferLength?.value(for: cmcd.objectType) }
+}
+
+extension Sample {
+    // The initialisers live here so that the memberwise one is still made: building a sample
+    // through it is one aggregate, where assigning field by field leaves a copy behind.
+
+    public init(
+        time: Int64, sessionID: String, contentID: String? = nil, edgeLocation: String? = nil,
+        httpStatus: Int? = nil, timeTaken: Double? = nil, cmcd: CMCDPayload
+    ) {
+        self.init(
+            time: time, storedSessionID: sessionID, contentID: contentID, edgeLocation: edgeLocation, httpStatus: httpStatus,
+            timeTaken: timeTaken, cmcd: cmcd)
+    }
+
+    /// A sample whose session id is the payload's (`cmcd.hasSessionID` must hold).
+    init(time: Int64, contentID: String?, edgeLocation: String? = nil, httpStatus: Int? = nil, timeTaken: Double? = nil, cmcd: CMCDPayload) {
+        self.init(
+            time: time, storedSessionID: nil, contentID: contentID, edgeLocation: edgeLocation, httpStatus: httpStatus,
+            timeTaken: timeTaken, cmcd: cmcd)
+    }
 }
