@@ -14,7 +14,7 @@ extension CMCDPayload {
         let box = Box.make(source: raw)
         let read = box.withUnsafeMutablePointerToHeader { fields -> Bool in
             fields.pointee.sourceIsQueryEncoded = true
-            var reader = QueryDictionaryReader(base: base, count: raw.count, limits: limits)
+            let reader = QueryDictionaryReader(base: base, count: raw.count, limits: limits)
             return reader.read(into: &fields.pointee, bytes: raw, strings: &strings)
         }
         guard read else { return nil }
@@ -23,11 +23,13 @@ extension CMCDPayload {
 }
 
 /// Reads a query-encoded CMCD dictionary (see `CMCDPayload.init(typedFromQueryValue:)`).
+///
+/// One pass with the read position in a local (so it stays in a register); the helpers
+/// take it `inout` and are inlined.
 struct QueryDictionaryReader {
     let base: UnsafePointer<UInt8>
     let count: Int
     let limits: SFDictionaryParser.Limits
-    var i = 0
 
     init(base: UnsafePointer<UInt8>, count: Int, limits: SFDictionaryParser.Limits) {
         self.base = base
@@ -36,45 +38,41 @@ struct QueryDictionaryReader {
     }
 
     /// Fills `fields`; false when the input is not in the form this reader takes.
-    mutating func read(into fields: inout CMCDPayload.Fields, bytes: UnsafeBufferPointer<UInt8>, strings: inout InternedStrings) -> Bool {
+    func read(into fields: inout CMCDPayload.Fields, bytes: UnsafeBufferPointer<UInt8>, strings: inout InternedStrings) -> Bool {
+        var i = 0
         var members = 0
         var declaredVersion: Int64?
         while true {
             members &+= 1
-            var key: UInt64?
-            guard members <= limits.maxMembers, readKey(&key) else { return false }
-            var more = false
+            // The key's packed code, 0 when it is longer than packed codes go.
+            var key: UInt64 = 0
+            guard members <= limits.maxMembers, readKey(&i, &key) else { return false }
             if i == count {
                 guard assign(.flag(true), to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
-            } else {
-                switch readSeparator() {
-                case UInt8(ascii: ","):
-                    guard assign(.flag(true), to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
-                    more = true
-                case UInt8(ascii: "="):
-                    // Most values are non-negative integers: read and assigned without the
-                    // general value reader.
-                    if i < count, base[i] &- 0x30 < 10 {
-                        guard let number = readDigits() else { return false }
-                        if let code = key {
-                            if code == 0x76 /* v */ {
-                                declaredVersion = number
-                            } else if CMCDPayload.isTyped(code) {
-                                guard fields.assignInteger(code: code, number) else { return false }
-                            }
-                        }
-                    } else {
-                        guard let value = readValue(), assign(value, to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
-                    }
-                    if i < count {
-                        guard readSeparator() == UInt8(ascii: ",") else { return false }
-                        more = true
-                    }
-                default:
-                    return false
-                }
+                break
             }
-            if !more { break }
+            let separator = readSeparator(&i)
+            if separator == UInt8(ascii: ",") {
+                guard assign(.flag(true), to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
+            } else {
+                guard separator == UInt8(ascii: "="), i < count else { return false }
+                // Most values are non-negative integers: read and assigned without the
+                // general value reader.
+                if base[i] &- 0x30 < 10 {
+                    guard let number = readDigits(&i) else { return false }
+                    if key != 0, !fields.assignInteger(code: key, number) {
+                        if key == 0x76 /* v */ {
+                            declaredVersion = number
+                        } else if CMCDPayload.isTyped(key) {
+                            return false
+                        }
+                    }
+                } else {
+                    guard let value = readValue(&i), assign(value, to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
+                }
+                if i == count { break }
+                guard readSeparator(&i) == UInt8(ascii: ",") else { return false }
+            }
             guard i < count else { return false }  // a trailing comma
         }
         if let v = declaredVersion {
@@ -88,32 +86,36 @@ struct QueryDictionaryReader {
     /// path must decide.
     @inline(__always)
     private func assign(
-        _ value: SimpleValue, to key: UInt64?, _ fields: inout CMCDPayload.Fields, _ declaredVersion: inout Int64?,
+        _ value: SimpleValue, to key: UInt64, _ fields: inout CMCDPayload.Fields, _ declaredVersion: inout Int64?,
         _ bytes: UnsafeBufferPointer<UInt8>, _ strings: inout InternedStrings
     ) -> Bool {
-        guard let code = key else { return true }
-        if code == 0x76 /* v */ {
+        guard key != 0 else { return true }
+        if key == 0x76 /* v */ {
             guard case .integer(let n) = value else { return false }
             declaredVersion = n
             return true
         }
-        return !CMCDPayload.isTyped(code) || fields.assignSimple(code: code, value, bytes, strings: &strings)
+        return !CMCDPayload.isTyped(key) || fields.assignSimple(code: key, value, bytes, strings: &strings)
     }
 
-    /// Reads a key into `code`, its packed code (nil when longer than packed codes go);
+    /// Reads a key into `code`, its packed code (left 0 when longer than packed codes go);
     /// false when there is no key here.
     @inline(__always)
-    private mutating func readKey(_ code: inout UInt64?) -> Bool {
+    private func readKey(_ i: inout Int, _ code: inout UInt64) -> Bool {
         let start = i
         // The usual key: one to five lower-case letters, found in one word.
         if i &+ 8 <= count {
             let x = ByteWords.load(base + i)
             let length = ByteWords.firstFlagged(~ByteWords.lowercaseLetters(x) & ByteWords.high | ByteWords.high << 56)
-            let next = base[i &+ length]
-            if length > 0, length <= 5, !SFDictionaryParser.Cursor.isKeyChar(next) {
-                i &+= length
-                code = (x & (UInt64.max >> (64 &- 8 &* UInt64(length)))).byteSwapped >> (64 &- 8 &* UInt64(length))
-                return true
+            if length > 0, length <= 5 {
+                let next = UInt8(truncatingIfNeeded: x >> (8 &* UInt64(length)))
+                if next == UInt8(ascii: "%") || next == UInt8(ascii: "=") || next == UInt8(ascii: ",")
+                    || !SFDictionaryParser.Cursor.isKeyChar(next)
+                {
+                    i &+= length
+                    code = (x & (UInt64.max >> (64 &- 8 &* UInt64(length)))).byteSwapped >> (64 &- 8 &* UInt64(length))
+                    return true
+                }
             }
         }
         guard i < count, SFDictionaryParser.Cursor.isKeyStart(base[i]) else { return false }
@@ -128,25 +130,25 @@ struct QueryDictionaryReader {
         return true
     }
 
-    /// The separator at the cursor, decoded (`%3D` is `=`, `%2C` is `,`, `%22` is `"`), and
-    /// moves past it. Any other escape reads as `%`, which no caller accepts.
+    /// The separator at `i`, decoded (`%3D` is `=`, `%2C` is `,`, `%22` is `"`), and moves
+    /// past it. Any other escape reads as `%`, which no caller accepts.
     @inline(__always)
-    private mutating func readSeparator() -> UInt8 {
+    private func readSeparator(_ i: inout Int) -> UInt8 {
         let c = base[i]
         guard c == UInt8(ascii: "%") else {
             i &+= 1
             return c
         }
         guard i &+ 2 < count else { return c }
-        let hi = base[i &+ 1]
-        let lo = base[i &+ 2]
+        // The two hex digits as one little-endian word; `| 0x2000` lower-cases the second.
+        let hex = UInt16(littleEndian: UnsafeRawPointer(base + (i &+ 1)).loadUnaligned(as: UInt16.self))
         let decoded: UInt8
-        if hi == UInt8(ascii: "3"), lo | 0x20 == UInt8(ascii: "d") {
-            decoded = UInt8(ascii: "=")
-        } else if hi == UInt8(ascii: "2"), lo | 0x20 == UInt8(ascii: "c") {
-            decoded = UInt8(ascii: ",")
-        } else if hi == UInt8(ascii: "2"), lo == UInt8(ascii: "2") {
+        if hex == 0x3232 /* "22" */ {
             decoded = UInt8(ascii: "\"")
+        } else if hex | 0x2000 == 0x6433 /* "3d" */ {
+            decoded = UInt8(ascii: "=")
+        } else if hex | 0x2000 == 0x6332 /* "2c" */ {
+            decoded = UInt8(ascii: ",")
         } else {
             return c
         }
@@ -155,9 +157,9 @@ struct QueryDictionaryReader {
     }
 
     /// One to fifteen decimal digits (more is left to the general path, which knows the
-    /// integer limits), on a local index that stays in a register.
+    /// integer limits).
     @inline(__always)
-    private mutating func readDigits() -> Int64? {
+    private func readDigits(_ i: inout Int) -> Int64? {
         var number: Int64 = 0
         var j = i
         while j < count, base[j] &- 0x30 < 10 {
@@ -171,18 +173,18 @@ struct QueryDictionaryReader {
 
     /// A value in one of the plain forms, ending at the end or at a separator.
     @inline(__always)
-    private mutating func readValue() -> SimpleValue? {
+    private func readValue(_ i: inout Int) -> SimpleValue? {
         guard i < count else { return nil }
         let c = base[i]
         if c &- 0x30 < 10 || c == UInt8(ascii: "-") {
             let negative = c == UInt8(ascii: "-")
             if negative { i &+= 1 }
-            guard let number = readDigits() else { return nil }
+            guard let number = readDigits(&i) else { return nil }
             return .integer(negative ? -number : number)
         }
         if c == UInt8(ascii: "%") || c == UInt8(ascii: "\"") {
-            guard readSeparator() == UInt8(ascii: "\"") else { return nil }
-            return readString()
+            guard readSeparator(&i) == UInt8(ascii: "\"") else { return nil }
+            return readString(&i)
         }
         if c == UInt8(ascii: "?") {
             guard i &+ 1 < count else { return nil }
@@ -206,7 +208,8 @@ struct QueryDictionaryReader {
 
     /// The rest of a quoted string, up to and past its closing quote; nil for an escape or a
     /// byte a plain string cannot hold.
-    private mutating func readString() -> SimpleValue? {
+    @inline(__always)
+    private func readString(_ i: inout Int) -> SimpleValue? {
         let start = i
         while true {
             // Eight bytes at a time over the usual id and URL characters ('-' to '~' but '\\');
@@ -227,9 +230,8 @@ struct QueryDictionaryReader {
             if b == UInt8(ascii: "\\") || b == UInt8(ascii: "+") || b < 0x20 || b > 0x7E { return nil }
             i &+= 1
         }
-        guard i < count else { return nil }
         let end = i
-        guard readSeparator() == UInt8(ascii: "\""), end &- start <= limits.maxStringBytes else { return nil }
+        guard readSeparator(&i) == UInt8(ascii: "\""), end &- start <= limits.maxStringBytes else { return nil }
         return .string(start..<end)
     }
 }
