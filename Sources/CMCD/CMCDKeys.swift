@@ -91,6 +91,15 @@ public enum CMCDKeys {
         /// The token's text when it is allowed.
         func text(packedCode code: UInt64) -> String? { CMCDKeys.lookUp(code, in: entries) }
         func contains(_ token: String) -> Bool { CMCDKeys.packedCode(token).flatMap(text(packedCode:)) != nil }
+        /// The token's number: 1 + its place in the table, 0 when it is not allowed.
+        func number(packedCode code: UInt64) -> UInt8 {
+            for k in entries.indices where entries[k].code == code { return UInt8(k + 1) }
+            return 0
+        }
+        /// The number of a token's text (0 for nil or a token not allowed).
+        func number(_ text: String?) -> UInt8 { text.flatMap(CMCDKeys.packedCode).map(number(packedCode:)) ?? 0 }
+        /// The text of a token's number (nil for 0).
+        func text(number: UInt8) -> String? { number == 0 || Int(number) > entries.count ? nil : entries[Int(number) - 1].value }
     }
 
     static let objectTypeTokens = TokenTable(CMCDObjectType.allCases.map(\.rawValue))

@@ -112,8 +112,10 @@ public struct CMCDPayload: Sendable, Hashable {
         var sessionIDInSource: Range<Int32>?
         var contentID: String?
         var objectType: CMCDObjectType?
-        var streamingFormat: String?
-        var streamType: String?
+        /// `sf` and `st` as numbers in their keys' token tables (`CMCDKeys.TokenTable`): no
+        /// string per payload.
+        var streamingFormat: UInt8 = 0
+        var streamType: UInt8 = 0
         var state: CMCDPlayerState?
         var event: String?
         var startup: Bool = false
@@ -237,8 +239,8 @@ public struct CMCDPayload: Sendable, Hashable {
     }
     public var contentID: String? { read { $0.contentID } }
     public var objectType: CMCDObjectType? { read { $0.objectType } }
-    public var streamingFormat: String? { read { $0.streamingFormat } }
-    public var streamType: String? { read { $0.streamType } }
+    public var streamingFormat: String? { CMCDKeys.streamingFormatTokens.text(number: read { $0.streamingFormat }) }
+    public var streamType: String? { CMCDKeys.streamTypeTokens.text(number: read { $0.streamType }) }
     public var state: CMCDPlayerState? { read { $0.state } }
     public var event: String? { read { $0.event } }
     public var startup: Bool { read { $0.startup } }
@@ -554,8 +556,8 @@ extension CMCDPayload.Fields {
             sessionIDInSource = nil
         case 0x636964 /* cid */: contentID = text
         case 0x6F74 /* ot */: objectType = text.flatMap(CMCDObjectType.init(rawValue:))
-        case 0x7366 /* sf */: streamingFormat = text
-        case 0x7374 /* st */: streamType = text
+        case 0x7366 /* sf */: streamingFormat = CMCDKeys.streamingFormatTokens.number(text)
+        case 0x7374 /* st */: streamType = CMCDKeys.streamTypeTokens.number(text)
         case 0x737461 /* sta */: state = text.flatMap(CMCDPlayerState.init(rawValue:))
         case 0x65 /* e */: event = text
         case 0x7375 /* su */: startup = flag
