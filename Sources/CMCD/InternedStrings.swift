@@ -14,9 +14,13 @@ import Darwin
 public struct InternedStrings: Sendable {
     private var hashes: [UInt64]
     private var strings: [String]
+    /// Each slot's text as bytes, compared without touching the string: its length, then
+    /// the bytes (`slotBytes` per slot).
+    private var texts: [UInt8]
     private let mask: Int
     /// Texts longer than this are not cached.
     public static let maxBytes = 128
+    private static let slotBytes = maxBytes + 1
 
     /// `capacity` is rounded up to a power of two; 0 caches nothing.
     public init(capacity: Int = 1024) {
@@ -25,27 +29,46 @@ public struct InternedStrings: Sendable {
         if capacity <= 0 { size = 0 }
         hashes = [UInt64](repeating: 0, count: size)
         strings = [String](repeating: "", count: size)
+        texts = [UInt8](repeating: 0, count: size * Self.slotBytes)
         mask = size - 1
     }
 
     /// The shared string for these bytes.
     public mutating func string(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
-        guard mask >= 0, bytes.count <= Self.maxBytes, let base = bytes.baseAddress else {
+        let count = bytes.count
+        guard mask >= 0, count <= Self.maxBytes, let base = bytes.baseAddress else {
             return String(decoding: bytes, as: UTF8.self)
         }
-        // FNV-1a, with the length mixed in so that 0 never means "empty slot" for real text.
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325 ^ UInt64(bytes.count)
-        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0100_0000_01b3 }
-        hash |= 1
-        let slot = Int(truncatingIfNeeded: hash ^ (hash >> 29)) & mask
-        if hashes[slot] == hash {
-            var cached = strings[slot]
-            let same = cached.withUTF8 { $0.count == bytes.count && (bytes.isEmpty || memcmp($0.baseAddress!, base, bytes.count) == 0) }
-            if same { return cached }
+        // A cheap hash (the first and last eight bytes and the length, multiply-mixed): the
+        // bytes are compared anyway, so a collision only costs a replaced slot.
+        var head: UInt64 = 0
+        var tail: UInt64 = 0
+        if count >= 8 {
+            head = ByteWords.load(base)
+            tail = ByteWords.load(base + (count &- 8))
+        } else {
+            for k in 0..<count { head |= UInt64(base[k]) << (8 &* UInt64(k)) }
+        }
+        var hash = (head &* 0x9E37_79B9_7F4A_7C15) ^ (tail &+ UInt64(count)) &* 0xC2B2_AE3D_27D4_EB4F
+        hash ^= hash >> 31
+        hash |= 1  // 0 means "empty slot"
+        let slot = Int(truncatingIfNeeded: hash) & mask
+        let found = hashes.withUnsafeBufferPointer { $0[slot] == hash }
+            && texts.withUnsafeBufferPointer {
+                let text = $0.baseAddress! + slot &* Self.slotBytes
+                return Int(text[0]) == count && memcmp(text + 1, base, count) == 0
+            }
+        if found {
+            return strings.withUnsafeBufferPointer { $0[slot] }
         }
         let text = String(decoding: bytes, as: UTF8.self)
         hashes[slot] = hash
         strings[slot] = text
+        texts.withUnsafeMutableBufferPointer {
+            let text = $0.baseAddress! + slot &* Self.slotBytes
+            text[0] = UInt8(count)
+            (text + 1).update(from: base, count: count)
+        }
         return text
     }
 }

@@ -138,5 +138,12 @@ struct TypedDecodeTests {
         #expect(intern("") == "")
         #expect(intern(String(repeating: "y", count: 300)) == String(repeating: "y", count: 300))
         #expect(seen.count == 185)
+        // Texts that hash alike (same first and last eight bytes, same length) or that are
+        // prefixes of one another stay apart.
+        for _ in 0..<3 {
+            for text in ["aaaaaaaa-1-bbbbbbbb", "aaaaaaaa-2-bbbbbbbb", "aaaaaaaa-1-bbbbbbb", "abc", "ab", "abcd", "", "a\u{0}"] {
+                #expect(intern(text) == text)
+            }
+        }
     }
 }
