@@ -1,12 +1,13 @@
 /// Eight bytes at a time: each helper flags bytes of interest in a little-endian word by
 /// setting their high bit. Only the lowest flag is exact (a borrow may flag bytes above it),
 /// which is all the callers use, through `firstFlagged`.
-enum ByteWords {
+public enum ByteWords {
     static let ones: UInt64 = 0x0101_0101_0101_0101
     static let high: UInt64 = 0x8080_8080_8080_8080
 
     /// The eight bytes at `p`, first byte lowest.
-    @inline(__always) static func load(_ p: UnsafePointer<UInt8>) -> UInt64 {
+    @inlinable @inline(__always)
+    public static func load(_ p: UnsafePointer<UInt8>) -> UInt64 {
         UInt64(littleEndian: UnsafeRawPointer(p).loadUnaligned(as: UInt64.self))
     }
 
@@ -27,4 +28,18 @@ enum ByteWords {
 
     /// The index in the word of the lowest flagged byte (`flags` is not 0).
     @inline(__always) static func firstFlagged(_ flags: UInt64) -> Int { flags.trailingZeroBitCount >> 3 }
+
+    /// The value of eight ASCII decimal digits (first byte most significant), nil when any
+    /// byte is not a digit. Three multiply-add steps: digit pairs, then fours, then eight.
+    @inlinable @inline(__always)
+    public static func eightDigits(_ x: UInt64) -> UInt64? {
+        let tens: UInt64 = 0xF0F0_F0F0_F0F0_F0F0
+        let zeros: UInt64 = 0x3030_3030_3030_3030
+        // Every byte is 0x30...0x39: its high nibble is 3, and stays 3 when 6 is added.
+        guard x & tens == zeros, (x &+ 0x0606_0606_0606_0606) & tens == zeros else { return nil }
+        var v = x &- zeros  // each byte 0...9
+        v = (v &* 10 &+ (v >> 8)) & 0x00FF_00FF_00FF_00FF  // each 16 bits: 0...99
+        v = (v &* 100 &+ (v >> 16)) & 0x0000_FFFF_0000_FFFF  // each 32 bits: 0...9999
+        return (v &* 10000 &+ (v >> 32)) & 0xFFFF_FFFF
+    }
 }

@@ -348,6 +348,18 @@ public struct RecordParser: Sendable {
 
     /// Parses `1720015623.481` (seconds, `scale` 1000) or `1720015623481` (ms, `scale` 1) to ms.
     static func parseEpochNumber(_ bytes: UnsafeBufferPointer<UInt8>, scale: Int64) -> Int64? {
+        // The usual `1720015641.207` (ten digits, a point, three digits): the first eight
+        // digits as one word.
+        if scale == 1000, bytes.count == 14, let base = bytes.baseAddress, base[10] == UInt8(ascii: "."),
+            let high = ByteWords.eightDigits(ByteWords.load(base))
+        {
+            let rest = (base[8], base[9], base[11], base[12], base[13])
+            if rest.0 &- 0x30 < 10, rest.1 &- 0x30 < 10, rest.2 &- 0x30 < 10, rest.3 &- 0x30 < 10, rest.4 &- 0x30 < 10 {
+                let seconds = Int64(high) &* 100 &+ Int64(rest.0 &- 0x30) &* 10 &+ Int64(rest.1 &- 0x30)
+                let ms = seconds &* 1000 &+ Int64(rest.2 &- 0x30) &* 100 &+ Int64(rest.3 &- 0x30) &* 10 &+ Int64(rest.4 &- 0x30)
+                return plausibleEpochMs.contains(ms) ? ms : nil
+            }
+        }
         // At most 15 digits before the point and 9 after: no arithmetic below can overflow.
         var whole: Int64 = 0
         var i = 0
@@ -404,6 +416,18 @@ public struct RecordParser: Sendable {
 
     static func parseSeconds(_ bytes: UnsafeBufferPointer<UInt8>) -> Double? {
         guard bytes.count <= 24 else { return nil }
+        // CloudFront writes milliseconds: digits, a point, three digits.
+        let n = bytes.count
+        if n >= 5, n <= 15, bytes[n &- 4] == UInt8(ascii: ".") {
+            var mantissa: Int64 = 0
+            var plain = true
+            for k in 0..<n where k != n &- 4 {
+                let d = bytes[k] &- 0x30
+                if d >= 10 { plain = false }
+                mantissa = mantissa &* 10 &+ Int64(d)  // at most 14 digits: no overflow
+            }
+            if plain { return Double(mantissa) / 1000 }
+        }
         // The usual `0.213`: digits, a point, digits, read as an integer over a power of ten.
         // Both are exact doubles below 2^53 and 10^22, so the quotient is correctly rounded,
         // just as `Double(String)` gives.

@@ -89,6 +89,24 @@ struct RecordParserTests {
             #expect(parse(bad) == nil, "\(bad)")
         }
         #expect(parse("946684800.000") == 946_684_800_000)
+        // The usual shape (ten digits, a point, three) is read a word at a time: it must
+        // agree with the digits' value, and refuse a non-digit anywhere.
+        var state: UInt64 = 5
+        func next(_ bound: UInt64) -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return (state >> 33) % bound
+        }
+        for _ in 0..<20_000 {
+            let seconds = 1_000_000_000 + Int64(next(9_000_000_000))
+            let ms = Int64(next(1000))
+            var text = Array("\(seconds).\(String(ms + 1000).dropFirst())".utf8)
+            let expected = RecordParser.plausibleEpochMs.contains(seconds * 1000 + ms) ? seconds * 1000 + ms : nil
+            #expect(parse(String(decoding: text, as: UTF8.self)) == expected, "\(text)")
+            let k = Int(next(14))
+            guard k != 10 else { continue }
+            text[k] = [UInt8(ascii: "/"), UInt8(ascii: ":"), UInt8(ascii: "a"), 0x80, UInt8(ascii: " ")][Int(next(5))]
+            #expect(parse(String(decoding: text, as: UTF8.self)) == nil, "\(text)")
+        }
     }
 
     @Test func headersWinOverTheQueryArgument() {
