@@ -43,11 +43,13 @@ public enum CMCDDecoder {
     }
 
     /// Reusable buffers for decoding a stream of payloads: a steady stream allocates nothing
-    /// for them, and repeated content ids share one string.
+    /// for them, repeated content ids share one string, and a payload nothing holds any more
+    /// lends its storage to the next.
     public struct DecodingBuffers: Sendable {
         var first: [UInt8] = []
         var second: [UInt8] = []
         public var strings: InternedStrings
+        var boxes = CMCDPayload.BoxCache()
 
         /// `internedStrings`: how many distinct content ids to share (0: none).
         public init(internedStrings: Int = 1024) {
@@ -71,7 +73,9 @@ public enum CMCDDecoder {
     static func decodeQueryValue(
         _ value: UnsafeBufferPointer<UInt8>, typedOnly: Bool, buffers: inout DecodingBuffers
     ) throws(CMCDDecodingError) -> CMCDPayload {
-        if typedOnly, let payload = CMCDPayload(typedFromQueryValue: value, strings: &buffers.strings) { return payload }
+        if typedOnly, let payload = CMCDPayload(typedFromQueryValue: value, strings: &buffers.strings, boxes: &buffers.boxes) {
+            return payload
+        }
         var (length, _) = PercentDecoding.decode(value, plusAsSpace: true, intoPrefixOf: &buffers.first)
         var decodings = 1
         while decodings < maxQueryDecodings {
@@ -87,7 +91,8 @@ public enum CMCDDecoder {
             let decoded = UnsafeBufferPointer(rebasing: whole[0..<length])
             return Result { () throws(CMCDDecodingError) in
                 typedOnly
-                    ? try CMCDPayload(typedFrom: decoded, strings: &buffers.strings) : try CMCDPayload(rawBytes: decoded)
+                    ? try CMCDPayload(typedFrom: decoded, strings: &buffers.strings, boxes: &buffers.boxes)
+                    : try CMCDPayload(rawBytes: decoded)
             }
         }.get()
     }

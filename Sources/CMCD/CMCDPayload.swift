@@ -160,10 +160,11 @@ public struct CMCDPayload: Sendable, Hashable {
             return unsafeDowncast(Box.create(minimumCapacity: 0) { _ in fields }, to: Box.self)
         }
 
-        /// A box with empty fields (to be filled in place) holding a copy of `source`.
-        static func make(source: UnsafeBufferPointer<UInt8>) -> Box {
+        /// A box with empty fields (to be filled in place) holding a copy of `source`, with
+        /// room for at least `capacity` bytes.
+        static func make(source: UnsafeBufferPointer<UInt8>, capacity: Int = 0) -> Box {
             let count = source.count
-            let buffer = Box.create(minimumCapacity: count) { _ in
+            let buffer = Box.create(minimumCapacity: max(count, capacity)) { _ in
                 var fields = Fields()
                 fields.sourceCount = count
                 return fields
@@ -174,6 +175,27 @@ public struct CMCDPayload: Sendable, Hashable {
             return unsafeDowncast(buffer, to: Box.self)
         }
 
+        /// A box holding a copy of `source`, with empty fields: the cached one when nothing
+        /// else holds it and it is large enough, else a new one, which the cache then keeps.
+        static func make(source: UnsafeBufferPointer<UInt8>, reusing cache: inout BoxCache) -> Box {
+            let count = source.count
+            if count <= cache.capacity, isKnownUniquelyReferenced(&cache.box), let box = cache.box {
+                box.withUnsafeMutablePointers { fields, text in
+                    fields.pointee = Fields()
+                    fields.pointee.sourceCount = count
+                    if let base = source.baseAddress, count > 0 { UnsafeMutableRawPointer(text).copyMemory(from: base, byteCount: count) }
+                }
+                return box
+            }
+            // Room for the usual query value and then some, so that a slightly longer one
+            // still fits next time.
+            let capacity = max(count, 1024)
+            let box = make(source: source, capacity: capacity)
+            cache.box = box
+            cache.capacity = capacity
+            return box
+        }
+
         /// The kept source text, if any.
         var source: String? {
             let count = header.sourceCount
@@ -181,6 +203,18 @@ public struct CMCDPayload: Sendable, Hashable {
             let text = withUnsafeMutablePointerToElements { String(decoding: UnsafeBufferPointer(start: $0, count: count), as: UTF8.self) }
             return header.sourceIsQueryEncoded ? PercentDecoding.decode(text, plusAsSpace: true) : text
         }
+    }
+
+    /// The last box a decoder made, kept so that once nothing else holds it (the usual case
+    /// when a record has been handled before the next is decoded) the next payload reuses
+    /// its storage rather than freeing one allocation and making another.
+    ///
+    /// Unchecked `Sendable`: a box is only ever refilled while this holds the sole reference,
+    /// so no payload can observe the change, whichever thread it was on.
+    struct BoxCache: @unchecked Sendable {
+        fileprivate var box: Box?
+        /// Bytes of source text the cached box can hold.
+        fileprivate var capacity = 0
     }
 
     /// Shares the immutable box across threads (`ManagedBuffer` itself is not `Sendable`).

@@ -10,8 +10,17 @@
 /// (`QueryValueDecodingTests`).
 extension CMCDPayload {
     init?(typedFromQueryValue raw: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init(), strings: inout InternedStrings) {
+        var boxes = BoxCache()
+        self.init(typedFromQueryValue: raw, limits: limits, strings: &strings, boxes: &boxes)
+    }
+
+    /// Like `init?(typedFromQueryValue:limits:strings:)`, reusing storage through `boxes`.
+    init?(
+        typedFromQueryValue raw: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init(), strings: inout InternedStrings,
+        boxes: inout BoxCache
+    ) {
         guard let base = raw.baseAddress, !raw.isEmpty else { return nil }
-        let box = Box.make(source: raw)
+        let box = Box.make(source: raw, reusing: &boxes)
         let read = box.withUnsafeMutablePointerToHeader { fields -> Bool in
             fields.pointee.sourceIsQueryEncoded = true
             let reader = QueryDictionaryReader(base: base, count: raw.count, limits: limits)

@@ -16,8 +16,17 @@ extension CMCDPayload {
     public init(
         typedFrom bytes: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init(), strings: inout InternedStrings
     ) throws(CMCDDecodingError) {
+        var boxes = BoxCache()
+        try self.init(typedFrom: bytes, limits: limits, strings: &strings, boxes: &boxes)
+    }
+
+    /// Like `init(typedFrom:limits:strings:)`, reusing storage through `boxes`.
+    init(
+        typedFrom bytes: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init(), strings: inout InternedStrings,
+        boxes: inout BoxCache
+    ) throws(CMCDDecodingError) {
         // The fields are written where they will live: no copy of the whole struct.
-        let box = Box.make(source: bytes)
+        let box = Box.make(source: bytes, reusing: &boxes)
         let outcome = box.withUnsafeMutablePointerToHeader { payload in
             Result { () throws(CMCDDecodingError) in try Self.decodeTyped(bytes, limits: limits, into: &payload.pointee, strings: &strings) }
         }

@@ -138,4 +138,39 @@ struct QueryValueDecodingTests {
         #expect(payload.ignored.map(\.key) == ["ot"])
         #expect(payload.objectType == nil)
     }
+
+    /// A decoder lends a payload's storage to the next payload only once nothing holds the
+    /// first: payloads still held keep their values whatever is decoded after them.
+    @Test func storageIsReusedOnlyWhenFree() throws {
+        var buffers = CMCDDecoder.DecodingBuffers(internedStrings: 0)
+        func decode(_ value: String) throws -> CMCDPayload {
+            var copy = "CMCD=" + value
+            return try copy.withUTF8 { bytes in
+                try #require(try CMCDDecoder.decodeQuery(bytes: bytes, allowBareValue: false, typedOnly: true, buffers: &buffers))
+            }
+        }
+        func box(_ p: CMCDPayload) -> ObjectIdentifier { ObjectIdentifier(p.box) }
+        var held: [CMCDPayload] = []
+        var identities = Set<ObjectIdentifier>()
+        for k in 0..<50 {
+            let payload = try decode("bl%3D\(k * 100)%2Csid%3D%22s\(k)%22%2Cot%3Dv")
+            identities.insert(box(payload))
+            if k % 2 == 0 { held.append(payload) }  // every other one is kept
+        }
+        for (n, payload) in held.enumerated() {
+            let k = n * 2
+            #expect(payload.bufferLength?.value(for: nil) == Int64(k * 100) && payload.sessionID == "s\(k)" && payload.objectType == .video)
+            #expect(payload.entries.map(\.key) == ["bl", "sid", "ot"])
+        }
+        #expect(identities.count == 26)  // 25 held, and one reused for every one let go
+        // A value longer than the storage gets storage of its own; later short ones reuse it.
+        let long = try decode("sid%3D%22" + String(repeating: "x", count: 60) + "%22%2Cnor%3D%22" + String(repeating: "y", count: 2000) + "%22")
+        #expect(long.sessionID == String(repeating: "x", count: 60))
+        let longBox = box(long)
+        _ = consume long
+        let short = try decode("bl%3D5%2Csid%3D%22t%22")
+        #expect(box(short) == longBox && short.sessionID == "t" && short.bufferLength?.value(for: nil) == 5 && short.objectType == nil)
+        #expect(short.entries.map(\.key) == ["bl", "sid"])
+    }
 }
+
