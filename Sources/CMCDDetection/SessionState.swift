@@ -93,6 +93,27 @@ struct SessionState {
 
     /// Inserts an observation in time order, dropping what can no longer matter.
     mutating func remember(_ observation: BufferObservation, keepFrom oldest: Int64, capacity: Int) {
+        // The usual case: the observation is the newest and is kept, so the entries to drop
+        // are the same before and after adding it; it takes the place the first of them
+        // leaves, with no growth and no second pass.
+        let n = window.count
+        if n > 0, observation.time >= oldest {
+            let dropped = window.withUnsafeMutableBufferPointer { w -> Int in
+                guard w[n - 1].time <= observation.time else { return -1 }
+                var drop = 0
+                while drop < n, w[drop].time < oldest { drop += 1 }
+                if n + 1 - drop > capacity { drop = n + 1 - capacity }
+                guard drop > 0 else { return 0 }
+                for k in 0..<(n - drop) { w[k] = w[k + drop] }
+                w[n - drop] = observation
+                return drop
+            }
+            if dropped == 0 { window.append(observation) }
+            if dropped >= 0 {
+                for _ in 1..<max(dropped, 1) { window.removeLast() }
+                return
+            }
+        }
         var i = window.count
         while i > 0, window[i - 1].time > observation.time { i -= 1 }
         // Appending and shifting by hand: `insert` and `removeFirst` take Array's general

@@ -58,3 +58,38 @@ struct SessionTableTests {
         #expect(findings.map(\.sessionID) == [prefix + "-one"])
     }
 }
+
+/// A session's lookback window keeps exactly what the simple rule says: insert in time order
+/// (after equal times), drop entries older than the cut-off, then keep at most `capacity`.
+struct LookbackWindowTests {
+    @Test func matchesTheSimpleRule() {
+        var state: UInt64 = 3
+        func next(_ bound: UInt64) -> Int64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int64((state >> 33) % bound)
+        }
+        for round in 0..<200 {
+            var session = SessionState(sessionID: "s", key: SessionKey("s"), firstTime: 0, startup: .done)
+            var model: [BufferObservation] = []
+            let capacity = round % 4 == 0 ? 3 : 64
+            var time: Int64 = 10_000
+            for step in 0..<300 {
+                // Mostly in order, sometimes late, sometimes a jump; the cut-off trails the newest.
+                switch next(10) {
+                case 0: time -= next(3_000)
+                case 1: time += next(20_000)
+                default: time += next(4_000)
+                }
+                let observation = BufferObservation(time: time, position: Int64(step), bufferLength: Int32(next(30_000)), objectClass: UInt8(next(3)))
+                let oldest = time - 10_000 - next(4) * 1_000 + (next(20) == 0 ? 15_000 : 0)
+                session.remember(observation, keepFrom: oldest, capacity: capacity)
+                var i = model.count
+                while i > 0, model[i - 1].time > observation.time { i -= 1 }
+                model.insert(observation, at: i)
+                model.removeAll { $0.time < oldest }  // sorted: these are the leading ones
+                if model.count > capacity { model.removeFirst(model.count - capacity) }
+                #expect(session.window.map(\.position) == model.map(\.position), "round \(round) step \(step)")
+            }
+        }
+    }
+}
