@@ -47,6 +47,16 @@ public struct CMCDMeasure: Sendable, Hashable {
         rest = nil
     }
 
+    /// A measure from its first component and, for an inner list, the others.
+    init(first: Component, rest: [Component]?) {
+        self.first = first
+        self.rest = rest.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// The first component, and the others (nil for a single value).
+    var firstComponent: Component? { first }
+    var otherComponents: [Component]? { rest }
+
     public var components: [Component] { first.map { [$0] + (rest ?? []) } ?? [] }
 
     /// The value for one object type: the component tagged with it, else the only
@@ -122,15 +132,19 @@ public struct CMCDPayload: Sendable, Hashable {
         var bufferStarvation: Bool = false
         var backgrounded: Bool = false
         var nonRendered: Bool = false
-        var bufferLength: CMCDMeasure?
-        var encodedBitrate: CMCDMeasure?
-        var topBitrate: CMCDMeasure?
-        var measuredThroughput: CMCDMeasure?
-        var playheadBitrate: CMCDMeasure?
-        var targetBufferLength: CMCDMeasure?
-        var starvationCount: CMCDMeasure?
-        var starvationDuration: CMCDMeasure?
-        var starvationDurationTotal: CMCDMeasure?
+        // Measures keep their first component here; the others, which only v2 inner lists
+        // have, are in `otherComponents` (so that the usual payload holds no arrays).
+        var bufferLength: CMCDMeasure.Component?
+        var encodedBitrate: CMCDMeasure.Component?
+        var topBitrate: CMCDMeasure.Component?
+        var measuredThroughput: CMCDMeasure.Component?
+        var playheadBitrate: CMCDMeasure.Component?
+        var targetBufferLength: CMCDMeasure.Component?
+        var starvationCount: CMCDMeasure.Component?
+        var starvationDuration: CMCDMeasure.Component?
+        var starvationDurationTotal: CMCDMeasure.Component?
+        /// The components after the first of measures sent as inner lists, by key code.
+        var otherComponents: [(code: UInt64, components: [CMCDMeasure.Component])]?
         var objectDuration: Int64?
         var deadline: Int64?
         var requestedMaxThroughput: Int64?
@@ -281,15 +295,15 @@ public struct CMCDPayload: Sendable, Hashable {
     public var bufferStarvation: Bool { read { $0.bufferStarvation } }
     public var backgrounded: Bool { read { $0.backgrounded } }
     public var nonRendered: Bool { read { $0.nonRendered } }
-    public var bufferLength: CMCDMeasure? { read { $0.bufferLength } }
-    public var encodedBitrate: CMCDMeasure? { read { $0.encodedBitrate } }
-    public var topBitrate: CMCDMeasure? { read { $0.topBitrate } }
-    public var measuredThroughput: CMCDMeasure? { read { $0.measuredThroughput } }
-    public var playheadBitrate: CMCDMeasure? { read { $0.playheadBitrate } }
-    public var targetBufferLength: CMCDMeasure? { read { $0.targetBufferLength } }
-    public var starvationCount: CMCDMeasure? { read { $0.starvationCount } }
-    public var starvationDuration: CMCDMeasure? { read { $0.starvationDuration } }
-    public var starvationDurationTotal: CMCDMeasure? { read { $0.starvationDurationTotal } }
+    public var bufferLength: CMCDMeasure? { read { $0.measure(0x626C, $0.bufferLength) } }
+    public var encodedBitrate: CMCDMeasure? { read { $0.measure(0x6272, $0.encodedBitrate) } }
+    public var topBitrate: CMCDMeasure? { read { $0.measure(0x7462, $0.topBitrate) } }
+    public var measuredThroughput: CMCDMeasure? { read { $0.measure(0x6D7470, $0.measuredThroughput) } }
+    public var playheadBitrate: CMCDMeasure? { read { $0.measure(0x7062, $0.playheadBitrate) } }
+    public var targetBufferLength: CMCDMeasure? { read { $0.measure(0x74626C, $0.targetBufferLength) } }
+    public var starvationCount: CMCDMeasure? { read { $0.measure(0x627361, $0.starvationCount) } }
+    public var starvationDuration: CMCDMeasure? { read { $0.measure(0x627364, $0.starvationDuration) } }
+    public var starvationDurationTotal: CMCDMeasure? { read { $0.measure(0x62736461, $0.starvationDurationTotal) } }
     public var objectDuration: Int64? { read { $0.objectDuration } }
     public var deadline: Int64? { read { $0.deadline } }
     public var requestedMaxThroughput: Int64? { read { $0.requestedMaxThroughput } }
@@ -564,6 +578,33 @@ extension CMCDPayload {
 }
 
 extension CMCDPayload.Fields {
+    /// The measure of key `code` whose first component is `first`.
+    func measure(_ code: UInt64, _ first: CMCDMeasure.Component?) -> CMCDMeasure? {
+        Self.measure(code, first, otherComponents)
+    }
+
+    /// The measure of key `code` from its first component and the fields' `otherComponents`
+    /// (static, so that callers holding a pointer to the fields do not copy them).
+    static func measure(
+        _ code: UInt64, _ first: CMCDMeasure.Component?, _ others: [(code: UInt64, components: [CMCDMeasure.Component])]?
+    ) -> CMCDMeasure? {
+        guard let first else { return nil }
+        guard let others else { return CMCDMeasure(single: first) }
+        return CMCDMeasure(first: first, rest: others.last(where: { $0.code == code })?.components)
+    }
+
+    /// Stores a measure of key `code`: its first component is returned for its field, the
+    /// others (replacing any an earlier value of the key left) go to `otherComponents`.
+    @inline(never)
+    mutating func keep(_ code: UInt64, _ measure: CMCDMeasure?) -> CMCDMeasure.Component? {
+        if otherComponents != nil {
+            otherComponents!.removeAll { $0.code == code }
+            if otherComponents!.isEmpty { otherComponents = nil }
+        }
+        if let others = measure?.otherComponents { otherComponents = (otherComponents ?? []) + [(code, others)] }
+        return measure?.firstComponent
+    }
+
     /// Sets the typed view of one key from its (validated) value.
     mutating func assignTyped(code: UInt64, value: SFMember) {
         var scalar: SFBareItem? {
@@ -598,15 +639,15 @@ extension CMCDPayload.Fields {
         case 0x6273 /* bs */: bufferStarvation = flag
         case 0x6267 /* bg */: backgrounded = flag
         case 0x6E72 /* nr */: nonRendered = flag
-        case 0x626C /* bl */: bufferLength = CMCDPayload.measure(value)
-        case 0x6272 /* br */: encodedBitrate = CMCDPayload.measure(value)
-        case 0x7462 /* tb */: topBitrate = CMCDPayload.measure(value)
-        case 0x6D7470 /* mtp */: measuredThroughput = CMCDPayload.measure(value)
-        case 0x7062 /* pb */: playheadBitrate = CMCDPayload.measure(value)
-        case 0x74626C /* tbl */: targetBufferLength = CMCDPayload.measure(value)
-        case 0x627361 /* bsa */: starvationCount = CMCDPayload.measure(value)
-        case 0x627364 /* bsd */: starvationDuration = CMCDPayload.measure(value)
-        case 0x62736461 /* bsda */: starvationDurationTotal = CMCDPayload.measure(value)
+        case 0x626C /* bl */: bufferLength = keep(code, CMCDPayload.measure(value))
+        case 0x6272 /* br */: encodedBitrate = keep(code, CMCDPayload.measure(value))
+        case 0x7462 /* tb */: topBitrate = keep(code, CMCDPayload.measure(value))
+        case 0x6D7470 /* mtp */: measuredThroughput = keep(code, CMCDPayload.measure(value))
+        case 0x7062 /* pb */: playheadBitrate = keep(code, CMCDPayload.measure(value))
+        case 0x74626C /* tbl */: targetBufferLength = keep(code, CMCDPayload.measure(value))
+        case 0x627361 /* bsa */: starvationCount = keep(code, CMCDPayload.measure(value))
+        case 0x627364 /* bsd */: starvationDuration = keep(code, CMCDPayload.measure(value))
+        case 0x62736461 /* bsda */: starvationDurationTotal = keep(code, CMCDPayload.measure(value))
         case 0x64 /* d */: objectDuration = integer
         case 0x646C /* dl */: deadline = integer
         case 0x727470 /* rtp */: requestedMaxThroughput = integer
@@ -651,10 +692,13 @@ extension CMCDPayload {
         // Field by field through the pointer: passing the fields to a closure would copy them.
         shared.box.withUnsafeMutablePointerToHeader { f in
             let objectType = f.pointee.objectType
+            let others = f.pointee.otherComponents
             return CMCDSignals(
-                objectType: objectType, bufferLength: f.pointee.bufferLength?.value(for: objectType),
+                objectType: objectType,
+                bufferLength: others == nil ? f.pointee.bufferLength?.value : Fields.measure(0x626C, f.pointee.bufferLength, others)?.value(for: objectType),
                 isMediaRequest: objectType?.isMedia ?? true, startup: f.pointee.startup, bufferStarvation: f.pointee.bufferStarvation,
-                starvationCount: f.pointee.starvationCount?.maximum, starvationDuration: f.pointee.starvationDuration?.maximum,
+                starvationCount: others == nil ? f.pointee.starvationCount?.value : Fields.measure(0x627361, f.pointee.starvationCount, others)?.maximum,
+                starvationDuration: others == nil ? f.pointee.starvationDuration?.value : Fields.measure(0x627364, f.pointee.starvationDuration, others)?.maximum,
                 state: f.pointee.state, mediaStartDelay: f.pointee.mediaStartDelay)
         }
     }

@@ -210,7 +210,8 @@ extension CMCDPayload.Fields {
 
     /// Sets a typed view from a plain integer (see `assignSimple`).
     mutating func assignInteger(code: UInt64, _ n: Int64) -> Bool {
-        let single = CMCDMeasure(single: .init(value: n, objectType: nil))
+        let single = CMCDMeasure.Component(value: n, objectType: nil)
+        if otherComponents != nil { _ = keep(code, nil) }  // a later value replaces an inner list's
         switch code {
         case 0x626C /* bl */: bufferLength = single
         case 0x6272 /* br */: encodedBitrate = single

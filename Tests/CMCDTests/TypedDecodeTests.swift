@@ -120,6 +120,35 @@ struct TypedDecodeTests {
         }
     }
 
+    /// Measures sent as inner lists keep every component (the payload stores the first
+    /// apart from the others); a later value of the same key replaces all of them.
+    @Test func innerListMeasuresKeepTheirComponents() throws {
+        let cases: [(String, [Int64], audio: Int64?, maximum: Int64?)] = [
+            ("bl=(2100;v 1800;a),ot=a", [2100, 1800], 1800, 2100),
+            ("bl=(2100;v 1800;a),bl=500,ot=a", [500], 500, 500),
+            ("bl=500,bl=(2100;v 1800;a),ot=a", [2100, 1800], 1800, 2100),
+            ("bl=(2100;v 1800;a),br=(3000;v 128;a),bl=(700;v),ot=a", [700], 700, 700),
+            ("bsa=(1;v 3;a),bl=(400;v),ot=v", [400], 400, 400),
+        ]
+        for (input, components, audio, maximum) in cases {
+            for typed in [false, true] {
+                var copy = input
+                let payload = try copy.withUTF8 { bytes in
+                    typed ? try CMCDPayload(typedFrom: bytes) : try CMCDPayload(rawBytes: bytes)
+                }
+                let bl = try #require(payload.bufferLength, "\(input)")
+                #expect(bl.components.map(\.value) == components, "\(input)")
+                #expect(payload.signals.bufferLength == bl.value(for: payload.objectType), "\(input)")
+                if payload.objectType == .audio { #expect(bl.value(for: .audio) == audio && bl.maximum == maximum, "\(input)") }
+            }
+        }
+        var copy = "bsa=(1;v 3;a),bsd=(10;v 250;a),br=(3000;v 128;a)"
+        let payload = try copy.withUTF8 { try CMCDPayload(typedFrom: $0) }
+        #expect(payload.signals.starvationCount == 3 && payload.signals.starvationDuration == 250)
+        #expect(payload.encodedBitrate?.components.map(\.value) == [3000, 128])
+        #expect(payload.convertedToLatest().starvationCount?.components.map(\.value) == [1, 3])
+    }
+
     /// Shared strings: equal text gives the same string, other text is never confused with
     /// it, and the cache stays within its size whatever it is fed.
     @Test func internedStringsAreExact() {
