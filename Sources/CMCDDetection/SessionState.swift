@@ -144,6 +144,7 @@ struct SessionState {
     }
 
     /// The highest buffer of the same object class in `[from, before)`.
+    @inline(__always)
     func reference(objectClass: UInt8, from: Int64, before: Int64) -> Int64? {
         var best: Int32 = -1
         for entry in window where entry.objectClass == objectClass && entry.time >= from && entry.time < before {
