@@ -241,10 +241,22 @@ public struct DetectionEngine: Sendable {
         if next >= 0 { links[Int(next)].prev = prev } else { lruTail = prev }
     }
 
+    /// Moves a session to the tail (most recently seen): `unlink` then `linkAtTail`, with
+    /// one access to the links for all of it (this runs on every request).
     private mutating func touch(_ slot: Int32) {
         guard slot != lruTail else { return }
-        unlink(slot)
-        linkAtTail(slot)
+        let tail = lruTail
+        var head = lruHead
+        links.withUnsafeMutableBufferPointer { links in
+            let prev = links[Int(slot)].prev
+            let next = links[Int(slot)].next  // not -1: the slot is not the tail
+            if prev >= 0 { links[Int(prev)].next = next } else { head = next }
+            links[Int(next)].prev = prev
+            links[Int(slot)] = LRULink(prev: tail, next: -1)
+            links[Int(tail)].next = slot  // the tail is a live slot: this one is not it
+        }
+        lruHead = head
+        lruTail = slot
     }
 
     /// Resolves the session's open episodes and frees its slot.

@@ -80,6 +80,35 @@ struct EngineTests {
         #expect(engine.statistics.sessionsStarted == 3)
     }
 
+    /// Over many sessions seen in random order, the capacity evicts exactly the sessions a
+    /// plain least-recently-seen list would (each eviction shows when its session returns
+    /// and starts again).
+    @Test func capacityEvictionFollowsRecency() {
+        var rules = DetectionRules()
+        rules.sessions.maxLiveSessions = 50
+        var engine = DetectionEngine(rules: rules)
+        var findings: [Finding] = []
+        var recency: [String] = []  // least recent first
+        var starts = 0
+        var state: UInt64 = 9
+        for i in 0..<5_000 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            // Some sessions come back often, others rarely.
+            let id = "s\((state >> 33) % (i % 3 == 0 ? 20 : 200))"
+            if let k = recency.firstIndex(of: id) {
+                recency.remove(at: k)
+            } else {
+                starts += 1
+                if recency.count == 50 { recency.removeFirst() }
+            }
+            recency.append(id)
+            engine.process(sample(id, at: t0 + Int64(i), "ot=av,bl=5000"), into: &findings)
+            #expect(engine.statistics.sessionsStarted == starts, "step \(i)")
+            if engine.statistics.sessionsStarted != starts { break }
+        }
+        #expect(engine.liveSessionCount == 50)
+    }
+
     @Test func memoryStaysBoundedUnderManySessions() {
         var rules = DetectionRules()
         rules.sessions.maxLiveSessions = 1000
