@@ -50,6 +50,12 @@ struct StarvationEpisode {
     var lowestMs: Int64?
 }
 
+/// An immutable value behind a reference.
+final class Boxed<Value: Sendable>: Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
 /// Where a session is in its startup.
 enum StartupPhase: UInt8 {
     /// The session began with a startup request; playback has not started.
@@ -78,8 +84,18 @@ struct SessionState {
     /// Highest `bsa` seen; -1 when never seen.
     var starvationCountSeen: Int64 = -1
     var window: [BufferObservation] = []
-    var drop: DropEpisode?
-    var starvation: StarvationEpisode?
+    /// Open episodes, held apart: they are rare, and inline they would add two cache lines
+    /// to what every request reads. Set as a whole (a new box each time), never shared.
+    private var openDrop: Boxed<DropEpisode>?
+    private var openStarvation: Boxed<StarvationEpisode>?
+    var drop: DropEpisode? {
+        get { openDrop?.value }
+        set { openDrop = newValue.map(Boxed.init) }
+    }
+    var starvation: StarvationEpisode? {
+        get { openStarvation?.value }
+        set { openStarvation = newValue.map(Boxed.init) }
+    }
     /// Bumped whenever the slot is reused, so stale timers are recognised.
     var generation: UInt32 = 0
 
