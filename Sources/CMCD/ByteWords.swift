@@ -30,14 +30,24 @@ public enum ByteWords {
     @inline(__always) static func firstFlagged(_ flags: UInt64) -> Int { flags.trailingZeroBitCount >> 3 }
 
     /// The value of eight ASCII decimal digits (first byte most significant), nil when any
-    /// byte is not a digit. Three multiply-add steps: digit pairs, then fours, then eight.
+    /// byte is not a digit.
     @inlinable @inline(__always)
     public static func eightDigits(_ x: UInt64) -> UInt64? {
         let tens: UInt64 = 0xF0F0_F0F0_F0F0_F0F0
         let zeros: UInt64 = 0x3030_3030_3030_3030
         // Every byte is 0x30...0x39: its high nibble is 3, and stays 3 when 6 is added.
         guard x & tens == zeros, (x &+ 0x0606_0606_0606_0606) & tens == zeros else { return nil }
-        var v = x &- zeros  // each byte 0...9
+        return digitsValue(x, count: 8)
+    }
+
+    /// The value of the first `count` bytes of `x` (1 to 8), which must be ASCII digits. They
+    /// are shifted to the top with '0's below, then combined in three multiply-add steps:
+    /// digit pairs, then fours, then all eight.
+    @inlinable @inline(__always)
+    public static func digitsValue(_ x: UInt64, count: Int) -> UInt64 {
+        let zeros: UInt64 = 0x3030_3030_3030_3030
+        let shift = UInt64(64 &- 8 &* count)
+        var v = ((x << shift) | (zeros >> (64 &- shift))) &- zeros  // each byte 0...9 (smart shifts: 64 gives 0)
         v = (v &* 10 &+ (v >> 8)) & 0x00FF_00FF_00FF_00FF  // each 16 bits: 0...99
         v = (v &* 100 &+ (v >> 16)) & 0x0000_FFFF_0000_FFFF  // each 32 bits: 0...9999
         return (v &* 10000 &+ (v >> 32)) & 0xFFFF_FFFF

@@ -169,6 +169,17 @@ struct QueryDictionaryReader {
     /// integer limits).
     @inline(__always)
     private func readDigits(_ i: inout Int) -> Int64? {
+        // The usual short number, ended within the next eight bytes: read as one word.
+        if i &+ 8 <= count {
+            let x = ByteWords.load(base + i)
+            let end = ByteWords.below(x, 0x30) | ByteWords.atLeast(x, 0x3A)
+            if end != 0 {
+                let digits = ByteWords.firstFlagged(end)
+                guard digits > 0 else { return nil }
+                i &+= digits
+                return Int64(ByteWords.digitsValue(x, count: digits))
+            }
+        }
         var number: Int64 = 0
         var j = i
         while j < count, base[j] &- 0x30 < 10 {

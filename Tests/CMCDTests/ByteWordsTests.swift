@@ -29,4 +29,34 @@ struct ByteWordsTests {
             #expect((ByteWords.lowercaseLetters(word) >> 24 & 0x80 != 0) == (byte >= 0x61 && byte <= 0x7A), "\(byte)")
         }
     }
+
+    /// Digits read a word at a time: the run's end is found exactly, and its value is the
+    /// number written, whatever follows it.
+    @Test func digitsAreReadAWordAtATime() {
+        var state: UInt64 = 17
+        func next() -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return state >> 11
+        }
+        for _ in 0..<20_000 {
+            let count = Int(next() % 8) + 1
+            var value: UInt64 = 0
+            var bytes: [UInt8] = []
+            for _ in 0..<count {
+                let d = next() % 10
+                value = value * 10 + d
+                bytes.append(UInt8(0x30 + d))
+            }
+            while bytes.count < 8 {
+                var b = UInt8(truncatingIfNeeded: next())
+                if bytes.count == count, b >= 0x30, b <= 0x39 { b = [0x2F, 0x3A, 0x25, 0x00, 0xFF][Int(next() % 5)] }  // the run ends here
+                bytes.append(b)
+            }
+            let word = bytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+            let end = ByteWords.below(word, 0x30) | ByteWords.atLeast(word, 0x3A)
+            #expect((count == 8 ? end == 0 || ByteWords.firstFlagged(end) == 8 : ByteWords.firstFlagged(end) == count), "\(bytes)")
+            #expect(ByteWords.digitsValue(word, count: count) == value, "\(bytes)")
+            #expect(ByteWords.eightDigits(word) == (count == 8 ? value : nil), "\(bytes)")
+        }
+    }
 }
