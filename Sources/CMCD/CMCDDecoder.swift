@@ -64,6 +64,16 @@ public enum CMCDDecoder {
     public static func decodeQuery(
         bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool, typedOnly: Bool = false, buffers: inout DecodingBuffers
     ) throws(CMCDDecodingError) -> CMCDPayload? {
+        // The usual CloudFront query is the CMCD argument alone. When the in-place reader takes
+        // everything after `CMCD=`, there is no `?`, `#` or `&` in it (it declines those), so
+        // that is the argument's whole value, as `queryValueRange` would find: no search.
+        if typedOnly, bytes.count > 5, let base = bytes.baseAddress, base[0] == UInt8(ascii: "C"), base[1] == UInt8(ascii: "M"),
+            base[2] == UInt8(ascii: "C"), base[3] == UInt8(ascii: "D"), base[4] == UInt8(ascii: "="),
+            let payload = CMCDPayload(
+                typedFromQueryValue: UnsafeBufferPointer(rebasing: bytes[5...]), strings: &buffers.strings, boxes: &buffers.boxes)
+        {
+            return payload
+        }
         guard let range = queryValueRange(bytes, allowBareValue: allowBareValue) else { return nil }
         return try decodeQueryValue(UnsafeBufferPointer(rebasing: bytes[range]), typedOnly: typedOnly, buffers: &buffers)
     }

@@ -5,7 +5,8 @@
 /// or encoded once (`%3D`, `%2C`, `%22`, hex digits in either case), and values in the plain
 /// forms (`SimpleValue`). Anything else (another escape, a `+`, spaces, double encoding,
 /// parameters, inner lists, a value the typed views do not take as it is, a limit reached)
-/// returns nil and the caller decodes the value the general way. So whenever this gives a
+/// returns nil and the caller decodes the value the general way. So does any of the URL's
+/// own delimiters `?`, `#` and `&`, so that a value it takes holds none of them. So whenever this gives a
 /// payload, it is the one percent-decoding then `init(typedFrom:)` would give
 /// (`QueryValueDecodingTests`).
 extension CMCDPayload {
@@ -206,18 +207,14 @@ struct QueryDictionaryReader {
             guard readSeparator(&i) == UInt8(ascii: "\"") else { return nil }
             return readString(&i)
         }
-        if c == UInt8(ascii: "?") {
-            guard i &+ 1 < count else { return nil }
-            let b = base[i &+ 1]
-            guard b == UInt8(ascii: "0") || b == UInt8(ascii: "1") else { return nil }
-            i &+= 2
-            return .flag(b == UInt8(ascii: "1"))
-        }
         if (c | 0x20) &- UInt8(ascii: "a") < 26 || c == UInt8(ascii: "*") {
             let start = i
             i &+= 1
-            // `%` and `+` are token characters, but here they would be an escape or a space.
-            while i < count, base[i] != UInt8(ascii: "%"), base[i] != UInt8(ascii: "+"), SFDictionaryParser.Cursor.isTokenChar(base[i]) {
+            // `%` and `+` are token characters, but here they would be an escape or a space;
+            // `#` and `&` would end the URL's query or argument.
+            while i < count, base[i] != UInt8(ascii: "%"), base[i] != UInt8(ascii: "+"), base[i] != UInt8(ascii: "#"),
+                base[i] != UInt8(ascii: "&"), SFDictionaryParser.Cursor.isTokenChar(base[i])
+            {
                 i &+= 1
             }
             guard i &- start <= limits.maxStringBytes else { return nil }
@@ -232,11 +229,12 @@ struct QueryDictionaryReader {
     private func readString(_ i: inout Int) -> SimpleValue? {
         let start = i
         while true {
-            // Eight bytes at a time over the usual id and URL characters ('-' to '~' but '\\');
-            // anything else is looked at on its own below.
+            // Eight bytes at a time over the usual id and URL characters ('-' to '~' but '\\'
+            // and '?'); anything else is looked at on its own below.
             while i &+ 8 <= count {
                 let x = ByteWords.load(base + i)
-                let stop = ByteWords.below(x, UInt8(ascii: "-")) | ByteWords.equal(x, UInt8(ascii: "\\")) | ByteWords.atLeast(x, 0x7F)
+                let stop = ByteWords.below(x, UInt8(ascii: "-")) | ByteWords.equal(x, UInt8(ascii: "\\")) | ByteWords.equal(x, UInt8(ascii: "?"))
+                    | ByteWords.atLeast(x, 0x7F)
                 if stop != 0 {
                     i &+= ByteWords.firstFlagged(stop)
                     break
@@ -246,8 +244,13 @@ struct QueryDictionaryReader {
             guard i < count else { return nil }
             let b = base[i]
             if b == UInt8(ascii: "\"") || b == UInt8(ascii: "%") { break }
-            // A backslash escape, a `+` (a space in a form) or a byte a string cannot hold.
-            if b == UInt8(ascii: "\\") || b == UInt8(ascii: "+") || b < 0x20 || b > 0x7E { return nil }
+            // A backslash escape, a `+` (a space in a form), a URL delimiter or a byte a string
+            // cannot hold.
+            if b == UInt8(ascii: "\\") || b == UInt8(ascii: "+") || b == UInt8(ascii: "?") || b == UInt8(ascii: "#") || b == UInt8(ascii: "&")
+                || b < 0x20 || b > 0x7E
+            {
+                return nil
+            }
             i &+= 1
         }
         let end = i

@@ -19,9 +19,9 @@ struct ByteWordsTests {
         for _ in 0..<20_000 {
             var word = rng.next()
             if rng.next() % 2 == 0 { word = word & 0x3F3F_3F3F_3F3F_3F3F | 0x4040_4040_4040_4040 }  // mostly plain bytes
-            let stop = ByteWords.below(word, 0x2D) | ByteWords.equal(word, 0x5C) | ByteWords.atLeast(word, 0x7F)
+            let stop = ByteWords.below(word, 0x2D) | ByteWords.equal(word, 0x5C) | ByteWords.equal(word, 0x3F) | ByteWords.atLeast(word, 0x7F)
             let bytes = (0..<8).map { UInt8(truncatingIfNeeded: word >> (8 * UInt64($0))) }
-            let expected = bytes.firstIndex { $0 < 0x2D || $0 == 0x5C || $0 >= 0x7F }
+            let expected = bytes.firstIndex { $0 < 0x2D || $0 == 0x5C || $0 == 0x3F || $0 >= 0x7F }
             #expect((stop == 0 ? nil : ByteWords.firstFlagged(stop)) == expected, "\(String(word, radix: 16))")
         }
         for byte in 0...255 {

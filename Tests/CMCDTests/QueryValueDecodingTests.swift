@@ -37,7 +37,7 @@ struct QueryValueDecodingTests {
         #"bl=21300,br=3200,sid="abc",su"#,  // not encoded at all
         "sid%3D%22a%22%2Cv%3D2%2Csta%3Dp%2Cmsd%3D1200",
         "su%2Cbs%3D%3F0%2Cnr%3D%3F1%2Cpr%3D2",  // `?0` stays literal in a query: `%3F` is left to the general path
-        "su,bs=?0,nr=?1,ot=m,e=ps,sid=\"x\"",
+        "su,bs,nr,ot=m,e=ps,sid=\"x\"",
         "com.example-key%3D%22v%22%2Csid%3D%22s%22%2Cnor%3D%22seg.m4s%22",
         "ot%3Dzz%2Csid%3D%22s%22",  // a token outside the allowed set clears the view, as in the general path
     ])
@@ -64,6 +64,14 @@ struct QueryValueDecodingTests {
         "%",
         "bl%3",
         "sid%3D%22abc",  // unterminated string
+        // The URL's own delimiters, which decide where the value ends.
+        "su,bs=?0,nr=?1,sid=\"x\"",
+        "sid%3D%22a?b%22",
+        "sid%3D%22a#b%22",
+        "sid%3D%22a&b%22",
+        "ot%3Dv#x%2Csid%3D%22a%22",
+        "ot%3Dv&x%2Csid%3D%22a%22",
+        "sid%3D%22abcdefgh?%22",
     ])
     func leavesEverythingElseToTheGeneralPath(_ value: String) {
         #expect(Self.fast(value) == nil, "\(value)")
@@ -129,6 +137,48 @@ struct QueryValueDecodingTests {
             #expect(Self.agree(encoded), "\(encoded)")
         }
         #expect(accepted > runs / 5, "the fast reader took \(accepted) of \(runs)")
+    }
+
+    /// A query that is the CMCD argument alone is read without searching it for the URL's
+    /// delimiters; wherever they are, the result is the general path's.
+    @Test func queriesWithDelimitersDecodeAsTheGeneralPathDoes() throws {
+        let queries = [
+            "CMCD=bl%3D21300%2Csid%3D%22a%22",
+            "CMCD=bl%3D21300%2Csid%3D%22a%22&other=1",
+            "CMCD=bl%3D21300%2Csid%3D%22a%22#frag",
+            "CMCD=sid%3D%22a&b%22",
+            "CMCD=sid%3D%22a#b%22",
+            "CMCD=sid%3D%22a?b%22",
+            "CMCD=sid%3D%22x%22?CMCD=sid%3D%22y%22",
+            "CMCD=ot%3Dv&CMCD=sid%3D%22z%22",
+            "CMCD=bs%3D?1%2Csid%3D%22a%22",
+            "CMCD=sid%3D%22a%22%2Cot%3Dv#",
+            "CMCD=",
+            "CMCD=%",
+        ]
+        for query in queries {
+            var copy = query
+            var fastBuffers = CMCDDecoder.DecodingBuffers()
+            var generalBuffers = CMCDDecoder.DecodingBuffers()
+            let (fast, general) = copy.withUTF8 { bytes in
+                (
+                    Result { () throws(CMCDDecodingError) in
+                        try CMCDDecoder.decodeQuery(bytes: bytes, allowBareValue: false, typedOnly: true, buffers: &fastBuffers)
+                    },
+                    Result { () throws(CMCDDecodingError) in
+                        try CMCDDecoder.decodeQuery(bytes: bytes, allowBareValue: false, typedOnly: false, buffers: &generalBuffers)
+                    }
+                )
+            }
+            switch (fast, general) {
+            case (.success(let a?), .success(let b?)):
+                #expect(TypedDecodeTests.typedViews(a) == TypedDecodeTests.typedViews(b) && a.entries == b.entries, "\(query)")
+            case (.success(nil), .success(nil)), (.failure, .failure):
+                break
+            default:
+                Issue.record("\(query): \(fast) vs \(general)")
+            }
+        }
     }
 
     /// The full view of a fast-read payload is rebuilt from the kept (still encoded) text.
