@@ -56,12 +56,19 @@ struct QueryDictionaryReader {
             members &+= 1
             // The key's packed code, 0 when it is longer than packed codes go.
             var key: UInt64 = 0
-            guard members <= limits.maxMembers, readKey(&i, &key) else { return false }
-            if i == count {
-                guard assign(.flag(true), to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
-                break
+            // The separator after the key when the key's word held it, else -1.
+            var separatorRead = -1
+            guard members <= limits.maxMembers, readKey(&i, &key, &separatorRead) else { return false }
+            let separator: UInt8
+            if separatorRead >= 0 {
+                separator = UInt8(truncatingIfNeeded: separatorRead)
+            } else {
+                if i == count {
+                    guard assign(.flag(true), to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
+                    break
+                }
+                separator = readSeparator(&i)
             }
-            let separator = readSeparator(&i)
             if separator == UInt8(ascii: ",") {
                 guard assign(.flag(true), to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
             } else {
@@ -109,21 +116,38 @@ struct QueryDictionaryReader {
     }
 
     /// Reads a key into `code`, its packed code (left 0 when longer than packed codes go);
-    /// false when there is no key here.
+    /// false when there is no key here. When the word the key was read from also holds an
+    /// `=` or `,` after it (as such or encoded), that is read too, into `separator`.
     @inline(__always)
-    private func readKey(_ i: inout Int, _ code: inout UInt64) -> Bool {
+    private func readKey(_ i: inout Int, _ code: inout UInt64, _ separator: inout Int) -> Bool {
         let start = i
-        // The usual key: one to five lower-case letters, found in one word.
+        // The usual key: one to five lower-case letters, found in one word, with at least
+        // three more bytes of that word after it.
         if i &+ 8 <= count {
             let x = ByteWords.load(base + i)
             let length = ByteWords.firstFlagged(~ByteWords.lowercaseLetters(x) & ByteWords.high | ByteWords.high << 56)
             if length > 0, length <= 5 {
-                let next = UInt8(truncatingIfNeeded: x >> (8 &* UInt64(length)))
+                let after = x >> (8 &* UInt64(length))
+                let next = UInt8(truncatingIfNeeded: after)
                 if next == UInt8(ascii: "%") || next == UInt8(ascii: "=") || next == UInt8(ascii: ",")
                     || !SFDictionaryParser.Cursor.isKeyChar(next)
                 {
                     i &+= length
                     code = (x & (UInt64.max >> (64 &- 8 &* UInt64(length)))).byteSwapped >> (64 &- 8 &* UInt64(length))
+                    if next == UInt8(ascii: "%") {
+                        // `%3D` or `%2C` (either case of the letter), as `readSeparator` reads them.
+                        let hex = UInt16(truncatingIfNeeded: after >> 8) | 0x2000
+                        if hex == 0x6433 {
+                            separator = Int(UInt8(ascii: "="))
+                            i &+= 3
+                        } else if hex == 0x6332 {
+                            separator = Int(UInt8(ascii: ","))
+                            i &+= 3
+                        }
+                    } else if next == UInt8(ascii: "=") || next == UInt8(ascii: ",") {
+                        separator = Int(next)
+                        i &+= 1
+                    }
                     return true
                 }
             }
