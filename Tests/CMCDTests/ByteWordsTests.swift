@@ -33,11 +33,8 @@ struct ByteWordsTests {
     /// Digits read a word at a time: the run's end is found exactly, and its value is the
     /// number written, whatever follows it.
     @Test func digitsAreReadAWordAtATime() {
-        var state: UInt64 = 17
-        func next() -> UInt64 {
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return state >> 11
-        }
+        var rng = SplitMix64(seed: 17)
+        func next() -> UInt64 { rng.next() }
         for _ in 0..<20_000 {
             let count = Int(next() % 8) + 1
             var value: UInt64 = 0
