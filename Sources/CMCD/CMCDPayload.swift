@@ -295,15 +295,15 @@ public struct CMCDPayload: Sendable, Hashable {
     public var bufferStarvation: Bool { read { $0.bufferStarvation } }
     public var backgrounded: Bool { read { $0.backgrounded } }
     public var nonRendered: Bool { read { $0.nonRendered } }
-    public var bufferLength: CMCDMeasure? { read { $0.measure(0x626C, $0.bufferLength) } }
-    public var encodedBitrate: CMCDMeasure? { read { $0.measure(0x6272, $0.encodedBitrate) } }
-    public var topBitrate: CMCDMeasure? { read { $0.measure(0x7462, $0.topBitrate) } }
-    public var measuredThroughput: CMCDMeasure? { read { $0.measure(0x6D7470, $0.measuredThroughput) } }
-    public var playheadBitrate: CMCDMeasure? { read { $0.measure(0x7062, $0.playheadBitrate) } }
-    public var targetBufferLength: CMCDMeasure? { read { $0.measure(0x74626C, $0.targetBufferLength) } }
-    public var starvationCount: CMCDMeasure? { read { $0.measure(0x627361, $0.starvationCount) } }
-    public var starvationDuration: CMCDMeasure? { read { $0.measure(0x627364, $0.starvationDuration) } }
-    public var starvationDurationTotal: CMCDMeasure? { read { $0.measure(0x62736461, $0.starvationDurationTotal) } }
+    public var bufferLength: CMCDMeasure? { read { Fields.measure(0x626C, $0.bufferLength, $0.otherComponents) } }
+    public var encodedBitrate: CMCDMeasure? { read { Fields.measure(0x6272, $0.encodedBitrate, $0.otherComponents) } }
+    public var topBitrate: CMCDMeasure? { read { Fields.measure(0x7462, $0.topBitrate, $0.otherComponents) } }
+    public var measuredThroughput: CMCDMeasure? { read { Fields.measure(0x6D7470, $0.measuredThroughput, $0.otherComponents) } }
+    public var playheadBitrate: CMCDMeasure? { read { Fields.measure(0x7062, $0.playheadBitrate, $0.otherComponents) } }
+    public var targetBufferLength: CMCDMeasure? { read { Fields.measure(0x74626C, $0.targetBufferLength, $0.otherComponents) } }
+    public var starvationCount: CMCDMeasure? { read { Fields.measure(0x627361, $0.starvationCount, $0.otherComponents) } }
+    public var starvationDuration: CMCDMeasure? { read { Fields.measure(0x627364, $0.starvationDuration, $0.otherComponents) } }
+    public var starvationDurationTotal: CMCDMeasure? { read { Fields.measure(0x62736461, $0.starvationDurationTotal, $0.otherComponents) } }
     public var objectDuration: Int64? { read { $0.objectDuration } }
     public var deadline: Int64? { read { $0.deadline } }
     public var requestedMaxThroughput: Int64? { read { $0.requestedMaxThroughput } }
@@ -578,13 +578,8 @@ extension CMCDPayload {
 }
 
 extension CMCDPayload.Fields {
-    /// The measure of key `code` whose first component is `first`.
-    func measure(_ code: UInt64, _ first: CMCDMeasure.Component?) -> CMCDMeasure? {
-        Self.measure(code, first, otherComponents)
-    }
-
     /// The measure of key `code` from its first component and the fields' `otherComponents`
-    /// (static, so that callers holding a pointer to the fields do not copy them).
+    /// (static, so that callers reading the fields in place do not copy them).
     static func measure(
         _ code: UInt64, _ first: CMCDMeasure.Component?, _ others: [(code: UInt64, components: [CMCDMeasure.Component])]?
     ) -> CMCDMeasure? {
