@@ -5,9 +5,9 @@
 /// or encoded once (`%3D`, `%2C`, `%22`, hex digits in either case), and values in the plain
 /// forms (`SimpleValue`). Anything else (another escape, a `+`, spaces, double encoding,
 /// parameters, inner lists, a value the typed views do not take as it is, a limit reached)
-/// returns nil and the caller decodes the value the general way. So does any of the URL's
-/// own delimiters `?`, `#` and `&`, so that a value it takes holds none of them. So whenever this gives a
-/// payload, it is the one percent-decoding then `init(typedFrom:)` would give
+/// returns nil and the caller decodes the value the general way; so does any of the URL's
+/// own delimiters `?`, `#` and `&`, so that a value this reads holds none of them. Whenever
+/// this gives a payload, it is the one percent-decoding then `init(typedFrom:)` would give
 /// (`QueryValueDecodingTests`).
 extension CMCDPayload {
     init?(typedFromQueryValue raw: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init(), strings: inout InternedStrings) {
