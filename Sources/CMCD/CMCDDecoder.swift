@@ -67,8 +67,7 @@ public enum CMCDDecoder {
         // The usual CloudFront query is the CMCD argument alone. When the in-place reader takes
         // everything after `CMCD=`, there is no `?`, `#` or `&` in it (it declines those), so
         // that is the argument's whole value, as `queryValueRange` would find: no search.
-        if typedOnly, bytes.count > 5, let base = bytes.baseAddress, base[0] == UInt8(ascii: "C"), base[1] == UInt8(ascii: "M"),
-            base[2] == UInt8(ascii: "C"), base[3] == UInt8(ascii: "D"), base[4] == UInt8(ascii: "="),
+        if typedOnly, bytes.count > 5, startsCMCDArgument(bytes, at: 0),
             let payload = CMCDPayload(
                 typedFromQueryValue: UnsafeBufferPointer(rebasing: bytes[5...]), strings: &buffers.strings, boxes: &buffers.boxes)
         {
@@ -107,6 +106,13 @@ public enum CMCDDecoder {
         }.get()
     }
 
+    /// Whether `CMCD=` starts at `start` (at least five bytes must remain).
+    @inline(__always)
+    static func startsCMCDArgument(_ bytes: UnsafeBufferPointer<UInt8>, at start: Int) -> Bool {
+        bytes[start] == UInt8(ascii: "C") && bytes[start + 1] == UInt8(ascii: "M") && bytes[start + 2] == UInt8(ascii: "C")
+            && bytes[start + 3] == UInt8(ascii: "D") && bytes[start + 4] == UInt8(ascii: "=")
+    }
+
     /// Finds the value of the `CMCD` argument in a URL or query string.
     static func queryValueRange(_ bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool) -> Range<Int>? {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { return nil }
@@ -124,10 +130,7 @@ public enum CMCDDecoder {
             let pieceEnd = find(UInt8(ascii: "&"), from: pieceStart, to: end) ?? end
             pieces += 1
             let n = pieceEnd - pieceStart
-            if n >= 5, bytes[pieceStart] == UInt8(ascii: "C"), bytes[pieceStart + 1] == UInt8(ascii: "M"),
-                bytes[pieceStart + 2] == UInt8(ascii: "C"), bytes[pieceStart + 3] == UInt8(ascii: "D"),
-                bytes[pieceStart + 4] == UInt8(ascii: "=")
-            {
+            if n >= 5, startsCMCDArgument(bytes, at: pieceStart) {
                 return (pieceStart + 5)..<pieceEnd
             }
             pieceStart = pieceEnd + 1
