@@ -228,35 +228,38 @@ public struct DetectionEngine: Sendable {
         return slot
     }
 
-    private mutating func linkAtTail(_ slot: Int32) {
-        links[Int(slot)] = LRULink(prev: lruTail, next: -1)
-        if lruTail >= 0 { links[Int(lruTail)].next = slot } else { lruHead = slot }
-        lruTail = slot
+    /// Runs `body` on the recency list in place: the links, its head and its tail (one
+    /// access to the links, however many steps `body` takes).
+    private mutating func withRecencyList(_ body: (UnsafeMutableBufferPointer<LRULink>, inout Int32, inout Int32) -> Void) {
+        var (head, tail) = (lruHead, lruTail)
+        links.withUnsafeMutableBufferPointer { body($0, &head, &tail) }
+        (lruHead, lruTail) = (head, tail)
     }
 
-    private mutating func unlink(_ slot: Int32) {
+    private static func linkAtTail(_ slot: Int32, _ links: UnsafeMutableBufferPointer<LRULink>, _ head: inout Int32, _ tail: inout Int32) {
+        links[Int(slot)] = LRULink(prev: tail, next: -1)
+        if tail >= 0 { links[Int(tail)].next = slot } else { head = slot }
+        tail = slot
+    }
+
+    private static func unlink(_ slot: Int32, _ links: UnsafeMutableBufferPointer<LRULink>, _ head: inout Int32, _ tail: inout Int32) {
         let prev = links[Int(slot)].prev
         let next = links[Int(slot)].next
-        if prev >= 0 { links[Int(prev)].next = next } else { lruHead = next }
-        if next >= 0 { links[Int(next)].prev = prev } else { lruTail = prev }
+        if prev >= 0 { links[Int(prev)].next = next } else { head = next }
+        if next >= 0 { links[Int(next)].prev = prev } else { tail = prev }
     }
 
-    /// Moves a session to the tail (most recently seen): `unlink` then `linkAtTail`, with
-    /// one access to the links for all of it (this runs on every request).
+    private mutating func linkAtTail(_ slot: Int32) { withRecencyList { Self.linkAtTail(slot, $0, &$1, &$2) } }
+
+    private mutating func unlink(_ slot: Int32) { withRecencyList { Self.unlink(slot, $0, &$1, &$2) } }
+
+    /// Moves a session to the tail (most recently seen); this runs on every request.
     private mutating func touch(_ slot: Int32) {
         guard slot != lruTail else { return }
-        let tail = lruTail
-        var head = lruHead
-        links.withUnsafeMutableBufferPointer { links in
-            let prev = links[Int(slot)].prev
-            let next = links[Int(slot)].next  // not -1: the slot is not the tail
-            if prev >= 0 { links[Int(prev)].next = next } else { head = next }
-            links[Int(next)].prev = prev
-            links[Int(slot)] = LRULink(prev: tail, next: -1)
-            links[Int(tail)].next = slot  // the tail is a live slot: this one is not it
+        withRecencyList {
+            Self.unlink(slot, $0, &$1, &$2)
+            Self.linkAtTail(slot, $0, &$1, &$2)
         }
-        lruHead = head
-        lruTail = slot
     }
 
     /// Resolves the session's open episodes and frees its slot.
