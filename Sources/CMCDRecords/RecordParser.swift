@@ -428,7 +428,8 @@ public struct RecordParser: Sendable {
             }
             if plain { return Double(mantissa) / 1000 }
         }
-        // The usual `0.213`: digits, a point, digits, read as an integer over a power of ten.
+        // Other plain decimals (`12`, `0.5`, `1.0005`): digits, a point, digits, read as an
+        // integer over a power of ten.
         // Both are exact doubles below 2^53 and 10^22, so the quotient is correctly rounded,
         // just as `Double(String)` gives.
         var mantissa: Int64 = 0
