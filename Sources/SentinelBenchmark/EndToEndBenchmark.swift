@@ -110,6 +110,7 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) {
             print("e2e: produce -> finding latency over \(p.count) findings: p50 \(p.p50) ms, p99 \(p.p99) ms (includes the producer's linger.ms=20)")
         }
     } catch {
-        print("e2e: failed: \(error)")
+        FileHandle.standardError.write(Data("e2e: failed: \(error)\n".utf8))
+        exit(1)
     }
 }

@@ -3,13 +3,29 @@
 //   swift run -c release sentinel-bench e2e [records] [rate]          through a broker (scripts/broker/broker.sh start)
 // Prints figures and asserts nothing: targets are checked by reading them, not by timed tests.
 
+import Foundation
+
+/// Says what is wrong with the arguments on stderr and exits with status 2.
+func usageError(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("sentinel-bench: \(message)\n".utf8))
+    exit(2)
+}
+
 let arguments = Array(CommandLine.arguments.dropFirst())
+
+/// The positive whole number given as argument `index` (`fallback` when there is none).
+func count(_ index: Int, _ name: String, fallback: Int) -> Int {
+    guard index < arguments.count else { return fallback }
+    guard let value = Int(arguments[index]), value > 0 else {
+        usageError("\(name) must be a positive whole number, not '\(arguments[index])'")
+    }
+    return value
+}
+
 if arguments.first == "e2e" {
-    let records = arguments.count > 1 ? Int(arguments[1]) ?? 2_000_000 : 2_000_000
-    let rate = arguments.count > 2 ? Int(arguments[2]) ?? 50_000 : 50_000
+    let records = count(1, "records", fallback: 2_000_000)
+    let rate = count(2, "rate", fallback: 50_000)
     endToEndBenchmark(brokers: ProcessEnvironmentValue("SENTINEL_KAFKA_BROKERS") ?? "127.0.0.1:9092", records: records, rate: rate)
 } else {
-    let recordCount = arguments.count > 0 ? Int(arguments[0]) ?? 1_000_000 : 1_000_000
-    let sessionCount = arguments.count > 1 ? Int(arguments[1]) ?? 10_000 : 10_000
-    coreBenchmark(recordCount: recordCount, sessionCount: sessionCount)
+    coreBenchmark(recordCount: count(0, "records", fallback: 1_000_000), sessionCount: count(1, "sessions", fallback: 10_000))
 }
