@@ -16,6 +16,19 @@ public struct DetectionStatistics: Sendable, Equatable {
         public static func < (a: FindingKey, b: FindingKey) -> Bool {
             (a.type.rawValue, a.severity.rawValue, a.status.rawValue) < (b.type.rawValue, b.severity.rawValue, b.status.rawValue)
         }
+        // Equality and hashing by case, not by the raw-value strings that the enums' own
+        // conformances would compare and hash: a finding is counted here on the hot path.
+        private var ordinal: Int {
+            let type: Int
+            switch self.type {
+            case .bufferDrop: type = 0
+            case .bufferStarvation: type = 1
+            case .startupDelay: type = 2
+            }
+            return type << 2 | (severity == .critical ? 2 : 0) | (status == .resolved ? 1 : 0)
+        }
+        public static func == (a: FindingKey, b: FindingKey) -> Bool { a.ordinal == b.ordinal }
+        public func hash(into hasher: inout Hasher) { hasher.combine(ordinal) }
     }
 
     public var samples = 0
