@@ -288,7 +288,7 @@ public struct DetectionEngine: Sendable {
         if let starvation = session.starvation {
             detectors.emit(
                 &findings, session, .bufferStarvation, .resolved, starvation.severity, startedAt: starvation.startedAt, at: time,
-                summary: "Starvation episode closed after \(Self.seconds(time - starvation.startedAt)): \(reason.rawValue.replacingUnderscoresWithSpaces)",
+                summary: "Starvation episode closed after \(seconds: time - starvation.startedAt): \(reason.rawValue.replacingUnderscoresWithSpaces)",
                 details: detectors.starvationDetails(starvation, until: time) + [("resolution", .string(reason.rawValue))])
             session.starvation = nil
         }
@@ -358,19 +358,16 @@ public struct DetectionEngine: Sendable {
     }
 
     static func describe(trigger: String, _ signals: CMCDSignals, _ bl: Int64?) -> String {
+        let text: SummaryText
         switch trigger {
-        case "bs": return "player reported buffer starvation (bs)"
-        case "bsa": return "player's starvation count rose to \(signals.starvationCount ?? 0) (bsa)"
-        case "bsd": return "player reported a starvation of \(signals.starvationDuration ?? 0) ms (bsd)"
-        case "sta=r": return "player is rebuffering (sta=r)"
-        case "bl=0": return "buffer is empty (bl=0)"
-        default: return "buffer is low (\(bl ?? 0) ms)"
+        case "bs": text = "player reported buffer starvation (bs)"
+        case "bsa": text = "player's starvation count rose to \(signals.starvationCount ?? 0) (bsa)"
+        case "bsd": text = "player reported a starvation of \(signals.starvationDuration ?? 0) ms (bsd)"
+        case "sta=r": text = "player is rebuffering (sta=r)"
+        case "bl=0": text = "buffer is empty (bl=0)"
+        default: text = "buffer is low (\(bl ?? 0) ms)"
         }
-    }
-
-    static func seconds(_ ms: Int64) -> String {
-        let tenths = (ms + 50) / 100
-        return "\(tenths / 10).\(tenths % 10) s"
+        return text.text
     }
 }
 
@@ -461,11 +458,11 @@ struct Detectors: Sendable {
         if !session.startupStuckFired {
             emit(
                 &findings, session, .startupDelay, .firing, severity, startedAt: session.firstTime, at: t,
-                summary: "Slow startup: playback started after \(DetectionEngine.seconds(startupMs))", details: details)
+                summary: "Slow startup: playback started after \(seconds: startupMs)", details: details)
         }
         emit(
             &findings, session, .startupDelay, .resolved, severity, startedAt: session.firstTime, at: t,
-            summary: "Playback started after \(DetectionEngine.seconds(startupMs))", details: details)
+            summary: "Playback started after \(seconds: startupMs)", details: details)
         session.startupStuckFired = false
     }
 
@@ -474,7 +471,7 @@ struct Detectors: Sendable {
         let elapsed = time - session.firstTime
         emit(
             &findings, session, .startupDelay, .firing, .critical, startedAt: session.firstTime, at: time,
-            summary: "Startup stuck: no playback \(DetectionEngine.seconds(elapsed)) after the first request",
+            summary: "Startup stuck: no playback \(seconds: elapsed) after the first request",
             details: [
                 ("startup_ms", .null), ("elapsed_ms", .int(elapsed)),
                 ("threshold_ms", .int(startupDelay.criticalMs)), ("stuck", .bool(true)),
@@ -493,7 +490,7 @@ struct Detectors: Sendable {
                 if Double(current) >= r.recoveryRatio * Double(episode.referenceMs) {
                     emit(
                         &findings, session, .bufferDrop, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
-                        summary: "Buffer recovered to \(current) ms (reference \(episode.referenceMs) ms) after \(DetectionEngine.seconds(t - episode.startedAt))",
+                        summary: "Buffer recovered to \(current) ms (reference \(episode.referenceMs) ms) after \(seconds: t - episode.startedAt)",
                         details: dropDetails(episode) + [("recovered_bl_ms", .int(current)), ("duration_ms", .int(t - episode.startedAt))])
                     session.drop = nil
                 } else {
@@ -504,7 +501,7 @@ struct Detectors: Sendable {
                         episode.dropPercent = (Double(episode.referenceMs - current) / Double(episode.referenceMs) * 1000).rounded() / 10
                         emit(
                             &findings, session, .bufferDrop, .firing, .critical, startedAt: episode.startedAt, at: t,
-                            summary: "Buffer drop escalated: \(episode.dropPercent)% (\(episode.referenceMs) ms to \(current) ms)",
+                            summary: "Buffer drop escalated: \(oneDecimal: episode.dropPercent)% (\(episode.referenceMs) ms to \(current) ms)",
                             details: dropDetails(episode) + [("current_bl_ms", .int(current)), ("escalated", .bool(true))])
                     }
                     session.drop = episode
@@ -520,7 +517,7 @@ struct Detectors: Sendable {
             session.drop = episode
             emit(
                 &findings, session, .bufferDrop, .firing, severity, startedAt: t, at: t,
-                summary: "Buffer dropped \(percent)% (\(reference) ms to \(current) ms) within \(DetectionEngine.seconds(r.lookbackMs))",
+                summary: "Buffer dropped \(oneDecimal: percent)% (\(reference) ms to \(current) ms) within \(seconds: r.lookbackMs)",
                 details: [
                     ("reference_bl_ms", .int(reference)), ("current_bl_ms", .int(current)), ("drop_percent", .double(percent)),
                     ("window_ms", .int(r.lookbackMs)), ("object_type", cmcd.objectType.map { .string($0.rawValue) } ?? .null),
@@ -576,7 +573,7 @@ struct Detectors: Sendable {
             } else if let bl, bl > bufferStarvation.recoveredBufferMs {
                 emit(
                     &findings, session, .bufferStarvation, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
-                    summary: "Buffer recovered to \(bl) ms after \(DetectionEngine.seconds(t - episode.startedAt)) of starvation",
+                    summary: "Buffer recovered to \(bl) ms after \(seconds: t - episode.startedAt) of starvation",
                     details: starvationDetails(episode, until: t) + [("recovered_bl_ms", .int(bl))])
                 session.starvation = nil
             }
@@ -602,11 +599,11 @@ struct Detectors: Sendable {
 
     func emit(
         _ findings: inout [Finding], _ session: SessionState, _ type: FindingType, _ status: FindingStatus,
-        _ severity: Severity, startedAt: Int64, at time: Int64, summary: String, details: [(key: String, value: JSONValue)]
+        _ severity: Severity, startedAt: Int64, at time: Int64, summary: SummaryText, details: [(key: String, value: JSONValue)]
     ) {
         findings.append(
             Finding(
                 type: type, status: status, severity: severity, sessionID: session.sessionID, contentID: session.contentID,
-                edgeLocation: session.edgeLocation, startedAt: startedAt, detectedAt: time, summary: summary, details: details))
+                edgeLocation: session.edgeLocation, startedAt: startedAt, detectedAt: time, summary: summary.text, details: details))
     }
 }
