@@ -89,8 +89,8 @@ public enum CMCDKeys {
         let entries: [(code: UInt64, value: String)]
         init(_ tokens: [String]) { entries = tokens.map { (CMCDKeys.packedCode($0) ?? 0, $0) } }
         /// The token's text when it is allowed.
-        func text(packedCode code: UInt64) -> String? { CMCDKeys.lookUp(code, in: entries) }
-        func contains(_ token: String) -> Bool { CMCDKeys.packedCode(token).flatMap(text(packedCode:)) != nil }
+        func text(packedCode code: UInt64) -> String? { text(number: number(packedCode: code)) }
+        func contains(_ token: String) -> Bool { number(token) != 0 }
         /// The token's number: 1 + its place in the table, 0 when it is not allowed.
         func number(packedCode code: UInt64) -> UInt8 {
             for k in entries.indices where entries[k].code == code { return UInt8(k + 1) }
