@@ -18,24 +18,43 @@ struct SessionKey {
     }
 
     init(bytes: UnsafeBufferPointer<UInt8>) {
-        count = bytes.count
-        // The whole id in zero-padded words, then its length: an injective encoding.
+        let count = bytes.count
+        self.count = count
+        // The whole id in zero-padded words, then its length: an injective encoding. Each word
+        // is loaded once, hashed and (within `inlineBytes`) kept: no byte copies, whose
+        // narrow stores the wide loads comparing keys could not be forwarded from.
         var sip = SipHash13()
         if let base = bytes.baseAddress {
-            withUnsafeMutableBytes(of: &words) { $0.copyMemory(from: UnsafeRawBufferPointer(start: base, count: min(bytes.count, Self.inlineBytes))) }
+            let raw = UnsafeRawPointer(base)
             var offset = 0
-            while offset &+ 8 <= bytes.count {
-                sip.compress(UInt64(littleEndian: UnsafeRawPointer(base + offset).loadUnaligned(as: UInt64.self)))
+            while offset &+ 8 <= count {
+                let word = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+                sip.compress(word)
+                keep(word, at: offset)
                 offset &+= 8
             }
-            if offset < bytes.count {
-                var last: UInt64 = 0
-                withUnsafeMutableBytes(of: &last) { $0.copyMemory(from: UnsafeRawBufferPointer(start: base + offset, count: bytes.count - offset)) }
-                sip.compress(UInt64(littleEndian: last))
+            let rest = count &- offset
+            if rest > 0 {
+                var word: UInt64 = 0
+                if count >= 8 {
+                    // The last eight bytes, shifted so that only the `rest` new ones remain.
+                    word = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: count &- 8, as: UInt64.self)) >> UInt64(8 &* (8 &- rest))
+                } else {
+                    for k in 0..<rest { word |= UInt64(raw.load(fromByteOffset: k, as: UInt8.self)) << UInt64(8 &* k) }
+                }
+                sip.compress(word)
+                keep(word, at: offset)
             }
         }
-        let h = sip.finalize(UInt64(bytes.count))
+        let h = sip.finalize(UInt64(count))
         hash = h == 0 ? 1 : h
+    }
+
+    /// Keeps the id's word at byte `offset` when it falls within `inlineBytes`.
+    @inline(__always)
+    private mutating func keep(_ word: UInt64, at offset: Int) {
+        guard offset < Self.inlineBytes else { return }
+        withUnsafeMutableBytes(of: &words) { $0.storeBytes(of: word, toByteOffset: offset, as: UInt64.self) }
     }
 
     /// Whether the whole id is held inline (so that equal keys mean equal ids).
