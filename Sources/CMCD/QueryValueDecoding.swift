@@ -88,7 +88,7 @@ struct QueryDictionaryReader {
                     guard let value = readValue(&i), assign(value, to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
                 }
                 if i == count { break }
-                guard readSeparator(&i) == UInt8(ascii: ",") else { return false }
+                guard readComma(&i) else { return false }
             }
             guard i < count else { return false }  // a trailing comma
         }
@@ -188,6 +188,20 @@ struct QueryDictionaryReader {
         }
         i &+= 3
         return decoded
+    }
+
+    /// The separator after a value, which must be a comma (as such or `%2C`, as
+    /// `readSeparator` reads it), moving past it; false for anything else.
+    @inline(__always)
+    private func readComma(_ i: inout Int) -> Bool {
+        // The usual `%2C` as one three-byte pattern; `| 0x20_0000` lower-cases the `C`.
+        if i &+ 3 <= count,
+            (UInt32(UnsafeRawPointer(base + i).loadUnaligned(as: UInt16.self).littleEndian) | UInt32(base[i &+ 2]) << 16) | 0x20_0000 == 0x63_3225
+        {
+            i &+= 3
+            return true
+        }
+        return readSeparator(&i) == UInt8(ascii: ",")
     }
 
     /// One to fifteen decimal digits (more is left to the general path, which knows the
