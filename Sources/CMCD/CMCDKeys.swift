@@ -150,34 +150,68 @@ public enum CMCDPlayerState: String, Sendable, Hashable, CaseIterable {
     case preloading = "d"
 }
 
-extension CMCDKeys {
-    /// An enum's cases by packed token (see `packedCode`), to match bytes without a string.
-    static func casesByPackedCode<T: CaseIterable & RawRepresentable>(_: T.Type) -> [(code: UInt64, value: T)] where T.RawValue == String {
-        T.allCases.map { (packedCode($0.rawValue) ?? 0, $0) }
-    }
-
-    static func lookUp<T>(_ code: UInt64, in table: [(code: UInt64, value: T)]) -> T? {
-        for entry in table where entry.code == code { return entry.value }
-        return nil
-    }
-}
+// The token lookups below run for every request a player makes. They are switches over the
+// tokens' packed codes rather than searches of a table made from the raw values, because a
+// table is a lazily made global and reaching one costs a call on every use;
+// `TokenLookupTests` checks each against the raw values and token tables it mirrors.
 
 extension CMCDObjectType {
-    static let byPackedCode = CMCDKeys.casesByPackedCode(Self.self)
-
     /// The object type of a token packed as by `CMCDKeys.packedCode`.
     init?(packedCode code: UInt64) {
-        guard let value = CMCDKeys.lookUp(code, in: Self.byPackedCode) else { return nil }
-        self = value
+        switch code {
+        case 0x6D /* m */: self = .manifest
+        case 0x61 /* a */: self = .audio
+        case 0x76 /* v */: self = .video
+        case 0x6176 /* av */: self = .muxed
+        case 0x69 /* i */: self = .initSegment
+        case 0x63 /* c */: self = .caption
+        case 0x7474 /* tt */: self = .timedText
+        case 0x6B /* k */: self = .key
+        case 0x6F /* o */: self = .other
+        default: return nil
+        }
     }
 }
 
 extension CMCDPlayerState {
-    static let byPackedCode = CMCDKeys.casesByPackedCode(Self.self)
-
     /// The state of a token packed as by `CMCDKeys.packedCode`.
     init?(packedCode code: UInt64) {
-        guard let value = CMCDKeys.lookUp(code, in: Self.byPackedCode) else { return nil }
-        self = value
+        switch code {
+        case 0x73 /* s */: self = .starting
+        case 0x70 /* p */: self = .playing
+        case 0x6B /* k */: self = .seeking
+        case 0x72 /* r */: self = .rebuffering
+        case 0x61 /* a */: self = .paused
+        case 0x77 /* w */: self = .waiting
+        case 0x65 /* e */: self = .ended
+        case 0x66 /* f */: self = .fatalError
+        case 0x71 /* q */: self = .quit
+        case 0x64 /* d */: self = .preloading
+        default: return nil
+        }
+    }
+}
+
+extension CMCDKeys {
+    /// `streamingFormatTokens.number(packedCode:)`.
+    static func streamingFormatNumber(packedCode code: UInt64) -> UInt8 {
+        switch code {
+        case 0x64 /* d */: return 1
+        case 0x68 /* h */: return 2
+        case 0x65 /* e */: return 3
+        case 0x73 /* s */: return 4
+        case 0x6F /* o */: return 5
+        default: return 0
+        }
+    }
+
+    /// `streamTypeTokens.number(packedCode:)`.
+    static func streamTypeNumber(packedCode code: UInt64) -> UInt8 {
+        switch code {
+        case 0x76 /* v */: return 1
+        case 0x6C /* l */: return 2
+        case 0x6C6C /* ll */: return 3
+        default: return 0
+        }
     }
 }

@@ -178,8 +178,8 @@ extension CMCDPayload.Fields {
             let token = CMCDKeys.packedCode(bytes, range)
             switch code {
             case 0x6F74 /* ot */: objectType = token.flatMap(CMCDObjectType.init(packedCode:))
-            case 0x7366 /* sf */: streamingFormat = token.map(CMCDKeys.streamingFormatTokens.number(packedCode:)) ?? 0
-            case 0x7374 /* st */: streamType = token.map(CMCDKeys.streamTypeTokens.number(packedCode:)) ?? 0
+            case 0x7366 /* sf */: streamingFormat = token.map(CMCDKeys.streamingFormatNumber(packedCode:)) ?? 0
+            case 0x7374 /* st */: streamType = token.map(CMCDKeys.streamTypeNumber(packedCode:)) ?? 0
             case 0x737461 /* sta */: state = token.flatMap(CMCDPlayerState.init(packedCode:))
             case 0x65 /* e */: event = String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
             default: return false
