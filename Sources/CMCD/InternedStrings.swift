@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// A small, bounded cache that hands out one shared `String` per distinct short text (content
 /// ids, say), so that a value repeated on every record costs neither an allocation here nor a
 /// byte comparison where it is compared later (equal strings sharing storage compare at once).
@@ -56,7 +50,7 @@ public struct InternedStrings: Sendable {
         let found = hashes.withUnsafeBufferPointer { $0[slot] == hash }
             && texts.withUnsafeBufferPointer {
                 let text = $0.baseAddress! + slot &* Self.slotBytes
-                return Int(text[0]) == count && memcmp(text + 1, base, count) == 0
+                return Int(text[0]) == count && Self.sameBytes(text + 1, base, count)
             }
         if found {
             return strings.withUnsafeBufferPointer { $0[slot] }
@@ -70,5 +64,22 @@ public struct InternedStrings: Sendable {
             (text + 1).update(from: base, count: count)
         }
         return text
+    }
+
+    /// Whether `count` bytes at `a` and `b` are equal, a word at a time (these texts are
+    /// short: a `memcmp` call costs more than the comparison).
+    @inline(__always)
+    private static func sameBytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        guard count >= 8 else {
+            for k in 0..<count where a[k] != b[k] { return false }
+            return true
+        }
+        var k = 0
+        while k &+ 8 <= count {
+            if ByteWords.load(a + k) != ByteWords.load(b + k) { return false }
+            k &+= 8
+        }
+        // The last bytes as the last eight (overlapping what was compared).
+        return k == count || ByteWords.load(a + (count &- 8)) == ByteWords.load(b + (count &- 8))
     }
 }
