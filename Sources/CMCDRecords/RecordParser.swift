@@ -168,7 +168,7 @@ public struct RecordParser: Sendable {
             return .skipped(.fieldCount, detail: "expected \(expected) TAB-separated fields, found \(found)\(found > expected ? "+" : "")")
         }
         let starts = fieldStarts
-        func field(_ k: Int) -> UnsafeBufferPointer<UInt8>? {
+        @inline(__always) func field(_ k: Int) -> UnsafeBufferPointer<UInt8>? {
             guard k >= 0 else { return nil }
             let s = starts[k]
             let e = starts[k + 1] - 1
