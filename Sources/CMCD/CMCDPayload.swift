@@ -265,9 +265,10 @@ public struct CMCDPayload: Sendable, Hashable {
 
     /// Whether the payload has a non-empty session id (without making a `String` of it).
     public var hasSessionID: Bool {
-        var nonEmpty = false
-        withSessionIDBytes { nonEmpty = !$0.isEmpty }
-        return nonEmpty
+        read { fields in
+            if let range = fields.sessionIDInSource { return range.upperBound > range.lowerBound }
+            return !(fields.sessionID?.isEmpty ?? true)
+        }
     }
 
     /// Calls `body` with the session id's UTF-8 bytes; returns false (without calling it)
@@ -277,7 +278,7 @@ public struct CMCDPayload: Sendable, Hashable {
     public func withSessionIDBytes(_ body: (UnsafeBufferPointer<UInt8>) -> Void) -> Bool {
         shared.box.withUnsafeMutablePointers { fields, text -> Bool in
             if let range = fields.pointee.sessionIDInSource {
-                body(UnsafeBufferPointer(start: text + Int(range.lowerBound), count: range.count))
+                body(UnsafeBufferPointer(start: text + Int(range.lowerBound), count: Int(range.upperBound &- range.lowerBound)))
                 return true
             }
             guard var id = fields.pointee.sessionID else { return false }
