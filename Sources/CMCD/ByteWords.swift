@@ -2,8 +2,8 @@
 /// setting their high bit. Only the lowest flag is exact (a borrow may flag bytes above it),
 /// which is all the callers use, through `firstFlagged`.
 public enum ByteWords {
-    static let ones: UInt64 = 0x0101_0101_0101_0101
-    static let high: UInt64 = 0x8080_8080_8080_8080
+    @usableFromInline static let ones: UInt64 = 0x0101_0101_0101_0101
+    @usableFromInline static let high: UInt64 = 0x8080_8080_8080_8080
 
     /// The eight bytes at `p`, first byte lowest.
     @inlinable @inline(__always)
@@ -12,13 +12,35 @@ public enum ByteWords {
     }
 
     /// Flags the bytes below `n` (`n` at most 0x80).
-    @inline(__always) static func below(_ x: UInt64, _ n: UInt8) -> UInt64 { (x &- ones &* UInt64(n)) & ~x & high }
+    @inlinable @inline(__always) static func below(_ x: UInt64, _ n: UInt8) -> UInt64 { (x &- ones &* UInt64(n)) & ~x & high }
 
     /// Flags the bytes equal to `b`.
     @inline(__always) static func equal(_ x: UInt64, _ b: UInt8) -> UInt64 { below(x ^ (ones &* UInt64(b)), 1) }
 
     /// Flags the bytes at or above `n` (`n` from 1 to 0x80).
-    @inline(__always) static func atLeast(_ x: UInt64, _ n: UInt8) -> UInt64 { (x | (x &+ ones &* UInt64(0x80 &- n))) & high }
+    @inlinable @inline(__always) static func atLeast(_ x: UInt64, _ n: UInt8) -> UInt64 { (x | (x &+ ones &* UInt64(0x80 &- n))) & high }
+
+    /// Whether every byte is printable ASCII (0x20 to 0x7E), eight at a time. (A flag
+    /// appears only when some byte is outside: borrows and carries start at such a byte.)
+    @inlinable @inline(__always)
+    public static func isPrintableASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let base = bytes.baseAddress else { return true }
+        let count = bytes.count
+        guard count >= 8 else {
+            for k in 0..<count where base[k] &- 0x20 >= 0x5F { return false }
+            return true
+        }
+        var flags: UInt64 = 0
+        var k = 0
+        while k &+ 8 <= count {
+            let x = load(base + k)
+            flags |= below(x, 0x20) | atLeast(x, 0x7F)
+            k &+= 8
+        }
+        let last = load(base + (count &- 8))  // the last bytes, overlapping those read
+        flags |= below(last, 0x20) | atLeast(last, 0x7F)
+        return flags == 0
+    }
 
     /// Flags the lower-case ASCII letters (exactly: no borrow crosses bytes).
     @inline(__always) static func lowercaseLetters(_ x: UInt64) -> UInt64 {

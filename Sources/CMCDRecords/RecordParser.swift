@@ -418,6 +418,13 @@ public struct RecordParser: Sendable {
         guard bytes.count <= 24 else { return nil }
         // CloudFront writes milliseconds: digits, a point, three digits.
         let n = bytes.count
+        // The usual `0.213` (under ten seconds) as four digits.
+        if n == 5, let b = bytes.baseAddress, b[1] == UInt8(ascii: ".") {
+            let (d0, d1, d2, d3) = (b[0] &- 0x30, b[2] &- 0x30, b[3] &- 0x30, b[4] &- 0x30)
+            if d0 < 10, d1 < 10, d2 < 10, d3 < 10 {
+                return Double(Int(d0) &* 1000 &+ Int(d1) &* 100 &+ Int(d2) &* 10 &+ Int(d3)) / 1000
+            }
+        }
         if n >= 5, n <= 15, bytes[n &- 4] == UInt8(ascii: ".") {
             var mantissa: Int64 = 0
             var plain = true
@@ -466,7 +473,7 @@ public struct RecordParser: Sendable {
     /// Like `boundedText(_:max:)`, taking text that needs no repair from `strings`.
     static func boundedText(_ bytes: UnsafeBufferPointer<UInt8>, max: Int, sharing strings: inout InternedStrings) -> String {
         let slice = UnsafeBufferPointer(rebasing: bytes[0..<min(bytes.count, max)])
-        if slice.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E }) { return strings.string(slice) }
+        if ByteWords.isPrintableASCII(slice) { return strings.string(slice) }
         return String(decoding: slice.map { $0 >= 0x20 && $0 <= 0x7E ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
     }
 }

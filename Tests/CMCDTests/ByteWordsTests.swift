@@ -30,6 +30,22 @@ struct ByteWordsTests {
         }
     }
 
+    /// `isPrintableASCII` agrees with the byte-by-byte rule for every length and position of
+    /// an offending byte (one, several, or none; low, high, or 0x7F).
+    @Test func printableASCIIIsExact() {
+        var rng = SplitMix64(seed: 23)
+        for _ in 0..<20_000 {
+            let count = Int(rng.next() % 40)
+            var bytes = (0..<count).map { _ in UInt8(0x20 + rng.next() % 0x5F) }
+            for _ in 0..<Int(rng.next() % 3) where count > 0 {
+                let bad: [UInt8] = [0x00, 0x09, 0x1F, 0x7F, 0x80, 0xC3, 0xFF]
+                bytes[Int(rng.next() % UInt64(count))] = bad[Int(rng.next() % UInt64(bad.count))]
+            }
+            let expected = bytes.allSatisfy { $0 >= 0x20 && $0 <= 0x7E }
+            #expect(bytes.withUnsafeBufferPointer { ByteWords.isPrintableASCII($0) } == expected, "\(bytes)")
+        }
+    }
+
     /// Digits read a word at a time: the run's end is found exactly, and its value is the
     /// number written, whatever follows it.
     @Test func digitsAreReadAWordAtATime() {
