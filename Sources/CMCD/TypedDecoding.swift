@@ -209,7 +209,7 @@ extension CMCDPayload.Fields {
     }
 
     /// Sets a typed view from a plain integer (see `assignSimple`).
-    mutating func assignInteger(code: UInt64, _ n: Int64) -> Bool {
+    @inline(__always) mutating func assignInteger(code: UInt64, _ n: Int64) -> Bool {
         let single = CMCDMeasure.Component(value: n, objectType: nil)
         if otherComponents != nil { _ = keep(code, nil) }  // a later value replaces an inner list's
         switch code {
