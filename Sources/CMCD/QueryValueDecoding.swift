@@ -112,7 +112,9 @@ struct QueryDictionaryReader {
             declaredVersion = n
             return true
         }
-        return !CMCDPayload.isTyped(key) || fields.assignSimple(code: key, value, bytes, strings: &strings)
+        // `assignSimple` takes no action on a key it has no view for, so asking it first and
+        // whether the key is typed only when it declines spares the usual member a lookup.
+        return fields.assignSimple(code: key, value, bytes, strings: &strings) || !CMCDPayload.isTyped(key)
     }
 
     /// Reads a key into `code`, its packed code (left 0 when longer than packed codes go);
