@@ -84,6 +84,9 @@ struct QueryDictionaryReader {
                             return false
                         }
                     }
+                } else if Self.isTokenKey(key), let token = readLetters(&i) {
+                    // The usual token value (`ot=v`), packed straight from the word it is in.
+                    fields.assignToken(code: key, token)
                 } else {
                     guard let value = readValue(&i), assign(value, to: key, &fields, &declaredVersion, bytes, &strings) else { return false }
                 }
@@ -190,6 +193,26 @@ struct QueryDictionaryReader {
         }
         i &+= 3
         return decoded
+    }
+
+    /// `ot`, `sf`, `st` and `sta`: the keys whose value is one of a few short tokens.
+    @inline(__always)
+    static func isTokenKey(_ key: UInt64) -> Bool { key == 0x6F74 || key == 0x7366 || key == 0x7374 || key == 0x737461 }
+
+    /// One to five lower-case letters ended, within the same word, by `%` or `,` (how a
+    /// token value usually stands): their packed code, moving past them; nil, not moving,
+    /// for anything else (which `readValue` then reads).
+    @inline(__always)
+    private func readLetters(_ i: inout Int) -> UInt64? {
+        guard i &+ 8 <= count else { return nil }
+        let x = ByteWords.load(base + i)
+        let length = ByteWords.firstFlagged(~ByteWords.lowercaseLetters(x) & ByteWords.high | ByteWords.high << 56)
+        guard length > 0, length <= 5, length <= limits.maxStringBytes else { return nil }
+        let next = UInt8(truncatingIfNeeded: x >> (8 &* UInt64(length)))
+        guard next == UInt8(ascii: "%") || next == UInt8(ascii: ",") else { return nil }
+        i &+= length
+        let bits = 8 &* UInt64(length)
+        return (x & (UInt64.max >> (64 &- bits))).byteSwapped >> (64 &- bits)
     }
 
     /// The separator after a value, which must be a comma (as such or `%2C`, as

@@ -174,13 +174,10 @@ extension CMCDPayload.Fields {
             default: return false
             }
         case .token(let range):
-            // Tokens outside a key's allowed set are invalid: the view is cleared.
-            let token = CMCDKeys.packedCode(bytes, range)
             switch code {
-            case 0x6F74 /* ot */: objectType = token.flatMap(CMCDObjectType.init(packedCode:))
-            case 0x7366 /* sf */: streamingFormat = token.map(CMCDKeys.streamingFormatNumber(packedCode:)) ?? 0
-            case 0x7374 /* st */: streamType = token.map(CMCDKeys.streamTypeNumber(packedCode:)) ?? 0
-            case 0x737461 /* sta */: state = token.flatMap(CMCDPlayerState.init(packedCode:))
+            case 0x6F74 /* ot */, 0x7366 /* sf */, 0x7374 /* st */, 0x737461 /* sta */:
+                // A token too long to pack is in no key's set (0 packs no token).
+                assignToken(code: code, CMCDKeys.packedCode(bytes, range) ?? 0)
             case 0x65 /* e */: event = String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
             default: return false
             }
@@ -206,6 +203,18 @@ extension CMCDPayload.Fields {
             }
         }
         return true
+    }
+
+    /// Sets the view of a token key (`ot`, `sf`, `st`, `sta`) from its token's packed code.
+    /// Tokens outside a key's allowed set are invalid: the view is cleared.
+    @inline(__always) mutating func assignToken(code: UInt64, _ token: UInt64) {
+        switch code {
+        case 0x6F74 /* ot */: objectType = CMCDObjectType(packedCode: token)
+        case 0x7366 /* sf */: streamingFormat = CMCDKeys.streamingFormatNumber(packedCode: token)
+        case 0x7374 /* st */: streamType = CMCDKeys.streamTypeNumber(packedCode: token)
+        case 0x737461 /* sta */: state = CMCDPlayerState(packedCode: token)
+        default: break
+        }
     }
 
     /// Sets a typed view from a plain integer (see `assignSimple`).

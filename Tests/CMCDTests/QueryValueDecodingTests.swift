@@ -99,12 +99,16 @@ struct QueryValueDecodingTests {
             "=(1 2)", "=1;a", "=\"a\\\"b\"", "=\"x%y\"", "=\"a+b\"", "=3", "=2", "=123456789012345", "=1234567890123456", "=*t",
             "=h", "=ll", "=\"seg_1.m4s\"", "=\"a!#$&'()*,b\"", "=\"~}|{`^]_\"", "=\"Ünï\"", "=\"abcdefghij klmnopqrstuvwxyz\"",
             "=\"abcdefgh\u{01}ijk\"", "=\"abcdefghijklmnop\"", "=\"abcdefghijklmno\\\"p\"",
+            // Tokens around the word-at-a-time reader's edges: long, with other token
+            // characters, upper case, and followed by parameters.
+            "=tt", "=video", "=abcdef", "=a:b", "=a/b", "=Av", "=v1", "=k;x", "=av;y=1", "=ll*",
         ]
         // Members in the forms players send, each of the type its key takes.
         let plainMembers = [
             "bl=21300", "br=3200", "sid=\"abc\"", "cid=\"c-1\"", "ot=v", "ot=zz", "su", "bs=?0", "v=2", "v=1", "nor=\"seg_1.m4s\"",
             "sta=p", "pr=2", "d=4004", "msd=0", "bsa=3", "sf=h", "st=ll", "com.a-b=*t", "X=?1", "tb=-5", "e=ps", "sid=\"\"",
             "mtp=123456789012345", "bs", "nrr=\"0-99\"", "cid=\"abcdefghij klmnopqrstu\"", "nor=\"a!#$&'()*,b~}|{`^]_\"",
+            "ot=av", "ot=tt", "ot=video", "sta=r", "sta=pp", "sf=d", "st=l", "st=lll", "ot=m",
         ]
         var accepted = 0
         let runs = 20_000
