@@ -156,10 +156,10 @@ public struct RecordParser: Sendable {
             var count = 1
             guard let base = line.baseAddress else { return count }
             var offset = 0
-            while offset < line.count, count <= expected, let hit = memchr(base + offset, 0x09, line.count - offset) {
-                offset = base.distance(to: hit.assumingMemoryBound(to: UInt8.self)) + 1
+            while offset < line.count, count <= expected, let hit = memchr(base + offset, 0x09, line.count &- offset) {
+                offset = base.distance(to: hit.assumingMemoryBound(to: UInt8.self)) &+ 1
                 starts[count] = offset
-                count += 1
+                count &+= 1
             }
             if count == expected { starts[count] = line.count + 1 }
             return count
@@ -170,9 +170,10 @@ public struct RecordParser: Sendable {
         let starts = fieldStarts
         @inline(__always) func field(_ k: Int) -> UnsafeBufferPointer<UInt8>? {
             guard k >= 0 else { return nil }
-            let s = starts[k]
-            let e = starts[k + 1] - 1
-            if e <= s || (e - s == 1 && line[s] == UInt8(ascii: "-")) { return nil }
+            // Every field index is below the field count, and `starts` has two more slots.
+            let (s, next) = starts.withUnsafeBufferPointer { ($0[k], $0[k &+ 1]) }
+            let e = next &- 1
+            if e <= s || (e &- s == 1 && line[s] == UInt8(ascii: "-")) { return nil }
             return UnsafeBufferPointer(rebasing: line[s..<e])
         }
 
