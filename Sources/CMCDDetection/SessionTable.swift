@@ -17,6 +17,7 @@ struct SessionKey {
         self = id.withUTF8 { SessionKey(bytes: $0) }
     }
 
+    @inline(__always)
     init(bytes: UnsafeBufferPointer<UInt8>) {
         let count = bytes.count
         self.count = count
