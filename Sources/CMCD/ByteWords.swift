@@ -42,6 +42,17 @@ public enum ByteWords {
         return flags == 0
     }
 
+    /// How many lower-case letters the word starts with (at most seven: the last byte is
+    /// never counted, so that a byte after the run is always in the word).
+    @inline(__always) static func lowercaseRun(_ x: UInt64) -> Int { firstFlagged(~lowercaseLetters(x) & high | high << 56) }
+
+    /// The word's first `length` bytes (1 to 7) as a packed code, first byte most
+    /// significant, as `CMCDKeys.packedCode` packs text.
+    @inline(__always) static func packedPrefix(_ x: UInt64, length: Int) -> UInt64 {
+        let bits = 8 &* UInt64(length)
+        return (x & (UInt64.max >> (64 &- bits))).byteSwapped >> (64 &- bits)
+    }
+
     /// Flags the lower-case ASCII letters (exactly: no borrow crosses bytes).
     @inline(__always) static func lowercaseLetters(_ x: UInt64) -> UInt64 {
         let low7 = x & ~high

@@ -130,7 +130,7 @@ struct QueryDictionaryReader {
         // three more bytes of that word after it.
         if i &+ 8 <= count {
             let x = ByteWords.load(base + i)
-            let length = ByteWords.firstFlagged(~ByteWords.lowercaseLetters(x) & ByteWords.high | ByteWords.high << 56)
+            let length = ByteWords.lowercaseRun(x)
             if length > 0, length <= 5 {
                 let after = x >> (8 &* UInt64(length))
                 let next = UInt8(truncatingIfNeeded: after)
@@ -138,7 +138,7 @@ struct QueryDictionaryReader {
                     || !SFDictionaryParser.Cursor.isKeyChar(next)
                 {
                     i &+= length
-                    code = (x & (UInt64.max >> (64 &- 8 &* UInt64(length)))).byteSwapped >> (64 &- 8 &* UInt64(length))
+                    code = ByteWords.packedPrefix(x, length: length)
                     if next == UInt8(ascii: "%") {
                         // `%3D` or `%2C` (either case of the letter), as `readSeparator` reads them.
                         let hex = UInt16(truncatingIfNeeded: after >> 8) | 0x2000
@@ -206,13 +206,12 @@ struct QueryDictionaryReader {
     private func readLetters(_ i: inout Int) -> UInt64? {
         guard i &+ 8 <= count else { return nil }
         let x = ByteWords.load(base + i)
-        let length = ByteWords.firstFlagged(~ByteWords.lowercaseLetters(x) & ByteWords.high | ByteWords.high << 56)
+        let length = ByteWords.lowercaseRun(x)
         guard length > 0, length <= 5, length <= limits.maxStringBytes else { return nil }
         let next = UInt8(truncatingIfNeeded: x >> (8 &* UInt64(length)))
         guard next == UInt8(ascii: "%") || next == UInt8(ascii: ",") else { return nil }
         i &+= length
-        let bits = 8 &* UInt64(length)
-        return (x & (UInt64.max >> (64 &- bits))).byteSwapped >> (64 &- bits)
+        return ByteWords.packedPrefix(x, length: length)
     }
 
     /// The separator after a value, which must be a comma (as such or `%2C`, as
