@@ -195,7 +195,9 @@ public struct CMCDPayload: Sendable, Hashable {
             let count = source.count
             if count <= cache.capacity, isKnownUniquelyReferenced(&cache.box), let box = cache.box {
                 box.withUnsafeMutablePointers { fields, text in
-                    fields.pointee = Fields()
+                    // In place: assigning would first copy the old fields out to destroy them.
+                    fields.deinitialize(count: 1)
+                    fields.initialize(to: Fields())
                     fields.pointee.sourceCount = count
                     if let base = source.baseAddress, count > 0 { UnsafeMutableRawPointer(text).copyMemory(from: base, byteCount: count) }
                 }
