@@ -450,6 +450,15 @@ struct Detectors: Sendable {
         session.startup = .done
         session.playbackStarted = true
         guard startupMs > warning || session.startupStuckFired else { return }
+        reportStartup(startupMs, source: source, &session, at: t, into: &findings)
+    }
+
+    /// A slow (or stuck, now started) startup's findings. Out of line, as every finding
+    /// path is: the per-request code stays small and dense.
+    @inline(never)
+    func reportStartup(_ startupMs: Int64, source: String, _ session: inout SessionState, at t: Int64, into findings: inout [Finding]) {
+        let warning = startupDelay.warningMs
+        let critical = startupDelay.criticalMs
         let severity: Severity = session.startupStuckFired || startupMs > critical ? .critical : .warning
         let details: [(key: String, value: JSONValue)] = [
             ("startup_ms", .int(startupMs)), ("threshold_ms", .int(severity == .critical ? critical : warning)),
@@ -466,6 +475,7 @@ struct Detectors: Sendable {
         session.startupStuckFired = false
     }
 
+    @inline(never)
     func fireStuck(_ session: inout SessionState, at time: Int64, into findings: inout [Finding]) {
         session.startupStuckFired = true
         let elapsed = time - session.firstTime
@@ -488,21 +498,11 @@ struct Detectors: Sendable {
         if var episode = session.drop {
             if episode.objectClass == cls {
                 if Double(current) >= r.recoveryRatio * Double(episode.referenceMs) {
-                    emit(
-                        &findings, session, .bufferDrop, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
-                        summary: "Buffer recovered to \(current) ms (reference \(episode.referenceMs) ms) after \(seconds: t - episode.startedAt)",
-                        details: dropDetails(episode) + [("recovered_bl_ms", .int(current)), ("duration_ms", .int(t - episode.startedAt))])
-                    session.drop = nil
+                    resolveDrop(episode, current: current, &session, at: t, into: &findings)
                 } else {
                     episode.lowestMs = min(episode.lowestMs, current)
                     if episode.severity == .warning, Double(current) <= (1 - r.criticalDropRatio) * Double(episode.referenceMs) {
-                        // The same episode got worse: fire again under the same id, now critical.
-                        episode.severity = .critical
-                        episode.dropPercent = (Double(episode.referenceMs - current) / Double(episode.referenceMs) * 1000).rounded() / 10
-                        emit(
-                            &findings, session, .bufferDrop, .firing, .critical, startedAt: episode.startedAt, at: t,
-                            summary: "Buffer drop escalated: \(oneDecimal: episode.dropPercent)% (\(episode.referenceMs) ms to \(current) ms)",
-                            details: dropDetails(episode) + [("current_bl_ms", .int(current)), ("escalated", .bool(true))])
+                        escalateDrop(&episode, current: current, session, at: t, into: &findings)
                     }
                     session.drop = episode
                 }
@@ -510,22 +510,53 @@ struct Detectors: Sendable {
         } else if let reference = session.reference(objectClass: cls, from: t - r.lookbackMs, before: t),
             reference >= r.minReferenceMs, Double(current) <= (1 - r.warningDropRatio) * Double(reference)
         {
-            let severity: Severity = Double(current) <= (1 - r.criticalDropRatio) * Double(reference) ? .critical : .warning
-            let percent = (Double(reference - current) / Double(reference) * 1000).rounded() / 10
-            let episode = DropEpisode(
-                startedAt: t, startPosition: sample.position, referenceMs: reference, objectClass: cls, severity: severity, dropPercent: percent, lowestMs: current)
-            session.drop = episode
-            emit(
-                &findings, session, .bufferDrop, .firing, severity, startedAt: t, at: t,
-                summary: "Buffer dropped \(oneDecimal: percent)% (\(reference) ms to \(current) ms) within \(seconds: r.lookbackMs)",
-                details: [
-                    ("reference_bl_ms", .int(reference)), ("current_bl_ms", .int(current)), ("drop_percent", .double(percent)),
-                    ("window_ms", .int(r.lookbackMs)), ("object_type", cmcd.objectType.map { .string($0.rawValue) } ?? .null),
-                ])
+            fireDrop(reference: reference, current: current, objectClass: cls, sample, cmcd, &session, into: &findings)
         }
         session.remember(
             BufferObservation(time: t, position: sample.position, bufferLength: Int32(current), objectClass: cls),
             keepFrom: session.newestTime - r.lookbackMs - reorderToleranceMs, capacity: DetectionEngine.windowCapacity)
+    }
+
+    @inline(never)
+    func fireDrop(
+        reference: Int64, current: Int64, objectClass: UInt8, _ sample: Sample, _ cmcd: CMCDSignals, _ session: inout SessionState,
+        into findings: inout [Finding]
+    ) {
+        let r = drop
+        let t = sample.time
+        let severity: Severity = Double(current) <= (1 - r.criticalDropRatio) * Double(reference) ? .critical : .warning
+        let percent = (Double(reference - current) / Double(reference) * 1000).rounded() / 10
+        let episode = DropEpisode(
+            startedAt: t, startPosition: sample.position, referenceMs: reference, objectClass: objectClass, severity: severity, dropPercent: percent,
+            lowestMs: current)
+        session.drop = episode
+        emit(
+            &findings, session, .bufferDrop, .firing, severity, startedAt: t, at: t,
+            summary: "Buffer dropped \(oneDecimal: percent)% (\(reference) ms to \(current) ms) within \(seconds: r.lookbackMs)",
+            details: [
+                ("reference_bl_ms", .int(reference)), ("current_bl_ms", .int(current)), ("drop_percent", .double(percent)),
+                ("window_ms", .int(r.lookbackMs)), ("object_type", cmcd.objectType.map { .string($0.rawValue) } ?? .null),
+            ])
+    }
+
+    /// The same episode got worse: fire again under the same id, now critical.
+    @inline(never)
+    func escalateDrop(_ episode: inout DropEpisode, current: Int64, _ session: SessionState, at t: Int64, into findings: inout [Finding]) {
+        episode.severity = .critical
+        episode.dropPercent = (Double(episode.referenceMs - current) / Double(episode.referenceMs) * 1000).rounded() / 10
+        emit(
+            &findings, session, .bufferDrop, .firing, .critical, startedAt: episode.startedAt, at: t,
+            summary: "Buffer drop escalated: \(oneDecimal: episode.dropPercent)% (\(episode.referenceMs) ms to \(current) ms)",
+            details: dropDetails(episode) + [("current_bl_ms", .int(current)), ("escalated", .bool(true))])
+    }
+
+    @inline(never)
+    func resolveDrop(_ episode: DropEpisode, current: Int64, _ session: inout SessionState, at t: Int64, into findings: inout [Finding]) {
+        emit(
+            &findings, session, .bufferDrop, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
+            summary: "Buffer recovered to \(current) ms (reference \(episode.referenceMs) ms) after \(seconds: t - episode.startedAt)",
+            details: dropDetails(episode) + [("recovered_bl_ms", .int(current)), ("duration_ms", .int(t - episode.startedAt))])
+        session.drop = nil
     }
 
     func dropDetails(_ episode: DropEpisode) -> [(key: String, value: JSONValue)] {
@@ -558,36 +589,58 @@ struct Detectors: Sendable {
             if let trigger {
                 if let bl { episode.lowestMs = min(episode.lowestMs ?? bl, bl) }
                 if severity > episode.severity {
-                    // The same episode got worse: fire again under the same id, now critical.
-                    episode.severity = severity
-                    episode.trigger = trigger
-                    emit(
-                        &findings, session, .bufferStarvation, .firing, severity, startedAt: episode.startedAt, at: t,
-                        summary: "Starvation escalated: \(DetectionEngine.describe(trigger: trigger, cmcd, bl))",
-                        details: [
-                            ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
-                            ("threshold_ms", .int(bufferStarvation.lowBufferMs)), ("escalated", .bool(true)),
-                        ])
+                    escalateStarvation(&episode, severity: severity, trigger: trigger, bl: bl, cmcd, session, at: t, into: &findings)
                 }
                 session.starvation = episode
             } else if let bl, bl > bufferStarvation.recoveredBufferMs {
-                emit(
-                    &findings, session, .bufferStarvation, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
-                    summary: "Buffer recovered to \(bl) ms after \(seconds: t - episode.startedAt) of starvation",
-                    details: starvationDetails(episode, until: t) + [("recovered_bl_ms", .int(bl))])
-                session.starvation = nil
+                resolveStarvation(episode, bl: bl, &session, at: t, into: &findings)
             }
         } else if let trigger {
-            let episode = StarvationEpisode(startedAt: t, startPosition: sample.position, severity: severity, trigger: trigger, lowestMs: bl)
-            session.starvation = episode
-            emit(
-                &findings, session, .bufferStarvation, .firing, severity, startedAt: t, at: t,
-                summary: "Starvation: \(DetectionEngine.describe(trigger: trigger, cmcd, bl))",
-                details: [
-                    ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
-                    ("threshold_ms", .int(bufferStarvation.lowBufferMs)),
-                ])
+            fireStarvation(severity: severity, trigger: trigger, bl: bl, sample, cmcd, &session, into: &findings)
         }
+    }
+
+    @inline(never)
+    func fireStarvation(
+        severity: Severity, trigger: String, bl: Int64?, _ sample: Sample, _ cmcd: CMCDSignals, _ session: inout SessionState,
+        into findings: inout [Finding]
+    ) {
+        let t = sample.time
+        let episode = StarvationEpisode(startedAt: t, startPosition: sample.position, severity: severity, trigger: trigger, lowestMs: bl)
+        session.starvation = episode
+        emit(
+            &findings, session, .bufferStarvation, .firing, severity, startedAt: t, at: t,
+            summary: "Starvation: \(DetectionEngine.describe(trigger: trigger, cmcd, bl))",
+            details: [
+                ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
+                ("threshold_ms", .int(bufferStarvation.lowBufferMs)),
+            ])
+    }
+
+    /// The same episode got worse: fire again under the same id, now critical.
+    @inline(never)
+    func escalateStarvation(
+        _ episode: inout StarvationEpisode, severity: Severity, trigger: String, bl: Int64?, _ cmcd: CMCDSignals, _ session: SessionState,
+        at t: Int64, into findings: inout [Finding]
+    ) {
+        episode.severity = severity
+        episode.trigger = trigger
+        emit(
+            &findings, session, .bufferStarvation, .firing, severity, startedAt: episode.startedAt, at: t,
+            summary: "Starvation escalated: \(DetectionEngine.describe(trigger: trigger, cmcd, bl))",
+            details: [
+                ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
+                ("threshold_ms", .int(bufferStarvation.lowBufferMs)), ("escalated", .bool(true)),
+            ])
+    }
+
+    @inline(never)
+    func resolveStarvation(_ episode: StarvationEpisode, bl: Int64, _ session: inout SessionState, at t: Int64, into findings: inout [Finding]) {
+        emit(
+            &findings, session, .bufferStarvation, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
+            summary: "Buffer recovered to \(bl) ms after \(seconds: t - episode.startedAt) of starvation",
+            details: starvationDetails(episode, until: t) + [("recovered_bl_ms", .int(bl))])
+        session.starvation = nil
     }
 
     func starvationDetails(_ episode: StarvationEpisode, until time: Int64) -> [(key: String, value: JSONValue)] {
