@@ -117,17 +117,34 @@ public struct RecordParser: Sendable {
     public mutating func parse(line: UnsafeBufferPointer<UInt8>, _ emit: (consuming RecordOutcome) -> Void) {
         statistics.lines += 1
         if line.count > configuration.maxLineBytes {
-            record(.skipped(.lineTooLong, detail: "line of \(line.count) bytes exceeds \(configuration.maxLineBytes)"), emit)
+            record(Self.tooLong(line.count, limit: configuration.maxLineBytes), emit)
             return
         }
         switch configuration.format {
         case .cloudfront: record(parseCloudFront(line), emit)
         case .cmcd: record(parseEventLine(line), emit)
-        case .json:
-            var outcomes: [RecordOutcome] = []
-            Self.parseJSONLine(line) { outcomes.append($0) }
-            for outcome in outcomes { record(outcome, emit) }
+        case .json: parseJSON(line, emit)
         }
+    }
+
+    @inline(never)
+    private mutating func parseJSON(_ line: UnsafeBufferPointer<UInt8>, _ emit: (consuming RecordOutcome) -> Void) {
+        var outcomes: [RecordOutcome] = []
+        Self.parseJSONLine(line) { outcomes.append($0) }
+        for outcome in outcomes { record(outcome, emit) }
+    }
+
+    // The skips whose reasons are formatted, out of line: the code that formats them would
+    // otherwise sit among the instructions every record runs.
+
+    @inline(never)
+    private static func tooLong(_ count: Int, limit: Int) -> RecordOutcome {
+        .skipped(.lineTooLong, detail: "line of \(count) bytes exceeds \(limit)")
+    }
+
+    @inline(never)
+    private static func fieldCountMismatch(expected: Int, found: Int) -> RecordOutcome {
+        .skipped(.fieldCount, detail: "expected \(expected) TAB-separated fields, found \(found)\(found > expected ? "+" : "")")
     }
 
     /// Records a skipped line that never reached the parser (for example one the reader cut
@@ -165,7 +182,7 @@ public struct RecordParser: Sendable {
             return count
         }
         guard found == expected else {
-            return .skipped(.fieldCount, detail: "expected \(expected) TAB-separated fields, found \(found)\(found > expected ? "+" : "")")
+            return Self.fieldCountMismatch(expected: expected, found: found)
         }
         let starts = fieldStarts
         @inline(__always) func field(_ k: Int) -> UnsafeBufferPointer<UInt8>? {
