@@ -155,11 +155,21 @@ struct RecordParserTests {
         #expect(reasons(outcomes) == [.noCMCD, .noSessionID, .malformedCMCD, .unsupportedVersion, .badTimestamp, .badTimestamp, .fieldCount, .fieldCount])
         #expect(samples(outcomes).map(\.sessionID) == ["ok"])
         #expect(stats.skipped[.fieldCount] == 2 && stats.skippedTotal == 8 && stats.samples == 1 && stats.lines == 9)
+        // The details go into dead-letter headers: they say what was wrong.
+        let details = outcomes.compactMap { outcome -> String? in
+            if case .skipped(.fieldCount, let detail) = outcome { return detail }
+            return nil
+        }
+        #expect(details == ["expected 10 TAB-separated fields, found 2", "expected 10 TAB-separated fields, found 11+"])
     }
 
     @Test func overlongLinesAreSkippedUnread() {
         let long = cloudFrontLine(query: "CMCD=sid%3D%22a%22&pad=" + String(repeating: "x", count: 70_000))
-        #expect(reasons(parse(long).outcomes) == [.lineTooLong])
+        let outcomes = parse(long).outcomes
+        #expect(reasons(outcomes) == [.lineTooLong])
+        if case .skipped(_, let detail)? = outcomes.first {
+            #expect(detail == "line of \(long.utf8.count) bytes exceeds 65536")
+        }
     }
 
     @Test func hostileEdgeLocationIsBoundedAndPrintable() {
