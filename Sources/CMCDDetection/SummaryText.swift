@@ -86,12 +86,14 @@ struct SummaryText: ExpressibleByStringInterpolation {
             appendInterpolation(Int64(tenths.magnitude % 10))
         }
 
-        /// A duration in milliseconds as seconds with one decimal: `4.0 s`.
+        /// A duration in milliseconds as seconds with one decimal, rounded half away from
+        /// zero: `4.0 s`, `-1.5 s`.
         mutating func appendInterpolation(seconds ms: Int64) {
-            let tenths = (ms + 50) / 100
-            appendInterpolation(tenths / 10)
+            let tenths = (ms.magnitude + 50) / 100
+            if ms < 0, tenths > 0 { appendLiteral("-") }
+            appendInterpolation(Int64(tenths / 10))
             appendLiteral(".")
-            appendInterpolation(tenths % 10)
+            appendInterpolation(Int64(tenths % 10))
             appendLiteral(" s")
         }
     }

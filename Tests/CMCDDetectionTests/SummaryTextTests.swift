@@ -39,17 +39,27 @@ import Testing
         }
     }
 
-    @Test func secondsAsTheEngineWroteThem() {
+    @Test func secondsAsTheEngineWroteThemAndNegativesWithASign() {
+        // What the engine wrote before, right for durations that are not negative.
         func old(_ ms: Int64) -> String {
             let tenths = (ms + 50) / 100
             return "\(tenths / 10).\(tenths % 10) s"
         }
-        var values: [Int64] = [0, 49, 50, 99, 950, 1_000, 4_000, -1, -49, -50, -51, -1_500, -12_345, 86_400_000]
+        var values: [Int64] = [0, 49, 50, 99, 950, 1_000, 4_000, 86_400_000]
         var rng = Words(state: 3)
-        for _ in 0..<10_000 { values.append(Int64(rng.next() % 20_000_000) - 10_000_000) }
+        for _ in 0..<10_000 { values.append(Int64(rng.next() % 10_000_000)) }
         for ms in values {
             let text: SummaryText = "after \(seconds: ms)"
             #expect(text.text == "after \(old(ms))")
+            // A negative duration is the same magnitude with a minus sign (it used to read
+            // "-1.-4 s"), and nothing that rounds to zero gets one.
+            let negative: SummaryText = "after \(seconds: -ms)"
+            #expect(negative.text == "after \(old(ms) == "0.0 s" ? "" : "-")\(old(ms))")
+        }
+        let fixed: [(Int64, String)] = [(-1, "0.0 s"), (-49, "0.0 s"), (-50, "-0.1 s"), (-1_449, "-1.4 s"), (-1_450, "-1.5 s"), (.min, "-9223372036854775.8 s")]
+        for (ms, text) in fixed {
+            let written: SummaryText = "\(seconds: ms)"
+            #expect(written.text == text)
         }
     }
 
