@@ -496,7 +496,8 @@ struct Detectors: Sendable {
         let current = min(bl, Int64(Int32.max))
         let r = drop
         if var episode = session.drop {
-            if episode.objectClass == cls {
+            // A sample from before the episode began (reordered) says nothing about it.
+            if episode.objectClass == cls, t >= episode.startedAt {
                 if Double(current) >= r.recoveryRatio * Double(episode.referenceMs) {
                     resolveDrop(episode, current: current, &session, at: t, into: &findings)
                 } else {
@@ -586,7 +587,9 @@ struct Detectors: Sendable {
             severity = bl == 0 ? .critical : .warning
         }
         if var episode = session.starvation {
-            if let trigger {
+            // A sample from before the episode began (reordered) says nothing about it.
+            if t < episode.startedAt {
+            } else if let trigger {
                 if let bl { episode.lowestMs = min(episode.lowestMs ?? bl, bl) }
                 if severity > episode.severity {
                     escalateStarvation(&episode, severity: severity, trigger: trigger, bl: bl, cmcd, session, at: t, into: &findings)

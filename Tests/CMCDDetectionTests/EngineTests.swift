@@ -218,4 +218,24 @@ struct RestartPositionTests {
         let samples = [sample("s", at: t0 + 300, "ot=av,bl=0,su"), sample("s", at: t0 + 3400, "ot=av,bl=4000")]
         #expect(run(samples).findings.of(.startupDelay).isEmpty)
     }
+
+    @Test func aSampleFromBeforeAnEpisodeNeitherResolvesNorWorsensIt() {
+        // Reordered within the tolerance: 1 s older than the sample that began the episode.
+        let drop = run(playing("d", buffers: [20000, 20000]) + [
+            sample("d", at: t0 + 5000, "ot=av,bl=2000"), sample("d", at: t0 + 4000, "ot=av,bl=15000"),
+            sample("d", at: t0 + 7000, "ot=av,bl=12000"),
+        ]).findings.of(.bufferDrop)
+        #expect(drop.summary == ["buffer_drop firing critical", "buffer_drop resolved critical"])
+        #expect(drop.last?.detectedAt == t0 + 7000 && drop.last?.detail("duration_ms") == .int(2000))
+        #expect(drop.last?.summary == "Buffer recovered to 12000 ms (reference 20000 ms) after 2.0 s")
+        #expect(drop.first?.detail("reference_bl_ms") == .int(20000))
+
+        let starvation = run(playing("s", buffers: [5000, 5000]) + [
+            sample("s", at: t0 + 5000, "ot=av,bl=0,bs"), sample("s", at: t0 + 4000, "ot=av,bl=5000"),
+            sample("s", at: t0 + 7000, "ot=av,bl=5000"),
+        ]).findings.of(.bufferStarvation)
+        #expect(starvation.summary == ["buffer_starvation firing critical", "buffer_starvation resolved critical"])
+        #expect(starvation.last?.detail("duration_ms") == .int(2000))
+        #expect(starvation.last?.summary == "Buffer recovered to 5000 ms after 2.0 s of starvation")
+    }
 }
