@@ -588,8 +588,8 @@ struct Detectors: Sendable {
         }
         if var episode = session.starvation {
             // A sample from before the episode began (reordered) says nothing about it.
-            if t < episode.startedAt {
-            } else if let trigger {
+            guard t >= episode.startedAt else { return }
+            if let trigger {
                 if let bl { episode.lowestMs = min(episode.lowestMs ?? bl, bl) }
                 if severity > episode.severity {
                     escalateStarvation(&episode, severity: severity, trigger: trigger, bl: bl, cmcd, session, at: t, into: &findings)
