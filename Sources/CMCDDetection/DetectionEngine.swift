@@ -526,7 +526,7 @@ struct Detectors: Sendable {
         let r = drop
         let t = sample.time
         let severity: Severity = Double(current) <= (1 - r.criticalDropRatio) * Double(reference) ? .critical : .warning
-        let percent = (Double(reference - current) / Double(reference) * 1000).rounded() / 10
+        let percent = Self.dropPercent(reference: reference, current: current)
         let episode = DropEpisode(
             startedAt: t, startPosition: sample.position, referenceMs: reference, objectClass: objectClass, severity: severity, dropPercent: percent,
             lowestMs: current)
@@ -544,7 +544,7 @@ struct Detectors: Sendable {
     @inline(never)
     func escalateDrop(_ episode: inout DropEpisode, current: Int64, _ session: SessionState, at t: Int64, into findings: inout [Finding]) {
         episode.severity = .critical
-        episode.dropPercent = (Double(episode.referenceMs - current) / Double(episode.referenceMs) * 1000).rounded() / 10
+        episode.dropPercent = Self.dropPercent(reference: episode.referenceMs, current: current)
         emit(
             &findings, session, .bufferDrop, .firing, .critical, startedAt: episode.startedAt, at: t,
             summary: "Buffer drop escalated: \(oneDecimal: episode.dropPercent)% (\(episode.referenceMs) ms to \(current) ms)",
@@ -558,6 +558,11 @@ struct Detectors: Sendable {
             summary: "Buffer recovered to \(current) ms (reference \(episode.referenceMs) ms) after \(seconds: t - episode.startedAt)",
             details: dropDetails(episode) + [("recovered_bl_ms", .int(current)), ("duration_ms", .int(t - episode.startedAt))])
         session.drop = nil
+    }
+
+    /// How far `current` is below `reference`, in percent with one decimal.
+    static func dropPercent(reference: Int64, current: Int64) -> Double {
+        (Double(reference - current) / Double(reference) * 1000).rounded() / 10
     }
 
     func dropDetails(_ episode: DropEpisode) -> [(key: String, value: JSONValue)] {
