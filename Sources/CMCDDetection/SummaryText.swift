@@ -71,7 +71,6 @@ struct SummaryText: ExpressibleByStringInterpolation {
             }
         }
 
-
         /// A value rounded to one decimal (`(x * 10).rounded() / 10`), as `Double.description`
         /// writes it: `72.5`, `70.0`.
         mutating func appendInterpolation(oneDecimal value: Double) {
