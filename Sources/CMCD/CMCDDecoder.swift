@@ -122,7 +122,9 @@ public enum CMCDDecoder {
         }
         var start = 0
         var end = bytes.count
-        if let q = find(UInt8(ascii: "?"), from: 0, to: end) { start = q + 1 }
+        // A `?` begins the URL's query only when it ends a URL or path; in a query string a
+        // `?` is an ordinary character (RFC 3986 allows it in a query), part of some value.
+        if let q = find(UInt8(ascii: "?"), from: 0, to: end), endsURLOrPath(bytes, at: q) { start = q + 1 }
         if let hash = find(UInt8(ascii: "#"), from: start, to: end) { end = hash }
         var pieceStart = start
         var pieces = 0
@@ -137,6 +139,19 @@ public enum CMCDDecoder {
         }
         if allowBareValue, pieces == 1, start < end { return start..<end }
         return nil
+    }
+
+    /// Whether the `?` at `q` ends a URL or path rather than standing in a query string:
+    /// nothing before it belongs to a query (no `=` or `&`), or what precedes it starts like
+    /// a URL (`scheme://`) or a path (`/`), where `=` may occur.
+    static func endsURLOrPath(_ bytes: UnsafeBufferPointer<UInt8>, at q: Int) -> Bool {
+        let before = UnsafeBufferPointer(rebasing: bytes[0..<q])
+        if !before.contains(UInt8(ascii: "=")), !before.contains(UInt8(ascii: "&")) { return true }
+        if before.first == UInt8(ascii: "/") { return true }
+        guard let colon = before.firstIndex(of: UInt8(ascii: ":")), colon > 0, colon + 2 < q else { return false }
+        let scheme = before[0..<colon]
+        return bytes[colon + 1] == UInt8(ascii: "/") && bytes[colon + 2] == UInt8(ascii: "/")
+            && scheme.allSatisfy { ($0 | 0x20) &- UInt8(ascii: "a") < 26 || $0 &- UInt8(ascii: "0") < 10 || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }
     }
 
     // MARK: Headers

@@ -71,6 +71,16 @@ struct RecordParserTests {
         #expect(escaped.sessionID == "a\"b")
     }
 
+    /// A player that leaves a `?` unencoded in a value still has its record read: in
+    /// `cs-uri-query` (a query string, no URL before it) a `?` is part of a value.
+    @Test func aLiteralQuestionMarkInTheQueryIsPartOfAValue() throws {
+        let (outcomes, stats) = parse(cloudFrontLine(query: "CMCD=bl%3D2100%2Cnor%3D%22seg_2.ts?part%3D1%22%2Cot%3Dv%2Csid%3D%22q-1%22"))
+        let sample = try #require(samples(outcomes).first)
+        #expect(stats.skippedTotal == 0)
+        #expect(sample.sessionID == "q-1" && sample.bufferLength == 2100 && sample.objectType == .video)
+        #expect(sample.cmcd.nextObjectRequests == ["seg_2.ts?part=1"])
+    }
+
     @Test func epochNumbers() {
         func parse(_ text: String, scale: Int64 = 1000) -> Int64? {
             var copy = text

@@ -17,6 +17,22 @@ struct DecodingTests {
         }
     }
 
+    /// RFC 3986 allows a literal `?` in a query: in a query string it is part of a value, and
+    /// only a URL's or path's first `?` begins the query.
+    @Test func aLiteralQuestionMarkInAQueryStringIsPartOfAValue() throws {
+        let encoded = "nor%3D%22seg_2.ts?part%3D1%22%2Csid%3D%22s1%22"
+        for input in [
+            "CMCD=\(encoded)", "foo=1&CMCD=\(encoded)", "https://cdn.example/seg.ts?CMCD=\(encoded)",
+            "https://cdn.example/a=b/seg.ts?foo=1&CMCD=\(encoded)", "/a=b/seg.ts?CMCD=\(encoded)", "?CMCD=\(encoded)",
+        ] {
+            let p = try CMCDDecoder.decodeQuery(input)
+            #expect(p.sessionID == "s1", "\(input)")
+            #expect(json(p).contains(#""nor":"seg_2.ts?part=1""#), "\(input): \(json(p))")
+        }
+        // In a query string that is not the argument, a `?` is no boundary either.
+        #expect(throws: CMCDDecodingError.self) { try CMCDDecoder.decodeQuery("a=1?CMCD=bl%3D100&b=2") }
+    }
+
     @Test func queryToleratesDoubleAndTripleEncoding() throws {
         let once = "bl%3D100%2Csid%3D%22a%20b%22"
         let twice = "bl%253D100%252Csid%253D%2522a%2520b%2522"
