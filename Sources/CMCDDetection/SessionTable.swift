@@ -122,11 +122,13 @@ extension UInt64 {
 
 /// Open-addressing index from a session key's hash to the session's slot (linear probing,
 /// deletion by backward shift, so no tombstones build up). The caller confirms a candidate
-/// slot against its own keys: the table holds hashes and slot numbers only, 12 bytes a
-/// session.
+/// slot against its own keys: the table holds a 32-bit tag of each hash and the slot
+/// number, 8 bytes a bucket, so that the index of many sessions stays in a core's cache.
 struct SessionTable {
     private struct Bucket {
-        var hash: UInt64  // 0: empty
+        /// The hash's high half (never 0; 0 marks an empty bucket). Its low bits are the
+        /// home bucket, so entries can be moved without their full hash.
+        var tag: UInt32
         var slot: Int32
     }
 
@@ -135,18 +137,25 @@ struct SessionTable {
     private(set) var count = 0
 
     init() {
-        buckets = Array(repeating: Bucket(hash: 0, slot: -1), count: 64)
+        buckets = Array(repeating: Bucket(tag: 0, slot: -1), count: 64)
         mask = 63
+    }
+
+    @inline(__always)
+    private static func tag(_ hash: UInt64) -> UInt32 {
+        let tag = UInt32(truncatingIfNeeded: hash >> 32)
+        return tag == 0 ? 1 : tag
     }
 
     /// The slot with this hash that `matches` accepts.
     func find(hash: UInt64, matches: (Int32) -> Bool) -> Int32? {
-        var i = Int(truncatingIfNeeded: hash) & mask
+        let tag = Self.tag(hash)
+        var i = Int(tag) & mask
         return buckets.withUnsafeBufferPointer { b in
             while true {
                 let bucket = b[i]
-                if bucket.hash == 0 { return nil }
-                if bucket.hash == hash, matches(bucket.slot) { return bucket.slot }
+                if bucket.tag == 0 { return nil }
+                if bucket.tag == tag, matches(bucket.slot) { return bucket.slot }
                 i = (i + 1) & mask
             }
         }
@@ -154,25 +163,26 @@ struct SessionTable {
 
     mutating func insert(hash: UInt64, slot: Int32) {
         if (count + 1) * 2 > buckets.count { grow() }
-        place(Bucket(hash: hash, slot: slot))
+        place(Bucket(tag: Self.tag(hash), slot: slot))
         count += 1
     }
 
     /// Removes the entry for `slot` (filed under `hash`).
     mutating func remove(hash: UInt64, slot: Int32) {
-        var i = Int(truncatingIfNeeded: hash) & mask
-        while buckets[i].hash != 0 {
-            if buckets[i].hash == hash, buckets[i].slot == slot { break }
+        let tag = Self.tag(hash)
+        var i = Int(tag) & mask
+        while buckets[i].tag != 0 {
+            if buckets[i].tag == tag, buckets[i].slot == slot { break }
             i = (i + 1) & mask
         }
-        guard buckets[i].hash != 0 else { return }
+        guard buckets[i].tag != 0 else { return }
         count -= 1
         // Backward shift: pull later entries of the probe run into the hole when their home
         // bucket allows it.
         var hole = i
         var j = (i + 1) & mask
-        while buckets[j].hash != 0 {
-            let home = Int(truncatingIfNeeded: buckets[j].hash) & mask
+        while buckets[j].tag != 0 {
+            let home = Int(buckets[j].tag) & mask
             // Move j into the hole unless its home lies cyclically in (hole, j].
             let distanceToHome = (j - home) & mask
             let distanceToHole = (j - hole) & mask
@@ -182,19 +192,19 @@ struct SessionTable {
             }
             j = (j + 1) & mask
         }
-        buckets[hole] = Bucket(hash: 0, slot: -1)
+        buckets[hole] = Bucket(tag: 0, slot: -1)
     }
 
     private mutating func place(_ bucket: Bucket) {
-        var i = Int(truncatingIfNeeded: bucket.hash) & mask
-        while buckets[i].hash != 0 { i = (i + 1) & mask }
+        var i = Int(bucket.tag) & mask
+        while buckets[i].tag != 0 { i = (i + 1) & mask }
         buckets[i] = bucket
     }
 
     private mutating func grow() {
         let old = buckets
-        buckets = Array(repeating: Bucket(hash: 0, slot: -1), count: old.count * 2)
+        buckets = Array(repeating: Bucket(tag: 0, slot: -1), count: old.count * 2)
         mask = buckets.count - 1
-        for bucket in old where bucket.hash != 0 { place(bucket) }
+        for bucket in old where bucket.tag != 0 { place(bucket) }
     }
 }

@@ -15,8 +15,12 @@ struct SessionTableTests {
             rng = rng &* 6364136223846793005 &+ 1442695040888963407
             return rng >> 33
         }
-        // Few distinct hashes, all landing near each other and near the end of the table.
-        func hash(for slot: Int32) -> UInt64 { (UInt64(slot) % 5) &* spread | 1 }
+        // Few distinct hashes, all landing near each other and near the end of the table (the
+        // table files a hash under its high half: the same pattern stands in both halves).
+        func hash(for slot: Int32) -> UInt64 {
+            let h = (UInt64(slot) % 5) &* spread | 1
+            return h << 32 | h & 0xFFFF_FFFF
+        }
         for step in 0..<5_000 {
             let slot = Int32(next() % 300)
             if let h = live[slot] {
@@ -34,6 +38,23 @@ struct SessionTableTests {
                 #expect(table.count == live.count)
             }
         }
+    }
+
+    /// A hash whose high half is 0 is filed under the tag 1 (0 marks an empty bucket): it
+    /// shares that tag with hashes whose high half is 1, and the caller tells them apart.
+    @Test func aZeroHighHalfSharesTheTagOfOne() {
+        var table = SessionTable()
+        let hashes: [UInt64] = [0x0000_0000_0000_0005, 0x0000_0001_0000_0005, 0x0000_0000_FFFF_0000, 0x0000_0001_0000_0001]
+        for (slot, hash) in hashes.enumerated() { table.insert(hash: hash, slot: Int32(slot)) }
+        for (slot, hash) in hashes.enumerated() {
+            #expect(table.find(hash: hash, matches: { $0 == Int32(slot) }) == Int32(slot))
+        }
+        table.remove(hash: hashes[0], slot: 0)
+        #expect(table.find(hash: hashes[0], matches: { $0 == 0 }) == nil)
+        for (slot, hash) in hashes.enumerated().dropFirst() {
+            #expect(table.find(hash: hash, matches: { $0 == Int32(slot) }) == Int32(slot))
+        }
+        #expect(table.count == 3)
     }
 
     @Test func keysCompareWholeIDs() {
