@@ -64,6 +64,7 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) {
             _ = system("SENTINEL_BROKER_PORT=\(brokers.split(separator: ":").last ?? "9092") /bin/bash \(script) topic \(topic) 4 </dev/null")
         }
         let producer = try KafkaProducer(properties: ["bootstrap.servers": brokers, "linger.ms": "20", "compression.type": "lz4", "queue.buffering.max.messages": "1000000"])
+        try producer.requireBroker(timeoutMs: 10_000)
         var generator = LineGenerator(sessions: 10_000)
         print("e2e: producing \(records) records to \(topic) at \(brokers)...")
         let produceStart = Date()

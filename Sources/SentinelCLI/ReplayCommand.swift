@@ -72,6 +72,9 @@ struct ReplayCommand: ParsableCommand {
         } catch {
             throw CommandFailure.usage("\(error)")
         }
+        do throws(KafkaError) { try producer.requireBroker(timeoutMs: 10_000) } catch {
+            throw CommandFailure.runtime("replay: \(brokers): \(error)")
+        }
 
         var parser = RecordParser(configuration: configuration)
         var sent = 0

@@ -139,6 +139,18 @@ public final class KafkaProducer: @unchecked Sendable {
         return build(0)
     }
 
+    /// Asks the cluster for its metadata and throws when no broker answers within
+    /// `timeoutMs` (a wrong address, a broker down), so that a tool can stop at once with the
+    /// reason rather than queue records no broker takes until its flush times out.
+    public func requireBroker(timeoutMs: Int32) throws(KafkaError) {
+        var metadata: UnsafePointer<rd_kafka_metadata_t>?
+        let error = rd_kafka_metadata(handle, 0, nil, &metadata, timeoutMs)
+        if let metadata { rd_kafka_metadata_destroy(metadata) }
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR {
+            throw KafkaError(error, "no broker answered within \(timeoutMs) ms")
+        }
+    }
+
     /// Serves delivery reports and events for up to `timeoutMs`.
     public func poll(timeoutMs: Int32 = 0) { rd_kafka_poll(handle, timeoutMs) }
 

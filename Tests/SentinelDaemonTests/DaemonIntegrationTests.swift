@@ -125,6 +125,17 @@ import Testing
         #expect(daemon.process.terminationStatus == 0)
     }
 
+    /// `replay` toward an address where no broker listens stops with the reason within its
+    /// 10 s check, rather than queueing the whole input for a flush that times out.
+    @Test func replayWithoutABrokerFailsAtOnceWithTheReason() throws {
+        let start = Date()
+        let result = try Self.run(["replay", "--brokers", "127.0.0.1:1", "--topic", "nowhere", Self.demo])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("replay: 127.0.0.1:1: no broker answered within 10000 ms"), "\(result.stderr)")
+        #expect(!result.stderr.contains("records produced"))
+        #expect(Date().timeIntervalSince(start) < 25)
+    }
+
     @Test func malformedRecordsAreSkippedCountedAndNeverBlockThePartition() throws {
         let topic = try Self.broker.newTopic(partitions: 1)
         let good = try String(contentsOfFile: Self.demo, encoding: .utf8).split(separator: "\n").map(String.init)

@@ -66,6 +66,21 @@ import Testing
         again.close()
     }
 
+    /// A tool can check for a broker before producing: a cluster answers, an address where
+    /// none listens fails within the time given, with the reason.
+    @Test func requireBrokerAnswersOnlyWhereABrokerListens() throws {
+        let cluster = try KafkaMockCluster()
+        try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers]).requireBroker(timeoutMs: 5_000)
+        let nobody = try KafkaProducer(properties: ["bootstrap.servers": "127.0.0.1:1", "reconnect.backoff.max.ms": "100"])
+        let start = ContinuousClock.now
+        #expect {
+            try nobody.requireBroker(timeoutMs: 1_500)
+        } throws: { error in
+            "\(error)".contains("no broker answered within 1500 ms")
+        }
+        #expect(ContinuousClock.now - start < .seconds(10))
+    }
+
     @Test func invalidPropertiesFailClearly() {
         #expect {
             _ = try KafkaProducer(properties: ["bootstrap.servers": "x", "no.such.property": "1"])
