@@ -112,7 +112,7 @@ let package = Package(
         .executableTarget(
             name: "SentinelBenchmark",
             dependencies: [
-                "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelDaemon", "SentinelKafka",
+                "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelDaemon", "SentinelInflux", "SentinelKafka",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),

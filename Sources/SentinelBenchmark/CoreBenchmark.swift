@@ -1,5 +1,6 @@
 import CMCDDetection
 import CMCDRecords
+import SentinelInflux
 
 #if canImport(Glibc)
 import Glibc
@@ -75,6 +76,25 @@ func coreBenchmark(recordCount: Int, sessionCount: Int) {
         liveSessions = engine.liveSessionCount
     }
     print("parse + detect: \(PassRates(detectRates)) on one core (\(findingCount) findings, \(liveSessions) live sessions)")
+
+    // 3. The InfluxDB points the daemon writes for each request (`cloudfront_logs`), formatted
+    // on the consumer's thread: parsed once, then only the formatting is timed.
+    var requests: [Sample] = []
+    requests.reserveCapacity(200_000)
+    var parser = RecordParser()
+    lines.forEach { line in
+        if requests.count < 200_000 { parser.parse(line: line) { if case .sample(let s) = $0 { requests.append(s) } } }
+    }
+    var pointRates: [Double] = []
+    var points: [UInt8] = []
+    points.reserveCapacity(requests.count * 300)
+    for _ in 0..<passes {
+        points.removeAll(keepingCapacity: true)
+        let start = nowNanoseconds()
+        for sample in requests { InfluxPoints.append(sample, to: &points) }
+        pointRates.append(Double(requests.count) / (Double(nowNanoseconds() - start) / 1e9))
+    }
+    print("influx points:  \(PassRates(pointRates).described(unit: "request points/s")), \(points.count / max(requests.count, 1)) bytes each")
 }
 
 /// Records per second over several passes, printed as the median with the spread.
@@ -82,8 +102,9 @@ struct PassRates: CustomStringConvertible {
     let sorted: [Double]
     init(_ rates: [Double]) { sorted = rates.sorted() }
     var median: Double { sorted[sorted.count / 2] }
-    var description: String {
-        "\(Int(median)) records/s median of \(sorted.count) passes (slowest \(Int(sorted.first!)), fastest \(Int(sorted.last!)))"
+    var description: String { described(unit: "records/s") }
+    func described(unit: String) -> String {
+        "\(Int(median)) \(unit) median of \(sorted.count) passes (slowest \(Int(sorted.first!)), fastest \(Int(sorted.last!)))"
     }
 }
 

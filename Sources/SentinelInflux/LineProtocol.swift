@@ -12,38 +12,124 @@ public enum LineProtocol {
     /// Longest tag value or string field written, in bytes; longer ones are cut.
     public static let maxValueBytes = 256
 
+    /// Where a text goes, which decides what is escaped in it.
+    enum Context {
+        /// Measurement names: commas and spaces.
+        case measurement
+        /// Tag keys, tag values and field keys: commas, equals signs and spaces.
+        case key
+        /// String field values: double quotes (and backslashes, doubled).
+        case stringField
+
+        /// Whether `byte` is written other than as itself: control characters and
+        /// backslashes everywhere, and the context's special bytes.
+        @inline(__always)
+        func needsWork(_ byte: UInt8) -> Bool {
+            if byte >= 0x40 { return byte == UInt8(ascii: "\\") || byte == 0x7F }
+            let controls: UInt64 = 0xFFFF_FFFF
+            let special: UInt64
+            switch self {
+            case .measurement: special = 1 << 0x2C | 1 << 0x20  // , and space
+            case .key: special = 1 << 0x2C | 1 << 0x3D | 1 << 0x20  // , = and space
+            case .stringField: special = 1 << 0x22  // "
+            }
+            return (controls | special) >> UInt64(byte) & 1 != 0
+        }
+    }
+
     /// Appends a measurement name: commas and spaces escaped.
     public static func appendMeasurement(_ name: String, to out: inout [UInt8]) {
-        appendEscaped(name, escaping: [UInt8(ascii: ","), UInt8(ascii: " ")], backslash: false, to: &out)
+        appendEscaped(name, .measurement, to: &out)
     }
 
     /// Appends `,key=value` for a tag; an empty value (after cleaning) is left out, as the
     /// protocol does not allow it.
     public static func appendTag(_ key: String, _ value: String?, to out: inout [UInt8]) {
-        guard let value, !value.isEmpty else { return }
-        let escapes: [UInt8] = [UInt8(ascii: ","), UInt8(ascii: "="), UInt8(ascii: " ")]
-        out.append(UInt8(ascii: ","))
-        appendEscaped(key, escaping: escapes, backslash: false, to: &out)
-        out.append(UInt8(ascii: "="))
-        appendEscaped(value, escaping: escapes, backslash: false, to: &out)
+        guard var value, !value.isEmpty else { return }
+        value.withUTF8 { appendTag(key, bytes: $0, to: &out) }
     }
 
-    /// Appends the escaped text: the `escaping` bytes get a backslash before them, control
-    /// characters become `?`, and backslashes are doubled (`backslash`, in string fields, where
-    /// InfluxDB unescapes them) or become `?` (elsewhere).
-    static func appendEscaped(_ text: String, escaping: [UInt8], backslash: Bool, to out: inout [UInt8]) {
+    /// `appendTag` for a value given as UTF-8 bytes.
+    static func appendTag(_ key: String, bytes value: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        guard !value.isEmpty else { return }
+        out.append(UInt8(ascii: ","))
+        appendEscaped(key, .key, to: &out)
+        out.append(UInt8(ascii: "="))
+        appendEscaped(value, .key, to: &out)
+    }
+
+    // Names this program writes (measurements, tag and field keys) are constants that need no
+    // escaping: written as they are, `,` or `=` included (`,cmcd_sid=`).
+
+    @inline(__always)
+    static func appendRaw(_ text: StaticString, to out: inout [UInt8]) {
+        text.withUTF8Buffer { out.append(contentsOf: $0) }
+    }
+
+    /// A tag whose `,key=` is given whole; nothing when the value is empty.
+    static func appendTag(prefix commaKeyEquals: StaticString, bytes value: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        guard !value.isEmpty else { return }
+        appendRaw(commaKeyEquals, to: &out)
+        appendEscaped(value, .key, to: &out)
+    }
+
+    static func appendTag(prefix commaKeyEquals: StaticString, _ value: String?, to out: inout [UInt8]) {
+        guard var value else { return }
+        value.withUTF8 { appendTag(prefix: commaKeyEquals, bytes: $0, to: &out) }
+    }
+
+    static func appendEscaped(_ text: String, _ context: Context, to out: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { appendEscaped($0, context, to: &out) }
+    }
+
+    /// Appends the escaped text: the context's special bytes get a backslash before them,
+    /// control characters become `?`, and backslashes are doubled (in string fields, where
+    /// InfluxDB unescapes them) or become `?` (elsewhere). Cut after `maxValueBytes` at a
+    /// character boundary.
+    static func appendEscaped(_ text: UnsafeBufferPointer<UInt8>, _ context: Context, to out: inout [UInt8]) {
+        // The usual text (short, nothing to escape) is appended as it is.
+        if text.count <= maxValueBytes, !text.contains(where: context.needsWork) {
+            out.append(contentsOf: text)
+            return
+        }
         var written = 0
-        for byte in text.utf8 {
+        for byte in text {
             if written >= maxValueBytes, byte & 0xC0 != 0x80 { break }  // cut at a character boundary
             written += 1
             if byte < 0x20 || byte == 0x7F {
                 out.append(UInt8(ascii: "?"))
             } else if byte == UInt8(ascii: "\\") {
-                out.append(contentsOf: backslash ? [UInt8(ascii: "\\"), UInt8(ascii: "\\")] : [UInt8(ascii: "?")])
+                if context == .stringField {
+                    out.append(UInt8(ascii: "\\"))
+                    out.append(UInt8(ascii: "\\"))
+                } else {
+                    out.append(UInt8(ascii: "?"))
+                }
             } else {
-                if escaping.contains(byte) { out.append(UInt8(ascii: "\\")) }
+                if context.needsWork(byte) { out.append(UInt8(ascii: "\\")) }
                 out.append(byte)
             }
+        }
+    }
+
+    /// Appends an integer's decimal digits (as `String(value)` writes them).
+    static func appendDecimal(_ value: Int64, to out: inout [UInt8]) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for 20 digits and a sign
+        let magnitude = value.magnitude
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var i = buffer.count
+            var rest = magnitude
+            repeat {
+                i -= 1
+                buffer[i] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10)
+                rest /= 10
+            } while rest > 0
+            if value < 0 {
+                i -= 1
+                buffer[i] = UInt8(ascii: "-")
+            }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[i...]))
         }
     }
 
@@ -53,47 +139,129 @@ public enum LineProtocol {
         public var isEmpty: Bool { bytes.isEmpty }
         public init() {}
 
-        mutating func key(_ key: String) {
-            if !bytes.isEmpty { bytes.append(UInt8(ascii: ",")) }
-            LineProtocol.appendEscaped(key, escaping: [UInt8(ascii: ","), UInt8(ascii: "="), UInt8(ascii: " ")], backslash: false, to: &bytes)
-            bytes.append(UInt8(ascii: "="))
-        }
-
         public mutating func integer(_ key: String, _ value: Int64?) {
             guard let value else { return }
-            self.key(key)
-            bytes.append(contentsOf: String(value).utf8)
-            bytes.append(UInt8(ascii: "i"))
+            LineProtocol.appendField(key, integer: value, to: &bytes)
         }
 
         public mutating func float(_ key: String, _ value: Double?) {
-            guard let value, value.isFinite else { return }
-            self.key(key)
-            bytes.append(contentsOf: JSONWriter.formatDouble(value).utf8)
+            guard let value else { return }
+            LineProtocol.appendField(key, float: value, to: &bytes)
         }
 
         public mutating func bool(_ key: String, _ value: Bool?) {
             guard let value else { return }
-            self.key(key)
-            bytes.append(contentsOf: (value ? "true" : "false").utf8)
+            LineProtocol.appendField(key, bool: value, to: &bytes)
         }
 
         /// A string field: `"` and `\` escaped, control characters replaced, length bounded.
         public mutating func string(_ key: String, _ value: String?) {
             guard let value else { return }
-            self.key(key)
-            bytes.append(UInt8(ascii: "\""))
-            LineProtocol.appendEscaped(value, escaping: [UInt8(ascii: "\"")], backslash: true, to: &bytes)
-            bytes.append(UInt8(ascii: "\""))
+            LineProtocol.appendField(key, string: value, to: &bytes)
         }
     }
 
-    /// Appends ` fields timestamp\n`, closing a point (nothing when there are no fields).
+    // The fields written straight into a point (`out` ends with the tags, a space, or a field).
+
+    /// Starts a field: the comma unless it is the first, the key, `=`.
+    static func appendFieldKey(_ key: String, to out: inout [UInt8]) {
+        if let last = out.last, last != UInt8(ascii: " ") { out.append(UInt8(ascii: ",")) }
+        appendEscaped(key, .key, to: &out)
+        out.append(UInt8(ascii: "="))
+    }
+
+    /// A field of this program's whose `key=` is given whole.
+    @inline(__always)
+    static func appendFieldKey(prefix keyEquals: StaticString, to out: inout [UInt8]) {
+        if let last = out.last, last != UInt8(ascii: " ") { out.append(UInt8(ascii: ",")) }
+        appendRaw(keyEquals, to: &out)
+    }
+
+    static func appendField(prefix keyEquals: StaticString, integer value: Int64?, to out: inout [UInt8]) {
+        guard let value else { return }
+        appendFieldKey(prefix: keyEquals, to: &out)
+        appendDecimal(value, to: &out)
+        out.append(UInt8(ascii: "i"))
+    }
+
+    static func appendField(prefix keyEquals: StaticString, float value: Double?, to out: inout [UInt8]) {
+        guard let value, value.isFinite else { return }
+        appendFieldKey(prefix: keyEquals, to: &out)
+        appendDouble(value, to: &out)
+    }
+
+    /// Appends a finite double as `JSONWriter.formatDouble` writes it; the usual values
+    /// (whole numbers, and thousandths such as CloudFront's `time-taken`) without making a
+    /// string.
+    static func appendDouble(_ value: Double, to out: inout [UInt8]) {
+        if value.magnitude < 1e9, value.magnitude >= 0.001 {
+            let thousandths = (value * 1000).rounded()
+            if thousandths / 1000 == value {
+                let k = Int64(thousandths)
+                let whole = k / 1000
+                var fraction = (k % 1000).magnitude
+                if value < 0, whole == 0 { out.append(UInt8(ascii: "-")) }
+                appendDecimal(whole, to: &out)
+                if fraction != 0 {
+                    // One to three digits, trailing zeros dropped (shortest round trip).
+                    out.append(UInt8(ascii: "."))
+                    var digits = 3
+                    while fraction % 10 == 0 {
+                        fraction /= 10
+                        digits -= 1
+                    }
+                    var divisor: UInt64 = 1
+                    for _ in 1..<digits { divisor *= 10 }
+                    while divisor > 0 {
+                        out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: fraction / divisor % 10))
+                        divisor /= 10
+                    }
+                }
+                return
+            }
+        }
+        out.append(contentsOf: JSONWriter.formatDouble(value).utf8)
+    }
+
+    static func appendField(_ key: String, integer value: Int64, to out: inout [UInt8]) {
+        appendFieldKey(key, to: &out)
+        appendDecimal(value, to: &out)
+        out.append(UInt8(ascii: "i"))
+    }
+
+    static func appendField(_ key: String, float value: Double, to out: inout [UInt8]) {
+        guard value.isFinite else { return }
+        appendFieldKey(key, to: &out)
+        appendDouble(value, to: &out)
+    }
+
+    static func appendField(_ key: String, bool value: Bool, to out: inout [UInt8]) {
+        appendFieldKey(key, to: &out)
+        if value {
+            out.append(contentsOf: [UInt8(ascii: "t"), UInt8(ascii: "r"), UInt8(ascii: "u"), UInt8(ascii: "e")])
+        } else {
+            out.append(contentsOf: [UInt8(ascii: "f"), UInt8(ascii: "a"), UInt8(ascii: "l"), UInt8(ascii: "s"), UInt8(ascii: "e")])
+        }
+    }
+
+    static func appendField(_ key: String, string value: String, to out: inout [UInt8]) {
+        appendFieldKey(key, to: &out)
+        out.append(UInt8(ascii: "\""))
+        appendEscaped(value, .stringField, to: &out)
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// Appends ` fields timestamp\n`, closing a point.
     public static func close(_ fields: Fields, timestampMs: Int64, to out: inout [UInt8]) {
         out.append(UInt8(ascii: " "))
         out.append(contentsOf: fields.bytes)
+        closeFields(timestampMs: timestampMs, to: &out)
+    }
+
+    /// Appends ` timestamp\n` after fields written straight into `out`.
+    static func closeFields(timestampMs: Int64, to out: inout [UInt8]) {
         out.append(UInt8(ascii: " "))
-        out.append(contentsOf: String(timestampMs).utf8)
+        appendDecimal(timestampMs, to: &out)
         out.append(UInt8(ascii: "\n"))
     }
 }
@@ -102,45 +270,53 @@ public enum LineProtocol {
 /// schema) and the findings (`cmcd_anomalies`). Timestamps are event time in milliseconds, so
 /// a replay overwrites the same points instead of adding new ones.
 public enum InfluxPoints {
-    public static let rawMeasurement = "cloudfront_logs"
-    public static let anomalyMeasurement = "cmcd_anomalies"
+    public static let rawMeasurement: StaticString = "cloudfront_logs"
+    public static let anomalyMeasurement: StaticString = "cmcd_anomalies"
 
-    /// Streaming formats and stream types tagged as such: the spec's tokens only (the decoder
-    /// ignores others; checked again here), so that a viewer cannot create series at will.
-    static let streamingFormats = CMCDKeys.allowedTokens(for: "sf") ?? []
-    static let streamTypes = CMCDKeys.allowedTokens(for: "st") ?? []
-
-    /// Appends one `cloudfront_logs` point for a request.
+    /// Appends one `cloudfront_logs` point for a request, straight into `out` (the session id
+    /// from the payload's bytes): a point costs no allocation.
     public static func append(_ sample: Sample, to out: inout [UInt8]) {
         let cmcd = sample.cmcd
-        var fields = LineProtocol.Fields()
+        LineProtocol.appendRaw(rawMeasurement, to: &out)
+        LineProtocol.appendTag(prefix: ",cmcd_cid=", sample.contentID, to: &out)
+        LineProtocol.appendTag(prefix: ",cmcd_ot=", cmcd.objectType?.rawValue, to: &out)
+        // The typed views give the spec's tokens only (the decoder ignores others), so that a
+        // viewer cannot create series at will.
+        LineProtocol.appendTag(prefix: ",cmcd_sf=", cmcd.streamingFormat, to: &out)
+        sample.withSessionIDBytes { LineProtocol.appendTag(prefix: ",cmcd_sid=", bytes: $0, to: &out) }
+        LineProtocol.appendTag(prefix: ",cmcd_st=", cmcd.streamType, to: &out)
+        LineProtocol.appendTag(prefix: ",edge_location=", sample.edgeLocation, to: &out)
+        out.append(UInt8(ascii: " "))
         // v2 lists carry one value per object type: the one for this request's type is written.
-        fields.integer("cmcd_bl", sample.bufferLength)
-        fields.integer("cmcd_br", cmcd.encodedBitrate?.value(for: cmcd.objectType))
-        fields.integer("cmcd_tb", cmcd.topBitrate?.value(for: cmcd.objectType))
-        fields.integer("cmcd_mtp", cmcd.measuredThroughput?.value(for: cmcd.objectType))
-        fields.integer("cmcd_d", cmcd.objectDuration)
-        fields.integer("cmcd_dl", cmcd.deadline)
-        fields.integer("cmcd_rtp", cmcd.requestedMaxThroughput)
-        fields.integer("cmcd_msd", cmcd.mediaStartDelay)
-        fields.integer("cmcd_bsa", cmcd.starvationCount?.maximum)
-        fields.integer("cmcd_bsd", cmcd.starvationDuration?.maximum)
-        fields.float("cmcd_pr", cmcd.playbackRate)
-        fields.integer("cmcd_v", Int64(cmcd.version))
-        if cmcd.startup { fields.bool("cmcd_su", true) }
-        if cmcd.bufferStarvation { fields.bool("cmcd_bs", true) }
-        fields.string("cmcd_sta", cmcd.state?.rawValue)
-        fields.float("time_taken", sample.timeTaken)
-        fields.integer("sc_status", sample.httpStatus.map(Int64.init))
-
-        LineProtocol.appendMeasurement(rawMeasurement, to: &out)
-        LineProtocol.appendTag("cmcd_cid", sample.contentID, to: &out)
-        LineProtocol.appendTag("cmcd_ot", cmcd.objectType?.rawValue, to: &out)
-        LineProtocol.appendTag("cmcd_sf", cmcd.streamingFormat.flatMap { streamingFormats.contains($0) ? $0 : nil }, to: &out)
-        LineProtocol.appendTag("cmcd_sid", sample.sessionID, to: &out)
-        LineProtocol.appendTag("cmcd_st", cmcd.streamType.flatMap { streamTypes.contains($0) ? $0 : nil }, to: &out)
-        LineProtocol.appendTag("edge_location", sample.edgeLocation, to: &out)
-        LineProtocol.close(fields, timestampMs: sample.time, to: &out)
+        LineProtocol.appendField(prefix: "cmcd_bl=", integer: sample.bufferLength, to: &out)
+        LineProtocol.appendField(prefix: "cmcd_br=", integer: cmcd.encodedBitrate?.value(for: cmcd.objectType), to: &out)
+        LineProtocol.appendField(prefix: "cmcd_tb=", integer: cmcd.topBitrate?.value(for: cmcd.objectType), to: &out)
+        LineProtocol.appendField(prefix: "cmcd_mtp=", integer: cmcd.measuredThroughput?.value(for: cmcd.objectType), to: &out)
+        LineProtocol.appendField(prefix: "cmcd_d=", integer: cmcd.objectDuration, to: &out)
+        LineProtocol.appendField(prefix: "cmcd_dl=", integer: cmcd.deadline, to: &out)
+        LineProtocol.appendField(prefix: "cmcd_rtp=", integer: cmcd.requestedMaxThroughput, to: &out)
+        LineProtocol.appendField(prefix: "cmcd_msd=", integer: cmcd.mediaStartDelay, to: &out)
+        LineProtocol.appendField(prefix: "cmcd_bsa=", integer: cmcd.starvationCount?.maximum, to: &out)
+        LineProtocol.appendField(prefix: "cmcd_bsd=", integer: cmcd.starvationDuration?.maximum, to: &out)
+        LineProtocol.appendField(prefix: "cmcd_pr=", float: cmcd.playbackRate, to: &out)
+        LineProtocol.appendField(prefix: "cmcd_v=", integer: Int64(cmcd.version), to: &out)
+        if cmcd.startup {
+            LineProtocol.appendFieldKey(prefix: "cmcd_su=", to: &out)
+            LineProtocol.appendRaw("true", to: &out)
+        }
+        if cmcd.bufferStarvation {
+            LineProtocol.appendFieldKey(prefix: "cmcd_bs=", to: &out)
+            LineProtocol.appendRaw("true", to: &out)
+        }
+        if let state = cmcd.state?.rawValue {
+            LineProtocol.appendFieldKey(prefix: "cmcd_sta=", to: &out)
+            out.append(UInt8(ascii: "\""))
+            LineProtocol.appendEscaped(state, .stringField, to: &out)
+            out.append(UInt8(ascii: "\""))
+        }
+        LineProtocol.appendField(prefix: "time_taken=", float: sample.timeTaken, to: &out)
+        LineProtocol.appendField(prefix: "sc_status=", integer: sample.httpStatus.map(Int64.init), to: &out)
+        LineProtocol.closeFields(timestampMs: sample.time, to: &out)
     }
 
     /// Appends one `cmcd_anomalies` point for a finding, at its detection time.
@@ -158,13 +334,13 @@ public enum InfluxPoints {
             default: break
             }
         }
-        LineProtocol.appendMeasurement(anomalyMeasurement, to: &out)
-        LineProtocol.appendTag("cmcd_cid", finding.contentID, to: &out)
-        LineProtocol.appendTag("cmcd_sid", finding.sessionID, to: &out)
-        LineProtocol.appendTag("edge_location", finding.edgeLocation, to: &out)
-        LineProtocol.appendTag("severity", finding.severity.rawValue, to: &out)
-        LineProtocol.appendTag("status", finding.status.rawValue, to: &out)
-        LineProtocol.appendTag("type", finding.type.rawValue, to: &out)
+        LineProtocol.appendRaw(anomalyMeasurement, to: &out)
+        LineProtocol.appendTag(prefix: ",cmcd_cid=", finding.contentID, to: &out)
+        LineProtocol.appendTag(prefix: ",cmcd_sid=", finding.sessionID, to: &out)
+        LineProtocol.appendTag(prefix: ",edge_location=", finding.edgeLocation, to: &out)
+        LineProtocol.appendTag(prefix: ",severity=", finding.severity.rawValue, to: &out)
+        LineProtocol.appendTag(prefix: ",status=", finding.status.rawValue, to: &out)
+        LineProtocol.appendTag(prefix: ",type=", finding.type.rawValue, to: &out)
         LineProtocol.close(fields, timestampMs: finding.detectedAt, to: &out)
     }
 }

@@ -78,6 +78,72 @@ struct LineProtocolTests {
                 + "\n")
     }
 
+    /// The escaping rules, byte by byte, as the protocol states them: the model the writer's
+    /// fast path (text appended as it is when nothing in it needs escaping) must agree with.
+    static func modelEscaped(_ text: [UInt8], escaping: [UInt8], backslash: Bool) -> [UInt8] {
+        var out: [UInt8] = []
+        var written = 0
+        for byte in text {
+            if written >= LineProtocol.maxValueBytes, byte & 0xC0 != 0x80 { break }
+            written += 1
+            if byte < 0x20 || byte == 0x7F {
+                out.append(UInt8(ascii: "?"))
+            } else if byte == UInt8(ascii: "\\") {
+                out += backslash ? [UInt8(ascii: "\\"), UInt8(ascii: "\\")] : [UInt8(ascii: "?")]
+            } else {
+                if escaping.contains(byte) { out.append(UInt8(ascii: "\\")) }
+                out.append(byte)
+            }
+        }
+        return out
+    }
+
+    @Test func escapingAgreesWithTheRulesOnRandomText() {
+        var rng = SystemRandomNumberGenerator()
+        let contexts: [(LineProtocol.Context, [UInt8], Bool)] = [
+            (.measurement, [UInt8(ascii: ","), UInt8(ascii: " ")], false),
+            (.key, [UInt8(ascii: ","), UInt8(ascii: "="), UInt8(ascii: " ")], false),
+            (.stringField, [UInt8(ascii: "\"")], true),
+        ]
+        // Mostly plain id characters, sometimes one of every kind of special byte, any length
+        // around the cut.
+        let plain = Array("abcXYZ019-_.:/~".utf8)
+        let special: [UInt8] = [0, 0x09, 0x0A, 0x1F, 0x20, 0x22, 0x2C, 0x3D, 0x5C, 0x7F, 0xC3, 0xA9, 0xE2, 0x80, 0xA8]
+        for round in 0..<20_000 {
+            let length = round % 10 == 0 ? Int.random(in: 250...270, using: &rng) : Int.random(in: 0...40, using: &rng)
+            let text: [UInt8] = (0..<length).map { _ in
+                Int.random(in: 0..<20, using: &rng) == 0 ? special.randomElement(using: &rng)! : plain.randomElement(using: &rng)!
+            }
+            for (context, escaping, backslash) in contexts {
+                var out: [UInt8] = [1, 2]
+                text.withUnsafeBufferPointer { LineProtocol.appendEscaped($0, context, to: &out) }
+                #expect(Array(out.dropFirst(2)) == Self.modelEscaped(text, escaping: escaping, backslash: backslash), "\(text) \(context)")
+            }
+        }
+    }
+
+    @Test func integersAndDoublesAreWrittenAsBefore() {
+        var rng = SystemRandomNumberGenerator()
+        var integers: [Int64] = [0, 1, -1, 9, 10, 99, 100, .max, .min, .max - 1, .min + 1, 1_720_015_623_481]
+        for _ in 0..<20_000 { integers.append(Int64.random(in: .min ... .max, using: &rng) >> Int64.random(in: 0...63, using: &rng)) }
+        for n in integers {
+            var out: [UInt8] = []
+            LineProtocol.appendDecimal(n, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == String(n))
+        }
+        // Thousandths (CloudFront's time-taken) take the fast path; anything else the general one.
+        var doubles: [Double] = [0, -0.0, 0.001, 0.0005, 0.213, 1.5, -0.5, -2.25, 12.0, 999_999_999.999, 1e9, 1e-7, 1.0 / 3, 0.1 + 0.2, 6.02e23, -1e-300]
+        for _ in 0..<20_000 {
+            doubles.append(Double(Int64.random(in: -2_000_000_000_000...2_000_000_000_000, using: &rng) >> Int64.random(in: 0...40, using: &rng)) / 1000)
+            doubles.append(Double.random(in: -1e6...1e6, using: &rng))
+        }
+        for d in doubles {
+            var out: [UInt8] = []
+            LineProtocol.appendDouble(d, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == JSONWriter.formatDouble(d), "\(d)")
+        }
+    }
+
     @Test func gzipRoundTripsThroughZlib() {
         let input = Array(String(repeating: "cloudfront_logs,cmcd_sid=s cmcd_bl=1i 1\n", count: 100).utf8)
         let compressed = Gzip.compress(input)
