@@ -237,11 +237,7 @@ public enum LineProtocol {
 
     static func appendField(_ key: String, bool value: Bool, to out: inout [UInt8]) {
         appendFieldKey(key, to: &out)
-        if value {
-            out.append(contentsOf: [UInt8(ascii: "t"), UInt8(ascii: "r"), UInt8(ascii: "u"), UInt8(ascii: "e")])
-        } else {
-            out.append(contentsOf: [UInt8(ascii: "f"), UInt8(ascii: "a"), UInt8(ascii: "l"), UInt8(ascii: "s"), UInt8(ascii: "e")])
-        }
+        appendRaw(value ? "true" : "false", to: &out)
     }
 
     static func appendField(_ key: String, string value: String, to out: inout [UInt8]) {
