@@ -80,12 +80,24 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) {
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = 1
         let sink = MeasuringSink()
-        let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sink: sink, logger: quietLogger)
+        var sinks: [any FindingSink] = [sink]
+        // With an InfluxDB URL, the daemon also writes every request and finding there, as
+        // `run` does with `write_raw`, and commits only what InfluxDB holds.
+        let metrics = DaemonMetrics()
+        if let url = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_URL") {
+            var influx = SentinelConfiguration.Influx()
+            influx.url = url
+            influx.database = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_DATABASE") ?? "cmcd-metrics"
+            influx.gzip = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_GZIP") == "true"
+            sinks.append(InfluxSink(configuration: influx, metrics: metrics, logger: quietLogger))
+        }
+        let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sinks: sinks, metrics: metrics, logger: quietLogger)
         let consumeStart = Date()
         try daemon.run(shouldStop: { false })
         let seconds = Date().timeIntervalSince(consumeStart) - 1  // the idle second
         let consumed = daemon.metrics.recordsConsumed
-        print("e2e: daemon consumed \(consumed) records in \(String(format: "%.1f", seconds)) s: \(Int(Double(consumed) / seconds)) records/s (\(sink.findings) findings, stdout replaced by a null sink)")
+        let into = sinks.count > 1 ? "a null sink and InfluxDB (every request and finding)" : "a null sink"
+        print("e2e: daemon consumed \(consumed) records in \(String(format: "%.1f", seconds)) s: \(Int(Double(consumed) / seconds)) records/s (\(sink.findings) findings, written to \(into))")
 
         // Latency at a steady rate: event time = produce time.
         let latencyTopic = topic + "-latency"

@@ -1,6 +1,7 @@
 // sentinel-bench: figures, not tests. Run in release:
 //   swift run -c release sentinel-bench [records] [sessions]          parse+detect on one core, memory per session
-//   swift run -c release sentinel-bench e2e [records] [rate]          through a broker (scripts/broker/broker.sh start)
+//   swift run -c release sentinel-bench e2e [records] [rate]          through a broker (scripts/broker/broker.sh start);
+//                                                                     SENTINEL_BENCH_INFLUX_URL adds an InfluxDB sink
 // Prints figures and asserts nothing: targets are checked by reading them, not by timed tests.
 
 import Foundation
