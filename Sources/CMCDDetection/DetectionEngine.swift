@@ -619,10 +619,7 @@ struct Detectors: Sendable {
         emit(
             &findings, session, .bufferStarvation, .firing, severity, startedAt: t, at: t,
             summary: "Starvation: \(DetectionEngine.describe(trigger: trigger, cmcd, bl))",
-            details: [
-                ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
-                ("threshold_ms", .int(bufferStarvation.lowBufferMs)),
-            ])
+            details: triggerDetails(trigger, bl: bl))
     }
 
     /// The same episode got worse: fire again under the same id, now critical.
@@ -636,10 +633,7 @@ struct Detectors: Sendable {
         emit(
             &findings, session, .bufferStarvation, .firing, severity, startedAt: episode.startedAt, at: t,
             summary: "Starvation escalated: \(DetectionEngine.describe(trigger: trigger, cmcd, bl))",
-            details: [
-                ("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null),
-                ("threshold_ms", .int(bufferStarvation.lowBufferMs)), ("escalated", .bool(true)),
-            ])
+            details: triggerDetails(trigger, bl: bl) + [("escalated", .bool(true))])
     }
 
     @inline(never)
@@ -649,6 +643,11 @@ struct Detectors: Sendable {
             summary: "Buffer recovered to \(bl) ms after \(seconds: t - episode.startedAt) of starvation",
             details: starvationDetails(episode, until: t) + [("recovered_bl_ms", .int(bl))])
         session.starvation = nil
+    }
+
+    /// What set off a starvation finding (firing or escalated).
+    func triggerDetails(_ trigger: String, bl: Int64?) -> [(key: String, value: JSONValue)] {
+        [("trigger", .string(trigger)), ("bl_ms", bl.map(JSONValue.int) ?? .null), ("threshold_ms", .int(bufferStarvation.lowBufferMs))]
     }
 
     func starvationDetails(_ episode: StarvationEpisode, until time: Int64) -> [(key: String, value: JSONValue)] {

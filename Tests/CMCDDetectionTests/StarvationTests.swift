@@ -57,5 +57,11 @@ struct StarvationTests {
         let starvation = run(samples).findings.of(.bufferStarvation)
         #expect(starvation.summary == ["buffer_starvation firing warning", "buffer_starvation firing critical"])
         #expect(starvation[0].id == starvation[1].id)
+        // Both carry what set them off; the second says it is an escalation.
+        #expect(starvation[0].details.map(\.key) == ["trigger", "bl_ms", "threshold_ms"])
+        #expect(starvation[0].detail("trigger") == .string("low_buffer") && starvation[0].detail("bl_ms") == .int(300))
+        #expect(starvation[1].details.map(\.key) == ["trigger", "bl_ms", "threshold_ms", "escalated"])
+        #expect(starvation[1].detail("trigger") == .string("bs") && starvation[1].detail("bl_ms") == .int(0))
+        #expect(starvation[1].detail("threshold_ms") == .int(500) && starvation[1].detail("escalated") == .bool(true))
     }
 }
