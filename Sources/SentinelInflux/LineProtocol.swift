@@ -242,6 +242,11 @@ public enum LineProtocol {
 
     static func appendField(_ key: String, string value: String, to out: inout [UInt8]) {
         appendFieldKey(key, to: &out)
+        appendQuoted(value, to: &out)
+    }
+
+    /// A string field's value: quoted, `"` and `\` escaped, control characters replaced.
+    static func appendQuoted(_ value: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         appendEscaped(value, .stringField, to: &out)
         out.append(UInt8(ascii: "\""))
@@ -306,9 +311,7 @@ public enum InfluxPoints {
         }
         if let state = cmcd.state?.rawValue {
             LineProtocol.appendFieldKey(prefix: "cmcd_sta=", to: &out)
-            out.append(UInt8(ascii: "\""))
-            LineProtocol.appendEscaped(state, .stringField, to: &out)
-            out.append(UInt8(ascii: "\""))
+            LineProtocol.appendQuoted(state, to: &out)
         }
         LineProtocol.appendField(prefix: "time_taken=", float: sample.timeTaken, to: &out)
         LineProtocol.appendField(prefix: "sc_status=", integer: sample.httpStatus.map(Int64.init), to: &out)

@@ -54,6 +54,11 @@ struct LineProtocolTests {
         #expect(text.hasSuffix("é"), "cut at a character boundary")
     }
 
+    @Test func playerStateIsAStringFieldAndFlagsAreBooleans() throws {
+        let text = line(try sample(sid: "s", cid: nil, edge: nil, cmcd: "bl=(0),bs,su,sta=r,v=2"))
+        #expect(text.contains(" cmcd_bl=0i,cmcd_v=2i,cmcd_su=true,cmcd_bs=true,cmcd_sta=\"r\",time_taken=0.012,sc_status=200i "), "\(text)")
+    }
+
     @Test func lowLatencyLiveIsTagged() throws {
         let text = line(try sample(sid: "s", cid: nil, edge: nil, cmcd: "bl=1,sf=d,st=ll,ot=v"))
         #expect(text.contains(",cmcd_sf=d,") && text.contains(",cmcd_st=ll "))
