@@ -190,6 +190,18 @@ public enum LineProtocol {
         appendDouble(value, to: &out)
     }
 
+    static func appendField(prefix keyEquals: StaticString, bool value: Bool?, to out: inout [UInt8]) {
+        guard let value else { return }
+        appendFieldKey(prefix: keyEquals, to: &out)
+        appendRaw(value ? "true" : "false", to: &out)
+    }
+
+    static func appendField(prefix keyEquals: StaticString, string value: String?, to out: inout [UInt8]) {
+        guard let value else { return }
+        appendFieldKey(prefix: keyEquals, to: &out)
+        appendQuoted(value, to: &out)
+    }
+
     /// Appends a finite double as `JSONWriter.formatDouble` writes it; the usual values
     /// (whole numbers, and thousandths such as CloudFront's `time-taken`) without making a
     /// string.
@@ -301,18 +313,9 @@ public enum InfluxPoints {
         LineProtocol.appendField(prefix: "cmcd_bsd=", integer: cmcd.starvationDuration?.maximum, to: &out)
         LineProtocol.appendField(prefix: "cmcd_pr=", float: cmcd.playbackRate, to: &out)
         LineProtocol.appendField(prefix: "cmcd_v=", integer: Int64(cmcd.version), to: &out)
-        if cmcd.startup {
-            LineProtocol.appendFieldKey(prefix: "cmcd_su=", to: &out)
-            LineProtocol.appendRaw("true", to: &out)
-        }
-        if cmcd.bufferStarvation {
-            LineProtocol.appendFieldKey(prefix: "cmcd_bs=", to: &out)
-            LineProtocol.appendRaw("true", to: &out)
-        }
-        if let state = cmcd.state?.rawValue {
-            LineProtocol.appendFieldKey(prefix: "cmcd_sta=", to: &out)
-            LineProtocol.appendQuoted(state, to: &out)
-        }
+        if cmcd.startup { LineProtocol.appendField(prefix: "cmcd_su=", bool: true, to: &out) }
+        if cmcd.bufferStarvation { LineProtocol.appendField(prefix: "cmcd_bs=", bool: true, to: &out) }
+        LineProtocol.appendField(prefix: "cmcd_sta=", string: cmcd.state?.rawValue, to: &out)
         LineProtocol.appendField(prefix: "time_taken=", float: sample.timeTaken, to: &out)
         LineProtocol.appendField(prefix: "sc_status=", integer: sample.httpStatus.map(Int64.init), to: &out)
         LineProtocol.closeFields(timestampMs: sample.time, to: &out)
