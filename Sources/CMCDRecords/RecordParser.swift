@@ -172,11 +172,36 @@ public struct RecordParser: Sendable {
             starts[0] = 0
             var count = 1
             guard let base = line.baseAddress else { return count }
-            var offset = 0
-            while offset < line.count, count <= expected, let hit = memchr(base + offset, 0x09, line.count &- offset) {
-                offset = base.distance(to: hit.assumingMemoryBound(to: UInt8.self)) &+ 1
-                starts[count] = offset
-                count &+= 1
+            // The TABs, 64 bytes at a time, until one more than the layout has fields for.
+            let n = line.count
+            @inline(__always) func take(_ tabs: UInt64, at offset: Int) -> Bool {
+                var tabs = tabs
+                while tabs != 0 {
+                    guard count <= expected else { return false }
+                    starts[count] = offset &+ tabs.trailingZeroBitCount &+ 1
+                    count &+= 1
+                    tabs &= tabs &- 1
+                }
+                return true
+            }
+            if n < 64 {
+                for offset in 0..<n where base[offset] == 0x09 {
+                    guard count <= expected else { break }
+                    starts[count] = offset &+ 1
+                    count &+= 1
+                }
+            } else {
+                var offset = 0
+                var more = true
+                while more, offset &+ 64 <= n {
+                    more = take(ByteBlocks.equal64(base + offset, 0x09), at: offset)
+                    offset &+= 64
+                }
+                // The last bytes as the last 64, without those already looked at.
+                if more, offset < n {
+                    let seen = UInt64(offset &- (n &- 64))
+                    _ = take((ByteBlocks.equal64(base + (n &- 64), 0x09) >> seen) << seen, at: n &- 64)
+                }
             }
             if count == expected { starts[count] = line.count + 1 }
             return count

@@ -252,6 +252,59 @@ struct RecordParserTests {
         }
     }
 
+    /// The fields are found 64 bytes at a time, the last bytes as an overlapping block: lines
+    /// of every length around those blocks, with each TAB in every position, split as a
+    /// byte-by-byte split does (too few and too many fields included), each line in an
+    /// allocation of exactly its length.
+    @Test func fieldsAreFoundWhereverTheTABsFall() {
+        var state: UInt64 = 5
+        func next() -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return state >> 33
+        }
+        var parser = RecordParser()
+        var checked = 0
+        for length in 0..<300 {
+            for _ in 0..<12 {
+                var bytes = [UInt8](repeating: UInt8(ascii: "x"), count: length)
+                let tabs = Int(next() % 13)
+                for _ in 0..<tabs where length > 0 { bytes[Int(next() % UInt64(length))] = 0x09 }
+                // A readable line when there are ten fields: the time first and a CMCD query.
+                let fields = bytes.split(separator: 0x09, omittingEmptySubsequences: false)
+                let line: [UInt8]
+                if fields.count == 10 {
+                    var f = fields.map(Array.init)
+                    f[0] = Array("1720015641.207".utf8)
+                    f[5] = Array("EDGE\(length)".utf8)
+                    f[8] = Array("CMCD=sid%3D%22s\(length)%22%2Cbl%3D\(f[8].count)".utf8)
+                    line = Array(f.joined(separator: [0x09]))
+                } else {
+                    line = bytes
+                }
+                let expected = line.split(separator: 0x09, omittingEmptySubsequences: false)
+                let copy = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: line.count)
+                _ = copy.initialize(from: line)
+                var outcome: RecordOutcome?
+                parser.parse(line: UnsafeBufferPointer(copy)) { outcome = $0 }
+                copy.deallocate()
+                switch outcome {
+                case .sample(let s)?:
+                    #expect(expected.count == 10)
+                    #expect(s.edgeLocation.map { Array($0.utf8) } == Array(expected[5]))
+                    #expect(s.sessionID == "s\(length)")
+                    #expect(s.bufferLength == Int64(String(decoding: expected[8], as: UTF8.self).split(separator: "D").last!))
+                    checked += 1
+                case .skipped(.fieldCount, let detail)?:
+                    #expect(expected.count != 10, "\(detail)")
+                    #expect(detail.hasPrefix("expected 10 TAB-separated fields, found \(min(expected.count, 11))"), "\(detail)")
+                default:
+                    #expect(expected.count == 10, "\(String(describing: outcome))")
+                }
+            }
+        }
+        #expect(checked > 100)
+    }
+
     /// `time-taken` is read without a string conversion when it is plain digits; the result
     /// must be the double `Double(String)` gives, and anything else must fall back to it.
     @Test(arguments: [

@@ -73,3 +73,51 @@ struct ByteWordsTests {
         }
     }
 }
+
+struct ByteBlocksTests {
+    /// The block masks flag exactly the bytes of interest, and the SSE2 versions agree with
+    /// the portable ones (on a machine without SSE2 both are the portable ones).
+    @Test func blockMasksAreExact() {
+        var rng = SplitMix64(seed: 31)
+        var bytes = [UInt8](repeating: 0, count: 64)
+        for round in 0..<20_000 {
+            for k in 0..<64 {
+                // Mostly plain text with the bytes of interest (and their neighbours) mixed in.
+                let r = rng.next()
+                bytes[k] = round % 4 == 0 ? UInt8(truncatingIfNeeded: r) : [0x09, 0x08, 0x0A, 0x2C, 0x2D, 0x3F, 0x5C, 0x7E, 0x7F, 0x80, 0xFF, 0x00][Int(r % 12)]
+                if r >> 40 % 3 == 0 { bytes[k] = UInt8(0x2D + r % 0x50) }
+            }
+            bytes.withUnsafeBufferPointer { b in
+                let p = b.baseAddress!
+                var expected64: UInt64 = 0
+                for k in 0..<64 where p[k] == 0x09 { expected64 |= 1 << UInt64(k) }
+                #expect(ByteBlocks.equal64(p, 0x09) == expected64)
+                for offset in stride(from: 0, through: 48, by: 16) {
+                    var tabs: UInt32 = 0
+                    var stops: UInt32 = 0
+                    for k in 0..<16 {
+                        let c = p[offset + k]
+                        if c == 0x09 { tabs |= 1 << UInt32(k) }
+                        if c < 0x2D || c == 0x3F || c == 0x5C || c >= 0x7F { stops |= 1 << UInt32(k) }
+                    }
+                    #expect(ByteBlocks.equal(p + offset, 0x09) == tabs)
+                    #expect(ByteBlocks.portableEqual(p + offset, 0x09) == tabs)
+                    #expect(ByteBlocks.stringStops(p + offset) == stops)
+                    #expect(ByteBlocks.portableStringStops(p + offset) == stops)
+                }
+            }
+        }
+        // Every byte value, in every position, against every target byte of interest.
+        for value in 0...255 {
+            for position in 0..<16 {
+                var block = [UInt8](repeating: UInt8(ascii: "a"), count: 16)
+                block[position] = UInt8(value)
+                block.withUnsafeBufferPointer { b in
+                    let stop = value < 0x2D || value == 0x3F || value == 0x5C || value >= 0x7F
+                    #expect(ByteBlocks.stringStops(b.baseAddress!) == (stop ? 1 << UInt32(position) : 0))
+                    #expect(ByteBlocks.equal(b.baseAddress!, UInt8(value)) == (value == 0x61 ? 0xFFFF : 1 << UInt32(position)))
+                }
+            }
+        }
+    }
+}
