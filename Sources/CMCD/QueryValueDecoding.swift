@@ -291,17 +291,27 @@ struct QueryDictionaryReader {
     private func readString(_ i: inout Int) -> SimpleValue? {
         let start = i
         while true {
-            // Eight bytes at a time over the usual id and URL characters ('-' to '~' but '\\'
-            // and '?'); anything else is looked at on its own below.
-            while i &+ 8 <= count {
-                let x = ByteWords.load(base + i)
-                let stop = ByteWords.below(x, UInt8(ascii: "-")) | ByteWords.equal(x, UInt8(ascii: "\\")) | ByteWords.equal(x, UInt8(ascii: "?"))
-                    | ByteWords.atLeast(x, 0x7F)
-                if stop != 0 {
-                    i &+= ByteWords.firstFlagged(stop)
-                    break
+            // Sixteen bytes, then eight, at a time over the usual id and URL characters ('-'
+            // to '~' but '\\' and '?'); anything else is looked at on its own below.
+            scan: do {
+                while i &+ ByteBlocks.size <= count {
+                    let stops = ByteBlocks.stringStops(base + i)
+                    if stops != 0 {
+                        i &+= stops.trailingZeroBitCount
+                        break scan
+                    }
+                    i &+= ByteBlocks.size
                 }
-                i &+= 8
+                while i &+ 8 <= count {
+                    let x = ByteWords.load(base + i)
+                    let stop = ByteWords.below(x, UInt8(ascii: "-")) | ByteWords.equal(x, UInt8(ascii: "\\")) | ByteWords.equal(x, UInt8(ascii: "?"))
+                        | ByteWords.atLeast(x, 0x7F)
+                    if stop != 0 {
+                        i &+= ByteWords.firstFlagged(stop)
+                        break scan
+                    }
+                    i &+= 8
+                }
             }
             guard i < count else { return nil }
             let b = base[i]

@@ -88,6 +88,29 @@ struct QueryValueDecodingTests {
         #expect(Self.agree(longest))
     }
 
+    /// Quoted strings are scanned sixteen, then eight bytes at a time: every length around
+    /// those blocks, with each byte the scan must stop at (and a few it must not) in every
+    /// position, reads as the general path does, or is left to it.
+    @Test func stringsOfEveryLengthWithEveryStopByte() {
+        let specials: [String] = ["\\", "?", "+", "#", "&", "%22", "%2C", "%25", "\"", ",", " ", "\u{7F}", "é", "\u{1}", "-", "~", ".", "_"]
+        var declined = 0
+        for length in 0...48 {
+            let plain = String((0..<length).map { Character(UnicodeScalar(UInt8(ascii: "a") + UInt8($0 % 26))) })
+            #expect(Self.fast("sid%3D%22\(plain)%22%2Cbl%3D100") != nil)
+            for position in 0...length {
+                for special in specials {
+                    var text = plain
+                    text.insert(contentsOf: special, at: text.index(text.startIndex, offsetBy: position))
+                    for value in ["sid%3D%22\(text)%22%2Cbl%3D100", "bl%3D100%2Cnor%3D%22\(text)%22"] {
+                        if Self.fast(value) == nil { declined += 1 }
+                        #expect(Self.agree(value), "\(value)")
+                    }
+                }
+            }
+        }
+        #expect(declined > 0)
+    }
+
     /// Random dictionaries in random encodings: whatever the fast reader accepts, it reads as
     /// the general path does, and it accepts the common forms often enough to matter.
     @Test func agreesOnRandomInput() {
