@@ -88,6 +88,53 @@ struct QueryValueDecodingTests {
         #expect(Self.agree(longest))
     }
 
+    /// The table of encoded reserved keys: every reserved key of up to four letters, followed
+    /// by `%3D` (`%2C` for boolean keys), is found with its packed code, length and separator,
+    /// and nothing else is: not other letter runs, and not other bytes (random words, half of
+    /// them made of the table's own pieces).
+    @Test func encodedKeysAreExactlyTheReservedOnes() {
+        func word(_ text: String) -> UInt64 {
+            var bytes = Array(text.utf8.prefix(8))
+            while bytes.count < 8 { bytes.append(UInt8(ascii: "1")) }
+            return bytes.withUnsafeBufferPointer { ByteWords.load($0.baseAddress!) }
+        }
+        let letters = (UInt8(ascii: "a")...UInt8(ascii: "z")).map { String(UnicodeScalar($0)) }
+        var byLength = [letters]
+        for _ in 1..<4 { byLength.append(byLength.last!.flatMap { k in letters.map { k + $0 } }) }
+        var found = 0
+        for key in byLength.joined() {
+            let kind = CMCDKeys.kind(of: key)
+            for (separator, encoded) in [(UInt8(ascii: "="), "%3D"), (UInt8(ascii: ","), "%2C")] {
+                let known = QueryDictionaryReader.encodedKey(word(key + encoded))
+                let expected = kind != nil && (kind == .boolean) == (separator == UInt8(ascii: ","))
+                #expect((known != 0) == expected, "\(key)\(encoded)")
+                guard known != 0 else { continue }
+                found += 1
+                #expect(known & 0xFFFF_FFFF == CMCDKeys.packedCode(key))
+                #expect(Int(known >> 32 & 0xFF) == key.utf8.count + 3 && UInt8(truncatingIfNeeded: known >> 40) == separator)
+                // Lower-case hex and literal separators are left to the byte-class reader.
+                #expect(QueryDictionaryReader.encodedKey(word(key + encoded.lowercased())) == 0 || encoded == encoded.lowercased())
+                #expect(QueryDictionaryReader.encodedKey(word(key + String(UnicodeScalar(separator)))) == 0)
+            }
+        }
+        #expect(found == 49)
+        var rng = SplitMix64(seed: 99)
+        let pieces = Array("%3D2Cbldsimtpnorv=,".utf8)
+        for round in 0..<200_000 {
+            var x = rng.next()
+            if round % 2 == 0 {
+                x = (0..<8).reduce(0) { w, k in w | UInt64(pieces[Int(rng.next() % UInt64(pieces.count))]) << (8 * UInt64(k)) }
+            }
+            let known = QueryDictionaryReader.encodedKey(x)
+            guard known != 0 else { continue }
+            let length = Int(known >> 32 & 0xFF)
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: x >> (8 * UInt64($0))) }
+            let key = String(decoding: bytes.dropLast(3), as: UTF8.self)
+            #expect(CMCDKeys.packedCode(key) == known & 0xFFFF_FFFF && CMCDKeys.kind(of: key) != nil, "\(bytes)")
+            #expect(bytes.suffix(3) == Array((CMCDKeys.kind(of: key) == .boolean ? "%2C" : "%3D").utf8), "\(bytes)")
+        }
+    }
+
     /// Quoted strings are scanned sixteen, then eight bytes at a time: every length around
     /// those blocks, with each byte the scan must stop at (and a few it must not) in every
     /// position, reads as the general path does, or is left to it.
