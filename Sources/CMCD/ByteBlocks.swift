@@ -13,6 +13,16 @@ public enum ByteBlocks {
     /// Bytes per block.
     public static let size = 16
 
+    /// Whether the masks are vector instructions here (SSE2). Where they are not, callers
+    /// with a word-at-a-time loop of their own use that instead.
+    @inlinable public static var isVectorized: Bool {
+        #if arch(x86_64) && canImport(_Builtin_intrinsics.intel)
+        return true
+        #else
+        return false
+        #endif
+    }
+
     /// The bytes equal to `byte`.
     @inlinable @inline(__always)
     public static func equal(_ p: UnsafePointer<UInt8>, _ byte: UInt8) -> UInt32 {
@@ -47,15 +57,22 @@ public enum ByteBlocks {
         #endif
     }
 
-    /// `equal` a byte at a time.
+    /// `equal` eight bytes at a time: the bytes equal to `byte` become the exact zero bytes
+    /// of `x ^ pattern`, flagged in their high bits, and one multiplication gathers the eight
+    /// flags into the top byte (each flag lands on its own bit: no two products overlap).
     @inlinable
     public static func portableEqual(_ p: UnsafePointer<UInt8>, _ byte: UInt8) -> UInt32 {
-        var mask: UInt32 = 0
-        for k in 0..<size where p[k] == byte { mask |= 1 << UInt32(k) }
-        return mask
+        @inline(__always) func mask8(_ x: UInt64) -> UInt32 {
+            let low7: UInt64 = 0x7F7F_7F7F_7F7F_7F7F
+            let y = x ^ (0x0101_0101_0101_0101 &* UInt64(byte))
+            let zeros = ~(((y & low7) &+ low7) | y | low7)
+            return UInt32(truncatingIfNeeded: ((zeros >> 7) &* 0x0102_0408_1020_4080) >> 56)
+        }
+        return mask8(ByteWords.load(p)) | mask8(ByteWords.load(p + 8)) << 8
     }
 
-    /// `stringStops` a byte at a time.
+    /// `stringStops` a byte at a time (the query reader does not use it where
+    /// `isVectorized` is false).
     @inlinable
     public static func portableStringStops(_ p: UnsafePointer<UInt8>) -> UInt32 {
         var mask: UInt32 = 0

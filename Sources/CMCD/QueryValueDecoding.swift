@@ -363,10 +363,10 @@ struct QueryDictionaryReader {
     private func readString(_ i: inout Int) -> SimpleValue? {
         let start = i
         while true {
-            // Sixteen bytes, then eight, at a time over the usual id and URL characters ('-'
-            // to '~' but '\\' and '?'); anything else is looked at on its own below.
+            // Sixteen bytes (with SSE2), then eight, at a time over the usual id and URL
+            // characters ('-' to '~' but '\\' and '?'); anything else is looked at on its own below.
             scan: do {
-                while i &+ ByteBlocks.size <= count {
+                while ByteBlocks.isVectorized, i &+ ByteBlocks.size <= count {
                     let stops = ByteBlocks.stringStops(base + i)
                     if stops != 0 {
                         i &+= stops.trailingZeroBitCount

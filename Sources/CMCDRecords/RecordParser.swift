@@ -1,12 +1,6 @@
 import CMCD
 import SentinelJSON
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// The shape of the lines on the topic or in a file.
 public enum RecordFormat: String, Sendable, CaseIterable {
     /// CloudFront real-time log lines (TAB separated, `-` for empty).
