@@ -253,9 +253,9 @@ struct RecordParserTests {
     }
 
     /// The fields are found 64 bytes at a time, the last bytes as an overlapping block: lines
-    /// of every length around those blocks, with each TAB in every position, split as a
-    /// byte-by-byte split does (too few and too many fields included), each line in an
-    /// allocation of exactly its length.
+    /// of every length up to 299 (twelve of each, with up to twelve TABs at random places)
+    /// split as a byte-by-byte split does (too few and too many fields included), each line
+    /// in an allocation of exactly its length.
     @Test func fieldsAreFoundWhereverTheTABsFall() {
         var state: UInt64 = 5
         func next() -> UInt64 {
@@ -298,7 +298,7 @@ struct RecordParserTests {
                     #expect(expected.count != 10, "\(detail)")
                     #expect(detail.hasPrefix("expected 10 TAB-separated fields, found \(min(expected.count, 11))"), "\(detail)")
                 default:
-                    #expect(expected.count == 10, "\(String(describing: outcome))")
+                    Issue.record("\(expected.count) fields gave \(String(describing: outcome))")
                 }
             }
         }

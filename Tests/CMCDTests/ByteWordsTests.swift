@@ -107,7 +107,8 @@ struct ByteBlocksTests {
                 }
             }
         }
-        // Every byte value, in every position, against every target byte of interest.
+        // Every byte value in every position: whether the string scan stops at it, and
+        // equality with that same value.
         for value in 0...255 {
             for position in 0..<16 {
                 var block = [UInt8](repeating: UInt8(ascii: "a"), count: 16)
