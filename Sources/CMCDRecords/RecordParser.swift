@@ -179,11 +179,10 @@ public struct RecordParser: Sendable {
                 return true
             }
             if n < 64 {
-                for offset in 0..<n where base[offset] == 0x09 {
-                    guard count <= expected else { break }
-                    starts[count] = offset &+ 1
-                    count &+= 1
-                }
+                // Too short for a block: its TABs' mask a byte at a time.
+                var tabs: UInt64 = 0
+                for offset in 0..<n where base[offset] == 0x09 { tabs |= 1 << UInt64(offset) }
+                _ = take(tabs, at: 0)
             } else {
                 var offset = 0
                 var more = true
