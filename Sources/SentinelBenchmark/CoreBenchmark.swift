@@ -8,6 +8,7 @@ import Glibc
 
 /// Parse+detect throughput on one core, and resident memory per live session.
 func coreBenchmark(recordCount: Int, sessionCount: Int) {
+    print("processor:      \(processorDescription())")
 
     // Memory per live session, measured first on a fresh heap: many sessions, each fed six
     // requests (a realistic window), lines generated on the fly so nothing else grows.
@@ -39,42 +40,43 @@ func coreBenchmark(recordCount: Int, sessionCount: Int) {
 
     // Each figure is taken over several passes, each over all the lines with a fresh parser
     // and engine: on a shared machine one pass can be slowed by a third by other work on the
-    // host, so the median and the spread say more than any single pass.
+    // host, so the median and the spread say more than any single pass. Parse only and parse
+    // + detect take turns, so that both figures see the same conditions on the host.
     let passes = 5
-
-    // 1. Parse only.
     var parseRates: [Double] = []
-    var samples = 0
-    for _ in 0..<passes {
-        var parser = RecordParser()
-        samples = 0
-        let start = nowNanoseconds()
-        lines.forEach { parser.parse(line: $0) { if case .sample = $0 { samples += 1 } } }
-        parseRates.append(Double(lines.count) / (Double(nowNanoseconds() - start) / 1e9))
-    }
-    let parseMedian = PassRates(parseRates).median
-    print("parse only:     \(PassRates(parseRates)) (\(samples) samples, \(String(format: "%.1f", parseMedian * Double(totalBytes) / Double(lines.count) / 1e6)) MB/s at the median)")
-
-    // 2. Parse + detect, one core.
     var detectRates: [Double] = []
+    var samples = 0
     var findingCount = 0
     var liveSessions = 0
     for _ in 0..<passes {
-        var parser = RecordParser()
-        var engine = DetectionEngine()
-        var findings: [Finding] = []
-        findingCount = 0
-        let start = nowNanoseconds()
-        lines.forEach { line in
-            parser.parse(line: line) { outcome in
-                if case .sample(let sample) = outcome { engine.process(sample, into: &findings) }
-            }
-            findingCount += findings.count
-            findings.removeAll(keepingCapacity: true)
+        // 1. Parse only.
+        do {
+            var parser = RecordParser()
+            samples = 0
+            let start = nowNanoseconds()
+            lines.forEach { parser.parse(line: $0) { if case .sample = $0 { samples += 1 } } }
+            parseRates.append(Double(lines.count) / (Double(nowNanoseconds() - start) / 1e9))
         }
-        detectRates.append(Double(lines.count) / (Double(nowNanoseconds() - start) / 1e9))
-        liveSessions = engine.liveSessionCount
+        // 2. Parse + detect, one core.
+        do {
+            var parser = RecordParser()
+            var engine = DetectionEngine()
+            var findings: [Finding] = []
+            findingCount = 0
+            let start = nowNanoseconds()
+            lines.forEach { line in
+                parser.parse(line: line) { outcome in
+                    if case .sample(let sample) = outcome { engine.process(sample, into: &findings) }
+                }
+                findingCount += findings.count
+                findings.removeAll(keepingCapacity: true)
+            }
+            detectRates.append(Double(lines.count) / (Double(nowNanoseconds() - start) / 1e9))
+            liveSessions = engine.liveSessionCount
+        }
     }
+    let parseMedian = PassRates(parseRates).median
+    print("parse only:     \(PassRates(parseRates)) (\(samples) samples, \(String(format: "%.1f", parseMedian * Double(totalBytes) / Double(lines.count) / 1e6)) MB/s at the median)")
     print("parse + detect: \(PassRates(detectRates)) on one core (\(findingCount) findings, \(liveSessions) live sessions)")
 
     // 3. The InfluxDB points the daemon writes for each request (`cloudfront_logs`), formatted

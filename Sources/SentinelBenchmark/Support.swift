@@ -1,6 +1,7 @@
 
 import CMCDDetection
 import CMCDRecords
+import Foundation
 
 
 #if canImport(Glibc)
@@ -11,6 +12,21 @@ func nowNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// The processor the figures were taken on, from /proc/cpuinfo ("unknown" elsewhere): the
+/// model name alone does not tell the generations of a virtual machine's CPU apart, so its
+/// family and model numbers come with it.
+func processorDescription() -> String {
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "unknown" }
+    var fields: [String: String] = [:]
+    for line in info.split(separator: "\n") {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        let key = line[..<colon].trimmingCharacters(in: .whitespaces)
+        if fields[key] == nil { fields[key] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces) }
+    }
+    let cores = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+    return "\(fields["model name"] ?? "unknown") (family \(fields["cpu family"] ?? "?"), model \(fields["model"] ?? "?")), \(cores) cores online"
 }
 
 /// Resident set size from /proc/self/statm (second field, in pages).
