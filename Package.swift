@@ -41,7 +41,7 @@ let package = Package(
             name: "SentinelDaemon",
             dependencies: [
                 "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelKafka", "SentinelJSON",
-                "SentinelInflux", "SentinelAlerts", "SentinelWebhooks",
+                "SentinelHTTP", "SentinelInflux", "SentinelAlerts", "SentinelWebhooks",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -102,7 +102,7 @@ let package = Package(
             name: "SentinelCLI",
             dependencies: [
                 "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelYAML", "SentinelKafka", "SentinelConfig", "SentinelDaemon",
-                "SentinelMCP", "SentinelAlerts", "SentinelWebhooks",
+                "SentinelHTTP", "SentinelMCP", "SentinelAlerts", "SentinelWebhooks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CMCDRecords
 import SentinelDaemon
+import SentinelHTTP
 import SentinelKafka
 
 #if canImport(Glibc)
@@ -78,7 +79,7 @@ struct ReplayCommand: ParsableCommand {
 
         var parser = RecordParser(configuration: configuration)
         var sent = 0
-        let started = monotonicNow()
+        let started = monotonicSeconds()
         var lastProgress = started
         var failure: KafkaError?
         repeat {
@@ -101,10 +102,10 @@ struct ReplayCommand: ParsableCommand {
                 producer.poll()
                 if let rate {
                     let due = started + Double(sent) / rate
-                    let now = monotonicNow()
+                    let now = monotonicSeconds()
                     if due > now { sleepSeconds(due - now) }
                 }
-                let now = monotonicNow()
+                let now = monotonicSeconds()
                 if now - lastProgress >= 1 {
                     lastProgress = now
                     printError("replay: \(sent) records sent (\(Int(Double(sent) / (now - started)))/s)")

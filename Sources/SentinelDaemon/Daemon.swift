@@ -3,6 +3,7 @@ import CMCDRecords
 import Foundation
 import Logging
 import SentinelConfig
+import SentinelHTTP
 import SentinelJSON
 import SentinelKafka
 
@@ -154,13 +155,13 @@ public final class Daemon: @unchecked Sendable {
             logger.info("consuming \(partitions.map(\.description).joined(separator: ", ")) from \(configuration.kafka.brokers)")
         }
 
-        var lastRecord = monotonicNow()
+        var lastRecord = monotonicSeconds()
         var lastCommit = lastRecord
         var lastTick = lastRecord
         var findings: [Finding] = []
         while !shouldStop() {
             let message = try consumer.poll(timeoutMs: 100)
-            let now = monotonicNow()
+            let now = monotonicSeconds()
             if let message {
                 lastRecord = now
                 try handle(message, findings: &findings)
@@ -251,9 +252,9 @@ public final class Daemon: @unchecked Sendable {
     private func emit(_ findings: inout [Finding]) throws {
         guard !findings.isEmpty else { return }
         for sink in sinks {
-            let start = monotonicNow()
+            let start = monotonicSeconds()
             try sink.write(findings)
-            metrics.recordOutput(sink: sink.name, seconds: monotonicNow() - start)
+            metrics.recordOutput(sink: sink.name, seconds: monotonicSeconds() - start)
         }
         findings.removeAll(keepingCapacity: true)
     }
@@ -276,8 +277,8 @@ public final class Daemon: @unchecked Sendable {
             for sink in sinks { try sink.flush() }
         } catch let pending as SinkPending {
             metrics.recordCommitDeferred()
-            if monotonicNow() - lastPendingLog >= 10 {
-                lastPendingLog = monotonicNow()
+            if monotonicSeconds() - lastPendingLog >= 10 {
+                lastPendingLog = monotonicSeconds()
                 logger.warning("commit waits: \(pending)")
             }
             return
@@ -343,13 +344,6 @@ public final class Daemon: @unchecked Sendable {
 final class EventRelay: @unchecked Sendable {
     var handler: ((KafkaEvent) -> Void)?
     func handle(_ event: KafkaEvent) { handler?(event) }
-}
-
-/// Seconds on the monotonic clock.
-public func monotonicNow() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
 extension DaemonMetrics {

@@ -105,7 +105,7 @@ public final class AlertSink: FindingSink, @unchecked Sendable {
         let now = AlertStore.nowMs()
         let entries = routing.plan(findings, now: now)
         let store = self.store
-        let start = Date()
+        let start = monotonicSeconds()
         let backoff = Backoff(baseMs: 200, capMs: 10_000)
         var attempts = 0
         while true {
@@ -122,7 +122,7 @@ public final class AlertSink: FindingSink, @unchecked Sendable {
                     failures += 1
                     lastFailure = "\(error)"
                 }
-                if Date().timeIntervalSince(start) >= maxRetrySeconds { throw error }
+                if monotonicSeconds() - start >= maxRetrySeconds { throw error }
                 let delay = backoff.delayMs(afterAttempts: attempts)
                 logger.warning("alerts table write failed (\(error)); retry \(attempts) in \(delay) ms")
                 Thread.sleep(forTimeInterval: Double(delay) / 1000)

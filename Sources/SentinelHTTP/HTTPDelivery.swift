@@ -148,6 +148,14 @@ public struct Backoff: Sendable, Equatable {
     }
 }
 
+/// Seconds on the monotonic clock, for intervals (retry budgets, flush intervals, timings):
+/// unlike `Date()`, it does not jump when the wall clock is set.
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
 /// Runs `body` on Swift's concurrency pool and blocks the calling thread until it returns.
 /// Only for threads of our own (the daemon's consumer thread, the Influx sender), never from
 /// inside a task: that could starve the pool.
