@@ -81,6 +81,7 @@ public final class DaemonMetrics: @unchecked Sendable {
     /// The Prometheus text exposition.
     public func render() -> String {
         let extra = lock.withLock { sources }.map { $0() }.joined()
+        let process = ProcessMetrics.render()
         return lock.withLock {
             var out = ""
             func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
@@ -125,7 +126,7 @@ public final class DaemonMetrics: @unchecked Sendable {
                 out += "cmcd_sentinel_sink_latency_seconds_sum{sink=\"\(sink)\"} \(o.seconds)\n"
                 out += "cmcd_sentinel_sink_latency_seconds_count{sink=\"\(sink)\"} \(o.writes)\n"
             }
-            return out + extra
+            return out + extra + process
         }
     }
 

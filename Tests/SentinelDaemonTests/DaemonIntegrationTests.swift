@@ -190,6 +190,21 @@ import Testing
         #expect(metrics.contains(#"cmcd_sentinel_records_skipped_total{reason="field_count"} 1"#))
         #expect(metrics.contains(#"cmcd_sentinel_findings_total{type="buffer_drop",severity="critical",status="firing"} 2"#))
         #expect(metrics.contains("cmcd_sentinel_live_sessions 6"))
+        // The daemon's own process, as the standard Prometheus process metrics give it.
+        func value(_ name: String) -> Double? {
+            metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.dropFirst(name.count + 1)) }
+        }
+        let resident = try #require(value("process_resident_memory_bytes"))
+        #expect(resident > 5_000_000 && resident < 2_000_000_000, "resident \(resident)")
+        #expect(try #require(value("process_virtual_memory_bytes")) >= resident)
+        let cpu = try #require(value("process_cpu_seconds_total"))
+        #expect(cpu > 0 && cpu < 600, "cpu \(cpu)")
+        let started = try #require(value("process_start_time_seconds"))
+        let now = Date().timeIntervalSince1970
+        #expect(started > now - 120 && started <= now + 1, "started \(started), now \(now)")
+        let openFDs = try #require(value("process_open_fds"))
+        let maxFDs = try #require(value("process_max_fds"))
+        #expect(openFDs >= 3 && openFDs <= maxFDs, "open fds \(openFDs) of \(maxFDs)")
         let health = try Self.httpGet(port: port, path: "/healthz")
         #expect(health.status == 200)
         #expect(try Self.httpGet(port: port, path: "/nope").status == 404)
