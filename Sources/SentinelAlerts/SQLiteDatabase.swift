@@ -8,6 +8,12 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
     public let path: String
     private let lock = NSLock()
     private var handle: OpaquePointer?
+    /// Prepared statements by their SQL text, kept for the connection's life: parsing and
+    /// planning an upsert cost more than running it. The texts are this program's own (the
+    /// values are bound), so there are a few dozen at most; the cap only guards against that
+    /// changing unnoticed.
+    private var prepared: [String: OpaquePointer] = [:]
+    static let maxPrepared = 128
 
     /// Opens (creating) the file at `path` in WAL mode with full synchronous commits.
     public init(path: String) throws {
@@ -25,7 +31,10 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
         try execute("PRAGMA synchronous=FULL")
     }
 
-    deinit { sqlite3_close_v2(handle) }
+    deinit {
+        for statement in prepared.values { sqlite3_finalize(statement) }
+        sqlite3_close_v2(handle)
+    }
 
     public func run(_ statements: [SQLStatement]) async throws -> [[SQLRow]] {
         try runSync(statements)
@@ -51,6 +60,8 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
 
     public func close() async {
         lock.withLock {
+            for statement in prepared.values { sqlite3_finalize(statement) }
+            prepared.removeAll()
             sqlite3_close_v2(handle)
             handle = nil
         }
@@ -63,14 +74,32 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
     private var errorMessage: String { String(cString: sqlite3_errmsg(handle)) }
 
     /// `$n` placeholders become SQLite's `?n`.
-    static func sqliteSQL(_ sql: String) -> String { sql.replacingOccurrences(of: "$", with: "?") }
+    static func sqliteSQL(_ sql: String) -> String {
+        String(decoding: sql.utf8.map { $0 == UInt8(ascii: "$") ? UInt8(ascii: "?") : $0 }, as: UTF8.self)
+    }
 
-    private func step(_ statement: SQLStatement) throws -> [SQLRow] {
+    /// The statement for `sql`, prepared once (caller holds the lock).
+    private func preparedStatement(_ sql: String) throws -> OpaquePointer {
+        if let statement = prepared[sql] { return statement }
         var stmt: OpaquePointer?
-        guard sqlite3_prepare_v2(handle, Self.sqliteSQL(statement.sql), -1, &stmt, nil) == SQLITE_OK else {
+        guard sqlite3_prepare_v3(handle, Self.sqliteSQL(sql), -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK, let stmt else {
             throw SQLError("SQLite: \(errorMessage)")
         }
-        defer { sqlite3_finalize(stmt) }
+        if prepared.count >= Self.maxPrepared {
+            for statement in prepared.values { sqlite3_finalize(statement) }
+            prepared.removeAll()
+        }
+        prepared[sql] = stmt
+        return stmt
+    }
+
+    private func step(_ statement: SQLStatement) throws -> [SQLRow] {
+        let stmt = try preparedStatement(statement.sql)
+        // Ready for the next use whatever happens here (and no text kept bound).
+        defer {
+            sqlite3_reset(stmt)
+            sqlite3_clear_bindings(stmt)
+        }
         let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
         for (index, value) in statement.binds.enumerated() {
             let position = Int32(index + 1)

@@ -173,6 +173,29 @@ struct AlertStoreTests {
         await store.close()
     }
 
+    /// SQLite keeps each statement prepared across calls: a reused statement gives what its
+    /// new bindings ask for, also after one of its runs failed, and more distinct statements
+    /// than the cache holds still run.
+    @Test func preparedStatementsAreReusedCleanly() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("prepared-\(UUID().uuidString).db").path
+        let db = try SQLiteDatabase(path: path)
+        try db.runSync([SQLStatement("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")])
+        let insert = "INSERT INTO t (k, v) VALUES ($1, $2)"
+        for i in 0..<50 { try db.runSync([SQLStatement(insert, [.text("k\(i)"), .int(Int64(i))])]) }
+        // A repeated key fails (the transaction rolls back), then the same statement runs again.
+        #expect(throws: SQLError.self) { try db.runSync([SQLStatement(insert, [.text("new"), .int(1)]), SQLStatement(insert, [.text("k0"), .int(0)])]) }
+        try db.runSync([SQLStatement(insert, [.text("k50"), .null])])
+        let select = "SELECT k, v FROM t WHERE v >= $1 ORDER BY k"
+        // The same query with other bindings gives its own rows.
+        #expect(try db.runSync([SQLStatement(select, [.int(48)])])[0] == [[.text("k48"), .int(48)], [.text("k49"), .int(49)]])
+        #expect(try db.runSync([SQLStatement(select, [.int(49)])])[0] == [[.text("k49"), .int(49)]])
+        #expect(try db.runSync([SQLStatement("SELECT count(*), count(v) FROM t")])[0] == [[.int(51), .int(50)]], "the failed run left nothing")
+        for i in 0..<(SQLiteDatabase.maxPrepared + 10) {
+            #expect(try db.runSync([SQLStatement("SELECT v + \(i) FROM t WHERE k = $1", [.text("k1")])])[0] == [[.int(Int64(1 + i))]])
+        }
+        #expect(try db.runSync([SQLStatement(select, [.int(49)])])[0] == [[.text("k49"), .int(49)]])
+    }
+
     @Test func aBadURLOrUnreachableServerIsAClearError() async throws {
         await #expect(throws: SQLError.self) { try await AlertStore.open(url: "postgres:/nohost", logger: logger) }
         let port = freePort()
