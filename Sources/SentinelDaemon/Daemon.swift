@@ -74,6 +74,9 @@ public final class Daemon: @unchecked Sendable {
     /// A sink failed for good: the daemon stops without committing past it.
     private var sinkFailure: (any Error)?
     private var lastPendingLog = 0.0
+    /// Findings not yet handed to the sinks (see `run`), and since when the oldest waits.
+    private var heldFindings: [Finding] = []
+    private var heldSince = 0.0
 
     public convenience init(
         configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sink: any FindingSink,
@@ -98,6 +101,14 @@ public final class Daemon: @unchecked Sendable {
 
     /// After this long without records, event time follows the wall clock.
     static let quietSeconds = 5.0
+
+    /// While records keep arriving, findings reach the sinks in batches of up to this many, or
+    /// once the oldest has waited `findingBatchSeconds`; as soon as no record is waiting, at
+    /// once. So a storm of findings (every viewer of a live event starting at once) costs the
+    /// alerts table one transaction per batch rather than one per record, while a finding
+    /// among few records goes out without delay.
+    static let findingBatch = 1_000
+    static let findingBatchSeconds = 0.05
 
     /// The librdkafka properties the daemon uses (configuration properties win).
     var kafkaProperties: [String: String] {
@@ -158,22 +169,28 @@ public final class Daemon: @unchecked Sendable {
         var lastRecord = monotonicSeconds()
         var lastCommit = lastRecord
         var lastTick = lastRecord
-        var findings: [Finding] = []
         while !shouldStop() {
-            let message = try consumer.poll(timeoutMs: 100)
+            // With findings held, only what librdkafka already has is taken before they go out.
+            let message = try consumer.poll(timeoutMs: heldFindings.isEmpty ? 100 : 0)
             let now = monotonicSeconds()
+            let held = heldFindings.count
             if let message {
                 lastRecord = now
-                try handle(message, findings: &findings)
+                try handle(message)
             } else if now - lastRecord >= Self.quietSeconds, now - lastTick >= 1 {
                 // A quiet stream: event time moves on with the wall clock, so idle sessions are
                 // evicted and stuck startups fire even when no record arrives. (Only when quiet:
                 // while records flow, event time alone decides, so replays repeat exactly.)
                 let elapsedMs = Int64((now - lastTick) * 1000)
                 for tp in engines.keys.sorted() where engines[tp]!.watermark > Int64.min {
-                    engines[tp]!.advance(to: engines[tp]!.watermark + elapsedMs, into: &findings)
+                    engines[tp]!.advance(to: engines[tp]!.watermark + elapsedMs, into: &heldFindings)
                 }
-                try emit(&findings)
+            }
+            if held == 0, !heldFindings.isEmpty { heldSince = now }
+            if !heldFindings.isEmpty,
+                message == nil || heldFindings.count >= Self.findingBatch || now - heldSince >= Self.findingBatchSeconds
+            {
+                try emitHeldFindings()
             }
             if now - lastTick >= 1 {
                 lastTick = now
@@ -193,6 +210,7 @@ public final class Daemon: @unchecked Sendable {
         // consumer leaves the group (revoking through `revoke`, which commits again). A sink
         // that cannot take everything in time leaves those records uncommitted for next time.
         var unflushed: (any Error)?
+        do { try emitHeldFindings() } catch { unflushed = error }
         for sink in sinks {
             // Within the service group's 10 s for a graceful shutdown.
             do { try sink.drain(timeoutSeconds: 8) } catch { unflushed = unflushed ?? error }
@@ -208,7 +226,8 @@ public final class Daemon: @unchecked Sendable {
         logger.info("stopped after \(consumed) records")
     }
 
-    private func handle(_ message: KafkaMessage, findings: inout [Finding]) throws {
+    /// Parses a record, feeds its samples to the partition's engine and holds the findings.
+    private func handle(_ message: KafkaMessage) throws {
         consumed += 1
         let tp = message.topicPartition
         if engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
@@ -226,7 +245,7 @@ public final class Daemon: @unchecked Sendable {
                             sampleSinkError = error
                         }
                     }
-                    engines[tp]!.process(sample, into: &findings)
+                    engines[tp]!.process(sample, into: &heldFindings)
                 case .skipped(let reason, let detail):
                     guard let deadLetters, deadLetterError == nil else { return }
                     do throws(KafkaError) {
@@ -245,18 +264,18 @@ public final class Daemon: @unchecked Sendable {
         }
         if let deadLetterError { throw deadLetterError }
         if let sampleSinkError { throw sampleSinkError }
-        try emit(&findings)
         pending[tp] = message.offset + 1
     }
 
-    private func emit(_ findings: inout [Finding]) throws {
-        guard !findings.isEmpty else { return }
+    /// Hands the held findings to every sink, in the order they were found.
+    private func emitHeldFindings() throws {
+        guard !heldFindings.isEmpty else { return }
         for sink in sinks {
             let start = monotonicSeconds()
-            try sink.write(findings)
+            try sink.write(heldFindings)
             metrics.recordOutput(sink: sink.name, seconds: monotonicSeconds() - start)
         }
-        findings.removeAll(keepingCapacity: true)
+        heldFindings.removeAll(keepingCapacity: true)
     }
 
     /// Commits what every sink holds. While running and on a revoke, never past the oldest
@@ -274,6 +293,8 @@ public final class Daemon: @unchecked Sendable {
         }
         guard !offsets.isEmpty, sinkFailure == nil else { return }
         do {
+            // The findings of the records about to be committed must be in the sinks first.
+            try emitHeldFindings()
             for sink in sinks { try sink.flush() }
         } catch let pending as SinkPending {
             metrics.recordCommitDeferred()

@@ -210,6 +210,53 @@ import Testing
         #expect(try Self.httpGet(port: port, path: "/nope").status == 404)
     }
 
+    /// Every viewer of a live event starting at once: 1,500 sessions whose second request
+    /// shows a slow startup, all waiting in the topic when the daemon starts. Each finding
+    /// still reaches the sinks, but in batches: one alerts-table transaction per record with
+    /// findings made such a storm take minutes.
+    @Test func aStormOfFindingsReachesTheSinksInBatches() throws {
+        let sessions = 1_500
+        var lines: [String] = []
+        for round in 0..<2 {
+            for s in 0..<sessions {
+                let ms = 1_720_015_600_000 + round * 3_000 + s
+                let sid = "storm-\(s)"
+                let cmcd = round == 0
+                    ? "cid%3D%22live%22%2Cot%3Dm%2Csf%3Dh%2Csid%3D%22\(sid)%22%2Csu"
+                    : "bl%3D4000%2Ccid%3D%22live%22%2Cot%3Dav%2Csf%3Dh%2Csid%3D%22\(sid)%22"
+                lines.append("\(ms / 1000).\(String(ms % 1000 + 1000).dropFirst())\t203.0.113.9\t200\tGET\t/live/\(round).ts\tIAD89-P1\tr\(s)\t0.1\tCMCD=\(cmcd)\t-")
+            }
+        }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("storm-\(UUID().uuidString).tsv")
+        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let topic = try Self.broker.newTopic()
+        let replay = try Self.run(["replay", "--brokers", Self.broker.address, "--topic", topic, file.path])
+        #expect(replay.status == 0, "\(replay.stderr)")
+
+        let port = freePort()
+        let daemon = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"), environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        var metrics = ""
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            metrics = (try? Self.httpGet(port: port, path: "/metrics").body) ?? ""
+            if metrics.contains("cmcd_sentinel_records_consumed_total \(lines.count)\n"), daemon.output.lines.count == 2 * sessions { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        kill(daemon.process.processIdentifier, SIGTERM)
+        daemon.process.waitUntilExit()
+        #expect(daemon.process.terminationStatus == 0)
+        // A slow startup fires and resolves at the second request: two findings a session.
+        let findings = daemon.output.lines
+        #expect(findings.count == 2 * sessions)
+        #expect(Set(findings).count == findings.count, "no finding twice")
+        #expect(findings.filter { $0.contains(#""type":"startup_delay""#) && $0.contains(#""status":"resolved""#) }.count == sessions)
+        let writes = metrics.split(separator: "\n").first { $0.hasPrefix(#"cmcd_sentinel_sink_latency_seconds_count{sink="alerts"} "#) }
+            .flatMap { Int($0.split(separator: " ").last ?? "") }
+        let alertWrites = try #require(writes, "no alerts-sink count in the metrics")
+        #expect(alertWrites >= 2 && alertWrites <= sessions / 10, "\(alertWrites) alerts-table writes for \(sessions) records with findings")
+    }
+
     // MARK: - Helpers
 
     static func daemonArguments(topic: String, group: String) -> [String] {
