@@ -85,8 +85,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         return lock.withLock {
             var out = ""
             func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
-                out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-                for s in samples { out += "\(name)\(s.labels.isEmpty ? "" : "{\(s.labels)}") \(s.value)\n" }
+                Self.append(name, type, help, samples, to: &out)
             }
             metric("cmcd_sentinel_records_consumed_total", "counter", "Records consumed from Kafka.", [("", "\(consumed)")])
             metric(
@@ -128,6 +127,13 @@ public final class DaemonMetrics: @unchecked Sendable {
             }
             return out + extra + process
         }
+    }
+
+    /// Appends one metric in the Prometheus text format: its help and type, then a line per
+    /// sample (`labels` without the braces, empty for none).
+    static func append(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)], to out: inout String) {
+        out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        for s in samples { out += "\(name)\(s.labels.isEmpty ? "" : "{\(s.labels)}") \(s.value)\n" }
     }
 
     static func escape(_ s: String) -> String {

@@ -1,4 +1,5 @@
 import Foundation
+import SentinelJSON
 
 #if canImport(Glibc)
 import Glibc
@@ -23,12 +24,12 @@ enum ProcessMetrics {
         let residentPages = Double(fields[21]) ?? 0
         var out = ""
         func metric(_ name: String, _ type: String, _ help: String, _ value: Double) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(format(value))\n"
+            DaemonMetrics.append(name, type, help, [("", JSONWriter.formatDouble(value))], to: &out)
         }
         metric("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", (utime + stime) / ticks)
         metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", residentPages * pageSize)
         metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", virtualBytes)
-        if let bootTime = bootTimeSeconds() {
+        if let bootTime {
             metric("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", bootTime + startTicks / ticks)
         }
         if let open = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") {
@@ -49,7 +50,10 @@ enum ProcessMetrics {
         return stat[stat.index(after: close)...].split(separator: " ", omittingEmptySubsequences: true)
     }
 
-    /// When the machine booted (`btime` in `/proc/stat`), in seconds since the epoch.
+    /// When the machine booted (`btime` in `/proc/stat`), in seconds since the epoch: read
+    /// once, not at every scrape.
+    static let bootTime = bootTimeSeconds()
+
     static func bootTimeSeconds() -> Double? {
         guard let stat = read("/proc/stat") else { return nil }
         for line in stat.split(separator: "\n") where line.hasPrefix("btime ") {
@@ -59,9 +63,4 @@ enum ProcessMetrics {
     }
 
     private static func read(_ path: String) -> String? { try? String(contentsOfFile: path, encoding: .utf8) }
-
-    /// Whole numbers without a fraction, others as Swift prints them.
-    private static func format(_ value: Double) -> String {
-        value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
-    }
 }
