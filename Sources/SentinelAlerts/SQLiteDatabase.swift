@@ -32,7 +32,7 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
     }
 
     deinit {
-        for statement in prepared.values { sqlite3_finalize(statement) }
+        finalizePrepared()
         sqlite3_close_v2(handle)
     }
 
@@ -60,8 +60,7 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
 
     public func close() async {
         lock.withLock {
-            for statement in prepared.values { sqlite3_finalize(statement) }
-            prepared.removeAll()
+            finalizePrepared()
             sqlite3_close_v2(handle)
             handle = nil
         }
@@ -85,12 +84,15 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
         guard sqlite3_prepare_v3(handle, Self.sqliteSQL(sql), -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK, let stmt else {
             throw SQLError("SQLite: \(errorMessage)")
         }
-        if prepared.count >= Self.maxPrepared {
-            for statement in prepared.values { sqlite3_finalize(statement) }
-            prepared.removeAll()
-        }
+        if prepared.count >= Self.maxPrepared { finalizePrepared() }
         prepared[sql] = stmt
         return stmt
+    }
+
+    /// Drops every kept statement (caller holds the lock, or is `deinit`).
+    private func finalizePrepared() {
+        for statement in prepared.values { sqlite3_finalize(statement) }
+        prepared.removeAll()
     }
 
     private func step(_ statement: SQLStatement) throws -> [SQLRow] {
