@@ -191,9 +191,7 @@ import Testing
         #expect(metrics.contains(#"cmcd_sentinel_findings_total{type="buffer_drop",severity="critical",status="firing"} 2"#))
         #expect(metrics.contains("cmcd_sentinel_live_sessions 6"))
         // The daemon's own process, as the standard Prometheus process metrics give it.
-        func value(_ name: String) -> Double? {
-            metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.dropFirst(name.count + 1)) }
-        }
+        func value(_ name: String) -> Double? { Self.metricValue(name, in: metrics) }
         let resident = try #require(value("process_resident_memory_bytes"))
         #expect(resident > 5_000_000 && resident < 2_000_000_000, "resident \(resident)")
         #expect(try #require(value("process_virtual_memory_bytes")) >= resident)
@@ -251,13 +249,17 @@ import Testing
         #expect(findings.count == 2 * sessions)
         #expect(Set(findings).count == findings.count, "no finding twice")
         #expect(findings.filter { $0.contains(#""type":"startup_delay""#) && $0.contains(#""status":"resolved""#) }.count == sessions)
-        let writes = metrics.split(separator: "\n").first { $0.hasPrefix(#"cmcd_sentinel_sink_latency_seconds_count{sink="alerts"} "#) }
-            .flatMap { Int($0.split(separator: " ").last ?? "") }
+        let writes = Self.metricValue(#"cmcd_sentinel_sink_latency_seconds_count{sink="alerts"}"#, in: metrics).map { Int($0) }
         let alertWrites = try #require(writes, "no alerts-sink count in the metrics")
         #expect(alertWrites >= 2 && alertWrites <= sessions / 10, "\(alertWrites) alerts-table writes for \(sessions) records with findings")
     }
 
     // MARK: - Helpers
+
+    /// The value of one series (name with its labels, as `/metrics` writes it) in a scrape.
+    static func metricValue(_ series: String, in metrics: String) -> Double? {
+        metrics.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.dropFirst(series.count + 1)) }
+    }
 
     static func daemonArguments(topic: String, group: String) -> [String] {
         ["run", "--brokers", broker.address, "--topic", topic, "--group", group, "--partitions", "0,1,2,3"]
