@@ -30,12 +30,14 @@ public enum CMCDDecoder {
 
     /// Decodes the `CMCD=` argument. Accepts a full URL, a query string or, when
     /// `allowBareValue` is set and there is no `CMCD=` argument, the bare encoded value.
-    public static func decodeQuery(_ text: String, allowBareValue: Bool = true) throws(CMCDDecodingError) -> CMCDPayload {
+    /// `strict` fails on any RFC 8941 error; otherwise a member that cannot be read is left
+    /// out alone (see `CMCDPayload.init(raw:limits:strict:)`).
+    public static func decodeQuery(_ text: String, allowBareValue: Bool = true, strict: Bool = false) throws(CMCDDecodingError) -> CMCDPayload {
         var copy = text
         var buffers = DecodingBuffers(internedStrings: 0)
         let outcome = copy.withUTF8 { bytes in
             Result { () throws(CMCDDecodingError) in
-                try decodeQuery(bytes: bytes, allowBareValue: allowBareValue, buffers: &buffers)
+                try decodeQuery(bytes: bytes, allowBareValue: allowBareValue, strict: strict, buffers: &buffers)
             }
         }
         guard let result = try outcome.get() else { throw .noCMCD("no CMCD query argument") }
@@ -62,7 +64,7 @@ public enum CMCDDecoder {
     /// Byte-level query decoding for the record parser; `nil` when there is no `CMCD=` argument.
     /// With `typedOnly` the payload is decoded for its typed views only (see `CMCDPayload(typedFrom:)`).
     public static func decodeQuery(
-        bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool, typedOnly: Bool = false, buffers: inout DecodingBuffers
+        bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool, typedOnly: Bool = false, strict: Bool = false, buffers: inout DecodingBuffers
     ) throws(CMCDDecodingError) -> CMCDPayload? {
         // The usual CloudFront query is the CMCD argument alone. When the in-place reader takes
         // everything after `CMCD=`, there is no `?`, `#` or `&` in it (it declines those), so
@@ -74,13 +76,13 @@ public enum CMCDDecoder {
             return payload
         }
         guard let range = queryValueRange(bytes, allowBareValue: allowBareValue) else { return nil }
-        return try decodeQueryValue(UnsafeBufferPointer(rebasing: bytes[range]), typedOnly: typedOnly, buffers: &buffers)
+        return try decodeQueryValue(UnsafeBufferPointer(rebasing: bytes[range]), typedOnly: typedOnly, strict: strict, buffers: &buffers)
     }
 
     /// Decodes the value of the `CMCD` argument: URL-decoded (as often as it was encoded,
     /// up to `maxQueryDecodings`), then decoded as a dictionary.
     static func decodeQueryValue(
-        _ value: UnsafeBufferPointer<UInt8>, typedOnly: Bool, buffers: inout DecodingBuffers
+        _ value: UnsafeBufferPointer<UInt8>, typedOnly: Bool, strict: Bool = false, buffers: inout DecodingBuffers
     ) throws(CMCDDecodingError) -> CMCDPayload {
         if typedOnly, let payload = CMCDPayload(typedFromQueryValue: value, strings: &buffers.strings, boxes: &buffers.boxes) {
             return payload
@@ -101,7 +103,7 @@ public enum CMCDDecoder {
             return Result { () throws(CMCDDecodingError) in
                 typedOnly
                     ? try CMCDPayload(typedFrom: decoded, strings: &buffers.strings, boxes: &buffers.boxes)
-                    : try CMCDPayload(rawBytes: decoded)
+                    : try CMCDPayload(rawBytes: decoded, strict: strict)
             }
         }.get()
     }
@@ -163,13 +165,23 @@ public enum CMCDDecoder {
 
     /// Merges the four CMCD headers (names case-insensitive; other headers ignored).
     /// Returns `nil` when none of them is present.
-    public static func decodeHeaders(_ headers: [(name: String, value: String)]) throws(CMCDDecodingError) -> CMCDPayload? {
+    /// `strict` as for `decodeQuery`.
+    public static func decodeHeaders(_ headers: [(name: String, value: String)], strict: Bool = false) throws(CMCDDecodingError) -> CMCDPayload? {
         var members: [SFDictionaryMember] = []
+        var dropped: [CMCDIgnoredKey] = []
         var found = false
         for header in headers where isCMCDHeader(header.name.trimmingSpaces) {
             found = true
-            let parsed: [SFDictionaryMember]
-            do { parsed = try SFDictionaryParser.parse(header.value) } catch { throw .syntax(error) }
+            var parsed: [SFDictionaryMember] = []
+            if strict {
+                do { parsed = try SFDictionaryParser.parse(header.value) } catch { throw .syntax(error) }
+            } else {
+                var value = header.value
+                let outcome = value.withUTF8 { bytes in
+                    Result { () throws(SFParseError) in try SFDictionaryParser.parse(bytes: bytes, dropped: &dropped) }
+                }
+                do { parsed = try outcome.get() } catch { throw .syntax(error) }
+            }
             for member in parsed {
                 if let i = members.firstIndex(where: { $0.key == member.key }) {
                     members[i].value = member.value
@@ -179,11 +191,11 @@ public enum CMCDDecoder {
             }
         }
         guard found else { return nil }
-        return try CMCDPayload(members: members)
+        return try CMCDPayload(members: members, ignored: dropped)
     }
 
     /// Decodes HTTP header lines (`Name: value`, one per line).
-    public static func decodeHeaderLines(_ text: String) throws(CMCDDecodingError) -> CMCDPayload {
+    public static func decodeHeaderLines(_ text: String, strict: Bool = false) throws(CMCDDecodingError) -> CMCDPayload {
         var headers: [(name: String, value: String)] = []
         for line in text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
             guard let colon = line.firstIndex(of: ":") else {
@@ -191,7 +203,7 @@ public enum CMCDDecoder {
             }
             headers.append((String(line[..<colon]), String(line[line.index(after: colon)...]).trimmingSpaces))
         }
-        guard let payload = try decodeHeaders(headers) else { throw .noCMCD("no CMCD-Request, CMCD-Object, CMCD-Status or CMCD-Session header") }
+        guard let payload = try decodeHeaders(headers, strict: strict) else { throw .noCMCD("no CMCD-Request, CMCD-Object, CMCD-Status or CMCD-Session header") }
         return payload
     }
 
@@ -233,7 +245,7 @@ public enum CMCDDecoder {
 
     /// Decodes an event-mode POST body: one record per line, surrounding spaces ignored,
     /// blank lines skipped. A bad line fails the whole call with its line number.
-    public static func decodeBody(_ text: String) throws(CMCDDecodingError) -> [CMCDPayload] {
+    public static func decodeBody(_ text: String, strict: Bool = false) throws(CMCDDecodingError) -> [CMCDPayload] {
         var payloads: [CMCDPayload] = []
         var lineNumber = 0
         for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
@@ -243,7 +255,7 @@ public enum CMCDDecoder {
             record = record.trimmingSpaces
             if record.isEmpty { continue }
             do {
-                payloads.append(try CMCDPayload(raw: record))
+                payloads.append(try CMCDPayload(raw: record, strict: strict))
             } catch {
                 throw .invalidInput("line \(lineNumber): \(error)")
             }

@@ -116,6 +116,29 @@ public enum CMCDKeys {
         }
     }
 
+    /// Whether an integer is a believable value of reserved key `code`: no CMCD number is
+    /// negative, and no buffer, duration or deadline exceeds a day, nor a bitrate 100 Gbit/s.
+    /// A value that fails is dropped as its member, not passed to the detectors.
+    @inline(__always)
+    static func isPlausible(code: UInt64, _ n: Int64) -> Bool {
+        guard n >= 0 else { return false }
+        switch code {
+        case 0x626C /* bl */, 0x74626C /* tbl */, 0x64 /* d */, 0x646C /* dl */: return n <= 86_400_000
+        case 0x6272 /* br */, 0x7462 /* tb */, 0x6D7470 /* mtp */, 0x727470 /* rtp */, 0x7062 /* pb */, 0x6162 /* ab */,
+            0x6C6162 /* lab */, 0x6C62 /* lb */, 0x746162 /* tab */, 0x747062 /* tpb */:
+            return n <= 100_000_000
+        default: return true
+        }
+    }
+
+    /// A dropped member's key as a metric label, from a bounded set whatever a viewer sent:
+    /// the reserved key itself, `custom` for a hyphenated custom key, else `unknown`.
+    public static func metricLabel(forDroppedKey key: String) -> String {
+        if let code = packedCode(key), kind(code: code) != nil { return key }
+        if !key.isEmpty, isCustom(key) { return "custom" }
+        return "unknown"
+    }
+
     /// The header shard each reserved key belongs to in request mode (CTA-5004-A/-B).
     public static let headerNames = ["CMCD-Request", "CMCD-Object", "CMCD-Status", "CMCD-Session"]
 }

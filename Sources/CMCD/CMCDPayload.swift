@@ -155,6 +155,9 @@ public struct CMCDPayload: Sendable, Hashable {
         var liveLatency: Int64?
         var droppedFrames: Int64?
         var playbackRate: Double?
+        /// Members left out because they could not be read (syntax, wrong type, implausible
+        /// value), with why; nil when there were none.
+        var droppedMembers: [CMCDIgnoredKey]?
     }
 
     /// Every key in wire order, and the keys validation dropped.
@@ -245,8 +248,15 @@ public struct CMCDPayload: Sendable, Hashable {
 
     /// Every key in wire order (invalid ones marked).
     public var entries: [CMCDEntry] { read { $0.full?.entries } ?? fullDecode?.entries ?? [] }
-    /// Reserved keys whose values had the wrong type, and why.
+    /// Members that were left out, and why: reserved keys whose values had the wrong type
+    /// or an implausible value, and (decoded leniently) members that could not be read.
     public var ignored: [CMCDIgnoredKey] { read { $0.full?.ignored } ?? fullDecode?.ignored ?? [] }
+
+    /// The members a decode left out (as `ignored`), known without rebuilding the full view:
+    /// what the record path counts as member errors.
+    public var droppedMembers: [CMCDIgnoredKey] { read { $0.droppedMembers } ?? [] }
+    /// Whether `droppedMembers` is not empty (a check the record path makes per record).
+    public var hasDroppedMembers: Bool { read { $0.droppedMembers != nil } }
 
     private var fullDecode: CMCDPayload? { box.source.flatMap { try? CMCDPayload(raw: $0) } }
 
@@ -343,7 +353,10 @@ extension CMCDPayload.Fields {
             }
         }
         var entries = members
-        defer { full = CMCDPayload.FullView(entries: entries, ignored: ignored) }
+        defer {
+            full = CMCDPayload.FullView(entries: entries, ignored: ignored)
+            droppedMembers = ignored.isEmpty ? nil : ignored
+        }
         for i in entries.indices {
             let code = CMCDKeys.packedCode(entries[i].key)
             switch CMCDPayload.normalize(code: code, member: entries[i].value, version: version) {
@@ -364,17 +377,26 @@ extension CMCDPayload.Fields {
 extension CMCDPayload {
 
     /// Parses a CMCD dictionary (the payload as it is once transport encoding is removed).
-    public init(raw: String, limits: SFDictionaryParser.Limits = .init()) throws(CMCDDecodingError) {
-        let members: [SFDictionaryMember]
-        do { members = try SFDictionaryParser.parse(raw, limits: limits) } catch { throw .syntax(error) }
-        try self.init(members: members)
+    /// Leniently by default: a member that cannot be read is left out (listed in `ignored`)
+    /// and the rest kept; `strict` fails the whole payload on any RFC 8941 error instead.
+    public init(raw: String, limits: SFDictionaryParser.Limits = .init(), strict: Bool = false) throws(CMCDDecodingError) {
+        var copy = raw
+        let outcome = copy.withUTF8 { bytes in
+            Result { () throws(CMCDDecodingError) in try CMCDPayload(rawBytes: bytes, limits: limits, strict: strict) }
+        }
+        self = try outcome.get()
     }
 
-    /// Parses a CMCD dictionary from bytes.
-    public init(rawBytes: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init()) throws(CMCDDecodingError) {
+    /// Parses a CMCD dictionary from bytes (see `init(raw:limits:strict:)`).
+    public init(rawBytes: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits = .init(), strict: Bool = false) throws(CMCDDecodingError) {
         let members: [SFDictionaryMember]
-        do { members = try SFDictionaryParser.parse(bytes: rawBytes, limits: limits) } catch { throw .syntax(error) }
-        try self.init(members: members)
+        var dropped: [CMCDIgnoredKey] = []
+        if strict {
+            do { members = try SFDictionaryParser.parse(bytes: rawBytes, limits: limits) } catch { throw .syntax(error) }
+        } else {
+            do { members = try SFDictionaryParser.parse(bytes: rawBytes, limits: limits, dropped: &dropped) } catch { throw .syntax(error) }
+        }
+        try self.init(members: members, ignored: dropped)
     }
 
     /// A value no typed view accepts: assigning it clears the view.
@@ -421,13 +443,23 @@ extension CMCDPayload {
         case .integerList:
             switch member {
             case .item(let item):
-                if case .integer = item.value { return .keep }
+                if case .integer(let n) = item.value { return CMCDKeys.isPlausible(code: code, n) ? .keep : implausible(n) }
             case .innerList(let items, _):
-                if items.allSatisfy({ if case .integer = $0.value { true } else { false } }) { return .keep }
+                var allIntegers = true
+                for item in items {
+                    guard case .integer(let n) = item.value else {
+                        allIntegers = false
+                        break
+                    }
+                    if !CMCDKeys.isPlausible(code: code, n) { return implausible(n) }
+                }
+                if allIntegers { return .keep }
             }
             return .invalid("expected an integer or an inner list of integers")
         case .integer:
-            if case .item(let item) = member, case .integer = item.value { return .keep }
+            if case .item(let item) = member, case .integer(let n) = item.value {
+                return CMCDKeys.isPlausible(code: code, n) ? .keep : implausible(n)
+            }
             return .invalid("expected an integer")
         case .decimal:
             if case .item(let item) = member {
@@ -499,6 +531,10 @@ extension CMCDPayload {
             }
             return .invalid("expected a string or an inner list of strings")
         }
+    }
+
+    static func implausible(_ n: Int64) -> Verdict {
+        .invalid(n < 0 ? "negative value \(n)" : "implausible value \(n)")
     }
 
     static func measure(_ member: SFMember) -> CMCDMeasure? {
@@ -683,6 +719,10 @@ public struct CMCDSignals: Sendable, Equatable {
     public var starvationDuration: Int64?
     public var state: CMCDPlayerState?
     public var mediaStartDelay: Int64?
+    /// Live or low-latency live (`st=l`, v2 `st=ll`), where players keep small buffers.
+    public var isLive: Bool = false
+    /// `pr`, when sent (players omit it at 1.0).
+    public var playbackRate: Double?
 }
 
 extension CMCDPayload {
@@ -697,7 +737,8 @@ extension CMCDPayload {
                 isMediaRequest: objectType?.isMedia ?? true, startup: f.pointee.startup, bufferStarvation: f.pointee.bufferStarvation,
                 starvationCount: others == nil ? f.pointee.starvationCount?.value : Fields.measure(0x627361, f.pointee.starvationCount, others)?.maximum,
                 starvationDuration: others == nil ? f.pointee.starvationDuration?.value : Fields.measure(0x627364, f.pointee.starvationDuration, others)?.maximum,
-                state: f.pointee.state, mediaStartDelay: f.pointee.mediaStartDelay)
+                state: f.pointee.state, mediaStartDelay: f.pointee.mediaStartDelay,
+                isLive: f.pointee.streamType >= 2 /* l, ll (CMCDKeys.streamTypeTokens) */, playbackRate: f.pointee.playbackRate)
         }
     }
 }

@@ -70,17 +70,33 @@ public struct SFDictionaryParser {
     /// Parses a whole dictionary; leading and trailing spaces are ignored.
     public static func parse(bytes: UnsafeBufferPointer<UInt8>, limits: Limits = Limits()) throws(SFParseError) -> [SFDictionaryMember] {
         var cursor = Cursor(bytes: bytes, limits: limits)
-        return try cursor.parseDictionary()
+        var dropped: [CMCDIgnoredKey] = []
+        return try cursor.parseDictionary(dropped: &dropped)
+    }
+
+    /// Parses a dictionary the way a receiver of real players' CMCD must: decimals with more
+    /// than three fractional digits are rounded to three, UTF-8 in strings is kept, and a
+    /// member that still cannot be read is left out alone (listed in `dropped` with its key
+    /// and reason) while every other member is kept. Only more than `limits.maxMembers`
+    /// members fail it.
+    public static func parse(
+        bytes: UnsafeBufferPointer<UInt8>, limits: Limits = Limits(), dropped: inout [CMCDIgnoredKey]
+    ) throws(SFParseError) -> [SFDictionaryMember] {
+        var cursor = Cursor(bytes: bytes, limits: limits, lenient: true)
+        return try cursor.parseDictionary(dropped: &dropped)
     }
 
     struct Cursor {
         let bytes: UnsafeBufferPointer<UInt8>
         let limits: Limits
+        /// Reads what real players send beyond RFC 8941 (see `SFDictionaryParser.parse(bytes:limits:dropped:)`).
+        let lenient: Bool
         var index = 0
 
-        init(bytes: UnsafeBufferPointer<UInt8>, limits: Limits) {
+        init(bytes: UnsafeBufferPointer<UInt8>, limits: Limits, lenient: Bool = false) {
             self.bytes = bytes
             self.limits = limits
+            self.lenient = lenient
         }
 
         func fail(_ reason: String) -> SFParseError { SFParseError(offset: index, reason: reason) }
@@ -96,11 +112,12 @@ public struct SFDictionaryParser {
             while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x09 { index += 1 }
         }
 
-        mutating func parseDictionary() throws(SFParseError) -> [SFDictionaryMember] {
+        mutating func parseDictionary(dropped: inout [CMCDIgnoredKey]) throws(SFParseError) -> [SFDictionaryMember] {
             var members: [SFDictionaryMember] = []
-            try scanDictionary { cursor, keyRange throws(SFParseError) in
+            try scanDictionary(dropped: &dropped) { cursor, keyRange throws(SFParseError) in
                 let key = cursor.makeASCIIString(keyRange.lowerBound, keyRange.upperBound)
                 let member = try cursor.parseMemberValue(materialize: true)
+                try cursor.expectMemberEnd()
                 if let existing = members.firstIndex(where: { $0.key == key }) {
                     members[existing].value = member  // RFC 8941: the last value wins
                 } else {
@@ -111,30 +128,87 @@ public struct SFDictionaryParser {
         }
 
         /// Walks a dictionary: for each member, `visit` gets the key's byte range and must
-        /// consume the value with `parseMemberValue`. Leading and trailing spaces are ignored.
+        /// consume the value with `parseMemberValue`, then call `expectMemberEnd` before it
+        /// keeps anything. Leading and trailing spaces are ignored. A lenient cursor drops a
+        /// member it cannot read (appending its key and reason to `dropped`) and goes on at
+        /// the next top-level comma; a strict one throws.
         mutating func scanDictionary(
-            _ visit: (inout Cursor, Range<Int>) throws(SFParseError) -> Void
+            dropped: inout [CMCDIgnoredKey], _ visit: (inout Cursor, Range<Int>) throws(SFParseError) -> Void
         ) throws(SFParseError) {
             skipSpaces()
             var end = bytes.count
             while end > index, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
-            var inner = Cursor(bytes: UnsafeBufferPointer(rebasing: bytes[0..<end]), limits: limits)
+            var inner = Cursor(bytes: UnsafeBufferPointer(rebasing: bytes[0..<end]), limits: limits, lenient: lenient)
             inner.index = index
             defer { index = inner.index }
             if inner.atEnd { return }
             var count = 0
             while true {
                 count += 1
+                // Too many members fails even a lenient scan: no record needs them.
                 guard count <= limits.maxMembers else { throw inner.fail("more than \(limits.maxMembers) keys") }
-                let keyRange = try inner.parseKeyRange()
-                try visit(&inner, keyRange)
-                inner.skipOWS()
+                let memberStart = inner.index
+                var keyRange: Range<Int>?
+                do throws(SFParseError) {
+                    keyRange = try inner.parseKeyRange()
+                    try visit(&inner, keyRange!)
+                    inner.skipOWS()
+                    guard inner.atEnd || inner.current == UInt8(ascii: ",") else { throw inner.fail("expected ',' after a member") }
+                } catch {
+                    guard lenient else { throw error }
+                    inner.dropMember(from: memberStart, key: keyRange, error, into: &dropped)
+                }
                 if inner.atEnd { return }
-                guard inner.current == UInt8(ascii: ",") else { throw inner.fail("expected ',' after a member") }
                 inner.index += 1
                 inner.skipOWS()
-                if inner.atEnd { throw inner.fail("trailing comma") }
+                if inner.atEnd {
+                    let error = inner.fail("trailing comma")
+                    guard lenient else { throw error }
+                    dropped.append(CMCDIgnoredKey(key: "", reason: error.description))
+                    return
+                }
             }
+        }
+
+        /// Fails unless the member's value ends here (at the end, or before optional spaces
+        /// and a comma): a visitor checks this before it keeps a value, so that a lenient
+        /// scan never keeps part of a member it then drops.
+        @inline(__always)
+        func expectMemberEnd() throws(SFParseError) {
+            var i = index
+            while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x09 { i &+= 1 }
+            guard i == bytes.count || bytes[i] == UInt8(ascii: ",") else { throw fail("unexpected character after a value") }
+        }
+
+        /// Records a member that could not be read and moves to the comma that ends it (outside
+        /// strings and inner lists), or to the end.
+        @inline(never)
+        mutating func dropMember(from start: Int, key: Range<Int>?, _ error: SFParseError, into dropped: inout [CMCDIgnoredKey]) {
+            let name = key.map { makeASCIIString($0.lowerBound, min($0.upperBound, $0.lowerBound + 64)) } ?? ""
+            dropped.append(CMCDIgnoredKey(key: name, reason: error.description))
+            var i = start
+            var inString = false
+            var depth = 0
+            while i < bytes.count {
+                let c = bytes[i]
+                if inString {
+                    if c == UInt8(ascii: "\\") {
+                        i += 1
+                    } else if c == UInt8(ascii: "\"") {
+                        inString = false
+                    }
+                } else if c == UInt8(ascii: "\"") {
+                    inString = true
+                } else if c == UInt8(ascii: "(") {
+                    depth += 1
+                } else if c == UInt8(ascii: ")") {
+                    depth = max(depth - 1, 0)
+                } else if c == UInt8(ascii: ","), depth == 0 {
+                    break
+                }
+                i += 1
+            }
+            index = min(i, bytes.count)
         }
 
         /// The value after a key: `=` and an item or inner list, or a bare `true` with
@@ -306,7 +380,7 @@ public struct SFDictionaryParser {
                     continue
                 }
                 if c == UInt8(ascii: "\"") { break }
-                guard c >= 0x20, c <= 0x7E else { throw fail("non-printable character in string") }
+                guard (c >= 0x20 && c <= 0x7E) || (lenient && c >= 0x80) else { throw fail("non-printable character in string") }
                 index &+= 1
                 index = SFDictionaryParser.skipPlainStringBytes(bytes, from: index)
             }
@@ -348,15 +422,24 @@ public struct SFDictionaryParser {
             index += 1
             var fraction: Int64 = 0
             var fractionDigits = 0
+            // A lenient cursor reads up to 32 fractional digits and rounds to three (half up):
+            // dash.js sends a playback rate as JavaScript prints it (`pr=0.9900013331200346`).
+            var roundUp = false
             while !atEnd, current >= 0x30, current <= 0x39 {
                 fractionDigits += 1
-                guard fractionDigits <= 3 else { throw fail("decimal has more than 3 fractional digits") }
-                fraction = fraction * 10 + Int64(current - 0x30)
+                if fractionDigits > 3 {
+                    guard lenient else { throw fail("decimal has more than 3 fractional digits") }
+                    guard fractionDigits <= 32 else { throw fail("decimal has more than 32 fractional digits") }
+                    if fractionDigits == 4 { roundUp = current >= 0x35 }
+                } else {
+                    fraction = fraction * 10 + Int64(current - 0x30)
+                }
                 index += 1
             }
             guard fractionDigits > 0 else { throw fail("decimal ends with '.'") }
             var scale = 1.0
-            for _ in 0..<fractionDigits { scale *= 10 }
+            for _ in 0..<min(fractionDigits, 3) { scale *= 10 }
+            if roundUp { fraction += 1 }
             let magnitude = Double(integerPart) + Double(fraction) / scale
             return .decimal(negative ? -magnitude : magnitude)
         }

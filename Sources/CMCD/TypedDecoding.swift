@@ -38,16 +38,20 @@ extension CMCDPayload {
     private static func decodeTyped(
         _ bytes: UnsafeBufferPointer<UInt8>, limits: SFDictionaryParser.Limits, into payload: inout Fields, strings: inout InternedStrings
     ) throws(CMCDDecodingError) {
-        var cursor = SFDictionaryParser.Cursor(bytes: bytes, limits: limits)
+        var cursor = SFDictionaryParser.Cursor(bytes: bytes, limits: limits, lenient: true)
         var declaredVersion: Int64?
+        var dropped: [CMCDIgnoredKey] = []
+        // Wrong-typed reserved keys, found by the visitor (the scan itself appends to `dropped`).
+        var invalid: [CMCDIgnoredKey] = []
         do throws(SFParseError) {
-            try cursor.scanDictionary { c, keyRange throws(SFParseError) in
+            try cursor.scanDictionary(dropped: &dropped) { c, keyRange throws(SFParseError) in
                 guard let code = CMCDKeys.packedCode(bytes, keyRange), code == 0x76 || Self.isTyped(code) else {
                     _ = try c.parseMemberValue(materialize: false)
                     return
                 }
                 let start = c.index
                 if let simple = c.scanSimpleValue() {
+                    try c.expectMemberEnd()
                     if code == 0x76 /* v */ {
                         if case .integer(let n) = simple {
                             declaredVersion = n
@@ -59,6 +63,7 @@ extension CMCDPayload {
                     c.index = start
                 }
                 let member = try c.parseMemberValue(materialize: true)
+                try c.expectMemberEnd()
                 if code == 0x76 /* v */ {
                     if case .item(let item) = member, case .integer(let n) = item.value { declaredVersion = n } else { declaredVersion = nil }
                     return
@@ -66,12 +71,16 @@ extension CMCDPayload {
                 switch Self.normalize(code: code, member: member, version: 1) {
                 case .keep: payload.assignTyped(code: code, value: member)
                 case .replace(let value): payload.assignTyped(code: code, value: value)
-                case .invalid: payload.assignTyped(code: code, value: Self.clearing)  // a later invalid duplicate wins too
+                case .invalid(let reason):
+                    payload.assignTyped(code: code, value: Self.clearing)  // a later invalid duplicate wins too
+                    invalid.append(CMCDIgnoredKey(key: c.makeASCIIString(keyRange.lowerBound, keyRange.upperBound), reason: reason))
                 }
             }
         } catch {
+            // Only a strict cursor throws.
             throw .syntax(error)
         }
+        if !dropped.isEmpty || !invalid.isEmpty { payload.droppedMembers = dropped + invalid }
         if let v = declaredVersion {
             if v > 2 { throw .unsupportedVersion(v) }
             if v >= 1 { payload.version = Int(v) }
@@ -164,7 +173,7 @@ extension CMCDPayload.Fields {
     ) -> Bool {
         switch value {
         case .integer(let n):
-            return assignInteger(code: code, n)
+            return assignInteger(code: code, n)  // negative or implausible: the general path drops it
         case .flag(let flag):
             switch code {
             case 0x7375 /* su */: startup = flag
@@ -219,6 +228,7 @@ extension CMCDPayload.Fields {
 
     /// Sets a typed view from a plain integer (see `assignSimple`).
     @inline(__always) mutating func assignInteger(code: UInt64, _ n: Int64) -> Bool {
+        guard CMCDKeys.isPlausible(code: code, n) else { return false }
         let single = CMCDMeasure.Component(value: n, objectType: nil)
         if otherComponents != nil { _ = keep(code, nil) }  // a later value replaces an inner list's
         switch code {

@@ -37,6 +37,11 @@ public struct ParseStatistics: Sendable, Equatable {
     public var samples = 0
     public var skipped: [SkipReason: Int] = [:]
     public var skippedTotal: Int { skipped.values.reduce(0, +) }
+    /// Members left out of records that were otherwise kept (a decimal or string no player
+    /// should send, a wrong type, a negative buffer), by key label
+    /// (`CMCDKeys.metricLabel(forDroppedKey:)`: a reserved key, `custom` or `unknown`).
+    public var memberErrors: [String: Int] = [:]
+    public var memberErrorsTotal: Int { memberErrors.values.reduce(0, +) }
     public init() {}
 }
 
@@ -150,10 +155,19 @@ public struct RecordParser: Sendable {
 
     private mutating func record(_ outcome: consuming RecordOutcome, _ emit: (consuming RecordOutcome) -> Void) {
         switch outcome {
-        case .sample: statistics.samples += 1
+        case .sample(let sample):
+            statistics.samples += 1
+            if sample.cmcd.hasDroppedMembers { countDroppedMembers(sample.cmcd) }
         case .skipped(let reason, _): statistics.skipped[reason, default: 0] += 1
         }
         emit(outcome)
+    }
+
+    @inline(never)
+    private mutating func countDroppedMembers(_ payload: CMCDPayload) {
+        for member in payload.droppedMembers {
+            statistics.memberErrors[CMCDKeys.metricLabel(forDroppedKey: member.key), default: 0] += 1
+        }
     }
 
     // MARK: CloudFront

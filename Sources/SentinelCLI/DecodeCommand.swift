@@ -21,11 +21,18 @@ struct DecodeCommand: ParsableCommand {
             (HTTP header lines 'Name: value'), raw (the dictionary itself), json (a v1 JSON \
             object or an array of them), body (a v2 event-mode POST body, one record per line; \
             prints a JSON array). Without --form the form is guessed from the input. \
-            Keys whose values have the wrong type are printed and reported on stderr as ignored.
+            Keys whose values have the wrong type are printed and reported on stderr as ignored. \
+            By default decoding is lenient, as the record path is: a member that cannot be read \
+            (a decimal with more than three fractional digits is rounded, UTF-8 in a string is \
+            kept) is left out alone and reported on stderr. --strict fails on any RFC 8941 error, \
+            for validating a player.
             """)
 
     @Option(help: "Transmission form: query, header, raw, json or body (default: guessed).")
     var form: CMCDForm?
+
+    @Flag(help: "Fail on any RFC 8941 syntax error instead of leaving the member out.")
+    var strict = false
 
     @Argument(help: "The payload, or - to read it from standard input.")
     var input: String
@@ -37,17 +44,17 @@ struct DecodeCommand: ParsableCommand {
         do {
             switch chosen {
             case .query:
-                output = render(try CMCDDecoder.decodeQuery(text.trimmingNewlines))
+                output = render(try CMCDDecoder.decodeQuery(text.trimmingNewlines, strict: strict))
             case .header:
-                output = render(try CMCDDecoder.decodeHeaderLines(text))
+                output = render(try CMCDDecoder.decodeHeaderLines(text, strict: strict))
             case .raw:
-                output = render(try CMCDPayload(raw: text.trimmingNewlines))
+                output = render(try CMCDPayload(raw: text.trimmingNewlines, strict: strict))
             case .json:
                 let payloads = try CMCDDecoder.decodeJSON(text: text)
                 let isArray = text.drop(while: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }).first == "["
                 output = isArray ? .array(payloads.map(render)) : render(payloads[0])
             case .body:
-                output = .array(try CMCDDecoder.decodeBody(text).map(render))
+                output = .array(try CMCDDecoder.decodeBody(text, strict: strict).map(render))
             }
         } catch {
             throw CommandFailure.runtime("decode: \(error.description.firstLine)")

@@ -103,6 +103,10 @@ struct DetectCommand: ParsableCommand {
         for reason in p.skipped.keys.sorted() {
             lines.append("  skipped \(reason.rawValue): \(p.skipped[reason]!)")
         }
+        if p.memberErrorsTotal > 0 {
+            let byKey = p.memberErrors.keys.sorted().map { "\($0) \(p.memberErrors[$0]!)" }.joined(separator: ", ")
+            lines.insert("skipped members: \(p.memberErrorsTotal) (records kept without them: \(byKey))", at: 2)
+        }
         for key in d.findings.keys.sorted() {
             lines.append("  \(key.type.rawValue) \(key.severity.rawValue) \(key.status.rawValue): \(d.findings[key]!)")
         }

@@ -356,7 +356,7 @@ public final class Daemon: @unchecked Sendable {
             live += engine.liveSessionCount
         }
         metrics.update(
-            consumed: consumed, skipped: parser.statistics.skipped, deadLetters: deadLettersSent, detection: total, liveSessions: live,
+            consumed: consumed, skipped: parser.statistics.skipped, memberErrors: parser.statistics.memberErrors, deadLetters: deadLettersSent, detection: total, liveSessions: live,
             assigned: engines.keys.sorted().map(\.description))
     }
 }

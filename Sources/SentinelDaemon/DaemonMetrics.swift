@@ -8,6 +8,7 @@ public final class DaemonMetrics: @unchecked Sendable {
     private let lock = NSLock()
     private var consumed = 0
     private var skipped: [SkipReason: Int] = [:]
+    private var memberErrors: [String: Int] = [:]
     private var deadLetters = 0
     private var detection = DetectionStatistics()
     private var liveSessions = 0
@@ -27,9 +28,13 @@ public final class DaemonMetrics: @unchecked Sendable {
     /// Records consumed so far (published about once a second, and at the end).
     public var recordsConsumed: Int { lock.withLock { consumed } }
 
-    func update(consumed: Int, skipped: [SkipReason: Int], deadLetters: Int, detection: DetectionStatistics, liveSessions: Int, assigned: [String]) {
+    func update(
+        consumed: Int, skipped: [SkipReason: Int], memberErrors: [String: Int], deadLetters: Int, detection: DetectionStatistics,
+        liveSessions: Int, assigned: [String]
+    ) {
         lock.withLock {
             self.consumed = consumed
+            self.memberErrors = memberErrors
             self.deadLetters = deadLetters
             self.skipped = skipped
             self.detection = detection
@@ -91,6 +96,10 @@ public final class DaemonMetrics: @unchecked Sendable {
             metric(
                 "cmcd_sentinel_records_skipped_total", "counter", "Records skipped, by reason.",
                 SkipReason.allCases.map { ("reason=\"\($0.rawValue)\"", "\(skipped[$0, default: 0])") })
+            metric(
+                "cmcd_sentinel_cmcd_member_errors_total", "counter",
+                "CMCD members left out of otherwise kept records, by key (a reserved key, custom or unknown).",
+                memberErrors.keys.sorted().map { ("key=\"\($0)\"", "\(memberErrors[$0]!)") })
             metric("cmcd_sentinel_dead_letters_total", "counter", "Skipped records produced to the dead-letter topic.", [("", "\(deadLetters)")])
             metric("cmcd_sentinel_samples_late_total", "counter", "Samples older than the reorder tolerance (ignored).", [("", "\(detection.late)")])
             var findings: [(String, String)] = []

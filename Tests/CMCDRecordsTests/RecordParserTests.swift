@@ -153,7 +153,8 @@ struct RecordParserTests {
         let lines = [
             cloudFrontLine(),  // no CMCD
             cloudFrontLine(query: "CMCD=bl%3D100"),  // no session id
-            cloudFrontLine(query: "CMCD=sid%3D%22a"),  // malformed
+            cloudFrontLine(query: "CMCD=sid%3D%22a"),  // its only member unreadable: dropped, so no session id
+            cloudFrontLine(query: "CMCD=" + (0..<200).map { "k\($0)%3D1" }.joined(separator: "%2C")),  // malformed: too many keys
             cloudFrontLine(query: "CMCD=sid%3D%22a%22%2Cv%3D3"),  // v3
             cloudFrontLine(time: "yesterday", query: "CMCD=sid%3D%22a%22"),
             cloudFrontLine(time: "99", query: "CMCD=sid%3D%22a%22"),  // implausible time
@@ -162,9 +163,9 @@ struct RecordParserTests {
             cloudFrontLine(query: "CMCD=sid%3D%22ok%22"),
         ]
         let (outcomes, stats) = parse(lines.joined(separator: "\n"))
-        #expect(reasons(outcomes) == [.noCMCD, .noSessionID, .malformedCMCD, .unsupportedVersion, .badTimestamp, .badTimestamp, .fieldCount, .fieldCount])
+        #expect(reasons(outcomes) == [.noCMCD, .noSessionID, .noSessionID, .malformedCMCD, .unsupportedVersion, .badTimestamp, .badTimestamp, .fieldCount, .fieldCount])
         #expect(samples(outcomes).map(\.sessionID) == ["ok"])
-        #expect(stats.skipped[.fieldCount] == 2 && stats.skippedTotal == 8 && stats.samples == 1 && stats.lines == 9)
+        #expect(stats.skipped[.fieldCount] == 2 && stats.skippedTotal == 9 && stats.samples == 1 && stats.lines == 10)
         // The details go into dead-letter headers: they say what was wrong.
         let details = outcomes.compactMap { outcome -> String? in
             if case .skipped(.fieldCount, let detail) = outcome { return detail }

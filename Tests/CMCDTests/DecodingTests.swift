@@ -80,7 +80,7 @@ struct DecodingTests {
 
     @Test func bodyReportsTheBadLine() {
         #expect {
-            try CMCDDecoder.decodeBody("e=t,v=2\ne=t,sid=\"unterminated")
+            try CMCDDecoder.decodeBody("e=t,v=2\ne=t,sid=\"unterminated", strict: true)
         } throws: { error in
             "\(error)".contains("line 2")
         }
@@ -152,17 +152,21 @@ struct DecodingTests {
         #"sid="unterminated"#, "a=1,", "a=1,,b=2", "a=(1 2", "=1", "a=1 b=2", "a=?2", "a=1.2345",
         "a=1234567890123456", "a=\"caf\u{e9}\"", "a=\"tab\there\"", "a=1;", "(a)", "a=-", "a=:abc",
     ])
-    func malformedSyntaxIsAnError(_ input: String) {
-        #expect(throws: CMCDDecodingError.self) { try CMCDPayload(raw: input) }
+    func malformedSyntaxIsAnErrorWhenStrict(_ input: String) {
+        #expect(throws: CMCDDecodingError.self) { try CMCDPayload(raw: input, strict: true) }
     }
 
-    @Test func limitsBoundHostileInput() {
+    @Test func limitsBoundHostileInput() throws {
         let manyKeys = (0..<200).map { "k\($0)=1" }.joined(separator: ",")
-        #expect(throws: CMCDDecodingError.self) { try CMCDPayload(raw: manyKeys) }
+        #expect(throws: CMCDDecodingError.self) { try CMCDPayload(raw: manyKeys) }  // lenient or not
         let longList = "a=(" + (0..<100).map(String.init).joined(separator: " ") + ")"
-        #expect(throws: CMCDDecodingError.self) { try CMCDPayload(raw: longList) }
+        #expect(throws: CMCDDecodingError.self) { try CMCDPayload(raw: longList, strict: true) }
         let longString = "sid=\"" + String(repeating: "x", count: 5000) + "\""
-        #expect(throws: CMCDDecodingError.self) { try CMCDPayload(raw: longString) }
+        #expect(throws: CMCDDecodingError.self) { try CMCDPayload(raw: longString, strict: true) }
+        // Leniently, the member over a limit is left out alone.
+        let lenient = try CMCDPayload(raw: longList + ",bl=100," + longString)
+        #expect(lenient.bufferLength?.value(for: nil) == 100 && lenient.sessionID == nil)
+        #expect(lenient.droppedMembers.map(\.key) == ["a", "sid"])
         // Over the spec's 64 characters: the key is ignored, the payload kept.
         let p = try? CMCDPayload(raw: "sid=\"" + String(repeating: "x", count: 65) + "\",bl=100")
         #expect(p?.sessionID == nil)
