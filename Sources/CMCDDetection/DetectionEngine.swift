@@ -24,6 +24,7 @@ public struct DetectionStatistics: Sendable, Equatable {
             case .bufferDrop: type = 0
             case .bufferStarvation: type = 1
             case .startupDelay: type = 2
+            case .slowSeek: type = 3
             }
             return type << 2 | (severity == .critical ? 2 : 0) | (status == .resolved ? 1 : 0)
         }
@@ -130,6 +131,7 @@ public struct DetectionEngine: Sendable {
         if sample.time > watermark { watermark = sample.time }
 
         let slot: Int32
+        var gapMs: Int64 = 0
         var key = SessionKey()
         sample.withSessionIDBytes { key = SessionKey(bytes: $0) }
         if let existing = index.find(hash: key.hash, matches: { slots[Int($0)].key.sameBytes(as: key) && (key.isComplete || slots[Int($0)].sessionID == sample.sessionID) }) {
@@ -140,7 +142,12 @@ public struct DetectionEngine: Sendable {
                 housekeepIfDue(into: &findings)
                 return
             }
-            if sample.time < newest { statistics.reordered += 1 } else { slots[Int(slot)].newestTime = sample.time }
+            if sample.time < newest {
+                statistics.reordered += 1
+            } else {
+                gapMs = sample.time - newest
+                slots[Int(slot)].newestTime = sample.time
+            }
             touch(slot)
         } else {
             slot = createSession(for: sample, key: key, into: &findings)
@@ -155,9 +162,11 @@ public struct DetectionEngine: Sendable {
             let session = slots.baseAddress! + Int(slot)
             if let cid = sample.contentID, session.pointee.contentID != cid { session.pointee.contentID = cid }
             if let edge = sample.edgeLocation, session.pointee.edgeLocation != edge { session.pointee.edgeLocation = edge }
-            if startup { detectors.detectStartup(sample, signals, &session.pointee, into: &findings) }
-            if drop { detectors.detectDrop(sample, signals, &session.pointee, into: &findings) }
-            if starvation { detectors.detectStarvation(sample, signals, &session.pointee, into: &findings) }
+            let player = detectors.observePlayer(sample, signals, gapMs: gapMs, &session.pointee, into: &findings)
+            _ = startup  // the startup detector reads its own switch: startup is tracked for the player state either way
+            detectors.detectStartup(sample, signals, &session.pointee, into: &findings)
+            if drop { detectors.detectDrop(sample, signals, player, &session.pointee, into: &findings) }
+            if starvation { detectors.detectStarvation(sample, signals, player, &session.pointee, into: &findings) }
         }
 
         housekeepIfDue(into: &findings)
@@ -219,6 +228,10 @@ public struct DetectionEngine: Sendable {
         }
         let starting = Self.looksLikeStart(sample)
         var state = SessionState(sessionID: sample.sessionID, key: key, firstTime: sample.time, startup: starting ? .starting : .done)
+        // First seen at an urgent media request: a startup whose manifest record was sampled
+        // away, or a replay that begins at a seek. Neither is timed; the player counts as
+        // playing from its first request without `su`.
+        state.phase = starting || sample.cmcd.startup ? .starting : .playing
         state.firstPosition = sample.position
         if starting { state.starvationCountSeen = 0 }
         let slot: Int32
@@ -286,6 +299,7 @@ public struct DetectionEngine: Sendable {
             session.drop = nil
         }
         if let starvation = session.starvation {
+            detectors.countStall(starvation, until: time, &session)
             detectors.emit(
                 &findings, session, .bufferStarvation, .resolved, starvation.severity, startedAt: starvation.startedAt, at: time,
                 summary: "Starvation episode closed after \(seconds: time - starvation.startedAt): \(reason.rawValue.replacingUnderscoresWithSpaces)",
@@ -293,13 +307,15 @@ public struct DetectionEngine: Sendable {
             session.starvation = nil
         }
         if session.startup == .starting, session.startupStuckFired {
+            detectors.resolveStuckStartup(&session, at: time, resolution: reason.rawValue, into: &findings)
+        }
+        if session.phase == .seeking, session.seekStuckFired {
             detectors.emit(
-                &findings, session, .startupDelay, .resolved, .critical, startedAt: session.firstTime, at: time,
-                summary: "Startup never completed (\(reason.rawValue.replacingUnderscoresWithSpaces))",
+                &findings, session, .slowSeek, .resolved, .critical, startedAt: session.seekStartedAt, at: time,
+                summary: "Seek never completed (\(reason.rawValue.replacingUnderscoresWithSpaces))",
                 details: [
-                    ("startup_ms", .null), ("elapsed_ms", .int(time - session.firstTime)),
-                    ("threshold_ms", .int(rules.startupDelay.criticalMs)), ("stuck", .bool(true)),
-                    ("resolution", .string(reason.rawValue)),
+                    ("seek_latency_ms", .null), ("elapsed_ms", .int(time - session.seekStartedAt)),
+                    ("threshold_ms", .int(rules.slowSeek.criticalMs)), ("stuck", .bool(true)), ("resolution", .string(reason.rawValue)),
                 ])
         }
         switch reason {
@@ -385,7 +401,7 @@ extension Int64 {
 }
 
 extension String {
-    fileprivate var replacingUnderscoresWithSpaces: String { String(map { $0 == "_" ? " " : $0 }) }
+    var replacingUnderscoresWithSpaces: String { String(map { $0 == "_" ? " " : $0 }) }
 }
 
 /// The three detectors over one session's state; they read the rules and append findings.
@@ -394,7 +410,10 @@ struct Detectors: Sendable {
     // copy of plain values costs no reference counting.
     let startupDelay: DetectionRules.StartupDelay
     let bufferStarvation: DetectionRules.BufferStarvation
+    let slowSeek: DetectionRules.SlowSeek
     let reorderToleranceMs: Int64
+    let pauseGapMs: Int64
+    let liveMinReferenceMs: Int64
     /// `rules.bufferDrop` without its object types (those are `dropObjectTypes`).
     let drop: (lookbackMs: Int64, minReferenceMs: Int64, warningDropRatio: Double, criticalDropRatio: Double, recoveryRatio: Double)
     /// `rules.bufferDrop.objectTypes` as a bit set (no hashing per sample).
@@ -403,7 +422,10 @@ struct Detectors: Sendable {
     init(rules: DetectionRules) {
         self.startupDelay = rules.startupDelay
         self.bufferStarvation = rules.bufferStarvation
+        self.slowSeek = rules.slowSeek
         reorderToleranceMs = rules.sessions.reorderToleranceMs
+        pauseGapMs = rules.sessions.pauseGapMs
+        liveMinReferenceMs = rules.bufferDrop.liveMinReferenceMs
         let d = rules.bufferDrop
         drop = (d.lookbackMs, d.minReferenceMs, d.warningDropRatio, d.criticalDropRatio, d.recoveryRatio)
         dropObjectTypes = d.objectTypes.reduce(0) { $0 | Self.bit($1) }
@@ -427,6 +449,13 @@ struct Detectors: Sendable {
         guard session.startup == .starting else { return }
         let t = sample.time
         if t < session.firstTime { session.firstTime = t }
+        if let state = cmcd.state, state == .quit || state == .ended || state == .fatalError {
+            // The viewer left (or playback failed) before it started: an exit before video
+            // start, not a startup to time.
+            if session.startupStuckFired, startupDelay.enabled { resolveStuckStartup(&session, at: t, resolution: PlayerEvent.ended.rawValue, into: &findings) }
+            session.startup = .done
+            return
+        }
         var startupMs: Int64?
         var source = ""
         if let msd = cmcd.mediaStartDelay, msd >= 0 {
@@ -444,12 +473,14 @@ struct Detectors: Sendable {
         let warning = startupDelay.warningMs
         let critical = startupDelay.criticalMs
         guard let startupMs else {
-            if t - session.firstTime > critical, !session.startupStuckFired { fireStuck(&session, at: t, into: &findings) }
+            if startupDelay.enabled, t - session.firstTime > critical, !session.startupStuckFired { fireStuck(&session, at: t, into: &findings) }
             return
         }
         session.startup = .done
         session.playbackStarted = true
-        guard startupMs > warning || session.startupStuckFired else { return }
+        session.phase = .playing
+        session.qoe.startupMs = Int32(clamping: startupMs)
+        guard startupDelay.enabled, startupMs > warning || session.startupStuckFired else { return }
         reportStartup(startupMs, source: source, &session, at: t, into: &findings)
     }
 
@@ -475,6 +506,19 @@ struct Detectors: Sendable {
         session.startupStuckFired = false
     }
 
+    /// A stuck startup that ends without playback (the session ended or the viewer left).
+    @inline(never)
+    func resolveStuckStartup(_ session: inout SessionState, at time: Int64, resolution: String, into findings: inout [Finding]) {
+        emit(
+            &findings, session, .startupDelay, .resolved, .critical, startedAt: session.firstTime, at: time,
+            summary: "Startup never completed (\(resolution.replacingUnderscoresWithSpaces))",
+            details: [
+                ("startup_ms", .null), ("elapsed_ms", .int(time - session.firstTime)),
+                ("threshold_ms", .int(startupDelay.criticalMs)), ("stuck", .bool(true)), ("resolution", .string(resolution)),
+            ])
+        session.startupStuckFired = false
+    }
+
     @inline(never)
     func fireStuck(_ session: inout SessionState, at time: Int64, into findings: inout [Finding]) {
         session.startupStuckFired = true
@@ -488,7 +532,10 @@ struct Detectors: Sendable {
             ])
     }
 
-    func detectDrop(_ sample: Sample, _ cmcd: CMCDSignals, _ session: inout SessionState, into findings: inout [Finding]) {
+    func detectDrop(_ sample: Sample, _ cmcd: CMCDSignals, _ player: PlayerTransition, _ session: inout SessionState, into findings: inout [Finding]) {
+        if player.resetWindow { restartBufferHistory(&session, because: player.reason, at: sample.time, into: &findings) }
+        // The requests of a seek, and those of a paused or departed player, are not judged.
+        if player.inSeek || player.idle { return }
         guard let bl = cmcd.bufferLength, bl >= 0 else { return }
         if let ot = cmcd.objectType, dropObjectTypes & Self.bit(ot) == 0 { return }
         let t = sample.time
@@ -509,13 +556,27 @@ struct Detectors: Sendable {
                 }
             }
         } else if let reference = session.reference(objectClass: cls, from: t - r.lookbackMs, before: t),
-            reference >= r.minReferenceMs, Double(current) <= (1 - r.warningDropRatio) * Double(reference)
+            reference >= (cmcd.isLive ? max(r.minReferenceMs, liveMinReferenceMs) : r.minReferenceMs),
+            Double(current) <= (1 - r.warningDropRatio) * Double(reference)
         {
             fireDrop(reference: reference, current: current, objectClass: cls, sample, cmcd, &session, into: &findings)
         }
         session.remember(
             BufferObservation(time: t, position: sample.position, bufferLength: Int32(current), objectClass: cls),
             keepFrom: session.newestTime - r.lookbackMs - reorderToleranceMs, capacity: DetectionEngine.windowCapacity)
+    }
+
+    /// The buffer history no longer describes the buffer (a seek flushed it, the viewer paused
+    /// or left): it starts again, and an open drop episode closes with the reason.
+    @inline(never)
+    func restartBufferHistory(_ session: inout SessionState, because event: PlayerEvent, at t: Int64, into findings: inout [Finding]) {
+        session.window.removeAll(keepingCapacity: true)
+        guard let episode = session.drop else { return }
+        emit(
+            &findings, session, .bufferDrop, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
+            summary: "Buffer drop episode closed: the player reported a \(event == .ended ? "session end" : event.rawValue)",
+            details: dropDetails(episode) + [("resolution", .string(event.rawValue)), ("duration_ms", .int(t - episode.startedAt))])
+        session.drop = nil
     }
 
     @inline(never)
@@ -572,8 +633,21 @@ struct Detectors: Sendable {
         ]
     }
 
-    func detectStarvation(_ sample: Sample, _ cmcd: CMCDSignals, _ session: inout SessionState, into findings: inout [Finding]) {
+    func detectStarvation(
+        _ sample: Sample, _ cmcd: CMCDSignals, _ player: PlayerTransition, _ session: inout SessionState, into findings: inout [Finding]
+    ) {
         let t = sample.time
+        if player.resetWindow, player.reason == .seek || player.reason == .ended, let episode = session.starvation, t >= episode.startedAt {
+            // The viewer moved away from (or left) the stall: the episode ends here.
+            closeStarvation(episode, at: t, resolution: player.reason.rawValue, &session, into: &findings)
+        }
+        // Startup and seeking are not stalls (CTA-2066); the counter is still followed.
+        if player.inSeek || session.startup == .starting {
+            if let count = cmcd.starvationCount, session.starvationCountSeen >= 0 || session.startup == .starting {
+                session.starvationCountSeen = max(session.starvationCountSeen, count)
+            }
+            return
+        }
         var trigger: String?
         if cmcd.bufferStarvation { trigger = "bs" }
         if let count = cmcd.starvationCount {
@@ -585,7 +659,11 @@ struct Detectors: Sendable {
         let starved = trigger != nil
         var severity: Severity = .critical
         let bl = cmcd.isMediaRequest ? cmcd.bufferLength : nil
-        if !starved, let bl, bl < bufferStarvation.lowBufferMs, session.startup == .done, !cmcd.startup,
+        var lowBuffer = bufferStarvation.lowBufferMs
+        if cmcd.isLive, session.steadyBufferMs > 0 {
+            lowBuffer = min(lowBuffer, Int64(Double(session.steadyBufferMs) * bufferStarvation.liveLowBufferRatio))
+        }
+        if !starved, !player.idle, let bl, bl < lowBuffer, session.startup == .done, !cmcd.startup,
             DetectionEngine.canStarve(cmcd.state)
         {
             trigger = bl == 0 ? "bl=0" : "low_buffer"
@@ -597,7 +675,7 @@ struct Detectors: Sendable {
             if let trigger {
                 if let bl { episode.lowestMs = min(episode.lowestMs ?? bl, bl) }
                 if severity > episode.severity {
-                    escalateStarvation(&episode, severity: severity, trigger: trigger, bl: bl, cmcd, session, at: t, into: &findings)
+                    escalateStarvation(&episode, severity: severity, trigger: trigger, bl: bl, cmcd, &session, at: t, into: &findings)
                 }
                 session.starvation = episode
             } else if let bl, bl > bufferStarvation.recoveredBufferMs {
@@ -608,13 +686,32 @@ struct Detectors: Sendable {
         }
     }
 
+    /// Closes a starvation episode without a recovery (the stall's time still counts).
+    @inline(never)
+    func closeStarvation(_ episode: StarvationEpisode, at time: Int64, resolution: String, _ session: inout SessionState, into findings: inout [Finding]) {
+        countStall(episode, until: time, &session)
+        emit(
+            &findings, session, .bufferStarvation, .resolved, episode.severity, startedAt: episode.startedAt, at: time,
+            summary: "Starvation episode closed after \(seconds: time - episode.startedAt): \(resolution.replacingUnderscoresWithSpaces)",
+            details: starvationDetails(episode, until: time) + [("resolution", .string(resolution))])
+        session.starvation = nil
+    }
+
+    /// Adds a finished episode's stall time to the session's QoE.
+    func countStall(_ episode: StarvationEpisode, until time: Int64, _ session: inout SessionState) {
+        if let stalledAt = episode.stalledAt { session.qoe.rebufferMs = SessionQoE.clampedAdd(session.qoe.rebufferMs, time - stalledAt) }
+    }
+
     @inline(never)
     func fireStarvation(
         severity: Severity, trigger: String, bl: Int64?, _ sample: Sample, _ cmcd: CMCDSignals, _ session: inout SessionState,
         into findings: inout [Finding]
     ) {
         let t = sample.time
-        let episode = StarvationEpisode(startedAt: t, startPosition: sample.position, severity: severity, trigger: trigger, lowestMs: bl)
+        let episode = StarvationEpisode(
+            startedAt: t, startPosition: sample.position, severity: severity, trigger: trigger, lowestMs: bl,
+            stalledAt: severity == .critical ? t : nil)
+        if severity == .critical { session.qoe.rebufferCount &+= 1 }
         session.starvation = episode
         emit(
             &findings, session, .bufferStarvation, .firing, severity, startedAt: t, at: t,
@@ -625,11 +722,15 @@ struct Detectors: Sendable {
     /// The same episode got worse: fire again under the same id, now critical.
     @inline(never)
     func escalateStarvation(
-        _ episode: inout StarvationEpisode, severity: Severity, trigger: String, bl: Int64?, _ cmcd: CMCDSignals, _ session: SessionState,
+        _ episode: inout StarvationEpisode, severity: Severity, trigger: String, bl: Int64?, _ cmcd: CMCDSignals, _ session: inout SessionState,
         at t: Int64, into findings: inout [Finding]
     ) {
         episode.severity = severity
         episode.trigger = trigger
+        if severity == .critical, episode.stalledAt == nil {
+            episode.stalledAt = t
+            session.qoe.rebufferCount &+= 1
+        }
         emit(
             &findings, session, .bufferStarvation, .firing, severity, startedAt: episode.startedAt, at: t,
             summary: "Starvation escalated: \(DetectionEngine.describe(trigger: trigger, cmcd, bl))",
@@ -638,6 +739,7 @@ struct Detectors: Sendable {
 
     @inline(never)
     func resolveStarvation(_ episode: StarvationEpisode, bl: Int64, _ session: inout SessionState, at t: Int64, into findings: inout [Finding]) {
+        countStall(episode, until: t, &session)
         emit(
             &findings, session, .bufferStarvation, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
             summary: "Buffer recovered to \(bl) ms after \(seconds: t - episode.startedAt) of starvation",
@@ -661,6 +763,8 @@ struct Detectors: Sendable {
         _ findings: inout [Finding], _ session: SessionState, _ type: FindingType, _ status: FindingStatus,
         _ severity: Severity, startedAt: Int64, at time: Int64, summary: SummaryText, details: [(key: String, value: JSONValue)]
     ) {
+        // A resolved finding carries the session's QoE so far.
+        let details = status == .resolved ? details + [("qoe", session.qoe.jsonValue(firstTime: session.firstTime, newestTime: max(session.newestTime, time)))] : details
         findings.append(
             Finding(
                 type: type, status: status, severity: severity, sessionID: session.sessionID, contentID: session.contentID,

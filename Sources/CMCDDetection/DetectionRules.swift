@@ -18,6 +18,9 @@ public struct DetectionRules: Sendable, Equatable {
         public var recoveryRatio = 0.5
         /// Object types whose requests report the buffer; requests without `ot` count too.
         public var objectTypes: Set<CMCDObjectType> = [.audio, .video, .muxed]
+        /// For live streams (`st=l`, `ll`), whose players keep a few seconds at most and steer
+        /// latency with it, no drop is judged against a reference below this.
+        public var liveMinReferenceMs: Int64 = 4_000
         public init() {}
     }
 
@@ -28,6 +31,9 @@ public struct DetectionRules: Sendable, Equatable {
         public var lowBufferMs: Int64 = 500
         /// The episode resolves once `bl` is above this with no starvation flag.
         public var recoveredBufferMs: Int64 = 2_000
+        /// For live streams the low-buffer threshold is at most this share of the buffer the
+        /// session usually keeps, so a healthy low-latency buffer is not low.
+        public var liveLowBufferRatio = 0.25
         public init() {}
     }
 
@@ -36,6 +42,16 @@ public struct DetectionRules: Sendable, Equatable {
         public var enabled = true
         public var warningMs: Int64 = 2_000
         /// Above this the finding is critical, and a session still starting fires as stuck.
+        public var criticalMs: Int64 = 5_000
+        public init() {}
+    }
+
+    /// Time from a seek to playback resuming (v2 `sta=k` to `sta=p`; v1 the first `su`
+    /// request after playback began to the next request without `su`).
+    public struct SlowSeek: Sendable, Equatable {
+        public var enabled = true
+        public var warningMs: Int64 = 2_000
+        /// Above this the finding is critical, and a seek still going on fires as stuck.
         public var criticalMs: Int64 = 5_000
         public init() {}
     }
@@ -49,6 +65,9 @@ public struct DetectionRules: Sendable, Equatable {
         public var idleTimeoutMs: Int64 = 300_000
         /// At most this many live sessions; the least recently seen is evicted beyond it.
         public var maxLiveSessions = 1_000_000
+        /// A silence this long after which the buffer is still there is a pause (v1 players
+        /// do not say so): the buffer history restarts and the silence is not watch time.
+        public var pauseGapMs: Int64 = 15_000
         public init() {}
     }
 
@@ -88,6 +107,7 @@ public struct DetectionRules: Sendable, Equatable {
     public var bufferDrop = BufferDrop()
     public var bufferStarvation = BufferStarvation()
     public var startupDelay = StartupDelay()
+    public var slowSeek = SlowSeek()
     public var sessions = Sessions()
     public var routes: [Route] = [DetectionRules.defaultRoute]
 

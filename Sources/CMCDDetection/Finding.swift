@@ -5,6 +5,8 @@ public enum FindingType: String, Sendable, Hashable, CaseIterable, Comparable {
     case bufferDrop = "buffer_drop"
     case bufferStarvation = "buffer_starvation"
     case startupDelay = "startup_delay"
+    /// A seek that took long to resume playback (seek request to playing).
+    case slowSeek = "slow_seek"
 
     public static func < (lhs: FindingType, rhs: FindingType) -> Bool { lhs.rawValue < rhs.rawValue }
 }

@@ -12,12 +12,12 @@ extension DetectionRules {
         var rules = DetectionRules()
 
         let detectors = root["detectors"]
-        try detectors.keys(allowed: ["buffer_drop", "buffer_starvation", "startup_delay"])
+        try detectors.keys(allowed: ["buffer_drop", "buffer_starvation", "startup_delay", "slow_seek"])
 
         let drop = detectors["buffer_drop"]
         try drop.keys(allowed: [
             "enabled", "lookback_ms", "min_reference_ms", "warning_drop_ratio", "critical_drop_ratio",
-            "recovery_ratio", "object_types",
+            "recovery_ratio", "object_types", "live_min_reference_ms",
         ])
         rules.bufferDrop.enabled = try drop["enabled"].bool(default: true)
         rules.bufferDrop.lookbackMs = try drop["lookback_ms"].integer(in: 100...3_600_000, default: 10_000)
@@ -28,6 +28,7 @@ extension DetectionRules {
             throw drop["critical_drop_ratio"].error("must be at least warning_drop_ratio (\(rules.bufferDrop.warningDropRatio))")
         }
         rules.bufferDrop.recoveryRatio = try drop["recovery_ratio"].number(in: 0.01...1, default: 0.5)
+        rules.bufferDrop.liveMinReferenceMs = try drop["live_min_reference_ms"].integer(in: 0...3_600_000, default: 4_000)
         if drop["object_types"].exists {
             var types = Set<CMCDObjectType>()
             for element in try drop["object_types"].elements() {
@@ -42,10 +43,11 @@ extension DetectionRules {
         }
 
         let starvation = detectors["buffer_starvation"]
-        try starvation.keys(allowed: ["enabled", "low_buffer_ms", "recovered_buffer_ms"])
+        try starvation.keys(allowed: ["enabled", "low_buffer_ms", "recovered_buffer_ms", "live_low_buffer_ratio"])
         rules.bufferStarvation.enabled = try starvation["enabled"].bool(default: true)
         rules.bufferStarvation.lowBufferMs = try starvation["low_buffer_ms"].integer(in: 0...600_000, default: 500)
         rules.bufferStarvation.recoveredBufferMs = try starvation["recovered_buffer_ms"].integer(in: 0...600_000, default: 2_000)
+        rules.bufferStarvation.liveLowBufferRatio = try starvation["live_low_buffer_ratio"].number(in: 0...1, default: 0.25)
         guard rules.bufferStarvation.recoveredBufferMs >= rules.bufferStarvation.lowBufferMs else {
             throw starvation["recovered_buffer_ms"].error("must be at least low_buffer_ms (\(rules.bufferStarvation.lowBufferMs))")
         }
@@ -59,11 +61,21 @@ extension DetectionRules {
             throw startup["critical_ms"].error("must be at least warning_ms (\(rules.startupDelay.warningMs))")
         }
 
+        let seek = detectors["slow_seek"]
+        try seek.keys(allowed: ["enabled", "warning_ms", "critical_ms"])
+        rules.slowSeek.enabled = try seek["enabled"].bool(default: true)
+        rules.slowSeek.warningMs = try seek["warning_ms"].integer(in: 1...3_600_000, default: 2_000)
+        rules.slowSeek.criticalMs = try seek["critical_ms"].integer(in: 1...3_600_000, default: 5_000)
+        guard rules.slowSeek.criticalMs >= rules.slowSeek.warningMs else {
+            throw seek["critical_ms"].error("must be at least warning_ms (\(rules.slowSeek.warningMs))")
+        }
+
         let sessions = root["sessions"]
-        try sessions.keys(allowed: ["reorder_tolerance_ms", "idle_timeout_ms", "max_live_sessions"])
+        try sessions.keys(allowed: ["reorder_tolerance_ms", "idle_timeout_ms", "max_live_sessions", "pause_gap_ms"])
         rules.sessions.reorderToleranceMs = try sessions["reorder_tolerance_ms"].integer(in: 0...600_000, default: 2_000)
         rules.sessions.idleTimeoutMs = try sessions["idle_timeout_ms"].integer(in: 1_000...86_400_000, default: 300_000)
         rules.sessions.maxLiveSessions = Int(try sessions["max_live_sessions"].integer(in: 1...100_000_000, default: 1_000_000))
+        rules.sessions.pauseGapMs = try sessions["pause_gap_ms"].integer(in: 1_000...86_400_000, default: 15_000)
 
         if root["routes"].exists {
             rules.routes = []

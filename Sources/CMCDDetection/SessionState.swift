@@ -48,6 +48,8 @@ struct StarvationEpisode {
     var severity: Severity
     var trigger: String
     var lowestMs: Int64?
+    /// When the episode became a stall (critical), for the session's rebuffer time.
+    var stalledAt: Int64?
 }
 
 /// An immutable value behind a reference.
@@ -83,6 +85,13 @@ struct SessionState {
     var playbackStarted = false
     /// Highest `bsa` seen; -1 when never seen.
     var starvationCountSeen: Int64 = -1
+    /// What the player is doing (`PlayerPhase`), and since when it has been seeking.
+    var phase: PlayerPhase = .starting
+    var seekStuckFired = false
+    var seekStartedAt: Int64 = 0
+    /// A live session's usual buffer (moving average, ms); -1 until seen.
+    var steadyBufferMs: Int32 = -1
+    var qoe = SessionQoE()
     var window: [BufferObservation] = []
     /// Open episodes, held apart: they are rare, and inline they would add two cache lines
     /// to what every request reads. Set as a whole (a new box each time), never shared.
@@ -157,6 +166,11 @@ struct SessionState {
         if let drop { consider(drop.startPosition) }
         if let starvation { consider(starvation.startPosition) }
         return needed
+    }
+
+    /// The newest buffer observation of an object class.
+    func lastObservation(objectClass: UInt8) -> BufferObservation? {
+        window.last(where: { $0.objectClass == objectClass })
     }
 
     /// The highest buffer of the same object class in `[from, before)`.

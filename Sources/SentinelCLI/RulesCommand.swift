@@ -51,10 +51,11 @@ enum RulesFile {
     static func summary(_ r: DetectionRules) -> [String] {
         func on(_ b: Bool) -> String { b ? "on" : "off" }
         var lines = [
-            "buffer_drop (\(on(r.bufferDrop.enabled))): lookback \(r.bufferDrop.lookbackMs) ms, reference >= \(r.bufferDrop.minReferenceMs) ms, warning >= \(Int((r.bufferDrop.warningDropRatio * 100).rounded()))%, critical >= \(Int((r.bufferDrop.criticalDropRatio * 100).rounded()))%, object types \(r.bufferDrop.objectTypes.map(\.rawValue).sorted().joined(separator: ","))",
-            "buffer_starvation (\(on(r.bufferStarvation.enabled))): low buffer < \(r.bufferStarvation.lowBufferMs) ms, recovered > \(r.bufferStarvation.recoveredBufferMs) ms",
+            "buffer_drop (\(on(r.bufferDrop.enabled))): lookback \(r.bufferDrop.lookbackMs) ms, reference >= \(r.bufferDrop.minReferenceMs) ms, warning >= \(Int((r.bufferDrop.warningDropRatio * 100).rounded()))%, critical >= \(Int((r.bufferDrop.criticalDropRatio * 100).rounded()))%, object types \(r.bufferDrop.objectTypes.map(\.rawValue).sorted().joined(separator: ",")), live reference >= \(r.bufferDrop.liveMinReferenceMs) ms",
+            "buffer_starvation (\(on(r.bufferStarvation.enabled))): low buffer < \(r.bufferStarvation.lowBufferMs) ms, recovered > \(r.bufferStarvation.recoveredBufferMs) ms, live low < \(Int((r.bufferStarvation.liveLowBufferRatio * 100).rounded()))% of the usual buffer",
             "startup_delay (\(on(r.startupDelay.enabled))): warning > \(r.startupDelay.warningMs) ms, critical/stuck > \(r.startupDelay.criticalMs) ms",
-            "sessions: reorder tolerance \(r.sessions.reorderToleranceMs) ms, idle timeout \(r.sessions.idleTimeoutMs) ms, at most \(r.sessions.maxLiveSessions) live",
+            "slow_seek (\(on(r.slowSeek.enabled))): warning > \(r.slowSeek.warningMs) ms, critical/stuck > \(r.slowSeek.criticalMs) ms",
+            "sessions: reorder tolerance \(r.sessions.reorderToleranceMs) ms, idle timeout \(r.sessions.idleTimeoutMs) ms, at most \(r.sessions.maxLiveSessions) live, pause after \(r.sessions.pauseGapMs) ms of silence",
         ]
         for route in r.routes {
             var text = "route \(route.name) -> webhook \(route.webhook): "
