@@ -119,6 +119,8 @@ let package = Package(
         .testTarget(name: "CMCDTests", dependencies: ["CMCD", "SentinelJSON"], exclude: ["Vectors"], swiftSettings: strict),
         .testTarget(name: "CMCDRecordsTests", dependencies: ["CMCDRecords"], swiftSettings: strict),
         .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
+        // Simulated viewers of real players, scored against the truth (issue 27's behaviour suite).
+        .testTarget(name: "BehaviourTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
         .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel", "SentinelTestSupport"], swiftSettings: strict),
         .testTarget(name: "SentinelKafkaTests", dependencies: ["SentinelKafka"], swiftSettings: strict),
         .testTarget(name: "SentinelConfigTests", dependencies: ["SentinelConfig"], swiftSettings: strict),

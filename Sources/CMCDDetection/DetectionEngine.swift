@@ -458,16 +458,19 @@ struct Detectors: Sendable {
         }
         var startupMs: Int64?
         var source = ""
+        if cmcd.startup, cmcd.isMediaRequest, let taken = sample.timeTaken, taken >= 0, taken < 600 {
+            session.startupRequestsDoneAt = max(session.startupRequestsDoneAt, t + Int64((taken * 1000).rounded()))
+        }
         if let msd = cmcd.mediaStartDelay, msd >= 0 {
             startupMs = msd
             source = "msd"
         } else if cmcd.state == .playing {
-            startupMs = t - session.firstTime
+            startupMs = session.startedNoLaterThan(t) - session.firstTime
             source = "sta"
         } else if !cmcd.startup, cmcd.bufferLength != nil, cmcd.isMediaRequest, t > session.firstTime,
-            cmcd.state == nil || cmcd.state == .playing
+            cmcd.state == nil || cmcd.state == .playing, cmcd.objectType != .audio || !session.sawVideo
         {
-            startupMs = t - session.firstTime
+            startupMs = session.startedNoLaterThan(t) - session.firstTime
             source = "first_buffered_request"
         }
         let warning = startupDelay.warningMs

@@ -80,6 +80,8 @@ extension Detectors {
     ) -> PlayerTransition {
         var transition = PlayerTransition()
         let t = sample.time
+        if cmcd.objectType == .video || cmcd.objectType == .muxed { session.sawVideo = true }
+        let audioBehindVideo = cmcd.objectType == .audio && session.sawVideo
         if session.phase == .starting, session.startup == .done, cmcd.isMediaRequest, !cmcd.startup || cmcd.state == .playing {
             session.phase = .playing  // a session whose start was not seen
         }
@@ -123,7 +125,7 @@ extension Detectors {
                     beginSeek(&session, at: t, &transition)
                     transition.inSeek = true
                 }
-            } else if session.phase == .seeking {
+            } else if session.phase == .seeking, !audioBehindVideo {
                 endSeek(&session, at: t, into: &findings)
             } else if session.phase == .paused || session.phase == .rebuffering {
                 session.phase = .playing

@@ -91,6 +91,12 @@ struct SessionState {
     var seekStartedAt: Int64 = 0
     /// A live session's usual buffer (moving average, ms); -1 until seen.
     var steadyBufferMs: Int32 = -1
+    /// When the newest startup (`su`) media request's response ended (request time plus
+    /// `time-taken`): playback cannot have waited for a later one. 0 when unknown.
+    var startupRequestsDoneAt: Int64 = 0
+    /// The session has requested video (or muxed) segments: its audio requests then say
+    /// nothing about playback starting or resuming (dash.js clears `su` per media type).
+    var sawVideo = false
     var qoe = SessionQoE()
     var window: [BufferObservation] = []
     /// Open episodes, held apart: they are rare, and inline they would add two cache lines
@@ -166,6 +172,13 @@ struct SessionState {
         if let drop { consider(drop.startPosition) }
         if let starvation { consider(starvation.startPosition) }
         return needed
+    }
+
+    /// When playback began, at the latest, given a request at `t` that shows it playing:
+    /// no later than `t`, nor (CloudFront logs sampled, the first requests after it may be
+    /// missing) than the moment the last startup request's response ended.
+    func startedNoLaterThan(_ t: Int64) -> Int64 {
+        startupRequestsDoneAt > firstTime && startupRequestsDoneAt < t ? startupRequestsDoneAt : t
     }
 
     /// The newest buffer observation of an object class.
