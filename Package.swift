@@ -74,6 +74,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
+        // Edges: the CMCD v2 event-mode collector (Hummingbird in, Kafka out).
+        .target(
+            name: "SentinelCollector",
+            dependencies: [
+                "CMCD", "SentinelKafka", "SentinelHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
         // Edges: signed webhook delivery from the outbox.
         .target(
             name: "SentinelWebhooks",
@@ -102,7 +112,7 @@ let package = Package(
             name: "SentinelCLI",
             dependencies: [
                 "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelYAML", "SentinelKafka", "SentinelConfig", "SentinelDaemon",
-                "SentinelHTTP", "SentinelMCP", "SentinelAlerts", "SentinelWebhooks",
+                "SentinelHTTP", "SentinelMCP", "SentinelAlerts", "SentinelWebhooks", "SentinelCollector",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -124,6 +134,7 @@ let package = Package(
         .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel", "SentinelTestSupport"], swiftSettings: strict),
         .testTarget(name: "SentinelKafkaTests", dependencies: ["SentinelKafka"], swiftSettings: strict),
         .testTarget(name: "SentinelConfigTests", dependencies: ["SentinelConfig"], swiftSettings: strict),
+        .testTarget(name: "SentinelCollectorTests", dependencies: ["SentinelCollector", "SentinelHTTP", "CMCD"], swiftSettings: strict),
         // Starts the real servers the integration tests talk to (influxd, PostgreSQL, the webhook receiver).
         .target(
             name: "SentinelTestSupport", dependencies: ["SentinelJSON", "SentinelHTTP", .product(name: "AsyncHTTPClient", package: "async-http-client")],
@@ -146,7 +157,10 @@ let package = Package(
             exclude: ["external_client.py"], swiftSettings: strict),
         .testTarget(
             name: "SentinelDaemonTests",
-            dependencies: ["SentinelKafka", "SentinelJSON", "CMCDSentinel", "SentinelTestSupport", "SentinelAlerts", "SentinelConfig", "SentinelYAML"],
+            dependencies: [
+                "SentinelKafka", "SentinelJSON", "CMCDSentinel", "SentinelTestSupport", "SentinelAlerts", "SentinelConfig", "SentinelYAML",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: strict),
     ]
 )

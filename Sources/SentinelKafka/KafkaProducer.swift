@@ -24,6 +24,10 @@ public final class KafkaProducer: @unchecked Sendable {
         rd_kafka_conf_set_dr_msg_cb(conf) { _, message, opaque in
             guard let opaque, let message else { return }
             Unmanaged<ClientContext>.fromOpaque(opaque).takeUnretainedValue().recordDelivery(message.pointee.err)
+            // A record sent with a delivery group holds a reference to it until this report.
+            if let group = message.pointee._private {
+                Unmanaged<DeliveryGroup>.fromOpaque(group).takeRetainedValue().record(message.pointee.err)
+            }
         }
         var errorText = [CChar](repeating: 0, count: 512)
         guard let handle = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &errorText, errorText.count) else {
@@ -74,6 +78,27 @@ public final class KafkaProducer: @unchecked Sendable {
             guard error == RD_KAFKA_RESP_ERR__QUEUE_FULL, waited < queueFullWaitMs else { throw KafkaError(error, "produce") }
             rd_kafka_poll(handle, 100)
             waited += 100
+        }
+    }
+
+    /// Queues one record without waiting, counted in `group`, whose `wait` returns once the
+    /// broker has confirmed (or refused) every record counted in it. Throws at once when
+    /// librdkafka's queue is full, so an async caller never blocks on it.
+    public func send(topic: String, key: [UInt8], value: [UInt8], group: DeliveryGroup) throws(KafkaError) {
+        let rkt = try topicHandle(topic)
+        group.expectOne()
+        let opaque = Unmanaged.passRetained(group).toOpaque()
+        let status = value.withUnsafeBufferPointer { v in
+            key.withUnsafeBufferPointer { k in
+                rd_kafka_produce(
+                    rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, UnsafeMutableRawPointer(mutating: v.baseAddress), v.count,
+                    k.baseAddress, k.count, opaque)
+            }
+        }
+        if status != 0 {
+            let error = rd_kafka_last_error()
+            Unmanaged<DeliveryGroup>.fromOpaque(opaque).takeRetainedValue().record(error)
+            throw KafkaError(error, "produce")
         }
     }
 
@@ -162,4 +187,42 @@ public final class KafkaProducer: @unchecked Sendable {
 
     /// Records confirmed by the broker, records that failed, and the last failure.
     public var deliveries: (delivered: Int, failed: Int, lastError: KafkaError?) { context.deliveries }
+}
+
+/// Records sent together (one HTTP batch, say), and whether the broker has them all.
+public final class DeliveryGroup: @unchecked Sendable {
+    // Unchecked: every field is read and written under `lock`.
+    private let lock = Lock()
+    private var outstanding = 0
+    private var failure: KafkaError?
+    private var waiter: CheckedContinuation<KafkaError?, Never>?
+
+    public init() {}
+
+    func expectOne() { lock.withLock { outstanding += 1 } }
+
+    /// A delivery report (from librdkafka's poll).
+    func record(_ error: rd_kafka_resp_err_t) {
+        let resume: (CheckedContinuation<KafkaError?, Never>, KafkaError?)? = lock.withLock {
+            outstanding -= 1
+            if error != RD_KAFKA_RESP_ERR_NO_ERROR, failure == nil { failure = KafkaError(error, "delivery failed") }
+            guard outstanding == 0, let waiter else { return nil }
+            self.waiter = nil
+            return (waiter, failure)
+        }
+        if let (waiter, failure) = resume { waiter.resume(returning: failure) }
+    }
+
+    /// Waits until every record of the group has a delivery report; the first failure, or nil.
+    /// Delivery reports arrive only while someone polls the producer.
+    public func wait() async -> KafkaError? {
+        await withCheckedContinuation { continuation in
+            let ready: KafkaError?? = lock.withLock {
+                if outstanding == 0 { return .some(failure) }
+                waiter = continuation
+                return .none
+            }
+            if case .some(let failure) = ready { continuation.resume(returning: failure) }
+        }
+    }
 }

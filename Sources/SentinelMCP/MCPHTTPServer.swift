@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import MCP
 import NIOCore
+import SentinelHTTP
 
 /// MCP over Streamable HTTP (stateless, JSON responses) at `/mcp`, hosted in Hummingbird.
 /// Every request needs `Authorization: Bearer <mcp.token>`; the SDK's Host and Origin checks
@@ -49,14 +50,8 @@ public enum MCPHTTPServer {
         await server.stop()
     }
 
-    /// Constant-time comparison of the bearer token.
-    static func authorized(_ header: String?, token: String) -> Bool {
-        guard let header, header.hasPrefix("Bearer ") else { return false }
-        let given = Array(header.utf8.dropFirst(7))
-        let expected = Array(token.utf8)
-        guard given.count == expected.count, !expected.isEmpty else { return false }
-        return zip(given, expected).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
-    }
+    /// The bearer token check (`BearerToken.matches`: any case of the scheme, constant time).
+    static func authorized(_ header: String?, token: String) -> Bool { BearerToken.matches(header, token: token) }
 
     static func response(_ answer: MCP.HTTPResponse) -> Response {
         var headers = HTTPFields()
