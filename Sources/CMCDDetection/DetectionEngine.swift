@@ -119,6 +119,20 @@ public struct DetectionEngine: Sendable {
         return oldest
     }
 
+    /// A live session's quality of experience so far (the `qoe` object resolved findings
+    /// carry), or nil when the session is not live.
+    public func qualityOfExperience(sessionID: String) -> JSONValue? {
+        var id = sessionID
+        return id.withUTF8 { bytes -> JSONValue? in
+            let key = SessionKey(bytes: bytes)
+            guard let slot = index.find(hash: key.hash, matches: { slots[Int($0)].key.sameBytes(as: key) && (key.isComplete || slots[Int($0)].sessionID == sessionID) }) else {
+                return nil
+            }
+            let session = slots[Int(slot)]
+            return session.qoe.jsonValue(firstTime: session.firstTime, newestTime: session.newestTime)
+        }
+    }
+
     /// Feeds one sample; findings it causes are appended to `findings`.
     public mutating func process(_ sample: Sample, into findings: inout [Finding]) {
         let before = findings.count

@@ -254,6 +254,7 @@ public final class SentinelTools: Sendable {
         }
         let start = Self.int(first.first?.records.first?["time"])
         let end = Self.int(last.first?.records.first?["time"])
+        let qoe = try await sessionQoE(sid: sid, range: range)
         return (
             "Session \(sid): \(total) requests from \(RFC3339.format(milliseconds: start ?? 0)) to \(RFC3339.format(milliseconds: end ?? 0)); \(points.count) shown.",
             .object(
@@ -261,7 +262,7 @@ public final class SentinelTools: Sendable {
                     ("status", .string("success")),
                     ("session_data", .object([
                         ("cmcd_sid", .string(sid)), ("start_time", Self.time(start)), ("end_time", Self.time(end)), ("requests", .int(total)),
-                        ("points", .array(points)),
+                        ("qoe", qoe ?? .null), ("points", .array(points)),
                     ])),
                 ] + Self.page(count: records.count, limit: limit, offset: offset))
         )
@@ -298,6 +299,24 @@ public final class SentinelTools: Sendable {
                     ("low_buffer_events_details", .array(details)), ("threshold_ms", .int(Int64(threshold))), ("time_range", .string(range.text)),
                 ] + Self.page(count: records.count, limit: limit, offset: offset))
         )
+    }
+
+    /// The session's quality of experience (startup, seeks, rebuffering; `Finding` details'
+    /// `qoe`), from its stored requests replayed through the detectors (at most
+    /// `replayPointsPerSession` of them, oldest first).
+    func sessionQoE(sid: String, range: TimeRange) async throws -> JSONValue? {
+        guard let influx else { return nil }
+        let rows = try await influx.query(
+            "SELECT cmcd_bl, cmcd_su, cmcd_bs, cmcd_ot, cmcd_bsa, cmcd_bsd, cmcd_msd, cmcd_sta, cmcd_cid, edge_location FROM cloudfront_logs WHERE time > now() - \(range.literal) AND cmcd_sid = $sid ORDER BY time LIMIT \(Self.replayPointsPerSession)",
+            params: ["sid": sid])
+        var engine = DetectionEngine(rules: rules)
+        var findings: [Finding] = []
+        for r in rows.first?.records ?? [] {
+            guard let sample = Self.sample(session: sid, r) else { continue }
+            engine.process(sample, into: &findings)
+            findings.removeAll(keepingCapacity: true)
+        }
+        return engine.qualityOfExperience(sessionID: sid)
     }
 
     /// Sessions and points read at most, for replaying history through the detectors.
@@ -479,7 +498,8 @@ public final class SentinelTools: Sendable {
         return (
             "Session \(sid): \(shown.count) events (requests and findings) in time order\(truncated || events.count > limit ? ", the newest shown" : "").",
             .object([
-                ("status", .string("success")), ("cmcd_sid", .string(sid)), ("events", .array(shown.map(\.1))),
+                ("status", .string("success")), ("cmcd_sid", .string(sid)), ("qoe", try await sessionQoE(sid: sid, range: range) ?? .null),
+                ("events", .array(shown.map(\.1))),
                 ("truncated", .bool(truncated || events.count > limit)), ("time_range", .string(range.text)),
             ])
         )

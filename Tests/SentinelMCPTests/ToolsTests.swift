@@ -156,6 +156,10 @@ final class Fixture: @unchecked Sendable {
         #expect(data?["start_time"] == .string(RFC3339.format(milliseconds: t0)))
         #expect(data?["end_time"] == .string(RFC3339.format(milliseconds: t0 + 11_400)))
         #expect(data?["requests"] == .int(6))
+        // The session's QoE, from its stored requests through the detectors.
+        let qoe = data?["qoe"]
+        #expect(qoe?["startup_ms"] == .int(3400) && qoe?["rebuffer_count"] == .int(1) && qoe?["rebuffer_ms"] == .int(2000), "\(String(describing: qoe))")
+        #expect(qoe?["watch_ms"] == .int(11_400) && qoe?["seek_count"] == .int(0))
         guard case .array(let points)? = data?["points"] else { throw BadArgument("no points") }
         #expect(points.count == 4)
         #expect(page1.result["truncated"] == .bool(true))
@@ -244,6 +248,7 @@ final class Fixture: @unchecked Sendable {
         guard case .array(let events)? = r.result["events"] else { throw BadArgument("none") }
         let kinds = events.compactMap { if case .string(let k)? = $0["kind"] { k } else { nil } }
         #expect(kinds.filter { $0 == "request" }.count == 6)
+        #expect(r.result["qoe"]?["startup_ms"] == .int(3400) && r.result["qoe"]?["rebuffer_count"] == .int(1))
         #expect(kinds.filter { $0 == "finding" }.count == Set(f.findings.filter { $0.sessionID == "troubled" }.map(\.id)).count)
         let times = events.compactMap { if case .string(let t)? = $0["time"] { t } else { nil } }
         #expect(times == times.sorted())
