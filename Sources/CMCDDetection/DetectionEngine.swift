@@ -39,6 +39,8 @@ public struct DetectionStatistics: Sendable, Equatable {
     public var reordered = 0
     /// Samples whose event time is outside `DetectionEngine.validTimes` (ignored).
     public var invalidTime = 0
+    /// Samples implausibly far ahead of the reference time (`sessions.max_future_ms`; ignored).
+    public var futureTimestamps = 0
     public var sessionsStarted = 0
     public var liveSessions = 0
     public var idleEvictions = 0
@@ -52,6 +54,7 @@ public struct DetectionStatistics: Sendable, Equatable {
         late += other.late
         reordered += other.reordered
         invalidTime += other.invalidTime
+        futureTimestamps += other.futureTimestamps
         sessionsStarted += other.sessionsStarted
         idleEvictions += other.idleEvictions
         capacityEvictions += other.capacityEvictions
@@ -89,6 +92,12 @@ public struct DetectionEngine: Sendable {
     private var stuckTimers: [(deadline: Int64, slot: Int32, generation: UInt32)] = []
     private var stuckTimersHead = 0
     private var nextHousekeeping = Int64.min
+    /// The wall clock (ms) as the daemon last gave it; nil offline.
+    private var wallClock: Int64?
+    /// Consecutive samples ahead of the reference: this many in a row is the stream itself
+    /// moving on (a replay of a later day, say), which is then followed.
+    private var futureRun = 0
+    static let futureRunToFollow = 32
 
     /// Event times the engine accepts (ms since the epoch); arithmetic on them cannot overflow.
     public static let validTimes: ClosedRange<Int64> = 0...(Int64(1) << 52)
@@ -133,6 +142,11 @@ public struct DetectionEngine: Sendable {
         }
     }
 
+    /// Tells the engine the wall clock (ms since the epoch): a sample further ahead of it than
+    /// `sessions.max_future_ms` is implausible, as is one that far ahead of the stream's own
+    /// newest time (the only reference offline).
+    public mutating func noteWallClock(_ ms: Int64) { wallClock = ms }
+
     /// Feeds one sample; findings it causes are appended to `findings`.
     public mutating func process(_ sample: Sample, into findings: inout [Finding]) {
         let before = findings.count
@@ -142,7 +156,11 @@ public struct DetectionEngine: Sendable {
             statistics.invalidTime += 1
             return
         }
-        if sample.time > watermark { watermark = sample.time }
+        if sample.time > watermark {
+            if watermark > Int64.min || wallClock != nil, isImplausiblyAhead(sample.time) { return }
+            watermark = sample.time
+        }
+        futureRun = 0
 
         let slot: Int32
         var gapMs: Int64 = 0
@@ -184,6 +202,19 @@ public struct DetectionEngine: Sendable {
         }
 
         housekeepIfDue(into: &findings)
+    }
+
+    /// Whether a sample newer than the watermark is too far ahead to believe (counted and left
+    /// out), unless enough such samples in a row show that the stream itself moved on.
+    private mutating func isImplausiblyAhead(_ time: Int64) -> Bool {
+        let tolerance = rules.sessions.maxFutureMs
+        let aheadOfStream = watermark > Int64.min && time > watermark.addingSaturated(tolerance)
+        let aheadOfClock = wallClock.map { time > $0.addingSaturated(tolerance) } ?? false
+        guard aheadOfStream || aheadOfClock else { return false }
+        futureRun += 1
+        if futureRun >= Self.futureRunToFollow { return false }
+        statistics.futureTimestamps += 1
+        return true
     }
 
     /// Convenience for tests and tools: process and return the findings.
@@ -472,19 +503,28 @@ struct Detectors: Sendable {
         }
         var startupMs: Int64?
         var source = ""
-        if cmcd.startup, cmcd.isMediaRequest, let taken = sample.timeTaken, taken >= 0, taken < 600 {
-            session.startupRequestsDoneAt = max(session.startupRequestsDoneAt, t + Int64((taken * 1000).rounded()))
+        if cmcd.startup, cmcd.isMediaRequest {
+            if let taken = sample.timeTaken, taken >= 0, taken < 600 {
+                session.startupRequestsDoneAt = max(session.startupRequestsDoneAt, t + Int64((taken * 1000).rounded()))
+            }
+            if let d = sample.cmcd.objectDuration {
+                if cmcd.objectType == .audio {
+                    session.startupAudioMs = Int32(clamping: Int64(session.startupAudioMs) + d)
+                } else {
+                    session.startupMediaMs = Int32(clamping: Int64(session.startupMediaMs) + d)
+                }
+            }
         }
         if let msd = cmcd.mediaStartDelay, msd >= 0 {
             startupMs = msd
             source = "msd"
         } else if cmcd.state == .playing {
-            startupMs = session.startedNoLaterThan(t) - session.firstTime
+            startupMs = session.startedNoLaterThan(t, bufferMs: cmcd.bufferLength, audio: cmcd.objectType == .audio) - session.firstTime
             source = "sta"
         } else if !cmcd.startup, cmcd.bufferLength != nil, cmcd.isMediaRequest, t > session.firstTime,
             cmcd.state == nil || cmcd.state == .playing, cmcd.objectType != .audio || !session.sawVideo
         {
-            startupMs = session.startedNoLaterThan(t) - session.firstTime
+            startupMs = session.startedNoLaterThan(t, bufferMs: cmcd.bufferLength, audio: cmcd.objectType == .audio) - session.firstTime
             source = "first_buffered_request"
         }
         let warning = startupDelay.warningMs

@@ -68,6 +68,10 @@ public struct DetectionRules: Sendable, Equatable {
         /// A silence this long after which the buffer is still there is a pause (v1 players
         /// do not say so): the buffer history restarts and the silence is not watch time.
         public var pauseGapMs: Int64 = 15_000
+        /// A sample more than this ahead of the reference time (the wall clock when the
+        /// daemon gives one, else the newest event time accepted) is implausible: counted as
+        /// `future_timestamp` and kept out of the watermark and of its session.
+        public var maxFutureMs: Int64 = 120_000
         public init() {}
     }
 

@@ -71,11 +71,12 @@ extension DetectionRules {
         }
 
         let sessions = root["sessions"]
-        try sessions.keys(allowed: ["reorder_tolerance_ms", "idle_timeout_ms", "max_live_sessions", "pause_gap_ms"])
+        try sessions.keys(allowed: ["reorder_tolerance_ms", "idle_timeout_ms", "max_live_sessions", "pause_gap_ms", "max_future_ms"])
         rules.sessions.reorderToleranceMs = try sessions["reorder_tolerance_ms"].integer(in: 0...600_000, default: 2_000)
         rules.sessions.idleTimeoutMs = try sessions["idle_timeout_ms"].integer(in: 1_000...86_400_000, default: 300_000)
         rules.sessions.maxLiveSessions = Int(try sessions["max_live_sessions"].integer(in: 1...100_000_000, default: 1_000_000))
         rules.sessions.pauseGapMs = try sessions["pause_gap_ms"].integer(in: 1_000...86_400_000, default: 15_000)
+        rules.sessions.maxFutureMs = try sessions["max_future_ms"].integer(in: 1_000...86_400_000, default: 120_000)
 
         if root["routes"].exists {
             rules.routes = []

@@ -94,6 +94,11 @@ struct SessionState {
     /// When the newest startup (`su`) media request's response ended (request time plus
     /// `time-taken`): playback cannot have waited for a later one. 0 when unknown.
     var startupRequestsDoneAt: Int64 = 0
+    /// Media (ms of `d`) the logged startup requests asked for, video (or muxed) and audio
+    /// apart: a later buffer of the track larger than this proves requests are missing from
+    /// the log (sampled away).
+    var startupMediaMs: Int32 = 0
+    var startupAudioMs: Int32 = 0
     /// The session has requested video (or muxed) segments: its audio requests then say
     /// nothing about playback starting or resuming (dash.js clears `su` per media type).
     var sawVideo = false
@@ -174,11 +179,16 @@ struct SessionState {
         return needed
     }
 
-    /// When playback began, at the latest, given a request at `t` that shows it playing:
-    /// no later than `t`, nor (CloudFront logs sampled, the first requests after it may be
-    /// missing) than the moment the last startup request's response ended.
-    func startedNoLaterThan(_ t: Int64) -> Int64 {
-        startupRequestsDoneAt > firstTime && startupRequestsDoneAt < t ? startupRequestsDoneAt : t
+    /// When playback began, at the latest, given a request at `t` that shows it playing with
+    /// `bufferMs` of buffer: no later than `t`; and when that buffer holds more media than the
+    /// logged startup requests asked for, requests are missing from the log (CloudFront
+    /// sampling), the first ones after playback began perhaps among them, so no later than
+    /// the end of the last logged startup response. (A startup that is slow with every
+    /// request logged, waiting on a licence, say, keeps its full length.)
+    func startedNoLaterThan(_ t: Int64, bufferMs: Int64?, audio: Bool) -> Int64 {
+        let requested = Int64(audio ? startupAudioMs : startupMediaMs)
+        guard let bufferMs, requested > 0, bufferMs > requested + 1_000 else { return t }
+        return startupRequestsDoneAt > firstTime && startupRequestsDoneAt < t ? startupRequestsDoneAt : t
     }
 
     /// The newest buffer observation of an object class.

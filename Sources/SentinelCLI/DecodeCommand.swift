@@ -44,17 +44,17 @@ struct DecodeCommand: ParsableCommand {
         do {
             switch chosen {
             case .query:
-                output = render(try CMCDDecoder.decodeQuery(text.trimmingNewlines, strict: strict))
+                output = try render(try CMCDDecoder.decodeQuery(text.trimmingNewlines, strict: strict))
             case .header:
-                output = render(try CMCDDecoder.decodeHeaderLines(text, strict: strict))
+                output = try render(try CMCDDecoder.decodeHeaderLines(text, strict: strict))
             case .raw:
-                output = render(try CMCDPayload(raw: text.trimmingNewlines, strict: strict))
+                output = try render(try CMCDPayload(raw: text.trimmingNewlines, strict: strict))
             case .json:
                 let payloads = try CMCDDecoder.decodeJSON(text: text)
                 let isArray = text.drop(while: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }).first == "["
-                output = isArray ? .array(payloads.map(render)) : render(payloads[0])
+                output = isArray ? .array(try payloads.map { p throws(CMCDDecodingError) in try render(p) }) : try render(payloads[0])
             case .body:
-                output = .array(try CMCDDecoder.decodeBody(text, strict: strict).map(render))
+                output = .array(try CMCDDecoder.decodeBody(text, strict: strict).map { p throws(CMCDDecodingError) in try render(p) })
             }
         } catch {
             throw CommandFailure.runtime("decode: \(error.description.firstLine)")
@@ -62,7 +62,11 @@ struct DecodeCommand: ParsableCommand {
         print(JSONWriter.string(output))
     }
 
-    private func render(_ payload: CMCDPayload) -> JSONValue {
+    private func render(_ payload: CMCDPayload) throws(CMCDDecodingError) -> JSONValue {
+        // Leniency keeps what can be read; a payload of which nothing can be read is an error.
+        if payload.isEmpty, let first = payload.ignored.first {
+            throw .invalidInput("no member could be read: \(first.key.isEmpty ? "" : first.key + ": ")\(first.reason)")
+        }
         for ignored in payload.ignored {
             printError("cmcd-sentinel: warning: ignored key \(ignored.key): \(ignored.reason)")
         }

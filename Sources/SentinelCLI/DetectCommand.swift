@@ -96,7 +96,7 @@ struct DetectCommand: ParsableCommand {
     static func summary(_ p: ParseStatistics, _ d: DetectionStatistics) -> [String] {
         let findingsTotal = d.findings.values.reduce(0, +)
         var lines = [
-            "records: \(p.lines) read, \(p.samples) with CMCD, \(p.skippedTotal) skipped, \(d.late) late, \(d.reordered) reordered",
+            "records: \(p.lines) read, \(p.samples) with CMCD, \(p.skippedTotal) skipped, \(d.late) late, \(d.reordered) reordered, \(d.futureTimestamps) future_timestamp",
             "sessions: \(d.sessionsStarted) seen, \(d.idleEvictions) idle-evicted, \(d.capacityEvictions) evicted at capacity",
             "findings: \(findingsTotal)",
         ]

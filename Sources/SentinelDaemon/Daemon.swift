@@ -231,6 +231,8 @@ public final class Daemon: @unchecked Sendable {
         consumed += 1
         let tp = message.topicPartition
         if engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
+        // The reference for records dated implausibly far ahead (`sessions.max_future_ms`).
+        engines[tp]!.noteWallClock(Int64((Date().timeIntervalSince1970 * 1000).rounded()))
         var deadLetterError: KafkaError?
         var sampleSinkError: (any Error)?
         message.value.withUnsafeBufferPointer { bytes in

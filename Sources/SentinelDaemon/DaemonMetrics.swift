@@ -102,6 +102,9 @@ public final class DaemonMetrics: @unchecked Sendable {
                 memberErrors.keys.sorted().map { ("key=\"\($0)\"", "\(memberErrors[$0]!)") })
             metric("cmcd_sentinel_dead_letters_total", "counter", "Skipped records produced to the dead-letter topic.", [("", "\(deadLetters)")])
             metric("cmcd_sentinel_samples_late_total", "counter", "Samples older than the reorder tolerance (ignored).", [("", "\(detection.late)")])
+            metric(
+                "cmcd_sentinel_samples_future_total", "counter",
+                "Samples dated implausibly far ahead of the wall clock (sessions.max_future_ms; ignored).", [("", "\(detection.futureTimestamps)")])
             var findings: [(String, String)] = []
             for type in FindingType.allCases {
                 for severity in Severity.allCases {

@@ -55,7 +55,9 @@ struct EngineTests {
 
     @Test func idleSessionsAreEvictedResolvingTheirEpisodes() {
         var samples = playing("idle", buffers: [20000, 1000])
-        samples.append(sample("busy", at: t0 + 400_000, "ot=av,bl=9000"))
+        // Another viewer keeps the stream going, a request a minute (one far ahead alone
+        // would be taken for a record dated wrongly: sessions.max_future_ms).
+        for minute in 1...7 { samples.append(sample("busy", at: t0 + Int64(minute) * 60_000, "ot=av,bl=9000")) }
         let (findings, engine) = run(samples)
         #expect(engine.statistics.idleEvictions == 1)
         #expect(engine.liveSessionCount == 1)

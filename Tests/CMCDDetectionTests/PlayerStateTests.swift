@@ -170,3 +170,50 @@ struct PlayerStateTests {
         }
     }
 }
+
+/// One record dated far ahead must not move event time for everyone else (issue 25).
+struct FutureTimestampTests {
+    /// Many sessions, one of which sends one record a day ahead in the middle of the stream.
+    static func stream(poisoned: Bool) -> [Sample] {
+        var samples: [Sample] = []
+        for i in 0..<40 {
+            let sid = "s\(i)"
+            let start = t0 + Int64(i) * 500
+            samples += playing(sid, start: start, buffers: i % 5 == 0 ? [20000, 20000, 2000, 9000] : [8000, 9000, 10000, 11000])
+        }
+        samples.sort { $0.time < $1.time }
+        if poisoned { samples.insert(sample("s7", at: t0 + 86_400_000, "ot=av,bl=0,bs"), at: samples.count / 2) }
+        // Later records of every session, a minute on: within the idle timeout.
+        for i in 0..<40 { samples.append(sample("s\(i)", at: t0 + 80_000 + Int64(i) * 100, "ot=av,bl=12000")) }
+        return samples
+    }
+
+    @Test func aFarFutureRecordChangesNoOtherFinding() {
+        let clean = run(Self.stream(poisoned: false), finish: true)
+        let poisoned = run(Self.stream(poisoned: true), finish: true)
+        #expect(poisoned.findings.map(\.jsonValue) == clean.findings.map(\.jsonValue))
+        #expect(poisoned.engine.statistics.futureTimestamps == 1)
+        #expect(poisoned.engine.statistics.idleEvictions == clean.engine.statistics.idleEvictions)
+        #expect(poisoned.engine.statistics.sessionsStarted == 40, "no session split in two")
+        #expect(poisoned.engine.watermark == clean.engine.watermark)
+    }
+
+    @Test func aheadOfTheWallClockIsImplausibleEvenAsTheFirstRecord() {
+        var engine = DetectionEngine()
+        engine.noteWallClock(t0)
+        var findings: [Finding] = []
+        engine.process(sample("x", at: t0 + 86_400_000, "ot=m,su"), into: &findings)
+        engine.process(sample("y", at: t0 + 1000, "ot=m,su"), into: &findings)
+        #expect(engine.statistics.futureTimestamps == 1 && engine.watermark == t0 + 1000)
+    }
+
+    @Test func aStreamThatMovesOnIsFollowed() {
+        // A replay of a later day: after a run of such records the engine follows them.
+        var samples = playing("a", buffers: [8000, 9000])
+        let later = t0 + 3 * 86_400_000
+        for i in 0..<40 { samples.append(sample("b\(i)", at: later + Int64(i) * 100, "ot=m,su")) }
+        let (_, engine) = run(samples)
+        #expect(engine.statistics.futureTimestamps == DetectionEngine.futureRunToFollow - 1)
+        #expect(engine.watermark >= later)
+    }
+}

@@ -69,6 +69,16 @@ struct PlayerStringsTests {
         #expect(payload.droppedMembers.isEmpty && payload["com.example-myNumericKey"] == .bare(.integer(500)))
     }
 
+    /// THEOplayer web-connectors `CMCDPayloadUtils` test, "example 9": every token quoted
+    /// (`ot="v"`, `sf="d"`, `st="v"`), and elsewhere in the same test `bs=false`.
+    @Test func theoplayerQuotedTokens() throws {
+        let payload = try CMCDPayload(
+            raw: #"bl=21300,br=3200,bs,cid="faec5fc2-ac30-11ea-bb37-0242ac130002",d=4004,dl=18500,mtp=48100,nor="..%2F300kbps%2Ftrack.m4v",nrr="12323-48763",ot="v",pr=1.08,rtp=12000,sf="d",sid="6e2fb550-c457-11e9-bb97-0800200c9a66",st="v",su,tb=6000"#)
+        #expect(payload.droppedMembers.isEmpty)
+        #expect(payload.objectType == .video && payload.streamingFormat == "d" && payload.streamType == "v" && payload.playbackRate == 1.08)
+        #expect(try CMCDPayload(raw: "bs=false").bufferStarvation == false)
+    }
+
     /// Pre-CML shaka-player v2 reports quoted tokens; early v1 players send `bs=false`.
     @Test func quotedTokensAndFalseLiterals() throws {
         let payload = try CMCDPayload(raw: #"e="ps",sid="s",sta="s",ts=1764752400000,v=2,bs=false,su=true"#)

@@ -87,6 +87,21 @@ struct CLITests {
         #expect(try run(["--help"]).status == 0)
     }
 
+    /// One record dated a day ahead in the middle of the stream changes no finding (issue 25).
+    @Test func aRecordDatedADayAheadChangesNothing() throws {
+        let clean = try run(["detect", "samples/demo-sessions.tsv"])
+        var lines = try String(contentsOfFile: "samples/demo-sessions.tsv", encoding: .utf8).split(separator: "\n").map(String.init)
+        // A copy of a viewer's request, dated a day ahead.
+        var fields = lines[5].split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        fields[0] = String(format: "%.3f", Double(fields[0])! + 86_400)
+        let poisoned = fields.joined(separator: "\t")
+        lines.insert(poisoned, at: 30)
+        let result = try run(["detect", "-"], stdin: lines.joined(separator: "\n") + "\n")
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.lines == clean.lines)
+        #expect(result.stderr.contains("1 future_timestamp"), "\(result.stderr)")
+    }
+
     @Test func detectOverTheDemoDataFindsEveryKindOfProblem() throws {
         let result = try run(["detect", "samples/demo-sessions.tsv"])
         #expect(result.status == 0, "\(result.stderr)")
@@ -107,6 +122,7 @@ struct CLITests {
         #expect(drop?["details"]?["drop_percent"] == .double(85.7))
         #expect(drop?["edge_location"] == .string("FRA56-P3"))
         #expect(result.stderr.contains("records: 64 read, 62 with CMCD, 2 skipped"))
+        #expect(result.stderr.contains("0 future_timestamp"))
         #expect(result.stderr.contains("skipped field_count: 1"))
         #expect(result.stderr.contains("skipped no_cmcd: 1"))
         #expect(result.stderr.contains("sessions: 6 seen"))

@@ -31,6 +31,38 @@ import Testing
         #expect(committed == ends, "committed \(committed), end offsets \(ends)")
     }
 
+    /// A record dated a day ahead changes no finding through the daemon either, and a record
+    /// with one unreadable member is kept without it; /metrics counts both (issues 25 and 27).
+    @Test func aFutureRecordAndABadMemberHurtNoOneAndAreCounted() throws {
+        var lines = try String(contentsOfFile: Self.demo, encoding: .utf8).split(separator: "\n").map(String.init)
+        var future = lines[5].split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        future[0] = String(format: "%.3f", Double(future[0])! + 86_400)
+        lines.insert(future.joined(separator: "\t"), at: 30)
+        // A repeat of the healthy viewer's first segment request, with a member no parser reads.
+        let healthy = try #require(lines.firstIndex { $0.contains("viewer-healthy") && $0.contains("bl%3D") })
+        lines.insert(lines[healthy].replacingOccurrences(of: "CMCD=", with: "CMCD=com.example-ver%3D1.2.3%2C"), at: healthy + 1)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("future-\(UUID().uuidString).tsv")
+        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let topic = try Self.broker.newTopic()
+        let replay = try Self.run(["replay", "--brokers", Self.broker.address, "--topic", topic, file.path])
+        #expect(replay.status == 0, "\(replay.stderr)")
+        let port = freePort()
+        let daemon = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"), environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        var metrics = ""
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            metrics = (try? Self.httpGet(port: port, path: "/metrics").body) ?? ""
+            if metrics.contains("cmcd_sentinel_records_consumed_total \(lines.count)\n"), Set(daemon.output.lines) == Self.expected { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        kill(daemon.process.processIdentifier, SIGTERM)
+        daemon.process.waitUntilExit()
+        #expect(Set(daemon.output.lines) == Self.expected)
+        #expect(Self.metricValue("cmcd_sentinel_samples_future_total", in: metrics) == 1, "\(metrics)")
+        #expect(Self.metricValue("cmcd_sentinel_cmcd_member_errors_total{key=\"custom\"}", in: metrics) == 1, "\(metrics)")
+    }
+
     @Test func sigtermFinishesFlushesAndCommitsWhatWasProcessed() throws {
         let topic = try Self.broker.newTopic()
         try Self.replay(topic: topic)
