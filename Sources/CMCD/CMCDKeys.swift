@@ -123,13 +123,17 @@ public enum CMCDKeys {
     static func isPlausible(code: UInt64, _ n: Int64) -> Bool {
         guard n >= 0 else { return false }
         switch code {
-        case 0x626C /* bl */, 0x74626C /* tbl */, 0x64 /* d */, 0x646C /* dl */: return n <= 86_400_000
+        case 0x626C /* bl */, 0x74626C /* tbl */, 0x64 /* d */, 0x646C /* dl */: return n <= maxDurationMs
         case 0x6272 /* br */, 0x7462 /* tb */, 0x6D7470 /* mtp */, 0x727470 /* rtp */, 0x7062 /* pb */, 0x6162 /* ab */,
             0x6C6162 /* lab */, 0x6C62 /* lb */, 0x746162 /* tab */, 0x747062 /* tpb */:
-            return n <= 100_000_000
+            return n <= maxBitrateKbps
         default: return true
         }
     }
+
+    /// The largest believable buffer, duration or deadline (a day), and bitrate (100 Gbit/s).
+    static let maxDurationMs: Int64 = 86_400_000
+    static let maxBitrateKbps: Int64 = 100_000_000
 
     /// A dropped member's key as a metric label, from a bounded set whatever a viewer sent:
     /// the reserved key itself, `custom` for a hyphenated custom key, else `unknown`.

@@ -228,22 +228,42 @@ extension CMCDPayload.Fields {
 
     /// Sets a typed view from a plain integer (see `assignSimple`).
     @inline(__always) mutating func assignInteger(code: UInt64, _ n: Int64) -> Bool {
-        guard CMCDKeys.isPlausible(code: code, n) else { return false }
+        // Negative or absurd values (`CMCDKeys.isPlausible`) are left to the general path,
+        // which drops them; the bounds sit in this switch so the usual value costs no other.
+        guard n >= 0 else { return false }
         let single = CMCDMeasure.Component(value: n, objectType: nil)
         if otherComponents != nil { _ = keep(code, nil) }  // a later value replaces an inner list's
         switch code {
-        case 0x626C /* bl */: bufferLength = single
-        case 0x6272 /* br */: encodedBitrate = single
-        case 0x7462 /* tb */: topBitrate = single
-        case 0x6D7470 /* mtp */: measuredThroughput = single
-        case 0x7062 /* pb */: playheadBitrate = single
-        case 0x74626C /* tbl */: targetBufferLength = single
+        case 0x626C /* bl */:
+            guard n <= CMCDKeys.maxDurationMs else { return false }
+            bufferLength = single
+        case 0x6272 /* br */:
+            guard n <= CMCDKeys.maxBitrateKbps else { return false }
+            encodedBitrate = single
+        case 0x7462 /* tb */:
+            guard n <= CMCDKeys.maxBitrateKbps else { return false }
+            topBitrate = single
+        case 0x6D7470 /* mtp */:
+            guard n <= CMCDKeys.maxBitrateKbps else { return false }
+            measuredThroughput = single
+        case 0x7062 /* pb */:
+            guard n <= CMCDKeys.maxBitrateKbps else { return false }
+            playheadBitrate = single
+        case 0x74626C /* tbl */:
+            guard n <= CMCDKeys.maxDurationMs else { return false }
+            targetBufferLength = single
         case 0x627361 /* bsa */: starvationCount = single
         case 0x627364 /* bsd */: starvationDuration = single
         case 0x62736461 /* bsda */: starvationDurationTotal = single
-        case 0x64 /* d */: objectDuration = n
-        case 0x646C /* dl */: deadline = n
-        case 0x727470 /* rtp */: requestedMaxThroughput = n
+        case 0x64 /* d */:
+            guard n <= CMCDKeys.maxDurationMs else { return false }
+            objectDuration = n
+        case 0x646C /* dl */:
+            guard n <= CMCDKeys.maxDurationMs else { return false }
+            deadline = n
+        case 0x727470 /* rtp */:
+            guard n <= CMCDKeys.maxBitrateKbps else { return false }
+            requestedMaxThroughput = n
         case 0x6D7364 /* msd */: mediaStartDelay = n
         case 0x7074 /* pt */: playheadTime = n
         case 0x736E /* sn */: sequenceNumber = n

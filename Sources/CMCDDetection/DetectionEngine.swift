@@ -344,12 +344,7 @@ public struct DetectionEngine: Sendable {
             session.drop = nil
         }
         if let starvation = session.starvation {
-            detectors.countStall(starvation, until: time, &session)
-            detectors.emit(
-                &findings, session, .bufferStarvation, .resolved, starvation.severity, startedAt: starvation.startedAt, at: time,
-                summary: "Starvation episode closed after \(seconds: time - starvation.startedAt): \(reason.rawValue.replacingUnderscoresWithSpaces)",
-                details: detectors.starvationDetails(starvation, until: time) + [("resolution", .string(reason.rawValue))])
-            session.starvation = nil
+            detectors.closeStarvation(starvation, at: time, resolution: reason.rawValue, &session, into: &findings)
         }
         if session.startup == .starting, session.startupStuckFired {
             detectors.resolveStuckStartup(&session, at: time, resolution: reason.rawValue, into: &findings)
@@ -545,22 +540,28 @@ struct Detectors: Sendable {
     /// path is: the per-request code stays small and dense.
     @inline(never)
     func reportStartup(_ startupMs: Int64, source: String, _ session: inout SessionState, at t: Int64, into findings: inout [Finding]) {
-        let warning = startupDelay.warningMs
-        let critical = startupDelay.criticalMs
-        let severity: Severity = session.startupStuckFired || startupMs > critical ? .critical : .warning
-        let details: [(key: String, value: JSONValue)] = [
-            ("startup_ms", .int(startupMs)), ("threshold_ms", .int(severity == .critical ? critical : warning)),
-            ("source", .string(source)), ("stuck", .bool(session.startupStuckFired)),
-        ]
-        if !session.startupStuckFired {
-            emit(
-                &findings, session, .startupDelay, .firing, severity, startedAt: session.firstTime, at: t,
-                summary: "Slow startup: playback started after \(seconds: startupMs)", details: details)
-        }
-        emit(
-            &findings, session, .startupDelay, .resolved, severity, startedAt: session.firstTime, at: t,
-            summary: "Playback started after \(seconds: startupMs)", details: details)
-        session.startupStuckFired = false
+        reportWait(
+            .startupDelay, waited: ("startup_ms", startupMs), extra: [("source", .string(source))], thresholds: (startupDelay.warningMs, startupDelay.criticalMs),
+            stuck: \.startupStuckFired, startedAt: session.firstTime, firing: "Slow startup: playback started after \(seconds: startupMs)",
+            resolved: "Playback started after \(seconds: startupMs)", &session, at: t, into: &findings)
+    }
+
+    /// A wait (for playback to start, or to resume after a seek) that took longer than its
+    /// warning threshold: a firing finding, unless the wait already fired as stuck, and its
+    /// resolution, under the episode's one id.
+    func reportWait(
+        _ type: FindingType, waited: (key: String, ms: Int64), extra: [(key: String, value: JSONValue)], thresholds: (warning: Int64, critical: Int64),
+        stuck: WritableKeyPath<SessionState, Bool>, startedAt: Int64, firing: SummaryText, resolved: SummaryText, _ session: inout SessionState,
+        at t: Int64, into findings: inout [Finding]
+    ) {
+        let wasStuck = session[keyPath: stuck]
+        let severity: Severity = wasStuck || waited.ms > thresholds.critical ? .critical : .warning
+        let details: [(key: String, value: JSONValue)] =
+            [(waited.key, .int(waited.ms)), ("threshold_ms", .int(severity == .critical ? thresholds.critical : thresholds.warning))] + extra
+            + [("stuck", .bool(wasStuck))]
+        if !wasStuck { emit(&findings, session, type, .firing, severity, startedAt: startedAt, at: t, summary: firing, details: details) }
+        emit(&findings, session, type, .resolved, severity, startedAt: startedAt, at: t, summary: resolved, details: details)
+        session[keyPath: stuck] = false
     }
 
     /// A stuck startup that ends without playback (the session ended or the viewer left).
@@ -746,11 +747,20 @@ struct Detectors: Sendable {
     /// Closes a starvation episode without a recovery (the stall's time still counts).
     @inline(never)
     func closeStarvation(_ episode: StarvationEpisode, at time: Int64, resolution: String, _ session: inout SessionState, into findings: inout [Finding]) {
+        endStarvation(
+            episode, at: time, summary: "Starvation episode closed after \(seconds: time - episode.startedAt): \(resolution.replacingUnderscoresWithSpaces)",
+            adding: [("resolution", .string(resolution))], &session, into: &findings)
+    }
+
+    /// Resolves a starvation episode: its stall time goes to the session's QoE.
+    func endStarvation(
+        _ episode: StarvationEpisode, at time: Int64, summary: SummaryText, adding extra: [(key: String, value: JSONValue)],
+        _ session: inout SessionState, into findings: inout [Finding]
+    ) {
         countStall(episode, until: time, &session)
         emit(
-            &findings, session, .bufferStarvation, .resolved, episode.severity, startedAt: episode.startedAt, at: time,
-            summary: "Starvation episode closed after \(seconds: time - episode.startedAt): \(resolution.replacingUnderscoresWithSpaces)",
-            details: starvationDetails(episode, until: time) + [("resolution", .string(resolution))])
+            &findings, session, .bufferStarvation, .resolved, episode.severity, startedAt: episode.startedAt, at: time, summary: summary,
+            details: starvationDetails(episode, until: time) + extra)
         session.starvation = nil
     }
 
@@ -796,12 +806,9 @@ struct Detectors: Sendable {
 
     @inline(never)
     func resolveStarvation(_ episode: StarvationEpisode, bl: Int64, _ session: inout SessionState, at t: Int64, into findings: inout [Finding]) {
-        countStall(episode, until: t, &session)
-        emit(
-            &findings, session, .bufferStarvation, .resolved, episode.severity, startedAt: episode.startedAt, at: t,
-            summary: "Buffer recovered to \(bl) ms after \(seconds: t - episode.startedAt) of starvation",
-            details: starvationDetails(episode, until: t) + [("recovered_bl_ms", .int(bl))])
-        session.starvation = nil
+        endStarvation(
+            episode, at: t, summary: "Buffer recovered to \(bl) ms after \(seconds: t - episode.startedAt) of starvation",
+            adding: [("recovered_bl_ms", .int(bl))], &session, into: &findings)
     }
 
     /// What set off a starvation finding (firing or escalated).

@@ -75,7 +75,21 @@ enum PlayerEvent: String {
 extension Detectors {
     /// Advances the session's player state from one request (run before the detectors).
     /// `gapMs` is the time since the session's previous newest request (0 for the first).
+    @inline(__always)
     func observePlayer(
+        _ sample: Sample, _ cmcd: CMCDSignals, gapMs: Int64, _ session: inout SessionState, into findings: inout [Finding]
+    ) -> PlayerTransition {
+        // The usual request: a v1 player playing on, nothing for the state to note.
+        if cmcd.state == nil, !cmcd.startup, !cmcd.isLive, session.phase == .playing, gapMs < pauseGapMs,
+            session.sawVideo || cmcd.objectType == .audio || !cmcd.isMediaRequest
+        {
+            return PlayerTransition()
+        }
+        return observePlayerChange(sample, cmcd, gapMs: gapMs, &session, into: &findings)
+    }
+
+    @inline(never)
+    func observePlayerChange(
         _ sample: Sample, _ cmcd: CMCDSignals, gapMs: Int64, _ session: inout SessionState, into findings: inout [Finding]
     ) -> PlayerTransition {
         var transition = PlayerTransition()
@@ -92,7 +106,10 @@ extension Detectors {
                 transition.inSeek = session.phase == .seeking
             case .playing:
                 if session.phase == .seeking { endSeek(&session, at: t, into: &findings) }
-                if session.phase == .paused { transition.resetWindow = true; transition.reason = .pause }
+                if session.phase == .paused {
+                    transition.resetWindow = true
+                    transition.reason = .pause
+                }
                 if session.phase != .starting { session.phase = .playing }
             case .rebuffering:
                 if session.phase != .starting { session.phase = .rebuffering }
@@ -198,20 +215,10 @@ extension Detectors {
 
     @inline(never)
     func reportSlowSeek(_ latency: Int64, _ session: inout SessionState, at t: Int64, into findings: inout [Finding]) {
-        let severity: Severity = session.seekStuckFired || latency > slowSeek.criticalMs ? .critical : .warning
-        let details: [(key: String, value: JSONValue)] = [
-            ("seek_latency_ms", .int(latency)), ("threshold_ms", .int(severity == .critical ? slowSeek.criticalMs : slowSeek.warningMs)),
-            ("stuck", .bool(session.seekStuckFired)),
-        ]
-        if !session.seekStuckFired {
-            emit(
-                &findings, session, .slowSeek, .firing, severity, startedAt: session.seekStartedAt, at: t,
-                summary: "Slow seek: playback resumed \(seconds: latency) after the seek", details: details)
-        }
-        emit(
-            &findings, session, .slowSeek, .resolved, severity, startedAt: session.seekStartedAt, at: t,
-            summary: "Playback resumed \(seconds: latency) after the seek", details: details)
-        session.seekStuckFired = false
+        reportWait(
+            .slowSeek, waited: ("seek_latency_ms", latency), extra: [], thresholds: (slowSeek.warningMs, slowSeek.criticalMs),
+            stuck: \.seekStuckFired, startedAt: session.seekStartedAt, firing: "Slow seek: playback resumed \(seconds: latency) after the seek",
+            resolved: "Playback resumed \(seconds: latency) after the seek", &session, at: t, into: &findings)
     }
 
     @inline(never)

@@ -85,24 +85,11 @@ struct SessionState {
     var playbackStarted = false
     /// Highest `bsa` seen; -1 when never seen.
     var starvationCountSeen: Int64 = -1
-    /// What the player is doing (`PlayerPhase`), and since when it has been seeking.
+    /// What the player is doing (`PlayerPhase`).
     var phase: PlayerPhase = .starting
-    var seekStuckFired = false
-    var seekStartedAt: Int64 = 0
-    /// A live session's usual buffer (moving average, ms); -1 until seen.
-    var steadyBufferMs: Int32 = -1
-    /// When the newest startup (`su`) media request's response ended (request time plus
-    /// `time-taken`): playback cannot have waited for a later one. 0 when unknown.
-    var startupRequestsDoneAt: Int64 = 0
-    /// Media (ms of `d`) the logged startup requests asked for, video (or muxed) and audio
-    /// apart: a later buffer of the track larger than this proves requests are missing from
-    /// the log (sampled away).
-    var startupMediaMs: Int32 = 0
-    var startupAudioMs: Int32 = 0
     /// The session has requested video (or muxed) segments: its audio requests then say
     /// nothing about playback starting or resuming (dash.js clears `su` per media type).
     var sawVideo = false
-    var qoe = SessionQoE()
     var window: [BufferObservation] = []
     /// Open episodes, held apart: they are rare, and inline they would add two cache lines
     /// to what every request reads. Set as a whole (a new box each time), never shared.
@@ -118,6 +105,22 @@ struct SessionState {
     }
     /// Bumped whenever the slot is reused, so stale timers are recognised.
     var generation: UInt32 = 0
+
+    // Read only when the player's state changes, so kept after what every request reads.
+    /// Since when the player has been seeking, and whether that fired as stuck.
+    var seekStuckFired = false
+    var seekStartedAt: Int64 = 0
+    /// A live session's usual buffer (moving average, ms); -1 until seen.
+    var steadyBufferMs: Int32 = -1
+    /// When the newest startup (`su`) media request's response ended (request time plus
+    /// `time-taken`): playback cannot have waited for a later one. 0 when unknown.
+    var startupRequestsDoneAt: Int64 = 0
+    /// Media (ms of `d`) the logged startup requests asked for, video (or muxed) and audio
+    /// apart: a later buffer of the track larger than this proves requests are missing from
+    /// the log (sampled away).
+    var startupMediaMs: Int32 = 0
+    var startupAudioMs: Int32 = 0
+    var qoe = SessionQoE()
 
     init(sessionID: String, key: SessionKey, firstTime: Int64, startup: StartupPhase) {
         self.key = key

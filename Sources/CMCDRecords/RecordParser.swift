@@ -130,7 +130,10 @@ public struct RecordParser: Sendable {
     private mutating func parseJSON(_ line: UnsafeBufferPointer<UInt8>, _ emit: (consuming RecordOutcome) -> Void) {
         var outcomes: [RecordOutcome] = []
         Self.parseJSONLine(line) { outcomes.append($0) }
-        for outcome in outcomes { record(outcome, emit) }
+        for outcome in outcomes {
+            if case .sample(let sample) = outcome, sample.cmcd.hasDroppedMembers { countDroppedMembers(sample.cmcd) }
+            record(outcome, emit)
+        }
     }
 
     // The skips whose reasons are formatted, out of line: the code that formats them would
@@ -155,9 +158,7 @@ public struct RecordParser: Sendable {
 
     private mutating func record(_ outcome: consuming RecordOutcome, _ emit: (consuming RecordOutcome) -> Void) {
         switch outcome {
-        case .sample(let sample):
-            statistics.samples += 1
-            if sample.cmcd.hasDroppedMembers { countDroppedMembers(sample.cmcd) }
+        case .sample: statistics.samples += 1
         case .skipped(let reason, _): statistics.skipped[reason, default: 0] += 1
         }
         emit(outcome)
@@ -248,6 +249,7 @@ public struct RecordParser: Sendable {
             return Self.skip(for: error)
         }
         guard let payload else { return .skipped(.noCMCD, detail: "no CMCD in the record") }
+        if payload.hasDroppedMembers { countDroppedMembers(payload) }
         guard payload.hasSessionID else { return .skipped(.noSessionID, detail: "CMCD without a session id") }
         var edgeLocation: String?
         if let edge = field(layout.edge) { edgeLocation = Self.boundedText(edge, max: 64, sharing: &edgeLocations) }
@@ -303,6 +305,7 @@ public struct RecordParser: Sendable {
         } catch {
             return Self.skip(for: error)
         }
+        if payload.hasDroppedMembers { countDroppedMembers(payload) }
         guard let ts = payload.timestamp, let time = Self.normaliseEpoch(ts) else {
             return .skipped(.badTimestamp, detail: "event line without a valid ts")
         }

@@ -79,6 +79,7 @@ struct ReplayCommand: ParsableCommand {
 
         var parser = RecordParser(configuration: configuration)
         var sent = 0
+        var tooLong = 0
         let started = monotonicSeconds()
         var lastProgress = started
         var failure: KafkaError?
@@ -87,7 +88,12 @@ struct ReplayCommand: ParsableCommand {
             guard fd >= 0 else { throw CommandFailure.runtime("\(path): cannot open: \(String(cString: strerror(errno)))") }
             defer { if fd != 0 { close(fd) } }
             try LineReader(fd: fd, maxLineBytes: configuration.maxLineBytes).forEachLine { line in
-                guard failure == nil, !Interrupt.requested, case .line(let bytes) = line, !bytes.isEmpty else { return }
+                guard failure == nil, !Interrupt.requested else { return }
+                guard case .line(let bytes) = line else {
+                    tooLong += 1  // counted and reported: never dropped silently
+                    return
+                }
+                guard !bytes.isEmpty else { return }
                 var key: [UInt8]?
                 parser.parse(line: bytes) { outcome in
                     if key == nil, case .sample(let sample) = outcome { key = Array(sample.sessionID.utf8) }
@@ -114,9 +120,12 @@ struct ReplayCommand: ParsableCommand {
         } while loop && failure == nil && !Interrupt.requested
         do throws(KafkaError) { try producer.flush(timeoutMs: 30_000) } catch { failure = failure ?? error }
         let deliveries = producer.deliveries
-        printError("replay: \(sent) records produced to \(topic), \(deliveries.delivered) delivered, \(deliveries.failed) failed")
+        printError(
+            "replay: \(sent) records produced to \(topic), \(deliveries.delivered) delivered, \(deliveries.failed) failed"
+                + (tooLong > 0 ? ", \(tooLong) lines over \(configuration.maxLineBytes) bytes skipped" : ""))
         if let failure { throw CommandFailure.runtime("replay: \(failure)") }
         if deliveries.failed > 0 { throw CommandFailure.runtime("replay: \(deliveries.failed) records were not delivered: \(deliveries.lastError?.description ?? "")") }
+        if tooLong > 0 { throw CommandFailure.runtime("replay: \(tooLong) lines longer than \(configuration.maxLineBytes) bytes were not sent") }
     }
 }
 

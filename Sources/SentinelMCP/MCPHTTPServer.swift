@@ -16,6 +16,11 @@ public enum MCPHTTPServer {
     /// Serves until a graceful shutdown (SIGTERM, SIGINT).
     public static func serve(tools: SentinelTools, version: String, host: String, port: Int, token: String, logger: Logger) async throws {
         let loopback = ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host)
+        if !loopback {
+            // The SDK's Origin check only knows loopback origins; beyond loopback it is off.
+            logger.warning(
+                "MCP over HTTP on \(host): no Origin allow-list applies beyond loopback, so browsers on other sites can reach it with a stolen token; put it behind a proxy that checks Origin, or listen on 127.0.0.1")
+        }
         let transport = StatelessHTTPServerTransport(
             validationPipeline: StandardValidationPipeline(validators: [
                 loopback ? OriginValidator.localhost(port: port) : OriginValidator.disabled,

@@ -41,26 +41,21 @@ import Testing
         // A repeat of the healthy viewer's first segment request, with a member no parser reads.
         let healthy = try #require(lines.firstIndex { $0.contains("viewer-healthy") && $0.contains("bl%3D") })
         lines.insert(lines[healthy].replacingOccurrences(of: "CMCD=", with: "CMCD=com.example-ver%3D1.2.3%2C"), at: healthy + 1)
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("future-\(UUID().uuidString).tsv")
-        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(at: file) }
-        let topic = try Self.broker.newTopic()
-        let replay = try Self.run(["replay", "--brokers", Self.broker.address, "--topic", topic, file.path])
-        #expect(replay.status == 0, "\(replay.stderr)")
-        let port = freePort()
-        let daemon = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"), environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
-        var metrics = ""
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            metrics = (try? Self.httpGet(port: port, path: "/metrics").body) ?? ""
-            if metrics.contains("cmcd_sentinel_records_consumed_total \(lines.count)\n"), Set(daemon.output.lines) == Self.expected { break }
-            Thread.sleep(forTimeInterval: 0.2)
-        }
-        kill(daemon.process.processIdentifier, SIGTERM)
-        daemon.process.waitUntilExit()
+        let (daemon, metrics) = try Self.consumeWatchingMetrics(lines) { Set($0) == Self.expected }
         #expect(Set(daemon.output.lines) == Self.expected)
         #expect(Self.metricValue("cmcd_sentinel_samples_future_total", in: metrics) == 1, "\(metrics)")
         #expect(Self.metricValue("cmcd_sentinel_cmcd_member_errors_total{key=\"custom\"}", in: metrics) == 1, "\(metrics)")
+    }
+
+    /// A line over the line limit is counted, reported and makes `replay` fail; the others are sent.
+    @Test func replayReportsLinesTooLongToSend() throws {
+        let good = try String(contentsOfFile: Self.demo, encoding: .utf8).split(separator: "\n")[0]
+        let long = good + String(repeating: "x", count: 70_000)
+        let topic = try Self.broker.newTopic(partitions: 1)
+        let result = try Self.run(["replay", "--brokers", Self.broker.address, "--topic", topic, "-"], stdin: "\(good)\n\(long)\n\(good)\n")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("replay: 2 records produced to \(topic), 2 delivered, 0 failed, 1 lines over 65536 bytes skipped"), "\(result.stderr)")
+        #expect(result.stderr.contains("replay: 1 lines longer than 65536 bytes were not sent"), "\(result.stderr)")
     }
 
     @Test func sigtermFinishesFlushesAndCommitsWhatWasProcessed() throws {
@@ -261,24 +256,7 @@ import Testing
                 lines.append("\(ms / 1000).\(String(ms % 1000 + 1000).dropFirst())\t203.0.113.9\t200\tGET\t/live/\(round).ts\tIAD89-P1\tr\(s)\t0.1\tCMCD=\(cmcd)\t-")
             }
         }
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("storm-\(UUID().uuidString).tsv")
-        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(at: file) }
-        let topic = try Self.broker.newTopic()
-        let replay = try Self.run(["replay", "--brokers", Self.broker.address, "--topic", topic, file.path])
-        #expect(replay.status == 0, "\(replay.stderr)")
-
-        let port = freePort()
-        let daemon = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"), environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
-        var metrics = ""
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            metrics = (try? Self.httpGet(port: port, path: "/metrics").body) ?? ""
-            if metrics.contains("cmcd_sentinel_records_consumed_total \(lines.count)\n"), daemon.output.lines.count == 2 * sessions { break }
-            Thread.sleep(forTimeInterval: 0.2)
-        }
-        kill(daemon.process.processIdentifier, SIGTERM)
-        daemon.process.waitUntilExit()
+        let (daemon, metrics) = try Self.consumeWatchingMetrics(lines) { $0.count == 2 * sessions }
         #expect(daemon.process.terminationStatus == 0)
         // A slow startup fires and resolves at the second request: two findings a session.
         let findings = daemon.output.lines
@@ -291,6 +269,30 @@ import Testing
     }
 
     // MARK: - Helpers
+
+    /// Replays `lines` into a new topic, runs the daemon with `/metrics` until it has consumed
+    /// them all and its findings satisfy `done` (60 s at most), stops it with SIGTERM, and
+    /// returns it with its last scrape.
+    static func consumeWatchingMetrics(_ lines: [String], until done: ([String]) -> Bool) throws -> (Running, String) {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("replay-\(UUID().uuidString).tsv")
+        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let topic = try broker.newTopic()
+        let replay = try run(["replay", "--brokers", broker.address, "--topic", topic, file.path])
+        #expect(replay.status == 0, "\(replay.stderr)")
+        let port = freePort()
+        let daemon = try start(daemonArguments(topic: topic, group: "g-\(topic)"), environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        var metrics = ""
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            metrics = (try? httpGet(port: port, path: "/metrics").body) ?? ""
+            if metrics.contains("cmcd_sentinel_records_consumed_total \(lines.count)\n"), done(daemon.output.lines) { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        kill(daemon.process.processIdentifier, SIGTERM)
+        daemon.process.waitUntilExit()
+        return (daemon, metrics)
+    }
 
     /// The value of one series (name with its labels, as `/metrics` writes it) in a scrape.
     /// A finding line without its `details.qoe` (an object of numbers).
