@@ -107,9 +107,15 @@ public struct DetectionEngine: Sendable {
     /// Housekeeping (idle eviction, stuck startups) runs at most this often in event time.
     static let housekeepingIntervalMs: Int64 = 1_000
 
+    /// At most this many live sessions in this engine (the least recently seen is evicted
+    /// beyond it): `sessions.max_live_sessions`, unless a daemon running several engines gives
+    /// each what the others leave of that bound.
+    public var sessionCapacity: Int
+
     public init(rules: DetectionRules = DetectionRules()) {
         self.rules = rules
         self.detectors = Detectors(rules: rules)
+        sessionCapacity = rules.sessions.maxLiveSessions
     }
 
     public var liveSessionCount: Int { index.count }
@@ -217,6 +223,19 @@ public struct DetectionEngine: Sendable {
         return true
     }
 
+    /// Evicts the least recently seen session (resolving its open episodes), counted as a
+    /// capacity eviction; false when there is none. For a daemon that bounds the sessions of
+    /// several engines together.
+    @discardableResult
+    public mutating func evictLeastRecentlySeen(into findings: inout [Finding]) -> Bool {
+        guard lruHead >= 0 else { return false }
+        let before = findings.count
+        defer { count(findings[before...]) }
+        statistics.capacityEvictions += 1
+        endSession(lruHead, reason: .evicted, at: watermark, into: &findings)
+        return true
+    }
+
     /// Convenience for tests and tools: process and return the findings.
     public mutating func process(_ sample: Sample) -> [Finding] {
         var out: [Finding] = []
@@ -267,7 +286,7 @@ public struct DetectionEngine: Sendable {
     }
 
     private mutating func createSession(for sample: Sample, key: SessionKey, into findings: inout [Finding]) -> Int32 {
-        if index.count >= rules.sessions.maxLiveSessions, lruHead >= 0 {
+        if index.count >= sessionCapacity, lruHead >= 0 {
             statistics.capacityEvictions += 1
             endSession(lruHead, reason: .evicted, at: watermark, into: &findings)
         }

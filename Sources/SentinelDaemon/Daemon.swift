@@ -61,6 +61,9 @@ public final class Daemon: @unchecked Sendable {
     // State owned by the consuming thread (rebalance events arrive on it, during poll).
     private var parser: RecordParser
     private var engines: [KafkaTopicPartition: DetectionEngine] = [:]
+    /// Live sessions over all engines: `sessions.max_live_sessions` bounds the daemon, not
+    /// each partition, so each engine gets what the others leave of it.
+    private var liveSessions = 0
     /// Per partition, the offset after the last record handled.
     private var pending: [KafkaTopicPartition: Int64] = [:]
     /// Per partition, the last offset committed.
@@ -185,6 +188,7 @@ public final class Daemon: @unchecked Sendable {
                 for tp in engines.keys.sorted() where engines[tp]!.watermark > Int64.min {
                     engines[tp]!.advance(to: engines[tp]!.watermark + elapsedMs, into: &heldFindings)
                 }
+                countLiveSessions()
             }
             if held == 0, !heldFindings.isEmpty { heldSince = now }
             if !heldFindings.isEmpty,
@@ -233,6 +237,18 @@ public final class Daemon: @unchecked Sendable {
         if engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
         // The reference for records dated implausibly far ahead (`sessions.max_future_ms`).
         engines[tp]!.noteWallClock(Int64((Date().timeIntervalSince1970 * 1000).rounded()))
+        let liveBefore = engines[tp]!.liveSessionCount
+        engines[tp]!.sessionCapacity = max(1, rules.sessions.maxLiveSessions - (liveSessions - liveBefore))
+        defer {
+            liveSessions += engines[tp]!.liveSessionCount - liveBefore
+            // An engine holding no session cannot make room itself: the fullest one does.
+            while liveSessions > rules.sessions.maxLiveSessions,
+                let fullest = engines.max(by: { $0.value.liveSessionCount < $1.value.liveSessionCount })?.key,
+                engines[fullest]!.evictLeastRecentlySeen(into: &heldFindings)
+            {
+                liveSessions -= 1
+            }
+        }
         var deadLetterError: KafkaError?
         var sampleSinkError: (any Error)?
         message.value.withUnsafeBufferPointer { bytes in
@@ -346,8 +362,14 @@ public final class Daemon: @unchecked Sendable {
             pending[tp] = nil
             committed[tp] = nil
         }
+        countLiveSessions()
         logger.info("revoked \(partitions.map(\.description).joined(separator: ", "))")
         publishMetrics()
+    }
+
+    /// Recounts the live sessions over all engines (after evictions outside `handle`).
+    private func countLiveSessions() {
+        liveSessions = engines.values.reduce(0) { $0 + $1.liveSessionCount }
     }
 
     private func publishMetrics() {

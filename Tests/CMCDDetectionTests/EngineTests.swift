@@ -241,3 +241,17 @@ struct RestartPositionTests {
         #expect(starvation.last?.summary == "Buffer recovered to 5000 ms after 2.0 s of starvation")
     }
 }
+
+struct SessionCapacityTests {
+    @Test func aDaemonCanSetTheCapacityAndEvictTheLeastRecent() {
+        var engine = DetectionEngine()
+        engine.sessionCapacity = 2
+        var findings: [Finding] = []
+        for (i, sid) in ["a", "b", "c"].enumerated() { engine.process(sample(sid, at: t0 + Int64(i) * 100, "ot=av,bl=4000"), into: &findings) }
+        #expect(engine.liveSessionCount == 2 && engine.statistics.capacityEvictions == 1)
+        let evicted = [engine.evictLeastRecentlySeen(into: &findings)]
+        #expect(evicted == [true] && engine.liveSessionCount == 1 && engine.statistics.capacityEvictions == 2)
+        let more = [engine.evictLeastRecentlySeen(into: &findings), engine.evictLeastRecentlySeen(into: &findings)]
+        #expect(more == [true, false] && engine.liveSessionCount == 0)
+    }
+}

@@ -58,6 +58,24 @@ import Testing
         #expect(result.stderr.contains("replay: 1 lines longer than 65536 bytes were not sent"), "\(result.stderr)")
     }
 
+    /// `sessions.max_live_sessions` bounds the daemon, not each of its partitions (issue 25).
+    @Test func theLiveSessionBoundIsDaemonWide() throws {
+        let rules = FileManager.default.temporaryDirectory.appendingPathComponent("rules-\(UUID().uuidString).yaml")
+        try "version: 1\nsessions:\n  max_live_sessions: 40\n".write(to: rules, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: rules) }
+        var lines: [String] = []
+        for s in 0..<200 {
+            let ms = 1_720_015_600_000 + s * 10
+            let cmcd = "bl%3D4000%2Cot%3Dav%2Csid%3D%22bound-\(s)%22"
+            lines.append("\(ms / 1000).\(String(ms % 1000 + 1000).dropFirst())\t203.0.113.9\t200\tGET\t/v.ts\tIAD89-P1\tr\(s)\t0.1\tCMCD=\(cmcd)\t-")
+        }
+        let (daemon, metrics) = try Self.consumeWatchingMetrics(lines, environment: ["SENTINEL_RULES": rules.path]) { _ in true }
+        #expect(daemon.process.terminationStatus == 0, "\(daemon.errors.text)")
+        // 200 sessions over four partitions, at most 40 live at once in the whole daemon.
+        #expect(Self.metricValue("cmcd_sentinel_live_sessions", in: metrics) == 40, "\(metrics)")
+        #expect(Self.metricValue(#"cmcd_sentinel_session_evictions_total{reason="capacity"}"#, in: metrics) == 160, "\(metrics)")
+    }
+
     @Test func sigtermFinishesFlushesAndCommitsWhatWasProcessed() throws {
         let topic = try Self.broker.newTopic()
         try Self.replay(topic: topic)
@@ -273,7 +291,9 @@ import Testing
     /// Replays `lines` into a new topic, runs the daemon with `/metrics` until it has consumed
     /// them all and its findings satisfy `done` (60 s at most), stops it with SIGTERM, and
     /// returns it with its last scrape.
-    static func consumeWatchingMetrics(_ lines: [String], until done: ([String]) -> Bool) throws -> (Running, String) {
+    static func consumeWatchingMetrics(
+        _ lines: [String], environment: [String: String] = [:], until done: ([String]) -> Bool
+    ) throws -> (Running, String) {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("replay-\(UUID().uuidString).tsv")
         try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
@@ -281,7 +301,8 @@ import Testing
         let replay = try run(["replay", "--brokers", broker.address, "--topic", topic, file.path])
         #expect(replay.status == 0, "\(replay.stderr)")
         let port = freePort()
-        let daemon = try start(daemonArguments(topic: topic, group: "g-\(topic)"), environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        let daemon = try start(
+            daemonArguments(topic: topic, group: "g-\(topic)"), environment: environment.merging(["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"]) { $1 })
         var metrics = ""
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
