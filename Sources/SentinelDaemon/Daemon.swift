@@ -64,6 +64,8 @@ public final class Daemon: @unchecked Sendable {
     /// Live sessions over all engines: `sessions.max_live_sessions` bounds the daemon, not
     /// each partition, so each engine gets what the others leave of it.
     private var liveSessions = 0
+    /// Whether each partition is really being fetched (see `FetchHealth`).
+    private let fetching = FetchHealth()
     /// Per partition, the offset after the last record handled.
     private var pending: [KafkaTopicPartition: Int64] = [:]
     /// Per partition, the last offset committed.
@@ -131,14 +133,17 @@ public final class Daemon: @unchecked Sendable {
     /// then finishes in-flight records, flushes the sinks, commits and closes the consumer.
     public func run(shouldStop: () -> Bool) throws {
         let events = EventRelay()
+        let fetching = self.fetching
         let consumer = try KafkaConsumer(properties: kafkaProperties, logger: logger) { [metrics] event in
             switch event {
             case .error(let error, _):
                 metrics.recordKafkaError(error.message)
+                fetching.recordError()
             case .log:
                 break
             case .statistics(let json):
                 DaemonMetrics.recordLag(fromStatistics: json, into: metrics)
+                fetching.recordStatistics(json)
             case .assigned, .revoked:
                 events.handle(event)
             }
@@ -183,9 +188,10 @@ public final class Daemon: @unchecked Sendable {
             } else if now - lastRecord >= Self.quietSeconds, now - lastTick >= 1 {
                 // A quiet stream: event time moves on with the wall clock, so idle sessions are
                 // evicted and stuck startups fire even when no record arrives. (Only when quiet:
-                // while records flow, event time alone decides, so replays repeat exactly.)
+                // while records flow, event time alone decides, so replays repeat exactly.) Only
+                // for a partition that is fetched and caught up: a broker outage is no quiet stream.
                 let elapsedMs = Int64((now - lastTick) * 1000)
-                for tp in engines.keys.sorted() where engines[tp]!.watermark > Int64.min {
+                for tp in engines.keys.sorted() where engines[tp]!.watermark > Int64.min && fetching.mayAdvance(tp, at: now) {
                     engines[tp]!.advance(to: engines[tp]!.watermark + elapsedMs, into: &heldFindings)
                 }
                 countLiveSessions()
@@ -234,6 +240,7 @@ public final class Daemon: @unchecked Sendable {
     private func handle(_ message: KafkaMessage) throws {
         consumed += 1
         let tp = message.topicPartition
+        fetching.recordFetched(tp)
         if engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
         // The reference for records dated implausibly far ahead (`sessions.max_future_ms`).
         engines[tp]!.noteWallClock(Int64((Date().timeIntervalSince1970 * 1000).rounded()))

@@ -76,6 +76,43 @@ import Testing
         #expect(Self.metricValue(#"cmcd_sentinel_session_evictions_total{reason="capacity"}"#, in: metrics) == 160, "\(metrics)")
     }
 
+    /// A broker outage is no quiet stream: event time must not run on while nothing can be
+    /// fetched (issue 25: a 20 s outage raised stuck startups for sessions that were fine).
+    @Test func aBrokerOutageRaisesNoFinding() throws {
+        func line(_ ms: Int, _ sid: String, _ cmcd: String) -> String {
+            "\(ms / 1000).\(String(ms % 1000 + 1000).dropFirst())\t203.0.113.9\t200\tGET\t/v.ts\tIAD89-P1\tr\t0.1\tCMCD=\(cmcd)%2Csid%3D%22\(sid)%22\t-"
+        }
+        let t = 1_720_015_600_000
+        let sessions = (0..<6).map { "outage-\($0)" }
+        // Every viewer starts before the outage and plays 1.5 s later, after it.
+        let before = sessions.enumerated().flatMap { i, sid in [line(t + i * 10, sid, "ot%3Dm%2Csu"), line(t + 300 + i * 10, sid, "bl%3D0%2Cot%3Dav%2Csu")] }
+        let after = sessions.enumerated().map { i, sid in line(t + 1500 + i * 10, sid, "bl%3D4000%2Cot%3Dav") }
+        let offline = try Self.run(["detect", "-"], stdin: (before + after).joined(separator: "\n") + "\n")
+        #expect(offline.lines.isEmpty, "the stream itself has nothing to report")
+
+        let topic = try Self.broker.newTopic(partitions: 2)
+        func replay(_ lines: [String]) throws {
+            let result = try Self.run(["replay", "--brokers", Self.broker.address, "--topic", topic, "-"], stdin: lines.joined(separator: "\n") + "\n")
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+        try replay(before)
+        let port = freePort()
+        let daemon = try Self.start(
+            ["run", "--brokers", Self.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1"],
+            environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
+        func consumed() -> Double? { Self.metricValue("cmcd_sentinel_records_consumed_total", in: (try? Self.httpGet(port: port, path: "/metrics").body) ?? "") }
+        #expect(Self.waitFor(30) { consumed() == Double(before.count) }, "the daemon never read the first records")
+        #expect(runScript("scripts/broker/broker.sh", ["outage-start"], environment: Broker.stopEnvironment) == 0)
+        Thread.sleep(forTimeInterval: 20)
+        #expect(runScript("scripts/broker/broker.sh", ["outage-end"], environment: Broker.stopEnvironment) == 0)
+        try replay(after)
+        #expect(Self.waitFor(40) { consumed() == Double(before.count + after.count) }, "the daemon never read the records after the outage")
+        kill(daemon.process.processIdentifier, SIGTERM)
+        daemon.process.waitUntilExit()
+        #expect(daemon.output.lines.isEmpty, "findings the stream does not have: \(daemon.output.lines.map { $0.prefix(400) })")
+    }
+
     @Test func sigtermFinishesFlushesAndCommitsWhatWasProcessed() throws {
         let topic = try Self.broker.newTopic()
         try Self.replay(topic: topic)

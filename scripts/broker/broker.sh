@@ -6,6 +6,8 @@
 #   scripts/broker/broker.sh start [TOPIC [PARTITIONS]]   # clients use 127.0.0.1:$SENTINEL_BROKER_PORT (9092)
 #   scripts/broker/broker.sh stop
 #   scripts/broker/broker.sh topic NAME [PARTITIONS]
+#   scripts/broker/broker.sh outage-start | outage-end    # clients lose the broker (the relay
+#                                                          # stops; Tansu and its data stay)
 #
 # State (pids, logs) lives in .tools/broker-PORT/ and the binary in .tools/ (git-ignored).
 set -euo pipefail
@@ -58,6 +60,11 @@ stop() {
     done
 }
 
+start_relay() {
+    (close_inherited_fds; exec python3 "$here/apiversions-relay.py" "$port" 127.0.0.1 "$upstream_port") </dev/null >>"$state/relay.log" 2>&1 &
+    echo $! >"$state/relay.pid"
+}
+
 case "${1:-}" in
 start)
     fetch_tansu
@@ -66,8 +73,8 @@ start)
     (close_inherited_fds; exec "$tansu" broker --listener-url "tcp://127.0.0.1:$upstream_port" \
         --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/) </dev/null >"$state/tansu.log" 2>&1 &
     echo $! >"$state/tansu.pid"
-    (close_inherited_fds; exec python3 "$here/apiversions-relay.py" "$port" 127.0.0.1 "$upstream_port") </dev/null >"$state/relay.log" 2>&1 &
-    echo $! >"$state/relay.pid"
+    : >"$state/relay.log"
+    start_relay
     wait_port "$upstream_port"
     wait_port "$port"
     if [ -n "${2:-}" ]; then create_topic "$2" "${3:-4}"; fi
@@ -79,8 +86,19 @@ stop)
 topic)
     create_topic "$2" "${3:-4}"
     ;;
+outage-start)
+    # Every client connection drops and no new one is accepted, as when a broker goes away.
+    if [ -f "$state/relay.pid" ]; then
+        kill "$(cat "$state/relay.pid")" 2>/dev/null || true
+        rm -f "$state/relay.pid"
+    fi
+    ;;
+outage-end)
+    start_relay
+    wait_port "$port"
+    ;;
 *)
-    echo "usage: $0 start [TOPIC [PARTITIONS]] | stop | topic NAME [PARTITIONS]" >&2
+    echo "usage: $0 start [TOPIC [PARTITIONS]] | stop | topic NAME [PARTITIONS] | outage-start | outage-end" >&2
     exit 2
     ;;
 esac
