@@ -78,6 +78,12 @@ struct RunCommand: AsyncParsableCommand {
                 let dispatcher = WebhookDispatcher(
                     store: store!, endpoints: configuration.webhooks, routes: rules.routes, retentionDays: alerts.retentionDays, logger: logger)
                 metrics.register(source: { dispatcher.renderMetrics() })
+                metrics.register(component: "webhooks") {
+                    // Notifications wait in the outbox: records are committed all the same.
+                    let s = dispatcher.statistics
+                    if s.consecutiveFailures > 0 { return ComponentHealth(.degraded, detail: s.lastFailure, backlog: s.pending) }
+                    return ComponentHealth(.ok, backlog: s.pending)
+                }
                 services.append(.init(service: dispatcher))
             }
         }

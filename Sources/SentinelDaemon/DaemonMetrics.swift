@@ -1,6 +1,7 @@
 import CMCDDetection
 import CMCDRecords
 import Foundation
+import SentinelJSON
 
 /// The daemon's counters, shared between the consuming thread (which writes them) and the
 /// HTTP thread (which reads them). Rendered in the Prometheus text format.
@@ -20,7 +21,11 @@ public final class DaemonMetrics: @unchecked Sendable {
     private var output: [String: (seconds: Double, writes: Int)] = [:]
     private var commitsDeferred = 0
     private var sources: [@Sendable () -> String] = []
-    private var healthChecks: [@Sendable () -> String?] = []
+    private var components: [(name: String, check: @Sendable () -> ComponentHealth)] = []
+    /// Each component's status as last seen, and since when it has had it.
+    private var componentSince: [String: (status: ComponentHealth.Status, since: Date)] = [:]
+    /// When commits started being held back because a sink has not confirmed its writes.
+    private var deferringSince: Date?
     private var assigned: [String] = []
 
     public init() {}
@@ -43,7 +48,16 @@ public final class DaemonMetrics: @unchecked Sendable {
         }
     }
 
-    func recordCommit(success: Bool) { lock.withLock { if success { commits += 1 } else { commitFailures += 1 } } }
+    func recordCommit(success: Bool) {
+        lock.withLock {
+            if success {
+                commits += 1
+                deferringSince = nil
+            } else {
+                commitFailures += 1
+            }
+        }
+    }
 
     func recordKafkaError(_ message: String) {
         lock.withLock {
@@ -59,27 +73,66 @@ public final class DaemonMetrics: @unchecked Sendable {
         }
     }
 
-    func recordCommitDeferred() { lock.withLock { commitsDeferred += 1 } }
+    func recordCommitDeferred() {
+        lock.withLock {
+            commitsDeferred += 1
+            if deferringSince == nil { deferringSince = Date() }
+        }
+    }
 
     /// Adds metrics in the Prometheus text format from a sink or service.
     public func register(source: @escaping @Sendable () -> String) { lock.withLock { sources.append(source) } }
 
     /// Adds a health check: nil when healthy, else what is wrong.
-    public func register(health: @escaping @Sendable () -> String?) { lock.withLock { healthChecks.append(health) } }
+    /// Adds a component (a sink, the webhook dispatcher) to `/healthz`.
+    public func register(component name: String, health: @escaping @Sendable () -> ComponentHealth) {
+        lock.withLock { components.append((name, health)) }
+    }
 
     func setLag(topic: String, partition: Int32, lag: Int64) {
         lock.withLock { self.lag["\(topic)\u{0}\(partition)"] = lag }
     }
 
-    /// Healthy unless the client reported an error in the last 30 seconds.
+    /// Commits held back longer than this mean records are no longer being committed.
+    static let commitStallSeconds = 10.0
+
+    /// `/healthz`: each component (the broker, every sink) `ok`, `degraded` or `down`, since
+    /// when and with what backlog, as one line of JSON. Unhealthy (503) only when records are
+    /// no longer being committed: the broker is unreachable, a component that commits wait on
+    /// is down, or commits have been held back for `commitStallSeconds`. A degraded sink that
+    /// the daemon does not wait on (webhooks, whose outbox holds the notifications) is not.
     public var health: (healthy: Bool, detail: String) {
-        let checks = lock.withLock { healthChecks }
-        if let problem = checks.lazy.compactMap({ $0() }).first { return (false, problem) }
+        let checks = lock.withLock { components }
+        var seen = checks.map { ($0.name, $0.check()) }
+        let now = Date()
         return lock.withLock {
-            if let last = lastKafkaError, Date().timeIntervalSince(last.at) < 30 {
-                return (false, "kafka: \(last.message)")
+            if let last = lastKafkaError, now.timeIntervalSince(last.at) < 30 {
+                seen.insert(("kafka", ComponentHealth(.down, detail: last.message)), at: 0)
+            } else {
+                seen.insert(("kafka", ComponentHealth(.ok, detail: assigned.isEmpty ? "no partition assigned yet" : nil)), at: 0)
             }
-            return (true, "ok; partitions: \(assigned.isEmpty ? "none yet" : assigned.joined(separator: ","))")
+            var members: [(key: String, value: JSONValue)] = []
+            for (name, health) in seen {
+                if componentSince[name]?.status != health.status { componentSince[name] = (health.status, now) }
+                var fields: [(key: String, value: JSONValue)] = [
+                    ("status", .string(health.status.rawValue)),
+                    ("since", .string(RFC3339.format(milliseconds: Int64(componentSince[name]!.since.timeIntervalSince1970 * 1000)))),
+                ]
+                if let backlog = health.backlog { fields.append(("backlog", .int(Int64(backlog)))) }
+                if let detail = health.detail { fields.append(("detail", .string(String(detail.prefix(300))))) }
+                members.append((name, .object(fields)))
+            }
+            let worst = seen.map(\.1.status).max() ?? .ok
+            let stalled = deferringSince.map { now.timeIntervalSince($0) >= Self.commitStallSeconds } ?? false
+            let committing = worst != .down && !stalled
+            var top: [(key: String, value: JSONValue)] = [
+                ("status", .string(worst.rawValue)), ("committing", .bool(committing)),
+            ]
+            if let deferringSince {
+                top.append(("commits_held_since", .string(RFC3339.format(milliseconds: Int64(deferringSince.timeIntervalSince1970 * 1000)))))
+            }
+            top += [("partitions", .array(assigned.map(JSONValue.string))), ("components", .object(members))]
+            return (committing, JSONWriter.string(.object(top)))
         }
     }
 
@@ -150,5 +203,31 @@ public final class DaemonMetrics: @unchecked Sendable {
 
     static func escape(_ s: String) -> String {
         s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+}
+
+/// One component's state for `/healthz`.
+public struct ComponentHealth: Sendable, Equatable {
+    public enum Status: String, Sendable, Comparable {
+        /// Working.
+        case ok
+        /// Failing, but records are still committed (retrying, or a backlog that waits).
+        case degraded
+        /// Records wait on it and it cannot take them.
+        case down
+
+        var rank: Int { self == .ok ? 0 : (self == .degraded ? 1 : 2) }
+        public static func < (a: Status, b: Status) -> Bool { a.rank < b.rank }
+    }
+
+    public var status: Status
+    public var detail: String?
+    /// What waits on it (points, notifications), when it counts any.
+    public var backlog: Int?
+
+    public init(_ status: Status, detail: String? = nil, backlog: Int? = nil) {
+        self.status = status
+        self.detail = detail
+        self.backlog = backlog
     }
 }

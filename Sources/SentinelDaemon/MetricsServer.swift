@@ -102,6 +102,7 @@ public final class MetricsServer: @unchecked Sendable {
                 let health = metrics.health
                 status = health.healthy ? "200 OK" : "503 Service Unavailable"
                 body = health.detail + "\n"
+                contentType = "application/json"
             default:
                 (status, body) = ("404 Not Found", "not found\n")
             }

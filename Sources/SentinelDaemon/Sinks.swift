@@ -20,12 +20,16 @@ public final class InfluxSink: FindingSink, SampleSink, @unchecked Sendable {
         writeRaw = configuration.writeRaw
         let writer = self.writer
         metrics.register(source: { InfluxSink.render(writer.statistics) })
-        metrics.register(health: {
+        metrics.register(component: "influx") {
             let s = writer.statistics
-            if s.failed { return "influx: failed: \(s.lastError ?? "")" }
-            if s.bufferedPoints >= configuration.maxBufferedPoints { return "influx: buffer full (\(s.lastError ?? "waiting"))" }
-            return nil
-        })
+            if s.failed { return ComponentHealth(.down, detail: "failed: \(s.lastError ?? "")", backlog: s.bufferedPoints) }
+            if s.bufferedPoints >= configuration.maxBufferedPoints {
+                return ComponentHealth(.down, detail: "buffer full (\(s.lastError ?? "waiting"))", backlog: s.bufferedPoints)
+            }
+            // Points waiting while writes fail: commits wait for them, retried on the backoff.
+            if let error = s.lastError, s.bufferedPoints > 0 { return ComponentHealth(.degraded, detail: error, backlog: s.bufferedPoints) }
+            return ComponentHealth(.ok, backlog: s.bufferedPoints)
+        }
     }
 
     deinit { writer.close() }
@@ -98,7 +102,10 @@ public final class AlertSink: FindingSink, @unchecked Sendable {
         self.logger = logger
         self.maxRetrySeconds = maxRetrySeconds
         metrics.register(source: { [unowned self] in render() })
-        metrics.register(health: { [unowned self] in lock.withLock { lastFailure.map { "alerts: \($0)" } } })
+        metrics.register(component: "alerts") { [unowned self] in
+            // A failing write holds the daemon (it retries), so nothing is committed meanwhile.
+            lock.withLock { lastFailure.map { ComponentHealth(.down, detail: $0) } ?? ComponentHealth(.ok) }
+        }
     }
 
     public func write(_ findings: [Finding]) throws {

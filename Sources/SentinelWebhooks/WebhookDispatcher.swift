@@ -23,6 +23,9 @@ public final class WebhookDispatcher: Service, @unchecked Sendable {
         public var dead = 0
         public var pending = 0
         public var inFlight = 0
+        /// Attempts that failed since the last delivery, and the last one's reason.
+        public var consecutiveFailures = 0
+        public var lastFailure: String?
     }
 
     let store: AlertStore
@@ -131,14 +134,22 @@ public final class WebhookDispatcher: Service, @unchecked Sendable {
             switch outcome {
             case .delivered(let status):
                 try await store.markDelivered(id: notification.id, owner: owner, status: status, now: AlertStore.nowMs())
-                lock.withLock { stats.delivered += 1 }
+                lock.withLock {
+                    stats.delivered += 1
+                    stats.consecutiveFailures = 0
+                    stats.lastFailure = nil
+                }
                 logger.info("webhook \(endpoint.name): delivered \(notification.id) (\(notification.kind)) after \(attempts) attempt(s)")
             case .reject(let status, let reason):
                 try await store.markDead(id: notification.id, owner: owner, status: status, error: reason)
                 lock.withLock { stats.dead += 1 }
                 logger.error("webhook \(endpoint.name): \(notification.id) rejected (\(reason)); not retried")
             case .retry(let status, let reason, let retryAfter):
-                lock.withLock { stats.failedAttempts += 1 }
+                lock.withLock {
+                    stats.failedAttempts += 1
+                    stats.consecutiveFailures += 1
+                    stats.lastFailure = "\(endpoint.name): \(reason)"
+                }
                 let next = AlertStore.nowMs() + backoff.delayMs(afterAttempts: attempts, retryAfterMs: retryAfter)
                 if next - notification.createdAt > endpoint.maxAgeMs {
                     try await store.markDead(
@@ -147,6 +158,9 @@ public final class WebhookDispatcher: Service, @unchecked Sendable {
                     logger.error("webhook \(endpoint.name): \(notification.id) dead after \(attempts) attempts: \(reason)")
                 } else {
                     try await store.markRetry(id: notification.id, owner: owner, status: status, error: reason, nextAttemptAt: next)
+                    // What waits now, for /healthz (otherwise counted at each maintenance pass).
+                    let pending = try await store.notificationCounts()["pending", default: 0]
+                    lock.withLock { stats.pending = pending }
                     logger.warning("webhook \(endpoint.name): \(notification.id) attempt \(attempts) failed (\(reason)); retry in \(next - AlertStore.nowMs()) ms")
                 }
             }

@@ -169,7 +169,47 @@ import Testing
         #expect(metrics.contains(#"cmcd_sentinel_sink_latency_seconds_count{sink="alerts"}"#))
         #expect(metrics.contains(#"cmcd_sentinel_sink_latency_seconds_count{sink="influx"}"#))
         #expect(metrics.contains("cmcd_sentinel_alerts_write_failures_total 0"))
-        #expect(try IT.httpGet(port: port, path: "/healthz").status == 200)
+        let health = try IT.httpGet(port: port, path: "/healthz")
+        #expect(health.status == 200)
+        let json = try JSONParser.parse(health.body)
+        #expect(json["status"] == .string("ok") && json["committing"] == .bool(true), "\(health.body)")
+        for component in ["kafka", "influx", "alerts", "webhooks"] {
+            #expect(json["components"]?[component]?["status"] == .string("ok"), "\(component): \(health.body)")
+        }
+        #expect(json["components"]?["influx"]?["backlog"] == .int(0))
+    }
+
+    /// A webhook receiver that is down degrades health but records are still committed (the
+    /// outbox holds the notifications): 200, and the JSON says what is wrong and since when.
+    @Test func aWebhookOutageDegradesHealthWithoutFailingIt() async throws {
+        let alerts = "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("health-\(UUID().uuidString).db").path
+        let influx = InfluxServer.shared
+        let database = try await influx.newDatabase()
+        let configPath = try Self.config(influx: influx.url, database: database, alerts: alerts, webhook: "http://127.0.0.1:\(freePort())/hook")
+        let topic = try IT.broker.newTopic()
+        try IT.replay(topic: topic)
+        let port = freePort()
+        let daemon = try IT.start(
+            ["run", "--config", configPath, "--brokers", IT.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1,2,3"],
+            environment: ["SENTINEL_ALERTS_URL": alerts, "SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        defer {
+            kill(daemon.process.processIdentifier, SIGTERM)
+            daemon.process.waitUntilExit()
+        }
+        var health: (status: Int, body: String) = (0, "")
+        for _ in 0..<100 {
+            health = (try? IT.httpGet(port: port, path: "/healthz")) ?? (0, "")
+            if health.body.contains(#""webhooks":{"status":"degraded""#) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(health.status == 200, "\(health.body)")
+        let json = try JSONParser.parse(health.body)
+        #expect(json["status"] == .string("degraded") && json["committing"] == .bool(true), "\(health.body)")
+        let webhooks = json["components"]?["webhooks"]
+        #expect(webhooks?["status"] == .string("degraded"))
+        #expect(webhooks?["detail"]?.stringValue?.hasPrefix("default: ") == true, "\(health.body)")
+        if case .int(let backlog)? = webhooks?["backlog"] { #expect(backlog >= 1) } else { Issue.record("no backlog: \(health.body)") }
+        #expect(webhooks?["since"]?.stringValue?.hasSuffix("Z") == true)
     }
 
     @Test func influxDBDownMeansTheDaemonStopsWithoutCommitting() throws {
