@@ -598,15 +598,21 @@ struct Detectors: Sendable {
 
     @inline(never)
     func fireStuck(_ session: inout SessionState, at time: Int64, into findings: inout [Finding]) {
-        session.startupStuckFired = true
-        let elapsed = time - session.firstTime
+        fireStuckWait(
+            .startupDelay, waitKey: "startup_ms", stuck: \.startupStuckFired, startedAt: session.firstTime,
+            threshold: startupDelay.criticalMs, summary: "Startup stuck: no playback \(seconds: time - session.firstTime) after the first request",
+            &session, at: time, into: &findings)
+    }
+
+    /// A wait (startup, or a seek) still going on past its critical threshold fires as stuck.
+    func fireStuckWait(
+        _ type: FindingType, waitKey: String, stuck: WritableKeyPath<SessionState, Bool>, startedAt: Int64, threshold: Int64,
+        summary: SummaryText, _ session: inout SessionState, at time: Int64, into findings: inout [Finding]
+    ) {
+        session[keyPath: stuck] = true
         emit(
-            &findings, session, .startupDelay, .firing, .critical, startedAt: session.firstTime, at: time,
-            summary: "Startup stuck: no playback \(seconds: elapsed) after the first request",
-            details: [
-                ("startup_ms", .null), ("elapsed_ms", .int(elapsed)),
-                ("threshold_ms", .int(startupDelay.criticalMs)), ("stuck", .bool(true)),
-            ])
+            &findings, session, type, .firing, .critical, startedAt: startedAt, at: time, summary: summary,
+            details: [(waitKey, .null), ("elapsed_ms", .int(time - startedAt)), ("threshold_ms", .int(threshold)), ("stuck", .bool(true))])
     }
 
     func detectDrop(_ sample: Sample, _ cmcd: CMCDSignals, _ player: PlayerTransition, _ session: inout SessionState, into findings: inout [Finding]) {

@@ -223,11 +223,8 @@ extension Detectors {
 
     @inline(never)
     func fireStuckSeek(_ session: inout SessionState, at t: Int64, into findings: inout [Finding]) {
-        session.seekStuckFired = true
-        let elapsed = t - session.seekStartedAt
-        emit(
-            &findings, session, .slowSeek, .firing, .critical, startedAt: session.seekStartedAt, at: t,
-            summary: "Seek stuck: no playback \(seconds: elapsed) after the seek",
-            details: [("seek_latency_ms", .null), ("elapsed_ms", .int(elapsed)), ("threshold_ms", .int(slowSeek.criticalMs)), ("stuck", .bool(true))])
+        fireStuckWait(
+            .slowSeek, waitKey: "seek_latency_ms", stuck: \.seekStuckFired, startedAt: session.seekStartedAt, threshold: slowSeek.criticalMs,
+            summary: "Seek stuck: no playback \(seconds: t - session.seekStartedAt) after the seek", &session, at: t, into: &findings)
     }
 }

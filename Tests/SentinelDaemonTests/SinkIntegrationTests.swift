@@ -14,6 +14,17 @@ import Testing
     static let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
     /// Writes a configuration file and returns its path.
+    /// The demo data in a new topic, and a daemon with `/metrics` reading it.
+    static func startOnDemoData(config: String, alerts: String) throws -> (IT.Running, Int) {
+        let topic = try IT.broker.newTopic()
+        try IT.replay(topic: topic)
+        let port = freePort()
+        let daemon = try IT.start(
+            ["run", "--config", config, "--brokers", IT.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1,2,3"],
+            environment: ["SENTINEL_ALERTS_URL": alerts, "SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        return (daemon, port)
+    }
+
     static func config(influx: String, database: String, alerts: String, webhook: String, extraInflux: String = "") throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-\(UUID().uuidString).yaml").path
         let yaml = """
@@ -145,12 +156,7 @@ import Testing
         defer { receiver.stop() }
         let alerts = "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("metrics-\(UUID().uuidString).db").path
         let configPath = try Self.config(influx: influx.url, database: database, alerts: alerts, webhook: receiver.url)
-        let topic = try IT.broker.newTopic()
-        try IT.replay(topic: topic)
-        let port = freePort()
-        let daemon = try IT.start(
-            ["run", "--config", configPath, "--brokers", IT.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1,2,3"],
-            environment: ["SENTINEL_ALERTS_URL": alerts, "SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        let (daemon, port) = try Self.startOnDemoData(config: configPath, alerts: alerts)
         defer {
             kill(daemon.process.processIdentifier, SIGTERM)
             daemon.process.waitUntilExit()
@@ -186,12 +192,7 @@ import Testing
         let influx = InfluxServer.shared
         let database = try await influx.newDatabase()
         let configPath = try Self.config(influx: influx.url, database: database, alerts: alerts, webhook: "http://127.0.0.1:\(freePort())/hook")
-        let topic = try IT.broker.newTopic()
-        try IT.replay(topic: topic)
-        let port = freePort()
-        let daemon = try IT.start(
-            ["run", "--config", configPath, "--brokers", IT.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1,2,3"],
-            environment: ["SENTINEL_ALERTS_URL": alerts, "SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        let (daemon, port) = try Self.startOnDemoData(config: configPath, alerts: alerts)
         defer {
             kill(daemon.process.processIdentifier, SIGTERM)
             daemon.process.waitUntilExit()
