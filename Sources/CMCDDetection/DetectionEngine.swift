@@ -140,9 +140,7 @@ public struct DetectionEngine: Sendable {
         var id = sessionID
         return id.withUTF8 { bytes -> JSONValue? in
             let key = SessionKey(bytes: bytes)
-            guard let slot = index.find(hash: key.hash, matches: { slots[Int($0)].key.sameBytes(as: key) && (key.isComplete || slots[Int($0)].sessionID == sessionID) }) else {
-                return nil
-            }
+            guard let slot = findSlot(key, sessionID: sessionID) else { return nil }
             let session = slots[Int(slot)]
             return session.qoe.jsonValue(firstTime: session.firstTime, newestTime: session.newestTime)
         }
@@ -172,7 +170,7 @@ public struct DetectionEngine: Sendable {
         var gapMs: Int64 = 0
         var key = SessionKey()
         sample.withSessionIDBytes { key = SessionKey(bytes: $0) }
-        if let existing = index.find(hash: key.hash, matches: { slots[Int($0)].key.sameBytes(as: key) && (key.isComplete || slots[Int($0)].sessionID == sample.sessionID) }) {
+        if let existing = findSlot(key, sessionID: sample.sessionID) {
             slot = existing
             let newest = slots[Int(slot)].newestTime
             if sample.time < newest.subtractingSaturated(rules.sessions.reorderToleranceMs) {
@@ -193,7 +191,7 @@ public struct DetectionEngine: Sendable {
 
         let signals = sample.cmcd.signals
         let detectors = self.detectors
-        let (startup, drop, starvation) = (rules.startupDelay.enabled, rules.bufferDrop.enabled, rules.bufferStarvation.enabled)
+        let (drop, starvation) = (rules.bufferDrop.enabled, rules.bufferStarvation.enabled)
         // One access to the session's state for all detectors (not one uniqueness and bounds
         // check per detector).
         slots.withUnsafeMutableBufferPointer { slots in
@@ -201,13 +199,21 @@ public struct DetectionEngine: Sendable {
             if let cid = sample.contentID, session.pointee.contentID != cid { session.pointee.contentID = cid }
             if let edge = sample.edgeLocation, session.pointee.edgeLocation != edge { session.pointee.edgeLocation = edge }
             let player = detectors.observePlayer(sample, signals, gapMs: gapMs, &session.pointee, into: &findings)
-            _ = startup  // the startup detector reads its own switch: startup is tracked for the player state either way
+            // Startup is followed even with its detector off (the player state needs it); the
+            // detector reads its own switch.
             detectors.detectStartup(sample, signals, &session.pointee, into: &findings)
             if drop { detectors.detectDrop(sample, signals, player, &session.pointee, into: &findings) }
             if starvation { detectors.detectStarvation(sample, signals, player, &session.pointee, into: &findings) }
         }
 
         housekeepIfDue(into: &findings)
+    }
+
+    /// The slot of the live session with this key (the full id compared only when the key
+    /// does not hold all of it).
+    @inline(__always)
+    private func findSlot(_ key: SessionKey, sessionID: @autoclosure () -> String) -> Int32? {
+        index.find(hash: key.hash, matches: { slots[Int($0)].key.sameBytes(as: key) && (key.isComplete || slots[Int($0)].sessionID == sessionID()) })
     }
 
     /// Whether a sample newer than the watermark is too far ahead to believe (counted and left
@@ -369,13 +375,9 @@ public struct DetectionEngine: Sendable {
             detectors.resolveStuckStartup(&session, at: time, resolution: reason.rawValue, into: &findings)
         }
         if session.phase == .seeking, session.seekStuckFired {
-            detectors.emit(
-                &findings, session, .slowSeek, .resolved, .critical, startedAt: session.seekStartedAt, at: time,
-                summary: "Seek never completed (\(reason.rawValue.replacingUnderscoresWithSpaces))",
-                details: [
-                    ("seek_latency_ms", .null), ("elapsed_ms", .int(time - session.seekStartedAt)),
-                    ("threshold_ms", .int(rules.slowSeek.criticalMs)), ("stuck", .bool(true)), ("resolution", .string(reason.rawValue)),
-                ])
+            detectors.resolveStuckWait(
+                .slowSeek, what: "Seek", waitKey: "seek_latency_ms", stuck: \.seekStuckFired, startedAt: session.seekStartedAt,
+                threshold: rules.slowSeek.criticalMs, &session, at: time, resolution: reason.rawValue, into: &findings)
         }
         switch reason {
         case .idle: statistics.idleEvictions += 1
@@ -586,14 +588,24 @@ struct Detectors: Sendable {
     /// A stuck startup that ends without playback (the session ended or the viewer left).
     @inline(never)
     func resolveStuckStartup(_ session: inout SessionState, at time: Int64, resolution: String, into findings: inout [Finding]) {
+        resolveStuckWait(
+            .startupDelay, what: "Startup", waitKey: "startup_ms", stuck: \.startupStuckFired, startedAt: session.firstTime,
+            threshold: startupDelay.criticalMs, &session, at: time, resolution: resolution, into: &findings)
+    }
+
+    /// A wait (startup, or a seek) that fired as stuck and ends without playback.
+    func resolveStuckWait(
+        _ type: FindingType, what: String, waitKey: String, stuck: WritableKeyPath<SessionState, Bool>, startedAt: Int64, threshold: Int64,
+        _ session: inout SessionState, at time: Int64, resolution: String, into findings: inout [Finding]
+    ) {
         emit(
-            &findings, session, .startupDelay, .resolved, .critical, startedAt: session.firstTime, at: time,
-            summary: "Startup never completed (\(resolution.replacingUnderscoresWithSpaces))",
+            &findings, session, type, .resolved, .critical, startedAt: startedAt, at: time,
+            summary: "\(what) never completed (\(resolution.replacingUnderscoresWithSpaces))",
             details: [
-                ("startup_ms", .null), ("elapsed_ms", .int(time - session.firstTime)),
-                ("threshold_ms", .int(startupDelay.criticalMs)), ("stuck", .bool(true)), ("resolution", .string(resolution)),
+                (waitKey, .null), ("elapsed_ms", .int(time - startedAt)), ("threshold_ms", .int(threshold)), ("stuck", .bool(true)),
+                ("resolution", .string(resolution)),
             ])
-        session.startupStuckFired = false
+        session[keyPath: stuck] = false
     }
 
     @inline(never)
