@@ -44,8 +44,10 @@ struct MCPCommand: AsyncParsableCommand {
         }
         do {
             if let address {
-                try await MCPHTTPServer.serve(
-                    tools: tools, version: "0.3.0", host: address.host, port: address.port, token: configuration.mcp.token, logger: logger)
+                let options = MCPHTTPServer.Options(
+                    host: address.host, port: address.port, token: configuration.mcp.token,
+                    maxSessions: Int(configuration.mcp.maxSessions), idleTimeoutMs: configuration.mcp.idleTimeoutMs)
+                try await MCPHTTPServer.serve(tools: tools, version: "0.3.0", options: options, logger: logger)
             } else {
                 try await SentinelMCPServer.serveStdio(tools: tools, version: "0.3.0", logger: logger)
             }

@@ -89,6 +89,10 @@ public struct SentinelConfiguration: Sendable, Equatable {
         public var httpListen = ""
         /// Bearer token required on HTTP (a secret).
         public var token = ""
+        /// Most MCP sessions (clients) held at once over HTTP.
+        public var maxSessions: Int64 = 64
+        /// An HTTP session unused for this long is closed; its client must initialize again.
+        public var idleTimeoutMs: Int64 = 1_800_000
         public init() {}
     }
 
@@ -149,6 +153,8 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("webhooks[].verify_tls", "SENTINEL_WEBHOOKS_<i>_VERIFY_TLS", "verify the server certificate"),
         ("mcp.http_listen", "SENTINEL_MCP_HTTP_LISTEN", "host:port for the MCP server's Streamable HTTP transport (cmcd-sentinel mcp --http overrides)"),
         ("mcp.token", "SENTINEL_MCP_TOKEN", "bearer token the MCP HTTP transport requires (secret)"),
+        ("mcp.max_sessions", "SENTINEL_MCP_MAX_SESSIONS", "most MCP clients (sessions) served at once over HTTP; more get 503 until one ends or expires"),
+        ("mcp.idle_timeout_ms", "SENTINEL_MCP_IDLE_TIMEOUT_MS", "an MCP HTTP session unused this long is closed (the client gets 404 and initializes again)"),
     ]
 
     /// Loads `yaml` (nil: no file) and applies `environment` overrides.

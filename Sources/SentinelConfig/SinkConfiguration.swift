@@ -61,9 +61,11 @@ extension SentinelConfiguration {
 
     static func loadMCP(_ root: YAMLValue, into config: inout SentinelConfiguration) throws(ValidationError) {
         let mcp = root["mcp"]
-        try mcp.keys(allowed: ["http_listen", "token"])
+        try mcp.keys(allowed: ["http_listen", "token", "max_sessions", "idle_timeout_ms"])
         config.mcp.httpListen = try mcp["http_listen"].string(default: "")
         config.mcp.token = try mcp["token"].string(default: "")
+        config.mcp.maxSessions = try mcp["max_sessions"].integer(in: 1...10_000, default: config.mcp.maxSessions)
+        config.mcp.idleTimeoutMs = try mcp["idle_timeout_ms"].integer(in: 1_000...86_400_000, default: config.mcp.idleTimeoutMs)
     }
 
     static func applySinkEnvironment(_ environment: [String: String], to config: inout SentinelConfiguration) throws(ValidationError) {
@@ -97,6 +99,8 @@ extension SentinelConfiguration {
         }
         if let v = environment["SENTINEL_MCP_HTTP_LISTEN"] { config.mcp.httpListen = v }
         if let v = environment["SENTINEL_MCP_TOKEN"] { config.mcp.token = v }
+        if let v = try integer("SENTINEL_MCP_MAX_SESSIONS", 1...10_000) { config.mcp.maxSessions = v }
+        if let v = try integer("SENTINEL_MCP_IDLE_TIMEOUT_MS", 1_000...86_400_000) { config.mcp.idleTimeoutMs = v }
         if let v = environment["SENTINEL_ALERTS_URL"] {
             if v.isEmpty { config.alerts = nil } else { config.alerts = config.alerts ?? Alerts(); config.alerts!.url = v }
         }
@@ -200,6 +204,7 @@ extension SentinelConfiguration {
         lines += [
             "mcp.http_listen: \(mcp.httpListen.isEmpty ? "(stdio only)" : mcp.httpListen)",
             "mcp.token: \(mcp.token.isEmpty ? "" : "*****")",
+            "mcp.max_sessions: \(mcp.maxSessions)", "mcp.idle_timeout_ms: \(mcp.idleTimeoutMs)",
         ]
         for (i, w) in webhooks.enumerated() {
             lines += [

@@ -5,58 +5,101 @@ import Logging
 import MCP
 import NIOCore
 import SentinelHTTP
+import SentinelJSON
+import ServiceLifecycle
 
-/// MCP over Streamable HTTP (stateless, JSON responses) at `/mcp`, hosted in Hummingbird.
-/// Every request needs `Authorization: Bearer <mcp.token>`; the SDK's Host and Origin checks
-/// guard against DNS rebinding when the server listens on a loopback address.
+/// MCP over Streamable HTTP at `/mcp`, hosted in Hummingbird, for many clients at once: each
+/// `initialize` opens an MCP session (its own `Server`, named by the `Mcp-Session-Id` header of
+/// the answer), answered with JSON bodies. Sessions are bounded (`mcp.max_sessions`; more get 503
+/// with Retry-After), expire when idle (`mcp.idle_timeout_ms`; then 404, and the client
+/// initializes again), end on DELETE, and all close at once on SIGTERM so that shutdown never
+/// waits for a tool. Every request needs `Authorization: Bearer <mcp.token>`; the SDK's Host and
+/// Origin checks guard against DNS rebinding when the server listens on a loopback address.
 public enum MCPHTTPServer {
     /// Most bytes of one request body.
     static let maxBody = 4 << 20
+    /// Longest wait for a tool's answer.
+    static let requestDeadline = Duration.seconds(300)
+
+    /// Where and how to serve.
+    public struct Options: Sendable {
+        public var host: String
+        public var port: Int
+        public var token: String
+        public var maxSessions: Int
+        public var idleTimeoutMs: Int64
+
+        public init(host: String, port: Int, token: String, maxSessions: Int = 64, idleTimeoutMs: Int64 = 1_800_000) {
+            self.host = host
+            self.port = port
+            self.token = token
+            self.maxSessions = maxSessions
+            self.idleTimeoutMs = idleTimeoutMs
+        }
+    }
 
     /// Serves until a graceful shutdown (SIGTERM, SIGINT).
-    public static func serve(tools: SentinelTools, version: String, host: String, port: Int, token: String, logger: Logger) async throws {
-        let loopback = ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host)
+    public static func serve(tools: SentinelTools, version: String, options: Options, logger: Logger) async throws {
+        let loopback = ["127.0.0.1", "localhost", "::1", "[::1]"].contains(options.host)
         if !loopback {
             // The SDK's Origin check only knows loopback origins; beyond loopback it is off.
             logger.warning(
-                "MCP over HTTP on \(host): no Origin allow-list applies beyond loopback, so browsers on other sites can reach it with a stolen token; put it behind a proxy that checks Origin, or listen on 127.0.0.1")
+                "MCP over HTTP on \(options.host): no Origin allow-list applies beyond loopback, so browsers on other sites can reach it with a stolen token; put it behind a proxy that checks Origin, or listen on 127.0.0.1")
         }
-        let transport = StatelessHTTPServerTransport(
-            validationPipeline: StandardValidationPipeline(validators: [
-                loopback ? OriginValidator.localhost(port: port) : OriginValidator.disabled,
-                AcceptHeaderValidator(mode: .jsonOnly), ContentTypeValidator(), ProtocolVersionValidator(),
-            ]), logger: logger)
-        let server = await SentinelMCPServer.make(tools: tools, version: version)
-        try await server.start(transport: transport)
+        let validation = StandardValidationPipeline(validators: [
+            loopback ? OriginValidator.localhost(port: options.port) : OriginValidator.disabled,
+            AcceptHeaderValidator(mode: .jsonOnly), ContentTypeValidator(), ProtocolVersionValidator(),
+        ])
+        let sessions = MCPSessions(
+            capacity: options.maxSessions, idleTimeoutMs: options.idleTimeoutMs, logger: logger,
+            open: { await SentinelMCPServer.make(tools: tools, version: version) })
         let router = Router()
         router.on("/mcp", method: .post) { request, _ -> Response in
-            guard Self.authorized(request.headers[.authorization], token: token) else {
-                return Response(
-                    status: .unauthorized, headers: [.wwwAuthenticate: "Bearer", .contentType: "application/json"],
-                    body: .init(byteBuffer: ByteBuffer(string: #"{"error":"a valid bearer token is required"}"#)))
-            }
+            guard BearerToken.matches(request.headers[.authorization], token: options.token) else { return unauthorized() }
             let body = try await request.body.collect(upTo: maxBody)
-            var headers: [String: String] = [:]
-            for field in request.headers { headers[field.name.canonicalName] = field.value }
-            // Hummingbird keeps the Host in :authority; the SDK's Host check reads the header.
-            if let authority = request.head.authority { headers["Host"] = authority }
-            let answer = await transport.handleRequest(
-                MCP.HTTPRequest(method: "POST", headers: headers, body: Data(buffer: body), path: "/mcp"))
-            return Self.response(answer)
+            let mcpRequest = Self.mcpRequest(request, method: "POST", body: Data(buffer: body))
+            return await sessions.post(mcpRequest, validation: validation).response
         }
-        for method in [HTTPTypes.HTTPRequest.Method.get, .delete, .put] {
+        router.on("/mcp", method: .delete) { request, _ -> Response in
+            guard BearerToken.matches(request.headers[.authorization], token: options.token) else { return unauthorized() }
+            let mcpRequest = Self.mcpRequest(request, method: "DELETE", body: nil)
+            if let refused = validation.validate(mcpRequest, context: HTTPValidationContext(httpMethod: "DELETE")) {
+                return Self.response(refused)
+            }
+            return await sessions.delete(mcpRequest.header(HTTPHeaderName.sessionID)).response
+        }
+        for method in [HTTPTypes.HTTPRequest.Method.get, .put, .patch] {
             router.on("/mcp", method: method) { _, _ -> Response in
-                Response(status: .methodNotAllowed, headers: [.allow: "POST"])
+                // No server-initiated stream: every answer comes with its POST.
+                Response(status: .methodNotAllowed, headers: [.allow: "POST, DELETE"])
             }
         }
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port)), logger: logger)
-        logger.info("MCP over Streamable HTTP on http://\(host):\(port)/mcp")
-        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
-        await server.stop()
+        let app = Application(router: router, configuration: .init(address: .hostname(options.host, port: options.port)), logger: logger)
+        logger.info(
+            "MCP over Streamable HTTP on http://\(options.host):\(options.port)/mcp (at most \(options.maxSessions) sessions, idle timeout \(options.idleTimeoutMs) ms)")
+        // The sessions service is last, so it shuts down first: every waiting request is
+        // answered before the HTTP server waits for its requests to finish.
+        var configuration = ServiceGroupConfiguration(
+            services: [.init(service: app), .init(service: MCPSessionsService(sessions: sessions))],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        configuration.maximumGracefulShutdownDuration = .seconds(8)
+        try await ServiceGroup(configuration: configuration).run()
     }
 
-    /// The bearer token check (`BearerToken.matches`: any case of the scheme, constant time).
-    static func authorized(_ header: String?, token: String) -> Bool { BearerToken.matches(header, token: token) }
+    static func unauthorized() -> Response {
+        Response(
+            status: .unauthorized, headers: [.wwwAuthenticate: "Bearer", .contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: #"{"error":"a valid bearer token is required"}"#)))
+    }
+
+    /// The SDK's view of a Hummingbird request (for its validators).
+    static func mcpRequest(_ request: Request, method: String, body: Data?) -> MCP.HTTPRequest {
+        var headers: [String: String] = [:]
+        for field in request.headers { headers[field.name.canonicalName] = field.value }
+        // Hummingbird keeps the Host in :authority; the SDK's Host check reads the header.
+        if let authority = request.head.authority { headers["Host"] = authority }
+        return MCP.HTTPRequest(method: method, headers: headers, body: body, path: "/mcp")
+    }
 
     static func response(_ answer: MCP.HTTPResponse) -> Response {
         var headers = HTTPFields()
@@ -66,5 +109,204 @@ public enum MCPHTTPServer {
         let status = HTTPResponse.Status(code: answer.statusCode)
         guard let data = answer.bodyData else { return Response(status: status, headers: headers) }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// One answer of the MCP endpoint, before it becomes a Hummingbird response.
+struct MCPAnswer: Sendable {
+    var status: Int
+    var headers: [String: String] = [:]
+    var body: Data?
+
+    var response: Response {
+        var fields = HTTPFields()
+        for (name, value) in headers {
+            if let field = HTTPField.Name(name) { fields[field] = value }
+        }
+        let status = HTTPResponse.Status(code: status)
+        guard let body else { return Response(status: status, headers: fields) }
+        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// A JSON-RPC error answer for request `id` (null if unknown).
+    static func error(_ status: Int, code: Int, _ message: String, id: ID? = nil, headers: [String: String] = [:]) -> MCPAnswer {
+        var text = #"{"jsonrpc":"2.0","id":"#
+        switch id {
+        case .string(let s)?: JSONWriter.writeString(s, into: &text)
+        case .number(let n)?: text += String(n)
+        case nil: text += "null"
+        }
+        text += #","error":{"code":\#(code),"message":"#
+        JSONWriter.writeString(message, into: &text)
+        text += "}}"
+        return MCPAnswer(status: status, headers: headers.merging(["Content-Type": "application/json"]) { a, _ in a }, body: Data(text.utf8))
+    }
+}
+
+/// The open MCP sessions of the HTTP server: their table (`MCPSessionTable`) and the servers.
+actor MCPSessions {
+    /// One session: its server and transport.
+    final class Session: Sendable {
+        let id: String
+        let server: Server
+        let transport: MCPSessionTransport
+
+        init(id: String, server: Server, transport: MCPSessionTransport) {
+            self.id = id
+            self.server = server
+            self.transport = transport
+        }
+
+        func close() async {
+            await transport.close()
+            await server.stop()
+        }
+    }
+
+    private var table: MCPSessionTable<Session>
+    private let logger: Logger
+    private let open: @Sendable () async -> Server
+    private var shutDown = false
+
+    init(capacity: Int, idleTimeoutMs: Int64, logger: Logger, open: @escaping @Sendable () async -> Server) {
+        table = MCPSessionTable(capacity: capacity, idleTimeoutMs: idleTimeoutMs)
+        self.logger = logger
+        self.open = open
+    }
+
+    static var nowMs: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Answers one POST: opens a session for `initialize`, else routes to the caller's session.
+    func post(_ request: MCP.HTTPRequest, validation: StandardValidationPipeline) async -> MCPAnswer {
+        guard let body = request.body, !body.isEmpty else { return .error(400, code: -32700, "Parse error: empty body") }
+        guard let head = JSONRPCHead.read(body) else {
+            return .error(400, code: -32700, "Parse error: not one JSON-RPC message (batches are not supported)")
+        }
+        let initialize = head.method == "initialize"
+        if let refused = validation.validate(request, context: HTTPValidationContext(httpMethod: "POST", isInitializationRequest: initialize)) {
+            return MCPAnswer(status: refused.statusCode, headers: refused.headers, body: refused.bodyData)
+        }
+        let sessionID = request.header(HTTPHeaderName.sessionID)
+        if initialize {
+            guard case .request(let id) = head.kind else { return .error(400, code: -32600, "Invalid Request: initialize needs an id") }
+            guard sessionID == nil else {
+                return .error(400, code: -32600, "Invalid Request: initialize starts a new session; send it without Mcp-Session-Id", id: id)
+            }
+            return await initializeSession(body, id: id)
+        }
+        guard let sessionID else {
+            return .error(400, code: -32600, "Bad Request: Mcp-Session-Id header is required (initialize first)", id: head.id)
+        }
+        guard !shutDown, let session = table.begin(sessionID, nowMs: Self.nowMs) else {
+            return .error(404, code: -32001, "Not Found: unknown or expired session; initialize again", id: head.id)
+        }
+        defer { table.end(sessionID, nowMs: Self.nowMs) }
+        switch head.kind {
+        case .request(let id):
+            let outcome = await session.transport.exchange(body, id: id, deadline: MCPHTTPServer.requestDeadline)
+            return Self.answer(outcome, id: id, session: sessionID)
+        case .notification, .response:
+            await session.transport.deliver(body, head: head)
+            return MCPAnswer(status: 202, headers: [HTTPHeaderName.sessionID: sessionID])
+        case .invalid:
+            return .error(400, code: -32600, "Invalid Request: neither a request, a notification nor a response")
+        }
+    }
+
+    private func initializeSession(_ body: Data, id: ID) async -> MCPAnswer {
+        guard !shutDown else { return .error(503, code: -32000, "shutting down", id: id) }
+        let sessionID = UUID().uuidString.lowercased()
+        let transport = MCPSessionTransport(logger: logger)
+        let server = await open()
+        let session = Session(id: sessionID, server: server, transport: transport)
+        let (admission, expired) = table.admit(sessionID, handle: session, nowMs: Self.nowMs)
+        await close(expired, reason: "idle")
+        if case .full(let retryAfterMs) = admission {
+            logger.warning("MCP: refused a new session, \(table.count) are open (mcp.max_sessions)")
+            return .error(
+                503, code: -32000, "Service Unavailable: too many MCP sessions; retry later", id: id,
+                headers: ["Retry-After": String((retryAfterMs + 999) / 1000)])
+        }
+        do {
+            try await server.start(transport: transport)
+        } catch {
+            _ = table.remove(sessionID)
+            return .error(500, code: -32603, "could not start a session: \(error)", id: id)
+        }
+        let outcome = await transport.exchange(body, id: id, deadline: MCPHTTPServer.requestDeadline)
+        table.end(sessionID, nowMs: Self.nowMs)
+        guard case .answered(let data) = outcome, (JSONRPCHeadError.read(data)?.error) == nil else {
+            // A refused initialize (say, an unsupported version) leaves no session behind.
+            if let session = table.remove(sessionID) { await session.close() }
+            return Self.answer(outcome, id: id, session: nil)
+        }
+        logger.info("MCP session \(sessionID) opened (\(table.count) of \(table.capacity))")
+        return MCPAnswer(status: 200, headers: ["Content-Type": "application/json", HTTPHeaderName.sessionID: sessionID], body: data)
+    }
+
+    /// Ends session `sessionID` (DELETE).
+    func delete(_ sessionID: String?) async -> MCPAnswer {
+        guard let sessionID else { return .error(400, code: -32600, "Bad Request: Mcp-Session-Id header is required") }
+        guard let session = table.remove(sessionID) else {
+            return .error(404, code: -32001, "Not Found: unknown or expired session")
+        }
+        await session.close()
+        logger.info("MCP session \(sessionID) ended by its client (\(table.count) open)")
+        return MCPAnswer(status: 200, headers: [HTTPHeaderName.sessionID: sessionID])
+    }
+
+    /// Closes the sessions idle for the timeout.
+    func expireIdle() async {
+        await close(table.expire(nowMs: Self.nowMs), reason: "idle")
+    }
+
+    /// Closes every session and refuses new ones (shutdown).
+    func closeAll() async {
+        shutDown = true
+        await close(table.removeAll(), reason: "shutdown")
+    }
+
+    private func close(_ sessions: [Session], reason: String) async {
+        for session in sessions {
+            await session.close()
+            logger.info("MCP session \(session.id) closed (\(reason))")
+        }
+    }
+
+    static func answer(_ outcome: MCPSessionTransport.Outcome, id: ID, session: String?) -> MCPAnswer {
+        let headers = session.map { [HTTPHeaderName.sessionID: $0] } ?? [:]
+        switch outcome {
+        case .answered(let data):
+            return MCPAnswer(status: 200, headers: headers.merging(["Content-Type": "application/json"]) { a, _ in a }, body: data)
+        case .duplicate:
+            return .error(409, code: -32600, "Conflict: a request with this id is already in flight in this session", id: id, headers: headers)
+        case .cancelled:
+            return .error(409, code: -32800, "Request cancelled", id: id, headers: headers)
+        case .timedOut:
+            return .error(504, code: -32603, "No answer within \(MCPHTTPServer.requestDeadline)", id: id, headers: headers)
+        case .closed:
+            return .error(503, code: -32000, "Session closed (server shutting down)", id: id, headers: headers)
+        }
+    }
+}
+
+/// Whether a JSON-RPC answer is an error.
+struct JSONRPCHeadError: Decodable {
+    var error: ErrorBody?
+    struct ErrorBody: Decodable { var code: Int? }
+
+    static func read(_ data: Data) -> JSONRPCHeadError? { try? JSONDecoder().decode(JSONRPCHeadError.self, from: data) }
+}
+
+/// Expires idle MCP sessions while the server runs; closes them all when it shuts down.
+struct MCPSessionsService: Service {
+    let sessions: MCPSessions
+
+    func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
+            await sessions.expireIdle()
+        }
+        await sessions.closeAll()
     }
 }

@@ -4,6 +4,9 @@ and print what came back as one JSON object on stdout.
 
     python external_client.py stdio BINARY CONFIG CALLS_JSON
     python external_client.py http URL TOKEN CALLS_JSON      (Streamable HTTP, bearer token)
+    python external_client.py http-many URL TOKEN CALLS_JSON N
+        (N clients at once over Streamable HTTP, each making its calls concurrently: every
+        client numbers its requests from the same start, so the ids collide across sessions)
 """
 import asyncio, contextlib, json, sys
 
@@ -20,7 +23,7 @@ async def connect(mode, a, b):
             yield streams
     else:
         async with create_mcp_http_client(headers={"Authorization": f"Bearer {b}"}) as http:
-            async with streamable_http_client(a, http_client=http, terminate_on_close=False) as streams:
+            async with streamable_http_client(a, http_client=http, terminate_on_close=True) as streams:
                 yield streams
 
 
@@ -49,5 +52,26 @@ async def main(mode, a, b, calls):
             print(json.dumps(out))
 
 
+async def one_of_many(url, token, calls, index):
+    async with connect("http", url, token) as streams:
+        async with ClientSession(streams[0], streams[1]) as session:
+            await session.initialize()
+            listed = await session.list_tools()
+            results = await asyncio.gather(*(session.call_tool(name, arguments) for name, arguments in calls))
+            return {
+                "client": index, "tools": len(listed.tools),
+                "calls": [{"name": name, "is_error": bool(r.is_error), "structured": r.structured_content}
+                          for (name, _), r in zip(calls, results)],
+            }
+
+
+async def many(url, token, calls, n):
+    clients = await asyncio.gather(*(one_of_many(url, token, calls, i) for i in range(n)))
+    print(json.dumps({"clients": clients}))
+
+
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])))
+    if sys.argv[1] == "http-many":
+        asyncio.run(many(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5])))
+    else:
+        asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])))
