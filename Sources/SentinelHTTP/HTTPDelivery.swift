@@ -4,8 +4,8 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 
-/// How an HTTP client for a sink is set up: TLS verification on unless switched off, and a
-/// timeout on every request, always.
+/// How an HTTP client for a sink is set up: TLS verification on unless switched off, a
+/// timeout on every request, always, and a refused connection reported at once.
 public struct HTTPClientOptions: Sendable, Equatable {
     /// Whole-request timeout.
     public var timeoutMs: Int64 = 10_000
@@ -25,6 +25,10 @@ public struct HTTPClientOptions: Sendable, Equatable {
         var configuration = HTTPClient.Configuration(
             tlsConfiguration: tls, redirectConfiguration: .disallow, timeout: timeout)
         configuration.httpVersion = .http1Only
+        // A refused connection is an answer: fail the attempt now and let the sink's backoff
+        // schedule decide when to try again (the pool would otherwise keep reconnecting until
+        // the whole request timeout, and a down receiver would cost a timeout per attempt).
+        configuration.connectionPool.retryConnectionEstablishment = false
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 }

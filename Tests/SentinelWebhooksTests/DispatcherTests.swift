@@ -246,3 +246,21 @@ struct WebhookRoutingTests {
         await other.close()
     }
 }
+
+/// A refused connection (the receiver is down) is an answer at once: the attempt is retried on
+/// the backoff schedule, not after the whole request timeout.
+@Test(.timeLimit(.minutes(1))) func aRefusedConnectionFailsAtOnceNotAfterTheTimeout() async throws {
+    let client = HTTPClientOptions(timeoutMs: 10_000).makeClient()
+    let port = freePort()
+    let started = ContinuousClock.now
+    let outcome = await HTTPAttempt(url: "http://127.0.0.1:\(port)/hook", body: Array("{}".utf8)).send(with: client, timeoutMs: 10_000)
+    let blockingOutcome = HTTPAttempt(url: "http://127.0.0.1:\(port)/hook", body: Array("{}".utf8)).sendBlocking(with: client, timeoutMs: 10_000)
+    let took = ContinuousClock.now - started
+    try await client.shutdown()
+    guard case .retry(nil, let reason, nil) = outcome, case .retry(nil, _, nil) = blockingOutcome else {
+        Issue.record("a refused connection is retried: \(outcome), \(blockingOutcome)")
+        return
+    }
+    #expect(reason.contains("refused") || reason.contains("connect"), "\(reason)")
+    #expect(took < .seconds(3), "took \(took) of a 10 s timeout")
+}
