@@ -278,6 +278,49 @@ public struct DetectionEngine: Sendable {
         }
     }
 
+    // MARK: - Checkpoints (see EngineCheckpoint.swift)
+
+    /// The live sessions, least recently seen first.
+    func forEachSessionInRecencyOrder(_ body: (SessionState) -> Void) {
+        var slot = lruHead
+        while slot >= 0 {
+            body(slots[Int(slot)])
+            slot = links[Int(slot)].next
+        }
+    }
+
+    /// The event-time clock a checkpoint keeps.
+    var clock: (watermark: Int64, nextHousekeeping: Int64) { (watermark, nextHousekeeping) }
+
+    /// Restores the clock of a checkpoint (before its sessions).
+    mutating func restoreClock(watermark: Int64, nextHousekeeping: Int64) {
+        self.watermark = watermark
+        self.nextHousekeeping = nextHousekeeping
+    }
+
+    /// Adds a session of a checkpoint as the most recently seen, indexed under this process's
+    /// hash key, with its stuck-startup timer; false if its id is already live.
+    mutating func restoreSession(_ restored: SessionState) -> Bool {
+        var state = restored
+        state.key = SessionKey(state.sessionID)
+        let key = state.key
+        guard findSlot(key, sessionID: state.sessionID) == nil else { return false }
+        let slot = Int32(slots.count)
+        state.generation = 0
+        slots.append(state)
+        links.append(LRULink())
+        index.insert(hash: key.hash, slot: slot)
+        linkAtTail(slot)
+        statistics.liveSessions = index.count
+        if state.startup == .starting, rules.startupDelay.enabled {
+            let deadline = state.firstTime.addingSaturated(rules.startupDelay.criticalMs)
+            // Timers fire in deadline order; sessions arrive least recently seen first.
+            let at = stuckTimers.lastIndex(where: { $0.deadline <= deadline }).map { $0 + 1 } ?? stuckTimersHead
+            stuckTimers.insert((deadline, slot, 0), at: at)
+        }
+        return true
+    }
+
     // MARK: - Session table
 
     /// Whether the first sample of a session is the start of playback, so that startup can
