@@ -4,6 +4,22 @@ import Logging
 import SentinelHTTP
 import SentinelJSON
 
+/// A partition's detection state (`DetectionEngine.checkpoint()`) as of `nextOffset`: the
+/// state after every record before that offset, whose findings the sinks already hold.
+public struct DetectionCheckpoint: Sendable, Equatable {
+    public var topic: String
+    public var partition: Int32
+    public var nextOffset: Int64
+    public var state: [UInt8]
+
+    public init(topic: String, partition: Int32, nextOffset: Int64, state: [UInt8]) {
+        self.topic = topic
+        self.partition = partition
+        self.nextOffset = nextOffset
+        self.state = state
+    }
+}
+
 /// A notification to put in the outbox together with its alert: written in the same
 /// transaction, delivered later by the webhook dispatcher.
 public struct OutboxEntry: Sendable, Equatable {
@@ -162,7 +178,24 @@ public final class AlertStore: Sendable {
                 "CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, endpoint, next_attempt_at)",
                 "CREATE INDEX IF NOT EXISTS notifications_alert ON notifications (alert_id, route, kind)",
             ]
-        )
+        ),
+        (
+            2,
+            [
+                // Each partition's detection state as of `next_offset` (see `DetectionCheckpoint`).
+                """
+                CREATE TABLE IF NOT EXISTS detection_checkpoints (
+                    group_id TEXT NOT NULL,
+                    topic TEXT NOT NULL,
+                    partition_id BIGINT NOT NULL,
+                    next_offset BIGINT NOT NULL,
+                    state {bytes} NOT NULL,
+                    updated_at BIGINT NOT NULL,
+                    PRIMARY KEY (group_id, topic, partition_id)
+                )
+                """
+            ]
+        ),
     ]
 
     /// The newest schema version this build knows.
@@ -180,7 +213,8 @@ public final class AlertStore: Sendable {
                 // Daemons starting together migrate one at a time.
                 statements.append(SQLStatement("SELECT pg_advisory_xact_lock(4242424242)"))
             }
-            statements += migration.statements.map { SQLStatement($0) }
+            let bytes = database.backend == "postgres" ? "BYTEA" : "BLOB"
+            statements += migration.statements.map { SQLStatement($0.replacingOccurrences(of: "{bytes}", with: bytes)) }
             statements.append(
                 SQLStatement(
                     "INSERT INTO sentinel_migrations (version, applied_at) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING",
@@ -206,12 +240,7 @@ public final class AlertStore: Sendable {
     public func recordBlocking(_ findings: [Finding], notifications: [OutboxEntry], now: Int64 = AlertStore.nowMs()) throws {
         let statements = Self.recordStatements(findings, notifications: notifications, now: now)
         guard !statements.isEmpty else { return }
-        if let sqlite = database as? SQLiteDatabase {
-            try sqlite.runSync(statements)
-        } else {
-            let database = self.database
-            _ = try runBlocking { try await database.run(statements) }
-        }
+        try execute(statements)
     }
 
     static func recordStatements(_ findings: [Finding], notifications: [OutboxEntry], now: Int64) -> [SQLStatement] {
@@ -267,6 +296,53 @@ public final class AlertStore: Sendable {
                 .int(finding.startedAt), .int(finding.detectedAt), finding.status == .resolved ? .int(finding.detectedAt) : .null,
                 .text(finding.summary), .text(JSONWriter.string(.object(finding.details))), .int(now),
             ])
+    }
+
+    // MARK: - Detection checkpoints
+
+    /// Saves each partition's checkpoint in one transaction, replacing the previous one.
+    /// Blocking, for the daemon's consumer thread (as `recordBlocking`).
+    public func saveCheckpointsBlocking(group: String, _ checkpoints: [DetectionCheckpoint], now: Int64 = AlertStore.nowMs()) throws {
+        guard !checkpoints.isEmpty else { return }
+        let statements = checkpoints.map { c in
+            SQLStatement(
+                """
+                INSERT INTO detection_checkpoints (group_id, topic, partition_id, next_offset, state, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET
+                    next_offset = excluded.next_offset, state = excluded.state, updated_at = excluded.updated_at
+                """, [.text(group), .text(c.topic), .int(Int64(c.partition)), .int(c.nextOffset), .bytes(c.state), .int(now)])
+        }
+        try execute(statements)
+    }
+
+    /// The checkpoint of a partition, if one was saved.
+    public func checkpointBlocking(group: String, topic: String, partition: Int32) throws -> DetectionCheckpoint? {
+        let rows = try execute([
+            SQLStatement(
+                "SELECT next_offset, state FROM detection_checkpoints WHERE group_id = $1 AND topic = $2 AND partition_id = $3",
+                [.text(group), .text(topic), .int(Int64(partition))])
+        ])[0]
+        guard let row = rows.first, row.count == 2, let offset = row[0].int, let state = row[1].bytes else { return nil }
+        return DetectionCheckpoint(topic: topic, partition: partition, nextOffset: offset, state: state)
+    }
+
+    /// Forgets a partition's checkpoint (it could not be restored).
+    public func deleteCheckpointBlocking(group: String, topic: String, partition: Int32) throws {
+        try execute([
+            SQLStatement(
+                "DELETE FROM detection_checkpoints WHERE group_id = $1 AND topic = $2 AND partition_id = $3",
+                [.text(group), .text(topic), .int(Int64(partition))])
+        ])
+    }
+
+    /// Runs statements in one transaction, blocking: SQLite right there, PostgreSQL through the
+    /// concurrency pool.
+    @discardableResult
+    func execute(_ statements: [SQLStatement]) throws -> [[SQLRow]] {
+        if let sqlite = database as? SQLiteDatabase { return try sqlite.runSync(statements) }
+        let database = self.database
+        return try runBlocking { try await database.run(statements) }
     }
 
     // MARK: - The outbox

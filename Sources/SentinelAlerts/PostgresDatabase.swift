@@ -116,6 +116,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             case .null: bindings.appendNull()
             case .int(let n): bindings.append(n)
             case .text(let s): bindings.append(s)
+            case .bytes(let b): bindings.append(ByteBuffer(bytes: b))
             }
         }
         return PostgresQuery(unsafeSQL: statement.sql, binds: bindings)
@@ -133,6 +134,9 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
                 switch cell.dataType {
                 case .int8, .int4, .int2: values.append(.int(try cell.decode(Int64.self)))
                 case .bool: values.append(.int(try cell.decode(Bool.self) ? 1 : 0))
+                case .bytea:
+                    var buffer = try cell.decode(ByteBuffer.self)
+                    values.append(.bytes(buffer.readBytes(length: buffer.readableBytes) ?? []))
                 default: values.append(.text(try cell.decode(String.self)))
                 }
             }

@@ -1,13 +1,16 @@
 import Foundation
 
-/// A value bound to, or read from, SQL: the only three kinds the alerts table uses.
+/// A value bound to, or read from, SQL: the only kinds the alerts table uses.
 public enum SQLValue: Sendable, Hashable {
     case null
     case int(Int64)
     case text(String)
+    /// Bytes (SQLite BLOB, PostgreSQL BYTEA): the detection checkpoints.
+    case bytes([UInt8])
 
     public var int: Int64? { if case .int(let n) = self { n } else { nil } }
     public var text: String? { if case .text(let s) = self { s } else { nil } }
+    public var bytes: [UInt8]? { if case .bytes(let b) = self { b } else { nil } }
 }
 
 /// One statement with its parameters. Parameters are written `$1`, `$2`, ... in the SQL and

@@ -110,6 +110,7 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
             case .null: status = sqlite3_bind_null(stmt, position)
             case .int(let n): status = sqlite3_bind_int64(stmt, position, n)
             case .text(let s): status = sqlite3_bind_text(stmt, position, s, -1, transient)
+            case .bytes(let b): status = b.withUnsafeBytes { sqlite3_bind_blob(stmt, position, $0.baseAddress, Int32($0.count), transient) }
             }
             guard status == SQLITE_OK else { throw SQLError("SQLite: cannot bind parameter \(position): \(errorMessage)") }
         }
@@ -126,6 +127,10 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
                 case SQLITE_NULL: row.append(.null)
                 case SQLITE_INTEGER: row.append(.int(sqlite3_column_int64(stmt, column)))
                 case SQLITE_FLOAT: row.append(.int(Int64(sqlite3_column_double(stmt, column))))
+                case SQLITE_BLOB:
+                    let count = Int(sqlite3_column_bytes(stmt, column))
+                    let base = sqlite3_column_blob(stmt, column)
+                    row.append(.bytes(base.map { Array(UnsafeRawBufferPointer(start: $0, count: count)) } ?? []))
                 default: row.append(.text(String(cString: sqlite3_column_text(stmt, column))))
                 }
             }

@@ -99,6 +99,10 @@ struct RunCommand: AsyncParsableCommand {
         }
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = exitWhenIdle
+        if let store, configuration.alerts?.checkpoints ?? false {
+            // Detection state is checkpointed beside the alerts (shared by a group on PostgreSQL).
+            options.checkpoints = AlertStoreCheckpoints(store: store, group: configuration.kafka.groupID)
+        }
         let daemon = Daemon(configuration: configuration, rules: rules, options: options, sinks: sinks, metrics: metrics, logger: logger)
         // When the daemon returns (idle exit, or after a graceful stop), the group shuts down.
         services.append(.init(service: DaemonService(daemon: daemon), successTerminationBehavior: .gracefullyShutdownGroup))

@@ -9,6 +9,10 @@ public struct SentinelConfiguration: Sendable, Equatable {
         public var brokers = "127.0.0.1:9092"
         public var topic = "cmcd-logs"
         public var groupID = "cmcd-sentinel"
+        /// This daemon's static group membership (`group.instance.id`, KIP-345): a restart
+        /// within the session timeout gets its partitions back at once, without a rebalance
+        /// ("" : dynamic membership).
+        public var instanceID = ""
         /// Passed to librdkafka unchanged (`security.protocol`, `sasl.*`, ...).
         public var properties: [String: String] = [:]
         /// Partitions to read without a consumer group rebalance (empty: join the group).
@@ -62,6 +66,9 @@ public struct SentinelConfiguration: Sendable, Equatable {
         public var url = "sqlite:cmcd-sentinel.db"
         /// Resolved alerts older than this many days are deleted (0 keeps them).
         public var retentionDays = 30
+        /// Detection state is checkpointed in this store with each commit, so that a restart
+        /// resumes where it stopped instead of re-reading the sessions' past.
+        public var checkpoints = true
         public init() {}
     }
 
@@ -118,6 +125,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("kafka.brokers", "SENTINEL_KAFKA_BROKERS", "bootstrap brokers, comma separated"),
         ("kafka.topic", "SENTINEL_KAFKA_TOPIC", "topic with the CMCD log records"),
         ("kafka.group_id", "SENTINEL_KAFKA_GROUP_ID", "consumer group"),
+        ("kafka.instance_id", "SENTINEL_KAFKA_INSTANCE_ID", "static group membership (group.instance.id): a restart gets its partitions back at once; unique per daemon; empty: dynamic"),
         ("kafka.properties", "-", "librdkafka properties, passed through (a mapping)"),
         ("kafka.partitions", "SENTINEL_KAFKA_PARTITIONS", "read these partitions without a group rebalance (comma separated); empty joins the group"),
         ("kafka.dead_letter_topic", "SENTINEL_KAFKA_DEAD_LETTER_TOPIC", "topic for records that cannot be parsed, with the reason in a header; empty disables"),
@@ -143,6 +151,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("influx.max_retry_ms", "SENTINEL_INFLUX_MAX_RETRY_MS", "how long a failing write is retried before the daemon stops uncommitted"),
         ("alerts.url", "SENTINEL_ALERTS_URL", "sqlite:PATH or postgres://user:password@host:port/db; empty disables the alerts table and webhooks"),
         ("alerts.retention_days", "SENTINEL_ALERTS_RETENTION_DAYS", "resolved alerts older than this are deleted; 0 keeps them"),
+        ("alerts.checkpoints", "SENTINEL_ALERTS_CHECKPOINTS", "checkpoint each partition's detection state here, so a restart resumes where it stopped"),
         ("webhooks[].name", "SENTINEL_WEBHOOKS_<i>_NAME", "endpoint name, referred to by routes in the rules"),
         ("webhooks[].url", "SENTINEL_WEBHOOKS_<i>_URL", "endpoint URL"),
         ("webhooks[].secret", "SENTINEL_WEBHOOKS_<i>_SECRET", "signing secret, or a list of them during a rotation (secret)"),
@@ -163,7 +172,8 @@ public struct SentinelConfiguration: Sendable, Equatable {
         let root = try YAMLValue.parse(yaml ?? "", file: file)
         try root.keys(allowed: ["kafka", "input", "rules", "output", "http", "influx", "alerts", "webhooks", "mcp"])
         let kafka = root["kafka"]
-        try kafka.keys(allowed: ["brokers", "topic", "group_id", "properties", "partitions", "dead_letter_topic"])
+        try kafka.keys(allowed: ["brokers", "topic", "group_id", "instance_id", "properties", "partitions", "dead_letter_topic"])
+        config.kafka.instanceID = try kafka["instance_id"].string(default: "")
         config.kafka.deadLetterTopic = try kafka["dead_letter_topic"].string(default: "")
         config.kafka.brokers = try kafka["brokers"].string(default: config.kafka.brokers)
         config.kafka.topic = try kafka["topic"].string(default: config.kafka.topic)
@@ -197,6 +207,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         if let (v, _) = env("SENTINEL_KAFKA_BROKERS") { config.kafka.brokers = v }
         if let (v, _) = env("SENTINEL_KAFKA_TOPIC") { config.kafka.topic = v }
         if let (v, _) = env("SENTINEL_KAFKA_GROUP_ID") { config.kafka.groupID = v }
+        if let (v, _) = env("SENTINEL_KAFKA_INSTANCE_ID") { config.kafka.instanceID = v }
         if let (v, _) = env("SENTINEL_KAFKA_DEAD_LETTER_TOPIC") { config.kafka.deadLetterTopic = v }
         if let (v, node) = env("SENTINEL_KAFKA_PARTITIONS") {
             config.kafka.partitions = try v.split(separator: ",").map { part throws(ValidationError) in
@@ -242,7 +253,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
     /// The effective configuration as YAML-ish lines, secrets masked.
     public var effectiveDescription: [String] {
         var lines = [
-            "kafka.brokers: \(kafka.brokers)", "kafka.topic: \(kafka.topic)", "kafka.group_id: \(kafka.groupID)",
+            "kafka.brokers: \(kafka.brokers)", "kafka.topic: \(kafka.topic)", "kafka.group_id: \(kafka.groupID)", "kafka.instance_id: \(kafka.instanceID)",
             "kafka.partitions: \(kafka.partitions.isEmpty ? "(group)" : kafka.partitions.map(String.init).joined(separator: ","))",
             "kafka.dead_letter_topic: \(kafka.deadLetterTopic.isEmpty ? "(disabled)" : kafka.deadLetterTopic)",
         ]

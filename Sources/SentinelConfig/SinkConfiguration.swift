@@ -30,10 +30,11 @@ extension SentinelConfiguration {
         }
         let alerts = root["alerts"]
         if alerts.exists {
-            try alerts.keys(allowed: ["url", "retention_days"])
+            try alerts.keys(allowed: ["url", "retention_days", "checkpoints"])
             var a = Alerts()
             a.url = try alerts["url"].string(default: a.url)
             a.retentionDays = Int(try alerts["retention_days"].integer(in: 0...36_500, default: Int64(a.retentionDays)))
+            a.checkpoints = try alerts["checkpoints"].bool(default: a.checkpoints)
             config.alerts = a.url.isEmpty ? nil : a
         }
         if root["webhooks"].exists {
@@ -105,6 +106,7 @@ extension SentinelConfiguration {
             if v.isEmpty { config.alerts = nil } else { config.alerts = config.alerts ?? Alerts(); config.alerts!.url = v }
         }
         if let v = try integer("SENTINEL_ALERTS_RETENTION_DAYS", 0...36_500), config.alerts != nil { config.alerts!.retentionDays = Int(v) }
+        if let v = try bool("SENTINEL_ALERTS_CHECKPOINTS"), config.alerts != nil { config.alerts!.checkpoints = v }
         // SENTINEL_WEBHOOKS_<i>_<KEY>: the i-th endpoint (added when i is the next index).
         for index in 0..<64 {
             let prefix = "SENTINEL_WEBHOOKS_\(index)_"
@@ -197,7 +199,7 @@ extension SentinelConfiguration {
             lines.append("influx: (disabled)")
         }
         if let alerts {
-            lines += ["alerts.url: \(Self.maskingPassword(alerts.url))", "alerts.retention_days: \(alerts.retentionDays)"]
+            lines += ["alerts.url: \(Self.maskingPassword(alerts.url))", "alerts.retention_days: \(alerts.retentionDays)", "alerts.checkpoints: \(alerts.checkpoints)"]
         } else {
             lines.append("alerts: (disabled)")
         }

@@ -2,6 +2,7 @@ import CMCDDetection
 import CMCDRecords
 import Foundation
 import Logging
+import SentinelAlerts
 import SentinelConfig
 import SentinelHTTP
 import SentinelJSON
@@ -29,6 +30,14 @@ public protocol SampleSink: AnyObject {
     func record(_ sample: Sample) throws
 }
 
+/// Where the daemon keeps each partition's detection checkpoint (the alerts store, shared by
+/// the daemons of a group on PostgreSQL). Called on the consumer thread: blocking is fine.
+public protocol CheckpointStore: AnyObject {
+    func save(_ checkpoints: [DetectionCheckpoint]) throws
+    func load(_ partition: KafkaTopicPartition) throws -> DetectionCheckpoint?
+    func discard(_ partition: KafkaTopicPartition) throws
+}
+
 /// A sink does not hold everything yet but is still trying: commits wait for it.
 public struct SinkPending: Error, CustomStringConvertible {
     public var description: String
@@ -42,11 +51,14 @@ public struct SinkPending: Error, CustomStringConvertible {
 /// the topic, so a session lives in one partition, and a revoked partition's sessions can be
 /// dropped whole.
 public final class Daemon: @unchecked Sendable {
-    public struct Options: Sendable {
+    public struct Options: @unchecked Sendable {
         /// How often processed offsets are committed.
         public var commitIntervalSeconds: Double = 1
         /// Exit once no record arrived for this long (demos, tests, catching up); nil runs on.
         public var exitWhenIdleSeconds: Double?
+        /// Where detection state is checkpointed (nil: nowhere; a restart then re-reads from
+        /// the oldest record the state needs).
+        public var checkpoints: (any CheckpointStore)?
         public init() {}
     }
 
@@ -82,6 +94,13 @@ public final class Daemon: @unchecked Sendable {
     /// Findings not yet handed to the sinks (see `run`), and since when the oldest waits.
     private var heldFindings: [Finding] = []
     private var heldSince = 0.0
+    /// Per partition, the offset after the last record handled (kept after commits, unlike
+    /// `pending`), and the offset of its last saved checkpoint.
+    private var handledThrough: [KafkaTopicPartition: Int64] = [:]
+    private var checkpointed: [KafkaTopicPartition: Int64] = [:]
+    /// Checkpoints are saved at most this often (monotonic seconds), so that they cost at most
+    /// about 5% of the consumer thread however large the state grows.
+    private var nextCheckpointAt = 0.0
 
     public convenience init(
         configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sink: any FindingSink,
@@ -125,6 +144,7 @@ public final class Daemon: @unchecked Sendable {
             "fetch.wait.max.ms": "50",  // alerting wants records promptly, not in big late batches
             "client.id": "cmcd-sentinel",
         ]
+        if !configuration.kafka.instanceID.isEmpty { properties["group.instance.id"] = configuration.kafka.instanceID }
         properties.merge(configuration.kafka.properties) { _, configured in configured }
         return properties
     }
@@ -149,9 +169,12 @@ public final class Daemon: @unchecked Sendable {
             }
         }
         self.consumer = consumer
+        if options.checkpoints != nil {
+            consumer.startingOffsets = { [unowned self] partitions in restoreCheckpoints(partitions) }
+        }
         if !configuration.kafka.deadLetterTopic.isEmpty {
             var properties = kafkaProperties
-            for consumerOnly in ["group.id", "auto.offset.reset", "fetch.wait.max.ms"] { properties[consumerOnly] = nil }
+            for consumerOnly in ["group.id", "group.instance.id", "auto.offset.reset", "fetch.wait.max.ms"] { properties[consumerOnly] = nil }
             deadLetters = try KafkaProducer(properties: properties, logger: logger)
         }
         events.handler = { [unowned self] event in
@@ -169,7 +192,8 @@ public final class Daemon: @unchecked Sendable {
             logger.info("consuming \(topic) as group \(configuration.kafka.groupID) from \(configuration.kafka.brokers)")
         } else {
             let partitions = configuration.kafka.partitions.map { KafkaTopicPartition(topic: topic, partition: $0) }
-            try consumer.assign(partitions.map { ($0, offset: nil) })
+            let restored = options.checkpoints == nil ? [:] : restoreCheckpoints(partitions)
+            try consumer.assign(partitions.map { ($0, offset: restored[$0]) })
             assign(partitions)
             logger.info("consuming \(partitions.map(\.description).joined(separator: ", ")) from \(configuration.kafka.brokers)")
         }
@@ -290,6 +314,7 @@ public final class Daemon: @unchecked Sendable {
         if let deadLetterError { throw deadLetterError }
         if let sampleSinkError { throw sampleSinkError }
         pending[tp] = message.offset + 1
+        handledThrough[tp] = message.offset + 1
     }
 
     /// Hands the held findings to every sink, in the order they were found.
@@ -307,8 +332,11 @@ public final class Daemon: @unchecked Sendable {
     /// record the detectors' state still needs: after a crash or a rebalance, replaying from
     /// the committed offset rebuilds that state, so no finding is lost (repeats carry the same
     /// ids). A graceful stop (`everything`) commits all that was handled.
-    /// A failed commit is counted and retried next time.
-    private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, everything: Bool = false) {
+    /// With a checkpoint store, each partition's state is saved first, as of the offset after
+    /// its last handled record, so that a restart resumes from there (see `restoreCheckpoints`)
+    /// and the conservative commit is only the fallback where no checkpoint can be read.
+    /// A failed commit or checkpoint is counted and retried next time.
+    private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, everything: Bool = false, force: Bool = false) {
         guard let consumer else { return }
         var offsets: [KafkaTopicPartition: Int64] = [:]
         for (tp, next) in pending where partitions?.contains(tp) ?? true {
@@ -316,7 +344,13 @@ public final class Daemon: @unchecked Sendable {
             let offset = min(next, needed ?? next)
             if offset > (committed[tp] ?? -1) { offsets[tp] = offset }
         }
-        guard !offsets.isEmpty, sinkFailure == nil else { return }
+        var due: [KafkaTopicPartition: Int64] = [:]
+        if options.checkpoints != nil, everything || force || monotonicSeconds() >= nextCheckpointAt {
+            for (tp, next) in handledThrough where (partitions?.contains(tp) ?? true) && engines[tp] != nil && next > (checkpointed[tp] ?? -1) {
+                due[tp] = next
+            }
+        }
+        guard !offsets.isEmpty || !due.isEmpty, sinkFailure == nil else { return }
         do {
             // The findings of the records about to be committed must be in the sinks first.
             try emitHeldFindings()
@@ -333,6 +367,23 @@ public final class Daemon: @unchecked Sendable {
             logger.error("a sink failed; nothing more is committed: \(error)")
             return
         }
+        if let store = options.checkpoints, !due.isEmpty {
+            let start = monotonicSeconds()
+            let checkpoints = due.keys.sorted().map { tp in
+                DetectionCheckpoint(topic: tp.topic, partition: tp.partition, nextOffset: due[tp]!, state: engines[tp]!.checkpoint())
+            }
+            do {
+                try store.save(checkpoints)
+                for (tp, offset) in due { checkpointed[tp] = offset }
+                let took = monotonicSeconds() - start
+                nextCheckpointAt = start + took * 20
+                metrics.recordCheckpoint(success: true, seconds: took, bytes: checkpoints.reduce(0) { $0 + $1.state.count })
+            } catch {
+                metrics.recordCheckpoint(success: false, seconds: monotonicSeconds() - start, bytes: 0)
+                logger.warning("detection checkpoint failed (a restart re-reads more; will retry): \(error)")
+            }
+        }
+        guard !offsets.isEmpty else { return }
         do {
             if let deadLetters {
                 // Dead letters are delivered before the records they came from are committed.
@@ -354,6 +405,39 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
+    /// Restores newly assigned partitions from their checkpoints: each gets its engine back and
+    /// starts at the checkpoint's offset. A checkpoint behind the committed offset (another
+    /// daemon moved on meanwhile) or unreadable (another version) is dropped, and that
+    /// partition starts at its committed offset as without checkpoints.
+    private func restoreCheckpoints(_ partitions: [KafkaTopicPartition]) -> [KafkaTopicPartition: Int64] {
+        guard let store = options.checkpoints else { return [:] }
+        var starts: [KafkaTopicPartition: Int64] = [:]
+        var committedOffsets: [KafkaTopicPartition: Int64?]?
+        for tp in partitions {
+            do {
+                guard let checkpoint = try store.load(tp) else { continue }
+                if committedOffsets == nil { committedOffsets = (try? consumer?.committed(partitions, timeoutMs: 5_000)) ?? [:] }
+                if let committed = committedOffsets?[tp] ?? nil, committed > checkpoint.nextOffset {
+                    logger.info("\(tp): checkpoint at \(checkpoint.nextOffset) is behind the committed offset \(committed): not used")
+                    continue
+                }
+                let engine = try DetectionEngine(rules: rules, checkpoint: checkpoint.state)
+                engines[tp] = engine
+                pending[tp] = checkpoint.nextOffset
+                handledThrough[tp] = checkpoint.nextOffset
+                checkpointed[tp] = checkpoint.nextOffset
+                starts[tp] = checkpoint.nextOffset
+                metrics.recordRestore(sessions: engine.liveSessionCount)
+                logger.info("\(tp): resumed at offset \(checkpoint.nextOffset) with \(engine.liveSessionCount) live sessions from its checkpoint")
+            } catch {
+                logger.warning("\(tp): checkpoint not usable (\(error)); starting at the committed offset")
+                try? store.discard(tp)
+            }
+        }
+        countLiveSessions()
+        return starts
+    }
+
     private func assign(_ partitions: [KafkaTopicPartition]) {
         for tp in partitions where engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
         logger.info("assigned \(partitions.map(\.description).joined(separator: ", "))")
@@ -362,12 +446,15 @@ public final class Daemon: @unchecked Sendable {
 
     private func revoke(_ partitions: [KafkaTopicPartition]) {
         // Commit no further than the state needs: the new owner replays from there, rebuilds
-        // the sessions and carries their episodes on (repeats have the same ids).
-        commitPending(only: Set(partitions))
+        // the sessions and carries their episodes on (repeats have the same ids), or resumes
+        // from the checkpoint saved here when it shares the store.
+        commitPending(only: Set(partitions), force: true)
         for tp in partitions {
             if let engine = engines.removeValue(forKey: tp) { retiredStatistics.add(engine.statistics) }
             pending[tp] = nil
             committed[tp] = nil
+            handledThrough[tp] = nil
+            checkpointed[tp] = nil
         }
         countLiveSessions()
         logger.info("revoked \(partitions.map(\.description).joined(separator: ", "))")

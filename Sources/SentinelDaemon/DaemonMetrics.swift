@@ -27,6 +27,7 @@ public final class DaemonMetrics: @unchecked Sendable {
     /// When commits started being held back because a sink has not confirmed its writes.
     private var deferringSince: Date?
     private var assigned: [String] = []
+    private var checkpoints = (saved: 0, failed: 0, seconds: 0.0, lastBytes: 0, restoredSessions: 0)
 
     public init() {}
 
@@ -58,6 +59,20 @@ public final class DaemonMetrics: @unchecked Sendable {
             }
         }
     }
+
+    func recordCheckpoint(success: Bool, seconds: Double, bytes: Int) {
+        lock.withLock {
+            if success {
+                checkpoints.saved += 1
+                checkpoints.lastBytes = bytes
+            } else {
+                checkpoints.failed += 1
+            }
+            checkpoints.seconds += seconds
+        }
+    }
+
+    func recordRestore(sessions: Int) { lock.withLock { checkpoints.restoredSessions += sessions } }
 
     func recordKafkaError(_ message: String) {
         lock.withLock {
@@ -184,6 +199,14 @@ public final class DaemonMetrics: @unchecked Sendable {
             metric(
                 "cmcd_sentinel_commits_deferred_total", "counter", "Commits postponed because a sink did not hold everything yet.",
                 [("", "\(commitsDeferred)")])
+            metric(
+                "cmcd_sentinel_checkpoints_total", "counter", "Detection checkpoints saved, by result.",
+                [("result=\"saved\"", "\(checkpoints.saved)"), ("result=\"failed\"", "\(checkpoints.failed)")])
+            metric("cmcd_sentinel_checkpoint_seconds_total", "counter", "Time spent saving detection checkpoints.", [("", "\(checkpoints.seconds)")])
+            metric("cmcd_sentinel_checkpoint_bytes", "gauge", "Size of the last checkpoint saved (all its partitions).", [("", "\(checkpoints.lastBytes)")])
+            metric(
+                "cmcd_sentinel_sessions_restored_total", "counter", "Live sessions restored from checkpoints when partitions were assigned.",
+                [("", "\(checkpoints.restoredSessions)")])
             out += "# HELP cmcd_sentinel_sink_latency_seconds Time spent writing findings to the sinks.\n"
             out += "# TYPE cmcd_sentinel_sink_latency_seconds summary\n"
             for (sink, o) in output.sorted(by: { $0.key < $1.key }) {

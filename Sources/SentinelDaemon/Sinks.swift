@@ -3,6 +3,7 @@ import CMCDRecords
 import Foundation
 import Logging
 import SentinelAlerts
+import SentinelKafka
 import SentinelConfig
 import SentinelHTTP
 import SentinelInflux
@@ -175,5 +176,26 @@ extension WebhookDispatcher {
             cmcd_sentinel_webhook_in_flight \(s.inFlight)
 
             """
+    }
+}
+
+/// The daemon's checkpoints in the alerts store, under the consumer group's name.
+public final class AlertStoreCheckpoints: CheckpointStore {
+    let store: AlertStore
+    let group: String
+
+    public init(store: AlertStore, group: String) {
+        self.store = store
+        self.group = group
+    }
+
+    public func save(_ checkpoints: [DetectionCheckpoint]) throws { try store.saveCheckpointsBlocking(group: group, checkpoints) }
+
+    public func load(_ partition: KafkaTopicPartition) throws -> DetectionCheckpoint? {
+        try store.checkpointBlocking(group: group, topic: partition.topic, partition: partition.partition)
+    }
+
+    public func discard(_ partition: KafkaTopicPartition) throws {
+        try store.deleteCheckpointBlocking(group: group, topic: partition.topic, partition: partition.partition)
     }
 }

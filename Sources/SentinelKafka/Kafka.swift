@@ -73,6 +73,10 @@ final class ClientContext: @unchecked Sendable {
         handler = onEvent
     }
 
+    /// Chooses where newly assigned partitions start (see `KafkaConsumer.startingOffsets`).
+    /// Set before the first poll and called on the polling thread only.
+    var startingOffsets: (([KafkaTopicPartition]) -> [KafkaTopicPartition: Int64])?
+
     /// Logs errors and librdkafka's log lines to swift-log, then hands the event on.
     func onEvent(_ event: KafkaEvent) {
         if let logger {

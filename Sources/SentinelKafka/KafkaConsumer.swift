@@ -27,6 +27,15 @@ public final class KafkaConsumer: @unchecked Sendable {
             let context = Unmanaged<ClientContext>.fromOpaque(opaque).takeUnretainedValue()
             let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"
             if err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+                if let partitions, let choose = context.startingOffsets {
+                    let offsets = choose(topicPartitions(partitions))
+                    for i in 0..<Int(partitions.pointee.cnt) {
+                        let e = partitions.pointee.elems[i]
+                        if let offset = offsets[KafkaTopicPartition(topic: String(cString: e.topic), partition: e.partition)], offset >= 0 {
+                            partitions.pointee.elems[i].offset = offset
+                        }
+                    }
+                }
                 if cooperative { _ = rd_kafka_incremental_assign(rk, partitions) } else { _ = rd_kafka_assign(rk, partitions) }
                 context.onEvent(.assigned(topicPartitions(partitions)))
             } else {
@@ -48,6 +57,14 @@ public final class KafkaConsumer: @unchecked Sendable {
         close()
         rd_kafka_destroy(handle)
         withExtendedLifetime(context) {}
+    }
+
+    /// Where partitions assigned by the group start, chosen as they are assigned: an offset for
+    /// a partition overrides its committed offset (a caller resuming from its own checkpoint);
+    /// partitions left out start at the committed offset. Set before the first `poll`.
+    public var startingOffsets: (([KafkaTopicPartition]) -> [KafkaTopicPartition: Int64])? {
+        get { context.startingOffsets }
+        set { context.startingOffsets = newValue }
     }
 
     /// Joins the consumer group for these topics.
