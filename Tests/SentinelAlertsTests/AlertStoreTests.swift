@@ -43,7 +43,7 @@ struct AlertStoreTests {
         try await store.record([finding(.firing, detected: 2_000)], notifications: [])
         try await store.migrate()  // again: nothing to do, nothing lost
         let versions = try await store.database.query("SELECT version FROM sentinel_migrations")
-        #expect(versions.map { $0[0] } == [.int(AlertStore.schemaVersion)])
+        #expect(versions.map { $0[0] }.sorted { ($0.int ?? 0) < ($1.int ?? 0) } == (1...AlertStore.schemaVersion).map { .int($0) })
         #expect(try await store.alerts().count == 1)
         await store.close()
     }
@@ -176,6 +176,36 @@ struct AlertStoreTests {
     /// SQLite keeps each statement prepared across calls: a reused statement gives what its
     /// new bindings ask for, also after one of its runs failed, and more distinct statements
     /// than the cache holds still run.
+    /// Detection checkpoints: bytes in, the same bytes out (every byte value, a zero, a large
+    /// state), one row per group and partition, replaced on save, gone on discard. Blocking
+    /// calls, as the daemon's consumer thread makes them, so run off the cooperative pool.
+    @Test(arguments: backends) func checkpointsRoundTripTheirBytesPerGroupAndPartition(_ backend: String) async throws {
+        let store = try await open(backend)
+        let state = (0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ ($0 >> 8)) }
+        let results = try await Task.detached {
+            try store.saveCheckpointsBlocking(group: "g", [
+                DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 10, state: [0, 255, 0, 1]),
+                DetectionCheckpoint(topic: "t", partition: 1, nextOffset: 20, state: state),
+            ])
+            try store.saveCheckpointsBlocking(group: "other' OR 1=1 --", [DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 99, state: [9])])
+            try store.saveCheckpointsBlocking(group: "g", [DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 12, state: [0, 0, 7])])
+            let zero = try store.checkpointBlocking(group: "g", topic: "t", partition: 0)
+            let one = try store.checkpointBlocking(group: "g", topic: "t", partition: 1)
+            let none = try store.checkpointBlocking(group: "g", topic: "t", partition: 2)
+            try store.deleteCheckpointBlocking(group: "g", topic: "t", partition: 1)
+            let deleted = try store.checkpointBlocking(group: "g", topic: "t", partition: 1)
+            let other = try store.checkpointBlocking(group: "other' OR 1=1 --", topic: "t", partition: 0)
+            return (zero, one, none, deleted, other)
+        }.value
+        #expect(results.0 == DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 12, state: [0, 0, 7]))
+        #expect(results.1?.nextOffset == 20)
+        #expect(results.1?.state == state)
+        #expect(results.2 == nil)
+        #expect(results.3 == nil)
+        #expect(results.4?.nextOffset == 99)
+        await store.close()
+    }
+
     @Test func preparedStatementsAreReusedCleanly() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("prepared-\(UUID().uuidString).db").path
         let db = try SQLiteDatabase(path: path)

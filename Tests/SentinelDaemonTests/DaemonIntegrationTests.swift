@@ -152,6 +152,89 @@ import Testing
         #expect(union == expected, "every finding reported by one run or the other, none invented; missing: \(expected.subtracting(union).map { $0.prefix(200) }), extra: \(union.subtracting(expected).map { $0.prefix(200) })")
     }
 
+    /// The records a daemon read, from its last log line ("stopped after N records").
+    static func consumed(_ stderr: String) -> Int? {
+        guard let line = stderr.split(separator: "\n").last(where: { $0.contains("stopped after") }) else { return nil }
+        let words = line.split(separator: " ")
+        guard let i = words.firstIndex(of: "after"), i + 1 < words.count else { return nil }
+        return Int(words[i + 1])
+    }
+
+    /// Issue 25: a restart re-read the idle timeout's worth of the stream. With the detection
+    /// state checkpointed beside the alerts, a daemon killed after handling everything is
+    /// followed by one that re-reads nothing and finds nothing more, and the two together
+    /// report exactly what one daemon that never stopped reports, QoE included.
+    @Test func killNineThenRestartResumesFromTheCheckpoint() throws {
+        let topic = try Self.broker.newTopic()
+        try Self.replay(topic: topic)
+        let shared = ["SENTINEL_ALERTS_URL": "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("it-ck-\(UUID().uuidString).db").path]
+        let first = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"), environment: shared)
+        defer { if first.process.isRunning { kill(first.process.processIdentifier, SIGKILL) } }
+        #expect(Self.waitFor(20) { first.output.lines.count >= Self.expected.count })
+        Thread.sleep(forTimeInterval: 2)  // a commit interval and more: the checkpoint is saved
+        kill(first.process.processIdentifier, SIGKILL)
+        first.process.waitUntilExit()
+        let second = try Self.run(Self.daemonArguments(topic: topic, group: "g-\(topic)") + ["--exit-when-idle", "3"], environment: shared)
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(Self.consumed(second.stderr) == 0, "re-read: \(second.stderr.suffix(600))")
+        #expect(second.stderr.contains("from its checkpoint"))
+        #expect(second.lines.isEmpty, "nothing found twice: \(second.lines.prefix(3))")
+        #expect(Set(first.output.lines) == Self.expected)
+    }
+
+    /// Killed mid-stream: the restarted daemon resumes from the last checkpoint, re-reads only
+    /// what came after it, and no finding is lost, changed or invented (QoE included).
+    @Test func killNineMidStreamResumesWithTheSameFindingsQoEIncluded() throws {
+        let topic = try Self.broker.newTopic()
+        let shared = ["SENTINEL_ALERTS_URL": "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("it-ck-\(UUID().uuidString).db").path]
+        let replay = try Self.start(["replay", "--brokers", Self.broker.address, "--topic", topic, "--rate", "16", Self.demo])
+        let first = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"), environment: shared)
+        Thread.sleep(forTimeInterval: 2.5)
+        kill(first.process.processIdentifier, SIGKILL)
+        first.process.waitUntilExit()
+        replay.process.waitUntilExit()
+        let second = try Self.run(Self.daemonArguments(topic: topic, group: "g-\(topic)") + ["--exit-when-idle", "3"], environment: shared)
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(!first.output.lines.isEmpty, "the first daemon was killed before it found anything: the test proves nothing")
+        #expect(second.stderr.contains("from its checkpoint"))
+        let reread = Self.consumed(second.stderr) ?? .max
+        #expect(reread < 64, "the second daemon read \(reread) of 64 records")
+        let union = Set(first.output.lines).union(second.lines)
+        #expect(union == Self.expected, "missing: \(Self.expected.subtracting(union).map { $0.prefix(160) }), extra: \(union.subtracting(Self.expected).map { $0.prefix(160) })")
+    }
+
+    /// Static group membership (`kafka.instance_id`): a daemon restarted after kill -9 gets its
+    /// partitions back without waiting for the group to time the old member out (Tansu: 26 s,
+    /// its join delay, instead of 83 s), and resumes from its checkpoint.
+    @Test(.timeLimit(.minutes(4)))
+    func aRestartWithStaticMembershipGetsItsPartitionsBackAtOnce() throws {
+        let topic = try Self.broker.newTopic()
+        try Self.replay(topic: topic)
+        let environment = [
+            "SENTINEL_ALERTS_URL": "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("it-ck-\(UUID().uuidString).db").path,
+            "SENTINEL_KAFKA_INSTANCE_ID": "sentinel-\(topic)",
+        ]
+        let arguments = ["run", "--brokers", Self.broker.address, "--topic", topic, "--group", "g-\(topic)"]
+        let first = try Self.start(arguments, environment: environment)
+        defer { if first.process.isRunning { kill(first.process.processIdentifier, SIGKILL) } }
+        #expect(Self.waitFor(90) { first.output.lines.count >= Self.expected.count }, "the first daemon never caught up")
+        Thread.sleep(forTimeInterval: 2)
+        kill(first.process.processIdentifier, SIGKILL)
+        first.process.waitUntilExit()
+        let restarted = Date()
+        let second = try Self.start(arguments, environment: environment)
+        defer { if second.process.isRunning { kill(second.process.processIdentifier, SIGKILL) } }
+        #expect(Self.waitFor(60) { second.errors.snapshot.contains("assigned") })
+        let took = Date().timeIntervalSince(restarted)
+        #expect(took < 45, "partitions came back after \(took) s: the old member was waited for (session.timeout.ms)")
+        Thread.sleep(forTimeInterval: 1)
+        kill(second.process.processIdentifier, SIGTERM)
+        second.process.waitUntilExit()
+        #expect(second.errors.snapshot.contains("from its checkpoint"))
+        #expect(Self.consumed(second.errors.snapshot) == 0)
+        #expect(second.output.lines.isEmpty)
+    }
+
     @Test(.timeLimit(.minutes(4)))
     func aSecondDaemonJoiningTheGroupTakesOverWithoutLosingFindings() throws {
         let topic = try Self.broker.newTopic()
