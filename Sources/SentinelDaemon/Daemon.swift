@@ -263,6 +263,7 @@ public final class Daemon: @unchecked Sendable {
     /// Parses a record, feeds its samples to the partition's engine and holds the findings.
     private func handle(_ message: KafkaMessage) throws {
         consumed += 1
+        metrics.countConsumed()
         let tp = message.topicPartition
         fetching.recordFetched(tp)
         if engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
@@ -474,7 +475,7 @@ public final class Daemon: @unchecked Sendable {
             live += engine.liveSessionCount
         }
         metrics.update(
-            consumed: consumed, skipped: parser.statistics.skipped, memberErrors: parser.statistics.memberErrors, deadLetters: deadLettersSent, detection: total, liveSessions: live,
+            skipped: parser.statistics.skipped, memberErrors: parser.statistics.memberErrors, deadLetters: deadLettersSent, detection: total, liveSessions: live,
             assigned: engines.keys.sorted().map(\.description))
     }
 }

@@ -2,12 +2,14 @@ import CMCDDetection
 import CMCDRecords
 import Foundation
 import SentinelJSON
+import Synchronization
 
 /// The daemon's counters, shared between the consuming thread (which writes them) and the
 /// HTTP thread (which reads them). Rendered in the Prometheus text format.
 public final class DaemonMetrics: @unchecked Sendable {
     private let lock = NSLock()
-    private var consumed = 0
+    /// Counted per record (an uncontended atomic), so `/metrics` is exact at any moment.
+    private let consumed = Atomic<Int>(0)
     private var skipped: [SkipReason: Int] = [:]
     private var memberErrors: [String: Int] = [:]
     private var deadLetters = 0
@@ -31,15 +33,18 @@ public final class DaemonMetrics: @unchecked Sendable {
 
     public init() {}
 
-    /// Records consumed so far (published about once a second, and at the end).
-    public var recordsConsumed: Int { lock.withLock { consumed } }
+    /// Records consumed so far.
+    public var recordsConsumed: Int { consumed.load(ordering: .relaxed) }
+
+    /// Counts one record consumed (the consumer thread, per record).
+    @inline(__always)
+    func countConsumed() { consumed.add(1, ordering: .relaxed) }
 
     func update(
-        consumed: Int, skipped: [SkipReason: Int], memberErrors: [String: Int], deadLetters: Int, detection: DetectionStatistics,
+        skipped: [SkipReason: Int], memberErrors: [String: Int], deadLetters: Int, detection: DetectionStatistics,
         liveSessions: Int, assigned: [String]
     ) {
         lock.withLock {
-            self.consumed = consumed
             self.memberErrors = memberErrors
             self.deadLetters = deadLetters
             self.skipped = skipped
@@ -160,7 +165,7 @@ public final class DaemonMetrics: @unchecked Sendable {
             func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
                 Self.append(name, type, help, samples, to: &out)
             }
-            metric("cmcd_sentinel_records_consumed_total", "counter", "Records consumed from Kafka.", [("", "\(consumed)")])
+            metric("cmcd_sentinel_records_consumed_total", "counter", "Records consumed from Kafka.", [("", "\(consumed.load(ordering: .relaxed))")])
             metric(
                 "cmcd_sentinel_records_skipped_total", "counter", "Records skipped, by reason.",
                 SkipReason.allCases.map { ("reason=\"\($0.rawValue)\"", "\(skipped[$0, default: 0])") })
