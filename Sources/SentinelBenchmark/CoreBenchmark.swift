@@ -28,6 +28,15 @@ func coreBenchmark(recordCount: Int, sessionCount: Int) {
         }
         let rssAfter = residentBytes()
         print("memory:         \(engine.liveSessionCount) live sessions, \((rssAfter - rssBefore) / max(engine.liveSessionCount, 1)) resident bytes per live session")
+        // What a daemon's checkpoint of these sessions costs (saved with commits, restored on assignment).
+        let encodeStart = nowNanoseconds()
+        let checkpoint = engine.checkpoint()
+        let encodeSeconds = Double(nowNanoseconds() - encodeStart) / 1e9
+        let restoreStart = nowNanoseconds()
+        let restored = try? DetectionEngine(checkpoint: checkpoint)
+        let restoreSeconds = Double(nowNanoseconds() - restoreStart) / 1e9
+        print(
+            "checkpoint:     \(checkpoint.count / max(engine.liveSessionCount, 1)) bytes per live session, \(String(format: "%.0f", encodeSeconds * 1000)) ms to write and \(String(format: "%.0f", restoreSeconds * 1000)) ms to restore \(restored?.liveSessionCount ?? 0) sessions")
         withExtendedLifetime(engine) {}
     }
 

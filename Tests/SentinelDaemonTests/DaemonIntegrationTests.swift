@@ -352,7 +352,8 @@ import Testing
         var metrics = ""
         while Date() < deadline {
             metrics = (try? Self.httpGet(port: port, path: "/metrics").body) ?? ""
-            if metrics.contains("cmcd_sentinel_records_consumed_total 64") { break }
+            // The count is exact at once; the other series are published once a second.
+            if metrics.contains("cmcd_sentinel_records_consumed_total 64"), metrics.contains("cmcd_sentinel_live_sessions 6") { break }
             Thread.sleep(forTimeInterval: 0.2)
         }
         #expect(metrics.contains("cmcd_sentinel_records_consumed_total 64"))
@@ -427,7 +428,12 @@ import Testing
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             metrics = (try? httpGet(port: port, path: "/metrics").body) ?? ""
-            if metrics.contains("cmcd_sentinel_records_consumed_total \(lines.count)\n"), done(daemon.output.lines) { break }
+            if metrics.contains("cmcd_sentinel_records_consumed_total \(lines.count)\n"), done(daemon.output.lines) {
+                // The count is exact at once; the other series are published once a second.
+                Thread.sleep(forTimeInterval: 1.3)
+                metrics = (try? httpGet(port: port, path: "/metrics").body) ?? metrics
+                break
+            }
             Thread.sleep(forTimeInterval: 0.2)
         }
         kill(daemon.process.processIdentifier, SIGTERM)
