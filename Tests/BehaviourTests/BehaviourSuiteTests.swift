@@ -5,7 +5,7 @@ import Testing
 
 /// Our own behaviour suite: simulated viewers of four players over four carriers, ordinary
 /// viewing and real trouble, scored against the truth of what happened to each viewer.
-/// Prints precision and recall per finding type and per behaviour (figures in the README).
+/// Prints precision and recall per finding type and per behaviour (figures in docs/detection.md).
 struct BehaviourSuiteTests {
     typealias Sim = PlayerSimulator
 

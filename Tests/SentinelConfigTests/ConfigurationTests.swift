@@ -78,26 +78,26 @@ struct ConfigurationTests {
         }
     }
 
-    @Test func theREADMEListsEveryKeyWithItsVariable() throws {
+    @Test func theConfigurationReferenceListsEveryKeyWithItsVariable() throws {
         let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("README.md")
+            .appendingPathComponent("docs/configuration.md")
         let text = try String(contentsOf: readme, encoding: .utf8)
         for key in SentinelConfiguration.keys {
             let variable = key.environment == "-" ? "–" : "`\(key.environment)`"
-            #expect(text.contains("| `\(key.key)` | \(variable) |"), "README configuration table lacks \(key.key)")
+            #expect(text.contains("| `\(key.key)` | \(variable) |"), "docs/configuration.md's table lacks \(key.key)")
         }
     }
 
-    /// The README's annotated configuration states every default: loading it gives the code's
-    /// defaults (the example webhook aside), so the two cannot drift apart.
-    @Test func theREADMEsConfigurationShowsTheCodesDefaults() throws {
+    /// The reference's annotated configuration states every default: loading it gives the
+    /// code's defaults (the example webhook aside), so the two cannot drift apart.
+    @Test func theConfigurationReferenceShowsTheCodesDefaults() throws {
         let readme = try String(
             contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-                .appendingPathComponent("README.md"), encoding: .utf8)
-        let section = try #require(readme.range(of: "## Configuration"))
+                .appendingPathComponent("docs/configuration.md"), encoding: .utf8)
+        let section = try #require(readme.range(of: "# Configuration"))
         let start = try #require(readme.range(of: "```yaml\n", range: section.upperBound..<readme.endIndex))
         let end = try #require(readme.range(of: "\n```", range: start.upperBound..<readme.endIndex))
-        let c = try SentinelConfiguration.load(yaml: String(readme[start.upperBound..<end.lowerBound]), file: "README.md", environment: [:])
+        let c = try SentinelConfiguration.load(yaml: String(readme[start.upperBound..<end.lowerBound]), file: "docs/configuration.md", environment: [:])
         let defaults = SentinelConfiguration()
         #expect(c.kafka == defaults.kafka)
         #expect(c.input == defaults.input)
