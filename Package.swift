@@ -160,6 +160,7 @@ let package = Package(
             name: "SentinelDaemonTests",
             dependencies: [
                 "SentinelKafka", "SentinelJSON", "CMCDSentinel", "SentinelTestSupport", "SentinelAlerts", "SentinelConfig", "SentinelYAML",
+                "SentinelDaemon",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: strict),

@@ -32,7 +32,7 @@ public protocol SampleSink: AnyObject {
 
 /// Where the daemon keeps each partition's detection checkpoint (the alerts store, shared by
 /// the daemons of a group on PostgreSQL). Called on the consumer thread: blocking is fine.
-public protocol CheckpointStore: AnyObject {
+public protocol CheckpointStore: AnyObject, Sendable {
     func save(_ checkpoints: [DetectionCheckpoint]) throws
     func load(_ partition: KafkaTopicPartition) throws -> DetectionCheckpoint?
     func discard(_ partition: KafkaTopicPartition) throws
@@ -51,7 +51,7 @@ public struct SinkPending: Error, CustomStringConvertible {
 /// the topic, so a session lives in one partition, and a revoked partition's sessions can be
 /// dropped whole.
 public final class Daemon: @unchecked Sendable {
-    public struct Options: @unchecked Sendable {
+    public struct Options: Sendable {
         /// How often processed offsets are committed.
         public var commitIntervalSeconds: Double = 1
         /// Exit once no record arrived for this long (demos, tests, catching up); nil runs on.
@@ -78,10 +78,8 @@ public final class Daemon: @unchecked Sendable {
     private var liveSessions = 0
     /// Whether each partition is really being fetched (see `FetchHealth`).
     private let fetching = FetchHealth()
-    /// Per partition, the offset after the last record handled.
-    private var pending: [KafkaTopicPartition: Int64] = [:]
-    /// Per partition, the last offset committed.
-    private var committed: [KafkaTopicPartition: Int64] = [:]
+    /// The commit, batching and stop policy (offsets per partition among it).
+    private var machine: ConsumeStateMachine
     private var consumed = 0
     private var retiredStatistics = DetectionStatistics()
     private var consumer: KafkaConsumer?
@@ -91,16 +89,8 @@ public final class Daemon: @unchecked Sendable {
     /// A sink failed for good: the daemon stops without committing past it.
     private var sinkFailure: (any Error)?
     private var lastPendingLog = 0.0
-    /// Findings not yet handed to the sinks (see `run`), and since when the oldest waits.
+    /// Findings not yet handed to the sinks (see `ConsumeStateMachine.afterPoll`).
     private var heldFindings: [Finding] = []
-    private var heldSince = 0.0
-    /// Per partition, the offset after the last record handled (kept after commits, unlike
-    /// `pending`), and the offset of its last saved checkpoint.
-    private var handledThrough: [KafkaTopicPartition: Int64] = [:]
-    private var checkpointed: [KafkaTopicPartition: Int64] = [:]
-    /// Checkpoints are saved at most this often (monotonic seconds), so that they cost at most
-    /// about 5% of the consumer thread however large the state grows.
-    private var nextCheckpointAt = 0.0
 
     public convenience init(
         configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sink: any FindingSink,
@@ -121,18 +111,12 @@ public final class Daemon: @unchecked Sendable {
         self.metrics = metrics
         self.logger = logger
         parser = RecordParser(configuration: .init(format: configuration.input.format, fields: configuration.input.fields))
+        var policy = ConsumeStateMachine.Configuration()
+        policy.commitIntervalSeconds = options.commitIntervalSeconds
+        policy.exitWhenIdleSeconds = options.exitWhenIdleSeconds
+        policy.checkpoints = options.checkpoints != nil
+        machine = ConsumeStateMachine(configuration: policy, now: monotonicSeconds())
     }
-
-    /// After this long without records, event time follows the wall clock.
-    static let quietSeconds = 5.0
-
-    /// While records keep arriving, findings reach the sinks in batches of up to this many, or
-    /// once the oldest has waited `findingBatchSeconds`; as soon as no record is waiting, at
-    /// once. So a storm of findings (every viewer of a live event starting at once) costs the
-    /// alerts table one transaction per batch rather than one per record, while a finding
-    /// among few records goes out without delay.
-    static let findingBatch = 1_000
-    static let findingBatchSeconds = 0.05
 
     /// The librdkafka properties the daemon uses (configuration properties win).
     var kafkaProperties: [String: String] {
@@ -198,45 +182,30 @@ public final class Daemon: @unchecked Sendable {
             logger.info("consuming \(partitions.map(\.description).joined(separator: ", ")) from \(configuration.kafka.brokers)")
         }
 
-        var lastRecord = monotonicSeconds()
-        var lastCommit = lastRecord
-        var lastTick = lastRecord
+        machine.started(now: monotonicSeconds())
         while !shouldStop() {
-            // With findings held, only what librdkafka already has is taken before they go out.
-            let message = try consumer.poll(timeoutMs: heldFindings.isEmpty ? 100 : 0)
+            let message = try consumer.poll(timeoutMs: machine.pollTimeoutMs(heldFindings: heldFindings.count))
             let now = monotonicSeconds()
             let held = heldFindings.count
             if let message {
-                lastRecord = now
                 try handle(message)
-            } else if now - lastRecord >= Self.quietSeconds, now - lastTick >= 1 {
+                machine.handled(message.topicPartition, offset: message.offset, now: now)
+            } else if let elapsedMs = machine.quietAdvance(now: now) {
                 // A quiet stream: event time moves on with the wall clock, so idle sessions are
-                // evicted and stuck startups fire even when no record arrives. (Only when quiet:
-                // while records flow, event time alone decides, so replays repeat exactly.) Only
-                // for a partition that is fetched and caught up: a broker outage is no quiet stream.
-                let elapsedMs = Int64((now - lastTick) * 1000)
+                // evicted and stuck startups fire even when no record arrives; only for a
+                // partition that is fetched and caught up (a broker outage is no quiet stream).
                 for tp in engines.keys.sorted() where engines[tp]!.watermark > Int64.min && fetching.mayAdvance(tp, at: now) {
                     engines[tp]!.advance(to: engines[tp]!.watermark + elapsedMs, into: &heldFindings)
                 }
                 countLiveSessions()
             }
-            if held == 0, !heldFindings.isEmpty { heldSince = now }
-            if !heldFindings.isEmpty,
-                message == nil || heldFindings.count >= Self.findingBatch || now - heldSince >= Self.findingBatchSeconds
-            {
-                try emitHeldFindings()
-            }
-            if now - lastTick >= 1 {
-                lastTick = now
-                publishMetrics()
-            }
-            if now - lastCommit >= options.commitIntervalSeconds {
-                lastCommit = now
-                commitPending()
-            }
+            let actions = machine.afterPoll(recordPolled: message != nil, heldBefore: held, heldNow: heldFindings.count, now: now)
+            if actions.emitFindings { try emitHeldFindings() }
+            if actions.publishMetrics { publishMetrics() }
+            if actions.commit { commitPending() }
             if let sinkFailure { throw sinkFailure }
-            if let idle = options.exitWhenIdleSeconds, now - lastRecord >= idle {
-                logger.info("no record for \(idle) s: stopping")
+            if actions.stopIdle {
+                logger.info("no record for \(machine.configuration.exitWhenIdleSeconds ?? 0) s: stopping")
                 break
             }
         }
@@ -314,8 +283,6 @@ public final class Daemon: @unchecked Sendable {
         }
         if let deadLetterError { throw deadLetterError }
         if let sampleSinkError { throw sampleSinkError }
-        pending[tp] = message.offset + 1
-        handledThrough[tp] = message.offset + 1
     }
 
     /// Hands the held findings to every sink, in the order they were found.
@@ -339,19 +306,11 @@ public final class Daemon: @unchecked Sendable {
     /// A failed commit or checkpoint is counted and retried next time.
     private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, everything: Bool = false, force: Bool = false) {
         guard let consumer else { return }
-        var offsets: [KafkaTopicPartition: Int64] = [:]
-        for (tp, next) in pending where partitions?.contains(tp) ?? true {
-            let needed = everything ? nil : engines[tp]?.restartPosition()
-            let offset = min(next, needed ?? next)
-            if offset > (committed[tp] ?? -1) { offsets[tp] = offset }
-        }
-        var due: [KafkaTopicPartition: Int64] = [:]
-        if options.checkpoints != nil, everything || force || monotonicSeconds() >= nextCheckpointAt {
-            for (tp, next) in handledThrough where (partitions?.contains(tp) ?? true) && engines[tp] != nil && next > (checkpointed[tp] ?? -1) {
-                due[tp] = next
-            }
-        }
-        guard !offsets.isEmpty || !due.isEmpty, sinkFailure == nil else { return }
+        var plan = machine.planCommit(only: partitions, everything: everything, force: force, now: monotonicSeconds()) { engines[$0]?.restartPosition() }
+        plan.checkpoints = plan.checkpoints.filter { engines[$0.key] != nil }
+        guard !plan.isEmpty, sinkFailure == nil else { return }
+        let offsets = plan.offsets
+        let due = plan.checkpoints
         do {
             // The findings of the records about to be committed must be in the sinks first.
             try emitHeldFindings()
@@ -375,9 +334,8 @@ public final class Daemon: @unchecked Sendable {
             }
             do {
                 try store.save(checkpoints)
-                for (tp, offset) in due { checkpointed[tp] = offset }
                 let took = monotonicSeconds() - start
-                nextCheckpointAt = start + took * 20
+                machine.checkpointsSaved(due, startedAt: start, took: took)
                 metrics.recordCheckpoint(success: true, seconds: took, bytes: checkpoints.reduce(0) { $0 + $1.state.count })
             } catch {
                 metrics.recordCheckpoint(success: false, seconds: monotonicSeconds() - start, bytes: 0)
@@ -395,10 +353,7 @@ public final class Daemon: @unchecked Sendable {
                 }
             }
             try consumer.commit(offsets)
-            for (tp, offset) in offsets {
-                committed[tp] = offset
-                if pending[tp] == offset { pending[tp] = nil }
-            }
+            machine.committed(offsets)
             metrics.recordCommit(success: true)
         } catch {
             metrics.recordCommit(success: false)
@@ -424,9 +379,7 @@ public final class Daemon: @unchecked Sendable {
                 }
                 let engine = try DetectionEngine(rules: rules, checkpoint: checkpoint.state)
                 engines[tp] = engine
-                pending[tp] = checkpoint.nextOffset
-                handledThrough[tp] = checkpoint.nextOffset
-                checkpointed[tp] = checkpoint.nextOffset
+                machine.resumed(tp, at: checkpoint.nextOffset)
                 starts[tp] = checkpoint.nextOffset
                 metrics.recordRestore(sessions: engine.liveSessionCount)
                 logger.info("\(tp): resumed at offset \(checkpoint.nextOffset) with \(engine.liveSessionCount) live sessions from its checkpoint")
@@ -452,11 +405,8 @@ public final class Daemon: @unchecked Sendable {
         commitPending(only: Set(partitions), force: true)
         for tp in partitions {
             if let engine = engines.removeValue(forKey: tp) { retiredStatistics.add(engine.statistics) }
-            pending[tp] = nil
-            committed[tp] = nil
-            handledThrough[tp] = nil
-            checkpointed[tp] = nil
         }
+        machine.revoked(partitions)
         countLiveSessions()
         logger.info("revoked \(partitions.map(\.description).joined(separator: ", "))")
         publishMetrics()
