@@ -2,6 +2,7 @@
 //   swift run -c release sentinel-bench [records] [sessions]          parse+detect on one core, memory per session
 //   swift run -c release sentinel-bench e2e [records] [rate]          through a broker (scripts/broker/broker.sh start);
 //                                                                     SENTINEL_BENCH_INFLUX_URL adds an InfluxDB sink
+//   swift run -c release sentinel-bench lines [records] [sessions] > F  the benchmark's lines, to time `cmcd-sentinel detect F`
 // Prints figures and asserts nothing: targets are checked by reading them, not by timed tests.
 
 import Foundation
@@ -23,7 +24,20 @@ func count(_ index: Int, _ name: String, fallback: Int) -> Int {
     return value
 }
 
-if arguments.first == "e2e" {
+if arguments.first == "lines" {
+    var generator = LineGenerator(sessions: count(2, "sessions", fallback: 10_000))
+    var out: [UInt8] = []
+    out.reserveCapacity(1 << 20)
+    for _ in 0..<count(1, "records", fallback: 1_000_000) {
+        out += generator.next()
+        out.append(0x0A)
+        if out.count >= 1 << 20 {
+            FileHandle.standardOutput.write(Data(out))
+            out.removeAll(keepingCapacity: true)
+        }
+    }
+    FileHandle.standardOutput.write(Data(out))
+} else if arguments.first == "e2e" {
     let records = count(1, "records", fallback: 2_000_000)
     let rate = count(2, "rate", fallback: 50_000)
     endToEndBenchmark(brokers: ProcessEnvironmentValue("SENTINEL_KAFKA_BROKERS") ?? "127.0.0.1:9092", records: records, rate: rate)
