@@ -67,7 +67,7 @@ struct DetectCommand: ParsableCommand {
         var findings: [Finding] = []
         findings.reserveCapacity(16)
         func flushFindings() {
-            for finding in findings { out.writeLine(finding.jsonLine) }
+            for finding in findings { out.writeLine(finding.jsonValue) }
             findings.removeAll(keepingCapacity: true)
         }
         let reader = LineReader(fd: fd, maxLineBytes: maxLineBytes)

@@ -1,3 +1,5 @@
+import SentinelJSON
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -23,6 +25,7 @@ struct LineReader {
 
     /// Calls `body` for every line (without its LF; a trailing CR is removed too).
     func forEachLine(_ body: (Line) -> Void) throws {
+        if try forEachLineMapped(body) { return }
         let capacity = max(maxLineBytes + 1, 64 * 1024)
         let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
         defer { buffer.deallocate() }
@@ -80,6 +83,35 @@ struct LineReader {
             }
         }
     }
+
+    /// A regular file is read through a private read-only mapping: its lines are handed on
+    /// where they lie, with no copy. False (nothing read) for pipes and empty files.
+    private func forEachLineMapped(_ body: (Line) -> Void) throws -> Bool {
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_size > 0, lseek(fd, 0, SEEK_CUR) == 0 else { return false }
+        let size = Int(info.st_size)
+        guard let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED else { return false }
+        defer { munmap(mapped, size) }
+        _ = madvise(mapped, size, MADV_SEQUENTIAL)
+        let base = mapped.assumingMemoryBound(to: UInt8.self)
+        func line(_ start: Int, _ end: Int) {
+            if end - start > maxLineBytes {
+                body(.tooLong(bytes: end - start))
+                return
+            }
+            var e = end
+            if e > start, base[e - 1] == 0x0D { e -= 1 }
+            body(.line(UnsafeBufferPointer(start: base + start, count: e - start)))
+        }
+        var start = 0
+        while start < size, let found = memchr(base + start, 0x0A, size - start) {
+            let newline = base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+            line(start, newline)
+            start = newline + 1
+        }
+        if start < size { line(start, size) }
+        return true
+    }
 }
 
 /// Buffered writes to a file descriptor (stdout by default).
@@ -95,6 +127,13 @@ final class OutputBuffer {
 
     func writeLine(_ text: String) {
         bytes.append(contentsOf: text.utf8)
+        bytes.append(0x0A)
+        if bytes.count >= flushAt { flush() }
+    }
+
+    /// One JSON value as a line, written straight into the buffer.
+    func writeLine(_ value: JSONValue) {
+        JSONWriter.write(value, into: &bytes)
         bytes.append(0x0A)
         if bytes.count >= flushAt { flush() }
     }

@@ -76,4 +76,71 @@ public enum JSONWriter {
         }
         out += "\""
     }
+
+    // MARK: - Into bytes
+
+    /// The same text as `write(_:into:)`, appended to UTF-8 bytes: for output written in bulk
+    /// (the `detect` command's findings), with no String in between.
+    public static func write(_ value: JSONValue, into out: inout [UInt8]) {
+        switch value {
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .int(let i): writeInt(i, into: &out)
+        case .double(let d): out.append(contentsOf: formatDouble(d).utf8)
+        case .string(let s): writeString(s, into: &out)
+        case .array(let items):
+            out.append(UInt8(ascii: "["))
+            for (index, item) in items.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                write(item, into: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let members):
+            out.append(UInt8(ascii: "{"))
+            for (index, member) in members.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                writeString(member.key, into: &out)
+                out.append(UInt8(ascii: ":"))
+                write(member.value, into: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    /// Decimal digits of `i`, as `String(i)` writes them.
+    static func writeInt(_ i: Int64, into out: inout [UInt8]) {
+        if i < 0 { out.append(UInt8(ascii: "-")) }
+        var n = i.magnitude
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var count = 0
+            repeat {
+                digits[count] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: n % 10)
+                count &+= 1
+                n /= 10
+            } while n > 0
+            while count > 0 {
+                count &-= 1
+                out.append(digits[count])
+            }
+        }
+    }
+
+    public static func writeString(_ s: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        var s = s
+        let clean = s.withUTF8 { bytes in
+            for byte in bytes where byte < 0x20 || byte == 0x22 || byte == 0x5C || byte == 0xE2 { return false }
+            out.append(contentsOf: bytes)
+            return true
+        }
+        if !clean {
+            // Rare (quotes, controls, U+2028/9 in viewer data): the String writer's escapes.
+            var escaped = ""
+            writeString(s, into: &escaped)
+            out.append(contentsOf: escaped.utf8.dropFirst())
+            return
+        }
+        out.append(UInt8(ascii: "\""))
+    }
 }
+

@@ -15,6 +15,22 @@ struct JSONTests {
         #expect(throws: JSONParser.ParseError.self) { try JSONParser.parse(text) }
     }
 
+    /// The byte writer `detect` uses writes exactly what the String writer writes.
+    @Test func theByteWriterWritesWhatTheStringWriterWrites() {
+        let values: [JSONValue] = [
+            .null, .bool(true), .bool(false), .int(0), .int(-1), .int(Int64.max), .int(Int64.min), .double(85.7), .double(3),
+            .double(.nan), .double(-0.0001), .string(""), .string("plain"), .string("quote \" back \\ slash"),
+            .string("line\nfeed\ttab\r\u{01}\u{1F}"), .string("sep \u{2028} \u{2029} é 🎬 \u{E2}"),
+            .array([]), .object([]),
+            .object([("id", .string("b0f7")), ("details", .object([("drop_percent", .double(85.7)), ("list", .array([.int(1), .null]))]))]),
+        ]
+        for value in values {
+            var bytes: [UInt8] = []
+            JSONWriter.write(value, into: &bytes)
+            #expect(String(decoding: bytes, as: UTF8.self) == JSONWriter.string(value))
+        }
+    }
+
     @Test func boundsDepthAndSize() {
         #expect(throws: JSONParser.ParseError.self) { try JSONParser.parse(String(repeating: "[", count: 100) + String(repeating: "]", count: 100)) }
         let big = "[" + Array(repeating: "1", count: 5000).joined(separator: ",") + "]"

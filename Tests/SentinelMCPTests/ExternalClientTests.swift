@@ -106,14 +106,7 @@ import Testing
         let config = try fixture.configFile()
         let token = "t0ken-\(UUID().uuidString)"
         let port = freePort()
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: Self.binary)
-        server.arguments = ["mcp", "--config", config, "--http", "127.0.0.1:\(port)"]
-        server.environment = ProcessInfo.processInfo.environment.merging(["SENTINEL_MCP_TOKEN": token]) { _, new in new }
-        server.standardInput = FileHandle.nullDevice
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
-        try withUnblockedSignals { try server.run() }
+        let server = try Self.startHTTPServer(config: config, port: port, environment: ["SENTINEL_MCP_TOKEN": token])
         defer {
             server.terminate()
             server.waitUntilExit()
@@ -181,6 +174,19 @@ extension ExternalClientTests {
             retryAfter: response.headers.first(name: "Retry-After"), body: text.isEmpty ? nil : try? JSONParser.parse(text))
     }
 
+    /// `cmcd-sentinel mcp --http` on 127.0.0.1:`port`, its standard error to `log` (or nowhere).
+    static func startHTTPServer(config: String, port: Int, environment: [String: String], log: Pipe? = nil) throws -> Process {
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: Self.binary)
+        server.arguments = ["mcp", "--config", config, "--http", "127.0.0.1:\(port)"]
+        server.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        server.standardInput = FileHandle.nullDevice
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = log ?? FileHandle.nullDevice
+        try withUnblockedSignals { try server.run() }
+        return server
+    }
+
     static let initialize = #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#
 
     /// The issue-25 defects: a second client refused, requests with the same id left unanswered,
@@ -195,18 +201,11 @@ extension ExternalClientTests {
         let config = try fixture.configFile()
         let token = "t0ken-\(UUID().uuidString)"
         let port = freePort()
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: Self.binary)
-        server.arguments = ["mcp", "--config", config, "--http", "127.0.0.1:\(port)"]
-        server.environment = ProcessInfo.processInfo.environment.merging([
-            "SENTINEL_MCP_TOKEN": token, "SENTINEL_MCP_MAX_SESSIONS": "12", "SENTINEL_MCP_IDLE_TIMEOUT_MS": "4000",
-        ]) { _, new in new }
-        server.standardInput = FileHandle.nullDevice
-        server.standardOutput = FileHandle.nullDevice
         let log = Pipe()
-        server.standardError = log
+        let server = try Self.startHTTPServer(
+            config: config, port: port,
+            environment: ["SENTINEL_MCP_TOKEN": token, "SENTINEL_MCP_MAX_SESSIONS": "12", "SENTINEL_MCP_IDLE_TIMEOUT_MS": "4000"], log: log)
         let logText = Task.detached { String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
-        try withUnblockedSignals { try server.run() }
         defer { if server.isRunning { server.terminate(); server.waitUntilExit() } }
         for _ in 0..<100 {
             if (try? await Self.post(port, token: "not-the-token", Self.initialize))?.status == 401 { break }
