@@ -157,6 +157,25 @@ struct CLITests {
         #expect(result.stderr.contains("skipped line_too_long: 2"))
     }
 
+    /// A regular file is read through a mapping: the same lines, the same counts as a pipe
+    /// (CRLF line ends, an over-long line, a last line without a newline).
+    @Test func aFileGivesWhatThePipeGives() throws {
+        let demo = try String(contentsOf: packageRoot.appendingPathComponent("samples/demo-sessions.tsv"), encoding: .utf8)
+        var lines = demo.split(separator: "\n").map(String.init)
+        lines.insert(String(repeating: "x", count: 3_000), at: 10)
+        let text = lines.enumerated().map { $0.offset % 3 == 0 ? $0.element + "\r" : $0.element }.joined(separator: "\n")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("detect-\(UUID().uuidString).tsv")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let fromFile = try run(["detect", "--max-line-bytes", "2048", file.path])
+        let fromPipe = try run(["detect", "--max-line-bytes", "2048", "-"], stdin: text)
+        #expect(fromFile.status == 0)
+        #expect(fromFile.stdout == fromPipe.stdout)
+        #expect(fromFile.stderr == fromPipe.stderr)
+        #expect(fromFile.stderr.contains("skipped line_too_long: 1"), "\(fromFile.stderr)")
+        #expect(fromFile.stdout.contains(#""buffer_drop""#))
+    }
+
     @Test func missingInputIsARuntimeFailure() throws {
         let result = try run(["detect", "no/such/file.tsv"])
         #expect(result.status == 1)
