@@ -43,6 +43,7 @@ let package = Package(
                 "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelKafka", "SentinelJSON",
                 "SentinelHTTP", "SentinelInflux", "SentinelAlerts", "SentinelWebhooks",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),

@@ -88,14 +88,8 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         if !configuration.httpListen.isEmpty, let address = HostPort(configuration.httpListen) {
-            let server: MetricsServer
-            do {
-                server = try MetricsServer(host: address.host, port: address.port, metrics: metrics)
-            } catch {
-                throw CommandFailure.usage("\(error)")
-            }
-            logger.info("serving /metrics and /healthz on \(address.host):\(server.port)")
-            services.append(.init(service: MetricsService(server: server), successTerminationBehavior: .gracefullyShutdownGroup))
+            let endpoint = MetricsEndpoint.application(host: address.host, port: address.port, metrics: metrics, logger: logger)
+            services.append(.init(service: endpoint, successTerminationBehavior: .gracefullyShutdownGroup))
         }
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = exitWhenIdle

@@ -38,19 +38,6 @@ public final class DaemonService: Service, @unchecked Sendable {
     }
 }
 
-/// `/metrics` and `/healthz` as a service: serves until the group shuts down.
-public final class MetricsService: Service, @unchecked Sendable {
-    private let server: MetricsServer
-
-    public init(server: MetricsServer) { self.server = server }
-
-    public func run() async throws {
-        server.start()
-        defer { server.stop() }
-        try? await gracefulShutdown()
-    }
-}
-
 /// A flag set from any thread, read by the consume loop.
 final class StopFlag: @unchecked Sendable {
     private let lock = NSLock()
