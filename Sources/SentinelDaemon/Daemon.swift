@@ -50,6 +50,7 @@ public struct SinkPending: Error, CustomStringConvertible {
 /// block). One detection engine per assigned partition: sessions are keyed by session id on
 /// the topic, so a session lives in one partition, and a revoked partition's sessions can be
 /// dropped whole.
+// Unchecked: its state belongs to the one thread that calls `run` (rebalances arrive there too).
 public final class Daemon: @unchecked Sendable {
     public struct Options: Sendable {
         /// How often processed offsets are committed.
@@ -431,6 +432,7 @@ public final class Daemon: @unchecked Sendable {
 }
 
 /// Passes rebalance events from the consumer's callback to the daemon (same thread).
+// Unchecked: set and called on the consumer thread only (librdkafka calls back during poll).
 final class EventRelay: @unchecked Sendable {
     var handler: ((KafkaEvent) -> Void)?
     func handle(_ event: KafkaEvent) { handler?(event) }

@@ -2,6 +2,7 @@ import Foundation
 import SentinelHTTP
 import SentinelJSON
 import SentinelKafka
+import Synchronization
 
 /// Whether a quiet partition is quiet because its stream is, or because the daemon cannot
 /// fetch it. Event time of a quiet partition follows the wall clock (idle sessions are
@@ -10,51 +11,50 @@ import SentinelKafka
 ///
 /// Written from librdkafka's events (statistics every `statistics.interval.ms`, errors as
 /// they happen), read by the polling loop; one lock guards it.
-final class FetchHealth: @unchecked Sendable {
-    // Unchecked: every field is read and written under `lock`.
-    private let lock = NSLock()
-    private var lastErrorAt = -Double.infinity
-    private var statisticsAt = -Double.infinity
-    private var caughtUp: Set<KafkaTopicPartition> = []
-    /// After an error a partition must prove it is fetched again: librdkafka's statistics can
-    /// call it caught up against a high watermark from before the outage.
-    private var errorSeen = false
-    private var fetchedSinceError: Set<KafkaTopicPartition> = []
+final class FetchHealth: Sendable {
+    private struct State {
+        var lastErrorAt = -Double.infinity
+        var statisticsAt = -Double.infinity
+        var caughtUp: Set<KafkaTopicPartition> = []
+        var errorSeen = false
+        var fetchedSinceError: Set<KafkaTopicPartition> = []
+    }
 
-    /// An error keeps event time still for this long after it (statistics come every 5 s).
+    private let state = Mutex(State())
+
     static let errorHoldSeconds = 10.0
     /// Statistics older than this say nothing.
     static let freshSeconds = 12.0
 
     func recordError(at now: Double = monotonicSeconds()) {
-        lock.withLock {
-            lastErrorAt = now
-            errorSeen = true
-            fetchedSinceError.removeAll(keepingCapacity: true)
+        state.withLock {
+            $0.lastErrorAt = now
+            $0.errorSeen = true
+            $0.fetchedSinceError.removeAll(keepingCapacity: true)
         }
     }
 
     /// A record of `partition` arrived: it is fetched again after an error. (Cheap when no
     /// error was seen: the usual case.)
     func recordFetched(_ partition: KafkaTopicPartition) {
-        lock.withLock {
-            if errorSeen, !fetchedSinceError.contains(partition) { fetchedSinceError.insert(partition) }
+        state.withLock {
+            if $0.errorSeen, !$0.fetchedSinceError.contains(partition) { $0.fetchedSinceError.insert(partition) }
         }
     }
 
     func recordStatistics(_ json: String, at now: Double = monotonicSeconds()) {
         let partitions = Self.caughtUpPartitions(inStatistics: json)
-        lock.withLock {
-            caughtUp = partitions
-            statisticsAt = now
+        state.withLock {
+            $0.caughtUp = partitions
+            $0.statisticsAt = now
         }
     }
 
     /// Whether event time of `partition` may follow the wall clock now.
     func mayAdvance(_ partition: KafkaTopicPartition, at now: Double = monotonicSeconds()) -> Bool {
-        lock.withLock {
-            now - lastErrorAt >= Self.errorHoldSeconds && now - statisticsAt <= Self.freshSeconds && caughtUp.contains(partition)
-                && (!errorSeen || fetchedSinceError.contains(partition))
+        state.withLock { s in
+            now - s.lastErrorAt >= Self.errorHoldSeconds && now - s.statisticsAt <= Self.freshSeconds && s.caughtUp.contains(partition)
+                && (!s.errorSeen || s.fetchedSinceError.contains(partition))
         }
     }
 

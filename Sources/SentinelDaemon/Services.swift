@@ -1,11 +1,13 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// The daemon as a ServiceLifecycle service. Its blocking consume loop runs on a thread of
 /// its own (librdkafka blocks; Swift's cooperative pool must not), and a graceful shutdown
 /// (SIGTERM/SIGINT through the service group) or cancellation asks it to stop; it then
 /// finishes the record in hand, flushes, commits and closes before `run` returns.
+// Unchecked: it hands the daemon to the one thread that runs it, and shares only `stop`.
 public final class DaemonService: Service, @unchecked Sendable {
     private let daemon: Daemon
     private let stop = StopFlag()
@@ -39,9 +41,8 @@ public final class DaemonService: Service, @unchecked Sendable {
 }
 
 /// A flag set from any thread, read by the consume loop.
-final class StopFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    var isSet: Bool { lock.withLock { value } }
-    func set() { lock.withLock { value = true } }
+final class StopFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .acquiring) }
+    func set() { value.store(true, ordering: .releasing) }
 }
