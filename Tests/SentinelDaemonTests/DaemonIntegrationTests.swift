@@ -263,6 +263,34 @@ import Testing
         #expect(seen == expectedKeys, "missing \(expectedKeys.subtracting(seen)), unexpected \(seen.subtracting(expectedKeys))")
     }
 
+    /// Daemons of one group sharing a PostgreSQL alerts store share their checkpoints: a
+    /// partition that moves to the daemon joining the group resumes there from the checkpoint
+    /// the first one saved when it gave the partition up, and no finding is lost.
+    @Test(.timeLimit(.minutes(5)))
+    func aPartitionMovedBetweenDaemonsSharingPostgreSQLResumesFromItsCheckpoint() throws {
+        let topic = try Self.broker.newTopic()
+        let group = "g-\(topic)"
+        let shared = ["SENTINEL_ALERTS_URL": try PostgresServer.shared.newDatabase()]
+        let groupArguments = ["run", "--brokers", Self.broker.address, "--topic", topic, "--group", group]
+        try Self.replay(topic: topic)
+        let first = try Self.start(groupArguments, environment: shared)
+        defer { if first.process.isRunning { kill(first.process.processIdentifier, SIGKILL) } }
+        #expect(Self.waitFor(90) { first.output.lines.count >= Self.expected.count }, "the first daemon never caught up")
+        let second = try Self.start(groupArguments, environment: shared)
+        defer { if second.process.isRunning { kill(second.process.processIdentifier, SIGKILL) } }
+        #expect(Self.waitFor(120) { second.errors.snapshot.contains("assigned") }, "the second daemon never got partitions")
+        Thread.sleep(forTimeInterval: 2)
+        for daemon in [first, second] {
+            kill(daemon.process.processIdentifier, SIGTERM)
+            daemon.process.waitUntilExit()
+            #expect(daemon.process.terminationStatus == 0)
+        }
+        #expect(first.errors.snapshot.contains("revoked"))
+        #expect(second.errors.snapshot.contains("from its checkpoint"), "\(second.errors.snapshot.suffix(800))")
+        #expect(second.output.lines.isEmpty, "the moved partitions' findings were already out: \(second.output.lines.prefix(2))")
+        #expect(Set(first.output.lines) == Self.expected)
+    }
+
     /// A finding's identity for sinks: its id and status (repeats of it are absorbed).
     static func key(_ line: String) -> String {
         guard let json = try? JSONParser.parse(line), case .string(let id)? = json["id"], case .string(let status)? = json["status"],
