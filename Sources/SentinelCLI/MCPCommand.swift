@@ -46,7 +46,8 @@ struct MCPCommand: AsyncParsableCommand {
             if let address {
                 let options = MCPHTTPServer.Options(
                     host: address.host, port: address.port, token: configuration.mcp.token,
-                    maxSessions: Int(configuration.mcp.maxSessions), idleTimeoutMs: configuration.mcp.idleTimeoutMs)
+                    maxSessions: Int(configuration.mcp.maxSessions), idleTimeoutMs: configuration.mcp.idleTimeoutMs,
+                    allowedOrigins: configuration.mcp.allowedOrigins, allowedHosts: configuration.mcp.allowedHosts)
                 try await MCPHTTPServer.serve(tools: tools, version: "0.3.0", options: options, logger: logger)
             } else {
                 try await SentinelMCPServer.serveStdio(tools: tools, version: "0.3.0", logger: logger)

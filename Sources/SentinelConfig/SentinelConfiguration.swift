@@ -100,6 +100,12 @@ public struct SentinelConfiguration: Sendable, Equatable {
         public var maxSessions: Int64 = 64
         /// An HTTP session unused for this long is closed; its client must initialize again.
         public var idleTimeoutMs: Int64 = 1_800_000
+        /// Browser origins allowed to call the HTTP server (`https://host[:port]`, or `:*` for
+        /// any port); others get 403. Loopback origins are always allowed on a loopback address.
+        public var allowedOrigins: [String] = []
+        /// `Host` header values allowed (`name[:port]` or `name:*`); empty: any on a non-loopback
+        /// address, the loopback names on a loopback one.
+        public var allowedHosts: [String] = []
         public init() {}
     }
 
@@ -164,6 +170,8 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("mcp.token", "SENTINEL_MCP_TOKEN", "bearer token the MCP HTTP transport requires (secret)"),
         ("mcp.max_sessions", "SENTINEL_MCP_MAX_SESSIONS", "most MCP clients (sessions) served at once over HTTP; more get 503 until one ends or expires"),
         ("mcp.idle_timeout_ms", "SENTINEL_MCP_IDLE_TIMEOUT_MS", "an MCP HTTP session unused this long is closed (the client gets 404 and initializes again)"),
+        ("mcp.allowed_origins", "SENTINEL_MCP_ALLOWED_ORIGINS", "browser origins allowed over HTTP, e.g. https://assistant.example.com (a list; comma separated in the environment); others get 403"),
+        ("mcp.allowed_hosts", "SENTINEL_MCP_ALLOWED_HOSTS", "Host header values allowed over HTTP (name[:port] or name:*; a list); empty: any beyond loopback"),
     ]
 
     /// Loads `yaml` (nil: no file) and applies `environment` overrides.

@@ -62,11 +62,13 @@ extension SentinelConfiguration {
 
     static func loadMCP(_ root: YAMLValue, into config: inout SentinelConfiguration) throws(ValidationError) {
         let mcp = root["mcp"]
-        try mcp.keys(allowed: ["http_listen", "token", "max_sessions", "idle_timeout_ms"])
+        try mcp.keys(allowed: ["http_listen", "token", "max_sessions", "idle_timeout_ms", "allowed_origins", "allowed_hosts"])
         config.mcp.httpListen = try mcp["http_listen"].string(default: "")
         config.mcp.token = try mcp["token"].string(default: "")
         config.mcp.maxSessions = try mcp["max_sessions"].integer(in: 1...10_000, default: config.mcp.maxSessions)
         config.mcp.idleTimeoutMs = try mcp["idle_timeout_ms"].integer(in: 1_000...86_400_000, default: config.mcp.idleTimeoutMs)
+        if mcp["allowed_origins"].exists { config.mcp.allowedOrigins = try mcp["allowed_origins"].stringList() }
+        if mcp["allowed_hosts"].exists { config.mcp.allowedHosts = try mcp["allowed_hosts"].stringList() }
     }
 
     static func applySinkEnvironment(_ environment: [String: String], to config: inout SentinelConfiguration) throws(ValidationError) {
@@ -102,6 +104,11 @@ extension SentinelConfiguration {
         if let v = environment["SENTINEL_MCP_TOKEN"] { config.mcp.token = v }
         if let v = try integer("SENTINEL_MCP_MAX_SESSIONS", 1...10_000) { config.mcp.maxSessions = v }
         if let v = try integer("SENTINEL_MCP_IDLE_TIMEOUT_MS", 1_000...86_400_000) { config.mcp.idleTimeoutMs = v }
+        func list(_ name: String) -> [String]? {
+            environment[name].map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+        }
+        if let v = list("SENTINEL_MCP_ALLOWED_ORIGINS") { config.mcp.allowedOrigins = v }
+        if let v = list("SENTINEL_MCP_ALLOWED_HOSTS") { config.mcp.allowedHosts = v }
         if let v = environment["SENTINEL_ALERTS_URL"] {
             if v.isEmpty { config.alerts = nil } else { config.alerts = config.alerts ?? Alerts(); config.alerts!.url = v }
         }
@@ -150,6 +157,9 @@ extension SentinelConfiguration {
         }
         if !mcp.httpListen.isEmpty, HostPort(mcp.httpListen) == nil {
             throw root["mcp"]["http_listen"].error("'\(mcp.httpListen)' is not host:port")
+        }
+        for origin in mcp.allowedOrigins where !(origin.hasPrefix("http://") || origin.hasPrefix("https://")) || origin.dropFirst(8).contains("/") {
+            throw root["mcp"]["allowed_origins"].error("'\(origin.prefix(80))' is not an origin (scheme://host[:port], no path)")
         }
         if !webhooks.isEmpty, alerts == nil {
             throw root["webhooks"].error("webhooks need the alerts table (alerts.url): notifications are kept there until delivered")
@@ -207,6 +217,7 @@ extension SentinelConfiguration {
             "mcp.http_listen: \(mcp.httpListen.isEmpty ? "(stdio only)" : mcp.httpListen)",
             "mcp.token: \(mcp.token.isEmpty ? "" : "*****")",
             "mcp.max_sessions: \(mcp.maxSessions)", "mcp.idle_timeout_ms: \(mcp.idleTimeoutMs)",
+            "mcp.allowed_origins: \(mcp.allowedOrigins.joined(separator: ","))", "mcp.allowed_hosts: \(mcp.allowedHosts.joined(separator: ","))",
         ]
         for (i, w) in webhooks.enumerated() {
             lines += [

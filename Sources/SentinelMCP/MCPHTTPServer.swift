@@ -28,26 +28,33 @@ public enum MCPHTTPServer {
         public var token: String
         public var maxSessions: Int
         public var idleTimeoutMs: Int64
+        /// Browser origins and Host values allowed besides the loopback ones (see `AllowList`).
+        public var allowedOrigins: [String]
+        public var allowedHosts: [String]
 
-        public init(host: String, port: Int, token: String, maxSessions: Int = 64, idleTimeoutMs: Int64 = 1_800_000) {
+        public init(
+            host: String, port: Int, token: String, maxSessions: Int = 64, idleTimeoutMs: Int64 = 1_800_000,
+            allowedOrigins: [String] = [], allowedHosts: [String] = []
+        ) {
             self.host = host
             self.port = port
             self.token = token
             self.maxSessions = maxSessions
             self.idleTimeoutMs = idleTimeoutMs
+            self.allowedOrigins = allowedOrigins
+            self.allowedHosts = allowedHosts
         }
     }
 
     /// Serves until a graceful shutdown (SIGTERM, SIGINT).
     public static func serve(tools: SentinelTools, version: String, options: Options, logger: Logger) async throws {
         let loopback = ["127.0.0.1", "localhost", "::1", "[::1]"].contains(options.host)
-        if !loopback {
-            // The SDK's Origin check only knows loopback origins; beyond loopback it is off.
+        if !loopback, options.allowedOrigins.isEmpty {
             logger.warning(
-                "MCP over HTTP on \(options.host): no Origin allow-list applies beyond loopback, so browsers on other sites can reach it with a stolen token; put it behind a proxy that checks Origin, or listen on 127.0.0.1")
+                "MCP over HTTP on \(options.host) without mcp.allowed_origins: any browser origin is accepted, so pages on other sites can reach it with a stolen token; set mcp.allowed_origins, or listen on 127.0.0.1")
         }
         let validation = StandardValidationPipeline(validators: [
-            loopback ? OriginValidator.localhost(port: options.port) : OriginValidator.disabled,
+            AllowList(loopbackPort: loopback ? options.port : nil, origins: options.allowedOrigins, hosts: options.allowedHosts),
             AcceptHeaderValidator(mode: .jsonOnly), ContentTypeValidator(), ProtocolVersionValidator(),
         ])
         let sessions = MCPSessions(
@@ -308,5 +315,47 @@ struct MCPSessionsService: Service {
             await sessions.expireIdle()
         }
         await sessions.closeAll()
+    }
+}
+
+/// Which `Host` and browser `Origin` values may reach the server (DNS rebinding, cross-site
+/// pages): on a loopback address the loopback names and origins on its port, plus those
+/// configured; beyond loopback, the configured origins (any `Host` unless hosts are
+/// configured). A request without an `Origin` (not a browser) passes the origin check.
+/// Patterns are exact, or end in `:*` for any port.
+struct AllowList: HTTPRequestValidator {
+    let hosts: [String]?
+    let origins: [String]?
+
+    init(loopbackPort: Int?, origins: [String], hosts: [String]) {
+        var allowedHosts = hosts
+        var allowedOrigins = origins
+        if let port = loopbackPort {
+            for name in ["127.0.0.1", "localhost", "[::1]"] {
+                allowedHosts.append("\(name):\(port)")
+                allowedOrigins.append("http://\(name):\(port)")
+            }
+        }
+        self.hosts = allowedHosts.isEmpty ? nil : allowedHosts
+        self.origins = loopbackPort == nil && origins.isEmpty ? nil : allowedOrigins
+    }
+
+    func validate(_ request: MCP.HTTPRequest, context: HTTPValidationContext) -> MCP.HTTPResponse? {
+        if let hosts, let host = request.header(HTTPHeaderName.host), !hosts.contains(where: { Self.matches(host, $0) }) {
+            return .error(statusCode: 421, .invalidRequest("Misdirected Request: Host header not allowed"), sessionID: context.sessionID)
+        }
+        if let origins, let origin = request.header(HTTPHeaderName.origin), !origins.contains(where: { Self.matches(origin, $0) }) {
+            return .error(statusCode: 403, .invalidRequest("Forbidden: Origin not allowed"), sessionID: context.sessionID)
+        }
+        return nil
+    }
+
+    static func matches(_ value: String, _ pattern: String) -> Bool {
+        guard pattern.hasSuffix(":*") else { return value.lowercased() == pattern.lowercased() }
+        let prefix = pattern.dropLast(2).lowercased() + ":"
+        let lowered = value.lowercased()
+        guard lowered.hasPrefix(prefix) else { return false }
+        let port = lowered.dropFirst(prefix.count)
+        return !port.isEmpty && port.allSatisfy(\.isNumber)
     }
 }

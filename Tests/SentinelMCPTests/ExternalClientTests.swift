@@ -170,13 +170,14 @@ extension ExternalClientTests {
         var body: JSONValue?
     }
 
-    static func post(_ port: Int, token: String, session: String? = nil, _ body: String) async throws -> Answer {
+    static func post(_ port: Int, token: String, session: String? = nil, headers: [String: String] = [:], _ body: String) async throws -> Answer {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/mcp")
         request.method = .POST
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
         request.headers.add(name: "Content-Type", value: "application/json")
         request.headers.add(name: "Accept", value: "application/json, text/event-stream")
         if let session { request.headers.add(name: "Mcp-Session-Id", value: session) }
+        for (name, value) in headers { request.headers.replaceOrAdd(name: name, value: value) }
         request.body = .bytes(ByteBuffer(string: body))
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
         let bytes = try await response.body.collect(upTo: 8 << 20)
@@ -187,16 +188,45 @@ extension ExternalClientTests {
     }
 
     /// `cmcd-sentinel mcp --http` on 127.0.0.1:`port`, its standard error to `log` (or nowhere).
-    static func startHTTPServer(config: String, port: Int, environment: [String: String], log: Pipe? = nil) throws -> Process {
+    static func startHTTPServer(config: String, port: Int, host: String = "127.0.0.1", environment: [String: String], log: Pipe? = nil) throws -> Process {
         let server = Process()
         server.executableURL = URL(fileURLWithPath: Self.binary)
-        server.arguments = ["mcp", "--config", config, "--http", "127.0.0.1:\(port)"]
+        server.arguments = ["mcp", "--config", config, "--http", "\(host):\(port)"]
         server.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         server.standardInput = FileHandle.nullDevice
         server.standardOutput = FileHandle.nullDevice
         server.standardError = log ?? FileHandle.nullDevice
         try withUnblockedSignals { try server.run() }
         return server
+    }
+
+    /// Beyond loopback, `mcp.allowed_origins` decides which browser pages may call the server;
+    /// clients that send no Origin (not browsers) are not affected, and any Host is accepted.
+    @Test(.timeLimit(.minutes(2)))
+    func beyondLoopbackTheConfiguredOriginsAreTheOnlyOnesAllowed() async throws {
+        let fixture = try await Fixture()
+        defer { Task { await fixture.close() } }
+        let config = try fixture.configFile()
+        let token = "t0ken-\(UUID().uuidString)"
+        let port = freePort()
+        let log = Pipe()
+        let server = try Self.startHTTPServer(
+            config: config, port: port, host: "0.0.0.0",
+            environment: ["SENTINEL_MCP_TOKEN": token, "SENTINEL_MCP_ALLOWED_ORIGINS": "https://assistant.example, http://tools.example:*"], log: log)
+        let logText = Task.detached { String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
+        defer { if server.isRunning { server.terminate(); server.waitUntilExit() } }
+        for _ in 0..<100 {
+            if (try? await Self.post(port, token: "not-the-token", Self.initialize))?.status == 401 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(try await Self.post(port, token: token, headers: ["Origin": "https://evil.example"], Self.initialize).status == 403)
+        #expect(try await Self.post(port, token: token, headers: ["Origin": "http://assistant.example"], Self.initialize).status == 403, "scheme counts")
+        #expect(try await Self.post(port, token: token, headers: ["Origin": "https://assistant.example"], Self.initialize).status == 200)
+        #expect(try await Self.post(port, token: token, headers: ["Origin": "http://tools.example:8443"], Self.initialize).status == 200)
+        #expect(try await Self.post(port, token: token, headers: ["Host": "mcp.example:\(port)"], Self.initialize).status == 200, "no Origin: not a browser")
+        server.terminate()
+        server.waitUntilExit()
+        #expect(!(await logText.value).contains("without mcp.allowed_origins"), "no warning once origins are set")
     }
 
     static let initialize = #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#

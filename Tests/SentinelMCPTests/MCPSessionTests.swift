@@ -88,6 +88,41 @@ struct MCPSessionTests {
     }
 }
 
+/// Which Host and Origin values reach the HTTP server.
+struct AllowListTests {
+    func status(_ list: AllowList, host: String?, origin: String?) -> Int? {
+        var headers: [String: String] = [:]
+        if let host { headers["Host"] = host }
+        if let origin { headers["Origin"] = origin }
+        return list.validate(MCP.HTTPRequest(method: "POST", headers: headers), context: HTTPValidationContext(httpMethod: "POST"))?.statusCode
+    }
+
+    @Test func loopbackAllowsItsOwnNamesAndTheConfiguredOrigins() {
+        let list = AllowList(loopbackPort: 8765, origins: ["https://assistant.example"], hosts: [])
+        #expect(status(list, host: "127.0.0.1:8765", origin: nil) == nil)
+        #expect(status(list, host: "LOCALHOST:8765", origin: "http://localhost:8765") == nil)
+        #expect(status(list, host: "evil.example:8765", origin: nil) == 421, "DNS rebinding")
+        #expect(status(list, host: "127.0.0.1:8766", origin: nil) == 421)
+        #expect(status(list, host: "127.0.0.1:8765", origin: "https://assistant.example") == nil)
+        #expect(status(list, host: "127.0.0.1:8765", origin: "https://evil.example") == 403)
+    }
+
+    @Test func beyondLoopbackOnlyWhatIsConfigured() {
+        let open = AllowList(loopbackPort: nil, origins: [], hosts: [])
+        #expect(status(open, host: "anything:1", origin: "https://anything") == nil, "nothing configured: nothing checked (a warning at start)")
+        let origins = AllowList(loopbackPort: nil, origins: ["https://a.example", "http://b.example:*"], hosts: [])
+        #expect(status(origins, host: "mcp.internal:443", origin: nil) == nil)
+        #expect(status(origins, host: nil, origin: "https://a.example") == nil)
+        #expect(status(origins, host: nil, origin: "https://a.example:444") == 403, "an exact pattern is exact")
+        #expect(status(origins, host: nil, origin: "http://b.example:8080") == nil)
+        #expect(status(origins, host: nil, origin: "http://b.example:") == 403)
+        #expect(status(origins, host: nil, origin: "http://b.example.evil:80") == 403)
+        let hosts = AllowList(loopbackPort: nil, origins: [], hosts: ["mcp.example.com:*"])
+        #expect(status(hosts, host: "mcp.example.com:443", origin: "https://whatever") == nil)
+        #expect(status(hosts, host: "other.example.com:443", origin: nil) == 421)
+    }
+}
+
 extension MCPSessionTable.Admission {
     var isAdmitted: Bool { if case .admitted = self { true } else { false } }
 }
