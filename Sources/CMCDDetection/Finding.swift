@@ -98,20 +98,7 @@ public enum FindingID {
         hash.mix(text: type.rawValue)
         hash.mix(0)
         // The decimal digits of startedAt, most significant first, without formatting a String.
-        if startedAt < 0 { hash.mix(UInt8(ascii: "-")) }
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
-            var n = startedAt.magnitude
-            var count = 0
-            repeat {
-                digits[count] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: n % 10)
-                count &+= 1
-                n /= 10
-            } while n > 0
-            while count > 0 {
-                count &-= 1
-                hash.mix(digits[count])
-            }
-        }
+        JSONWriter.forEachDecimalByte(of: startedAt) { hash.mix($0) }
         return hash.hex
     }
 }

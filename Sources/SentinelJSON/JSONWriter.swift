@@ -109,7 +109,14 @@ public enum JSONWriter {
 
     /// Decimal digits of `i`, as `String(i)` writes them.
     static func writeInt(_ i: Int64, into out: inout [UInt8]) {
-        if i < 0 { out.append(UInt8(ascii: "-")) }
+        forEachDecimalByte(of: i) { out.append($0) }
+    }
+
+    /// The bytes of `i` in decimal (a `-` first when negative), most significant first, as
+    /// `String(i)` writes them, without making a String.
+    @inline(__always)
+    public static func forEachDecimalByte(of i: Int64, _ body: (UInt8) -> Void) {
+        if i < 0 { body(UInt8(ascii: "-")) }
         var n = i.magnitude
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
             var count = 0
@@ -120,7 +127,7 @@ public enum JSONWriter {
             } while n > 0
             while count > 0 {
                 count &-= 1
-                out.append(digits[count])
+                body(digits[count])
             }
         }
     }
