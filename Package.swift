@@ -96,6 +96,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
+        // Edges: Kinesis (AWS Signature Version 4 so far; the consumer is issue 24).
+        .target(
+            name: "SentinelKinesis", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         // Edges: the MCP server (read-only tools over InfluxDB and the alerts table).
         .target(
             name: "SentinelMCP",
@@ -130,6 +133,8 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "CMCDTests", dependencies: ["CMCD", "SentinelJSON"], exclude: ["Vectors"], swiftSettings: strict),
         .testTarget(name: "CMCDRecordsTests", dependencies: ["CMCDRecords"], swiftSettings: strict),
+        .testTarget(
+            name: "SentinelKinesisTests", dependencies: ["SentinelKinesis", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
         // Simulated viewers of real players, scored against the truth (issue 27's behaviour suite).
         .testTarget(name: "BehaviourTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
