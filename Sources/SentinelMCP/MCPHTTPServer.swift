@@ -71,7 +71,7 @@ public enum MCPHTTPServer {
             guard BearerToken.matches(request.headers[.authorization], token: options.token) else { return unauthorized() }
             let mcpRequest = Self.mcpRequest(request, method: "DELETE", body: nil)
             if let refused = validation.validate(mcpRequest, context: HTTPValidationContext(httpMethod: "DELETE")) {
-                return Self.response(refused)
+                return MCPAnswer(refused).response
             }
             return await sessions.delete(mcpRequest.header(HTTPHeaderName.sessionID)).response
         }
@@ -107,16 +107,6 @@ public enum MCPHTTPServer {
         if let authority = request.head.authority { headers["Host"] = authority }
         return MCP.HTTPRequest(method: method, headers: headers, body: body, path: "/mcp")
     }
-
-    static func response(_ answer: MCP.HTTPResponse) -> Response {
-        var headers = HTTPFields()
-        for (name, value) in answer.headers {
-            if let field = HTTPField.Name(name) { headers[field] = value }
-        }
-        let status = HTTPResponse.Status(code: answer.statusCode)
-        guard let data = answer.bodyData else { return Response(status: status, headers: headers) }
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
-    }
 }
 
 /// One answer of the MCP endpoint, before it becomes a Hummingbird response.
@@ -124,6 +114,17 @@ struct MCPAnswer: Sendable {
     var status: Int
     var headers: [String: String] = [:]
     var body: Data?
+
+    init(status: Int, headers: [String: String] = [:], body: Data? = nil) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// The SDK's answer (a validator's refusal).
+    init(_ response: MCP.HTTPResponse) {
+        self.init(status: response.statusCode, headers: response.headers, body: response.bodyData)
+    }
 
     var response: Response {
         var fields = HTTPFields()
@@ -191,7 +192,7 @@ actor MCPSessions {
         }
         let initialize = head.method == "initialize"
         if let refused = validation.validate(request, context: HTTPValidationContext(httpMethod: "POST", isInitializationRequest: initialize)) {
-            return MCPAnswer(status: refused.statusCode, headers: refused.headers, body: refused.bodyData)
+            return MCPAnswer(refused)
         }
         let sessionID = request.header(HTTPHeaderName.sessionID)
         if initialize {
