@@ -81,7 +81,6 @@ public final class Daemon: @unchecked Sendable {
     private let fetching = FetchHealth()
     /// The commit, batching and stop policy (offsets per partition among it).
     private var machine: ConsumeStateMachine
-    private var consumed = 0
     private var retiredStatistics = DetectionStatistics()
     private var consumer: KafkaConsumer?
     /// Produces unparseable records to `kafka.dead_letter_topic` when one is configured.
@@ -224,15 +223,14 @@ public final class Daemon: @unchecked Sendable {
         publishMetrics()
         self.consumer = nil
         if let unflushed {
-            logger.error("stopped after \(consumed) records; not committed past what the sinks hold: \(unflushed)")
+            logger.error("stopped after \(metrics.recordsConsumed) records; not committed past what the sinks hold: \(unflushed)")
             throw unflushed
         }
-        logger.info("stopped after \(consumed) records")
+        logger.info("stopped after \(metrics.recordsConsumed) records")
     }
 
     /// Parses a record, feeds its samples to the partition's engine and holds the findings.
     private func handle(_ message: KafkaMessage) throws {
-        consumed += 1
         metrics.countConsumed()
         let tp = message.topicPartition
         fetching.recordFetched(tp)
