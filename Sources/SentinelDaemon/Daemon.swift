@@ -382,9 +382,12 @@ public final class Daemon: @unchecked Sendable {
                 starts[tp] = checkpoint.nextOffset
                 metrics.recordRestore(sessions: engine.liveSessionCount)
                 logger.info("\(tp): resumed at offset \(checkpoint.nextOffset) with \(engine.liveSessionCount) live sessions from its checkpoint")
-            } catch {
-                logger.warning("\(tp): checkpoint not usable (\(error)); starting at the committed offset")
+            } catch let invalid as EngineCheckpoint.Invalid {
+                logger.warning("\(tp): checkpoint not usable (\(invalid)); starting at the committed offset")
                 try? store.discard(tp)
+            } catch {
+                // The store could not be read (down, say): the checkpoint may be fine; keep it.
+                logger.warning("\(tp): checkpoint could not be read (\(error)); starting at the committed offset")
             }
         }
         countLiveSessions()
