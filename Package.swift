@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // Pure core: no IO, no dependencies beyond the standard library.
@@ -33,6 +34,9 @@ let package = Package(
         .target(name: "SentinelYAML", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .target(name: "CMCDDetection", dependencies: ["CMCDRecords", "SentinelJSON", "SentinelYAML"], swiftSettings: strict),
         .target(name: "SentinelConfig", dependencies: ["CMCDRecords", "SentinelYAML"], swiftSettings: strict),
+        // The seam between the daemon and its sinks: what a sink, a record sink and a
+        // checkpoint store are. Each sink lives in its edge module; only the command wires them.
+        .target(name: "SentinelSinks", dependencies: ["CMCDRecords", "CMCDDetection"], swiftSettings: strict),
         // Edges: Kafka (librdkafka from Debian's librdkafka-dev).
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
         .target(
@@ -40,10 +44,11 @@ let package = Package(
         .target(
             name: "SentinelDaemon",
             dependencies: [
-                "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelKafka", "SentinelJSON",
-                "SentinelHTTP", "SentinelInflux", "SentinelAlerts", "SentinelWebhooks",
+                "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelKafka", "SentinelJSON", "SentinelHTTP", "SentinelSinks",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
@@ -59,9 +64,10 @@ let package = Package(
         .target(
             name: "SentinelInflux",
             dependencies: [
-                "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelHTTP", "SentinelConfig", "CZlib",
+                "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelHTTP", "SentinelConfig", "SentinelSinks", "CZlib",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         // Edges: the alerts table with its notification outbox (SQLite from Debian's
@@ -70,8 +76,9 @@ let package = Package(
         .target(
             name: "SentinelAlerts",
             dependencies: [
-                "CMCDDetection", "SentinelJSON", "SentinelHTTP", "SentinelConfig", "CSQLite",
+                "CMCDDetection", "SentinelJSON", "SentinelHTTP", "SentinelConfig", "SentinelSinks", "CSQLite",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
@@ -89,7 +96,7 @@ let package = Package(
         .target(
             name: "SentinelWebhooks",
             dependencies: [
-                "SentinelAlerts", "CMCDDetection", "SentinelJSON", "SentinelHTTP", "SentinelConfig",
+                "SentinelAlerts", "CMCDDetection", "SentinelJSON", "SentinelHTTP", "SentinelConfig", "SentinelSinks",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -117,7 +124,7 @@ let package = Package(
             name: "SentinelCLI",
             dependencies: [
                 "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelYAML", "SentinelKafka", "SentinelConfig", "SentinelDaemon",
-                "SentinelHTTP", "SentinelMCP", "SentinelAlerts", "SentinelWebhooks", "SentinelCollector",
+                "SentinelHTTP", "SentinelMCP", "SentinelAlerts", "SentinelWebhooks", "SentinelCollector", "SentinelInflux", "SentinelSinks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -127,8 +134,9 @@ let package = Package(
         .executableTarget(
             name: "SentinelBenchmark",
             dependencies: [
-                "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelDaemon", "SentinelInflux", "SentinelKafka",
+                "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelDaemon", "SentinelInflux", "SentinelKafka", "SentinelSinks",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         .testTarget(name: "CMCDTests", dependencies: ["CMCD", "SentinelJSON"], exclude: ["Vectors"], swiftSettings: strict),
@@ -150,7 +158,7 @@ let package = Package(
             name: "SentinelInfluxTests", dependencies: ["SentinelInflux", "SentinelJSON", "SentinelTestSupport", "SentinelConfig", "CMCD", "CMCDRecords", "CMCDDetection"],
             swiftSettings: strict),
         .testTarget(
-            name: "SentinelAlertsTests", dependencies: ["SentinelAlerts", "SentinelJSON", "SentinelTestSupport", "CMCDDetection"], swiftSettings: strict),
+            name: "SentinelAlertsTests", dependencies: ["SentinelAlerts", "SentinelJSON", "SentinelTestSupport", "CMCDDetection", "SentinelSinks"], swiftSettings: strict),
         .testTarget(
             name: "SentinelWebhooksTests",
             dependencies: ["SentinelWebhooks", "SentinelAlerts", "SentinelJSON", "SentinelTestSupport", "SentinelConfig", "SentinelHTTP", "CMCDDetection"],

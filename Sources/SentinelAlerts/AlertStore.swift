@@ -3,22 +3,7 @@ import Foundation
 import Logging
 import SentinelHTTP
 import SentinelJSON
-
-/// A partition's detection state (`DetectionEngine.checkpoint()`) as of `nextOffset`: the
-/// state after every record before that offset, whose findings the sinks already hold.
-public struct DetectionCheckpoint: Sendable, Equatable {
-    public var topic: String
-    public var partition: Int32
-    public var nextOffset: Int64
-    public var state: [UInt8]
-
-    public init(topic: String, partition: Int32, nextOffset: Int64, state: [UInt8]) {
-        self.topic = topic
-        self.partition = partition
-        self.nextOffset = nextOffset
-        self.state = state
-    }
-}
+import SentinelSinks
 
 /// A notification to put in the outbox together with its alert: written in the same
 /// transaction, delivered later by the webhook dispatcher.
@@ -235,14 +220,6 @@ public final class AlertStore: Sendable {
         try await database.run(statements)
     }
 
-    /// The same, blocking the calling thread (a thread of our own, such as the daemon's
-    /// consumer): SQLite runs right there; PostgreSQL through the concurrency pool.
-    public func recordBlocking(_ findings: [Finding], notifications: [OutboxEntry], now: Int64 = AlertStore.nowMs()) throws {
-        let statements = Self.recordStatements(findings, notifications: notifications, now: now)
-        guard !statements.isEmpty else { return }
-        try execute(statements)
-    }
-
     static func recordStatements(_ findings: [Finding], notifications: [OutboxEntry], now: Int64) -> [SQLStatement] {
         var statements: [SQLStatement] = findings.map { Self.upsert($0, now: now) }
         for entry in notifications {
@@ -301,8 +278,7 @@ public final class AlertStore: Sendable {
     // MARK: - Detection checkpoints
 
     /// Saves each partition's checkpoint in one transaction, replacing the previous one.
-    /// Blocking, for the daemon's consumer thread (as `recordBlocking`).
-    public func saveCheckpointsBlocking(group: String, _ checkpoints: [DetectionCheckpoint], now: Int64 = AlertStore.nowMs()) throws {
+    public func saveCheckpoints(group: String, _ checkpoints: [DetectionCheckpoint], now: Int64 = AlertStore.nowMs()) async throws {
         guard !checkpoints.isEmpty else { return }
         let statements = checkpoints.map { c in
             SQLStatement(
@@ -313,12 +289,12 @@ public final class AlertStore: Sendable {
                     next_offset = excluded.next_offset, state = excluded.state, updated_at = excluded.updated_at
                 """, [.text(group), .text(c.topic), .int(Int64(c.partition)), .int(c.nextOffset), .bytes(c.state), .int(now)])
         }
-        try execute(statements)
+        try await database.run(statements)
     }
 
     /// The checkpoint of a partition, if one was saved.
-    public func checkpointBlocking(group: String, topic: String, partition: Int32) throws -> DetectionCheckpoint? {
-        let rows = try execute([
+    public func checkpoint(group: String, topic: String, partition: Int32) async throws -> DetectionCheckpoint? {
+        let rows = try await database.run([
             SQLStatement(
                 "SELECT next_offset, state FROM detection_checkpoints WHERE group_id = $1 AND topic = $2 AND partition_id = $3",
                 [.text(group), .text(topic), .int(Int64(partition))])
@@ -328,21 +304,12 @@ public final class AlertStore: Sendable {
     }
 
     /// Forgets a partition's checkpoint (it could not be restored).
-    public func deleteCheckpointBlocking(group: String, topic: String, partition: Int32) throws {
-        try execute([
+    public func deleteCheckpoint(group: String, topic: String, partition: Int32) async throws {
+        try await database.run([
             SQLStatement(
                 "DELETE FROM detection_checkpoints WHERE group_id = $1 AND topic = $2 AND partition_id = $3",
                 [.text(group), .text(topic), .int(Int64(partition))])
         ])
-    }
-
-    /// Runs statements in one transaction, blocking: SQLite right there, PostgreSQL through the
-    /// concurrency pool.
-    @discardableResult
-    func execute(_ statements: [SQLStatement]) throws -> [[SQLRow]] {
-        if let sqlite = database as? SQLiteDatabase { return try sqlite.runSync(statements) }
-        let database = self.database
-        return try runBlocking { try await database.run(statements) }
     }
 
     // MARK: - The outbox

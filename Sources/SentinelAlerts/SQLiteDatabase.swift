@@ -1,12 +1,44 @@
 import CSQLite
 import Foundation
+import NIOPosix
+import Synchronization
 
-/// SQLite through the C library: one connection, WAL mode, statements serialised by a lock
-/// (each call runs to completion without suspending, so a transaction is never interleaved).
-public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
+/// SQLite through the C library: one connection, WAL mode. Statements run on a thread of the
+/// database's own (`NIOThreadPool`: SQLite's calls block, fsync included, and must not hold a
+/// thread of Swift's cooperative pool), one call at a time, so a transaction is never
+/// interleaved.
+public final class SQLiteDatabase: SQLDatabase {
     public let backend = "sqlite"
     public let path: String
-    private let lock = NSLock()
+    private let connection: Mutex<Connection>
+    private let thread: NIOThreadPool
+
+    /// Opens (creating) the file at `path` in WAL mode with full synchronous commits.
+    /// How many prepared statements a connection keeps at most.
+    public static var maxPreparedStatements: Int { Connection.maxPrepared }
+
+    public init(path: String) throws {
+        self.path = path
+        connection = Mutex(try Connection(path: path))
+        thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
+    }
+
+    deinit { thread.shutdownGracefully { _ in } }
+
+    public func run(_ statements: [SQLStatement]) async throws -> [[SQLRow]] {
+        try await thread.runIfActive { try self.connection.withLock { try $0.run(statements) } }
+    }
+
+    public func close() async {
+        _ = try? await thread.runIfActive { self.connection.withLock { $0.close() } }
+        try? await thread.shutdownGracefully()
+    }
+}
+
+/// The connection and its prepared statements, used by one thread at a time.
+private final class Connection {
+    let path: String
     private var handle: OpaquePointer?
     /// Prepared statements by their SQL text, kept for the connection's life: parsing and
     /// planning an upsert cost more than running it. The texts are this program's own (the
@@ -15,8 +47,7 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
     private var prepared: [String: OpaquePointer] = [:]
     static let maxPrepared = 128
 
-    /// Opens (creating) the file at `path` in WAL mode with full synchronous commits.
-    public init(path: String) throws {
+    init(path: String) throws {
         self.path = path
         var db: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
@@ -31,20 +62,9 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
         try execute("PRAGMA synchronous=FULL")
     }
 
-    deinit {
-        finalizePrepared()
-        sqlite3_close_v2(handle)
-    }
+    deinit { close() }
 
-    public func run(_ statements: [SQLStatement]) async throws -> [[SQLRow]] {
-        try runSync(statements)
-    }
-
-    /// The same as `run`, for callers on threads of their own.
-    @discardableResult
-    public func runSync(_ statements: [SQLStatement]) throws -> [[SQLRow]] {
-        lock.lock()
-        defer { lock.unlock() }
+    func run(_ statements: [SQLStatement]) throws -> [[SQLRow]] {
         guard handle != nil else { throw SQLError("SQLite database \(path) is closed") }
         if statements.count == 1 { return [try step(statements[0])] }
         try execute("BEGIN IMMEDIATE")
@@ -58,12 +78,10 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
         }
     }
 
-    public func close() async {
-        lock.withLock {
-            finalizePrepared()
-            sqlite3_close_v2(handle)
-            handle = nil
-        }
+    func close() {
+        finalizePrepared()
+        sqlite3_close_v2(handle)
+        handle = nil
     }
 
     private func execute(_ sql: String) throws {
@@ -77,7 +95,7 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
         String(decoding: sql.utf8.map { $0 == UInt8(ascii: "$") ? UInt8(ascii: "?") : $0 }, as: UTF8.self)
     }
 
-    /// The statement for `sql`, prepared once (caller holds the lock).
+    /// The statement for `sql`, prepared once .
     private func preparedStatement(_ sql: String) throws -> OpaquePointer {
         if let statement = prepared[sql] { return statement }
         var stmt: OpaquePointer?
@@ -89,7 +107,7 @@ public final class SQLiteDatabase: SQLDatabase, @unchecked Sendable {
         return stmt
     }
 
-    /// Drops every kept statement (caller holds the lock, or is `deinit`).
+    /// Drops every kept statement .
     private func finalizePrepared() {
         for statement in prepared.values { sqlite3_finalize(statement) }
         prepared.removeAll()

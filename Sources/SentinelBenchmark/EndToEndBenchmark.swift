@@ -3,33 +3,39 @@ import Foundation
 import Logging
 import SentinelConfig
 import SentinelDaemon
+import SentinelInflux
 import SentinelKafka
+import SentinelSinks
+import Synchronization
 
 /// Reads one environment variable.
 func ProcessEnvironmentValue(_ name: String) -> String? { ProcessInfo.processInfo.environment[name] }
 
 /// Counts findings and their latency from the triggering record's event time (set to the
 /// wall clock when it was produced) to the moment the daemon hands them to the sink.
-final class MeasuringSink: FindingSink, @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var findings = 0
-    private var latenciesMs: [Int64] = []
-    var measuring = false
+final class MeasuringSink: FindingSink {
+    let name = "measuring"
+    let measuring: Bool
+    private let state = Mutex((findings: 0, latenciesMs: [Int64]()))
 
-    func write(_ batch: [Finding]) throws {
+    init(measuring: Bool = false) { self.measuring = measuring }
+
+    var findings: Int { state.withLock { $0.findings } }
+
+    func write(_ batch: [Finding]) async throws {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
-        lock.withLock {
-            findings += batch.count
-            if measuring { for f in batch where f.status == .firing { latenciesMs.append(now - f.detectedAt) } }
+        state.withLock {
+            $0.findings += batch.count
+            if measuring { for f in batch where f.status == .firing { $0.latenciesMs.append(now - f.detectedAt) } }
         }
     }
 
-    func flush() throws {}
+    func flush() async throws {}
 
     func percentiles() -> (p50: Int64, p99: Int64, count: Int)? {
-        lock.withLock {
-            guard !latenciesMs.isEmpty else { return nil }
-            let sorted = latenciesMs.sorted()
+        state.withLock {
+            guard !$0.latenciesMs.isEmpty else { return nil }
+            let sorted = $0.latenciesMs.sorted()
             return (sorted[sorted.count / 2], sorted[min(sorted.count - 1, sorted.count * 99 / 100)], sorted.count)
         }
     }
@@ -54,7 +60,7 @@ func produce(_ producer: KafkaProducer, topic: String, count: Int, generator: in
 
 /// The daemon end to end through a broker: consumer throughput on a backlog, then per-record
 /// latency from produce to finding at a steady rate.
-func endToEndBenchmark(brokers: String, records: Int, rate: Int) {
+func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
     var quietLogger = Logger(label: "sentinel-bench")
     quietLogger.logLevel = .critical
     do {
@@ -89,11 +95,16 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) {
             influx.url = url
             influx.database = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_DATABASE") ?? "cmcd-metrics"
             influx.gzip = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_GZIP") == "true"
-            sinks.append(InfluxSink(configuration: influx, metrics: metrics, logger: quietLogger))
+            sinks.append(InfluxSink(configuration: influx, logger: quietLogger))
         }
         let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sinks: sinks, metrics: metrics, logger: quietLogger)
         let consumeStart = Date()
-        try daemon.run(shouldStop: { false })
+        try await withThrowingDiscardingTaskGroup { group in
+            // The InfluxDB writer sends in the background while the daemon runs.
+            for case let influx as InfluxSink in sinks { group.addTask { await influx.run() } }
+            try await daemon.run()
+            for case let influx as InfluxSink in sinks { influx.close() }
+        }
         let seconds = Date().timeIntervalSince(consumeStart) - 1  // the idle second
         let consumed = daemon.metrics.recordsConsumed
         let into = sinks.count > 1 ? "a null sink and InfluxDB (every request and finding)" : "a null sink"
@@ -107,18 +118,18 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) {
         configuration.kafka.topic = latencyTopic
         configuration.kafka.groupID = "bench-\(latencyTopic)"
         options.exitWhenIdleSeconds = 3
-        let latencySink = MeasuringSink()
-        latencySink.measuring = true
-        let latencyDaemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sink: latencySink, logger: quietLogger)
-        let thread = Thread { try? latencyDaemon.run(shouldStop: { false }) }
-        thread.start()
-        Thread.sleep(forTimeInterval: 1)
+        let latencySink = MeasuringSink(measuring: true)
+        let latencyDaemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sinks: [latencySink], logger: quietLogger)
+        let running = Task { try await latencyDaemon.run() }
+        try await Task.sleep(for: .seconds(1))
         let seconds2 = 10
         var steady = LineGenerator(sessions: 10_000)
         print("e2e: producing \(rate) records/s for \(seconds2) s with event time = produce time...")
         try produce(producer, topic: latencyTopic, count: rate * seconds2, generator: &steady, rate: rate, realTime: true)
-        while latencyDaemon.metrics.recordsConsumed < rate * seconds2 { Thread.sleep(forTimeInterval: 0.2) }
-        Thread.sleep(forTimeInterval: 4)
+        while latencyDaemon.metrics.recordsConsumed < rate * seconds2 { try await Task.sleep(for: .milliseconds(200)) }
+        try await Task.sleep(for: .seconds(4))
+        latencyDaemon.requestStop()
+        _ = try? await running.value
         if let p = latencySink.percentiles() {
             print("e2e: produce -> finding latency over \(p.count) findings: p50 \(p.p50) ms, p99 \(p.p99) ms (includes the producer's linger.ms=20)")
         }

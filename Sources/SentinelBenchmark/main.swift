@@ -40,7 +40,7 @@ if arguments.first == "lines" {
 } else if arguments.first == "e2e" {
     let records = count(1, "records", fallback: 2_000_000)
     let rate = count(2, "rate", fallback: 50_000)
-    endToEndBenchmark(brokers: ProcessEnvironmentValue("SENTINEL_KAFKA_BROKERS") ?? "127.0.0.1:9092", records: records, rate: rate)
+    await endToEndBenchmark(brokers: ProcessEnvironmentValue("SENTINEL_KAFKA_BROKERS") ?? "127.0.0.1:9092", records: records, rate: rate)
 } else {
     coreBenchmark(recordCount: count(0, "records", fallback: 1_000_000), sessionCount: count(1, "sessions", fallback: 10_000))
 }

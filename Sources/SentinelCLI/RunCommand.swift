@@ -5,8 +5,11 @@ import CMCDDetection
 import SentinelAlerts
 import SentinelConfig
 import SentinelDaemon
+import SentinelInflux
+import SentinelSinks
 import SentinelJSON
 import SentinelWebhooks
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -54,13 +57,13 @@ struct RunCommand: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var sinks: [any FindingSink] = []
         if configuration.stdout { sinks.append(StdoutSink()) }
-        var influx: InfluxSink?
         if let settings = configuration.influx {
-            influx = InfluxSink(configuration: settings, metrics: metrics, logger: logger)
-            sinks.append(influx!)
+            let influx = InfluxSink(configuration: settings, logger: logger)
+            sinks.append(influx)
+            // Its writer sends in the background; it shuts down after the daemon, which drains it.
+            services.append(.init(service: influx))
             logger.info("findings\(settings.writeRaw ? " and requests" : "") go to InfluxDB at \(SentinelConfiguration.maskingPassword(settings.url)), database \(settings.database)")
         }
-        defer { influx?.close() }
         var store: AlertStore?
         if let alerts = configuration.alerts {
             do {
@@ -72,18 +75,13 @@ struct RunCommand: AsyncParsableCommand {
             for unknown in routing.unknownEndpoints {
                 logger.warning("route \(unknown): no such webhook in the configuration; the route is not used")
             }
-            sinks.append(AlertSink(store: store!, routing: routing, metrics: metrics, logger: logger))
+            sinks.append(AlertSink(store: store!, notifications: { routing.plan($0, now: $1) }, logger: logger))
             logger.info("alerts go to \(SentinelConfiguration.maskingPassword(alerts.url))")
             if !configuration.webhooks.isEmpty {
                 let dispatcher = WebhookDispatcher(
                     store: store!, endpoints: configuration.webhooks, routes: rules.routes, retentionDays: alerts.retentionDays, logger: logger)
                 metrics.register(source: { dispatcher.renderMetrics() })
-                metrics.register(component: "webhooks") {
-                    // Notifications wait in the outbox: records are committed all the same.
-                    let s = dispatcher.statistics
-                    if s.consecutiveFailures > 0 { return ComponentHealth(.degraded, detail: s.lastFailure, backlog: s.pending) }
-                    return ComponentHealth(.ok, backlog: s.pending)
-                }
+                metrics.register(component: "webhooks") { dispatcher.health }
                 services.append(.init(service: dispatcher))
             }
         }
@@ -98,8 +96,9 @@ struct RunCommand: AsyncParsableCommand {
             options.checkpoints = AlertStoreCheckpoints(store: store, group: configuration.kafka.groupID)
         }
         let daemon = Daemon(configuration: configuration, rules: rules, options: options, sinks: sinks, metrics: metrics, logger: logger)
-        // When the daemon returns (idle exit, or after a graceful stop), the group shuts down.
-        services.append(.init(service: DaemonService(daemon: daemon), successTerminationBehavior: .gracefullyShutdownGroup))
+        // When the daemon returns (idle exit, or after a graceful stop), the group shuts down;
+        // it is the last service, so it is the first to stop.
+        services.append(.init(service: daemon, successTerminationBehavior: .gracefullyShutdownGroup))
         var groupConfiguration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(10)
         do {
@@ -171,18 +170,22 @@ struct ConfigCommand: ParsableCommand {
 
 /// Findings as JSON lines on standard output, written before offsets are committed.
 final class StdoutSink: FindingSink {
-    private let out = OutputBuffer()
+    let name = "stdout"
+    private let out = Mutex(OutputBuffer())
 
     struct WriteError: Error, CustomStringConvertible {
         var description: String { "cannot write findings to standard output: \(String(cString: strerror(errno)))" }
     }
 
-    func write(_ findings: [Finding]) throws {
-        for finding in findings { out.writeLine(finding.jsonLine) }
-        try flush()
+    func write(_ findings: [Finding]) async throws {
+        let written = out.withLock { out in
+            for finding in findings { out.writeLine(finding.jsonLine) }
+            return out.flush()
+        }
+        if !written { throw WriteError() }
     }
 
-    func flush() throws {
-        if !out.flush() { throw WriteError() }
+    func flush() async throws {
+        if !out.withLock({ $0.flush() }) { throw WriteError() }
     }
 }

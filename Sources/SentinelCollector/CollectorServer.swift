@@ -124,12 +124,12 @@ public final class CollectorServer: Sendable {
                 try producer.send(topic: configuration.topic, key: Array(record.key.utf8), value: Array(record.line.utf8), group: group)
             }
         } catch {
-            _ = await group.wait()  // those already queued still report
+            _ = await group.delivered()  // those already queued still report
             counters.withLock { $0.refused += records.count }
             logger.warning("collector: cannot queue reports: \(error)")
             return Self.answer(.serviceUnavailable, "the broker cannot take reports now", extra: [.retryAfter: "1"])
         }
-        if let failure = await group.wait() {
+        if let failure = await group.delivered() {
             counters.withLock { $0.refused += records.count }
             logger.warning("collector: reports not delivered: \(failure)")
             return Self.answer(.serviceUnavailable, "the broker did not confirm the reports", extra: [.retryAfter: "1"])

@@ -2,56 +2,20 @@ import CMCDDetection
 import CMCDRecords
 import Foundation
 import Logging
-import SentinelAlerts
 import SentinelConfig
 import SentinelHTTP
 import SentinelJSON
 import SentinelKafka
+import SentinelSinks
+import ServiceLifecycle
 
-/// Where findings go. The daemon commits Kafka offsets only after `flush` returned, so a sink
-/// must hold everything it was given by then. `flush` throws `SinkPending` when it is still
-/// working on it (the commit waits); any other error is final and stops the daemon uncommitted.
-public protocol FindingSink: AnyObject {
-    /// The sink's name in metrics and logs.
-    var name: String { get }
-    func write(_ findings: [Finding]) throws
-    func flush() throws
-    /// At a graceful stop: wait up to `seconds` for everything to be held.
-    func drain(timeoutSeconds: Double) throws
-}
-
-extension FindingSink {
-    public var name: String { "stdout" }
-    public func drain(timeoutSeconds: Double) throws { try flush() }
-}
-
-/// A sink that also takes every parsed sample (InfluxDB's raw measurement).
-public protocol SampleSink: AnyObject {
-    func record(_ sample: Sample) throws
-}
-
-/// Where the daemon keeps each partition's detection checkpoint (the alerts store, shared by
-/// the daemons of a group on PostgreSQL). Called on the consumer thread: blocking is fine.
-public protocol CheckpointStore: AnyObject, Sendable {
-    func save(_ checkpoints: [DetectionCheckpoint]) throws
-    func load(_ partition: KafkaTopicPartition) throws -> DetectionCheckpoint?
-    func discard(_ partition: KafkaTopicPartition) throws
-}
-
-/// A sink does not hold everything yet but is still trying: commits wait for it.
-public struct SinkPending: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}
-
-/// Consume -> parse -> detect -> sinks, with at-least-once commits.
-///
-/// Runs on the calling thread (never on Swift's cooperative pool: librdkafka's calls
-/// block). One detection engine per assigned partition: sessions are keyed by session id on
-/// the topic, so a session lives in one partition, and a revoked partition's sessions can be
-/// dropped whole.
-// Unchecked: its state belongs to the one thread that calls `run` (rebalances arrive there too).
-public final class Daemon: @unchecked Sendable {
+/// Consume -> parse -> detect -> sinks, with at-least-once commits: a ServiceLifecycle
+/// service. The loop runs on a thread of its own (`DedicatedThreadExecutor`: librdkafka's
+/// calls block, and Swift's cooperative pool must not), parses and detects each polled record
+/// synchronously and awaits the sinks once per batch of findings. A graceful shutdown
+/// (SIGTERM/SIGINT through the service group) or cancellation asks it to stop; it then
+/// finishes the record in hand, flushes, commits and closes before `run` returns.
+public final class Daemon: Service {
     public struct Options: Sendable {
         /// How often processed offsets are committed.
         public var commitIntervalSeconds: Double = 1
@@ -67,11 +31,84 @@ public final class Daemon: @unchecked Sendable {
     let rules: DetectionRules
     let options: Options
     let sinks: [any FindingSink]
-    let sampleSinks: [any SampleSink]
+    let recordSinks: [any RecordSink]
     public let metrics: DaemonMetrics
     let logger: Logger
+    private let stop = StopFlag()
 
-    // State owned by the consuming thread (rebalance events arrive on it, during poll).
+    public init(
+        configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sinks: [any FindingSink],
+        metrics: DaemonMetrics = DaemonMetrics(), logger: Logger = Logger(label: "cmcd-sentinel")
+    ) {
+        self.configuration = configuration
+        self.rules = rules
+        self.options = options
+        self.sinks = sinks
+        self.recordSinks = sinks.compactMap { $0 as? any RecordSink }
+        self.metrics = metrics
+        self.logger = logger
+        for sink in sinks {
+            if let reporting = sink as? any HealthReporting { metrics.register(component: sink.name) { reporting.health } }
+            if let reporting = sink as? any MetricsReporting { metrics.register(source: { reporting.renderMetrics() }) }
+        }
+    }
+
+    /// Runs until the group shuts down gracefully, the task is cancelled, `requestStop` is
+    /// called or the idle limit passes; then finishes in-flight records, flushes the sinks,
+    /// commits and closes the consumer.
+    public func run() async throws {
+        let stop = self.stop
+        let executor = DedicatedThreadExecutor()
+        do {
+            try await withTaskCancellationHandler {
+                try await withGracefulShutdownHandler {
+                    try await withTaskExecutorPreference(executor) {
+                        let loop = ConsumeLoop(daemon: self)
+                        try await loop.run(stop: stop)
+                    }
+                } onGracefulShutdown: {
+                    stop.set()
+                }
+            } onCancel: {
+                stop.set()
+            }
+        } catch {
+            await executor.shutdown()
+            throw error
+        }
+        await executor.shutdown()
+    }
+
+    /// Asks a running daemon to stop as a graceful shutdown does.
+    public func requestStop() { stop.set() }
+
+    /// The librdkafka properties the daemon uses (configuration properties win).
+    var kafkaProperties: [String: String] {
+        var properties = [
+            "bootstrap.servers": configuration.kafka.brokers,
+            "group.id": configuration.kafka.groupID,
+            "auto.offset.reset": "earliest",
+            "statistics.interval.ms": "5000",
+            "fetch.wait.max.ms": "50",  // alerting wants records promptly, not in big late batches
+            "client.id": "cmcd-sentinel",
+        ]
+        if !configuration.kafka.instanceID.isEmpty { properties["group.instance.id"] = configuration.kafka.instanceID }
+        properties.merge(configuration.kafka.properties) { _, configured in configured }
+        return properties
+    }
+
+}
+
+/// The consume loop's state, owned by the one task that runs it (on the daemon's executor).
+final class ConsumeLoop {
+    let daemon: Daemon
+    var configuration: SentinelConfiguration { daemon.configuration }
+    var rules: DetectionRules { daemon.rules }
+    var options: Daemon.Options { daemon.options }
+    var sinks: [any FindingSink] { daemon.sinks }
+    var metrics: DaemonMetrics { daemon.metrics }
+    var logger: Logger { daemon.logger }
+
     private var parser: RecordParser
     private var engines: [KafkaTopicPartition: DetectionEngine] = [:]
     /// Live sessions over all engines: `sessions.max_live_sessions` bounds the daemon, not
@@ -91,54 +128,24 @@ public final class Daemon: @unchecked Sendable {
     private var lastPendingLog = 0.0
     /// Findings not yet handed to the sinks (see `ConsumeStateMachine.afterPoll`).
     private var heldFindings: [Finding] = []
+    /// Records given to the record sinks since they were last asked for room.
+    private var recordsSinceRoomCheck = 0
 
-    public convenience init(
-        configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sink: any FindingSink,
-        metrics: DaemonMetrics = DaemonMetrics(), logger: Logger = Logger(label: "cmcd-sentinel")
-    ) {
-        self.init(configuration: configuration, rules: rules, options: options, sinks: [sink], metrics: metrics, logger: logger)
-    }
-
-    public init(
-        configuration: SentinelConfiguration, rules: DetectionRules, options: Options, sinks: [any FindingSink],
-        metrics: DaemonMetrics = DaemonMetrics(), logger: Logger = Logger(label: "cmcd-sentinel")
-    ) {
-        self.configuration = configuration
-        self.rules = rules
-        self.options = options
-        self.sinks = sinks
-        self.sampleSinks = sinks.compactMap { $0 as? any SampleSink }
-        self.metrics = metrics
-        self.logger = logger
-        parser = RecordParser(configuration: .init(format: configuration.input.format, fields: configuration.input.fields))
+    init(daemon: Daemon) {
+        self.daemon = daemon
+        parser = RecordParser(configuration: .init(format: daemon.configuration.input.format, fields: daemon.configuration.input.fields))
         var policy = ConsumeStateMachine.Configuration()
-        policy.commitIntervalSeconds = options.commitIntervalSeconds
-        policy.exitWhenIdleSeconds = options.exitWhenIdleSeconds
-        policy.checkpoints = options.checkpoints != nil
+        policy.commitIntervalSeconds = daemon.options.commitIntervalSeconds
+        policy.exitWhenIdleSeconds = daemon.options.exitWhenIdleSeconds
+        policy.checkpoints = daemon.options.checkpoints != nil
         machine = ConsumeStateMachine(configuration: policy, now: monotonicSeconds())
     }
 
-    /// The librdkafka properties the daemon uses (configuration properties win).
-    var kafkaProperties: [String: String] {
-        var properties = [
-            "bootstrap.servers": configuration.kafka.brokers,
-            "group.id": configuration.kafka.groupID,
-            "auto.offset.reset": "earliest",
-            "statistics.interval.ms": "5000",
-            "fetch.wait.max.ms": "50",  // alerting wants records promptly, not in big late batches
-            "client.id": "cmcd-sentinel",
-        ]
-        if !configuration.kafka.instanceID.isEmpty { properties["group.instance.id"] = configuration.kafka.instanceID }
-        properties.merge(configuration.kafka.properties) { _, configured in configured }
-        return properties
-    }
-
-    /// Runs until `shouldStop` returns true (checked every 100 ms) or the idle limit passes;
-    /// then finishes in-flight records, flushes the sinks, commits and closes the consumer.
-    public func run(shouldStop: () -> Bool) throws {
-        let events = EventRelay()
+    /// Runs until `stop` is set (checked every 100 ms at least) or the idle limit passes; then
+    /// finishes in-flight records, flushes the sinks, commits and closes the consumer.
+    func run(stop: StopFlag) async throws {
         let fetching = self.fetching
-        let consumer = try KafkaConsumer(properties: kafkaProperties, logger: logger) { [metrics] event in
+        let consumer = try KafkaConsumer(properties: daemon.kafkaProperties, logger: logger) { [metrics] event in
             switch event {
             case .error(let error, _):
                 metrics.recordKafkaError(error.message)
@@ -149,42 +156,32 @@ public final class Daemon: @unchecked Sendable {
                 DaemonMetrics.recordLag(fromStatistics: json, into: metrics)
                 fetching.recordStatistics(json)
             case .assigned, .revoked:
-                events.handle(event)
+                break  // handed over by `nextRebalance`
             }
         }
+        consumer.defersRebalances = true
         self.consumer = consumer
-        if options.checkpoints != nil {
-            consumer.startingOffsets = { [unowned self] partitions in restoreCheckpoints(partitions) }
-        }
         if !configuration.kafka.deadLetterTopic.isEmpty {
-            var properties = kafkaProperties
+            var properties = daemon.kafkaProperties
             for consumerOnly in ["group.id", "group.instance.id", "auto.offset.reset", "fetch.wait.max.ms"] { properties[consumerOnly] = nil }
             deadLetters = try KafkaProducer(properties: properties, logger: logger)
         }
-        events.handler = { [unowned self] event in
-            switch event {
-            case .assigned(let partitions): assign(partitions)
-            case .revoked(let partitions): revoke(partitions)
-            default: break
-            }
-        }
-        defer { events.handler = nil }
-
         let topic = configuration.kafka.topic
         if configuration.kafka.partitions.isEmpty {
             try consumer.subscribe([topic])
             logger.info("consuming \(topic) as group \(configuration.kafka.groupID) from \(configuration.kafka.brokers)")
         } else {
             let partitions = configuration.kafka.partitions.map { KafkaTopicPartition(topic: topic, partition: $0) }
-            let restored = options.checkpoints == nil ? [:] : restoreCheckpoints(partitions)
+            let restored = await restoreCheckpoints(partitions)
             try consumer.assign(partitions.map { ($0, offset: restored[$0]) })
             assign(partitions)
             logger.info("consuming \(partitions.map(\.description).joined(separator: ", ")) from \(configuration.kafka.brokers)")
         }
 
         machine.started(now: monotonicSeconds())
-        while !shouldStop() {
+        while !stop.isSet {
             let message = try consumer.poll(timeoutMs: machine.pollTimeoutMs(heldFindings: heldFindings.count))
+            try await completeRebalances(consumer)
             let now = monotonicSeconds()
             let held = heldFindings.count
             if let message {
@@ -200,9 +197,14 @@ public final class Daemon: @unchecked Sendable {
                 countLiveSessions()
             }
             let actions = machine.afterPoll(recordPolled: message != nil, heldBefore: held, heldNow: heldFindings.count, now: now)
-            if actions.emitFindings { try emitHeldFindings() }
+            if actions.emitFindings { try await emitHeldFindings() }
+            if !daemon.recordSinks.isEmpty, recordsSinceRoomCheck >= 1_000 || (message == nil && recordsSinceRoomCheck > 0) {
+                // Backpressure: a full sink (InfluxDB behind) holds the loop here.
+                recordsSinceRoomCheck = 0
+                for sink in daemon.recordSinks { try await sink.waitForRoom() }
+            }
             if actions.publishMetrics { publishMetrics() }
-            if actions.commit { commitPending() }
+            if actions.commit { await commitPending() }
             if let sinkFailure { throw sinkFailure }
             if actions.stopIdle {
                 logger.info("no record for \(machine.configuration.exitWhenIdleSeconds ?? 0) s: stopping")
@@ -213,12 +215,12 @@ public final class Daemon: @unchecked Sendable {
         // consumer leaves the group (revoking through `revoke`, which commits again). A sink
         // that cannot take everything in time leaves those records uncommitted for next time.
         var unflushed: (any Error)?
-        do { try emitHeldFindings() } catch { unflushed = error }
+        do { try await emitHeldFindings() } catch { unflushed = error }
         for sink in sinks {
             // Within the service group's 10 s for a graceful shutdown.
-            do { try sink.drain(timeoutSeconds: 8) } catch { unflushed = unflushed ?? error }
+            do { try await sink.drain(timeoutSeconds: 8) } catch { unflushed = unflushed ?? error }
         }
-        if unflushed == nil { commitPending(everything: true) }
+        if unflushed == nil { await commitPending(everything: true) }
         consumer.close()
         publishMetrics()
         self.consumer = nil
@@ -256,9 +258,10 @@ public final class Daemon: @unchecked Sendable {
                 switch outcome {
                 case .sample(var sample):
                     sample.position = message.offset
-                    if !sampleSinks.isEmpty, sampleSinkError == nil {
+                    if !daemon.recordSinks.isEmpty, sampleSinkError == nil {
+                        recordsSinceRoomCheck += 1
                         do {
-                            for sink in sampleSinks { try sink.record(sample) }
+                            for sink in daemon.recordSinks { try sink.record(sample) }
                         } catch {
                             sampleSinkError = error
                         }
@@ -285,11 +288,11 @@ public final class Daemon: @unchecked Sendable {
     }
 
     /// Hands the held findings to every sink, in the order they were found.
-    private func emitHeldFindings() throws {
+    private func emitHeldFindings() async throws {
         guard !heldFindings.isEmpty else { return }
         for sink in sinks {
             let start = monotonicSeconds()
-            try sink.write(heldFindings)
+            try await sink.write(heldFindings)
             metrics.recordOutput(sink: sink.name, seconds: monotonicSeconds() - start)
         }
         heldFindings.removeAll(keepingCapacity: true)
@@ -303,7 +306,7 @@ public final class Daemon: @unchecked Sendable {
     /// its last handled record, so that a restart resumes from there (see `restoreCheckpoints`)
     /// and the conservative commit is only the fallback where no checkpoint can be read.
     /// A failed commit or checkpoint is counted and retried next time.
-    private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, everything: Bool = false, force: Bool = false) {
+    private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, everything: Bool = false, force: Bool = false) async {
         guard let consumer else { return }
         var plan = machine.planCommit(only: partitions, everything: everything, force: force, now: monotonicSeconds()) { engines[$0]?.restartPosition() }
         plan.checkpoints = plan.checkpoints.filter { engines[$0.key] != nil }
@@ -312,8 +315,8 @@ public final class Daemon: @unchecked Sendable {
         let due = plan.checkpoints
         do {
             // The findings of the records about to be committed must be in the sinks first.
-            try emitHeldFindings()
-            for sink in sinks { try sink.flush() }
+            try await emitHeldFindings()
+            for sink in sinks { try await sink.flush() }
         } catch let pending as SinkPending {
             metrics.recordCommitDeferred()
             if monotonicSeconds() - lastPendingLog >= 10 {
@@ -332,7 +335,7 @@ public final class Daemon: @unchecked Sendable {
                 DetectionCheckpoint(topic: tp.topic, partition: tp.partition, nextOffset: due[tp]!, state: engines[tp]!.checkpoint())
             }
             do {
-                try store.save(checkpoints)
+                try await store.save(checkpoints)
                 let took = monotonicSeconds() - start
                 machine.checkpointsSaved(due, startedAt: start, took: took)
                 metrics.recordCheckpoint(success: true, seconds: took, bytes: checkpoints.reduce(0) { $0 + $1.state.count })
@@ -364,13 +367,13 @@ public final class Daemon: @unchecked Sendable {
     /// starts at the checkpoint's offset. A checkpoint behind the committed offset (another
     /// daemon moved on meanwhile) or unreadable (another version) is dropped, and that
     /// partition starts at its committed offset as without checkpoints.
-    private func restoreCheckpoints(_ partitions: [KafkaTopicPartition]) -> [KafkaTopicPartition: Int64] {
+    private func restoreCheckpoints(_ partitions: [KafkaTopicPartition]) async -> [KafkaTopicPartition: Int64] {
         guard let store = options.checkpoints else { return [:] }
         var starts: [KafkaTopicPartition: Int64] = [:]
         var committedOffsets: [KafkaTopicPartition: Int64?]?
         for tp in partitions {
             do {
-                guard let checkpoint = try store.load(tp) else { continue }
+                guard let checkpoint = try await store.load(topic: tp.topic, partition: tp.partition) else { continue }
                 if committedOffsets == nil { committedOffsets = (try? consumer?.committed(partitions, timeoutMs: 5_000)) ?? [:] }
                 if let committed = committedOffsets?[tp] ?? nil, committed > checkpoint.nextOffset {
                     logger.info("\(tp): checkpoint at \(checkpoint.nextOffset) is behind the committed offset \(committed): not used")
@@ -384,7 +387,7 @@ public final class Daemon: @unchecked Sendable {
                 logger.info("\(tp): resumed at offset \(checkpoint.nextOffset) with \(engine.liveSessionCount) live sessions from its checkpoint")
             } catch let invalid as EngineCheckpoint.Invalid {
                 logger.warning("\(tp): checkpoint not usable (\(invalid)); starting at the committed offset")
-                try? store.discard(tp)
+                try? await store.discard(topic: tp.topic, partition: tp.partition)
             } catch {
                 // The store could not be read (down, say): the checkpoint may be fine; keep it.
                 logger.warning("\(tp): checkpoint could not be read (\(error)); starting at the committed offset")
@@ -400,11 +403,27 @@ public final class Daemon: @unchecked Sendable {
         publishMetrics()
     }
 
-    private func revoke(_ partitions: [KafkaTopicPartition]) {
+    /// Carries out the rebalances `poll` handed over: an assignment starts where the
+    /// checkpoints say; a revocation commits first.
+    private func completeRebalances(_ consumer: KafkaConsumer) async throws {
+        while let rebalance = consumer.nextRebalance() {
+            switch rebalance {
+            case .assign(let partitions):
+                let starts = await restoreCheckpoints(partitions)
+                try consumer.completeAssignment(partitions, offsets: starts)
+                assign(partitions)
+            case .revoke(let partitions):
+                await revoke(partitions)
+                try consumer.completeRevocation(partitions)
+            }
+        }
+    }
+
+    private func revoke(_ partitions: [KafkaTopicPartition]) async {
         // Commit no further than the state needs: the new owner replays from there, rebuilds
         // the sessions and carries their episodes on (repeats have the same ids), or resumes
         // from the checkpoint saved here when it shares the store.
-        commitPending(only: Set(partitions), force: true)
+        await commitPending(only: Set(partitions), force: true)
         for tp in partitions {
             if let engine = engines.removeValue(forKey: tp) { retiredStatistics.add(engine.statistics) }
         }
@@ -430,13 +449,6 @@ public final class Daemon: @unchecked Sendable {
             skipped: parser.statistics.skipped, memberErrors: parser.statistics.memberErrors, deadLetters: deadLettersSent, detection: total, liveSessions: live,
             assigned: engines.keys.sorted().map(\.description))
     }
-}
-
-/// Passes rebalance events from the consumer's callback to the daemon (same thread).
-// Unchecked: set and called on the consumer thread only (librdkafka calls back during poll).
-final class EventRelay: @unchecked Sendable {
-    var handler: ((KafkaEvent) -> Void)?
-    func handle(_ event: KafkaEvent) { handler?(event) }
 }
 
 extension DaemonMetrics {

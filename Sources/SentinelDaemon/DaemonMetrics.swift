@@ -2,6 +2,7 @@ import CMCDDetection
 import CMCDRecords
 import Foundation
 import SentinelJSON
+import SentinelSinks
 import Synchronization
 
 /// The daemon's counters, shared between the consuming thread (which writes them) and the
@@ -231,31 +232,5 @@ public final class DaemonMetrics: @unchecked Sendable {
 
     static func escape(_ s: String) -> String {
         s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
-    }
-}
-
-/// One component's state for `/healthz`.
-public struct ComponentHealth: Sendable, Equatable {
-    public enum Status: String, Sendable, Comparable {
-        /// Working.
-        case ok
-        /// Failing, but records are still committed (retrying, or a backlog that waits).
-        case degraded
-        /// Records wait on it and it cannot take them.
-        case down
-
-        var rank: Int { self == .ok ? 0 : (self == .degraded ? 1 : 2) }
-        public static func < (a: Status, b: Status) -> Bool { a.rank < b.rank }
-    }
-
-    public var status: Status
-    public var detail: String?
-    /// What waits on it (points, notifications), when it counts any.
-    public var backlog: Int?
-
-    public init(_ status: Status, detail: String? = nil, backlog: Int? = nil) {
-        self.status = status
-        self.detail = detail
-        self.backlog = backlog
     }
 }

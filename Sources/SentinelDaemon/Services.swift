@@ -1,43 +1,24 @@
-import Foundation
-import Logging
-import ServiceLifecycle
+import NIOCore
+import NIOPosix
 import Synchronization
 
-/// The daemon as a ServiceLifecycle service. Its blocking consume loop runs on a thread of
-/// its own (librdkafka blocks; Swift's cooperative pool must not), and a graceful shutdown
-/// (SIGTERM/SIGINT through the service group) or cancellation asks it to stop; it then
-/// finishes the record in hand, flushes, commits and closes before `run` returns.
-// Unchecked: it hands the daemon to the one thread that runs it, and shares only `stop`.
-public final class DaemonService: Service, @unchecked Sendable {
-    private let daemon: Daemon
-    private let stop = StopFlag()
+/// A task executor with a thread of its own, for code that makes blocking C calls (librdkafka's
+/// poll and commit): a task that prefers it (`withTaskExecutorPreference`) runs its
+/// synchronous parts there, never on Swift's cooperative pool. The thread is a one-thread
+/// NIO event loop group, used for nothing else.
+final class DedicatedThreadExecutor: TaskExecutor {
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private let loop: any EventLoop
 
-    public init(daemon: Daemon) { self.daemon = daemon }
+    init() { loop = group.next() }
 
-    public func run() async throws {
-        let stop = self.stop
-        let daemon = self.daemon
-        try await withTaskCancellationHandler {
-            try await withGracefulShutdownHandler {
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-                    let thread = Thread {
-                        do {
-                            try daemon.run(shouldStop: { stop.isSet })
-                            continuation.resume()
-                        } catch {
-                            continuation.resume(throwing: error)
-                        }
-                    }
-                    thread.name = "cmcd-sentinel-consumer"
-                    thread.start()
-                }
-            } onGracefulShutdown: {
-                stop.set()
-            }
-        } onCancel: {
-            stop.set()
-        }
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
+
+    /// Stops the thread (once no task prefers the executor any more).
+    func shutdown() async { try? await group.shutdownGracefully() }
 }
 
 /// A flag set from any thread, read by the consume loop.

@@ -78,21 +78,6 @@ public struct HTTPAttempt: Sendable {
         }
     }
 
-    /// The same, blocking the calling thread on the client's event loop: for threads of our
-    /// own, which must not depend on Swift's concurrency pool being free.
-    public func sendBlocking(with client: HTTPClient, timeoutMs: Int64, now: Date = Date()) -> DeliveryOutcome {
-        do {
-            var requestHeaders = HTTPHeaders()
-            for (name, value) in headers { requestHeaders.add(name: name, value: value) }
-            let request = try HTTPClient.Request(url: url, method: method, headers: requestHeaders, body: .bytes(body))
-            let response = try client.execute(request: request, deadline: .now() + .milliseconds(timeoutMs)).wait()
-            let text = response.body.map { String(buffer: $0) } ?? ""
-            return Self.classify(status: Int(response.status.code), headers: response.headers, body: text, now: now)
-        } catch {
-            return .retry(status: nil, reason: Self.describe(error), retryAfterMs: nil)
-        }
-    }
-
     static func classify(status: Int, headers: HTTPHeaders, body: String, now: Date) -> DeliveryOutcome {
         let snippet = String(body.prefix(4096)).trimmingCharacters(in: .whitespacesAndNewlines)
         let reason = "HTTP \(status)\(snippet.isEmpty ? "" : ": \(snippet)")"
@@ -158,24 +143,6 @@ public func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
-/// Runs `body` on Swift's concurrency pool and blocks the calling thread until it returns.
-/// Only for threads of our own (the daemon's consumer thread, the Influx sender), never from
-/// inside a task: that could starve the pool.
-public func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-    let box = ResultBox<T>()
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
-        done.signal()
-    }
-    done.wait()
-    return try box.result!.get()
-}
-
-private final class ResultBox<T: Sendable>: @unchecked Sendable {
-    var result: Result<T, any Error>?
 }
 
 /// `application/x-www-form-urlencoded` and URL query text, strict: everything but the

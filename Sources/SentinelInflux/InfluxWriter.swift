@@ -5,6 +5,8 @@ import Logging
 import NIOCore
 import SentinelConfig
 import SentinelHTTP
+import ServiceLifecycle
+import Synchronization
 
 /// Why InfluxDB did not take a batch, finally: the daemon must not commit its records.
 public struct InfluxWriteError: Error, Sendable, CustomStringConvertible {
@@ -12,12 +14,14 @@ public struct InfluxWriteError: Error, Sendable, CustomStringConvertible {
     public var description: String { "InfluxDB write failed: \(message)" }
 }
 
-/// Writes line protocol to InfluxDB in batches (by point count and by age) from a thread of
-/// its own. The buffer is bounded: when it is full, `append` waits (backpressure). 5xx, 429,
-/// timeouts and connection errors are retried with backoff for up to `max_retry_ms`; any other
-/// answer, or running out of time, is a final failure that every later call reports, so
-/// nothing is dropped silently and the daemon never commits records InfluxDB does not hold.
-public final class InfluxWriter: @unchecked Sendable {
+/// Writes line protocol to InfluxDB in batches (by point count and by age). The buffer is
+/// bounded: `append` never waits, and `waitForRoom` suspends while it is full (backpressure).
+/// 5xx, 429, timeouts and connection errors are retried with backoff for up to `max_retry_ms`;
+/// any other answer, or running out of time, is a final failure that every later call
+/// reports, so nothing is dropped silently and the daemon never commits records InfluxDB does
+/// not hold. The batches are sent by `run`, a Service: run it in the service group (or a task)
+/// for as long as the writer is used.
+public final class InfluxWriter: Service, Sendable {
     /// Counters for `/metrics`.
     public struct Statistics: Sendable, Equatable {
         public var pointsWritten = 0
@@ -34,127 +38,191 @@ public final class InfluxWriter: @unchecked Sendable {
         var points = 0
     }
 
+    /// Everything the appenders and the sender share.
+    struct State {
+        var filling = Batch()
+        var fillingSince = 0.0
+        var sealed: [Batch] = []
+        var sendingPoints = 0
+        var finalError: InfluxWriteError?
+        var closed = false
+        var stats = Statistics()
+        var resolvedAPI: SentinelConfiguration.Influx.API?
+
+        var buffered: Int { filling.points + sendingPoints + sealed.reduce(0) { $0 + $1.points } }
+        /// Nothing waits to be written or is being written.
+        var isIdle: Bool { filling.points == 0 && sealed.isEmpty && sendingPoints == 0 }
+
+        mutating func seal() {
+            sealed.append(filling)
+            filling = Batch()
+        }
+    }
+
     let configuration: SentinelConfiguration.Influx
     let logger: Logger
     private let client: HTTPClient
-    private let condition = NSCondition()
-    // Guarded by `condition`.
-    private var filling = Batch()
-    private var fillingSince = 0.0
-    private var sealed: [Batch] = []
-    private var sendingPoints = 0
-    private var finalError: InfluxWriteError?
-    private var closed = false
-    private var stats = Statistics()
-    private var resolvedAPI: SentinelConfiguration.Influx.API?
-    private var thread: Thread?
+    private let state: Mutex<State>
+    /// Wakes the sender when a batch is sealed or the writer closes.
+    private let wakeups: AsyncStream<Void>
+    private let wake: AsyncStream<Void>.Continuation
 
     public init(configuration: SentinelConfiguration.Influx, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
         client = HTTPClientOptions(timeoutMs: configuration.timeoutMs, verifyTLS: configuration.verifyTLS).makeClient()
-        resolvedAPI = configuration.api == .auto ? nil : configuration.api
-        let thread = Thread { [unowned self] in senderLoop() }
-        thread.name = "cmcd-sentinel-influx"
-        self.thread = thread
-        thread.start()
+        var initial = State()
+        initial.resolvedAPI = configuration.api == .auto ? nil : configuration.api
+        state = Mutex(initial)
+        (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
-    deinit { try? client.syncShutdown() }
+    deinit {
+        let client = self.client
+        Task { try? await client.shutdown() }
+    }
 
-    /// Adds one point, written by `encode` as one line (ending in a newline). Waits while the
-    /// buffer is full; throws once a write has finally failed.
+    /// Adds one point, written by `encode` as one line (ending in a newline), without waiting;
+    /// throws once a write has finally failed.
     public func append(_ encode: (inout [UInt8]) -> Void) throws(InfluxWriteError) {
-        condition.lock()
-        defer { condition.unlock() }
-        while finalError == nil, !closed, buffered >= configuration.maxBufferedPoints { condition.wait() }
-        if let finalError { throw finalError }
-        if filling.points == 0 { fillingSince = monotonicSeconds() }
-        encode(&filling.bytes)
-        filling.points += 1
-        if filling.points >= configuration.batchSize { seal() }
+        let sealed = try state.withLock { (s: inout State) throws(InfluxWriteError) -> Bool in
+            if let finalError = s.finalError { throw finalError }
+            if s.filling.points == 0 { s.fillingSince = monotonicSeconds() }
+            encode(&s.filling.bytes)
+            s.filling.points += 1
+            guard s.filling.points >= configuration.batchSize else { return false }
+            s.seal()
+            return true
+        }
+        if sealed { wake.yield() }
+    }
+
+    /// Returns once fewer than `max_buffered_points` points wait (at once if so); throws once a
+    /// write has finally failed.
+    public func waitForRoom() async throws(InfluxWriteError) {
+        while true {
+            let full = try state.withLock { (s: inout State) throws(InfluxWriteError) -> Bool in
+                if let finalError = s.finalError { throw finalError }
+                return !s.closed && s.buffered >= configuration.maxBufferedPoints
+            }
+            guard full else { return }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     /// Waits up to `seconds` until InfluxDB holds every point appended so far. Returns false
     /// if it does not yet (writes are being retried); throws if a write finally failed.
-    public func flush(waitingUpTo seconds: Double) throws(InfluxWriteError) -> Bool {
-        let deadline = Date(timeIntervalSinceNow: seconds)
-        condition.lock()
-        defer { condition.unlock() }
-        if filling.points > 0 { seal() }
-        while finalError == nil, !sealed.isEmpty || sendingPoints > 0 {
-            if !condition.wait(until: deadline) { break }
+    public func flush(waitingUpTo seconds: Double) async throws(InfluxWriteError) -> Bool {
+        let deadline = monotonicSeconds() + seconds
+        let sealedNow = state.withLock { s in
+            guard s.filling.points > 0 else { return false }
+            s.seal()
+            return true
         }
-        if let finalError { throw finalError }
-        return sealed.isEmpty && sendingPoints == 0
+        if sealedNow { wake.yield() }
+        while true {
+            let idle = try state.withLock { (s: inout State) throws(InfluxWriteError) -> Bool in
+                if let finalError = s.finalError { throw finalError }
+                return s.sealed.isEmpty && s.sendingPoints == 0
+            }
+            if idle { return true }
+            if monotonicSeconds() >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(min(5, max(1, Int((deadline - monotonicSeconds()) * 1000)))))
+        }
     }
 
     /// Stops the sender (abandoning retries in progress: their records stay uncommitted).
     public func close() {
-        condition.lock()
-        closed = true
-        condition.broadcast()
-        condition.unlock()
-        while thread?.isFinished == false { usleep(5_000) }
+        state.withLock { $0.closed = true }
+        wake.yield()
     }
 
     public var statistics: Statistics {
-        condition.lock()
-        defer { condition.unlock() }
-        var s = stats
-        s.bufferedPoints = buffered
-        s.failed = finalError != nil
-        return s
-    }
-
-    private var buffered: Int { filling.points + sendingPoints + sealed.reduce(0) { $0 + $1.points } }
-
-    private func seal() {
-        sealed.append(filling)
-        filling = Batch()
-        condition.broadcast()
+        state.withLock { s in
+            var stats = s.stats
+            stats.bufferedPoints = s.buffered
+            stats.failed = s.finalError != nil
+            return stats
+        }
     }
 
     // MARK: - Sending
 
-    private func senderLoop() {
-        condition.lock()
-        while true {
-            if sealed.isEmpty, filling.points > 0, monotonicSeconds() - fillingSince >= Double(configuration.flushIntervalMs) / 1000 {
-                seal()
-            }
-            if closed, sealed.isEmpty || finalError != nil { break }
-            guard finalError == nil, !sealed.isEmpty else {
-                _ = condition.wait(until: Date(timeIntervalSinceNow: 0.05))
-                continue
-            }
-            let batch = sealed.removeFirst()
-            sendingPoints = batch.points
-            condition.unlock()
-            let result = write(batch)
-            condition.lock()
-            sendingPoints = 0
-            switch result {
-            case .success(let seconds):
-                stats.pointsWritten += batch.points
-                stats.batchesWritten += 1
-                stats.writeSeconds += seconds
-            case .failure(let error):
-                if closed, finalError == nil {
-                    sealed.insert(batch, at: 0)  // abandoned at shutdown: not written, not committed
-                } else {
-                    finalError = error
-                    stats.lastError = error.message
-                    logger.error("\(error); \(batch.points) points not written, their records will not be committed")
-                }
-            }
-            condition.broadcast()
-        }
-        condition.unlock()
+    /// What the sender does next.
+    enum Step {
+        case send(Batch)
+        /// Nothing is waiting: sleep until woken.
+        case idle
+        /// Points are filling a batch: look again after this many milliseconds.
+        case wait(Int)
+        case stop
     }
 
-    /// Sends one batch, retrying what can be retried. Runs on the sender thread.
-    private func write(_ batch: Batch) -> Result<Double, InfluxWriteError> {
+    /// The sender: sends sealed batches one at a time, seals a batch once its oldest point is
+    /// `flush_interval_ms` old, and returns when the writer is closed (or at the group's
+    /// graceful shutdown, or when cancelled), after the batch in hand.
+    public func run() async {
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                await sendLoop()
+            } onCancel: {
+                self.close()
+            }
+        } onGracefulShutdown: {
+            self.close()
+        }
+        try? await client.shutdown()
+    }
+
+    private func sendLoop() async {
+        var wakeups = self.wakeups.makeAsyncIterator()
+        let interval = Double(configuration.flushIntervalMs) / 1000
+        while true {
+            let step = state.withLock { s -> Step in
+                if s.sealed.isEmpty, s.filling.points > 0, monotonicSeconds() - s.fillingSince >= interval { s.seal() }
+                if s.closed, s.sealed.isEmpty || s.finalError != nil { return .stop }
+                guard s.finalError == nil else { return .idle }
+                if !s.sealed.isEmpty {
+                    let batch = s.sealed.removeFirst()
+                    s.sendingPoints = batch.points
+                    return .send(batch)
+                }
+                if s.filling.points > 0 { return .wait(max(1, Int((s.fillingSince + interval - monotonicSeconds()) * 1000))) }
+                return .idle
+            }
+            switch step {
+            case .stop:
+                return
+            case .idle:
+                _ = await wakeups.next()
+            case .wait(let ms):
+                // Woken early when a batch fills up; otherwise when the filling one is due.
+                try? await Task.sleep(for: .milliseconds(min(ms, 20)))
+            case .send(let batch):
+                let result = await write(batch)
+                state.withLock { s in
+                    s.sendingPoints = 0
+                    switch result {
+                    case .success(let seconds):
+                        s.stats.pointsWritten += batch.points
+                        s.stats.batchesWritten += 1
+                        s.stats.writeSeconds += seconds
+                    case .failure(let error):
+                        if s.closed, s.finalError == nil {
+                            s.sealed.insert(batch, at: 0)  // abandoned at shutdown: not written, not committed
+                        } else {
+                            s.finalError = error
+                            s.stats.lastError = error.message
+                            logger.error("\(error); \(batch.points) points not written, their records will not be committed")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends one batch, retrying what can be retried.
+    private func write(_ batch: Batch) async -> Result<Double, InfluxWriteError> {
         let start = monotonicSeconds()
         let backoff = Backoff(baseMs: 500, capMs: 30_000)
         var attempts = 0
@@ -162,7 +230,8 @@ public final class InfluxWriter: @unchecked Sendable {
         while true {
             let outcome: DeliveryOutcome
             do {
-                outcome = try makeRequest(body: body).sendBlocking(with: client, timeoutMs: configuration.timeoutMs)
+                let request = try await makeRequest(body: body)
+                outcome = await request.send(with: client, timeoutMs: configuration.timeoutMs)
             } catch {
                 outcome = .retry(status: nil, reason: "\(error)", retryAfterMs: nil)
             }
@@ -179,31 +248,33 @@ public final class InfluxWriter: @unchecked Sendable {
                     return .failure(InfluxWriteError(message: "\(reason) (still failing after \(attempts) attempts in \(elapsedMs / 1000) s)"))
                 }
                 let delay = backoff.delayMs(afterAttempts: attempts, retryAfterMs: retryAfter)
-                condition.lock()
-                stats.retries += 1
-                stats.lastError = reason
-                condition.unlock()
+                state.withLock { s in
+                    s.stats.retries += 1
+                    s.stats.lastError = reason
+                }
                 logger.warning("InfluxDB write failed (\(reason)); retry \(attempts) in \(delay) ms")
-                if !sleep(milliseconds: delay) {
+                if !(await sleep(milliseconds: delay)) {
                     return .failure(InfluxWriteError(message: "\(reason) (given up at shutdown)"))
                 }
             }
         }
     }
 
-    /// Sleeps unless closed meanwhile; false when closed.
-    private func sleep(milliseconds: Int64) -> Bool {
-        let deadline = Date(timeIntervalSinceNow: Double(milliseconds) / 1000)
-        condition.lock()
-        defer { condition.unlock() }
-        while !closed, condition.wait(until: deadline) {}
-        return !closed
+    /// Sleeps unless closed meanwhile (looking every 50 ms); false when closed.
+    private func sleep(milliseconds: Int64) async -> Bool {
+        let deadline = monotonicSeconds() + Double(milliseconds) / 1000
+        while !state.withLock({ $0.closed }) {
+            let left = deadline - monotonicSeconds()
+            if left <= 0 { return true }
+            try? await Task.sleep(for: .milliseconds(Int(min(left, 0.05) * 1000) + 1))
+        }
+        return false
     }
 
     struct RequestError: Error, CustomStringConvertible { var description: String }
 
-    private func makeRequest(body: [UInt8]) throws -> HTTPAttempt {
-        let api = try resolveAPI()
+    private func makeRequest(body: [UInt8]) async throws -> HTTPAttempt {
+        let api = try await resolveAPI()
         let base = configuration.baseURL
         var url: String
         switch api {
@@ -220,16 +291,17 @@ public final class InfluxWriter: @unchecked Sendable {
     }
 
     /// The write API: configured, or asked of `/ping` once (`X-Influxdb-Version` 1.x: v1).
-    private func resolveAPI() throws -> SentinelConfiguration.Influx.API {
-        if let resolvedAPI { return resolvedAPI }
-        let base = configuration.baseURL
-        let request = try HTTPClient.Request(url: "\(base)/ping", method: .GET)
-        let response = try client.execute(request: request, deadline: .now() + .milliseconds(configuration.timeoutMs)).wait()
+    private func resolveAPI() async throws -> SentinelConfiguration.Influx.API {
+        if let resolved = state.withLock({ $0.resolvedAPI }) { return resolved }
+        var request = HTTPClientRequest(url: "\(configuration.baseURL)/ping")
+        request.method = .GET
+        let response = try await client.execute(request, timeout: .milliseconds(configuration.timeoutMs))
+        _ = try? await response.body.collect(upTo: 1 << 16)
         guard (200..<300).contains(Int(response.status.code)) else { throw RequestError(description: "/ping answered \(response.status.code)") }
         let version = response.headers.first(name: "X-Influxdb-Version") ?? ""
         let api: SentinelConfiguration.Influx.API = version.hasPrefix("1.") || version.hasPrefix("v1.") ? .v1 : .v2
         logger.info("InfluxDB \(version.isEmpty ? "(version not given)" : version): using the \(api.rawValue) write API")
-        resolvedAPI = api
+        state.withLock { $0.resolvedAPI = api }
         return api
     }
 
@@ -238,7 +310,7 @@ public final class InfluxWriter: @unchecked Sendable {
 
 /// gzip (RFC 1952) through zlib, at its fastest level: line protocol points compress about
 /// 31:1 there against 35:1 at the default level, for half the CPU, which the sender thread
-/// shares with the consumer.
+/// shares with the consume loop.
 enum Gzip {
     static func compress(_ input: [UInt8]) -> [UInt8] {
         var stream = z_stream()

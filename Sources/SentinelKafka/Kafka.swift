@@ -1,5 +1,6 @@
 import CRdKafka
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -44,6 +45,14 @@ public struct KafkaMessage: Sendable {
     public var headers: [(name: String, value: [UInt8])] = []
 }
 
+/// A group rebalance handed to the caller (`KafkaConsumer.defersRebalances`).
+public enum KafkaRebalance: Sendable, Equatable {
+    /// Complete with `completeAssignment`.
+    case assign([KafkaTopicPartition])
+    /// Complete with `completeRevocation`, after committing what must be committed.
+    case revoke([KafkaTopicPartition])
+}
+
 /// What a client reports besides messages: errors, logs, rebalances, statistics.
 public enum KafkaEvent: Sendable {
     case error(KafkaError, fatal: Bool)
@@ -63,19 +72,19 @@ public typealias KafkaEventHandler = @Sendable (KafkaEvent) -> Void
 final class ClientContext: @unchecked Sendable {
     private let handler: KafkaEventHandler
     let logger: Logger?
-    private let lock = Lock()
-    private var _delivered = 0
-    private var _failed = 0
-    private var _lastDeliveryError: KafkaError?
+    private let deliveryCounts = Mutex((delivered: 0, failed: 0, lastError: KafkaError?.none))
 
     init(logger: Logger?, onEvent: @escaping KafkaEventHandler) {
         self.logger = logger
         handler = onEvent
     }
 
-    /// Chooses where newly assigned partitions start (see `KafkaConsumer.startingOffsets`).
-    /// Set before the first poll and called on the polling thread only.
-    var startingOffsets: (([KafkaTopicPartition]) -> [KafkaTopicPartition: Int64])?
+    /// See `KafkaConsumer.defersRebalances`: set before the first poll, read during polls.
+    var defersRebalances = false
+    /// Set before the consumer closes (on the polling thread).
+    var closing = false
+    /// Rebalances waiting for the caller.
+    let pendingRebalances = Mutex<[KafkaRebalance]>([])
 
     /// Logs errors and librdkafka's log lines to swift-log, then hands the event on.
     func onEvent(_ event: KafkaEvent) {
@@ -95,31 +104,17 @@ final class ClientContext: @unchecked Sendable {
     }
 
     func recordDelivery(_ err: rd_kafka_resp_err_t) {
-        lock.withLock {
+        deliveryCounts.withLock {
             if err == RD_KAFKA_RESP_ERR_NO_ERROR {
-                _delivered += 1
+                $0.delivered += 1
             } else {
-                _failed += 1
-                _lastDeliveryError = KafkaError(err, "delivery failed")
+                $0.failed += 1
+                $0.lastError = KafkaError(err, "delivery failed")
             }
         }
     }
 
-    var deliveries: (delivered: Int, failed: Int, lastError: KafkaError?) {
-        lock.withLock { (_delivered, _failed, _lastDeliveryError) }
-    }
-}
-
-/// A pthread mutex, for the little shared state the C callbacks touch.
-final class Lock: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body()
-    }
+    var deliveries: (delivered: Int, failed: Int, lastError: KafkaError?) { deliveryCounts.withLock { $0 } }
 }
 
 /// Builds a librdkafka configuration; every property is passed through unchanged, so

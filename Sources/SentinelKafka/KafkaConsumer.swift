@@ -4,9 +4,10 @@ import Logging
 /// A Kafka consumer with manual offset commits: consumer-group subscription or manual
 /// assignment, rebalance notifications, synchronous commits of explicit offsets.
 ///
-/// `poll`, `commit` and `close` block: call them from one thread of your own, not from
-/// Swift's cooperative pool. Rebalance events are delivered on that same thread, during
-/// `poll`, before revoked partitions are given up, so the caller can finish and commit them.
+/// `poll`, `commit` and `close` block: call them from one thread of your own (such as a
+/// `DedicatedThreadExecutor`), not from Swift's cooperative pool. Rebalances are carried out
+/// during `poll`, or handed to the caller to complete (`defersRebalances`), so that it can
+/// finish and commit revoked partitions first.
 public final class KafkaConsumer: @unchecked Sendable {
     private let handle: OpaquePointer
     private let context: ClientContext
@@ -25,22 +26,19 @@ public final class KafkaConsumer: @unchecked Sendable {
         rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
             guard let rk, let opaque else { return }
             let context = Unmanaged<ClientContext>.fromOpaque(opaque).takeUnretainedValue()
+            let list = topicPartitions(partitions)
+            let assigning = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+            context.onEvent(assigning ? .assigned(list) : .revoked(list))
+            if context.defersRebalances, !context.closing {
+                // The caller completes it after `poll` returns (`nextRebalance`).
+                context.pendingRebalances.withLock { $0.append(assigning ? .assign(list) : .revoke(list)) }
+                rd_kafka_yield(rk)
+                return
+            }
             let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"
-            if err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-                if let partitions, let choose = context.startingOffsets {
-                    let offsets = choose(topicPartitions(partitions))
-                    for i in 0..<Int(partitions.pointee.cnt) {
-                        let e = partitions.pointee.elems[i]
-                        if let offset = offsets[KafkaTopicPartition(topic: String(cString: e.topic), partition: e.partition)], offset >= 0 {
-                            partitions.pointee.elems[i].offset = offset
-                        }
-                    }
-                }
+            if assigning {
                 if cooperative { _ = rd_kafka_incremental_assign(rk, partitions) } else { _ = rd_kafka_assign(rk, partitions) }
-                context.onEvent(.assigned(topicPartitions(partitions)))
             } else {
-                // Revoked: the handler finishes and commits these partitions before they go.
-                context.onEvent(.revoked(topicPartitions(partitions)))
                 if cooperative { _ = rd_kafka_incremental_unassign(rk, partitions) } else { _ = rd_kafka_assign(rk, nil) }
             }
         }
@@ -59,13 +57,59 @@ public final class KafkaConsumer: @unchecked Sendable {
         withExtendedLifetime(context) {}
     }
 
-    /// Where partitions assigned by the group start, chosen as they are assigned: an offset for
-    /// a partition overrides its committed offset (a caller resuming from its own checkpoint);
-    /// partitions left out start at the committed offset. Set before the first `poll`.
-    public var startingOffsets: (([KafkaTopicPartition]) -> [KafkaTopicPartition: Int64])? {
-        get { context.startingOffsets }
-        set { context.startingOffsets = newValue }
+    /// When true (set before the first `poll`), group rebalances are not carried out during
+    /// `poll`: `poll` returns early, `nextRebalance` hands each one over, and the caller
+    /// finishes what it must (commit revoked partitions, choose where assigned ones start,
+    /// asynchronously if it likes) and then calls `completeAssignment` or
+    /// `completeRevocation`. librdkafka waits for that before the rebalance goes on. While
+    /// the consumer closes, rebalances are carried out at once.
+    public var defersRebalances: Bool {
+        get { context.defersRebalances }
+        set { context.defersRebalances = newValue }
     }
+
+    /// The next rebalance waiting for the caller (see `defersRebalances`), oldest first.
+    public func nextRebalance() -> KafkaRebalance? {
+        context.pendingRebalances.withLock { $0.isEmpty ? nil : $0.removeFirst() }
+    }
+
+    /// Completes a deferred assignment: these partitions start at the given offsets, and at
+    /// their committed offset where none is given.
+    public func completeAssignment(_ partitions: [KafkaTopicPartition], offsets: [KafkaTopicPartition: Int64]) throws(KafkaError) {
+        let list = try newPartitionList(partitions.count)
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for tp in partitions {
+            let offset = offsets[tp].flatMap { $0 >= 0 ? $0 : nil } ?? Int64(RD_KAFKA_OFFSET_INVALID)
+            rd_kafka_topic_partition_list_add(list, tp.topic, tp.partition)?.pointee.offset = offset
+        }
+        if cooperative {
+            if let error = rd_kafka_incremental_assign(handle, list) {
+                defer { rd_kafka_error_destroy(error) }
+                throw KafkaError(rd_kafka_error_code(error), "assign")
+            }
+        } else {
+            let error = rd_kafka_assign(handle, list)
+            if error != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(error, "assign") }
+        }
+    }
+
+    /// Completes a deferred revocation: these partitions are given up.
+    public func completeRevocation(_ partitions: [KafkaTopicPartition]) throws(KafkaError) {
+        if cooperative {
+            let list = try newPartitionList(partitions.count)
+            defer { rd_kafka_topic_partition_list_destroy(list) }
+            for tp in partitions { rd_kafka_topic_partition_list_add(list, tp.topic, tp.partition) }
+            if let error = rd_kafka_incremental_unassign(handle, list) {
+                defer { rd_kafka_error_destroy(error) }
+                throw KafkaError(rd_kafka_error_code(error), "unassign")
+            }
+        } else {
+            let error = rd_kafka_assign(handle, nil)
+            if error != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(error, "unassign") }
+        }
+    }
+
+    private var cooperative: Bool { String(cString: rd_kafka_rebalance_protocol(handle)) == "COOPERATIVE" }
 
     /// Joins the consumer group for these topics.
     public func subscribe(_ topics: [String]) throws(KafkaError) {
@@ -165,6 +209,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     public func close() {
         guard !closed else { return }
         closed = true
+        context.closing = true
         _ = rd_kafka_consumer_close(handle)
     }
 }

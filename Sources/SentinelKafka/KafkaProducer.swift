@@ -4,6 +4,7 @@ import CRdKafka
 import Glibc
 #endif
 import Logging
+import Synchronization
 
 /// A Kafka producer: keyed produce, delivery reports, flush.
 ///
@@ -12,8 +13,8 @@ import Logging
 public final class KafkaProducer: @unchecked Sendable {
     private let handle: OpaquePointer
     private let context: ClientContext
-    private var topics: [String: OpaquePointer] = [:]
-    private let topicsLock = Lock()
+    /// Topic handles by name (C pointers, used under the lock only).
+    private let topics = Mutex<[String: TopicHandle]>([:])
 
     /// - Parameter properties: librdkafka properties (`bootstrap.servers` at least).
     /// Errors and librdkafka's log lines go to `logger` (swift-log) when one is given, and
@@ -39,19 +40,20 @@ public final class KafkaProducer: @unchecked Sendable {
 
     deinit {
         _ = rd_kafka_flush(handle, 5_000)
-        for topic in topics.values { rd_kafka_topic_destroy(topic) }
+        topics.withLock { for topic in $0.values { rd_kafka_topic_destroy(topic.pointer) } }
         rd_kafka_destroy(handle)
         withExtendedLifetime(context) {}
     }
 
     private func topicHandle(_ name: String) throws(KafkaError) -> OpaquePointer {
-        let result: OpaquePointer? = topicsLock.withLock {
+        let handle = self.handle
+        let result: TopicHandle? = topics.withLock { topics in
             if let existing = topics[name] { return existing }
             guard let created = rd_kafka_topic_new(handle, name, nil) else { return nil }
-            topics[name] = created
-            return created
+            topics[name] = TopicHandle(pointer: created)
+            return TopicHandle(pointer: created)
         }
-        guard let result else { throw KafkaError(rd_kafka_last_error(), "topic \(name)") }
+        guard let result = result?.pointer else { throw KafkaError(rd_kafka_last_error(), "topic \(name)") }
         return result
     }
 
@@ -189,37 +191,44 @@ public final class KafkaProducer: @unchecked Sendable {
     public var deliveries: (delivered: Int, failed: Int, lastError: KafkaError?) { context.deliveries }
 }
 
+/// A librdkafka topic handle (thread-safe in librdkafka; owned by its producer).
+struct TopicHandle: @unchecked Sendable {
+    // Unchecked: a C handle, which librdkafka makes safe to use from any thread.
+    let pointer: OpaquePointer
+}
+
 /// Records sent together (one HTTP batch, say), and whether the broker has them all.
-public final class DeliveryGroup: @unchecked Sendable {
-    // Unchecked: every field is read and written under `lock`.
-    private let lock = Lock()
-    private var outstanding = 0
-    private var failure: KafkaError?
-    private var waiter: CheckedContinuation<KafkaError?, Never>?
+public final class DeliveryGroup: Sendable {
+    private struct State {
+        var outstanding = 0
+        var failure: KafkaError?
+        var waiter: CheckedContinuation<KafkaError?, Never>?
+    }
+    private let state = Mutex(State())
 
     public init() {}
 
-    func expectOne() { lock.withLock { outstanding += 1 } }
+    func expectOne() { state.withLock { $0.outstanding += 1 } }
 
     /// A delivery report (from librdkafka's poll).
     func record(_ error: rd_kafka_resp_err_t) {
-        let resume: (CheckedContinuation<KafkaError?, Never>, KafkaError?)? = lock.withLock {
-            outstanding -= 1
-            if error != RD_KAFKA_RESP_ERR_NO_ERROR, failure == nil { failure = KafkaError(error, "delivery failed") }
-            guard outstanding == 0, let waiter else { return nil }
-            self.waiter = nil
-            return (waiter, failure)
+        let resume: (CheckedContinuation<KafkaError?, Never>, KafkaError?)? = state.withLock { s in
+            s.outstanding -= 1
+            if error != RD_KAFKA_RESP_ERR_NO_ERROR, s.failure == nil { s.failure = KafkaError(error, "delivery failed") }
+            guard s.outstanding == 0, let waiter = s.waiter else { return nil }
+            s.waiter = nil
+            return (waiter, s.failure)
         }
         if let (waiter, failure) = resume { waiter.resume(returning: failure) }
     }
 
     /// Waits until every record of the group has a delivery report; the first failure, or nil.
     /// Delivery reports arrive only while someone polls the producer.
-    public func wait() async -> KafkaError? {
+    public func delivered() async -> KafkaError? {
         await withCheckedContinuation { continuation in
-            let ready: KafkaError?? = lock.withLock {
-                if outstanding == 0 { return .some(failure) }
-                waiter = continuation
+            let ready: KafkaError?? = state.withLock { s in
+                if s.outstanding == 0 { return .some(s.failure) }
+                s.waiter = continuation
                 return .none
             }
             if case .some(let failure) = ready { continuation.resume(returning: failure) }

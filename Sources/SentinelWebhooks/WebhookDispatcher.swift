@@ -5,7 +5,9 @@ import Logging
 import SentinelAlerts
 import SentinelConfig
 import SentinelHTTP
+import SentinelSinks
 import ServiceLifecycle
+import Synchronization
 
 /// Delivers the outbox: leases due notifications, POSTs them signed, and records the outcome.
 ///
@@ -15,7 +17,7 @@ import ServiceLifecycle
 /// `max_concurrency` deliveries per endpoint are in flight. Leases make several dispatchers
 /// (several daemons on one PostgreSQL table) safe, and a dispatcher that stops mid-retry leaves
 /// the row for the next one: the receiver gets the same `webhook-id` until it answers 2xx.
-public final class WebhookDispatcher: Service, @unchecked Sendable {
+public final class WebhookDispatcher: Service, Sendable {
     /// Counters for `/metrics`.
     public struct Statistics: Sendable, Equatable {
         public var delivered = 0
@@ -36,8 +38,7 @@ public final class WebhookDispatcher: Service, @unchecked Sendable {
     let backoff: Backoff
     let owner: String
     let logger: Logger
-    private let lock = NSLock()
-    private var stats = Statistics()
+    private let stats = Mutex(Statistics())
 
     public init(
         store: AlertStore, endpoints: [SentinelConfiguration.Webhook], routes: [DetectionRules.Route], retentionDays: Int,
@@ -53,7 +54,7 @@ public final class WebhookDispatcher: Service, @unchecked Sendable {
         self.logger = logger
     }
 
-    public var statistics: Statistics { lock.withLock { stats } }
+    public var statistics: Statistics { stats.withLock { $0 } }
 
     /// Runs until a graceful shutdown or cancellation; deliveries in flight then finish and
     /// are recorded before it returns.
@@ -95,7 +96,7 @@ public final class WebhookDispatcher: Service, @unchecked Sendable {
                         }
                     }
                 }
-                lock.withLock { stats.inFlight = inFlight.values.reduce(0, +) }
+                stats.withLock { $0.inFlight = inFlight.values.reduce(0, +) }
                 if now - lastMaintenance >= 10_000 {
                     lastMaintenance = now
                     await maintain(now: now)
@@ -134,33 +135,33 @@ public final class WebhookDispatcher: Service, @unchecked Sendable {
             switch outcome {
             case .delivered(let status):
                 try await store.markDelivered(id: notification.id, owner: owner, status: status, now: AlertStore.nowMs())
-                lock.withLock {
-                    stats.delivered += 1
-                    stats.consecutiveFailures = 0
-                    stats.lastFailure = nil
+                stats.withLock {
+                    $0.delivered += 1
+                    $0.consecutiveFailures = 0
+                    $0.lastFailure = nil
                 }
                 logger.info("webhook \(endpoint.name): delivered \(notification.id) (\(notification.kind)) after \(attempts) attempt(s)")
             case .reject(let status, let reason):
                 try await store.markDead(id: notification.id, owner: owner, status: status, error: reason)
-                lock.withLock { stats.dead += 1 }
+                stats.withLock { $0.dead += 1 }
                 logger.error("webhook \(endpoint.name): \(notification.id) rejected (\(reason)); not retried")
             case .retry(let status, let reason, let retryAfter):
-                lock.withLock {
-                    stats.failedAttempts += 1
-                    stats.consecutiveFailures += 1
-                    stats.lastFailure = "\(endpoint.name): \(reason)"
+                stats.withLock {
+                    $0.failedAttempts += 1
+                    $0.consecutiveFailures += 1
+                    $0.lastFailure = "\(endpoint.name): \(reason)"
                 }
                 let next = AlertStore.nowMs() + backoff.delayMs(afterAttempts: attempts, retryAfterMs: retryAfter)
                 if next - notification.createdAt > endpoint.maxAgeMs {
                     try await store.markDead(
                         id: notification.id, owner: owner, status: status, error: "\(reason) (gave up after \(attempts) attempts)")
-                    lock.withLock { stats.dead += 1 }
+                    stats.withLock { $0.dead += 1 }
                     logger.error("webhook \(endpoint.name): \(notification.id) dead after \(attempts) attempts: \(reason)")
                 } else {
                     try await store.markRetry(id: notification.id, owner: owner, status: status, error: reason, nextAttemptAt: next)
                     // What waits now, for /healthz (otherwise counted at each maintenance pass).
                     let pending = try await store.notificationCounts()["pending", default: 0]
-                    lock.withLock { stats.pending = pending }
+                    stats.withLock { $0.pending = pending }
                     logger.warning("webhook \(endpoint.name): \(notification.id) attempt \(attempts) failed (\(reason)); retry in \(next - AlertStore.nowMs()) ms")
                 }
             }
@@ -187,7 +188,7 @@ public final class WebhookDispatcher: Service, @unchecked Sendable {
             for endpoint in endpoints {
                 let expired = try await store.expirePending(endpoint: endpoint.name, createdBefore: now - endpoint.maxAgeMs, now: now)
                 if expired > 0 {
-                    lock.withLock { stats.dead += expired }
+                    stats.withLock { $0.dead += expired }
                     logger.error("webhook \(endpoint.name): \(expired) notification(s) expired undelivered")
                 }
             }
@@ -196,9 +197,42 @@ public final class WebhookDispatcher: Service, @unchecked Sendable {
                 if purged > 0 { logger.info("alerts table: \(purged) resolved alert(s) past retention deleted") }
             }
             let pending = try await store.notificationCounts()["pending", default: 0]
-            lock.withLock { stats.pending = pending }
+            stats.withLock { $0.pending = pending }
         } catch {
             logger.warning("webhooks: maintenance failed: \(error)")
         }
+    }
+}
+
+extension WebhookDispatcher: MetricsReporting, HealthReporting {
+    /// The dispatcher's metrics in the Prometheus text format.
+    public func renderMetrics() -> String {
+        let s = statistics
+        return """
+            # HELP cmcd_sentinel_webhook_deliveries_total Notifications delivered (2xx).
+            # TYPE cmcd_sentinel_webhook_deliveries_total counter
+            cmcd_sentinel_webhook_deliveries_total \(s.delivered)
+            # HELP cmcd_sentinel_webhook_failed_attempts_total Delivery attempts that failed and will be retried.
+            # TYPE cmcd_sentinel_webhook_failed_attempts_total counter
+            cmcd_sentinel_webhook_failed_attempts_total \(s.failedAttempts)
+            # HELP cmcd_sentinel_webhook_dead_total Notifications given up (rejected, or too old).
+            # TYPE cmcd_sentinel_webhook_dead_total counter
+            cmcd_sentinel_webhook_dead_total \(s.dead)
+            # HELP cmcd_sentinel_webhook_pending Notifications waiting in the outbox (all daemons sharing the table).
+            # TYPE cmcd_sentinel_webhook_pending gauge
+            cmcd_sentinel_webhook_pending \(s.pending)
+            # HELP cmcd_sentinel_webhook_in_flight Deliveries in progress.
+            # TYPE cmcd_sentinel_webhook_in_flight gauge
+            cmcd_sentinel_webhook_in_flight \(s.inFlight)
+
+            """
+    }
+
+    /// Notifications wait in the outbox while deliveries fail: records are committed all the
+    /// same, so the dispatcher is at worst degraded.
+    public var health: ComponentHealth {
+        let s = statistics
+        if s.consecutiveFailures > 0 { return ComponentHealth(.degraded, detail: s.lastFailure, backlog: s.pending) }
+        return ComponentHealth(.ok, backlog: s.pending)
     }
 }

@@ -6,6 +6,7 @@ import SentinelTestSupport
 import Testing
 
 @testable import SentinelAlerts
+import SentinelSinks
 
 /// The alerts table and its outbox, the same tests on a real SQLite file and a real PostgreSQL
 /// server (started by the tests with scripts/postgres/postgres.sh).
@@ -173,57 +174,52 @@ struct AlertStoreTests {
         await store.close()
     }
 
-    /// SQLite keeps each statement prepared across calls: a reused statement gives what its
-    /// new bindings ask for, also after one of its runs failed, and more distinct statements
-    /// than the cache holds still run.
     /// Detection checkpoints: bytes in, the same bytes out (every byte value, a zero, a large
-    /// state), one row per group and partition, replaced on save, gone on discard. Blocking
-    /// calls, as the daemon's consumer thread makes them, so run off the cooperative pool.
+    /// state), one row per group and partition, replaced on save, gone on discard.
     @Test(arguments: backends) func checkpointsRoundTripTheirBytesPerGroupAndPartition(_ backend: String) async throws {
         let store = try await open(backend)
         let state = (0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ ($0 >> 8)) }
-        let results = try await Task.detached {
-            try store.saveCheckpointsBlocking(group: "g", [
-                DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 10, state: [0, 255, 0, 1]),
-                DetectionCheckpoint(topic: "t", partition: 1, nextOffset: 20, state: state),
-            ])
-            try store.saveCheckpointsBlocking(group: "other' OR 1=1 --", [DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 99, state: [9])])
-            try store.saveCheckpointsBlocking(group: "g", [DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 12, state: [0, 0, 7])])
-            let zero = try store.checkpointBlocking(group: "g", topic: "t", partition: 0)
-            let one = try store.checkpointBlocking(group: "g", topic: "t", partition: 1)
-            let none = try store.checkpointBlocking(group: "g", topic: "t", partition: 2)
-            try store.deleteCheckpointBlocking(group: "g", topic: "t", partition: 1)
-            let deleted = try store.checkpointBlocking(group: "g", topic: "t", partition: 1)
-            let other = try store.checkpointBlocking(group: "other' OR 1=1 --", topic: "t", partition: 0)
-            return (zero, one, none, deleted, other)
-        }.value
-        #expect(results.0 == DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 12, state: [0, 0, 7]))
-        #expect(results.1?.nextOffset == 20)
-        #expect(results.1?.state == state)
-        #expect(results.2 == nil)
-        #expect(results.3 == nil)
-        #expect(results.4?.nextOffset == 99)
+        try await store.saveCheckpoints(group: "g", [
+            DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 10, state: [0, 255, 0, 1]),
+            DetectionCheckpoint(topic: "t", partition: 1, nextOffset: 20, state: state),
+        ])
+        try await store.saveCheckpoints(group: "other' OR 1=1 --", [DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 99, state: [9])])
+        try await store.saveCheckpoints(group: "g", [DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 12, state: [0, 0, 7])])
+        #expect(try await store.checkpoint(group: "g", topic: "t", partition: 0) == DetectionCheckpoint(topic: "t", partition: 0, nextOffset: 12, state: [0, 0, 7]))
+        let one = try await store.checkpoint(group: "g", topic: "t", partition: 1)
+        #expect(one?.nextOffset == 20)
+        #expect(one?.state == state)
+        #expect(try await store.checkpoint(group: "g", topic: "t", partition: 2) == nil)
+        try await store.deleteCheckpoint(group: "g", topic: "t", partition: 1)
+        #expect(try await store.checkpoint(group: "g", topic: "t", partition: 1) == nil)
+        #expect(try await store.checkpoint(group: "other' OR 1=1 --", topic: "t", partition: 0)?.nextOffset == 99)
         await store.close()
     }
 
-    @Test func preparedStatementsAreReusedCleanly() throws {
+    /// SQLite keeps each statement prepared across calls: a reused statement gives what its
+    /// new bindings ask for, also after one of its runs failed, and more distinct statements
+    /// than the cache holds still run.
+    @Test func preparedStatementsAreReusedCleanly() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("prepared-\(UUID().uuidString).db").path
         let db = try SQLiteDatabase(path: path)
-        try db.runSync([SQLStatement("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")])
+        try await db.run([SQLStatement("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")])
         let insert = "INSERT INTO t (k, v) VALUES ($1, $2)"
-        for i in 0..<50 { try db.runSync([SQLStatement(insert, [.text("k\(i)"), .int(Int64(i))])]) }
+        for i in 0..<50 { try await db.run([SQLStatement(insert, [.text("k\(i)"), .int(Int64(i))])]) }
         // A repeated key fails (the transaction rolls back), then the same statement runs again.
-        #expect(throws: SQLError.self) { try db.runSync([SQLStatement(insert, [.text("new"), .int(1)]), SQLStatement(insert, [.text("k0"), .int(0)])]) }
-        try db.runSync([SQLStatement(insert, [.text("k50"), .null])])
+        await #expect(throws: SQLError.self) {
+            try await db.run([SQLStatement(insert, [.text("new"), .int(1)]), SQLStatement(insert, [.text("k0"), .int(0)])])
+        }
+        try await db.run([SQLStatement(insert, [.text("k50"), .null])])
         let select = "SELECT k, v FROM t WHERE v >= $1 ORDER BY k"
         // The same query with other bindings gives its own rows.
-        #expect(try db.runSync([SQLStatement(select, [.int(48)])])[0] == [[.text("k48"), .int(48)], [.text("k49"), .int(49)]])
-        #expect(try db.runSync([SQLStatement(select, [.int(49)])])[0] == [[.text("k49"), .int(49)]])
-        #expect(try db.runSync([SQLStatement("SELECT count(*), count(v) FROM t")])[0] == [[.int(51), .int(50)]], "the failed run left nothing")
-        for i in 0..<(SQLiteDatabase.maxPrepared + 10) {
-            #expect(try db.runSync([SQLStatement("SELECT v + \(i) FROM t WHERE k = $1", [.text("k1")])])[0] == [[.int(Int64(1 + i))]])
+        #expect(try await db.query(select, [.int(48)]) == [[.text("k48"), .int(48)], [.text("k49"), .int(49)]])
+        #expect(try await db.query(select, [.int(49)]) == [[.text("k49"), .int(49)]])
+        #expect(try await db.query("SELECT count(*), count(v) FROM t") == [[.int(51), .int(50)]], "the failed run left nothing")
+        for i in 0..<(SQLiteDatabase.maxPreparedStatements + 10) {
+            #expect(try await db.query("SELECT v + \(i) FROM t WHERE k = $1", [.text("k1")]) == [[.int(Int64(1 + i))]])
         }
-        #expect(try db.runSync([SQLStatement(select, [.int(49)])])[0] == [[.text("k49"), .int(49)]])
+        #expect(try await db.query(select, [.int(49)]) == [[.text("k49"), .int(49)]])
+        await db.close()
     }
 
     @Test func aBadURLOrUnreachableServerIsAClearError() async throws {

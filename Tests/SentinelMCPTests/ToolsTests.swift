@@ -51,10 +51,12 @@ final class Fixture: @unchecked Sendable {
         try add("healthy", t0 + 3_500, "ot=av,bl=9000,br=5000", cid: "movie-2")
         try add(Self.hostile, t0 + 2_000, "ot=v,bl=100,br=1000", cid: "evil")
         let writer = InfluxWriter(configuration: settings, logger: logger)
+        let sender = Task { await writer.run() }
         for s in samples { try writer.append { InfluxPoints.append(s, to: &$0) } }
-        let flushed = try writer.flush(waitingUpTo: 10)
+        let flushed = try await writer.flush(waitingUpTo: 10)
         precondition(flushed, "the seed history did not reach InfluxDB")
         writer.close()
+        await sender.value
 
         // Anomalies: what the daemon found for those sessions, and an old one.
         var engine = DetectionEngine(rules: DetectionRules())

@@ -1,0 +1,96 @@
+import CMCDDetection
+import Logging
+import SentinelHTTP
+import SentinelSinks
+import Synchronization
+
+/// Findings to the alerts table, each with its webhook notifications in the outbox, in one
+/// transaction per write: once `write` returns, the alert and its notifications are durable.
+/// A database that stays unreachable for `maxRetrySeconds` is a final failure.
+public final class AlertSink: FindingSink, HealthReporting, MetricsReporting {
+    public let name = "alerts"
+    /// The outbox entries of a batch of findings at a time (the webhook routes' plan).
+    public typealias NotificationPlan = @Sendable ([Finding], Int64) -> [OutboxEntry]
+
+    let store: AlertStore
+    let plan: NotificationPlan
+    let logger: Logger
+    let maxRetrySeconds: Double
+    private let counts = Mutex((writes: 0, failures: 0, lastFailure: String?.none))
+
+    public init(store: AlertStore, notifications plan: @escaping NotificationPlan, logger: Logger, maxRetrySeconds: Double = 120) {
+        self.store = store
+        self.plan = plan
+        self.logger = logger
+        self.maxRetrySeconds = maxRetrySeconds
+    }
+
+    public func write(_ findings: [Finding]) async throws {
+        let now = AlertStore.nowMs()
+        let entries = plan(findings, now)
+        let start = monotonicSeconds()
+        let backoff = Backoff(baseMs: 200, capMs: 10_000)
+        var attempts = 0
+        while true {
+            do {
+                try await store.record(findings, notifications: entries, now: now)
+                counts.withLock {
+                    $0.writes += 1
+                    $0.lastFailure = nil
+                }
+                return
+            } catch {
+                attempts += 1
+                counts.withLock {
+                    $0.failures += 1
+                    $0.lastFailure = "\(error)"
+                }
+                if monotonicSeconds() - start >= maxRetrySeconds { throw error }
+                let delay = backoff.delayMs(afterAttempts: attempts)
+                logger.warning("alerts table write failed (\(error)); retry \(attempts) in \(delay) ms")
+                try await Task.sleep(for: .milliseconds(delay))
+            }
+        }
+    }
+
+    public func flush() async throws {}
+
+    /// A failing write holds the daemon (it retries), so nothing is committed meanwhile.
+    public var health: ComponentHealth {
+        counts.withLock { $0.lastFailure.map { ComponentHealth(.down, detail: $0) } ?? ComponentHealth(.ok) }
+    }
+
+    public func renderMetrics() -> String {
+        let (w, f) = counts.withLock { ($0.writes, $0.failures) }
+        return """
+            # HELP cmcd_sentinel_alerts_writes_total Transactions that stored findings in the alerts table.
+            # TYPE cmcd_sentinel_alerts_writes_total counter
+            cmcd_sentinel_alerts_writes_total \(w)
+            # HELP cmcd_sentinel_alerts_write_failures_total Failed attempts to store findings (retried).
+            # TYPE cmcd_sentinel_alerts_write_failures_total counter
+            cmcd_sentinel_alerts_write_failures_total \(f)
+
+            """
+    }
+}
+
+/// The daemon's detection checkpoints in the alerts store, under the consumer group's name.
+public struct AlertStoreCheckpoints: CheckpointStore {
+    let store: AlertStore
+    let group: String
+
+    public init(store: AlertStore, group: String) {
+        self.store = store
+        self.group = group
+    }
+
+    public func save(_ checkpoints: [DetectionCheckpoint]) async throws { try await store.saveCheckpoints(group: group, checkpoints) }
+
+    public func load(topic: String, partition: Int32) async throws -> DetectionCheckpoint? {
+        try await store.checkpoint(group: group, topic: topic, partition: partition)
+    }
+
+    public func discard(topic: String, partition: Int32) async throws {
+        try await store.deleteCheckpoint(group: group, topic: topic, partition: partition)
+    }
+}
