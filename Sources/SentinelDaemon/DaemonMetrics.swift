@@ -1,117 +1,188 @@
 import CMCDDetection
 import CMCDRecords
 import Foundation
+import Prometheus
 import SentinelJSON
 import SentinelSinks
 import Synchronization
 
-/// The daemon's counters, shared between the consuming thread (which writes them) and the
-/// HTTP thread (which reads them). Rendered in the Prometheus text format.
-public final class DaemonMetrics: @unchecked Sendable {
-    private let lock = NSLock()
+/// The daemon's metrics: the instruments the consume loop counts with, in one Prometheus
+/// registry (swift-prometheus) that `/metrics` emits, beside the sinks' own metrics and the
+/// process metrics; and the state `/healthz` reports.
+public final class DaemonMetrics: Sendable {
+    /// Where every instrument lives; `render` emits it.
+    public let registry = PrometheusCollectorRegistry()
     /// Counted per record (an uncontended atomic), so `/metrics` is exact at any moment.
     private let consumed = Atomic<Int>(0)
-    private var skipped: [SkipReason: Int] = [:]
-    private var memberErrors: [String: Int] = [:]
-    private var deadLetters = 0
-    private var detection = DetectionStatistics()
-    private var liveSessions = 0
-    private var lag: [String: Int64] = [:]  // "topic\u{0}partition" -> lag
-    private var commits = 0
-    private var commitFailures = 0
-    private var kafkaErrors = 0
-    private var lastKafkaError: (message: String, at: Date)?
-    private var output: [String: (seconds: Double, writes: Int)] = [:]
-    private var commitsDeferred = 0
-    private var sources: [@Sendable () -> String] = []
-    private var components: [(name: String, check: @Sendable () -> ComponentHealth)] = []
-    /// Each component's status as last seen, and since when it has had it.
-    private var componentSince: [String: (status: ComponentHealth.Status, since: Date)] = [:]
-    /// When commits started being held back because a sink has not confirmed its writes.
-    private var deferringSince: Date?
-    private var assigned: [String] = []
-    private var checkpoints = (saved: 0, failed: 0, seconds: 0.0, lastBytes: 0, restoredSessions: 0)
+    private let consumedCounter: Counter
+    private let liveSessionsGauge: Gauge
+    private let commits: Counter
+    private let commitFailures: Counter
+    private let kafkaErrors: Counter
+    private let commitsDeferred: Counter
+    private let deadLetters: Counter
+    private let samplesLate: Counter
+    private let samplesFuture: Counter
+    private let checkpointsSaved: Counter
+    private let checkpointsFailed: Counter
+    private let checkpointSeconds: Counter
+    private let checkpointBytes: Gauge
+    private let sessionsRestored: Counter
 
-    public init() {}
+    /// What the counters were last set from (the loop reports totals; counters take the rest).
+    private struct Totals {
+        var skipped: [SkipReason: Int] = [:]
+        var memberErrors: [String: Int] = [:]
+        var deadLetters = 0
+        var detection = DetectionStatistics()
+    }
+
+    private struct State {
+        var totals = Totals()
+        var lastKafkaError: (message: String, at: Date)?
+        var sources: [@Sendable () -> String] = []
+        var components: [(name: String, check: @Sendable () -> ComponentHealth)] = []
+        /// Each component's status as last seen, and since when it has had it.
+        var componentSince: [String: (status: ComponentHealth.Status, since: Date)] = [:]
+        /// When commits started being held back because a sink has not confirmed its writes.
+        var deferringSince: Date?
+        var assigned: [String] = []
+    }
+
+    private let state = Mutex(State())
+
+    public init() {
+        let r = registry
+        consumedCounter = r.makeCounter(descriptor: Self.named("cmcd_sentinel_records_consumed_total", "Records consumed from Kafka."))
+        liveSessionsGauge = r.makeGauge(descriptor: Self.named("cmcd_sentinel_live_sessions", "Sessions with state in memory."))
+        commits = r.makeCounter(descriptor: Self.named("cmcd_sentinel_commits_total", "Offset commits confirmed by the broker."))
+        commitFailures = r.makeCounter(descriptor: Self.named("cmcd_sentinel_commit_failures_total", "Offset commits that failed (retried)."))
+        kafkaErrors = r.makeCounter(descriptor: Self.named("cmcd_sentinel_kafka_errors_total", "Errors reported by the Kafka client."))
+        commitsDeferred = r.makeCounter(descriptor: Self.named("cmcd_sentinel_commits_deferred_total", "Commits postponed because a sink did not hold everything yet."))
+        deadLetters = r.makeCounter(descriptor: Self.named("cmcd_sentinel_dead_letters_total", "Skipped records produced to the dead-letter topic."))
+        samplesLate = r.makeCounter(descriptor: Self.named("cmcd_sentinel_samples_late_total", "Samples older than the reorder tolerance (ignored)."))
+        samplesFuture = r.makeCounter(descriptor: Self.named("cmcd_sentinel_samples_future_total", "Samples dated implausibly far ahead of the wall clock (sessions.max_future_ms; ignored)."))
+        let checkpointsHelp = "Detection checkpoints saved, by result."
+        checkpointsSaved = r.makeCounter(descriptor: Self.named("cmcd_sentinel_checkpoints_total", checkpointsHelp), labels: [("result", "saved")])
+        checkpointsFailed = r.makeCounter(descriptor: Self.named("cmcd_sentinel_checkpoints_total", checkpointsHelp), labels: [("result", "failed")])
+        checkpointSeconds = r.makeCounter(descriptor: Self.named("cmcd_sentinel_checkpoint_seconds_total", "Time spent saving detection checkpoints."))
+        checkpointBytes = r.makeGauge(descriptor: Self.named("cmcd_sentinel_checkpoint_bytes", "Size of the last checkpoint saved (all its partitions)."))
+        sessionsRestored = r.makeCounter(descriptor: Self.named("cmcd_sentinel_sessions_restored_total", "Live sessions restored from checkpoints when partitions were assigned."))
+        // Every labelled series that is known in advance, at zero from the start.
+        for reason in SkipReason.allCases { skippedCounter(reason).increment(by: Int64(0)) }
+        for type in FindingType.allCases {
+            for severity in Severity.allCases {
+                for status in FindingStatus.allCases { findingsCounter(.init(type: type, severity: severity, status: status)).increment(by: Int64(0)) }
+            }
+        }
+        for reason in ["idle", "capacity"] { evictionsCounter(reason).increment(by: Int64(0)) }
+    }
+
+    /// A metric's name (in full) and help text.
+    private static func named(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
 
     /// Records consumed so far.
     public var recordsConsumed: Int { consumed.load(ordering: .relaxed) }
 
-    /// Counts one record consumed (the consumer thread, per record).
+    /// Counts one record consumed (the consume loop, per record).
     @inline(__always)
-    func countConsumed() { consumed.add(1, ordering: .relaxed) }
+    func countConsumed() {
+        consumed.add(1, ordering: .relaxed)
+        consumedCounter.increment()
+    }
 
+    private func skippedCounter(_ reason: SkipReason) -> Counter {
+        registry.makeCounter(descriptor: Self.named("cmcd_sentinel_records_skipped_total", "Records skipped, by reason."), labels: [("reason", reason.rawValue)])
+    }
+
+    private func memberErrorsCounter(_ key: String) -> Counter {
+        registry.makeCounter(descriptor: Self.named("cmcd_sentinel_cmcd_member_errors_total", "CMCD members left out of otherwise kept records, by key (a reserved key, custom or unknown)."), labels: [("key", key)])
+    }
+
+    private func findingsCounter(_ key: DetectionStatistics.FindingKey) -> Counter {
+        registry.makeCounter(descriptor: Self.named("cmcd_sentinel_findings_total", "Findings emitted, by type, severity and status."), labels: [("type", key.type.rawValue), ("severity", key.severity.rawValue), ("status", key.status.rawValue)])
+    }
+
+    private func evictionsCounter(_ reason: String) -> Counter {
+        registry.makeCounter(descriptor: Self.named("cmcd_sentinel_session_evictions_total", "Sessions evicted, by reason."), labels: [("reason", reason)])
+    }
+
+    /// The loop's totals (parser and detection statistics): counters move by what is new.
     func update(
         skipped: [SkipReason: Int], memberErrors: [String: Int], deadLetters: Int, detection: DetectionStatistics,
         liveSessions: Int, assigned: [String]
     ) {
-        lock.withLock {
-            self.memberErrors = memberErrors
-            self.deadLetters = deadLetters
-            self.skipped = skipped
-            self.detection = detection
-            self.liveSessions = liveSessions
-            self.assigned = assigned
+        let before = state.withLock { s in
+            let before = s.totals
+            s.totals = Totals(skipped: skipped, memberErrors: memberErrors, deadLetters: deadLetters, detection: detection)
+            s.assigned = assigned
+            return before
         }
+        func grow(_ counter: @autoclosure () -> Counter, from old: Int, to new: Int) {
+            if new > old { counter().increment(by: Int64(new - old)) }
+        }
+        for (reason, n) in skipped { grow(skippedCounter(reason), from: before.skipped[reason] ?? 0, to: n) }
+        for (key, n) in memberErrors { grow(memberErrorsCounter(key), from: before.memberErrors[key] ?? 0, to: n) }
+        grow(self.deadLetters, from: before.deadLetters, to: deadLetters)
+        grow(samplesLate, from: before.detection.late, to: detection.late)
+        grow(samplesFuture, from: before.detection.futureTimestamps, to: detection.futureTimestamps)
+        for (key, n) in detection.findings { grow(findingsCounter(key), from: before.detection.findings[key] ?? 0, to: n) }
+        grow(evictionsCounter("idle"), from: before.detection.idleEvictions, to: detection.idleEvictions)
+        grow(evictionsCounter("capacity"), from: before.detection.capacityEvictions, to: detection.capacityEvictions)
+        liveSessionsGauge.set(Int64(liveSessions))
     }
 
     func recordCommit(success: Bool) {
-        lock.withLock {
-            if success {
-                commits += 1
-                deferringSince = nil
-            } else {
-                commitFailures += 1
-            }
+        if success {
+            commits.increment()
+            state.withLock { $0.deferringSince = nil }
+        } else {
+            commitFailures.increment()
         }
     }
 
     func recordCheckpoint(success: Bool, seconds: Double, bytes: Int) {
-        lock.withLock {
-            if success {
-                checkpoints.saved += 1
-                checkpoints.lastBytes = bytes
-            } else {
-                checkpoints.failed += 1
-            }
-            checkpoints.seconds += seconds
+        if success {
+            checkpointsSaved.increment()
+            checkpointBytes.set(Int64(bytes))
+        } else {
+            checkpointsFailed.increment()
         }
+        checkpointSeconds.increment(by: seconds)
     }
 
-    func recordRestore(sessions: Int) { lock.withLock { checkpoints.restoredSessions += sessions } }
+    func recordRestore(sessions: Int) { sessionsRestored.increment(by: Int64(sessions)) }
 
     func recordKafkaError(_ message: String) {
-        lock.withLock {
-            kafkaErrors += 1
-            lastKafkaError = (message, Date())
-        }
+        kafkaErrors.increment()
+        state.withLock { $0.lastKafkaError = (message, Date()) }
     }
 
+    /// Time a sink took to take a batch of findings.
     func recordOutput(sink: String, seconds: Double) {
-        lock.withLock {
-            output[sink, default: (0, 0)].seconds += seconds
-            output[sink, default: (0, 0)].writes += 1
-        }
+        registry.makeDurationHistogram(descriptor: Self.named("cmcd_sentinel_sink_latency_seconds", "Time spent writing findings to the sinks."), labels: [("sink", sink)], buckets: Self.latencyBuckets).record(.nanoseconds(Int64(seconds * 1e9)))
     }
+
+    static let latencyBuckets: [Duration] = [.microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100), .seconds(1), .seconds(10)]
 
     func recordCommitDeferred() {
-        lock.withLock {
-            commitsDeferred += 1
-            if deferringSince == nil { deferringSince = Date() }
-        }
+        commitsDeferred.increment()
+        state.withLock { if $0.deferringSince == nil { $0.deferringSince = Date() } }
     }
 
     /// Adds metrics in the Prometheus text format from a sink or service.
-    public func register(source: @escaping @Sendable () -> String) { lock.withLock { sources.append(source) } }
+    public func register(source: @escaping @Sendable () -> String) { state.withLock { $0.sources.append(source) } }
 
-    /// Adds a health check: nil when healthy, else what is wrong.
     /// Adds a component (a sink, the webhook dispatcher) to `/healthz`.
     public func register(component name: String, health: @escaping @Sendable () -> ComponentHealth) {
-        lock.withLock { components.append((name, health)) }
+        state.withLock { $0.components.append((name, health)) }
     }
 
+    /// Records behind the end of a partition (librdkafka's statistics).
     func setLag(topic: String, partition: Int32, lag: Int64) {
-        lock.withLock { self.lag["\(topic)\u{0}\(partition)"] = lag }
+        registry.makeGauge(descriptor: Self.named("cmcd_sentinel_consumer_lag", "Records behind the end of each partition (librdkafka statistics)."), labels: [("topic", topic), ("partition", "\(partition)")]).set(lag)
     }
 
     /// Commits held back longer than this mean records are no longer being committed.
@@ -123,104 +194,45 @@ public final class DaemonMetrics: @unchecked Sendable {
     /// is down, or commits have been held back for `commitStallSeconds`. A degraded sink that
     /// the daemon does not wait on (webhooks, whose outbox holds the notifications) is not.
     public var health: (healthy: Bool, detail: String) {
-        let checks = lock.withLock { components }
+        let checks = state.withLock { $0.components }
         var seen = checks.map { ($0.name, $0.check()) }
         let now = Date()
-        return lock.withLock {
-            if let last = lastKafkaError, now.timeIntervalSince(last.at) < 30 {
+        return state.withLock { s in
+            if let last = s.lastKafkaError, now.timeIntervalSince(last.at) < 30 {
                 seen.insert(("kafka", ComponentHealth(.down, detail: last.message)), at: 0)
             } else {
-                seen.insert(("kafka", ComponentHealth(.ok, detail: assigned.isEmpty ? "no partition assigned yet" : nil)), at: 0)
+                seen.insert(("kafka", ComponentHealth(.ok, detail: s.assigned.isEmpty ? "no partition s.assigned yet" : nil)), at: 0)
             }
             var members: [(key: String, value: JSONValue)] = []
             for (name, health) in seen {
-                if componentSince[name]?.status != health.status { componentSince[name] = (health.status, now) }
+                if s.componentSince[name]?.status != health.status { s.componentSince[name] = (health.status, now) }
                 var fields: [(key: String, value: JSONValue)] = [
                     ("status", .string(health.status.rawValue)),
-                    ("since", .string(RFC3339.format(milliseconds: Int64(componentSince[name]!.since.timeIntervalSince1970 * 1000)))),
+                    ("since", .string(RFC3339.format(milliseconds: Int64(s.componentSince[name]!.since.timeIntervalSince1970 * 1000)))),
                 ]
                 if let backlog = health.backlog { fields.append(("backlog", .int(Int64(backlog)))) }
                 if let detail = health.detail { fields.append(("detail", .string(String(detail.prefix(300))))) }
                 members.append((name, .object(fields)))
             }
             let worst = seen.map(\.1.status).max() ?? .ok
-            let stalled = deferringSince.map { now.timeIntervalSince($0) >= Self.commitStallSeconds } ?? false
+            let stalled = s.deferringSince.map { now.timeIntervalSince($0) >= Self.commitStallSeconds } ?? false
             let committing = worst != .down && !stalled
             var top: [(key: String, value: JSONValue)] = [
                 ("status", .string(worst.rawValue)), ("committing", .bool(committing)),
             ]
-            if let deferringSince {
+            if let deferringSince = s.deferringSince {
                 top.append(("commits_held_since", .string(RFC3339.format(milliseconds: Int64(deferringSince.timeIntervalSince1970 * 1000)))))
             }
-            top += [("partitions", .array(assigned.map(JSONValue.string))), ("components", .object(members))]
+            top += [("partitions", .array(s.assigned.map(JSONValue.string))), ("components", .object(members))]
             return (committing, JSONWriter.string(.object(top)))
         }
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition: the registry, the sinks' and services' own metrics, and
+    /// the process metrics.
     public func render() -> String {
-        let extra = lock.withLock { sources }.map { $0() }.joined()
-        let process = ProcessMetrics.render()
-        return lock.withLock {
-            var out = ""
-            func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
-                Self.append(name, type, help, samples, to: &out)
-            }
-            metric("cmcd_sentinel_records_consumed_total", "counter", "Records consumed from Kafka.", [("", "\(consumed.load(ordering: .relaxed))")])
-            metric(
-                "cmcd_sentinel_records_skipped_total", "counter", "Records skipped, by reason.",
-                SkipReason.allCases.map { ("reason=\"\($0.rawValue)\"", "\(skipped[$0, default: 0])") })
-            metric(
-                "cmcd_sentinel_cmcd_member_errors_total", "counter",
-                "CMCD members left out of otherwise kept records, by key (a reserved key, custom or unknown).",
-                memberErrors.keys.sorted().map { ("key=\"\($0)\"", "\(memberErrors[$0]!)") })
-            metric("cmcd_sentinel_dead_letters_total", "counter", "Skipped records produced to the dead-letter topic.", [("", "\(deadLetters)")])
-            metric("cmcd_sentinel_samples_late_total", "counter", "Samples older than the reorder tolerance (ignored).", [("", "\(detection.late)")])
-            metric(
-                "cmcd_sentinel_samples_future_total", "counter",
-                "Samples dated implausibly far ahead of the wall clock (sessions.max_future_ms; ignored).", [("", "\(detection.futureTimestamps)")])
-            var findings: [(String, String)] = []
-            for type in FindingType.allCases {
-                for severity in Severity.allCases {
-                    for status in FindingStatus.allCases {
-                        let n = detection.findings[.init(type: type, severity: severity, status: status)] ?? 0
-                        findings.append(("type=\"\(type.rawValue)\",severity=\"\(severity.rawValue)\",status=\"\(status.rawValue)\"", "\(n)"))
-                    }
-                }
-            }
-            metric("cmcd_sentinel_findings_total", "counter", "Findings emitted, by type, severity and status.", findings)
-            metric("cmcd_sentinel_live_sessions", "gauge", "Sessions with state in memory.", [("", "\(liveSessions)")])
-            metric(
-                "cmcd_sentinel_session_evictions_total", "counter", "Sessions evicted, by reason.",
-                [("reason=\"idle\"", "\(detection.idleEvictions)"), ("reason=\"capacity\"", "\(detection.capacityEvictions)")])
-            metric(
-                "cmcd_sentinel_consumer_lag", "gauge", "Records behind the end of each partition (librdkafka statistics).",
-                lag.sorted { $0.key < $1.key }.map { key, value in
-                    let parts = key.split(separator: "\u{0}")
-                    return ("topic=\"\(Self.escape(String(parts[0])))\",partition=\"\(parts.count > 1 ? String(parts[1]) : "")\"", "\(value)")
-                })
-            metric("cmcd_sentinel_commits_total", "counter", "Offset commits confirmed by the broker.", [("", "\(commits)")])
-            metric("cmcd_sentinel_commit_failures_total", "counter", "Offset commits that failed (retried).", [("", "\(commitFailures)")])
-            metric("cmcd_sentinel_kafka_errors_total", "counter", "Errors reported by the Kafka client.", [("", "\(kafkaErrors)")])
-            metric(
-                "cmcd_sentinel_commits_deferred_total", "counter", "Commits postponed because a sink did not hold everything yet.",
-                [("", "\(commitsDeferred)")])
-            metric(
-                "cmcd_sentinel_checkpoints_total", "counter", "Detection checkpoints saved, by result.",
-                [("result=\"saved\"", "\(checkpoints.saved)"), ("result=\"failed\"", "\(checkpoints.failed)")])
-            metric("cmcd_sentinel_checkpoint_seconds_total", "counter", "Time spent saving detection checkpoints.", [("", "\(checkpoints.seconds)")])
-            metric("cmcd_sentinel_checkpoint_bytes", "gauge", "Size of the last checkpoint saved (all its partitions).", [("", "\(checkpoints.lastBytes)")])
-            metric(
-                "cmcd_sentinel_sessions_restored_total", "counter", "Live sessions restored from checkpoints when partitions were assigned.",
-                [("", "\(checkpoints.restoredSessions)")])
-            out += "# HELP cmcd_sentinel_sink_latency_seconds Time spent writing findings to the sinks.\n"
-            out += "# TYPE cmcd_sentinel_sink_latency_seconds summary\n"
-            for (sink, o) in output.sorted(by: { $0.key < $1.key }) {
-                out += "cmcd_sentinel_sink_latency_seconds_sum{sink=\"\(sink)\"} \(o.seconds)\n"
-                out += "cmcd_sentinel_sink_latency_seconds_count{sink=\"\(sink)\"} \(o.writes)\n"
-            }
-            return out + extra + process
-        }
+        let extra = state.withLock { $0.sources }.map { $0() }.joined()
+        return registry.emitToString() + extra + ProcessMetrics.render()
     }
 
     /// Appends one metric in the Prometheus text format: its help and type, then a line per
@@ -228,9 +240,5 @@ public final class DaemonMetrics: @unchecked Sendable {
     static func append(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)], to out: inout String) {
         out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
         for s in samples { out += "\(name)\(s.labels.isEmpty ? "" : "{\(s.labels)}") \(s.value)\n" }
-    }
-
-    static func escape(_ s: String) -> String {
-        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
     }
 }

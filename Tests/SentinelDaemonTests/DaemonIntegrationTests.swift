@@ -381,7 +381,12 @@ import Testing
         while Date() < deadline {
             metrics = (try? Self.httpGet(port: port, path: "/metrics").body) ?? ""
             // The count is exact at once; the other series are published once a second.
-            if metrics.contains("cmcd_sentinel_records_consumed_total 64"), metrics.contains("cmcd_sentinel_live_sessions 6") { break }
+            // Lag comes with librdkafka's statistics, every 5 s.
+            if metrics.contains("cmcd_sentinel_records_consumed_total 64"), metrics.contains("cmcd_sentinel_live_sessions 6"),
+                metrics.contains("cmcd_sentinel_consumer_lag{")
+            {
+                break
+            }
             Thread.sleep(forTimeInterval: 0.2)
         }
         #expect(metrics.contains("cmcd_sentinel_records_consumed_total 64"))
@@ -404,6 +409,63 @@ import Testing
         let health = try Self.httpGet(port: port, path: "/healthz")
         #expect(health.status == 200)
         #expect(try Self.httpGet(port: port, path: "/nope").status == 404)
+
+        // The scrape as Prometheus reads it (its official Python client's parser): every
+        // family this project documents, with its type, and the values above. (Member errors
+        // appear with their first key; this topic has none.)
+        let parsed = try Self.parsePrometheus(metrics)
+        for (family, type) in [
+            ("cmcd_sentinel_records_consumed", "counter"), ("cmcd_sentinel_records_skipped", "counter"),
+            ("cmcd_sentinel_dead_letters", "counter"),
+            ("cmcd_sentinel_samples_late", "counter"), ("cmcd_sentinel_samples_future", "counter"),
+            ("cmcd_sentinel_findings", "counter"), ("cmcd_sentinel_live_sessions", "gauge"),
+            ("cmcd_sentinel_session_evictions", "counter"), ("cmcd_sentinel_consumer_lag", "gauge"),
+            ("cmcd_sentinel_commits", "counter"), ("cmcd_sentinel_commit_failures", "counter"),
+            ("cmcd_sentinel_kafka_errors", "counter"), ("cmcd_sentinel_commits_deferred", "counter"),
+            ("cmcd_sentinel_checkpoints", "counter"), ("cmcd_sentinel_checkpoint_seconds", "counter"),
+            ("cmcd_sentinel_checkpoint_bytes", "gauge"), ("cmcd_sentinel_sessions_restored", "counter"),
+            ("process_cpu_seconds", "counter"), ("process_resident_memory_bytes", "gauge"),
+        ] {
+            #expect(parsed.contains("# \(family) \(type)"), "\(family) (\(type)) missing from the parsed scrape")
+        }
+        #expect(parsed.contains(#"cmcd_sentinel_findings_total{severity="critical",status="firing",type="buffer_drop"} 2.0"#))
+        #expect(parsed.contains("cmcd_sentinel_records_consumed_total{} 64.0"))
+        #expect(parsed.contains("cmcd_sentinel_live_sessions{} 6.0"))
+        #expect(parsed.contains { $0.hasPrefix(#"cmcd_sentinel_consumer_lag{partition="0",topic="\#(topic)"}"#) }, "lag per partition")
+    }
+
+    /// Parses a scrape with Prometheus's official Python client (installed once under .tools/):
+    /// `# family type` lines and `sample{labels sorted} value` lines.
+    static func parsePrometheus(_ scrape: String) throws -> [String] {
+        let venv = packageRoot.appendingPathComponent(".tools/prometheus-client-venv")
+        let python = venv.appendingPathComponent("bin/python").path
+        if !FileManager.default.fileExists(atPath: venv.appendingPathComponent("ready").path) {
+            let status = withUnblockedSignals {
+                system(
+                    "python3 -m venv '\(venv.path)' >/dev/null 2>&1 && '\(python)' -m pip install --quiet --disable-pip-version-check 'prometheus_client==0.21.1' </dev/null >/dev/null 2>&1 && touch '\(venv.path)/ready'"
+                )
+            }
+            guard status == 0 else { throw ProcessFailure(message: "could not install prometheus_client from PyPI") }
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [packageRoot.appendingPathComponent("Tests/SentinelDaemonTests/parse_metrics.py").path]
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        input.fileHandleForWriting.write(Data(scrape.utf8))
+        try input.fileHandleForWriting.close()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw ProcessFailure(message: "the scrape does not parse:\n\(scrape)") }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
+    }
+
+    struct ProcessFailure: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
     }
 
     /// Every viewer of a live event starting at once: 1,500 sessions whose second request
