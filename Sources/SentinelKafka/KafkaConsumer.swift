@@ -35,7 +35,7 @@ public final class KafkaConsumer: @unchecked Sendable {
                 rd_kafka_yield(rk)
                 return
             }
-            let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"
+            let cooperative = rd_kafka_rebalance_protocol(rk).map { String(cString: $0) } == "COOPERATIVE"
             if assigning {
                 if cooperative { _ = rd_kafka_incremental_assign(rk, partitions) } else { _ = rd_kafka_assign(rk, partitions) }
             } else {
@@ -109,7 +109,8 @@ public final class KafkaConsumer: @unchecked Sendable {
         }
     }
 
-    private var cooperative: Bool { String(cString: rd_kafka_rebalance_protocol(handle)) == "COOPERATIVE" }
+    /// Whether the group uses the cooperative protocol (librdkafka gives none outside a group).
+    private var cooperative: Bool { rd_kafka_rebalance_protocol(handle).map { String(cString: $0) } == "COOPERATIVE" }
 
     /// Joins the consumer group for these topics.
     public func subscribe(_ topics: [String]) throws(KafkaError) {

@@ -66,6 +66,63 @@ import Testing
         again.close()
     }
 
+    /// A consumer that defers rebalances gets each one from `nextRebalance` after `poll`, reads
+    /// nothing of an assignment until it completes it (from the offsets it chose), and keeps a
+    /// revoked partition until it completes the revocation; with the eager and the cooperative
+    /// protocol alike.
+    @Test(.timeLimit(.minutes(2)), arguments: ["range", "cooperative-sticky"])
+    func deferredRebalancesAreCompletedByTheCaller(_ strategy: String) throws {
+        let cluster = try KafkaMockCluster()
+        try cluster.createTopic("r", partitions: 2)
+        let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers])
+        for i in 0..<40 { try producer.send(topic: "r", key: Array("key-\(i % 10)".utf8), value: Array("\(i)".utf8)) }
+        try producer.flush(timeoutMs: 10_000)
+        let properties = [
+            "bootstrap.servers": cluster.bootstrapServers, "group.id": "deferring-\(strategy)", "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": strategy, "session.timeout.ms": "6000", "heartbeat.interval.ms": "500",
+        ]
+        let first = try KafkaConsumer(properties: properties)
+        first.defersRebalances = true
+        try first.subscribe(["r"])
+        var assigned: [KafkaTopicPartition] = []
+        let deadline = Date().addingTimeInterval(30)
+        while assigned.isEmpty, Date() < deadline {
+            #expect(try first.poll(timeoutMs: 100) == nil, "nothing is read before the assignment is completed")
+            if case .assign(let partitions)? = first.nextRebalance() { assigned = partitions }
+        }
+        #expect(Set(assigned.map(\.partition)) == [0, 1])
+        let p0 = KafkaTopicPartition(topic: "r", partition: 0)
+        let ends = try [0, 1].map { try first.highWatermark(KafkaTopicPartition(topic: "r", partition: Int32($0))) }
+        try #require(ends[0] > 2 && ends[1] > 0, "the keys spread over both partitions: \(ends)")
+        try first.completeAssignment(assigned, offsets: [p0: 2])
+        let messages = try consumeAll(first, count: Int(ends[0] - 2 + ends[1]))
+        #expect(messages.count == Int(ends[0] - 2 + ends[1]))
+        let firstOffsets = Dictionary(grouping: messages, by: \.topicPartition.partition).mapValues { $0.map(\.offset).min() ?? -1 }
+        #expect(firstOffsets[0] == 2, "partition 0 starts where the caller said")
+        #expect(firstOffsets[1] == 0, "partition 1 starts at its committed (here: earliest) offset")
+
+        // A second member joins: the first is asked to give partitions up and keeps them until
+        // it completes the revocation.
+        let second = try KafkaConsumer(properties: properties)
+        try second.subscribe(["r"])
+        var revoked: [KafkaTopicPartition] = []
+        let joinDeadline = Date().addingTimeInterval(60)
+        while revoked.isEmpty, Date() < joinDeadline {
+            _ = try first.poll(timeoutMs: 100)
+            _ = try second.poll(timeoutMs: 10)
+            switch first.nextRebalance() {
+            case .revoke(let partitions)?: revoked = partitions
+            case .assign(let partitions)?: try first.completeAssignment(partitions, offsets: [:])
+            case nil: break
+            }
+        }
+        #expect(!revoked.isEmpty, "the first member was asked to give partitions up")
+        try first.completeRevocation(revoked)
+        first.close()
+        second.close()
+        withExtendedLifetime(cluster) {}
+    }
+
     /// A tool can check for a broker before producing: a cluster answers, an address where
     /// none listens fails within the time given, with the reason.
     @Test func requireBrokerAnswersOnlyWhereABrokerListens() throws {
