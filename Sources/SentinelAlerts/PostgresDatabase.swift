@@ -6,7 +6,7 @@ import SentinelConfig
 
 /// PostgreSQL through postgres-nio's connection pool, so several daemons can share one alerts
 /// table. The pool runs in a task of its own until `close`.
-public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
+public final class PostgresDatabase: SQLDatabase {
     public let backend = "postgres"
     let client: PostgresClient
     let logger: Logger

@@ -41,7 +41,7 @@ final class MeasuringSink: FindingSink {
     }
 }
 
-func produce(_ producer: KafkaProducer, topic: String, count: Int, generator: inout LineGenerator, rate: Int?, realTime: Bool) throws {
+func produce(_ producer: KafkaProducer, topic: String, count: Int, generator: inout LineGenerator, rate: Int?, realTime: Bool) async throws {
     let start = Date()
     for i in 0..<count {
         let line = generator.next(at: realTime ? Int(Date().timeIntervalSince1970 * 1000) : nil)
@@ -52,7 +52,7 @@ func produce(_ producer: KafkaProducer, topic: String, count: Int, generator: in
         if let rate {
             let due = Double(i) / Double(rate)
             let elapsed = Date().timeIntervalSince(start)
-            if due > elapsed { Thread.sleep(forTimeInterval: due - elapsed) }
+            if due > elapsed { try await Task.sleep(for: .seconds(due - elapsed)) }
         }
     }
     try producer.flush(timeoutMs: 60_000)
@@ -74,7 +74,7 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         var generator = LineGenerator(sessions: 10_000)
         print("e2e: producing \(records) records to \(topic) at \(brokers)...")
         let produceStart = Date()
-        try produce(producer, topic: topic, count: records, generator: &generator, rate: nil, realTime: false)
+        try await produce(producer, topic: topic, count: records, generator: &generator, rate: nil, realTime: false)
         print("e2e: produced in \(String(format: "%.1f", Date().timeIntervalSince(produceStart))) s (\(Int(Double(records) / Date().timeIntervalSince(produceStart))) records/s)")
 
         var configuration = SentinelConfiguration()
@@ -125,7 +125,7 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         let seconds2 = 10
         var steady = LineGenerator(sessions: 10_000)
         print("e2e: producing \(rate) records/s for \(seconds2) s with event time = produce time...")
-        try produce(producer, topic: latencyTopic, count: rate * seconds2, generator: &steady, rate: rate, realTime: true)
+        try await produce(producer, topic: latencyTopic, count: rate * seconds2, generator: &steady, rate: rate, realTime: true)
         while latencyDaemon.metrics.recordsConsumed < rate * seconds2 { try await Task.sleep(for: .milliseconds(200)) }
         try await Task.sleep(for: .seconds(4))
         latencyDaemon.requestStop()

@@ -69,6 +69,8 @@ public enum KafkaEvent: Sendable {
 public typealias KafkaEventHandler = @Sendable (KafkaEvent) -> Void
 
 /// One object passed as the opaque to every C callback of a client; it outlives the handle.
+// Unchecked: C callbacks reach it through an opaque pointer; its two flags are set by the
+// polling owner before the callbacks that read them run (during its own poll or close).
 final class ClientContext: @unchecked Sendable {
     private let handler: KafkaEventHandler
     let logger: Logger?

@@ -8,6 +8,7 @@ import Logging
 /// `DedicatedThreadExecutor`), not from Swift's cooperative pool. Rebalances are carried out
 /// during `poll`, or handed to the caller to complete (`defersRebalances`), so that it can
 /// finish and commit revoked partitions first.
+// Unchecked: a librdkafka C handle, used by one task at a time (its owner polls and commits).
 public final class KafkaConsumer: @unchecked Sendable {
     private let handle: OpaquePointer
     private let context: ClientContext
@@ -216,6 +217,7 @@ public final class KafkaConsumer: @unchecked Sendable {
 }
 
 /// librdkafka's in-process mock cluster, for fast unit tests of the clients.
+// Unchecked: librdkafka C handles, only created and destroyed here.
 public final class KafkaMockCluster: @unchecked Sendable {
     private let handle: OpaquePointer
     private let cluster: OpaquePointer

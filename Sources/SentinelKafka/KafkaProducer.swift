@@ -10,6 +10,7 @@ import Synchronization
 ///
 /// Thread-safe as librdkafka is; `flush` and `poll` block, so call them off Swift's
 /// cooperative pool (from a thread of your own or a synchronous command).
+// Unchecked: it holds librdkafka C handles, which librdkafka makes safe to use from any thread.
 public final class KafkaProducer: @unchecked Sendable {
     private let handle: OpaquePointer
     private let context: ClientContext
