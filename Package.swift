@@ -137,6 +137,7 @@ let package = Package(
             name: "SentinelBenchmark",
             dependencies: [
                 "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelDaemon", "SentinelInflux", "SentinelKafka", "SentinelSinks",
+                "SentinelAlerts", "SentinelWebhooks",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -3,9 +3,11 @@ import Foundation
 import Logging
 import SentinelConfig
 import SentinelDaemon
+import SentinelAlerts
 import SentinelInflux
 import SentinelKafka
 import SentinelSinks
+import SentinelWebhooks
 import Synchronization
 
 /// Reads one environment variable.
@@ -58,6 +60,37 @@ func produce(_ producer: KafkaProducer, topic: String, count: Int, generator: in
     try producer.flush(timeoutMs: 60_000)
 }
 
+/// User + system CPU seconds of this process so far (every thread).
+func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+func format(_ value: Double) -> String { String(format: "%.2f", value) }
+
+/// Reads `records` records of the configured partitions from the beginning and discards them:
+/// the bare cost of fetching, to compare the daemon with. Wall and CPU seconds.
+func bareConsume(configuration: SentinelConfiguration, records: Int) throws -> (wall: Double, cpu: Double) {
+    var properties = configuration.kafka.properties
+    properties["bootstrap.servers"] = configuration.kafka.brokers
+    properties["group.id"] = "bench-bare-\(configuration.kafka.topic)"
+    properties["auto.offset.reset"] = "earliest"
+    properties["fetch.wait.max.ms"] = "50"
+    let consumer = try KafkaConsumer(properties: properties)
+    try consumer.assign(configuration.kafka.partitions.map { (KafkaTopicPartition(topic: configuration.kafka.topic, partition: $0), offset: nil) })
+    let cpuStart = processCPUSeconds()
+    let start = Date()
+    var seen = 0
+    while seen < records, Date().timeIntervalSince(start) < 120 {
+        seen += try consumer.pollDiscarding(max: 1_000, timeoutMs: 100)
+    }
+    let result = (Date().timeIntervalSince(start), processCPUSeconds() - cpuStart)
+    consumer.close()
+    return result
+}
+
 /// The daemon end to end through a broker: consumer throughput on a backlog, then per-record
 /// latency from produce to finding at a steady rate.
 func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
@@ -80,35 +113,53 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         var configuration = SentinelConfiguration()
         configuration.kafka.brokers = brokers
         configuration.kafka.topic = topic
-        configuration.kafka.groupID = "bench-\(topic)"
         configuration.kafka.partitions = [0, 1, 2, 3]
         configuration.kafka.properties = ["fetch.max.bytes": "52428800", "queued.max.messages.kbytes": "262144"]
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = 1
-        let sink = MeasuringSink()
-        var sinks: [any FindingSink] = [sink]
-        // With an InfluxDB URL, the daemon also writes every request and finding there, as
-        // `run` does with `write_raw`, and commits only what InfluxDB holds.
-        let metrics = DaemonMetrics()
+
+        // The same backlog read by a bare librdkafka consumer (fetch and discard: what `kcat -C
+        // -e` does), then by the daemon with each set of sinks; CPU is the process's user +
+        // system time over the run (librdkafka's threads included), idle second excluded.
+        let bare = try bareConsume(configuration: configuration, records: records)
+        print("e2e: bare consumer: \(records) records in \(format(bare.wall)) s, \(format(bare.cpu / Double(records) * 1e6)) CPU-s per million records")
+        var variants: [(name: String, makeSinks: () async throws -> [any FindingSink])] = [("a null sink", { [MeasuringSink()] })]
+        variants.append(("a null sink and the alerts table (SQLite)", {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("bench-alerts-\(UUID().uuidString).db").path
+            let store = try await AlertStore.open(url: "sqlite:\(path)", logger: quietLogger)
+            let routing = WebhookRouting(routes: DetectionRules().routes, endpoints: [])
+            return [MeasuringSink(), AlertSink(store: store, notifications: { routing.plan($0, now: $1) }, logger: quietLogger)]
+        }))
         if let url = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_URL") {
+            // The daemon also writes every request and finding to InfluxDB, as `run` does with
+            // `write_raw`, and commits only what InfluxDB holds. influxd's own CPU is not counted.
             var influx = SentinelConfiguration.Influx()
             influx.url = url
             influx.database = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_DATABASE") ?? "cmcd-metrics"
             influx.gzip = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_GZIP") == "true"
-            sinks.append(InfluxSink(configuration: influx, logger: quietLogger))
+            variants.append(("a null sink and InfluxDB (every request and finding)", { [MeasuringSink(), InfluxSink(configuration: influx, logger: quietLogger)] }))
         }
-        let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sinks: sinks, metrics: metrics, logger: quietLogger)
-        let consumeStart = Date()
-        try await withThrowingDiscardingTaskGroup { group in
-            // The InfluxDB writer sends in the background while the daemon runs.
-            for case let influx as InfluxSink in sinks { group.addTask { await influx.run() } }
-            try await daemon.run()
-            for case let influx as InfluxSink in sinks { influx.close() }
+        for (index, variant) in variants.enumerated() {
+            configuration.kafka.groupID = "bench-\(topic)-\(index)"
+            let sinks = try await variant.makeSinks()
+            let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sinks: sinks, logger: quietLogger)
+            let cpuStart = processCPUSeconds()
+            let consumeStart = Date()
+            try await withThrowingDiscardingTaskGroup { group in
+                // The InfluxDB writer sends in the background while the daemon runs.
+                for case let influx as InfluxSink in sinks { group.addTask { await influx.run() } }
+                try await daemon.run()
+                for case let influx as InfluxSink in sinks { influx.close() }
+            }
+            let seconds = Date().timeIntervalSince(consumeStart) - 1  // the idle second
+            let cpu = processCPUSeconds() - cpuStart
+            let consumed = daemon.metrics.recordsConsumed
+            let findings = (sinks.first as? MeasuringSink)?.findings ?? 0
+            print(
+                "e2e: daemon, \(variant.name): \(consumed) records in \(format(seconds)) s: \(Int(Double(consumed) / seconds)) records/s, "
+                    + "\(format(cpu / Double(consumed) * 1e6)) CPU-s per million records (\(format(cpu / bare.cpu)) x the bare consumer), \(findings) findings")
         }
-        let seconds = Date().timeIntervalSince(consumeStart) - 1  // the idle second
-        let consumed = daemon.metrics.recordsConsumed
-        let into = sinks.count > 1 ? "a null sink and InfluxDB (every request and finding)" : "a null sink"
-        print("e2e: daemon consumed \(consumed) records in \(String(format: "%.1f", seconds)) s: \(Int(Double(consumed) / seconds)) records/s (\(sink.findings) findings, written to \(into))")
+        configuration.kafka.groupID = "bench-\(topic)"
 
         // Latency at a steady rate: event time = produce time.
         let latencyTopic = topic + "-latency"

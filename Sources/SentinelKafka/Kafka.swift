@@ -45,6 +45,16 @@ public struct KafkaMessage: Sendable {
     public var headers: [(name: String, value: [UInt8])] = []
 }
 
+/// A consumed record as librdkafka holds it: valid only inside `KafkaConsumer.pollBatch`'s body.
+public struct KafkaRecordView {
+    public let topic: String
+    public let partition: Int32
+    public let offset: Int64
+    public let key: UnsafeRawBufferPointer?
+    public let value: UnsafeBufferPointer<UInt8>
+    public var topicPartition: KafkaTopicPartition { KafkaTopicPartition(topic: topic, partition: partition) }
+}
+
 /// A group rebalance handed to the caller (`KafkaConsumer.defersRebalances`).
 public enum KafkaRebalance: Sendable, Equatable {
     /// Complete with `completeAssignment`.

@@ -13,6 +13,11 @@ public final class KafkaConsumer: @unchecked Sendable {
     private let handle: OpaquePointer
     private let context: ClientContext
     private var closed = false
+    /// The consumer queue (which the main queue is forwarded to), read by `pollBatch`.
+    private let queue: OpaquePointer
+    /// Where `pollBatch` receives message pointers; allocated once.
+    private let batchBuffer = UnsafeMutableBufferPointer<UnsafeMutablePointer<rd_kafka_message_t>?>.allocate(capacity: 4_096)
+    private var topicNames: [OpaquePointer: String] = [:]
 
     /// `enable.auto.commit` and `enable.auto.offset.store` default to false here: offsets are
     /// committed only by `commit`. Every other property is librdkafka's.
@@ -49,11 +54,18 @@ public final class KafkaConsumer: @unchecked Sendable {
             throw KafkaError(message: "cannot create consumer: " + String(decoding: errorText.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         rd_kafka_poll_set_consumer(handle)
+        guard let queue = rd_kafka_queue_get_consumer(handle) else {
+            rd_kafka_destroy(handle)
+            throw KafkaError(message: "cannot get the consumer queue")
+        }
         self.handle = handle
+        self.queue = queue
     }
 
     deinit {
         close()
+        rd_kafka_queue_destroy(queue)
+        batchBuffer.deallocate()
         rd_kafka_destroy(handle)
         withExtendedLifetime(context) {}
     }
@@ -165,6 +177,64 @@ public final class KafkaConsumer: @unchecked Sendable {
             }
         }
         return result
+    }
+
+    /// Takes what the client has fetched, up to `max` records, waiting up to `timeoutMs` for
+    /// the first, and hands each to `body` in order as a view of librdkafka's own memory (no
+    /// copy: valid only during the call). Rebalances and other callbacks are served meanwhile,
+    /// as by `poll`. Returns how many records there were. Transient errors are reported as
+    /// events; fatal ones throw.
+    @discardableResult
+    public func pollBatch(max: Int, timeoutMs: Int32, _ body: (KafkaRecordView) throws -> Void) throws -> Int {
+        let capacity = Swift.max(1, Swift.min(max, batchBuffer.count))
+        let n = rd_kafka_consume_batch_queue(queue, timeoutMs, batchBuffer.baseAddress, capacity)
+        guard n >= 0 else { throw KafkaError(rd_kafka_last_error(), "consume") }
+        var handed = 0
+        var index = 0
+        defer {
+            // Whatever happens in `body`, every message goes back to librdkafka.
+            while index < n {
+                rd_kafka_message_destroy(batchBuffer[index])
+                index += 1
+            }
+        }
+        while index < n {
+            guard let message = batchBuffer[index] else {
+                index += 1
+                continue
+            }
+            let m = message.pointee
+            if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                rd_kafka_message_destroy(message)
+                index += 1
+                if m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF { continue }
+                let error = KafkaError(m.err, "consume")
+                if m.err == RD_KAFKA_RESP_ERR__FATAL { throw error }
+                context.onEvent(.error(error, fatal: false))
+                continue
+            }
+            let view = KafkaRecordView(
+                topic: topicName(m.rkt), partition: m.partition, offset: m.offset,
+                key: m.key.map { UnsafeRawBufferPointer(start: $0, count: m.key_len) },
+                value: UnsafeRawBufferPointer(start: m.payload, count: m.payload == nil ? 0 : m.len).assumingMemoryBound(to: UInt8.self))
+            try body(view)
+            rd_kafka_message_destroy(message)
+            index += 1
+            handed += 1
+        }
+        return handed
+    }
+
+    /// Takes up to `max` records and drops them (the bare cost of fetching, for benchmarks).
+    public func pollDiscarding(max: Int, timeoutMs: Int32) throws -> Int { try pollBatch(max: max, timeoutMs: timeoutMs) { _ in } }
+
+    /// The topic's name, looked up once per topic handle (not allocated per record).
+    private func topicName(_ rkt: OpaquePointer?) -> String {
+        guard let rkt else { return "" }
+        if let name = topicNames[rkt] { return name }
+        let name = String(cString: rd_kafka_topic_name(rkt))
+        topicNames[rkt] = name
+        return name
     }
 
     /// Commits explicit offsets (the next offset to read, per partition) and waits for the

@@ -66,6 +66,53 @@ import Testing
         again.close()
     }
 
+    /// `pollBatch` hands records over in partition order as views of librdkafka's memory, at
+    /// most `max` at a time; a body that throws gets the error through, and the batch's other
+    /// records are released, not leaked.
+    @Test func batchesAreHandedOverInOrderWithoutCopies() throws {
+        let cluster = try KafkaMockCluster()
+        try cluster.createTopic("b", partitions: 2)
+        let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers])
+        for i in 0..<500 { try producer.send(topic: "b", key: Array("key-\(i % 7)".utf8), value: Array("record \(i)".utf8)) }
+        try producer.flush(timeoutMs: 10_000)
+        let consumer = try KafkaConsumer(properties: ["bootstrap.servers": cluster.bootstrapServers, "group.id": "batches", "auto.offset.reset": "earliest"])
+        try consumer.assign((0..<2).map { (KafkaTopicPartition(topic: "b", partition: $0), offset: nil) })
+        var values: [String] = []
+        var offsets: [Int32: [Int64]] = [:]
+        var largest = 0
+        let deadline = Date().addingTimeInterval(20)
+        while values.count < 500, Date() < deadline {
+            let n = try consumer.pollBatch(max: 64, timeoutMs: 100) { record in
+                #expect(record.topic == "b")
+                values.append(String(decoding: record.value, as: UTF8.self))
+                offsets[record.partition, default: []].append(record.offset)
+                #expect(record.key.map { String(decoding: $0, as: UTF8.self).hasPrefix("key-") } == true)
+            }
+            largest = max(largest, n)
+        }
+        #expect(Set(values) == Set((0..<500).map { "record \($0)" }))
+        #expect(largest <= 64 && largest > 1, "batches of up to 64: \(largest)")
+        for (_, list) in offsets { #expect(list == Array(0..<Int64(list.count)), "each partition in order from its start") }
+
+        struct Stop: Error {}
+        let again = try KafkaConsumer(properties: ["bootstrap.servers": cluster.bootstrapServers, "group.id": "batches-2", "auto.offset.reset": "earliest"])
+        try again.assign([(KafkaTopicPartition(topic: "b", partition: 0), offset: nil)])
+        var seen = 0
+        #expect(throws: Stop.self) {
+            let end = Date().addingTimeInterval(10)
+            while Date() < end {
+                try again.pollBatch(max: 100, timeoutMs: 100) { _ in
+                    seen += 1
+                    if seen == 3 { throw Stop() }
+                }
+            }
+        }
+        #expect(seen == 3)
+        again.close()
+        consumer.close()
+        withExtendedLifetime(cluster) {}
+    }
+
     /// A consumer that defers rebalances gets each one from `nextRebalance` after `poll`, reads
     /// nothing of an assignment until it completes it (from the offsets it chose), and keeps a
     /// revoked partition until it completes the revocation; with the eager and the cooperative
