@@ -130,6 +130,16 @@ final class ConsumeLoop {
     private var heldFindings: [Finding] = []
     /// Records given to the record sinks since they were last asked for room.
     private var recordsSinceRoomCheck = 0
+    /// The engine of the partition being read, out of `engines` while a batch is handled, and
+    /// the offset of its last record handled.
+    private var current: (tp: KafkaTopicPartition, engine: DetectionEngine, lastOffset: Int64?)?
+    /// When the batch in hand was polled (monotonic seconds, and wall-clock milliseconds).
+    private var batchTime = 0.0
+    private var batchWallClock: Int64 = 0
+
+    /// Records taken from the client at a time: parse and detect run over them before the
+    /// loop looks at rebalances, timers and sinks again.
+    static let batchSize = 1_000
 
     init(daemon: Daemon) {
         self.daemon = daemon
@@ -180,14 +190,18 @@ final class ConsumeLoop {
 
         machine.started(now: monotonicSeconds())
         while !stop.isSet {
-            let message = try consumer.poll(timeoutMs: machine.pollTimeoutMs(heldFindings: heldFindings.count))
+            let held = heldFindings.count
+            batchTime = monotonicSeconds()
+            batchWallClock = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+            let polled: Int
+            do {
+                defer { parkEngine() }
+                polled = try consumer.pollBatch(max: Self.batchSize, timeoutMs: machine.pollTimeoutMs(heldFindings: held)) { try handle($0) }
+            }
+            if polled > 0 { metrics.countConsumed(polled) }
             try await completeRebalances(consumer)
             let now = monotonicSeconds()
-            let held = heldFindings.count
-            if let message {
-                try handle(message)
-                machine.handled(message.topicPartition, offset: message.offset, now: now)
-            } else if let elapsedMs = machine.quietAdvance(now: now) {
+            if polled == 0, let elapsedMs = machine.quietAdvance(now: now) {
                 // A quiet stream: event time moves on with the wall clock, so idle sessions are
                 // evicted and stuck startups fire even when no record arrives; only for a
                 // partition that is fetched and caught up (a broker outage is no quiet stream).
@@ -196,9 +210,9 @@ final class ConsumeLoop {
                 }
                 countLiveSessions()
             }
-            let actions = machine.afterPoll(recordPolled: message != nil, heldBefore: held, heldNow: heldFindings.count, now: now)
+            let actions = machine.afterPoll(recordPolled: polled > 0, heldBefore: held, heldNow: heldFindings.count, now: now)
             if actions.emitFindings { try await emitHeldFindings() }
-            if !daemon.recordSinks.isEmpty, recordsSinceRoomCheck >= 1_000 || (message == nil && recordsSinceRoomCheck > 0) {
+            if !daemon.recordSinks.isEmpty, recordsSinceRoomCheck >= 1_000 || (polled == 0 && recordsSinceRoomCheck > 0) {
                 // Backpressure: a full sink (InfluxDB behind) holds the loop here.
                 recordsSinceRoomCheck = 0
                 for sink in daemon.recordSinks { try await sink.waitForRoom() }
@@ -231,60 +245,80 @@ final class ConsumeLoop {
         logger.info("stopped after \(metrics.recordsConsumed) records")
     }
 
-    /// Parses a record, feeds its samples to the partition's engine and holds the findings.
-    private func handle(_ message: KafkaMessage) throws {
-        metrics.countConsumed()
-        let tp = message.topicPartition
-        fetching.recordFetched(tp)
-        if engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
-        // The reference for records dated implausibly far ahead (`sessions.max_future_ms`).
-        engines[tp]!.noteWallClock(Int64((Date().timeIntervalSince1970 * 1000).rounded()))
-        let liveBefore = engines[tp]!.liveSessionCount
-        engines[tp]!.sessionCapacity = max(1, rules.sessions.maxLiveSessions - (liveSessions - liveBefore))
+    /// Parses a record, feeds its samples to its partition's engine and holds the findings.
+    /// The record is librdkafka's memory, parsed in place.
+    private func handle(_ record: KafkaRecordView) throws {
+        if current?.tp.partition != record.partition || current?.tp.topic != record.topic {
+            switchEngine(to: record.topicPartition)
+        }
+        current!.lastOffset = record.offset
+        let liveBefore = current!.engine.liveSessionCount
+        current!.engine.sessionCapacity = max(1, rules.sessions.maxLiveSessions - (liveSessions - liveBefore))
         defer {
-            liveSessions += engines[tp]!.liveSessionCount - liveBefore
-            // An engine holding no session cannot make room itself: the fullest one does.
-            while liveSessions > rules.sessions.maxLiveSessions,
-                let fullest = engines.max(by: { $0.value.liveSessionCount < $1.value.liveSessionCount })?.key,
-                engines[fullest]!.evictLeastRecentlySeen(into: &heldFindings)
-            {
-                liveSessions -= 1
+            liveSessions += current!.engine.liveSessionCount - liveBefore
+            if liveSessions > rules.sessions.maxLiveSessions {
+                // An engine holding no session cannot make room itself: the fullest one does.
+                parkEngine()
+                while liveSessions > rules.sessions.maxLiveSessions,
+                    let fullest = engines.max(by: { $0.value.liveSessionCount < $1.value.liveSessionCount })?.key,
+                    engines[fullest]!.evictLeastRecentlySeen(into: &heldFindings)
+                {
+                    liveSessions -= 1
+                }
             }
         }
         var deadLetterError: KafkaError?
         var sampleSinkError: (any Error)?
-        message.value.withUnsafeBufferPointer { bytes in
-            parser.parseLines(of: bytes) { outcome, line in
-                switch outcome {
-                case .sample(var sample):
-                    sample.position = message.offset
-                    if !daemon.recordSinks.isEmpty, sampleSinkError == nil {
-                        recordsSinceRoomCheck += 1
-                        do {
-                            for sink in daemon.recordSinks { try sink.record(sample) }
-                        } catch {
-                            sampleSinkError = error
-                        }
-                    }
-                    engines[tp]!.process(sample, into: &heldFindings)
-                case .skipped(let reason, let detail):
-                    guard let deadLetters, deadLetterError == nil else { return }
-                    do throws(KafkaError) {
-                        try deadLetters.send(
-                            topic: configuration.kafka.deadLetterTopic, key: message.key, value: Array(line),
-                            headers: [
-                                ("cmcd-sentinel-reason", reason.rawValue), ("cmcd-sentinel-detail", String(detail.prefix(200))),
-                                ("cmcd-sentinel-source", "\(tp.topic)/\(tp.partition)/\(message.offset)"),
-                            ])
-                        deadLettersSent += 1
+        parser.parseLines(of: record.value) { outcome, line in
+            switch outcome {
+            case .sample(var sample):
+                sample.position = record.offset
+                if !daemon.recordSinks.isEmpty, sampleSinkError == nil {
+                    recordsSinceRoomCheck += 1
+                    do {
+                        for sink in daemon.recordSinks { try sink.record(sample) }
                     } catch {
-                        deadLetterError = error
+                        sampleSinkError = error
                     }
+                }
+                current!.engine.process(sample, into: &heldFindings)
+            case .skipped(let reason, let detail):
+                guard let deadLetters, deadLetterError == nil else { return }
+                do throws(KafkaError) {
+                    try deadLetters.send(
+                        topic: configuration.kafka.deadLetterTopic, key: record.key.map { Array($0) }, value: Array(line),
+                        headers: [
+                            ("cmcd-sentinel-reason", reason.rawValue), ("cmcd-sentinel-detail", String(detail.prefix(200))),
+                            ("cmcd-sentinel-source", "\(record.topic)/\(record.partition)/\(record.offset)"),
+                        ])
+                    deadLettersSent += 1
+                } catch {
+                    deadLetterError = error
                 }
             }
         }
         if let deadLetterError { throw deadLetterError }
         if let sampleSinkError { throw sampleSinkError }
+    }
+
+    /// Takes the engine of `tp` out of `engines` for the records that follow (one lookup per
+    /// partition per batch, not several per record), putting the previous one back.
+    private func switchEngine(to tp: KafkaTopicPartition) {
+        parkEngine()
+        fetching.recordFetched(tp)
+        var engine = engines.removeValue(forKey: tp) ?? DetectionEngine(rules: rules)
+        // The reference for records dated implausibly far ahead (`sessions.max_future_ms`).
+        engine.noteWallClock(batchWallClock)
+        current = (tp, engine, nil)
+    }
+
+    /// Puts the engine in use back in `engines` and tells the policy how far its partition
+    /// was handled.
+    private func parkEngine() {
+        guard let parked = current else { return }
+        current = nil
+        engines[parked.tp] = parked.engine
+        if let offset = parked.lastOffset { machine.handled(parked.tp, offset: offset, now: batchTime) }
     }
 
     /// Hands the held findings to every sink, in the order they were found.

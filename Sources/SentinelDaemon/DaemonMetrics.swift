@@ -86,11 +86,10 @@ public final class DaemonMetrics: Sendable {
     /// Records consumed so far.
     public var recordsConsumed: Int { consumed.load(ordering: .relaxed) }
 
-    /// Counts one record consumed (the consume loop, per record).
-    @inline(__always)
-    func countConsumed() {
-        consumed.add(1, ordering: .relaxed)
-        consumedCounter.increment()
+    /// Counts records consumed (the consume loop, per polled batch).
+    func countConsumed(_ records: Int) {
+        consumed.add(records, ordering: .relaxed)
+        consumedCounter.increment(by: Int64(records))
     }
 
     private func skippedCounter(_ reason: SkipReason) -> Counter {
