@@ -180,15 +180,23 @@ public final class KafkaConsumer: @unchecked Sendable {
     }
 
     /// Takes what the client has fetched, up to `max` records, waiting up to `timeoutMs` for
-    /// the first, and hands each to `body` in order as a view of librdkafka's own memory (no
+    /// the first only, and hands each to `body` in order as a view of librdkafka's own memory (no
     /// copy: valid only during the call). Rebalances and other callbacks are served meanwhile,
     /// as by `poll`. Returns how many records there were. Transient errors are reported as
     /// events; fatal ones throw.
     @discardableResult
     public func pollBatch(max: Int, timeoutMs: Int32, _ body: (KafkaRecordView) throws -> Void) throws -> Int {
         let capacity = Swift.max(1, Swift.min(max, batchBuffer.count))
-        let n = rd_kafka_consume_batch_queue(queue, timeoutMs, batchBuffer.baseAddress, capacity)
+        // What is there now, without waiting: a batch call with a timeout waits to fill the
+        // whole batch, which would hold a lone record (and its alert) for the full timeout.
+        var n = rd_kafka_consume_batch_queue(queue, 0, batchBuffer.baseAddress, capacity)
         guard n >= 0 else { throw KafkaError(rd_kafka_last_error(), "consume") }
+        if n == 0, timeoutMs > 0, let first = rd_kafka_consumer_poll(handle, timeoutMs) {
+            // Nothing was there: wait for one record, then take what came with it.
+            batchBuffer[0] = first
+            let rest = capacity > 1 ? rd_kafka_consume_batch_queue(queue, 0, batchBuffer.baseAddress! + 1, capacity - 1) : 0
+            n = 1 + Swift.max(0, rest)
+        }
         var handed = 0
         var index = 0
         defer {
