@@ -70,6 +70,55 @@ func processCPUSeconds() -> Double {
 
 func format(_ value: Double) -> String { String(format: "%.2f", value) }
 
+/// CPU seconds of each live thread of this process, by thread id, with its name (from
+/// /proc/self/task).
+func threadCPUSeconds() -> [String: (name: String, seconds: Double)] {
+    let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+    var result: [String: (name: String, seconds: Double)] = [:]
+    guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return [:] }
+    for task in tasks {
+        guard let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
+            let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")")
+        else { continue }
+        let name = String(stat[stat.index(after: open)..<close])
+        let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { continue }
+        result[task] = (name, (user + system) / ticks)
+    }
+    return result
+}
+
+/// Samples every thread's CPU time while a run goes on (threads that end before it does are
+/// caught at their last sample), to say where the run's CPU went.
+final class ThreadCPUSampler: Sendable {
+    private let first = threadCPUSeconds()
+    private let last = Mutex<[String: (name: String, seconds: Double)]>([:])
+    private let stopped = Atomic<Bool>(false)
+
+    func sample() { let now = threadCPUSeconds(); last.withLock { $0.merge(now) { _, new in new } } }
+
+    /// Samples every 50 ms until `stop`.
+    func run() async {
+        while !stopped.load(ordering: .relaxed) {
+            sample()
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    func stop() { stopped.store(true, ordering: .relaxed) }
+
+    /// CPU seconds spent since the start, by thread name (the consume loop's thread, named
+    /// NIO-ELT-<n>, under one name), largest first.
+    func spent() -> [(String, Double)] {
+        var byName: [String: Double] = [:]
+        for (tid, entry) in last.withLock({ $0 }) {
+            let name = entry.name.hasPrefix("NIO-ELT-") ? "consume loop" : entry.name
+            byName[name, default: 0] += entry.seconds - (first[tid]?.seconds ?? 0)
+        }
+        return byName.filter { $0.value > 0.005 }.sorted { $0.value > $1.value }
+    }
+}
+
 /// Reads `records` records of the configured partitions from the beginning and discards them:
 /// the bare cost of fetching, to compare the daemon with. Wall and CPU seconds.
 func bareConsume(configuration: SentinelConfiguration, records: Int) throws -> (wall: Double, cpu: Double) {
@@ -144,15 +193,22 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
             let sinks = try await variant.makeSinks()
             let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sinks: sinks, logger: quietLogger)
             let cpuStart = processCPUSeconds()
+            let sampler = ProcessEnvironmentValue("SENTINEL_BENCH_THREADS") != nil ? ThreadCPUSampler() : nil
             let consumeStart = Date()
             try await withThrowingDiscardingTaskGroup { group in
                 // The InfluxDB writer sends in the background while the daemon runs.
                 for case let influx as InfluxSink in sinks { group.addTask { await influx.run() } }
+                if let sampler { group.addTask { await sampler.run() } }
                 try await daemon.run()
+                sampler?.sample()
+                sampler?.stop()
                 for case let influx as InfluxSink in sinks { influx.close() }
             }
             let seconds = Date().timeIntervalSince(consumeStart) - 1  // the idle second
             let cpu = processCPUSeconds() - cpuStart
+            if let sampler {
+                print("e2e:   CPU-s by thread: " + sampler.spent().map { "\($0.0) \(format($0.1))" }.joined(separator: ", "))
+            }
             let consumed = daemon.metrics.recordsConsumed
             let findings = (sinks.first as? MeasuringSink)?.findings ?? 0
             print(
