@@ -70,6 +70,13 @@ func processCPUSeconds() -> Double {
 
 func format(_ value: Double) -> String { String(format: "%.2f", value) }
 
+/// The largest value noted, from any task.
+final class Peak: Sendable {
+    private let largest = Atomic<Int>(0)
+    func note(_ value: Int) { largest.max(value, ordering: .relaxed) }
+    var value: Int { largest.load(ordering: .relaxed) }
+}
+
 /// CPU seconds of each live thread of this process, by thread id, with its name (from
 /// /proc/self/task).
 func threadCPUSeconds() -> [String: (name: String, seconds: Double)] {
@@ -153,7 +160,9 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         }
         let producer = try KafkaProducer(properties: ["bootstrap.servers": brokers, "linger.ms": "20", "compression.type": "lz4", "queue.buffering.max.messages": "1000000"])
         try producer.requireBroker(timeoutMs: 10_000)
-        var generator = LineGenerator(sessions: 10_000)
+        // SENTINEL_BENCH_SESSIONS: how many viewers the backlog has (memory per live session).
+        let sessions = ProcessEnvironmentValue("SENTINEL_BENCH_SESSIONS").flatMap { Int($0) } ?? 10_000
+        var generator = LineGenerator(sessions: sessions)
         print("e2e: producing \(records) records to \(topic) at \(brokers)...")
         let produceStart = Date()
         try await produce(producer, topic: topic, count: records, generator: &generator, rate: nil, realTime: false)
@@ -163,7 +172,9 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         configuration.kafka.brokers = brokers
         configuration.kafka.topic = topic
         configuration.kafka.partitions = [0, 1, 2, 3]
-        configuration.kafka.properties = ["fetch.max.bytes": "52428800", "queued.max.messages.kbytes": "262144"]
+        // SENTINEL_BENCH_QUEUE_KB: librdkafka's pre-fetch queue (what it holds ahead of the loop).
+        let queueKB = ProcessEnvironmentValue("SENTINEL_BENCH_QUEUE_KB") ?? "262144"
+        configuration.kafka.properties = ["fetch.max.bytes": "52428800", "queued.max.messages.kbytes": queueKB]
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = 1
 
@@ -192,6 +203,9 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
             configuration.kafka.groupID = "bench-\(topic)-\(index)"
             let sinks = try await variant.makeSinks()
             let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sinks: sinks, logger: quietLogger)
+            // With many sessions: resident memory before and at its highest while consuming.
+            let residentBefore = sessions >= 100_000 ? residentBytes() : nil
+            let residentPeak = Peak()
             let cpuStart = processCPUSeconds()
             let sampler = ProcessEnvironmentValue("SENTINEL_BENCH_THREADS") != nil ? ThreadCPUSampler() : nil
             let consumeStart = Date()
@@ -199,6 +213,15 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
                 // The InfluxDB writer sends in the background while the daemon runs.
                 for case let influx as InfluxSink in sinks { group.addTask { await influx.run() } }
                 if let sampler { group.addTask { await sampler.run() } }
+                if residentBefore != nil {
+                    group.addTask {
+                        while !Task.isCancelled, daemon.metrics.recordsConsumed < records {
+                            residentPeak.note(residentBytes())
+                            try? await Task.sleep(for: .milliseconds(20))
+                        }
+                        residentPeak.note(residentBytes())
+                    }
+                }
                 try await daemon.run()
                 sampler?.sample()
                 sampler?.stop()
@@ -210,6 +233,10 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
                 print("e2e:   CPU-s by thread: " + sampler.spent().map { "\($0.0) \(format($0.1))" }.joined(separator: ", "))
             }
             let consumed = daemon.metrics.recordsConsumed
+            if let baseline = residentBefore {
+                let peak = max(residentPeak.value, baseline)
+                print("e2e:   resident memory grew by \((peak - baseline) / 1_048_576) MiB while consuming \(sessions) sessions: \((peak - baseline) / sessions) bytes per live session, librdkafka's queues included")
+            }
             let findings = (sinks.first as? MeasuringSink)?.findings ?? 0
             print(
                 "e2e: daemon, \(variant.name): \(consumed) records in \(format(seconds)) s: \(Int(Double(consumed) / seconds)) records/s, "
