@@ -56,6 +56,7 @@ public final class PostgresDatabase: SQLDatabase {
         return configuration
     }
 
+    @discardableResult
     public func run(_ statements: [SQLStatement]) async throws -> [[SQLRow]] {
         let timeout = self.timeout
         let target = self.target

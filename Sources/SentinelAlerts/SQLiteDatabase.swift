@@ -26,6 +26,7 @@ public final class SQLiteDatabase: SQLDatabase {
 
     deinit { thread.shutdownGracefully { _ in } }
 
+    @discardableResult
     public func run(_ statements: [SQLStatement]) async throws -> [[SQLRow]] {
         try await thread.runIfActive { try self.connection.withLock { try $0.run(statements) } }
     }

@@ -437,16 +437,7 @@ import Testing
     /// Parses a scrape with Prometheus's official Python client (installed once under .tools/):
     /// `# family type` lines and `sample{labels sorted} value` lines.
     static func parsePrometheus(_ scrape: String) throws -> [String] {
-        let venv = packageRoot.appendingPathComponent(".tools/prometheus-client-venv")
-        let python = venv.appendingPathComponent("bin/python").path
-        if !FileManager.default.fileExists(atPath: venv.appendingPathComponent("ready").path) {
-            let status = withUnblockedSignals {
-                system(
-                    "python3 -m venv '\(venv.path)' >/dev/null 2>&1 && '\(python)' -m pip install --quiet --disable-pip-version-check 'prometheus_client==0.21.1' </dev/null >/dev/null 2>&1 && touch '\(venv.path)/ready'"
-                )
-            }
-            guard status == 0 else { throw ProcessFailure(message: "could not install prometheus_client from PyPI") }
-        }
+        let python = try pythonVirtualenv("prometheus-client-venv", installing: "prometheus_client==0.21.1")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = [packageRoot.appendingPathComponent("Tests/SentinelDaemonTests/parse_metrics.py").path]
@@ -459,13 +450,8 @@ import Testing
         try input.fileHandleForWriting.close()
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ProcessFailure(message: "the scrape does not parse:\n\(scrape)") }
+        guard process.terminationStatus == 0 else { throw SetupFailure(description: "the scrape does not parse:\n\(scrape)") }
         return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
-    }
-
-    struct ProcessFailure: Error, CustomStringConvertible {
-        var message: String
-        var description: String { message }
     }
 
     /// Every viewer of a live event starting at once: 1,500 sessions whose second request

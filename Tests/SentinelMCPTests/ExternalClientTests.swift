@@ -13,19 +13,7 @@ import Testing
 /// client this project did not write, against the seeded influxd and alerts table.
 @Suite(.serialized) struct ExternalClientTests {
     /// A virtualenv with `mcp` from PyPI, made once under .tools/.
-    static func python() throws -> String {
-        let venv = packageRoot.appendingPathComponent(".tools/mcp-client-venv")
-        let python = venv.appendingPathComponent("bin/python").path
-        if !FileManager.default.fileExists(atPath: venv.appendingPathComponent("ready").path) {
-            let status = withUnblockedSignals {
-                system(
-                    "python3 -m venv '\(venv.path)' >/dev/null 2>&1 && '\(python)' -m pip install --quiet --disable-pip-version-check 'mcp==2.3.0' </dev/null >/dev/null 2>&1 && touch '\(venv.path)/ready'"
-                )
-            }
-            guard status == 0 else { throw ClientError(message: "could not install the Python MCP SDK (pip install mcp==2.3.0)") }
-        }
-        return python
-    }
+    static func python() throws -> String { try pythonVirtualenv("mcp-client-venv", installing: "mcp==2.3.0") }
 
     struct ClientError: Error, CustomStringConvertible {
         var message: String

@@ -41,6 +41,29 @@ public func withUnblockedSignals<T>(_ body: () throws -> T) rethrows -> T {
     return try body()
 }
 
+/// A Python virtualenv under `.tools/<name>` with `requirement` installed from PyPI, made once
+/// (the official clients this project tests against: the MCP SDK, Prometheus's parser).
+/// Returns its python.
+public func pythonVirtualenv(_ name: String, installing requirement: String) throws -> String {
+    let venv = packageRoot.appendingPathComponent(".tools/\(name)")
+    let python = venv.appendingPathComponent("bin/python").path
+    if !FileManager.default.fileExists(atPath: venv.appendingPathComponent("ready").path) {
+        let status = withUnblockedSignals {
+            system(
+                "python3 -m venv '\(venv.path)' >/dev/null 2>&1 && '\(python)' -m pip install --quiet --disable-pip-version-check '\(requirement)' </dev/null >/dev/null 2>&1 && touch '\(venv.path)/ready'"
+            )
+        }
+        guard status == 0 else { throw SetupFailure(description: "could not install \(requirement) from PyPI into .tools/\(name)") }
+    }
+    return python
+}
+
+/// A test's environment could not be set up.
+public struct SetupFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
+}
+
 /// Runs a script of the repository with system(3): it returns when the script exits, although a
 /// server it starts keeps running (Foundation's Process would wait for that too).
 public func runScript(_ path: String, _ arguments: [String], environment: [String: String]) -> Int32 {
