@@ -51,55 +51,71 @@ public final class SentinelTools: Sendable {
     static let sid = ("cmcd_sid", "string", "CMCD session id.")
     static let cid = ("cmcd_cid", "string", "CMCD content id.")
 
-    public static let tools: [Tool] = {
-        let readOnly = Tool.Annotations(readOnlyHint: true, openWorldHint: false)
-        func tool(_ name: String, _ title: String, _ description: String, _ schema: Value) -> Tool {
-            Tool(name: name, title: title, description: description, inputSchema: schema, annotations: readOnly)
+    /// One tool, declared once: what `tools/list` shows and what `tools/call` accepts (its
+    /// parameters are the only arguments allowed) and runs.
+    struct Spec: Sendable {
+        var name: String
+        var title: String
+        var description: String
+        var parameters: [(String, String, String)]
+        var required: [String] = []
+        var run: @Sendable (SentinelTools, ToolInput) async throws -> (String, JSONValue)
+
+        var tool: Tool {
+            Tool(
+                name: name, title: title, description: description, inputSchema: SentinelTools.schema(parameters, required: required),
+                annotations: Tool.Annotations(readOnlyHint: true, openWorldHint: false))
         }
-        return [
-            tool(
-                "get_average_bitrate", "Average bitrate",
+    }
+
+    static let specs: [Spec] = [
+        Spec(
+            name: "get_average_bitrate", title: "Average bitrate",
+            description:
                 "Average encoded bitrate (cmcd_br, kbps) of video and muxed segment requests (cmcd_ot v or av) over a time range, optionally for one session or content.",
-                schema([timeRange, sid, cid])),
-            tool(
-                "get_session_details", "Session details",
+            parameters: [timeRange, sid, cid], run: { try await $0.averageBitrate($1) }),
+        Spec(
+            name: "get_session_details", title: "Session details",
+            description:
                 "A session's real start and end time and its metrics over time (buffer length, bitrates, throughput, startup and starvation flags), paged.",
-                schema([sid, timeRange, limit, cursor], required: ["cmcd_sid"])),
-            tool(
-                "analyze_buffer_events", "Low-buffer events",
-                "Counts buffer-length reports and lists those below threshold_ms, with their session ids, paged.",
-                schema([timeRange, sid, ("threshold_ms", "integer", "Buffer length below which a report is low (default 500)."), limit, cursor])),
-            tool(
-                "identify_playback_errors", "Playback problems in history",
+            parameters: [sid, timeRange, limit, cursor], required: ["cmcd_sid"], run: { try await $0.sessionDetails($1) }),
+        Spec(
+            name: "analyze_buffer_events", title: "Low-buffer events",
+            description: "Counts buffer-length reports and lists those below threshold_ms, with their session ids, paged.",
+            parameters: [timeRange, sid, ("threshold_ms", "integer", "Buffer length below which a report is low (default 500)."), limit, cursor],
+            run: { try await $0.bufferEvents($1) }),
+        Spec(
+            name: "identify_playback_errors", title: "Playback problems in history",
+            description:
                 "Runs the daemon's detectors (the rules in force) over the stored requests and lists buffer_drop, buffer_starvation and startup_delay episodes with severities, paged.",
-                schema([timeRange, sid, limit, cursor])),
-            tool(
-                "list_session_and_content_ids", "Sessions and contents",
-                "Session ids and content ids seen in a time range, paged.",
-                schema([timeRange, limit, cursor])),
-            tool(
-                "list_recent_anomalies", "Recent anomalies",
-                "Findings from the alerts table, newest first, filtered by type, severity, status, session, content or edge location.",
-                schema([
-                    ("since", "string", "How far back, like time_range (default -1h)."),
-                    ("type", "string", "buffer_drop, buffer_starvation or startup_delay."), ("severity", "string", "warning or critical."),
-                    ("status", "string", "firing or resolved."), sid, cid, ("edge_location", "string", "CloudFront edge location, e.g. FRA56-P3."), limit, cursor,
-                ])),
-            tool(
-                "get_anomaly", "One anomaly",
-                "One finding by id with its details and the state of its webhook notifications.",
-                schema([("id", "string", "The finding id (32 hex digits).")], required: ["id"])),
-            tool(
-                "get_session_timeline", "Session timeline",
-                "A session's requests (metrics) and findings in time order, bounded.",
-                schema([sid, timeRange, limit], required: ["cmcd_sid"])),
-            tool(
-                "anomaly_summary", "Anomaly summary",
-                "Counts of findings over a time range grouped by type, severity, content or edge location, with affected and worst sessions.",
-                schema([timeRange, ("group_by", "string", "type (default), severity, content or edge_location.")])),
-            tool("get_detection_rules", "Detection rules", "The thresholds and routes in force, to explain a finding.", schema([])),
-        ]
-    }()
+            parameters: [timeRange, sid, limit, cursor], run: { try await $0.playbackErrors($1) }),
+        Spec(
+            name: "list_session_and_content_ids", title: "Sessions and contents", description: "Session ids and content ids seen in a time range, paged.",
+            parameters: [timeRange, limit, cursor], run: { try await $0.ids($1) }),
+        Spec(
+            name: "list_recent_anomalies", title: "Recent anomalies",
+            description: "Findings from the alerts table, newest first, filtered by type, severity, status, session, content or edge location.",
+            parameters: [
+                ("since", "string", "How far back, like time_range (default -1h)."),
+                ("type", "string", "buffer_drop, buffer_starvation or startup_delay."), ("severity", "string", "warning or critical."),
+                ("status", "string", "firing or resolved."), sid, cid, ("edge_location", "string", "CloudFront edge location, e.g. FRA56-P3."), limit, cursor,
+            ], run: { try await $0.recentAnomalies($1) }),
+        Spec(
+            name: "get_anomaly", title: "One anomaly", description: "One finding by id with its details and the state of its webhook notifications.",
+            parameters: [("id", "string", "The finding id (32 hex digits).")], required: ["id"], run: { try await $0.anomaly($1) }),
+        Spec(
+            name: "get_session_timeline", title: "Session timeline", description: "A session's requests (metrics) and findings in time order, bounded.",
+            parameters: [sid, timeRange, limit], required: ["cmcd_sid"], run: { try await $0.timeline($1) }),
+        Spec(
+            name: "anomaly_summary", title: "Anomaly summary",
+            description: "Counts of findings over a time range grouped by type, severity, content or edge location, with affected and worst sessions.",
+            parameters: [timeRange, ("group_by", "string", "type (default), severity, content or edge_location.")], run: { try await $0.summary($1) }),
+        Spec(
+            name: "get_detection_rules", title: "Detection rules", description: "The thresholds and routes in force, to explain a finding.", parameters: [],
+            run: { tools, _ in ("Detection rules in force (times in ms of event time).", tools.rulesJSON) }),
+    ]
+
+    public static let tools: [Tool] = specs.map(\.tool)
 
     // MARK: - Calling
 
@@ -126,28 +142,8 @@ public final class SentinelTools: Sendable {
     }
 
     func run(_ name: String, _ arguments: [String: Value]?) async throws -> (String, JSONValue) {
-        switch name {
-        case "get_average_bitrate": return try await averageBitrate(ToolInput(arguments, tool: name, allowed: ["time_range", "cmcd_sid", "cmcd_cid"]))
-        case "get_session_details":
-            return try await sessionDetails(ToolInput(arguments, tool: name, allowed: ["cmcd_sid", "time_range", "limit", "cursor"]))
-        case "analyze_buffer_events":
-            return try await bufferEvents(ToolInput(arguments, tool: name, allowed: ["time_range", "cmcd_sid", "threshold_ms", "limit", "cursor"]))
-        case "identify_playback_errors":
-            return try await playbackErrors(ToolInput(arguments, tool: name, allowed: ["time_range", "cmcd_sid", "limit", "cursor"]))
-        case "list_session_and_content_ids": return try await ids(ToolInput(arguments, tool: name, allowed: ["time_range", "limit", "cursor"]))
-        case "list_recent_anomalies":
-            return try await recentAnomalies(
-                ToolInput(
-                    arguments, tool: name,
-                    allowed: ["since", "type", "severity", "status", "cmcd_sid", "cmcd_cid", "edge_location", "limit", "cursor"]))
-        case "get_anomaly": return try await anomaly(ToolInput(arguments, tool: name, allowed: ["id"]))
-        case "get_session_timeline": return try await timeline(ToolInput(arguments, tool: name, allowed: ["cmcd_sid", "time_range", "limit"]))
-        case "anomaly_summary": return try await summary(ToolInput(arguments, tool: name, allowed: ["time_range", "group_by"]))
-        case "get_detection_rules":
-            _ = try ToolInput(arguments, tool: name, allowed: [])
-            return ("Detection rules in force (times in ms of event time).", rulesJSON)
-        default: throw BadArgument("no tool named '\(name.prefix(64))'")
-        }
+        guard let spec = Self.specs.first(where: { $0.name == name }) else { throw BadArgument("no tool named '\(name.prefix(64))'") }
+        return try await spec.run(self, ToolInput(arguments, tool: name, allowed: Set(spec.parameters.map(\.0))))
     }
 
     func requireInflux() throws -> InfluxReader {
