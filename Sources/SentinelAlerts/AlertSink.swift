@@ -1,4 +1,5 @@
 import CMCDDetection
+import CoreMetrics
 import Logging
 import SentinelHTTP
 import SentinelSinks
@@ -7,7 +8,7 @@ import Synchronization
 /// Findings to the alerts table, each with its webhook notifications in the outbox, in one
 /// transaction per write: once `write` returns, the alert and its notifications are durable.
 /// A database that stays unreachable for `maxRetrySeconds` is a final failure.
-public final class AlertSink: FindingSink, HealthReporting, MetricsReporting {
+public final class AlertSink: FindingSink, HealthReporting {
     public let name = "alerts"
     /// The outbox entries of a batch of findings at a time (the webhook routes' plan).
     public typealias NotificationPlan = @Sendable ([Finding], Int64) -> [OutboxEntry]
@@ -16,9 +17,23 @@ public final class AlertSink: FindingSink, HealthReporting, MetricsReporting {
     let plan: NotificationPlan
     let logger: Logger
     let maxRetrySeconds: Double
-    private let counts = Mutex((writes: 0, failures: 0, lastFailure: String?.none))
+    private let lastFailure = Mutex<String?>(nil)
+    private let writes: Counter
+    private let failures: Counter
 
-    public init(store: AlertStore, notifications plan: @escaping NotificationPlan, logger: Logger, maxRetrySeconds: Double = 120) {
+    /// The sink's metrics (swift-metrics labels) and their help text.
+    public static let metricHelp: [String: String] = [
+        "cmcd_sentinel_alerts_writes_total": "Transactions that stored findings in the alerts table.",
+        "cmcd_sentinel_alerts_write_failures_total": "Failed attempts to store findings (retried).",
+    ]
+
+    /// `metrics`: where its counters are made (`metricHelp` names them).
+    public init(
+        store: AlertStore, notifications plan: @escaping NotificationPlan, logger: Logger, maxRetrySeconds: Double = 120,
+        metrics: any MetricsFactory = NOOPMetricsHandler.instance
+    ) {
+        writes = Counter(label: "cmcd_sentinel_alerts_writes_total", factory: metrics)
+        failures = Counter(label: "cmcd_sentinel_alerts_write_failures_total", factory: metrics)
         self.store = store
         self.plan = plan
         self.logger = logger
@@ -34,17 +49,13 @@ public final class AlertSink: FindingSink, HealthReporting, MetricsReporting {
         while true {
             do {
                 try await store.record(findings, notifications: entries, now: now)
-                counts.withLock {
-                    $0.writes += 1
-                    $0.lastFailure = nil
-                }
+                writes.increment()
+                lastFailure.withLock { $0 = nil }
                 return
             } catch {
                 attempts += 1
-                counts.withLock {
-                    $0.failures += 1
-                    $0.lastFailure = "\(error)"
-                }
+                failures.increment()
+                lastFailure.withLock { $0 = "\(error)" }
                 if monotonicSeconds() - start >= maxRetrySeconds { throw error }
                 let delay = backoff.delayMs(afterAttempts: attempts)
                 logger.warning("alerts table write failed (\(error)); retry \(attempts) in \(delay) ms")
@@ -57,20 +68,7 @@ public final class AlertSink: FindingSink, HealthReporting, MetricsReporting {
 
     /// A failing write holds the daemon (it retries), so nothing is committed meanwhile.
     public var health: ComponentHealth {
-        counts.withLock { $0.lastFailure.map { ComponentHealth(.down, detail: $0) } ?? ComponentHealth(.ok) }
-    }
-
-    public func renderMetrics() -> String {
-        let (w, f) = counts.withLock { ($0.writes, $0.failures) }
-        return """
-            # HELP cmcd_sentinel_alerts_writes_total Transactions that stored findings in the alerts table.
-            # TYPE cmcd_sentinel_alerts_writes_total counter
-            cmcd_sentinel_alerts_writes_total \(w)
-            # HELP cmcd_sentinel_alerts_write_failures_total Failed attempts to store findings (retried).
-            # TYPE cmcd_sentinel_alerts_write_failures_total counter
-            cmcd_sentinel_alerts_write_failures_total \(f)
-
-            """
+        lastFailure.withLock { $0.map { ComponentHealth(.down, detail: $0) } ?? ComponentHealth(.ok) }
     }
 }
 

@@ -54,11 +54,13 @@ struct RunCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "cmcd-sentinel")
         let metrics = DaemonMetrics()
+        // The sinks and the dispatcher count with swift-metrics instruments in its registry.
+        let instruments = metrics.factory(help: InfluxWriter.metricHelp.merging(AlertSink.metricHelp) { a, _ in a }.merging(WebhookDispatcher.metricHelp) { a, _ in a })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var sinks: [any FindingSink] = []
         if configuration.stdout { sinks.append(StdoutSink()) }
         if let settings = configuration.influx {
-            let influx = InfluxSink(configuration: settings, logger: logger)
+            let influx = InfluxSink(configuration: settings, logger: logger, metrics: instruments)
             sinks.append(influx)
             // Its writer sends in the background; it shuts down after the daemon, which drains it.
             services.append(.init(service: influx))
@@ -75,12 +77,12 @@ struct RunCommand: AsyncParsableCommand {
             for unknown in routing.unknownEndpoints {
                 logger.warning("route \(unknown): no such webhook in the configuration; the route is not used")
             }
-            sinks.append(AlertSink(store: store!, notifications: { routing.plan($0, now: $1) }, logger: logger))
+            sinks.append(AlertSink(store: store!, notifications: { routing.plan($0, now: $1) }, logger: logger, metrics: instruments))
             logger.info("alerts go to \(SentinelConfiguration.maskingPassword(alerts.url))")
             if !configuration.webhooks.isEmpty {
                 let dispatcher = WebhookDispatcher(
-                    store: store!, endpoints: configuration.webhooks, routes: rules.routes, retentionDays: alerts.retentionDays, logger: logger)
-                metrics.register(source: { dispatcher.renderMetrics() })
+                    store: store!, endpoints: configuration.webhooks, routes: rules.routes, retentionDays: alerts.retentionDays, logger: logger,
+                    metrics: instruments)
                 metrics.register(component: "webhooks") { dispatcher.health }
                 services.append(.init(service: dispatcher))
             }

@@ -49,7 +49,6 @@ public final class Daemon: Service {
         self.logger = logger
         for sink in sinks {
             if let reporting = sink as? any HealthReporting { metrics.register(component: sink.name) { reporting.health } }
-            if let reporting = sink as? any MetricsReporting { metrics.register(source: { reporting.renderMetrics() }) }
         }
     }
 

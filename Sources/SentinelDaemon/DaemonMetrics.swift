@@ -40,7 +40,6 @@ public final class DaemonMetrics: Sendable {
     private struct State {
         var totals = Totals()
         var lastKafkaError: (message: String, at: Date)?
-        var sources: [@Sendable () -> String] = []
         var components: [(name: String, check: @Sendable () -> ComponentHealth)] = []
         /// Each component's status as last seen, and since when it has had it.
         var componentSince: [String: (status: ComponentHealth.Status, since: Date)] = [:]
@@ -171,8 +170,9 @@ public final class DaemonMetrics: Sendable {
         state.withLock { if $0.deferringSince == nil { $0.deferringSince = Date() } }
     }
 
-    /// Adds metrics in the Prometheus text format from a sink or service.
-    public func register(source: @escaping @Sendable () -> String) { state.withLock { $0.sources.append(source) } }
+    /// A swift-metrics factory over the registry, for the sinks' and services' own instruments
+    /// (`help`: their help texts, by label).
+    public func factory(help: [String: String]) -> DescribedMetricsFactory { DescribedMetricsFactory(registry: registry, help: help) }
 
     /// Adds a component (a sink, the webhook dispatcher) to `/healthz`.
     public func register(component name: String, health: @escaping @Sendable () -> ComponentHealth) {
@@ -227,12 +227,9 @@ public final class DaemonMetrics: Sendable {
         }
     }
 
-    /// The Prometheus text exposition: the registry, the sinks' and services' own metrics, and
-    /// the process metrics.
-    public func render() -> String {
-        let extra = state.withLock { $0.sources }.map { $0() }.joined()
-        return registry.emitToString() + extra + ProcessMetrics.render()
-    }
+    /// The Prometheus text exposition: the registry (the loop's, the sinks' and the services'
+    /// instruments) and the process metrics.
+    public func render() -> String { registry.emitToString() + ProcessMetrics.render() }
 
     /// Appends one metric in the Prometheus text format: its help and type, then a line per
     /// sample (`labels` without the braces, empty for none).

@@ -1,5 +1,6 @@
 import CMCDDetection
 import CMCDRecords
+import CoreMetrics
 import Logging
 import SentinelConfig
 import SentinelSinks
@@ -8,14 +9,15 @@ import ServiceLifecycle
 /// Findings (and, with `write_raw`, every request) to InfluxDB. Writes are batched in the
 /// background by the writer, a Service of the daemon's group; `flush` reports `SinkPending`
 /// while InfluxDB has not confirmed everything.
-public final class InfluxSink: FindingSink, RecordSink, HealthReporting, MetricsReporting, Service {
+public final class InfluxSink: FindingSink, RecordSink, HealthReporting, Service {
     public let name = "influx"
     let writer: InfluxWriter
     let writeRaw: Bool
     let maxBufferedPoints: Int
 
-    public init(configuration: SentinelConfiguration.Influx, logger: Logger) {
-        writer = InfluxWriter(configuration: configuration, logger: logger)
+    /// `metrics`: where the writer's counters are made (`InfluxWriter.metricHelp` names them).
+    public init(configuration: SentinelConfiguration.Influx, logger: Logger, metrics: any MetricsFactory = NOOPMetricsHandler.instance) {
+        writer = InfluxWriter(configuration: configuration, logger: logger, metrics: metrics)
         writeRaw = configuration.writeRaw
         maxBufferedPoints = configuration.maxBufferedPoints
     }
@@ -55,30 +57,5 @@ public final class InfluxSink: FindingSink, RecordSink, HealthReporting, Metrics
         // Points waiting while writes fail: commits wait for them, retried on the backoff.
         if let error = s.lastError, s.bufferedPoints > 0 { return ComponentHealth(.degraded, detail: error, backlog: s.bufferedPoints) }
         return ComponentHealth(.ok, backlog: s.bufferedPoints)
-    }
-
-    public func renderMetrics() -> String {
-        let s = writer.statistics
-        return """
-            # HELP cmcd_sentinel_influx_points_written_total Points InfluxDB accepted.
-            # TYPE cmcd_sentinel_influx_points_written_total counter
-            cmcd_sentinel_influx_points_written_total \(s.pointsWritten)
-            # HELP cmcd_sentinel_influx_batches_written_total Write requests InfluxDB accepted.
-            # TYPE cmcd_sentinel_influx_batches_written_total counter
-            cmcd_sentinel_influx_batches_written_total \(s.batchesWritten)
-            # HELP cmcd_sentinel_influx_write_retries_total Write attempts that failed and were retried.
-            # TYPE cmcd_sentinel_influx_write_retries_total counter
-            cmcd_sentinel_influx_write_retries_total \(s.retries)
-            # HELP cmcd_sentinel_influx_buffered_points Points waiting for InfluxDB.
-            # TYPE cmcd_sentinel_influx_buffered_points gauge
-            cmcd_sentinel_influx_buffered_points \(s.bufferedPoints)
-            # HELP cmcd_sentinel_influx_failed 1 once a write failed for good (the daemon stops uncommitted).
-            # TYPE cmcd_sentinel_influx_failed gauge
-            cmcd_sentinel_influx_failed \(s.failed ? 1 : 0)
-            # HELP cmcd_sentinel_influx_write_seconds Time spent in accepted writes, retries included.
-            # TYPE cmcd_sentinel_influx_write_seconds counter
-            cmcd_sentinel_influx_write_seconds \(s.writeSeconds)
-
-            """
     }
 }

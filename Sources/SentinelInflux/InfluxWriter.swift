@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import CoreMetrics
 import CZlib
 import Foundation
 import Logging
@@ -59,17 +60,52 @@ public final class InfluxWriter: Service, Sendable {
         }
     }
 
+    /// The writer's metrics (swift-metrics labels) and their help text.
+    public static let metricHelp: [String: String] = [
+        "cmcd_sentinel_influx_points_written_total": "Points InfluxDB accepted.",
+        "cmcd_sentinel_influx_batches_written_total": "Write requests InfluxDB accepted.",
+        "cmcd_sentinel_influx_write_retries_total": "Write attempts that failed and were retried.",
+        "cmcd_sentinel_influx_buffered_points": "Points waiting for InfluxDB.",
+        "cmcd_sentinel_influx_failed": "1 once a write failed for good (the daemon stops uncommitted).",
+        "cmcd_sentinel_influx_write_seconds": "Time spent in accepted writes, retries included.",
+    ]
+
+    /// The instruments the writer counts with.
+    struct Instruments: Sendable {
+        let pointsWritten: Counter
+        let batchesWritten: Counter
+        let retries: Counter
+        let writeSeconds: FloatingPointCounter
+        let buffered: Gauge
+        let failed: Gauge
+
+        init(_ factory: any MetricsFactory) {
+            pointsWritten = Counter(label: "cmcd_sentinel_influx_points_written_total", factory: factory)
+            batchesWritten = Counter(label: "cmcd_sentinel_influx_batches_written_total", factory: factory)
+            retries = Counter(label: "cmcd_sentinel_influx_write_retries_total", factory: factory)
+            writeSeconds = FloatingPointCounter(label: "cmcd_sentinel_influx_write_seconds", factory: factory)
+            buffered = Gauge(label: "cmcd_sentinel_influx_buffered_points", factory: factory)
+            failed = Gauge(label: "cmcd_sentinel_influx_failed", factory: factory)
+            failed.record(0)
+            buffered.record(0)
+        }
+    }
+
     let configuration: SentinelConfiguration.Influx
     let logger: Logger
+    let instruments: Instruments
     private let client: HTTPClient
     private let state: Mutex<State>
     /// Wakes the sender when a batch is sealed or the writer closes.
     private let wakeups: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
 
-    public init(configuration: SentinelConfiguration.Influx, logger: Logger) {
+    /// `metrics`: where the writer's counters and gauges are made (the daemon's registry; by
+    /// default nowhere).
+    public init(configuration: SentinelConfiguration.Influx, logger: Logger, metrics: any MetricsFactory = NOOPMetricsHandler.instance) {
         self.configuration = configuration
         self.logger = logger
+        instruments = Instruments(metrics)
         client = HTTPClientOptions(timeoutMs: configuration.timeoutMs, verifyTLS: configuration.verifyTLS).makeClient()
         var initial = State()
         initial.resolvedAPI = configuration.api == .auto ? nil : configuration.api
@@ -85,16 +121,19 @@ public final class InfluxWriter: Service, Sendable {
     /// Adds one point, written by `encode` as one line (ending in a newline), without waiting;
     /// throws once a write has finally failed.
     public func append(_ encode: (inout [UInt8]) -> Void) throws(InfluxWriteError) {
-        let sealed = try state.withLock { (s: inout State) throws(InfluxWriteError) -> Bool in
+        let sealed = try state.withLock { (s: inout State) throws(InfluxWriteError) -> Int? in
             if let finalError = s.finalError { throw finalError }
             if s.filling.points == 0 { s.fillingSince = monotonicSeconds() }
             encode(&s.filling.bytes)
             s.filling.points += 1
-            guard s.filling.points >= configuration.batchSize else { return false }
+            guard s.filling.points >= configuration.batchSize else { return nil }
             s.seal()
-            return true
+            return s.buffered
         }
-        if sealed { wake.yield() }
+        if let buffered = sealed {
+            instruments.buffered.record(buffered)
+            wake.yield()
+        }
     }
 
     /// Returns once fewer than `max_buffered_points` points wait (at once if so); throws once a
@@ -200,7 +239,7 @@ public final class InfluxWriter: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(min(ms, 20)))
             case .send(let batch):
                 let result = await write(batch)
-                state.withLock { s in
+                let buffered = state.withLock { s in
                     s.sendingPoints = 0
                     switch result {
                     case .success(let seconds):
@@ -216,6 +255,16 @@ public final class InfluxWriter: Service, Sendable {
                             logger.error("\(error); \(batch.points) points not written, their records will not be committed")
                         }
                     }
+                    return s.buffered
+                }
+                instruments.buffered.record(buffered)
+                switch result {
+                case .success(let seconds):
+                    instruments.pointsWritten.increment(by: batch.points)
+                    instruments.batchesWritten.increment()
+                    instruments.writeSeconds.increment(by: seconds)
+                case .failure:
+                    if statistics.failed { instruments.failed.record(1) }
                 }
             }
         }
@@ -252,6 +301,7 @@ public final class InfluxWriter: Service, Sendable {
                     s.stats.retries += 1
                     s.stats.lastError = reason
                 }
+                instruments.retries.increment()
                 logger.warning("InfluxDB write failed (\(reason)); retry \(attempts) in \(delay) ms")
                 if !(await sleep(milliseconds: delay)) {
                     return .failure(InfluxWriteError(message: "\(reason) (given up at shutdown)"))

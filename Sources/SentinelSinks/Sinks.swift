@@ -89,8 +89,3 @@ public protocol CheckpointStore: Sendable {
     func load(topic: String, partition: Int32) async throws -> DetectionCheckpoint?
     func discard(topic: String, partition: Int32) async throws
 }
-
-/// Something with counters of its own for `/metrics`, in the Prometheus text format.
-public protocol MetricsReporting: Sendable {
-    func renderMetrics() -> String
-}

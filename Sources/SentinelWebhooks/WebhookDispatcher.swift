@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import CMCDDetection
+import CoreMetrics
 import Foundation
 import Logging
 import SentinelAlerts
@@ -39,11 +40,14 @@ public final class WebhookDispatcher: Service, Sendable {
     let owner: String
     let logger: Logger
     private let stats = Mutex(Statistics())
+    private let instruments: Instruments
 
     public init(
         store: AlertStore, endpoints: [SentinelConfiguration.Webhook], routes: [DetectionRules.Route], retentionDays: Int,
-        pollIntervalMs: Int64 = 100, backoff: Backoff = Backoff(baseMs: 1_000, capMs: 300_000), logger: Logger
+        pollIntervalMs: Int64 = 100, backoff: Backoff = Backoff(baseMs: 1_000, capMs: 300_000), logger: Logger,
+        metrics: any MetricsFactory = NOOPMetricsHandler.instance
     ) {
+        instruments = Instruments(metrics)
         self.store = store
         self.endpoints = endpoints
         self.routes = routes
@@ -55,6 +59,48 @@ public final class WebhookDispatcher: Service, Sendable {
     }
 
     public var statistics: Statistics { stats.withLock { $0 } }
+
+    /// The dispatcher's metrics (swift-metrics labels) and their help text.
+    public static let metricHelp: [String: String] = [
+        "cmcd_sentinel_webhook_deliveries_total": "Notifications delivered (2xx).",
+        "cmcd_sentinel_webhook_failed_attempts_total": "Delivery attempts that failed and will be retried.",
+        "cmcd_sentinel_webhook_dead_total": "Notifications given up (rejected, or too old).",
+        "cmcd_sentinel_webhook_pending": "Notifications waiting in the outbox (all daemons sharing the table).",
+        "cmcd_sentinel_webhook_in_flight": "Deliveries in progress.",
+    ]
+
+    /// The instruments the dispatcher counts with.
+    struct Instruments: Sendable {
+        let delivered: Counter
+        let failedAttempts: Counter
+        let dead: Counter
+        let pending: Gauge
+        let inFlight: Gauge
+
+        init(_ factory: any MetricsFactory) {
+            delivered = Counter(label: "cmcd_sentinel_webhook_deliveries_total", factory: factory)
+            failedAttempts = Counter(label: "cmcd_sentinel_webhook_failed_attempts_total", factory: factory)
+            dead = Counter(label: "cmcd_sentinel_webhook_dead_total", factory: factory)
+            pending = Gauge(label: "cmcd_sentinel_webhook_pending", factory: factory)
+            inFlight = Gauge(label: "cmcd_sentinel_webhook_in_flight", factory: factory)
+            pending.record(0)
+            inFlight.record(0)
+        }
+    }
+
+    /// Changes the statistics and moves the instruments with them.
+    private func update(_ change: (inout Statistics) -> Void) {
+        let (before, after) = stats.withLock { s in
+            let before = s
+            change(&s)
+            return (before, s)
+        }
+        if after.delivered > before.delivered { instruments.delivered.increment(by: after.delivered - before.delivered) }
+        if after.failedAttempts > before.failedAttempts { instruments.failedAttempts.increment(by: after.failedAttempts - before.failedAttempts) }
+        if after.dead > before.dead { instruments.dead.increment(by: after.dead - before.dead) }
+        if after.pending != before.pending { instruments.pending.record(after.pending) }
+        if after.inFlight != before.inFlight { instruments.inFlight.record(after.inFlight) }
+    }
 
     /// Runs until a graceful shutdown or cancellation; deliveries in flight then finish and
     /// are recorded before it returns.
@@ -96,7 +142,7 @@ public final class WebhookDispatcher: Service, Sendable {
                         }
                     }
                 }
-                stats.withLock { $0.inFlight = inFlight.values.reduce(0, +) }
+                update { $0.inFlight = inFlight.values.reduce(0, +) }
                 if now - lastMaintenance >= 10_000 {
                     lastMaintenance = now
                     await maintain(now: now)
@@ -135,7 +181,7 @@ public final class WebhookDispatcher: Service, Sendable {
             switch outcome {
             case .delivered(let status):
                 try await store.markDelivered(id: notification.id, owner: owner, status: status, now: AlertStore.nowMs())
-                stats.withLock {
+                update {
                     $0.delivered += 1
                     $0.consecutiveFailures = 0
                     $0.lastFailure = nil
@@ -143,10 +189,10 @@ public final class WebhookDispatcher: Service, Sendable {
                 logger.info("webhook \(endpoint.name): delivered \(notification.id) (\(notification.kind)) after \(attempts) attempt(s)")
             case .reject(let status, let reason):
                 try await store.markDead(id: notification.id, owner: owner, status: status, error: reason)
-                stats.withLock { $0.dead += 1 }
+                update { $0.dead += 1 }
                 logger.error("webhook \(endpoint.name): \(notification.id) rejected (\(reason)); not retried")
             case .retry(let status, let reason, let retryAfter):
-                stats.withLock {
+                update {
                     $0.failedAttempts += 1
                     $0.consecutiveFailures += 1
                     $0.lastFailure = "\(endpoint.name): \(reason)"
@@ -155,13 +201,13 @@ public final class WebhookDispatcher: Service, Sendable {
                 if next - notification.createdAt > endpoint.maxAgeMs {
                     try await store.markDead(
                         id: notification.id, owner: owner, status: status, error: "\(reason) (gave up after \(attempts) attempts)")
-                    stats.withLock { $0.dead += 1 }
+                    update { $0.dead += 1 }
                     logger.error("webhook \(endpoint.name): \(notification.id) dead after \(attempts) attempts: \(reason)")
                 } else {
                     try await store.markRetry(id: notification.id, owner: owner, status: status, error: reason, nextAttemptAt: next)
                     // What waits now, for /healthz (otherwise counted at each maintenance pass).
                     let pending = try await store.notificationCounts()["pending", default: 0]
-                    stats.withLock { $0.pending = pending }
+                    update { $0.pending = pending }
                     logger.warning("webhook \(endpoint.name): \(notification.id) attempt \(attempts) failed (\(reason)); retry in \(next - AlertStore.nowMs()) ms")
                 }
             }
@@ -188,7 +234,7 @@ public final class WebhookDispatcher: Service, Sendable {
             for endpoint in endpoints {
                 let expired = try await store.expirePending(endpoint: endpoint.name, createdBefore: now - endpoint.maxAgeMs, now: now)
                 if expired > 0 {
-                    stats.withLock { $0.dead += expired }
+                    update { $0.dead += expired }
                     logger.error("webhook \(endpoint.name): \(expired) notification(s) expired undelivered")
                 }
             }
@@ -197,37 +243,14 @@ public final class WebhookDispatcher: Service, Sendable {
                 if purged > 0 { logger.info("alerts table: \(purged) resolved alert(s) past retention deleted") }
             }
             let pending = try await store.notificationCounts()["pending", default: 0]
-            stats.withLock { $0.pending = pending }
+            update { $0.pending = pending }
         } catch {
             logger.warning("webhooks: maintenance failed: \(error)")
         }
     }
 }
 
-extension WebhookDispatcher: MetricsReporting, HealthReporting {
-    /// The dispatcher's metrics in the Prometheus text format.
-    public func renderMetrics() -> String {
-        let s = statistics
-        return """
-            # HELP cmcd_sentinel_webhook_deliveries_total Notifications delivered (2xx).
-            # TYPE cmcd_sentinel_webhook_deliveries_total counter
-            cmcd_sentinel_webhook_deliveries_total \(s.delivered)
-            # HELP cmcd_sentinel_webhook_failed_attempts_total Delivery attempts that failed and will be retried.
-            # TYPE cmcd_sentinel_webhook_failed_attempts_total counter
-            cmcd_sentinel_webhook_failed_attempts_total \(s.failedAttempts)
-            # HELP cmcd_sentinel_webhook_dead_total Notifications given up (rejected, or too old).
-            # TYPE cmcd_sentinel_webhook_dead_total counter
-            cmcd_sentinel_webhook_dead_total \(s.dead)
-            # HELP cmcd_sentinel_webhook_pending Notifications waiting in the outbox (all daemons sharing the table).
-            # TYPE cmcd_sentinel_webhook_pending gauge
-            cmcd_sentinel_webhook_pending \(s.pending)
-            # HELP cmcd_sentinel_webhook_in_flight Deliveries in progress.
-            # TYPE cmcd_sentinel_webhook_in_flight gauge
-            cmcd_sentinel_webhook_in_flight \(s.inFlight)
-
-            """
-    }
-
+extension WebhookDispatcher: HealthReporting {
     /// Notifications wait in the outbox while deliveries fail: records are committed all the
     /// same, so the dispatcher is at worst degraded.
     public var health: ComponentHealth {

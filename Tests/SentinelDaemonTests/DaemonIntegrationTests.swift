@@ -424,6 +424,7 @@ import Testing
             ("cmcd_sentinel_kafka_errors", "counter"), ("cmcd_sentinel_commits_deferred", "counter"),
             ("cmcd_sentinel_checkpoints", "counter"), ("cmcd_sentinel_checkpoint_seconds", "counter"),
             ("cmcd_sentinel_checkpoint_bytes", "gauge"), ("cmcd_sentinel_sessions_restored", "counter"),
+            ("cmcd_sentinel_alerts_writes", "counter"), ("cmcd_sentinel_alerts_write_failures", "counter"),
             ("process_cpu_seconds", "counter"), ("process_resident_memory_bytes", "gauge"),
         ] {
             #expect(parsed.contains("# \(family) \(type)"), "\(family) (\(type)) missing from the parsed scrape")
