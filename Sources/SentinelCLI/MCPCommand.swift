@@ -26,7 +26,7 @@ struct MCPCommand: AsyncParsableCommand {
         let listen = http ?? configuration.mcp.httpListen
         var address: HostPort?
         if !listen.isEmpty {
-            guard let parsed = HostPort(listen) else { throw CommandFailure.usage("mcp --http: '\(listen)' is not host:port") }
+            guard let parsed = HostPort(listen, listening: true) else { throw CommandFailure.usage("mcp --http: '\(listen)' is not host:port") }
             guard !configuration.mcp.token.isEmpty else {
                 throw CommandFailure.usage("mcp: serving HTTP needs a bearer token (mcp.token or SENTINEL_MCP_TOKEN)")
             }

@@ -87,7 +87,7 @@ struct RunCommand: AsyncParsableCommand {
                 services.append(.init(service: dispatcher))
             }
         }
-        if !configuration.httpListen.isEmpty, let address = HostPort(configuration.httpListen) {
+        if !configuration.httpListen.isEmpty, let address = HostPort(configuration.httpListen, listening: true) {
             let endpoint = MetricsEndpoint.application(host: address.host, port: address.port, metrics: metrics, logger: logger)
             services.append(.init(service: endpoint, successTerminationBehavior: .gracefullyShutdownGroup))
         }

@@ -139,7 +139,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("input.fields", "SENTINEL_INPUT_FIELDS", "CloudFront fields in wire order (a list; comma separated in the environment)"),
         ("rules", "SENTINEL_RULES", "rules file"),
         ("output.stdout", "SENTINEL_OUTPUT_STDOUT", "print findings as JSON lines on standard output"),
-        ("http.listen", "SENTINEL_HTTP_LISTEN", "host:port for /metrics and /healthz; empty disables"),
+        ("http.listen", "SENTINEL_HTTP_LISTEN", "host:port for /metrics and /healthz (port 0: any free port, logged); empty disables"),
         ("influx", "-", "the InfluxDB sink; omit the section (or set influx.url empty) to disable"),
         ("influx.url", "SENTINEL_INFLUX_URL", "InfluxDB base URL, http:// or https://"),
         ("influx.api", "SENTINEL_INFLUX_API", "auto (ask /ping), v1 (/write) or v2 (/api/v2/write)"),
@@ -245,7 +245,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         if !kafka.deadLetterTopic.isEmpty, kafka.deadLetterTopic == kafka.topic {
             throw root["kafka"]["dead_letter_topic"].error("must differ from kafka.topic")
         }
-        if !httpListen.isEmpty, HostPort(httpListen) == nil { throw root["http"]["listen"].error("'\(httpListen)' is not host:port") }
+        if !httpListen.isEmpty, HostPort(httpListen, listening: true) == nil { throw root["http"]["listen"].error("'\(httpListen)' is not host:port") }
         try validateSinks(root)
     }
 
@@ -288,10 +288,12 @@ public struct HostPort: Sendable, Equatable {
     public var host: String
     public var port: Int
 
-    public init?(_ text: String) {
+    /// `listening`: an address to listen on, where port 0 means any free port (the one bound
+    /// is logged); elsewhere a port is 1 to 65535.
+    public init?(_ text: String, listening: Bool = false) {
         let trimmed = text.trimmingCharacters(in: " ")
         guard let colon = trimmed.lastIndex(of: ":"), let port = Int(trimmed[trimmed.index(after: colon)...]),
-            (1...65535).contains(port)
+            ((listening ? 0 : 1)...65535).contains(port)
         else { return nil }
         var host = String(trimmed[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }

@@ -155,7 +155,7 @@ extension SentinelConfiguration {
                 throw node.error("webhook '\(webhook.name)': a header value has a control character")
             }
         }
-        if !mcp.httpListen.isEmpty, HostPort(mcp.httpListen) == nil {
+        if !mcp.httpListen.isEmpty, HostPort(mcp.httpListen, listening: true) == nil {
             throw root["mcp"]["http_listen"].error("'\(mcp.httpListen)' is not host:port")
         }
         for origin in mcp.allowedOrigins where !(origin.hasPrefix("http://") || origin.hasPrefix("https://")) || origin.dropFirst(8).contains("/") {

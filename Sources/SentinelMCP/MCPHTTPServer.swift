@@ -81,9 +81,14 @@ public enum MCPHTTPServer {
                 Response(status: .methodNotAllowed, headers: [.allow: "POST, DELETE"])
             }
         }
-        let app = Application(router: router, configuration: .init(address: .hostname(options.host, port: options.port)), logger: logger)
-        logger.info(
-            "MCP over Streamable HTTP on http://\(options.host):\(options.port)/mcp (at most \(options.maxSessions) sessions, idle timeout \(options.idleTimeoutMs) ms)")
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(options.host, port: options.port)),
+            onServerRunning: { [options] channel in
+                // The address really bound (port 0 in the configuration: any free port).
+                logger.info(
+                    "MCP over Streamable HTTP on \(channel.localAddress?.description ?? "\(options.host):\(options.port)") at /mcp (at most \(options.maxSessions) sessions, idle timeout \(options.idleTimeoutMs) ms)"
+                )
+            }, logger: logger)
         // The sessions service is last, so it shuts down first: every waiting request is
         // answered before the HTTP server waits for its requests to finish.
         var configuration = ServiceGroupConfiguration(

@@ -96,10 +96,8 @@ import Testing
             #expect(result.status == 0, "\(result.stderr)")
         }
         try replay(before)
-        let port = freePort()
-        let daemon = try Self.start(
-            ["run", "--brokers", Self.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1"],
-            environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        let (daemon, port) = try Self.startServing(
+            ["run", "--brokers", Self.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1"])
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
         func consumed() -> Double? { Self.metricValue("cmcd_sentinel_records_consumed_total", in: (try? Self.httpGet(port: port, path: "/metrics").body) ?? "") }
         #expect(Self.waitFor(30) { consumed() == Double(before.count) }, "the daemon never read the first records")
@@ -299,6 +297,31 @@ import Testing
         return "\(id) \(status) \(severity)"
     }
 
+    /// Starts the daemon with `/metrics` on a port the kernel picks (`127.0.0.1:0`: no port is
+    /// chosen first and bound later, so nothing can take it in between) and returns the port
+    /// it logged once serving.
+    static func startServing(_ arguments: [String], environment: [String: String] = [:]) throws -> (Running, Int) {
+        var environment = environment
+        environment["SENTINEL_HTTP_LISTEN"] = "127.0.0.1:0"
+        let daemon = try start(arguments, environment: environment)
+        var port: Int?
+        _ = waitFor(30) {
+            port = servingPort(in: daemon.errors.snapshot)
+            return port != nil || !daemon.process.isRunning
+        }
+        guard let port else {
+            if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }
+            throw SetupFailure(description: "the daemon never said where it serves /metrics: \(daemon.errors.snapshot.suffix(2000))")
+        }
+        return (daemon, port)
+    }
+
+    /// The port in the daemon's "serving /metrics and /healthz on ...:PORT" log line.
+    static func servingPort(in log: String) -> Int? {
+        guard let line = log.split(separator: "\n").first(where: { $0.contains("serving /metrics and /healthz on") }) else { return nil }
+        return Int(line.split(separator: ":").last?.prefix { $0.isNumber } ?? "")
+    }
+
     static func waitFor(_ seconds: Double, _ condition: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
@@ -309,10 +332,7 @@ import Testing
     }
 
     @Test func unreachableBrokerKeepsTheDaemonRunningAndUnhealthy() throws {
-        let port = freePort()
-        let daemon = try Self.start(
-            ["run", "--brokers", "127.0.0.1:\(freePort())", "--topic", "nowhere", "--partitions", "0"],
-            environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        let (daemon, port) = try Self.startServing(["run", "--brokers", "127.0.0.1:\(freePort())", "--topic", "nowhere", "--partitions", "0"])
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
         #expect(Self.waitFor(20) { (try? Self.httpGet(port: port, path: "/healthz").status) == 503 }, "health never reported the broker")
         #expect(daemon.process.isRunning)
@@ -370,8 +390,7 @@ import Testing
     @Test func metricsAndHealthAreServed() throws {
         let topic = try Self.broker.newTopic()
         try Self.replay(topic: topic)
-        let port = freePort()
-        let daemon = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"), environment: ["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
+        let (daemon, port) = try Self.startServing(Self.daemonArguments(topic: topic, group: "g-\(topic)"))
         defer {
             kill(daemon.process.processIdentifier, SIGTERM)
             daemon.process.waitUntilExit()
@@ -498,9 +517,7 @@ import Testing
         let topic = try broker.newTopic()
         let replay = try run(["replay", "--brokers", broker.address, "--topic", topic, file.path])
         #expect(replay.status == 0, "\(replay.stderr)")
-        let port = freePort()
-        let daemon = try start(
-            daemonArguments(topic: topic, group: "g-\(topic)"), environment: environment.merging(["SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"]) { $1 })
+        let (daemon, port) = try startServing(daemonArguments(topic: topic, group: "g-\(topic)"), environment: environment)
         var metrics = ""
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {

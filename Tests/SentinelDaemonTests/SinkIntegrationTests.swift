@@ -18,11 +18,9 @@ import Testing
     static func startOnDemoData(config: String, alerts: String) throws -> (IT.Running, Int) {
         let topic = try IT.broker.newTopic()
         try IT.replay(topic: topic)
-        let port = freePort()
-        let daemon = try IT.start(
+        return try IT.startServing(
             ["run", "--config", config, "--brokers", IT.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1,2,3"],
-            environment: ["SENTINEL_ALERTS_URL": alerts, "SENTINEL_HTTP_LISTEN": "127.0.0.1:\(port)"])
-        return (daemon, port)
+            environment: ["SENTINEL_ALERTS_URL": alerts])
     }
 
     static func config(influx: String, database: String, alerts: String, webhook: String, extraInflux: String = "") throws -> String {
