@@ -337,9 +337,12 @@ struct AllowList: HTTPRequestValidator {
         var allowedHosts = hosts
         var allowedOrigins = origins
         if let port = loopbackPort {
+            // Port 0 is any free port, not known here: the loopback names on any port (a
+            // rebinding page still cannot send a loopback Host).
+            let portPattern = port == 0 ? "*" : "\(port)"
             for name in ["127.0.0.1", "localhost", "[::1]"] {
-                allowedHosts.append("\(name):\(port)")
-                allowedOrigins.append("http://\(name):\(port)")
+                allowedHosts.append("\(name):\(portPattern)")
+                allowedOrigins.append("http://\(name):\(portPattern)")
             }
         }
         self.hosts = allowedHosts.isEmpty ? nil : allowedHosts

@@ -7,6 +7,7 @@ import MCP
 import NIOCore
 import SentinelJSON
 import SentinelTestSupport
+import Synchronization
 import Testing
 
 /// `cmcd-sentinel mcp` (the real binary) driven over stdio by the official Python MCP SDK, a
@@ -105,8 +106,7 @@ import Testing
         defer { Task { await fixture.close() } }
         let config = try fixture.configFile()
         let token = "t0ken-\(UUID().uuidString)"
-        let port = freePort()
-        let server = try Self.startHTTPServer(config: config, port: port, environment: ["SENTINEL_MCP_TOKEN": token])
+        let (server, port, _) = try await Self.startHTTPServer(config: config, environment: ["SENTINEL_MCP_TOKEN": token])
         defer {
             server.terminate()
             server.waitUntilExit()
@@ -175,17 +175,52 @@ extension ExternalClientTests {
             retryAfter: response.headers.first(name: "Retry-After"), body: text.isEmpty ? nil : try? JSONParser.parse(text))
     }
 
-    /// `cmcd-sentinel mcp --http` on 127.0.0.1:`port`, its standard error to `log` (or nowhere).
-    static func startHTTPServer(config: String, port: Int, host: String = "127.0.0.1", environment: [String: String], log: Pipe? = nil) throws -> Process {
+    /// `cmcd-sentinel mcp --http` on `host` at a port the kernel picks (port 0: nothing can
+    /// take the port between choosing and binding it), its standard error collected in `log`.
+    /// Returns once the server said where it listens.
+    static func startHTTPServer(config: String, host: String = "127.0.0.1", environment: [String: String]) async throws -> (Process, port: Int, log: ServerLog) {
         let server = Process()
         server.executableURL = URL(fileURLWithPath: Self.binary)
-        server.arguments = ["mcp", "--config", config, "--http", "\(host):\(port)"]
+        server.arguments = ["mcp", "--config", config, "--http", "\(host):0"]
         server.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         server.standardInput = FileHandle.nullDevice
         server.standardOutput = FileHandle.nullDevice
-        server.standardError = log ?? FileHandle.nullDevice
+        let pipe = Pipe()
+        server.standardError = pipe
+        let log = ServerLog()
+        pipe.fileHandleForReading.readabilityHandler = { handle in log.append(handle.availableData) }
         try withUnblockedSignals { try server.run() }
-        return server
+        for _ in 0..<300 {
+            if let port = log.listeningPort { return (server, port, log) }
+            if !server.isRunning { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        if server.isRunning { server.terminate() }
+        throw ClientError(message: "the MCP server never said where it listens: \(log.text.suffix(2000))")
+    }
+
+    /// A server's standard error, as it arrives.
+    final class ServerLog: Sendable {
+        private let bytes = Mutex(Data())
+        func append(_ data: Data) { bytes.withLock { $0.append(data) } }
+        var text: String { String(decoding: bytes.withLock { $0 }, as: UTF8.self) }
+        /// Waits until nothing more has arrived for 100 ms (the last lines of a server that exited).
+        func settled() async {
+            var last = -1
+            for _ in 0..<40 {
+                let count = bytes.withLock { $0.count }
+                if count == last { return }
+                last = count
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        /// The port in "MCP over Streamable HTTP on ...:PORT at /mcp".
+        var listeningPort: Int? {
+            guard let line = text.split(separator: "\n").first(where: { $0.contains("MCP over Streamable HTTP on") }),
+                let address = line.components(separatedBy: "MCP over Streamable HTTP on ").last?.split(separator: " ").first
+            else { return nil }
+            return Int(address.split(separator: ":").last ?? "")
+        }
     }
 
     /// Beyond loopback, `mcp.allowed_origins` decides which browser pages may call the server;
@@ -196,12 +231,9 @@ extension ExternalClientTests {
         defer { Task { await fixture.close() } }
         let config = try fixture.configFile()
         let token = "t0ken-\(UUID().uuidString)"
-        let port = freePort()
-        let log = Pipe()
-        let server = try Self.startHTTPServer(
-            config: config, port: port, host: "0.0.0.0",
-            environment: ["SENTINEL_MCP_TOKEN": token, "SENTINEL_MCP_ALLOWED_ORIGINS": "https://assistant.example, http://tools.example:*"], log: log)
-        let logText = Task.detached { String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
+        let (server, port, log) = try await Self.startHTTPServer(
+            config: config, host: "0.0.0.0",
+            environment: ["SENTINEL_MCP_TOKEN": token, "SENTINEL_MCP_ALLOWED_ORIGINS": "https://assistant.example, http://tools.example:*"])
         defer { if server.isRunning { server.terminate(); server.waitUntilExit() } }
         for _ in 0..<100 {
             if (try? await Self.post(port, token: "not-the-token", Self.initialize))?.status == 401 { break }
@@ -214,7 +246,8 @@ extension ExternalClientTests {
         #expect(try await Self.post(port, token: token, headers: ["Host": "mcp.example:\(port)"], Self.initialize).status == 200, "no Origin: not a browser")
         server.terminate()
         server.waitUntilExit()
-        #expect(!(await logText.value).contains("without mcp.allowed_origins"), "no warning once origins are set")
+        await log.settled()
+        #expect(!log.text.contains("without mcp.allowed_origins"), "no warning once origins are set")
     }
 
     static let initialize = #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#
@@ -230,12 +263,8 @@ extension ExternalClientTests {
         defer { Task { await fixture.close() } }
         let config = try fixture.configFile()
         let token = "t0ken-\(UUID().uuidString)"
-        let port = freePort()
-        let log = Pipe()
-        let server = try Self.startHTTPServer(
-            config: config, port: port,
-            environment: ["SENTINEL_MCP_TOKEN": token, "SENTINEL_MCP_MAX_SESSIONS": "12", "SENTINEL_MCP_IDLE_TIMEOUT_MS": "4000"], log: log)
-        let logText = Task.detached { String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
+        let (server, port, log) = try await Self.startHTTPServer(
+            config: config, environment: ["SENTINEL_MCP_TOKEN": token, "SENTINEL_MCP_MAX_SESSIONS": "12", "SENTINEL_MCP_IDLE_TIMEOUT_MS": "4000"])
         defer { if server.isRunning { server.terminate(); server.waitUntilExit() } }
         for _ in 0..<100 {
             if (try? await Self.post(port, token: "not-the-token", Self.initialize))?.status == 401 { break }
@@ -307,7 +336,8 @@ extension ExternalClientTests {
         #expect(!server.isRunning, "SIGTERM stops the server")
         #expect(ContinuousClock.now - stopAt < .seconds(10))
         _ = try? await busy.value
-        let text = await logText.value
+        await log.settled()
+        let text = log.text
         #expect(!text.contains("CONTINUATION MISUSE"), "\(text.suffix(2000))")
         #expect(text.contains("closed (idle)"))
     }

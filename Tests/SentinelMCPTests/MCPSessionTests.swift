@@ -107,6 +107,15 @@ struct AllowListTests {
         #expect(status(list, host: "127.0.0.1:8765", origin: "https://evil.example") == 403)
     }
 
+    /// Listening on port 0 (any free port), the loopback names are allowed on any port, other
+    /// names still not.
+    @Test func onAnyFreeLoopbackPortTheLoopbackNamesOnAnyPort() {
+        let list = AllowList(loopbackPort: 0, origins: [], hosts: [])
+        #expect(status(list, host: "127.0.0.1:41234", origin: "http://localhost:41234") == nil)
+        #expect(status(list, host: "evil.example:41234", origin: nil) == 421, "DNS rebinding")
+        #expect(status(list, host: "127.0.0.1:41234", origin: "https://evil.example") == 403)
+    }
+
     @Test func beyondLoopbackOnlyWhatIsConfigured() {
         let open = AllowList(loopbackPort: nil, origins: [], hosts: [])
         #expect(status(open, host: "anything:1", origin: "https://anything") == nil, "nothing configured: nothing checked (a warning at start)")
