@@ -96,7 +96,7 @@ private final class Connection {
         String(decoding: sql.utf8.map { $0 == UInt8(ascii: "$") ? UInt8(ascii: "?") : $0 }, as: UTF8.self)
     }
 
-    /// The statement for `sql`, prepared once .
+    /// The statement for `sql`, prepared once.
     private func preparedStatement(_ sql: String) throws -> OpaquePointer {
         if let statement = prepared[sql] { return statement }
         var stmt: OpaquePointer?
@@ -108,7 +108,7 @@ private final class Connection {
         return stmt
     }
 
-    /// Drops every kept statement .
+    /// Drops every kept statement.
     private func finalizePrepared() {
         for statement in prepared.values { sqlite3_finalize(statement) }
         prepared.removeAll()

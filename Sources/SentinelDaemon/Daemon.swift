@@ -225,8 +225,9 @@ final class ConsumeLoop {
             }
         }
         // Graceful stop: everything handled so far is flushed and committed, then the
-        // consumer leaves the group (revoking through `revoke`, which commits again). A sink
-        // that cannot take everything in time leaves those records uncommitted for next time.
+        // consumer leaves the group (its partitions given up at once: nothing is left to
+        // commit). A sink that cannot take everything in time leaves those records
+        // uncommitted for next time.
         var unflushed: (any Error)?
         do { try await emitHeldFindings() } catch { unflushed = error }
         for sink in sinks {

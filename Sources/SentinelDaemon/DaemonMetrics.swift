@@ -52,21 +52,37 @@ public final class DaemonMetrics: Sendable {
 
     public init() {
         let r = registry
-        consumedCounter = r.makeCounter(descriptor: Self.named("cmcd_sentinel_records_consumed_total", "Records consumed from Kafka."))
-        liveSessionsGauge = r.makeGauge(descriptor: Self.named("cmcd_sentinel_live_sessions", "Sessions with state in memory."))
-        commits = r.makeCounter(descriptor: Self.named("cmcd_sentinel_commits_total", "Offset commits confirmed by the broker."))
-        commitFailures = r.makeCounter(descriptor: Self.named("cmcd_sentinel_commit_failures_total", "Offset commits that failed (retried)."))
-        kafkaErrors = r.makeCounter(descriptor: Self.named("cmcd_sentinel_kafka_errors_total", "Errors reported by the Kafka client."))
-        commitsDeferred = r.makeCounter(descriptor: Self.named("cmcd_sentinel_commits_deferred_total", "Commits postponed because a sink did not hold everything yet."))
-        deadLetters = r.makeCounter(descriptor: Self.named("cmcd_sentinel_dead_letters_total", "Skipped records produced to the dead-letter topic."))
-        samplesLate = r.makeCounter(descriptor: Self.named("cmcd_sentinel_samples_late_total", "Samples older than the reorder tolerance (ignored)."))
-        samplesFuture = r.makeCounter(descriptor: Self.named("cmcd_sentinel_samples_future_total", "Samples dated implausibly far ahead of the wall clock (sessions.max_future_ms; ignored)."))
+        consumedCounter = r.makeCounter(descriptor: .named("cmcd_sentinel_records_consumed_total", help: "Records consumed from Kafka."))
+        liveSessionsGauge = r.makeGauge(descriptor: .named("cmcd_sentinel_live_sessions", help: "Sessions with state in memory."))
+        commits = r.makeCounter(descriptor: .named("cmcd_sentinel_commits_total", help: "Offset commits confirmed by the broker."))
+        commitFailures = r.makeCounter(descriptor: .named("cmcd_sentinel_commit_failures_total", help: "Offset commits that failed (retried)."))
+        kafkaErrors = r.makeCounter(descriptor: .named("cmcd_sentinel_kafka_errors_total", help: "Errors reported by the Kafka client."))
+        commitsDeferred = r.makeCounter(
+            descriptor: .named("cmcd_sentinel_commits_deferred_total", help: "Commits postponed because a sink did not hold everything yet.")
+        )
+        deadLetters = r.makeCounter(
+            descriptor: .named("cmcd_sentinel_dead_letters_total", help: "Skipped records produced to the dead-letter topic.")
+        )
+        samplesLate = r.makeCounter(
+            descriptor: .named("cmcd_sentinel_samples_late_total", help: "Samples older than the reorder tolerance (ignored).")
+        )
+        samplesFuture = r.makeCounter(
+            descriptor: .named(
+                "cmcd_sentinel_samples_future_total", help: "Samples dated implausibly far ahead of the wall clock (sessions.max_future_ms; ignored).")
+        )
         let checkpointsHelp = "Detection checkpoints saved, by result."
-        checkpointsSaved = r.makeCounter(descriptor: Self.named("cmcd_sentinel_checkpoints_total", checkpointsHelp), labels: [("result", "saved")])
-        checkpointsFailed = r.makeCounter(descriptor: Self.named("cmcd_sentinel_checkpoints_total", checkpointsHelp), labels: [("result", "failed")])
-        checkpointSeconds = r.makeCounter(descriptor: Self.named("cmcd_sentinel_checkpoint_seconds_total", "Time spent saving detection checkpoints."))
-        checkpointBytes = r.makeGauge(descriptor: Self.named("cmcd_sentinel_checkpoint_bytes", "Size of the last checkpoint saved (all its partitions)."))
-        sessionsRestored = r.makeCounter(descriptor: Self.named("cmcd_sentinel_sessions_restored_total", "Live sessions restored from checkpoints when partitions were assigned."))
+        checkpointsSaved = r.makeCounter(descriptor: .named("cmcd_sentinel_checkpoints_total", help: checkpointsHelp), labels: [("result", "saved")])
+        checkpointsFailed = r.makeCounter(descriptor: .named("cmcd_sentinel_checkpoints_total", help: checkpointsHelp), labels: [("result", "failed")])
+        checkpointSeconds = r.makeCounter(
+            descriptor: .named("cmcd_sentinel_checkpoint_seconds_total", help: "Time spent saving detection checkpoints.")
+        )
+        checkpointBytes = r.makeGauge(
+            descriptor: .named("cmcd_sentinel_checkpoint_bytes", help: "Size of the last checkpoint saved (all its partitions).")
+        )
+        sessionsRestored = r.makeCounter(
+            descriptor: .named(
+                "cmcd_sentinel_sessions_restored_total", help: "Live sessions restored from checkpoints when partitions were assigned.")
+        )
         // Every labelled series that is known in advance, at zero from the start.
         for reason in SkipReason.allCases { skippedCounter(reason).increment(by: Int64(0)) }
         for type in FindingType.allCases {
@@ -75,11 +91,6 @@ public final class DaemonMetrics: Sendable {
             }
         }
         for reason in ["idle", "capacity"] { evictionsCounter(reason).increment(by: Int64(0)) }
-    }
-
-    /// A metric's name (in full) and help text.
-    private static func named(_ name: String, _ help: String) -> MetricNameDescriptor {
-        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 
     /// Records consumed so far.
@@ -92,19 +103,27 @@ public final class DaemonMetrics: Sendable {
     }
 
     private func skippedCounter(_ reason: SkipReason) -> Counter {
-        registry.makeCounter(descriptor: Self.named("cmcd_sentinel_records_skipped_total", "Records skipped, by reason."), labels: [("reason", reason.rawValue)])
+        registry.makeCounter(
+            descriptor: .named("cmcd_sentinel_records_skipped_total", help: "Records skipped, by reason."), labels: [("reason", reason.rawValue)])
     }
 
     private func memberErrorsCounter(_ key: String) -> Counter {
-        registry.makeCounter(descriptor: Self.named("cmcd_sentinel_cmcd_member_errors_total", "CMCD members left out of otherwise kept records, by key (a reserved key, custom or unknown)."), labels: [("key", key)])
+        registry.makeCounter(
+            descriptor: .named(
+                "cmcd_sentinel_cmcd_member_errors_total",
+                help: "CMCD members left out of otherwise kept records, by key (a reserved key, custom or unknown)."),
+            labels: [("key", key)])
     }
 
     private func findingsCounter(_ key: DetectionStatistics.FindingKey) -> Counter {
-        registry.makeCounter(descriptor: Self.named("cmcd_sentinel_findings_total", "Findings emitted, by type, severity and status."), labels: [("type", key.type.rawValue), ("severity", key.severity.rawValue), ("status", key.status.rawValue)])
+        registry.makeCounter(
+            descriptor: .named("cmcd_sentinel_findings_total", help: "Findings emitted, by type, severity and status."),
+            labels: [("type", key.type.rawValue), ("severity", key.severity.rawValue), ("status", key.status.rawValue)])
     }
 
     private func evictionsCounter(_ reason: String) -> Counter {
-        registry.makeCounter(descriptor: Self.named("cmcd_sentinel_session_evictions_total", "Sessions evicted, by reason."), labels: [("reason", reason)])
+        registry.makeCounter(
+            descriptor: .named("cmcd_sentinel_session_evictions_total", help: "Sessions evicted, by reason."), labels: [("reason", reason)])
     }
 
     /// The loop's totals (parser and detection statistics): counters move by what is new.
@@ -160,7 +179,10 @@ public final class DaemonMetrics: Sendable {
 
     /// Time a sink took to take a batch of findings.
     func recordOutput(sink: String, seconds: Double) {
-        registry.makeDurationHistogram(descriptor: Self.named("cmcd_sentinel_sink_latency_seconds", "Time spent writing findings to the sinks."), labels: [("sink", sink)], buckets: Self.latencyBuckets).record(.nanoseconds(Int64(seconds * 1e9)))
+        registry.makeDurationHistogram(
+            descriptor: .named("cmcd_sentinel_sink_latency_seconds", help: "Time spent writing findings to the sinks."), labels: [("sink", sink)],
+            buckets: Self.latencyBuckets
+        ).record(.nanoseconds(Int64(seconds * 1e9)))
     }
 
     static let latencyBuckets: [Duration] = [.microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100), .seconds(1), .seconds(10)]
@@ -181,7 +203,10 @@ public final class DaemonMetrics: Sendable {
 
     /// Records behind the end of a partition (librdkafka's statistics).
     func setLag(topic: String, partition: Int32, lag: Int64) {
-        registry.makeGauge(descriptor: Self.named("cmcd_sentinel_consumer_lag", "Records behind the end of each partition (librdkafka statistics)."), labels: [("topic", topic), ("partition", "\(partition)")]).set(lag)
+        registry.makeGauge(
+            descriptor: .named("cmcd_sentinel_consumer_lag", help: "Records behind the end of each partition (librdkafka statistics)."),
+            labels: [("topic", topic), ("partition", "\(partition)")]
+        ).set(lag)
     }
 
     /// Commits held back longer than this mean records are no longer being committed.

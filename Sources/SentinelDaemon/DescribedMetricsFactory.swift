@@ -16,9 +16,7 @@ public struct DescribedMetricsFactory: MetricsFactory {
         plain = PrometheusMetricsFactory(registry: registry)
     }
 
-    private func described(_ label: String) -> MetricNameDescriptor {
-        MetricNameDescriptor(metricName: label, unitName: "", helpText: help[label] ?? "")
-    }
+    private func described(_ label: String) -> MetricNameDescriptor { .named(label, help: help[label] ?? "") }
 
     public func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
         registry.makeCounter(descriptor: described(label), labels: dimensions)
@@ -45,4 +43,11 @@ public struct DescribedMetricsFactory: MetricsFactory {
     public func destroyMeter(_ handler: any MeterHandler) { plain.destroyMeter(handler) }
     public func destroyRecorder(_ handler: any RecorderHandler) { plain.destroyRecorder(handler) }
     public func destroyTimer(_ handler: any TimerHandler) { plain.destroyTimer(handler) }
+}
+
+extension MetricNameDescriptor {
+    /// A metric by its full name (no namespace or unit parts added) with its help text.
+    static func named(_ name: String, help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
 }

@@ -239,7 +239,7 @@ public final class InfluxWriter: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(min(ms, 20)))
             case .send(let batch):
                 let result = await write(batch)
-                let buffered = state.withLock { s in
+                let (buffered, failed) = state.withLock { s in
                     s.sendingPoints = 0
                     switch result {
                     case .success(let seconds):
@@ -255,17 +255,15 @@ public final class InfluxWriter: Service, Sendable {
                             logger.error("\(error); \(batch.points) points not written, their records will not be committed")
                         }
                     }
-                    return s.buffered
+                    return (s.buffered, s.finalError != nil)
                 }
                 instruments.buffered.record(buffered)
-                switch result {
-                case .success(let seconds):
+                if case .success(let seconds) = result {
                     instruments.pointsWritten.increment(by: batch.points)
                     instruments.batchesWritten.increment()
                     instruments.writeSeconds.increment(by: seconds)
-                case .failure:
-                    if statistics.failed { instruments.failed.record(1) }
                 }
+                if failed { instruments.failed.record(1) }
             }
         }
     }

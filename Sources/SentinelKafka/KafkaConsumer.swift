@@ -96,10 +96,7 @@ public final class KafkaConsumer: @unchecked Sendable {
             rd_kafka_topic_partition_list_add(list, tp.topic, tp.partition)?.pointee.offset = offset
         }
         if cooperative {
-            if let error = rd_kafka_incremental_assign(handle, list) {
-                defer { rd_kafka_error_destroy(error) }
-                throw KafkaError(rd_kafka_error_code(error), "assign")
-            }
+            try Self.check(rd_kafka_incremental_assign(handle, list), "assign")
         } else {
             let error = rd_kafka_assign(handle, list)
             if error != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(error, "assign") }
@@ -112,14 +109,18 @@ public final class KafkaConsumer: @unchecked Sendable {
             let list = try newPartitionList(partitions.count)
             defer { rd_kafka_topic_partition_list_destroy(list) }
             for tp in partitions { rd_kafka_topic_partition_list_add(list, tp.topic, tp.partition) }
-            if let error = rd_kafka_incremental_unassign(handle, list) {
-                defer { rd_kafka_error_destroy(error) }
-                throw KafkaError(rd_kafka_error_code(error), "unassign")
-            }
+            try Self.check(rd_kafka_incremental_unassign(handle, list), "unassign")
         } else {
             let error = rd_kafka_assign(handle, nil)
             if error != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(error, "unassign") }
         }
+    }
+
+    /// Throws the error an incremental (cooperative) assignment call returned, if any.
+    private static func check(_ error: OpaquePointer?, _ what: String) throws(KafkaError) {
+        guard let error else { return }
+        defer { rd_kafka_error_destroy(error) }
+        throw KafkaError(rd_kafka_error_code(error), what)
     }
 
     /// Whether the group uses the cooperative protocol (librdkafka gives none outside a group).
@@ -153,13 +154,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         guard let message = rd_kafka_consumer_poll(handle, timeoutMs) else { return nil }
         defer { rd_kafka_message_destroy(message) }
         let m = message.pointee
-        if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
-            if m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF { return nil }
-            let error = KafkaError(m.err, "consume")
-            if m.err == RD_KAFKA_RESP_ERR__FATAL { throw error }
-            context.onEvent(.error(error, fatal: false))
-            return nil
-        }
+        if try carriesError(m) { return nil }
         let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
         let value = m.payload.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: m.len)) } ?? []
         let key = m.key.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: m.key_len)) }
@@ -215,10 +210,7 @@ public final class KafkaConsumer: @unchecked Sendable {
             if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
                 rd_kafka_message_destroy(message)
                 index += 1
-                if m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF { continue }
-                let error = KafkaError(m.err, "consume")
-                if m.err == RD_KAFKA_RESP_ERR__FATAL { throw error }
-                context.onEvent(.error(error, fatal: false))
+                _ = try carriesError(m)
                 continue
             }
             let view = KafkaRecordView(
@@ -231,6 +223,17 @@ public final class KafkaConsumer: @unchecked Sendable {
             handed += 1
         }
         return handed
+    }
+
+    /// Whether a consumed message carries an error instead of a record. Partition EOF is no
+    /// news, a fatal error throws, any other is reported as an event (the broker down, say).
+    private func carriesError(_ m: rd_kafka_message_t) throws(KafkaError) -> Bool {
+        guard m.err != RD_KAFKA_RESP_ERR_NO_ERROR else { return false }
+        if m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF { return true }
+        let error = KafkaError(m.err, "consume")
+        if m.err == RD_KAFKA_RESP_ERR__FATAL { throw error }
+        context.onEvent(.error(error, fatal: false))
+        return true
     }
 
     /// Takes up to `max` records and drops them (the bare cost of fetching, for benchmarks).
