@@ -25,6 +25,7 @@ public struct DetectionStatistics: Sendable, Equatable {
             case .bufferStarvation: type = 1
             case .startupDelay: type = 2
             case .slowSeek: type = 3
+            case .incident: type = 4
             }
             return type << 2 | (severity == .critical ? 2 : 0) | (status == .resolved ? 1 : 0)
         }
@@ -151,11 +152,17 @@ public struct DetectionEngine: Sendable {
     /// newest time (the only reference offline).
     public mutating func noteWallClock(_ ms: Int64) { wallClock = ms }
 
+    /// What the last `process` call saw of its session, for cohort windows; nil when the
+    /// sample was not taken (late, invalid, implausible) or cohorts are off in the rules.
+    public private(set) var lastObservation: SessionObservation?
+
     /// Feeds one sample; findings it causes are appended to `findings`.
     public mutating func process(_ sample: Sample, into findings: inout [Finding]) {
         let before = findings.count
         defer { if findings.count > before { count(findings[before...]) } }
         statistics.samples += 1
+        let observing = rules.cohorts.enabled
+        if observing { lastObservation = nil }
         guard Self.validTimes.contains(sample.time) else {
             statistics.invalidTime += 1
             return
@@ -168,6 +175,7 @@ public struct DetectionEngine: Sendable {
 
         let slot: Int32
         var gapMs: Int64 = 0
+        var isNew = false
         var key = SessionKey()
         sample.withSessionIDBytes { key = SessionKey(bytes: $0) }
         if let existing = findSlot(key, sessionID: sample.sessionID) {
@@ -187,15 +195,25 @@ public struct DetectionEngine: Sendable {
             touch(slot)
         } else {
             slot = createSession(for: sample, key: key, into: &findings)
+            isNew = true
         }
 
         let signals = sample.cmcd.signals
         let detectors = self.detectors
         let (drop, starvation) = (rules.bufferDrop.enabled, rules.bufferStarvation.enabled)
+        var observation: SessionObservation?
+        let (pauseGapMs, windowMs) = (rules.sessions.pauseGapMs, rules.cohorts.windowMs)
         // One access to the session's state for all detectors (not one uniqueness and bounds
         // check per detector).
         slots.withUnsafeMutableBufferPointer { slots in
             let session = slots.baseAddress! + Int(slot)
+            let was = observing ? SessionObservation.Before(session.pointee) : nil
+            defer {
+                if let was {
+                    observation = SessionObservation(
+                        was, &session.pointee, time: sample.time, windowMs: windowMs, gapMs: gapMs, isNew: isNew, pauseGapMs: pauseGapMs)
+                }
+            }
             if let cid = sample.contentID, session.pointee.contentID != cid { session.pointee.contentID = cid }
             if let edge = sample.edgeLocation, session.pointee.edgeLocation != edge { session.pointee.edgeLocation = edge }
             let player = detectors.observePlayer(sample, signals, gapMs: gapMs, &session.pointee, into: &findings)
@@ -205,6 +223,7 @@ public struct DetectionEngine: Sendable {
             if drop { detectors.detectDrop(sample, signals, player, &session.pointee, into: &findings) }
             if starvation { detectors.detectStarvation(sample, signals, player, &session.pointee, into: &findings) }
         }
+        if observing { lastObservation = observation }
 
         housekeepIfDue(into: &findings)
     }

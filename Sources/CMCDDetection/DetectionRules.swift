@@ -89,6 +89,9 @@ public struct DetectionRules: Sendable, Equatable {
         public var sendResolved = true
         /// Re-notify a still-firing episode after this long; nil never repeats.
         public var repeatIntervalMs: Int64?
+        /// Hold a firing notification back this long (wall clock) before it is sent: a viewer's
+        /// finding that an incident covers meanwhile is folded into the incident's.
+        public var groupWaitMs: Int64 = 0
 
         public init(name: String, webhook: String) {
             self.name = name
@@ -113,7 +116,9 @@ public struct DetectionRules: Sendable, Equatable {
     public var startupDelay = StartupDelay()
     public var slowSeek = SlowSeek()
     public var sessions = Sessions()
-    public var routes: [Route] = [DetectionRules.defaultRoute]
+    /// Cohort windows and incident rules.
+    public var cohorts = CohortRules()
+    public var routes: [Route] = [DetectionRules.defaultRoute, DetectionRules.incidentRoute]
 
     /// The default route: critical buffer drops of at least 70% to the `default` webhook.
     public static var defaultRoute: Route {
@@ -121,6 +126,13 @@ public struct DetectionRules: Sendable, Equatable {
         route.types = [.bufferDrop]
         route.minSeverity = .warning
         route.minDropPercent = 70
+        return route
+    }
+
+    /// The default incident route: every incident, firing and resolved, to `default`.
+    public static var incidentRoute: Route {
+        var route = Route(name: "incidents", webhook: "default")
+        route.types = [.incident]
         return route
     }
 

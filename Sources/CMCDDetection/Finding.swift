@@ -7,6 +7,8 @@ public enum FindingType: String, Sendable, Hashable, CaseIterable, Comparable {
     case startupDelay = "startup_delay"
     /// A seek that took long to resume playback (seek request to playing).
     case slowSeek = "slow_seek"
+    /// Many viewers of one cohort (edge, content, ...) at once: a `cohorts.incidents` rule.
+    case incident
 
     public static func < (lhs: FindingType, rhs: FindingType) -> Bool { lhs.rawValue < rhs.rawValue }
 }
@@ -75,7 +77,8 @@ public struct Finding: Sendable, Hashable {
             ("type", .string(type.rawValue)),
             ("status", .string(status.rawValue)),
             ("severity", .string(severity.rawValue)),
-            ("session_id", .string(sessionID)),
+            // An incident is about a cohort, not one session.
+            ("session_id", sessionID.isEmpty ? .null : .string(sessionID)),
             ("content_id", contentID.map(JSONValue.string) ?? .null),
             ("edge_location", edgeLocation.map(JSONValue.string) ?? .null),
             ("started_at", .string(RFC3339.format(milliseconds: startedAt))),

@@ -6,7 +6,7 @@ extension DetectionRules {
     /// errors, so a typo never silently falls back to a default.
     public static func parse(yaml text: String, file: String) throws(ValidationError) -> DetectionRules {
         let root = try YAMLValue.parse(text, file: file)
-        try root.keys(allowed: ["version", "detectors", "sessions", "routes"])
+        try root.keys(allowed: ["version", "detectors", "sessions", "cohorts", "routes"])
         let version = try root["version"].integer(in: 1...1, default: 1)
         _ = version
         var rules = DetectionRules()
@@ -78,6 +78,8 @@ extension DetectionRules {
         rules.sessions.pauseGapMs = try sessions["pause_gap_ms"].integer(in: 1_000...86_400_000, default: 15_000)
         rules.sessions.maxFutureMs = try sessions["max_future_ms"].integer(in: 1_000...86_400_000, default: 120_000)
 
+        rules.cohorts = try CohortRules.parse(root["cohorts"])
+
         if root["routes"].exists {
             rules.routes = []
             var names = Set<String>()
@@ -91,7 +93,7 @@ extension DetectionRules {
     }
 
     static func parseRoute(_ node: YAMLValue) throws(ValidationError) -> Route {
-        try node.keys(allowed: ["name", "webhook", "types", "min_severity", "min_drop_percent", "send_resolved", "repeat_interval_ms"])
+        try node.keys(allowed: ["name", "webhook", "types", "min_severity", "min_drop_percent", "send_resolved", "repeat_interval_ms", "group_wait_ms"])
         guard node["name"].exists else { throw node.error("a route needs a name") }
         guard node["webhook"].exists else { throw node.error("a route needs a webhook (an endpoint name from the configuration)") }
         let name = try node["name"].string()
@@ -118,6 +120,7 @@ extension DetectionRules {
         if node["repeat_interval_ms"].exists {
             route.repeatIntervalMs = try node["repeat_interval_ms"].integer(in: 60_000...604_800_000)
         }
+        route.groupWaitMs = try node["group_wait_ms"].integer(in: 0...3_600_000, default: 0)
         return route
     }
 }

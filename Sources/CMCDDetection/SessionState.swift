@@ -87,6 +87,9 @@ struct SessionState {
     var starvationCountSeen: Int64 = -1
     /// What the player is doing (`PlayerPhase`).
     var phase: PlayerPhase = .starting
+    /// The cohort window this session was last counted in, and what was counted of it there.
+    var cohortWindow: Int32 = -1
+    var cohortFlags: UInt8 = 0
     /// The session has requested video (or muxed) segments: its audio requests then say
     /// nothing about playback starting or resuming (dash.js clears `su` per media type).
     var sawVideo = false

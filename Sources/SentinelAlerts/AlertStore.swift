@@ -18,14 +18,18 @@ public struct OutboxEntry: Sendable, Equatable {
     public var kind: Kind
     /// The JSON body to send.
     public var payload: String
+    /// Held back this long before the first attempt (the route's `group_wait_ms`): an
+    /// incident that covers the finding meanwhile folds it.
+    public var delayMs: Int64
 
-    public init(id: String, alertID: String, route: String, endpoint: String, kind: Kind, payload: String) {
+    public init(id: String, alertID: String, route: String, endpoint: String, kind: Kind, payload: String, delayMs: Int64 = 0) {
         self.id = id
         self.alertID = alertID
         self.route = route
         self.endpoint = endpoint
         self.kind = kind
         self.payload = payload
+        self.delayMs = delayMs
     }
 }
 
@@ -62,7 +66,8 @@ public struct AlertRecord: Sendable, Equatable {
 
 /// A notification row of the outbox.
 public struct NotificationRecord: Sendable, Equatable {
-    public enum State: String, Sendable { case pending, delivered, dead }
+    /// `folded`: not sent, part of an incident's notification instead.
+    public enum State: String, Sendable { case pending, delivered, dead, folded }
     public var id: String
     public var alertID: String
     public var route: String
@@ -222,29 +227,69 @@ public final class AlertStore: Sendable {
 
     static func recordStatements(_ findings: [Finding], notifications: [OutboxEntry], now: Int64) -> [SQLStatement] {
         var statements: [SQLStatement] = findings.map { Self.upsert($0, now: now) }
+        var findingsByID: [String: Finding] = [:]
+        for finding in findings { findingsByID[finding.id] = finding }
+        let columns = "id, alert_id, route, endpoint, kind, payload, state, attempts, created_at, next_attempt_at"
         for entry in notifications {
-            let values: [SQLValue] = [
+            var values: [SQLValue] = [
                 .text(entry.id), .text(entry.alertID), .text(entry.route), .text(entry.endpoint), .text(entry.kind.rawValue),
-                .text(entry.payload), .int(now),
+                .text(entry.payload), .int(now), .int(now + max(entry.delayMs, 0)),
             ]
-            let columns = "id, alert_id, route, endpoint, kind, payload, state, attempts, created_at, next_attempt_at"
-            if entry.kind == .firing {
+            if entry.kind == .firing, let finding = findingsByID[entry.alertID], finding.type != .incident {
+                // A viewer's finding inside an open incident's scope is folded into it.
+                values += [finding.edgeLocation.map(SQLValue.text) ?? .null, finding.contentID.map(SQLValue.text) ?? .null]
                 statements.append(
                     SQLStatement(
-                        "INSERT INTO notifications (\(columns)) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) ON CONFLICT (id) DO NOTHING",
+                        """
+                        INSERT INTO notifications (\(columns))
+                        SELECT $1, $2, $3, $4, $5, $6,
+                            CASE WHEN EXISTS (SELECT 1 FROM alerts i WHERE \(Self.openIncidentCovers(edge: "$9", content: "$10"))) THEN 'folded' ELSE 'pending' END,
+                            0, $7, $8
+                        ON CONFLICT (id) DO NOTHING
+                        """, values))
+            } else if entry.kind == .firing || entry.kind == .repeat {
+                statements.append(
+                    SQLStatement(
+                        "INSERT INTO notifications (\(columns)) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8) ON CONFLICT (id) DO NOTHING",
                         values))
             } else {
                 statements.append(
                     SQLStatement(
                         """
                         INSERT INTO notifications (\(columns))
-                        SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7
-                        WHERE EXISTS (SELECT 1 FROM notifications f WHERE f.alert_id = $2 AND f.route = $3 AND f.kind = 'firing')
+                        SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8
+                        WHERE EXISTS (SELECT 1 FROM notifications f WHERE f.alert_id = $2 AND f.route = $3 AND f.kind = 'firing' AND f.state <> 'folded')
                         ON CONFLICT (id) DO NOTHING
                         """, values))
             }
         }
+        // An incident that starts folds the viewers' notifications of its scope still waiting
+        // for their first attempt (held back by group_wait_ms).
+        for finding in findings where finding.type == .incident && finding.status == .firing && (finding.edgeLocation != nil || finding.contentID != nil) {
+            statements.append(
+                SQLStatement(
+                    """
+                    UPDATE notifications SET state = 'folded', last_error = $1
+                    WHERE state = 'pending' AND attempts = 0 AND kind = 'firing' AND alert_id IN (
+                        SELECT a.id FROM alerts a WHERE a.type <> 'incident'
+                        AND (CAST($2 AS TEXT) IS NULL OR a.edge_location = CAST($2 AS TEXT))
+                        AND (CAST($3 AS TEXT) IS NULL OR a.content_id = CAST($3 AS TEXT)))
+                    """,
+                    [
+                        .text("folded into incident \(finding.id)"), finding.edgeLocation.map(SQLValue.text) ?? .null,
+                        finding.contentID.map(SQLValue.text) ?? .null,
+                    ]))
+        }
         return statements
+    }
+
+    /// SQL: the alert row `i` is an open incident whose scope (edge, content) covers a
+    /// finding with this edge and content (parameters, never values).
+    static func openIncidentCovers(edge: String, content: String) -> String {
+        """
+        i.type = 'incident' AND i.status = 'firing' AND (i.edge_location IS NOT NULL OR i.content_id IS NOT NULL) \
+        AND (i.edge_location IS NULL OR i.edge_location = CAST(\(edge) AS TEXT)) AND (i.content_id IS NULL OR i.content_id = CAST(\(content) AS TEXT))
+        """
     }
 
     static func upsert(_ finding: Finding, now: Int64) -> SQLStatement {

@@ -63,6 +63,7 @@ struct DetectCommand: ParsableCommand {
 
         var parser = RecordParser(configuration: configuration)
         var engine = DetectionEngine(rules: rules)
+        var cohorts = CohortTracker(rules: rules)
         let out = OutputBuffer()
         var findings: [Finding] = []
         findings.reserveCapacity(16)
@@ -78,7 +79,10 @@ struct DetectCommand: ParsableCommand {
                     parser.countSkipped(.lineTooLong)
                 case .line(let bytes):
                     parser.parse(line: bytes) { outcome in
-                        if case .sample(let sample) = outcome { engine.process(sample, into: &findings) }
+                        if case .sample(let sample) = outcome {
+                            engine.process(sample, into: &findings)
+                            cohorts.observe(sample, engine.lastObservation, into: &findings)
+                        }
                     }
                     if !findings.isEmpty { flushFindings() }
                 }
@@ -88,12 +92,13 @@ struct DetectCommand: ParsableCommand {
             throw CommandFailure.runtime("\(path == "-" ? "standard input" : path): \(error)")
         }
         engine.finish(into: &findings)
+        cohorts.finish(into: &findings)
         flushFindings()
         out.flush()
-        for line in Self.summary(parser.statistics, engine.statistics) { printError(line) }
+        for line in Self.summary(parser.statistics, engine.statistics, cohorts.statistics) { printError(line) }
     }
 
-    static func summary(_ p: ParseStatistics, _ d: DetectionStatistics) -> [String] {
+    static func summary(_ p: ParseStatistics, _ d: DetectionStatistics, _ c: CohortStatistics = CohortStatistics()) -> [String] {
         let findingsTotal = d.findings.values.reduce(0, +)
         var lines = [
             "records: \(p.lines) read, \(p.samples) with CMCD, \(p.skippedTotal) skipped, \(d.late) late, \(d.reordered) reordered, \(d.futureTimestamps) future_timestamp",
@@ -109,6 +114,11 @@ struct DetectCommand: ParsableCommand {
         }
         for key in d.findings.keys.sorted() {
             lines.append("  \(key.type.rawValue) \(key.severity.rawValue) \(key.status.rawValue): \(d.findings[key]!)")
+        }
+        if c.windowsClosed > 0 {
+            lines.append(
+                "cohorts: \(c.windowsClosed) windows, \(c.liveCohorts) live, \(c.cohortsRefused) refused at capacity; incidents: \(c.incidentsFired) fired, \(c.incidentsFolded) folded into another"
+            )
         }
         return lines
     }

@@ -110,6 +110,8 @@ final class ConsumeLoop {
 
     private var parser: RecordParser
     private var engines: [KafkaTopicPartition: DetectionEngine] = [:]
+    /// Cohort windows and incidents over every partition this daemon reads.
+    private var cohorts: CohortTracker
     /// Live sessions over all engines: `sessions.max_live_sessions` bounds the daemon, not
     /// each partition, so each engine gets what the others leave of it.
     private var liveSessions = 0
@@ -142,6 +144,7 @@ final class ConsumeLoop {
 
     init(daemon: Daemon) {
         self.daemon = daemon
+        cohorts = CohortTracker(rules: daemon.rules)
         parser = RecordParser(configuration: .init(format: daemon.configuration.input.format, fields: daemon.configuration.input.fields))
         var policy = ConsumeStateMachine.Configuration()
         policy.commitIntervalSeconds = daemon.options.commitIntervalSeconds
@@ -206,6 +209,9 @@ final class ConsumeLoop {
                 // partition that is fetched and caught up (a broker outage is no quiet stream).
                 for tp in engines.keys.sorted() where engines[tp]!.watermark > Int64.min && fetching.mayAdvance(tp, at: now) {
                     engines[tp]!.advance(to: engines[tp]!.watermark + elapsedMs, into: &heldFindings)
+                }
+                if let newest = engines.values.map(\.watermark).max(), newest > Int64.min {
+                    cohorts.advance(to: newest, into: &heldFindings)
                 }
                 countLiveSessions()
             }
@@ -282,6 +288,7 @@ final class ConsumeLoop {
                     }
                 }
                 current!.engine.process(sample, into: &heldFindings)
+                cohorts.observe(sample, current!.engine.lastObservation, into: &heldFindings)
             case .skipped(let reason, let detail):
                 guard let deadLetters, deadLetterError == nil else { return }
                 do throws(KafkaError) {

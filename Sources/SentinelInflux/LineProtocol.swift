@@ -340,6 +340,10 @@ public enum InfluxPoints {
         LineProtocol.appendTag(prefix: ",cmcd_cid=", finding.contentID, to: &out)
         LineProtocol.appendTag(prefix: ",cmcd_sid=", finding.sessionID, to: &out)
         LineProtocol.appendTag(prefix: ",edge_location=", finding.edgeLocation, to: &out)
+        if finding.type == .incident, case .string(let rule)? = finding.detail("rule") {
+            // Incidents of two rules on one scope at one window's end stay two points.
+            LineProtocol.appendTag(prefix: ",rule=", rule, to: &out)
+        }
         LineProtocol.appendTag(prefix: ",severity=", finding.severity.rawValue, to: &out)
         LineProtocol.appendTag(prefix: ",status=", finding.status.rawValue, to: &out)
         LineProtocol.appendTag(prefix: ",type=", finding.type.rawValue, to: &out)

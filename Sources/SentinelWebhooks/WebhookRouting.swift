@@ -34,14 +34,15 @@ public struct WebhookRouting: Sendable {
                     guard route.matches(finding) else { continue }
                     kind = .firing
                 case .resolved:
-                    guard route.sendResolved else { continue }
+                    guard route.sendResolved, route.types.isEmpty || route.types.contains(finding.type) else { continue }
                     kind = .resolved
                 }
                 let id = Self.eventID(alertID: finding.id, route: route.name, kind: kind)
                 entries.append(
                     OutboxEntry(
                         id: id, alertID: finding.id, route: route.name, endpoint: route.webhook, kind: kind,
-                        payload: Self.payload(eventID: id, kind: kind, route: route.name, finding: finding.jsonValue, now: now)))
+                        payload: Self.payload(eventID: id, kind: kind, route: route.name, finding: finding.jsonValue, now: now),
+                        delayMs: kind == .firing ? route.groupWaitMs : 0))
             }
         }
         return entries

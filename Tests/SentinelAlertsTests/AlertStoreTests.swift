@@ -236,3 +236,65 @@ struct AlertStoreTests {
         #expect(error?.description.contains("secret") == false, "\(String(describing: error))")
     }
 }
+
+/// Incidents fold the viewers' notifications of their scope, durably in the outbox.
+struct IncidentFoldingTests {
+    let store = AlertStoreTests()
+
+    func incident(_ status: FindingStatus, edge: String, detected: Int64) -> Finding {
+        var finding = Finding(
+            type: .incident, status: status, severity: .critical, sessionID: "", contentID: nil, edgeLocation: edge, startedAt: 500,
+            detectedAt: detected, summary: "incident on \(edge)", details: [("rule", .string("rebuffering"))])
+        finding.id = FindingID.make(sessionID: "incident\u{0}rebuffering\u{0}edge_location=\(edge)", type: .incident, startedAt: 500)
+        return finding
+    }
+
+    func drop(_ session: String, edge: String) -> Finding {
+        Finding(
+            type: .bufferDrop, status: .firing, severity: .critical, sessionID: session, contentID: "movie", edgeLocation: edge, startedAt: 1_000,
+            detectedAt: 2_000, summary: "drop", details: [("drop_percent", .double(90))])
+    }
+
+    func held(_ finding: Finding) -> OutboxEntry {
+        var entry = store.entry(for: finding, kind: .firing)
+        entry.delayMs = 30_000
+        return entry
+    }
+
+    func state(_ s: AlertStore, _ finding: Finding) async throws -> NotificationRecord.State? {
+        try await s.notifications(alertID: finding.id).first { $0.kind == "firing" }?.state
+    }
+
+    @Test(arguments: AlertStoreTests.backends) func anIncidentFoldsTheViewersOfItsScope(_ backend: String) async throws {
+        let s = try await store.open(backend)
+        // A viewer's drop, held back by group_wait, then an incident on its edge: folded.
+        let early = drop("early", edge: "FRA56-C2")
+        try await s.record([early], notifications: [held(early)], now: 10_000)
+        #expect(try await s.notifications(alertID: early.id).first?.nextAttemptAt == 40_000)
+        let elsewhere = drop("elsewhere", edge: "AMS1-C1")
+        try await s.record([elsewhere], notifications: [held(elsewhere)], now: 10_000)
+        let firing = incident(.firing, edge: "FRA56-C2", detected: 20_000)
+        try await s.record([firing], notifications: [store.entry(for: firing, kind: .firing)], now: 20_000)
+        #expect(try await state(s, early) == .folded)
+        #expect(try await state(s, elsewhere) == .pending, "another edge is not the incident's")
+        #expect(try await state(s, firing) == .pending, "the incident itself is sent")
+        // While it is open, a new viewer on the edge is folded at once, and the resolve of a
+        // folded episode is not sent either.
+        let during = drop("during", edge: "FRA56-C2")
+        try await s.record([during], notifications: [store.entry(for: during, kind: .firing)], now: 25_000)
+        #expect(try await state(s, during) == .folded)
+        var resolvedDrop = during
+        resolvedDrop.status = .resolved
+        try await s.record([resolvedDrop], notifications: [store.entry(for: resolvedDrop, kind: .resolved)], now: 26_000)
+        #expect(try await s.notifications(alertID: during.id).map(\.kind) == ["firing"])
+        // Nothing folded is claimed for delivery.
+        let due = try await s.claimDue(endpoint: "default", owner: "o", limit: 100, now: 100_000, leaseUntil: 160_000)
+        #expect(Set(due.map(\.alertID)) == [elsewhere.id, firing.id])
+        // Once the incident resolved, viewers on the edge notify again.
+        try await s.record([incident(.resolved, edge: "FRA56-C2", detected: 90_000)], notifications: [], now: 90_000)
+        let after = drop("after", edge: "FRA56-C2")
+        try await s.record([after], notifications: [store.entry(for: after, kind: .firing)], now: 95_000)
+        #expect(try await state(s, after) == .pending)
+        await s.close()
+    }
+}

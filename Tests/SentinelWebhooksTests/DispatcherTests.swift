@@ -47,7 +47,7 @@ struct WebhookRoutingTests {
         #expect(payload["event_id"] == .string(entries[0].id))
         #expect(payload["type"] == .string("finding.firing"))
         #expect(payload["finding"].map(JSONWriter.string) == drop(70).jsonLine)
-        #expect(WebhookRouting(routes: DetectionRules().routes, endpoints: []).unknownEndpoints == ["severe-buffer-drops -> default"])
+        #expect(WebhookRouting(routes: DetectionRules().routes, endpoints: []).unknownEndpoints == ["severe-buffer-drops -> default", "incidents -> default"])
     }
 }
 

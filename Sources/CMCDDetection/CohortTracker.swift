@@ -1,0 +1,530 @@
+import CMCDRecords
+import SentinelJSON
+
+/// One cohort's figures over one window: what `cohorts.incidents` judge and rollups report.
+public struct CohortWindow: Sendable, Equatable {
+    public var requests = 0
+    public var errorRequests = 0
+    /// Sessions with a request in the window.
+    public var sessions = 0
+    public var sessionsStarted = 0
+    public var stalledSessions = 0
+    public var criticalDropSessions = 0
+    public var stuckStartupSessions = 0
+    public var watchedMs: Int64 = 0
+    public var stalledMs: Int64 = 0
+    /// Startup times measured in the window (at most `maxStartups`, the first ones).
+    public var startups: [Int32] = []
+    public var bitrateSumKbps: Int64 = 0
+    public var bitrateCount = 0
+    public var throughputSumKbps: Int64 = 0
+    public var throughputCount = 0
+    /// A few sessions that were stalled, had a critical drop or a stuck startup.
+    public var exampleSessions: [String] = []
+
+    static let maxStartups = 4_096
+    static let maxExamples = 5
+
+    public init() {}
+
+    public var rebufferRatio: Double { watchedMs > 0 ? min(Double(stalledMs) / Double(watchedMs), 1) : 0 }
+    public var averageBitrateKbps: Double? { bitrateCount > 0 ? Double(bitrateSumKbps) / Double(bitrateCount) : nil }
+    public var averageThroughputKbps: Double? { throughputCount > 0 ? Double(throughputSumKbps) / Double(throughputCount) : nil }
+
+    /// The nearest-rank percentile of the window's startup times (nil without any).
+    public func startupPercentile(_ p: Double) -> Int64? {
+        guard !startups.isEmpty else { return nil }
+        let sorted = startups.sorted()
+        let rank = Int((p * Double(sorted.count)).rounded(.up)) - 1
+        return Int64(sorted[min(max(rank, 0), sorted.count - 1)])
+    }
+
+    /// The series' value, or nil when the window has nothing to say about it.
+    public func value(of metric: CohortMetric) -> Double? {
+        func share(_ n: Int, of total: Int) -> Double? { total > 0 ? Double(n) / Double(total) : nil }
+        switch metric {
+        case .rebufferRatio: return watchedMs > 0 ? rebufferRatio : nil
+        case .starvingShare: return share(stalledSessions, of: sessions)
+        case .criticalDropShare: return share(criticalDropSessions, of: sessions)
+        case .stuckStartupShare: return share(stuckStartupSessions, of: sessions)
+        case .errorShare: return share(errorRequests, of: requests)
+        case .startupP50: return startupPercentile(0.5).map(Double.init)
+        case .startupP95: return startupPercentile(0.95).map(Double.init)
+        }
+    }
+
+    /// How many sessions (requests, for errors; startups, for startup times) the metric says
+    /// were hurt, given the rule's threshold.
+    func affected(by rule: CohortRules.Incident) -> Int {
+        switch rule.metric {
+        case .rebufferRatio, .starvingShare: return stalledSessions
+        case .criticalDropShare: return criticalDropSessions
+        case .stuckStartupShare: return stuckStartupSessions
+        case .errorShare: return errorRequests
+        case .startupP50, .startupP95:
+            let limit = rule.above ?? 0
+            return startups.count { Double($0) > limit }
+        }
+    }
+
+    /// The number of sessions the rule's sample is counted in.
+    func population(for rule: CohortRules.Incident) -> Int {
+        switch rule.metric {
+        case .errorShare: return requests
+        case .startupP50, .startupP95: return startups.count
+        default: return sessions
+        }
+    }
+
+    mutating func add(_ sample: Sample, _ o: SessionObservation, statusClass: UInt8) {
+        requests += 1
+        if statusClass == 4 || statusClass == 5 { errorRequests += 1 }
+        if o.firstInWindow { sessions += 1 }
+        if o.isNew { sessionsStarted += 1 }
+        if o.firstStalledInWindow { stalledSessions += 1 }
+        if o.firstCriticalDropInWindow { criticalDropSessions += 1 }
+        if o.firstStuckInWindow { stuckStartupSessions += 1 }
+        if o.firstStalledInWindow || o.firstCriticalDropInWindow || o.firstStuckInWindow, exampleSessions.count < Self.maxExamples {
+            let id = sample.sessionID
+            if !exampleSessions.contains(id) { exampleSessions.append(id) }
+        }
+        watchedMs += o.watchedMs
+        stalledMs += o.stalledMs
+        if let startup = o.startupMs, startups.count < Self.maxStartups { startups.append(startup) }
+    }
+
+    mutating func addMedia(bitrate: Int64?, throughput: Int64?) {
+        if let bitrate, bitrate > 0 {
+            bitrateSumKbps &+= bitrate
+            bitrateCount += 1
+        }
+        if let throughput, throughput > 0 {
+            throughputSumKbps &+= throughput
+            throughputCount += 1
+        }
+    }
+}
+
+/// Counts of what the cohort tracker did.
+public struct CohortStatistics: Sendable, Equatable {
+    public var windowsClosed = 0
+    public var liveCohorts = 0
+    /// New cohorts not tracked because `cohorts.max_cohorts` were live.
+    public var cohortsRefused = 0
+    public var cohortsForgotten = 0
+    /// Samples dated before the open window, counted in it.
+    public var lateSamples = 0
+    public var incidentsFired = 0
+    /// Firing cohorts reported as part of a wider or narrower one (root cause).
+    public var incidentsFolded = 0
+    public init() {}
+}
+
+/// Cohort windows and incidents: every sample is counted in the tumbling window of each cohort
+/// it belongs to (edge, content, ...); when a window closes, `cohorts.incidents` judge each
+/// cohort's series against thresholds and its own baseline, and incidents fire and resolve as
+/// findings of type `incident`. Pure: fed samples with the engine's observation, driven by
+/// event time, no IO.
+public struct CohortTracker: Sendable {
+    public let rules: CohortRules
+    let startupCriticalMs: Int64
+    public private(set) var statistics = CohortStatistics()
+    /// Start (ms) of the open window; nil before the first sample.
+    public private(set) var windowStart: Int64?
+    /// Every sample of the open window, whatever its cohort (for the share an incident explains).
+    public private(set) var overall = CohortWindow()
+
+    /// A cohort's rule state: the breach it is in and its baseline.
+    struct RuleState: Sendable {
+        enum Phase: Sendable { case inactive, pending, firing, resolving }
+        var phase = Phase.inactive
+        /// Start of the first breaching window of the current episode.
+        var breachStartedAt: Int64 = 0
+        /// Start of the first clear window while resolving.
+        var clearSince: Int64 = 0
+        /// The incident fired as part of another cohort's (root cause): it sends nothing.
+        var folded = false
+        var baselineMean = 0.0
+        var baselineVariance = 0.0
+        var baselineWindows = 0
+        var lastValue: Double?
+    }
+
+    struct Cohort: Sendable {
+        var group: Int
+        var values: [String]
+        var hash: Int
+        var window = CohortWindow()
+        var lastActiveWindow: Int64 = 0
+        var ruleStates: [RuleState]
+    }
+
+    var cohorts: [Cohort] = []
+    /// Cohort hash -> slots in `cohorts` with that hash (one, but for a clash).
+    var index: [Int: [Int]] = [:]
+    var freeIndices: [Int] = []
+
+    public init(rules: CohortRules, startupCriticalMs: Int64 = 5_000) {
+        self.rules = rules
+        self.startupCriticalMs = startupCriticalMs
+    }
+
+    public init(rules: DetectionRules) {
+        self.init(rules: rules.cohorts, startupCriticalMs: rules.startupDelay.criticalMs)
+    }
+
+    /// Counts a sample the engine took (`observation` is the engine's `lastObservation`);
+    /// findings of windows it closes are appended.
+    public mutating func observe(_ sample: Sample, _ observation: SessionObservation?, into findings: inout [Finding]) {
+        guard rules.enabled, let observation else { return }
+        let window = Self.floor(sample.time, rules.windowMs)
+        if let open = windowStart {
+            if window > open {
+                close(into: &findings)
+                windowStart = window
+            } else if window < open {
+                statistics.lateSamples += 1
+            }
+        } else {
+            windowStart = window
+        }
+        let status = UInt8(clamping: (sample.httpStatus ?? 0) / 100)
+        let media = sample.cmcd.objectType.map { $0 == .video || $0 == .muxed || $0 == .audio } ?? false
+        let bitrate = media ? sample.cmcd.encodedBitrate?.maximum : nil
+        let throughput = sample.cmcd.measuredThroughput?.maximum
+        overall.add(sample, observation, statusClass: status)
+        overall.addMedia(bitrate: bitrate, throughput: throughput)
+        let current = windowStart!
+        for group in rules.groups.indices {
+            guard let slot = cohort(group: group, of: sample, at: current) else { continue }
+            cohorts[slot].window.add(sample, observation, statusClass: status)
+            cohorts[slot].window.addMedia(bitrate: bitrate, throughput: throughput)
+            cohorts[slot].lastActiveWindow = current
+        }
+    }
+
+    /// Closes windows that ended before `time` (a quiet stream's clock).
+    public mutating func advance(to time: Int64, into findings: inout [Finding]) {
+        guard rules.enabled, let open = windowStart, time >= open + rules.windowMs else { return }
+        close(into: &findings)
+        windowStart = Self.floor(time, rules.windowMs)
+    }
+
+    /// Closes the open window (the end of a file).
+    public mutating func finish(into findings: inout [Finding]) {
+        guard rules.enabled, windowStart != nil else { return }
+        close(into: &findings)
+        windowStart = nil
+    }
+
+    /// The live cohorts and their open windows, for rollups and tests.
+    public var openWindows: [(scope: [(CohortDimension, String)], window: CohortWindow)] {
+        cohorts.filter { !$0.values.isEmpty }.map { (scope(of: $0), $0.window) }
+    }
+
+    static func floor(_ time: Int64, _ length: Int64) -> Int64 {
+        let q = time / length
+        return (time % length < 0 ? q - 1 : q) * length
+    }
+
+    // MARK: - Cohorts
+
+    static func value(_ dimension: CohortDimension, of sample: Sample) -> String? {
+        switch dimension {
+        case .edgeLocation: return sample.edgeLocation.flatMap { $0.isEmpty || $0 == "-" ? nil : bounded($0) }
+        case .contentID: return sample.contentID.flatMap { $0.isEmpty ? nil : bounded($0) }
+        case .streamType: return sample.cmcd.streamType
+        case .objectType: return sample.cmcd.objectType?.rawValue
+        case .statusClass: return sample.httpStatus.map { "\($0 / 100)xx" }
+        }
+    }
+
+    /// At most 256 bytes of a viewer's value (cut at a character boundary).
+    static func bounded(_ text: String) -> String {
+        guard text.utf8.count > 256 else { return text }
+        var end = text.utf8.index(text.utf8.startIndex, offsetBy: 256)
+        while end > text.utf8.startIndex, text.utf8[end] & 0xC0 == 0x80 { end = text.utf8.index(before: end) }
+        return String(text[..<end])
+    }
+
+    /// The slot of the sample's cohort in `group`, made if new; nil when the sample lacks one
+    /// of the group's dimensions or the table is full.
+    mutating func cohort(group: Int, of sample: Sample, at window: Int64) -> Int? {
+        let dimensions = rules.groups[group]
+        var hasher = Hasher()
+        hasher.combine(group)
+        for dimension in dimensions {
+            guard let value = Self.value(dimension, of: sample) else { return nil }
+            hasher.combine(value)
+        }
+        let hash = hasher.finalize()
+        if let slots = index[hash] {
+            for slot in slots where cohorts[slot].group == group && matches(cohorts[slot].values, dimensions, sample) { return slot }
+        }
+        guard statistics.liveCohorts < rules.maxCohorts else {
+            statistics.cohortsRefused += 1
+            return nil
+        }
+        let values = dimensions.map { Self.value($0, of: sample)! }
+        let cohort = Cohort(
+            group: group, values: values, hash: hash, lastActiveWindow: window,
+            ruleStates: Array(repeating: RuleState(), count: rules.incidents.count))
+        let slot: Int
+        if let free = freeIndices.popLast() {
+            slot = free
+            cohorts[slot] = cohort
+        } else {
+            slot = cohorts.count
+            cohorts.append(cohort)
+        }
+        index[hash, default: []].append(slot)
+        statistics.liveCohorts += 1
+        return slot
+    }
+
+    private func matches(_ values: [String], _ dimensions: [CohortDimension], _ sample: Sample) -> Bool {
+        for (value, dimension) in zip(values, dimensions) where Self.value(dimension, of: sample) != value {
+            return false
+        }
+        return true
+    }
+
+    func scope(of cohort: Cohort) -> [(CohortDimension, String)] {
+        Array(zip(rules.groups[cohort.group], cohort.values))
+    }
+
+    /// Whether `narrow` refines `wide`: every dimension of `wide` is in `narrow` with the same value.
+    func refines(_ narrow: Cohort, _ wide: Cohort) -> Bool {
+        let wideDimensions = rules.groups[wide.group]
+        let narrowDimensions = rules.groups[narrow.group]
+        guard narrowDimensions.count > wideDimensions.count else { return false }
+        for (dimension, value) in zip(wideDimensions, wide.values) {
+            guard let at = narrowDimensions.firstIndex(of: dimension), narrow.values[at] == value else { return false }
+        }
+        return true
+    }
+
+    // MARK: - Closing a window
+
+    private mutating func close(into findings: inout [Finding]) {
+        guard let start = windowStart else { return }
+        let end = start + rules.windowMs
+        statistics.windowsClosed += 1
+        var firing: [(slot: Int, rule: Int)] = []
+        var resolved: [(slot: Int, rule: Int)] = []
+        for slot in cohorts.indices where !cohorts[slot].values.isEmpty {
+            for (r, rule) in rules.incidents.enumerated() {
+                switch judge(slot: slot, rule: rule, r: r, start: start, end: end) {
+                case .fire: firing.append((slot, r))
+                case .resolve: resolved.append((slot, r))
+                case nil: break
+                }
+            }
+        }
+        // Resolves first (an episode that ends and one that starts in one window stay in order).
+        for (slot, r) in resolved {
+            let folded = cohorts[slot].ruleStates[r].folded
+            cohorts[slot].ruleStates[r].folded = false
+            if !folded { findings.append(incident(slot, r, status: .resolved, at: end)) }
+        }
+        emitFiring(firing, at: end, into: &findings)
+        // Start the next window; forget cohorts long idle with nothing open.
+        overall = CohortWindow()
+        for slot in cohorts.indices where !cohorts[slot].values.isEmpty {
+            cohorts[slot].window = CohortWindow()
+            let idle = (start - cohorts[slot].lastActiveWindow) / rules.windowMs >= Int64(rules.idleWindows)
+            if idle, cohorts[slot].ruleStates.allSatisfy({ $0.phase == .inactive }) { forget(slot) }
+        }
+    }
+
+    private enum Transition { case fire, resolve }
+
+    /// Judges one cohort's closing window for one rule and moves its state.
+    private mutating func judge(slot: Int, rule: CohortRules.Incident, r: Int, start: Int64, end: Int64) -> Transition? {
+        let window = cohorts[slot].window
+        var state = cohorts[slot].ruleStates[r]
+        defer { cohorts[slot].ruleStates[r] = state }
+        let judged = window.population(for: rule) >= rules.minSessions && window.sessions >= rules.minSessions
+        let value = judged ? window.value(of: rule.metric) : nil
+        var breach = false
+        if let value {
+            state.lastValue = value
+            breach = isBreach(value, rule, state)
+        }
+        // The baseline learns from windows that are not part of an episode.
+        if let value, !breach, state.phase == .inactive {
+            let alpha = 2 / (Double(rules.baselineWindows) + 1)
+            if state.baselineWindows == 0 {
+                state.baselineMean = value
+            } else {
+                let delta = value - state.baselineMean
+                state.baselineMean += alpha * delta
+                state.baselineVariance = (1 - alpha) * (state.baselineVariance + alpha * delta * delta)
+            }
+            state.baselineWindows += 1
+        }
+        switch state.phase {
+        case .inactive, .pending:
+            guard breach else {
+                state.phase = .inactive
+                return nil
+            }
+            if state.phase == .inactive {
+                state.phase = .pending
+                state.breachStartedAt = start
+            }
+            guard end - state.breachStartedAt >= max(rule.forMs, rules.windowMs) else { return nil }
+            state.phase = .firing
+            return .fire
+        case .firing, .resolving:
+            if breach {
+                state.phase = .firing
+                return nil
+            }
+            if state.phase == .firing {
+                state.phase = .resolving
+                state.clearSince = start
+            }
+            guard end - state.clearSince >= rule.resolveAfterMs else { return nil }
+            state.phase = .inactive
+            return .resolve
+        }
+    }
+
+    func isBreach(_ value: Double, _ rule: CohortRules.Incident, _ state: RuleState) -> Bool {
+        if let above = rule.above, !(value > above) { return false }
+        if let sigmas = rule.deviationSigmas {
+            guard state.baselineWindows >= rules.baselineWarmupWindows else { return false }
+            // A floor on the deviation, so that a perfectly flat baseline does not make any
+            // wobble an incident.
+            let deviation = max(state.baselineVariance.squareRoot(), abs(state.baselineMean) * 0.05, 1e-6)
+            guard value > state.baselineMean + sigmas * deviation else { return false }
+        }
+        return true
+    }
+
+    /// Root cause. Of the cohorts that start firing in a window for one rule, each is
+    /// reported unless a cohort already reported explains it: it lies inside that cohort, or
+    /// at least 80% of its affected sessions are in both (the cohort of the two together says
+    /// so). A wider cohort gives way to a narrower one inside it that explains 80% of it.
+    /// So an edge outage is one incident on the edge, not one per content on it, and a broken
+    /// title is one incident on the title, not one per edge.
+    private mutating func emitFiring(_ firing: [(slot: Int, rule: Int)], at end: Int64, into findings: inout [Finding]) {
+        for r in rules.incidents.indices {
+            let rule = rules.incidents[r]
+            let starting = firing.filter { $0.rule == r }.map(\.slot)
+            guard !starting.isEmpty else { continue }
+            // Already reported and still open: they explain first.
+            var reported = cohorts.indices.filter { slot in
+                !starting.contains(slot) && !cohorts[slot].values.isEmpty && !cohorts[slot].ruleStates[r].folded
+                    && [.firing, .resolving].contains(cohorts[slot].ruleStates[r].phase)
+            }
+            let candidates = starting.sorted {
+                let (a, b) = (cohorts[$0].window.affected(by: rule), cohorts[$1].window.affected(by: rule))
+                return a != b ? a > b : rules.groups[cohorts[$0].group].count < rules.groups[cohorts[$1].group].count
+            }
+            for slot in candidates {
+                let own = cohorts[slot].window.affected(by: rule)
+                let explained = reported.contains { explains($0, slot, r: r, rule: rule) }
+                let narrower = candidates.contains { other in
+                    other != slot && refines(cohorts[other], cohorts[slot]) && own > 0 && Double(cohorts[other].window.affected(by: rule)) >= 0.8 * Double(own)
+                }
+                if explained || narrower {
+                    cohorts[slot].ruleStates[r].folded = true
+                    statistics.incidentsFolded += 1
+                    continue
+                }
+                reported.append(slot)
+                statistics.incidentsFired += 1
+                findings.append(incident(slot, r, status: .firing, at: end))
+            }
+        }
+    }
+
+    /// Whether the cohort in `wide` explains `slot`'s affected sessions.
+    func explains(_ wide: Int, _ slot: Int, r: Int, rule: CohortRules.Incident) -> Bool {
+        if refines(cohorts[slot], cohorts[wide]) { return true }
+        let own = cohorts[slot].window.affected(by: rule)
+        guard own > 0, let both = intersection(wide, slot) else { return false }
+        return Double(cohorts[both].window.affected(by: rule)) >= 0.8 * Double(own)
+    }
+
+    /// The tracked cohort of both cohorts' dimensions together (nil when that group is not
+    /// configured, the two disagree on a dimension, or it has no records).
+    func intersection(_ a: Int, _ b: Int) -> Int? {
+        var values: [CohortDimension: String] = [:]
+        for (dimension, value) in scope(of: cohorts[a]) + scope(of: cohorts[b]) {
+            if let seen = values[dimension], seen != value { return nil }
+            values[dimension] = value
+        }
+        let dimensions = values.keys.sorted()
+        guard let group = rules.groups.firstIndex(of: dimensions) else { return nil }
+        return slot(group: group, values: dimensions.map { values[$0]! })
+    }
+
+    /// The live cohort of `group` with these values.
+    func slot(group: Int, values: [String]) -> Int? {
+        var hasher = Hasher()
+        hasher.combine(group)
+        for value in values { hasher.combine(value) }
+        return index[hasher.finalize()]?.first { cohorts[$0].group == group && cohorts[$0].values == values }
+    }
+
+    /// The incident finding of a cohort and rule.
+    func incident(_ slot: Int, _ r: Int, status: FindingStatus, at end: Int64) -> Finding {
+        let cohort = cohorts[slot]
+        let rule = rules.incidents[r]
+        let state = cohort.ruleStates[r]
+        let scope = scope(of: cohort)
+        let scopeText = scope.map { "\($0.0.rawValue)=\($0.1)" }.joined(separator: ",")
+        let window = cohort.window
+        let affected = window.affected(by: rule)
+        let overallAffected = overall.affected(by: rule)
+        let value = state.lastValue ?? 0
+        var details: [(key: String, value: JSONValue)] = [
+            ("rule", .string(rule.name)),
+            ("metric", .string(rule.metric.rawValue)),
+            ("scope", .object(scope.map { ($0.0.rawValue, .string($0.1)) })),
+            ("value", .double(Self.rounded(value))),
+            ("threshold", rule.above.map { .double($0) } ?? .null),
+            (
+                "baseline",
+                state.baselineWindows >= rules.baselineWarmupWindows
+                    ? .object([
+                        ("mean", .double(Self.rounded(state.baselineMean))),
+                        ("deviation", .double(Self.rounded(state.baselineVariance.squareRoot()))),
+                        ("windows", .int(Int64(state.baselineWindows))),
+                    ]) : .null
+            ),
+            ("affected_sessions", .int(Int64(affected))),
+            ("total_sessions", .int(Int64(window.sessions))),
+            ("explains_share", .double(overallAffected > 0 ? Self.rounded(min(Double(affected) / Double(overallAffected), 1)) : 0)),
+            ("top_sessions", .array(window.exampleSessions.map(JSONValue.string))),
+            ("window_ms", .int(rules.windowMs)),
+        ]
+        if status == .resolved { details.append(("resolution", .string("below_threshold"))) }
+        let what = rule.metric.rawValue.replacingUnderscoresWithSpaces
+        let summary =
+            status == .firing
+            ? "Incident \(rule.name) on \(scopeText): \(what) \(Self.rounded(value))\(rule.above.map { " above \($0)" } ?? " above its baseline"), \(affected) of \(window.sessions) sessions affected"
+            : "Incident \(rule.name) on \(scopeText) resolved: \(what) back to \(Self.rounded(value))"
+        var finding = Finding(
+            type: .incident, status: status, severity: rule.severity, sessionID: "",
+            contentID: scope.first { $0.0 == .contentID }?.1, edgeLocation: scope.first { $0.0 == .edgeLocation }?.1,
+            startedAt: state.breachStartedAt, detectedAt: end, summary: summary, details: details)
+        finding.id = FindingID.make(sessionID: "incident\u{0}\(rule.name)\u{0}\(scopeText)", type: .incident, startedAt: state.breachStartedAt)
+        return finding
+    }
+
+    static func rounded(_ value: Double) -> Double { (value * 10_000).rounded() / 10_000 }
+
+    private mutating func forget(_ slot: Int) {
+        let hash = cohorts[slot].hash
+        index[hash]?.removeAll { $0 == slot }
+        if index[hash]?.isEmpty ?? false { index[hash] = nil }
+        cohorts[slot] = Cohort(group: 0, values: [], hash: 0, ruleStates: [])
+        freeIndices.append(slot)
+        statistics.liveCohorts -= 1
+        statistics.cohortsForgotten += 1
+    }
+}

@@ -1,0 +1,217 @@
+import CMCDRecords
+import SentinelJSON
+import SentinelYAML
+import Testing
+
+@testable import CMCDDetection
+
+/// Cohort windows and incidents, driven synchronously through the engine as the daemon does.
+struct CohortTests {
+    /// A viewer on `edge` watching `cid`: a quick startup, then a segment request every 2 s
+    /// with a full buffer; between `stallFrom` and `stallUntil` the buffer is empty (the first
+    /// request after the stall began says `bs`, as v1 players do), and the player keeps
+    /// requesting; afterwards the buffer refills.
+    static func viewer(
+        _ sid: String, edge: String, cid: String, start: Int64 = t0, until end: Int64, stall: Range<Int64>? = nil, status: Int = 200
+    ) -> [Sample] {
+        var out = [sample(sid, at: start, "ot=m,su", cid: cid, edge: edge), sample(sid, at: start + 400, "ot=av,bl=800,su", cid: cid, edge: edge)]
+        var t = start + 1_000
+        var saidStarved = false
+        while t < end {
+            var s: Sample
+            if let stall, stall.contains(t) {
+                s = sample(sid, at: t, saidStarved ? "ot=av,bl=0" : "ot=av,bl=0,bs", cid: cid, edge: edge)
+                saidStarved = true
+            } else {
+                s = sample(sid, at: t, "ot=av,bl=20000,br=3000,mtp=25000", cid: cid, edge: edge)
+            }
+            s.httpStatus = status
+            out.append(s)
+            t += 2_000
+        }
+        return out
+    }
+
+    /// Engine and tracker over samples in time order; returns the incident findings.
+    static func incidents(_ samples: [Sample], rules: DetectionRules = DetectionRules(), finish: Bool = true) -> (findings: [Finding], tracker: CohortTracker) {
+        var engine = DetectionEngine(rules: rules)
+        var tracker = CohortTracker(rules: rules)
+        var findings: [Finding] = []
+        for s in samples.sorted(by: { ($0.time, $0.sessionID) < ($1.time, $1.sessionID) }) {
+            engine.process(s, into: &findings)
+            tracker.observe(s, engine.lastObservation, into: &findings)
+        }
+        if finish { tracker.finish(into: &findings) }
+        return (findings.of(.incident), tracker)
+    }
+
+    static let contents = ["news", "film", "match", "quiz"]
+
+    /// `perEdge` viewers on each edge, spread over the contents, for four minutes; viewers
+    /// for whom `stalls` says so stall from minute one to minute two.
+    static func audience(edges: [String], perEdge: Int, stalls: (String, String) -> Bool) -> [Sample] {
+        var samples: [Sample] = []
+        for edge in edges {
+            for i in 0..<perEdge {
+                let cid = contents[i % contents.count]
+                let offset = Int64(i * 37 % 2_000)
+                samples += viewer(
+                    "\(edge)-\(i)", edge: edge, cid: cid, start: t0 + offset, until: t0 + 240_000,
+                    stall: stalls(edge, cid) ? (t0 + 60_000)..<(t0 + 120_000) : nil)
+            }
+        }
+        return samples
+    }
+
+    @Test func anEdgeOutageIsOneIncidentOnTheEdgeThatResolves() throws {
+        let samples = Self.audience(edges: ["FRA56-C2", "AMS1-C1"], perEdge: 60) { edge, _ in edge == "FRA56-C2" }
+        let (found, tracker) = Self.incidents(samples)
+        #expect(found.summary == ["incident firing critical", "incident resolved critical"])
+        let firing = try #require(found.first)
+        #expect(firing.detail("scope") == .object([("edge_location", .string("FRA56-C2"))]))
+        #expect(firing.edgeLocation == "FRA56-C2" && firing.contentID == nil)
+        #expect(firing.detail("rule") == .string("rebuffering"))
+        #expect(firing.detail("affected_sessions") == .int(60))
+        #expect(firing.detail("total_sessions") == .int(60))
+        #expect(firing.detail("explains_share") == .double(1))
+        guard case .array(let top)? = firing.detail("top_sessions") else { Issue.record("no top sessions"); return }
+        #expect(top.count == 5)
+        // The breach began in the window of minute one; `for` (20 s) fired it two windows on.
+        #expect(firing.startedAt == CohortTracker.floor(t0 + 60_000, 10_000))
+        #expect(firing.detectedAt >= firing.startedAt + 20_000 && firing.detectedAt <= firing.startedAt + 30_000)
+        #expect(found[1].id == firing.id, "the resolve is the same incident")
+        #expect(found[1].detectedAt >= t0 + 120_000 + 60_000 - 10_000, "resolved only after resolve_after_ms without a breach")
+        // Each of the four contents breached too (half its viewers are on the edge): folded
+        // into the edge's incident. Their per-edge cohorts (15 viewers) are too small to judge.
+        #expect(tracker.statistics.incidentsFolded == 4)
+        #expect(tracker.statistics.incidentsFired == 1)
+    }
+
+    @Test func aBrokenTitleIsOneIncidentOnTheTitle() throws {
+        let samples = Self.audience(edges: ["FRA56-C2", "AMS1-C1", "LHR3-C1"], perEdge: 60) { _, cid in cid == "match" }
+        let (found, _) = Self.incidents(samples)
+        #expect(found.summary == ["incident firing critical", "incident resolved critical"])
+        #expect(found.first?.detail("scope") == .object([("content_id", .string("match"))]))
+        #expect(found.first?.detail("affected_sessions") == .int(45))
+    }
+
+    @Test func oneTitleOnOneEdgeIsNamedByBoth() throws {
+        var rules = DetectionRules()
+        rules.cohorts.minSessions = 10
+        let samples = Self.audience(edges: ["FRA56-C2", "AMS1-C1"], perEdge: 60) { edge, cid in edge == "FRA56-C2" && cid == "news" }
+        let (found, _) = Self.incidents(samples, rules: rules)
+        #expect(found.first?.detail("scope") == .object([("edge_location", .string("FRA56-C2")), ("content_id", .string("news"))]))
+        #expect(found.summary == ["incident firing critical", "incident resolved critical"])
+    }
+
+    @Test func healthyViewersAndSmallCohortsRaiseNothing() {
+        let healthy = Self.audience(edges: ["FRA56-C2", "AMS1-C1"], perEdge: 60) { _, _ in false }
+        let (none, tracker) = Self.incidents(healthy)
+        #expect(none.isEmpty)
+        #expect(tracker.statistics.windowsClosed >= 18)
+        // Twenty stalled viewers are fewer than min_sessions (25): no cohort is judged.
+        let few = Self.audience(edges: ["FRA56-C2"], perEdge: 20) { _, _ in true }
+        #expect(Self.incidents(few).findings.isEmpty)
+    }
+
+    @Test func aBreachShorterThanForDoesNotFire() {
+        var samples: [Sample] = []
+        for i in 0..<40 {
+            samples += Self.viewer(
+                "s\(i)", edge: "FRA56-C2", cid: "news", start: t0 + Int64(i * 37), until: t0 + 120_000, stall: (t0 + 60_000)..<(t0 + 66_000))
+        }
+        #expect(Self.incidents(samples).findings.isEmpty)
+    }
+
+    @Test func errorsFireTheirOwnRule() {
+        var samples: [Sample] = []
+        for i in 0..<40 {
+            samples += Self.viewer("s\(i)", edge: "FRA56-C2", cid: "news", start: t0 + Int64(i * 37), until: t0 + 60_000, status: i < 10 ? 503 : 200)
+        }
+        let (found, _) = Self.incidents(samples)
+        #expect(found.first?.detail("rule") == .string("request-errors"))
+        #expect(found.first?.detail("metric") == .string("error_share"))
+    }
+
+    @Test func idsAreDeterministicAcrossReplays() {
+        let samples = Self.audience(edges: ["FRA56-C2", "AMS1-C1"], perEdge: 30) { edge, _ in edge == "AMS1-C1" }
+        #expect(Self.incidents(samples).findings.map(\.id) == Self.incidents(samples).findings.map(\.id))
+        #expect(!Self.incidents(samples).findings.isEmpty)
+    }
+
+    @Test func aDeviationFromTheBaselineFires() throws {
+        var rules = DetectionRules()
+        rules.cohorts.groups = [[.edgeLocation]]
+        rules.cohorts.baselineWarmupWindows = 3
+        var slow = CohortRules.Incident(name: "startup-regression", metric: .startupP50)
+        slow.deviationSigmas = 3
+        slow.forMs = 0
+        slow.resolveAfterMs = 10_000
+        rules.cohorts.incidents = [slow]
+        // Thirty viewers start every 10 s window: in 1 s for five windows, then in 4 s.
+        var samples: [Sample] = []
+        for w in 0..<8 {
+            let startup: Int64 = w < 5 ? 1_000 : 4_000
+            for i in 0..<30 {
+                let start = t0 + Int64(w) * 10_000 + Int64(i * 100)
+                let sid = "w\(w)-\(i)"
+                samples += [
+                    sample(sid, at: start, "ot=m,su", cid: "news", edge: "FRA56-C2"),
+                    sample(sid, at: start + startup - 200, "ot=av,bl=800,su", cid: "news", edge: "FRA56-C2"),
+                    sample(sid, at: start + startup, "ot=av,bl=5000", cid: "news", edge: "FRA56-C2"),
+                ]
+            }
+        }
+        let (found, _) = Self.incidents(samples, rules: rules, finish: false)
+        let firing = try #require(found.first)
+        #expect(firing.status == .firing)
+        #expect(firing.detail("threshold") == .null)
+        guard case .object(let baseline)? = firing.detail("baseline") else { Issue.record("no baseline"); return }
+        #expect(baseline.first { $0.key == "mean" }?.value == .double(1_000))
+    }
+
+    @Test func cohortsAreBoundedAndCounted() {
+        var rules = DetectionRules()
+        rules.cohorts.maxCohorts = 3
+        rules.cohorts.groups = [[.contentID]]
+        var samples: [Sample] = []
+        for i in 0..<10 { samples += Self.viewer("s\(i)", edge: "FRA56-C2", cid: "title-\(i)", until: t0 + 5_000) }
+        let (_, tracker) = Self.incidents(samples, rules: rules, finish: false)
+        #expect(tracker.statistics.liveCohorts == 3)
+        #expect(tracker.statistics.cohortsRefused > 0)
+    }
+
+    @Test func rulesAreParsedAndChecked() throws {
+        let rules = try DetectionRules.parse(
+            yaml: """
+                cohorts:
+                  groups: [[content_id, edge_location], [stream_type]]
+                  window_ms: 5000
+                  min_sessions: 50
+                  incidents:
+                    - name: stalls
+                      metric: starving_share
+                      above: 0.1
+                      deviation_sigmas: 4
+                      severity: warning
+                """, file: "r.yaml")
+        #expect(rules.cohorts.groups == [[.edgeLocation, .contentID], [.streamType]])
+        #expect(rules.cohorts.windowMs == 5_000 && rules.cohorts.minSessions == 50)
+        #expect(rules.cohorts.incidents.map(\.name) == ["stalls"])
+        #expect(rules.cohorts.incidents[0].deviationSigmas == 4 && rules.cohorts.incidents[0].severity == .warning)
+        for (bad, message) in [
+            ("cohorts:\n  groups: [[pop]]", "unknown cohort dimension 'pop'"),
+            ("cohorts:\n  incidents:\n    - name: x\n      metric: rebuffer_ratio", "needs 'above', 'deviation_sigmas' or both"),
+            ("cohorts:\n  incidents:\n    - name: x\n      metric: joy\n      above: 1", "unknown cohort metric 'joy'"),
+            ("cohorts:\n  groups: [[content_id], [content_id]]", "listed twice"),
+        ] {
+            #expect(throws: ValidationError.self) { try DetectionRules.parse(yaml: bad, file: "r.yaml") }
+            do {
+                _ = try DetectionRules.parse(yaml: bad, file: "r.yaml")
+            } catch {
+                #expect(error.description.contains(message), "\(error.description)")
+            }
+        }
+        #expect(try DetectionRules.parse(yaml: "cohorts:\n  groups: []", file: "r.yaml").cohorts.enabled == false)
+    }
+}
