@@ -13,8 +13,17 @@ public enum CohortDimension: String, Sendable, Hashable, CaseIterable, Comparabl
     /// The HTTP status's class (`2xx`, `4xx`, `5xx`, ...).
     case statusClass = "status_class"
 
-    public static func < (a: CohortDimension, b: CohortDimension) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    public static func < (a: CohortDimension, b: CohortDimension) -> Bool { a.ordinal < b.ordinal }
+
+    /// Its place in `allCases`.
+    var ordinal: Int {
+        switch self {
+        case .edgeLocation: 0
+        case .contentID: 1
+        case .streamType: 2
+        case .objectType: 3
+        case .statusClass: 4
+        }
     }
 }
 

@@ -160,6 +160,11 @@ public struct CohortTracker: Sendable {
     }
 
     var cohorts: [Cohort] = []
+    /// The dimensions some group uses, and the sample in hand's values and hashes of them
+    /// (by `CohortDimension.ordinal`), reused from sample to sample.
+    let usedDimensions: [CohortDimension]
+    var sampleValues = [String?](repeating: nil, count: CohortDimension.allCases.count)
+    var sampleHashes = [Int](repeating: 0, count: CohortDimension.allCases.count)
     /// Cohort hash -> slots in `cohorts` with that hash (one, but for a clash).
     var index: [Int: [Int]] = [:]
     var freeIndices: [Int] = []
@@ -167,6 +172,7 @@ public struct CohortTracker: Sendable {
     public init(rules: CohortRules, startupCriticalMs: Int64 = 5_000) {
         self.rules = rules
         self.startupCriticalMs = startupCriticalMs
+        usedDimensions = CohortDimension.allCases.filter { d in rules.groups.contains { $0.contains(d) } }
     }
 
     public init(rules: DetectionRules) {
@@ -195,8 +201,14 @@ public struct CohortTracker: Sendable {
         overall.add(sample, observation, statusClass: status)
         overall.addMedia(bitrate: bitrate, throughput: throughput)
         let current = windowStart!
+        // Each dimension's value and hash once per sample, whatever the groups.
+        for dimension in usedDimensions {
+            let value = Self.value(dimension, of: sample)
+            sampleValues[dimension.ordinal] = value
+            sampleHashes[dimension.ordinal] = value?.hashValue ?? 0
+        }
         for group in rules.groups.indices {
-            guard let slot = cohort(group: group, of: sample, at: current) else { continue }
+            guard let slot = cohort(group: group, at: current) else { continue }
             cohorts[slot].window.add(sample, observation, statusClass: status)
             cohorts[slot].window.addMedia(bitrate: bitrate, throughput: throughput)
             cohorts[slot].lastActiveWindow = current
@@ -249,23 +261,20 @@ public struct CohortTracker: Sendable {
 
     /// The slot of the sample's cohort in `group`, made if new; nil when the sample lacks one
     /// of the group's dimensions or the table is full.
-    mutating func cohort(group: Int, of sample: Sample, at window: Int64) -> Int? {
-        let dimensions = rules.groups[group]
-        var hasher = Hasher()
-        hasher.combine(group)
-        for dimension in dimensions {
-            guard let value = Self.value(dimension, of: sample) else { return nil }
-            hasher.combine(value)
+    mutating func cohort(group: Int, at window: Int64) -> Int? {
+        var hash = Self.seed(group)
+        for dimension in rules.groups[group] {
+            guard sampleValues[dimension.ordinal] != nil else { return nil }
+            hash = Self.mix(hash, sampleHashes[dimension.ordinal])
         }
-        let hash = hasher.finalize()
         if let slots = index[hash] {
-            for slot in slots where cohorts[slot].group == group && matches(cohorts[slot].values, dimensions, sample) { return slot }
+            for slot in slots where cohorts[slot].group == group && matchesSample(cohorts[slot].values, group) { return slot }
         }
         guard statistics.liveCohorts < rules.maxCohorts else {
             statistics.cohortsRefused += 1
             return nil
         }
-        let values = dimensions.map { Self.value($0, of: sample)! }
+        let values = rules.groups[group].map { sampleValues[$0.ordinal]! }
         let cohort = Cohort(
             group: group, values: values, hash: hash, lastActiveWindow: window,
             ruleStates: Array(repeating: RuleState(), count: rules.incidents.count))
@@ -282,9 +291,15 @@ public struct CohortTracker: Sendable {
         return slot
     }
 
-    private func matches(_ values: [String], _ dimensions: [CohortDimension], _ sample: Sample) -> Bool {
-        for (value, dimension) in zip(values, dimensions) where Self.value(dimension, of: sample) != value {
-            return false
+    /// A cohort's hash: its group, then each dimension value's hash, mixed.
+    static func seed(_ group: Int) -> Int { (group &+ 1) &* -7_046_029_254_386_353_131 }
+    static func mix(_ hash: Int, _ value: Int) -> Int { (hash ^ value) &* 1_099_511_628_211 &+ 0x2545_F491 }
+
+    private func matchesSample(_ values: [String], _ group: Int) -> Bool {
+        var i = 0
+        for dimension in rules.groups[group] {
+            if sampleValues[dimension.ordinal] != values[i] { return false }
+            i += 1
         }
         return true
     }
@@ -464,10 +479,9 @@ public struct CohortTracker: Sendable {
 
     /// The live cohort of `group` with these values.
     func slot(group: Int, values: [String]) -> Int? {
-        var hasher = Hasher()
-        hasher.combine(group)
-        for value in values { hasher.combine(value) }
-        return index[hasher.finalize()]?.first { cohorts[$0].group == group && cohorts[$0].values == values }
+        var hash = Self.seed(group)
+        for value in values { hash = Self.mix(hash, value.hashValue) }
+        return index[hash]?.first { cohorts[$0].group == group && cohorts[$0].values == values }
     }
 
     /// The incident finding of a cohort and rule.

@@ -71,6 +71,10 @@ struct CohortTests {
         #expect(firing.detail("scope") == .object([("edge_location", .string("FRA56-C2"))]))
         #expect(firing.edgeLocation == "FRA56-C2" && firing.contentID == nil)
         #expect(firing.detail("rule") == .string("rebuffering"))
+        // The README's worked example.
+        #expect(firing.summary == "Incident rebuffering on edge_location=FRA56-C2: rebuffer ratio 1.0 above 0.02, 60 of 60 sessions affected")
+        #expect(firing.detail("value") == .double(1))
+        #expect(firing.detectedAt == firing.startedAt + 20_000)
         #expect(firing.detail("affected_sessions") == .int(60))
         #expect(firing.detail("total_sessions") == .int(60))
         #expect(firing.detail("explains_share") == .double(1))
