@@ -229,6 +229,34 @@ public struct CohortTracker: Sendable {
         windowStart = nil
     }
 
+    /// Takes back incidents that were firing when the process stopped (the alerts table's
+    /// open incident rows), so that they resolve, or go on, under the same id rather than
+    /// firing twice or never resolving. Baselines start afresh. Returns how many were taken.
+    @discardableResult
+    public mutating func restore(_ incidents: [OpenIncident]) -> Int {
+        guard rules.enabled else { return 0 }
+        var restored = 0
+        for incident in incidents {
+            guard let r = rules.incidents.firstIndex(where: { $0.name == incident.rule }) else { continue }
+            let dimensions = incident.scope.map(\.dimension).sorted()
+            guard let group = rules.groups.firstIndex(of: dimensions) else { continue }
+            let byDimension = Dictionary(incident.scope.map { ($0.dimension, $0.value) }, uniquingKeysWith: { a, _ in a })
+            for dimension in dimensions {
+                sampleValues[dimension.ordinal] = byDimension[dimension]
+                sampleHashes[dimension.ordinal] = byDimension[dimension]?.hashValue ?? 0
+            }
+            let window = Self.floor(incident.startedAt, rules.windowMs)
+            guard let slot = cohort(group: group, at: window) else { continue }
+            var state = cohorts[slot].ruleStates[r]
+            guard state.phase == .inactive else { continue }
+            state.phase = .firing
+            state.breachStartedAt = incident.startedAt
+            cohorts[slot].ruleStates[r] = state
+            restored += 1
+        }
+        return restored
+    }
+
     /// The live cohorts and their open windows, for rollups and tests.
     public var openWindows: [(scope: [(CohortDimension, String)], window: CohortWindow)] {
         cohorts.filter { !$0.values.isEmpty }.map { (scope(of: $0), $0.window) }
@@ -540,5 +568,33 @@ public struct CohortTracker: Sendable {
         freeIndices.append(slot)
         statistics.liveCohorts -= 1
         statistics.cohortsForgotten += 1
+    }
+}
+
+/// An incident the alerts table holds as firing: what `CohortTracker.restore` needs.
+public struct OpenIncident: Sendable, Equatable {
+    public var rule: String
+    public var scope: [(dimension: CohortDimension, value: String)]
+    public var startedAt: Int64
+
+    public init(rule: String, scope: [(dimension: CohortDimension, value: String)], startedAt: Int64) {
+        self.rule = rule
+        self.scope = scope
+        self.startedAt = startedAt
+    }
+
+    /// From an incident finding's `details` (`rule`, `scope`); nil when they are not there.
+    public init?(details: JSONValue, startedAt: Int64) {
+        guard case .string(let rule)? = details["rule"], let members = details["scope"]?.objectMembers, !members.isEmpty else { return nil }
+        var scope: [(dimension: CohortDimension, value: String)] = []
+        for (key, value) in members {
+            guard let dimension = CohortDimension(rawValue: key), case .string(let text) = value else { return nil }
+            scope.append((dimension, text))
+        }
+        self.init(rule: rule, scope: scope, startedAt: startedAt)
+    }
+
+    public static func == (a: OpenIncident, b: OpenIncident) -> Bool {
+        a.rule == b.rule && a.startedAt == b.startedAt && a.scope.map(\.dimension) == b.scope.map(\.dimension) && a.scope.map(\.value) == b.scope.map(\.value)
     }
 }

@@ -1,3 +1,4 @@
+import SentinelJSON
 import CMCDDetection
 import CoreMetrics
 import Logging
@@ -90,5 +91,16 @@ public struct AlertStoreCheckpoints: CheckpointStore {
 
     public func discard(topic: String, partition: Int32) async throws {
         try await store.deleteCheckpoint(group: group, topic: topic, partition: partition)
+    }
+
+    public func openIncidents() async throws -> [OpenIncident] {
+        var query = AlertStore.Query()
+        query.type = FindingType.incident.rawValue
+        query.status = FindingStatus.firing.rawValue
+        query.limit = 10_000
+        return try await store.alerts(matching: query).compactMap { alert in
+            let details = (try? JSONParser.parse(alert.details, limits: .init(maxDepth: 8, maxElements: 10_000))) ?? .object([])
+            return OpenIncident(details: details, startedAt: alert.startedAt)
+        }
     }
 }

@@ -67,7 +67,8 @@ public struct AlertRecord: Sendable, Equatable {
 /// A notification row of the outbox.
 public struct NotificationRecord: Sendable, Equatable {
     /// `folded`: not sent, part of an incident's notification instead.
-    public enum State: String, Sendable { case pending, delivered, dead, folded }
+    /// `silenced`: not sent, an operator's silence matched it.
+    public enum State: String, Sendable { case pending, delivered, dead, folded, silenced }
     public var id: String
     public var alertID: String
     public var route: String
@@ -186,6 +187,30 @@ public final class AlertStore: Sendable {
                 """
             ]
         ),
+        (
+            3,
+            [
+                // Silences: a notification whose alert matches an active one is not sent but kept
+                // as `silenced` (see `Silence`).
+                """
+                CREATE TABLE IF NOT EXISTS silences (
+                    id TEXT PRIMARY KEY,
+                    type TEXT,
+                    severity TEXT,
+                    edge_location TEXT,
+                    content_id TEXT,
+                    session_id TEXT,
+                    starts_at BIGINT NOT NULL,
+                    ends_at BIGINT NOT NULL,
+                    created_by TEXT NOT NULL,
+                    comment TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    expired_at BIGINT
+                )
+                """,
+                "CREATE INDEX IF NOT EXISTS silences_active ON silences (ends_at)",
+            ]
+        ),
     ]
 
     /// The newest schema version this build knows.
@@ -258,26 +283,26 @@ public final class AlertStore: Sendable {
                         """
                         INSERT INTO notifications (\(columns))
                         SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8
-                        WHERE EXISTS (SELECT 1 FROM notifications f WHERE f.alert_id = $2 AND f.route = $3 AND f.kind = 'firing' AND f.state <> 'folded')
+                        WHERE EXISTS (SELECT 1 FROM notifications f WHERE f.alert_id = $2 AND f.route = $3 AND f.kind = 'firing' AND f.state NOT IN ('folded', 'silenced'))
                         ON CONFLICT (id) DO NOTHING
                         """, values))
             }
         }
         // An incident that starts folds the viewers' notifications of its scope still waiting
-        // for their first attempt (held back by group_wait_ms).
+        // for their first attempt (held back by group_wait_ms), but none being delivered.
         for finding in findings where finding.type == .incident && finding.status == .firing && (finding.edgeLocation != nil || finding.contentID != nil) {
             statements.append(
                 SQLStatement(
                     """
                     UPDATE notifications SET state = 'folded', last_error = $1
-                    WHERE state = 'pending' AND attempts = 0 AND kind = 'firing' AND alert_id IN (
+                    WHERE state = 'pending' AND attempts = 0 AND kind = 'firing' AND lease_until <= $4 AND alert_id IN (
                         SELECT a.id FROM alerts a WHERE a.type <> 'incident'
                         AND (CAST($2 AS TEXT) IS NULL OR a.edge_location = CAST($2 AS TEXT))
                         AND (CAST($3 AS TEXT) IS NULL OR a.content_id = CAST($3 AS TEXT)))
                     """,
                     [
                         .text("folded into incident \(finding.id)"), finding.edgeLocation.map(SQLValue.text) ?? .null,
-                        finding.contentID.map(SQLValue.text) ?? .null,
+                        finding.contentID.map(SQLValue.text) ?? .null, .int(now),
                     ]))
         }
         return statements
@@ -365,7 +390,10 @@ public final class AlertStore: Sendable {
     /// dispatchers never lease the same row.
     public func claimDue(endpoint: String, owner: String, limit: Int, now: Int64, leaseUntil: Int64) async throws -> [NotificationRecord] {
         guard limit > 0 else { return [] }
-        let rows = try await database.query(
+        // Silences first: what an active one matches is kept as `silenced`, not claimed.
+        let results = try await database.run([
+            Self.silencing(endpoint: endpoint, now: now),
+            SQLStatement(
             """
             UPDATE notifications SET lease_until = $1, lease_owner = $2
             WHERE id IN (
@@ -378,8 +406,9 @@ public final class AlertStore: Sendable {
                 LIMIT $5)
             AND state = 'pending' AND lease_until <= $4
             RETURNING \(Self.notificationColumns)
-            """, [.int(leaseUntil), .text(owner), .text(endpoint), .int(now), .int(Int64(limit))])
-        return rows.map(Self.notification).sorted { ($0.nextAttemptAt, $0.createdAt, $0.id) < ($1.nextAttemptAt, $1.createdAt, $1.id) }
+            """, [.int(leaseUntil), .text(owner), .text(endpoint), .int(now), .int(Int64(limit))]),
+        ])
+        return (results.last ?? []).map(Self.notification).sorted { ($0.nextAttemptAt, $0.createdAt, $0.id) < ($1.nextAttemptAt, $1.createdAt, $1.id) }
     }
 
     /// Records a delivery. Only the lease holder's word counts.

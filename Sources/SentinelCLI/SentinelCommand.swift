@@ -16,7 +16,7 @@ public struct SentinelCommand: AsyncParsableCommand {
         abstract: "Watch CMCD video streaming telemetry and catch playback problems as they happen.",
         subcommands: [
             DecodeCommand.self, DetectCommand.self, RulesCommand.self, RunCommand.self, ReplayCommand.self, ConfigCommand.self,
-            MCPCommand.self, CollectCommand.self,
+            MCPCommand.self, CollectCommand.self, SilenceCommand.self,
         ]
     )
 

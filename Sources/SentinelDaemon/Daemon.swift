@@ -178,6 +178,15 @@ final class ConsumeLoop {
             for consumerOnly in ["group.id", "group.instance.id", "auto.offset.reset", "fetch.wait.max.ms"] { properties[consumerOnly] = nil }
             deadLetters = try KafkaProducer(properties: properties, logger: logger)
         }
+        if let store = options.checkpoints, rules.cohorts.enabled {
+            // Incidents firing when the last run stopped go on (or resolve) under their ids.
+            do {
+                let restored = cohorts.restore(try await store.openIncidents())
+                if restored > 0 { logger.info("\(restored) open incidents taken back from the alerts table") }
+            } catch {
+                logger.warning("open incidents could not be read (\(error)); they fire again if they go on")
+            }
+        }
         let topic = configuration.kafka.topic
         if configuration.kafka.partitions.isEmpty {
             try consumer.subscribe([topic])

@@ -219,3 +219,42 @@ struct CohortTests {
         #expect(try DetectionRules.parse(yaml: "cohorts:\n  groups: []", file: "r.yaml").cohorts.enabled == false)
     }
 }
+
+extension CohortTests {
+    /// A restart in the middle of an incident takes it back from the alerts table's row: it
+    /// neither fires a second time nor stays open for ever.
+    @Test func anIncidentTakenBackAfterARestartResolvesUnderItsId() throws {
+        let samples = Self.audience(edges: ["FRA56-C2", "AMS1-C1"], perEdge: 60) { edge, _ in edge == "FRA56-C2" }
+        let (whole, _) = Self.incidents(samples)
+        let firing = try #require(whole.first)
+        // The first run stops 40 s into the stall; the second starts from there with the
+        // engine's state and nothing but the open incident of the tracker's.
+        let cut = t0 + 100_000
+        let rules = DetectionRules()
+        var engine = DetectionEngine(rules: rules)
+        var tracker = CohortTracker(rules: rules)
+        var findings: [Finding] = []
+        let ordered = samples.sorted(by: { ($0.time, $0.sessionID) < ($1.time, $1.sessionID) })
+        for s in ordered where s.time < cut {
+            engine.process(s, into: &findings)
+            tracker.observe(s, engine.lastObservation, into: &findings)
+        }
+        #expect(findings.of(.incident).map(\.id) == [firing.id])
+        let open = try #require(OpenIncident(details: .object(firing.details), startedAt: firing.startedAt))
+        #expect(open.rule == "rebuffering" && open.scope.map(\.value) == ["FRA56-C2"])
+        var restarted = CohortTracker(rules: rules)
+        #expect(restarted.restore([open]) == 1)
+        var after: [Finding] = []
+        for s in ordered where s.time >= cut {
+            engine.process(s, into: &after)
+            restarted.observe(s, engine.lastObservation, into: &after)
+        }
+        restarted.finish(into: &after)
+        #expect(after.of(.incident).summary == ["incident resolved critical"])
+        #expect(after.of(.incident).first?.id == firing.id)
+        // An incident of a rule or group no longer configured is not taken back.
+        let stale = OpenIncident(rule: "gone", scope: [(.edgeLocation, "FRA56-C2")], startedAt: t0)
+        var other = CohortTracker(rules: rules)
+        #expect(other.restore([stale]) == 0)
+    }
+}

@@ -298,3 +298,54 @@ struct IncidentFoldingTests {
         await s.close()
     }
 }
+
+/// Silences in the alerts table: what they match is kept as `silenced`, never sent.
+struct SilenceStoreTests {
+    let store = AlertStoreTests()
+    let folding = IncidentFoldingTests()
+
+    @Test(arguments: AlertStoreTests.backends) func aSilenceHoldsBackWhatItMatchesUntilItEnds(_ backend: String) async throws {
+        let s = try await store.open(backend)
+        let silence = try Silence(
+            matchers: ["type": "incident", "edge_location": "FRA56-C2"], startsAt: 1_000, endsAt: 100_000, createdBy: "ops",
+            comment: "PoP maintenance", createdAt: 1_000)
+        try await s.addSilence(silence)
+        #expect(try await s.silences(activeAt: 5_000) == [silence])
+        let onEdge = folding.incident(.firing, edge: "FRA56-C2", detected: 2_000)
+        let elsewhere = folding.incident(.firing, edge: "AMS1-C1", detected: 2_000)
+        // A viewer's drop on the edge (another type) before any incident there.
+        let viewer = folding.drop("v", edge: "FRA56-C2")
+        try await s.record([viewer], notifications: [store.entry(for: viewer, kind: .firing)], now: 1_500)
+        let sent = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 1_600, leaseUntil: 1_700)
+        #expect(sent.map(\.alertID) == [viewer.id])
+        try await s.markDelivered(id: sent[0].id, owner: "o", status: 200, now: 1_650)
+        try await s.record(
+            [onEdge, elsewhere], notifications: [store.entry(for: onEdge, kind: .firing), store.entry(for: elsewhere, kind: .firing)], now: 2_000)
+        let claimed = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 3_000, leaseUntil: 60_000)
+        #expect(claimed.map(\.alertID) == [elsewhere.id])
+        #expect(try await s.notifications(alertID: viewer.id).first?.state == .delivered, "the type matcher spares the viewer's drop")
+        let held = try #require(try await s.notifications(alertID: onEdge.id).first)
+        #expect(held.state == .silenced)
+        #expect(held.lastError == "silenced by \(silence.id)")
+        // Expired by hand, it matches nothing more; the silenced row stays as it was.
+        #expect(try await s.expireSilence(id: silence.id, now: 4_000))
+        #expect(try await s.expireSilence(id: silence.id, now: 4_500) == false, "already expired")
+        #expect(try await s.silences(activeAt: 5_000).isEmpty)
+        #expect(try await s.silences().first?.expiredAt == 4_000)
+        var later = folding.incident(.firing, edge: "FRA56-C2", detected: 9_000)
+        later.startedAt = 8_000
+        later.id = "later"
+        try await s.record([later], notifications: [store.entry(for: later, kind: .firing)], now: 9_000)
+        #expect(try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 9_000, leaseUntil: 60_000).map(\.alertID) == ["later"])
+        #expect(try await s.notifications(alertID: onEdge.id).first?.state == .silenced)
+        await s.close()
+    }
+
+    @Test func badSilencesAreRefused() {
+        #expect(throws: SQLError.self) { try Silence(matchers: [:], startsAt: 0, endsAt: 1, createdBy: "o", comment: "", createdAt: 0) }
+        #expect(throws: SQLError.self) { try Silence(matchers: ["pop": "x"], startsAt: 0, endsAt: 1, createdBy: "o", comment: "", createdAt: 0) }
+        #expect(throws: SQLError.self) { try Silence(matchers: ["type": "outage"], startsAt: 0, endsAt: 1, createdBy: "o", comment: "", createdAt: 0) }
+        #expect(throws: SQLError.self) { try Silence(matchers: ["type": "incident"], startsAt: 5, endsAt: 1, createdBy: "o", comment: "", createdAt: 0) }
+        #expect(throws: SQLError.self) { try Silence(matchers: ["type": "incident"], startsAt: 0, endsAt: 1, createdBy: "", comment: "", createdAt: 0) }
+    }
+}

@@ -1,0 +1,138 @@
+import CMCDDetection
+import Foundation
+
+/// An operator's silence: while it is active (wall clock), notifications of the alerts it
+/// matches are not sent but kept in the outbox as `silenced`. Every matcher given must hold
+/// (equality); those left nil match anything.
+public struct Silence: Sendable, Equatable {
+    public var id: String
+    public var type: String?
+    public var severity: String?
+    public var edgeLocation: String?
+    public var contentID: String?
+    public var sessionID: String?
+    /// Wall clock, ms.
+    public var startsAt: Int64
+    public var endsAt: Int64
+    public var createdBy: String
+    public var comment: String
+    public var createdAt: Int64
+    /// When it was expired by hand (nil: runs until `endsAt`).
+    public var expiredAt: Int64?
+
+    /// The matcher keys, as `silence add --match KEY=VALUE` takes them.
+    public static let matcherKeys = ["type", "severity", "edge_location", "content_id", "session_id"]
+
+    public init(
+        id: String = "sil_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(20),
+        matchers: [String: String], startsAt: Int64, endsAt: Int64, createdBy: String, comment: String, createdAt: Int64
+    ) throws {
+        for key in matchers.keys where !Self.matcherKeys.contains(key) {
+            throw SQLError("'\(key.prefix(40))' is not a silence matcher (\(Self.matcherKeys.joined(separator: ", ")))")
+        }
+        guard !matchers.isEmpty else { throw SQLError("a silence needs at least one matcher (\(Self.matcherKeys.joined(separator: ", ")))") }
+        for value in matchers.values where value.isEmpty || value.utf8.count > 256 {
+            throw SQLError("a matcher value must be 1 to 256 bytes")
+        }
+        if let type = matchers["type"], FindingType(rawValue: type) == nil {
+            throw SQLError("type '\(type.prefix(40))' is not a finding type (\(FindingType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        if let severity = matchers["severity"], Severity(rawValue: severity) == nil {
+            throw SQLError("severity must be warning or critical")
+        }
+        guard endsAt > startsAt else { throw SQLError("a silence must end after it starts") }
+        guard !createdBy.isEmpty, createdBy.utf8.count <= 128 else { throw SQLError("the creator must be 1 to 128 bytes") }
+        guard comment.utf8.count <= 4_096 else { throw SQLError("the comment must be at most 4096 bytes") }
+        self.id = String(id)
+        type = matchers["type"]
+        severity = matchers["severity"]
+        edgeLocation = matchers["edge_location"]
+        contentID = matchers["content_id"]
+        sessionID = matchers["session_id"]
+        self.startsAt = startsAt
+        self.endsAt = endsAt
+        self.createdBy = createdBy
+        self.comment = comment
+        self.createdAt = createdAt
+    }
+
+    /// The matchers as `key=value` pairs, in a stable order.
+    public var matchers: [(key: String, value: String)] {
+        zip(Self.matcherKeys, [type, severity, edgeLocation, contentID, sessionID]).compactMap { key, value in value.map { (key, $0) } }
+    }
+
+    public func isActive(at now: Int64) -> Bool { expiredAt == nil && startsAt <= now && now < endsAt }
+
+    public static func == (a: Silence, b: Silence) -> Bool {
+        a.id == b.id && a.matchers.map(\.key) == b.matchers.map(\.key) && a.matchers.map(\.value) == b.matchers.map(\.value)
+            && a.startsAt == b.startsAt && a.endsAt == b.endsAt && a.createdBy == b.createdBy && a.comment == b.comment
+            && a.createdAt == b.createdAt && a.expiredAt == b.expiredAt
+    }
+}
+
+extension AlertStore {
+    static let silenceColumns = "id, type, severity, edge_location, content_id, session_id, starts_at, ends_at, created_by, comment, created_at, expired_at"
+
+    /// Adds a silence (it applies from the next delivery round of every daemon sharing the table).
+    public func addSilence(_ silence: Silence) async throws {
+        let optional = { (value: String?) in value.map(SQLValue.text) ?? .null }
+        try await database.query(
+            "INSERT INTO silences (\(Self.silenceColumns)) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL)",
+            [
+                .text(silence.id), optional(silence.type), optional(silence.severity), optional(silence.edgeLocation), optional(silence.contentID),
+                optional(silence.sessionID), .int(silence.startsAt), .int(silence.endsAt), .text(silence.createdBy), .text(silence.comment),
+                .int(silence.createdAt),
+            ])
+    }
+
+    /// Silences, newest first: those active or still to come at `now`, or all of them.
+    public func silences(activeAt now: Int64? = nil, limit: Int = 1_000) async throws -> [Silence] {
+        let rows: [SQLRow]
+        if let now {
+            rows = try await database.query(
+                "SELECT \(Self.silenceColumns) FROM silences WHERE expired_at IS NULL AND ends_at > $1 ORDER BY created_at DESC, id LIMIT $2",
+                [.int(now), .int(Int64(limit))])
+        } else {
+            rows = try await database.query(
+                "SELECT \(Self.silenceColumns) FROM silences ORDER BY created_at DESC, id LIMIT $1", [.int(Int64(limit))])
+        }
+        return rows.compactMap { row in
+            guard row.count == 12 else { return nil }
+            var matchers: [String: String] = [:]
+            for (key, value) in zip(Silence.matcherKeys, row[1...5]) { if let text = value.text { matchers[key] = text } }
+            guard
+                var silence = try? Silence(
+                    id: row[0].text ?? "", matchers: matchers, startsAt: row[6].int ?? 0, endsAt: row[7].int ?? 0, createdBy: row[8].text ?? "",
+                    comment: row[9].text ?? "", createdAt: row[10].int ?? 0)
+            else { return nil }
+            silence.expiredAt = row[11].int
+            return silence
+        }
+    }
+
+    /// Ends a silence now; false when there is no such silence or it had already ended.
+    @discardableResult
+    public func expireSilence(id: String, now: Int64 = AlertStore.nowMs()) async throws -> Bool {
+        let rows = try await database.query(
+            "UPDATE silences SET expired_at = $1 WHERE id = $2 AND expired_at IS NULL AND ends_at > $1 RETURNING id", [.int(now), .text(id)])
+        return !rows.isEmpty
+    }
+
+    /// SQL that marks the endpoint's pending notifications whose alert an active silence
+    /// matches as `silenced`, naming the silence.
+    static func silencing(endpoint: String, now: Int64) -> SQLStatement {
+        let match = """
+            s.expired_at IS NULL AND s.starts_at <= $2 AND s.ends_at > $2
+            AND (s.type IS NULL OR s.type = a.type) AND (s.severity IS NULL OR s.severity = a.severity)
+            AND (s.edge_location IS NULL OR s.edge_location = a.edge_location) AND (s.content_id IS NULL OR s.content_id = a.content_id)
+            AND (s.session_id IS NULL OR s.session_id = a.session_id)
+            """
+        return SQLStatement(
+            """
+            UPDATE notifications SET state = 'silenced', last_error = (
+                SELECT 'silenced by ' || s.id FROM silences s, alerts a WHERE a.id = notifications.alert_id AND \(match) ORDER BY s.id LIMIT 1)
+            WHERE state = 'pending' AND endpoint = $1 AND lease_until <= $2 AND EXISTS (
+                SELECT 1 FROM silences s, alerts a WHERE a.id = notifications.alert_id AND \(match))
+            """, [.text(endpoint), .int(now)])
+    }
+}
