@@ -88,6 +88,9 @@ public struct CohortRules: Sendable, Equatable {
     public var incidents: [Incident] = CohortRules.defaultIncidents
     /// A cohort with no request for this many windows is forgotten (its baseline with it).
     public var idleWindows = 360
+    /// Windows held open at once while the slowest input catches up (partitions read unevenly
+    /// from a backlog); beyond it the oldest closes with what it has.
+    public var maxOpenWindows = 60
 
     public var enabled: Bool { !groups.isEmpty }
 
@@ -108,7 +111,8 @@ public struct CohortRules: Sendable, Equatable {
         var rules = CohortRules()
         guard node.exists else { return rules }
         try node.keys(allowed: [
-            "groups", "window_ms", "min_sessions", "max_cohorts", "baseline_windows", "baseline_warmup_windows", "idle_windows", "incidents",
+            "groups", "window_ms", "min_sessions", "max_cohorts", "baseline_windows", "baseline_warmup_windows", "idle_windows", "max_open_windows",
+            "incidents",
         ])
         if node["groups"].exists {
             rules.groups = []
@@ -135,6 +139,7 @@ public struct CohortRules: Sendable, Equatable {
         rules.baselineWindows = Int(try node["baseline_windows"].integer(in: 2...1_000_000, default: Int64(rules.baselineWindows)))
         rules.baselineWarmupWindows = Int(try node["baseline_warmup_windows"].integer(in: 1...1_000_000, default: Int64(rules.baselineWarmupWindows)))
         rules.idleWindows = Int(try node["idle_windows"].integer(in: 1...1_000_000, default: Int64(rules.idleWindows)))
+        rules.maxOpenWindows = Int(try node["max_open_windows"].integer(in: 1...10_000, default: Int64(rules.maxOpenWindows)))
         if node["incidents"].exists {
             rules.incidents = []
             for element in try node["incidents"].elements() {

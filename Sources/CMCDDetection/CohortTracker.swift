@@ -129,10 +129,22 @@ public struct CohortTracker: Sendable {
     public let rules: CohortRules
     let startupCriticalMs: Int64
     public private(set) var statistics = CohortStatistics()
-    /// Start (ms) of the open window; nil before the first sample.
-    public private(set) var windowStart: Int64?
-    /// Every sample of the open window, whatever its cohort (for the share an incident explains).
-    public private(set) var overall = CohortWindow()
+    /// Windows not yet closed, oldest first: a sample counts in the window of its own time, and
+    /// a window closes when the watermark given to `advance` (the slowest input's event time)
+    /// has passed its end, so a partition read behind the others still counts where it belongs.
+    var open: [OpenWindow] = []
+    /// The end of the newest closed window: samples before it are late (counted, not used).
+    public private(set) var closedThrough = Int64.min
+    /// Every sample of the window being closed, whatever its cohort (for the share an incident
+    /// explains).
+    var overall = CohortWindow()
+
+    /// One open window: every sample's figures, and each cohort's (by slot).
+    struct OpenWindow: Sendable {
+        var start: Int64
+        var overall = CohortWindow()
+        var cohorts: [Int: CohortWindow] = [:]
+    }
 
     /// A cohort's rule state: the breach it is in and its baseline.
     struct RuleState: Sendable {
@@ -154,6 +166,7 @@ public struct CohortTracker: Sendable {
         var group: Int
         var values: [String]
         var hash: Int
+        /// Its figures in the window being closed (empty otherwise).
         var window = CohortWindow()
         var lastActiveWindow: Int64 = 0
         var ruleStates: [RuleState]
@@ -179,28 +192,33 @@ public struct CohortTracker: Sendable {
         self.init(rules: rules.cohorts, startupCriticalMs: rules.startupDelay.criticalMs)
     }
 
-    /// Counts a sample the engine took (`observation` is the engine's `lastObservation`);
-    /// findings of windows it closes are appended.
+    /// Counts a sample the engine took (`observation` is the engine's `lastObservation`) in its
+    /// window. Windows close in `advance`; beyond `cohorts.max_open_windows` open ones, the
+    /// oldest closes here, and its findings are appended.
     public mutating func observe(_ sample: Sample, _ observation: SessionObservation?, into findings: inout [Finding]) {
         guard rules.enabled, let observation else { return }
-        let window = Self.floor(sample.time, rules.windowMs)
-        if let open = windowStart {
-            if window > open {
-                close(into: &findings)
-                windowStart = window
-            } else if window < open {
-                statistics.lateSamples += 1
+        let start = Self.floor(sample.time, rules.windowMs)
+        guard start >= closedThrough else {
+            statistics.lateSamples += 1
+            return
+        }
+        var w = open.count - 1
+        while w >= 0, open[w].start > start { w -= 1 }
+        if w < 0 || open[w].start != start {
+            w += 1
+            open.insert(OpenWindow(start: start), at: w)
+            if open.count > rules.maxOpenWindows {
+                closeOldest(into: &findings)
+                w -= 1
+                if w < 0 { return }  // it was the oldest: closed with it
             }
-        } else {
-            windowStart = window
         }
         let status = UInt8(clamping: (sample.httpStatus ?? 0) / 100)
         let media = sample.cmcd.objectType.map { $0 == .video || $0 == .muxed || $0 == .audio } ?? false
         let bitrate = media ? sample.cmcd.encodedBitrate?.maximum : nil
         let throughput = sample.cmcd.measuredThroughput?.maximum
-        overall.add(sample, observation, statusClass: status)
-        overall.addMedia(bitrate: bitrate, throughput: throughput)
-        let current = windowStart!
+        open[w].overall.add(sample, observation, statusClass: status)
+        open[w].overall.addMedia(bitrate: bitrate, throughput: throughput)
         // Each dimension's value and hash once per sample, whatever the groups.
         for dimension in usedDimensions {
             let value = Self.value(dimension, of: sample)
@@ -208,26 +226,37 @@ public struct CohortTracker: Sendable {
             sampleHashes[dimension.ordinal] = value?.hashValue ?? 0
         }
         for group in rules.groups.indices {
-            guard let slot = cohort(group: group, at: current) else { continue }
-            cohorts[slot].window.add(sample, observation, statusClass: status)
-            cohorts[slot].window.addMedia(bitrate: bitrate, throughput: throughput)
-            cohorts[slot].lastActiveWindow = current
+            guard let slot = cohort(group: group, at: start) else { continue }
+            open[w].cohorts[slot, default: CohortWindow()].add(sample, observation, statusClass: status)
+            open[w].cohorts[slot]!.addMedia(bitrate: bitrate, throughput: throughput)
+            if cohorts[slot].lastActiveWindow < start { cohorts[slot].lastActiveWindow = start }
         }
     }
 
-    /// Closes windows that ended before `time` (a quiet stream's clock).
-    public mutating func advance(to time: Int64, into findings: inout [Finding]) {
-        guard rules.enabled, let open = windowStart, time >= open + rules.windowMs else { return }
-        close(into: &findings)
-        windowStart = Self.floor(time, rules.windowMs)
+    /// Closes the windows that ended at or before `watermark`: the event time every input has
+    /// reached (the slowest partition's, in a daemon; the stream's less the reorder tolerance,
+    /// for a file). An open incident is judged on empty windows when no sample comes.
+    public mutating func advance(to watermark: Int64, into findings: inout [Finding]) {
+        guard rules.enabled else { return }
+        while let first = open.first, first.start + rules.windowMs <= watermark { closeOldest(into: &findings) }
+        // Nothing arrives, but incidents are open: they are judged (and resolve) all the same.
+        guard open.isEmpty, closedThrough > Int64.min, hasOpenIncidents else { return }
+        var windows = 0
+        while closedThrough + rules.windowMs <= watermark, hasOpenIncidents, windows < rules.maxOpenWindows {
+            open.append(OpenWindow(start: closedThrough))
+            closeOldest(into: &findings)
+            windows += 1
+        }
+        if closedThrough + rules.windowMs <= watermark { closedThrough = Self.floor(watermark, rules.windowMs) }
     }
 
-    /// Closes the open window (the end of a file).
+    /// Closes every open window (the end of a file).
     public mutating func finish(into findings: inout [Finding]) {
-        guard rules.enabled, windowStart != nil else { return }
-        close(into: &findings)
-        windowStart = nil
+        guard rules.enabled else { return }
+        while !open.isEmpty { closeOldest(into: &findings) }
     }
+
+    var hasOpenIncidents: Bool { cohorts.contains { $0.ruleStates.contains { $0.phase != .inactive } } }
 
     /// Takes back incidents that were firing when the process stopped (the alerts table's
     /// open incident rows), so that they resolve, or go on, under the same id rather than
@@ -257,10 +286,6 @@ public struct CohortTracker: Sendable {
         return restored
     }
 
-    /// The live cohorts and their open windows, for rollups and tests.
-    public var openWindows: [(scope: [(CohortDimension, String)], window: CohortWindow)] {
-        cohorts.filter { !$0.values.isEmpty }.map { (scope(of: $0), $0.window) }
-    }
 
     static func floor(_ time: Int64, _ length: Int64) -> Int64 {
         let q = time / length
@@ -349,9 +374,14 @@ public struct CohortTracker: Sendable {
 
     // MARK: - Closing a window
 
-    private mutating func close(into findings: inout [Finding]) {
-        guard let start = windowStart else { return }
+    private mutating func closeOldest(into findings: inout [Finding]) {
+        guard !open.isEmpty else { return }
+        let closing = open.removeFirst()
+        let start = closing.start
         let end = start + rules.windowMs
+        closedThrough = max(closedThrough, end)
+        overall = closing.overall
+        for (slot, window) in closing.cohorts where !cohorts[slot].values.isEmpty { cohorts[slot].window = window }
         statistics.windowsClosed += 1
         var firing: [(slot: Int, rule: Int)] = []
         var resolved: [(slot: Int, rule: Int)] = []

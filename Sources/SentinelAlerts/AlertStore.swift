@@ -289,13 +289,18 @@ public final class AlertStore: Sendable {
             }
         }
         // An incident that starts folds the viewers' notifications of its scope still waiting
-        // for their first attempt (held back by group_wait_ms), but none being delivered.
+        // for their first attempt (held back by group_wait_ms), but none being delivered, and
+        // no resolve of an episode whose firing went out.
         for finding in findings where finding.type == .incident && finding.status == .firing && (finding.edgeLocation != nil || finding.contentID != nil) {
             statements.append(
                 SQLStatement(
                     """
                     UPDATE notifications SET state = 'folded', last_error = $1
-                    WHERE state = 'pending' AND attempts = 0 AND kind = 'firing' AND lease_until <= $4 AND alert_id IN (
+                    WHERE state = 'pending' AND attempts = 0 AND lease_until <= $4
+                    AND (kind = 'firing' OR NOT EXISTS (
+                        SELECT 1 FROM notifications f WHERE f.alert_id = notifications.alert_id AND f.route = notifications.route
+                        AND f.kind = 'firing' AND f.state IN ('delivered', 'dead')))
+                    AND alert_id IN (
                         SELECT a.id FROM alerts a WHERE a.type <> 'incident'
                         AND (CAST($2 AS TEXT) IS NULL OR a.edge_location = CAST($2 AS TEXT))
                         AND (CAST($3 AS TEXT) IS NULL OR a.content_id = CAST($3 AS TEXT)))

@@ -64,6 +64,8 @@ struct DetectCommand: ParsableCommand {
         var parser = RecordParser(configuration: configuration)
         var engine = DetectionEngine(rules: rules)
         var cohorts = CohortTracker(rules: rules)
+        // A window closes once the stream is this far past its end (samples that late are late).
+        let lateness = rules.sessions.reorderToleranceMs
         let out = OutputBuffer()
         var findings: [Finding] = []
         findings.reserveCapacity(16)
@@ -82,6 +84,7 @@ struct DetectCommand: ParsableCommand {
                         if case .sample(let sample) = outcome {
                             engine.process(sample, into: &findings)
                             cohorts.observe(sample, engine.lastObservation, into: &findings)
+                            cohorts.advance(to: engine.watermark &- lateness, into: &findings)
                         }
                     }
                     if !findings.isEmpty { flushFindings() }

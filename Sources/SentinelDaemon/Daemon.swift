@@ -209,7 +209,10 @@ final class ConsumeLoop {
                 defer { parkEngine() }
                 polled = try consumer.pollBatch(max: Self.batchSize, timeoutMs: machine.pollTimeoutMs(heldFindings: held)) { try handle($0) }
             }
-            if polled > 0 { metrics.countConsumed(polled) }
+            if polled > 0 {
+                metrics.countConsumed(polled)
+                advanceCohorts()
+            }
             try await completeRebalances(consumer)
             let now = monotonicSeconds()
             if polled == 0, let elapsedMs = machine.quietAdvance(now: now) {
@@ -219,9 +222,7 @@ final class ConsumeLoop {
                 for tp in engines.keys.sorted() where engines[tp]!.watermark > Int64.min && fetching.mayAdvance(tp, at: now) {
                     engines[tp]!.advance(to: engines[tp]!.watermark + elapsedMs, into: &heldFindings)
                 }
-                if let newest = engines.values.map(\.watermark).max(), newest > Int64.min {
-                    cohorts.advance(to: newest, into: &heldFindings)
-                }
+                advanceCohorts()
                 countLiveSessions()
             }
             let actions = machine.afterPoll(recordPolled: polled > 0, heldBefore: held, heldNow: heldFindings.count, now: now)
@@ -315,6 +316,26 @@ final class ConsumeLoop {
         }
         if let deadLetterError { throw deadLetterError }
         if let sampleSinkError { throw sampleSinkError }
+    }
+
+    /// Closes the cohort windows that every partition still being caught up on has passed
+    /// (less the reorder tolerance), so that a partition read behind the others from a backlog
+    /// still counts in the right windows. A partition with a backlog not read at all yet holds
+    /// them; one caught up does not (its next records are new). `cohorts.max_open_windows`
+    /// bounds the wait.
+    private func advanceCohorts() {
+        let now = monotonicSeconds()
+        var slowest = Int64.max
+        var newest = Int64.min
+        for (tp, engine) in engines {
+            newest = max(newest, engine.watermark)
+            if fetching.mayAdvance(tp, at: now) { continue }
+            guard engine.watermark > Int64.min else { return }
+            slowest = min(slowest, engine.watermark)
+        }
+        let watermark = slowest < Int64.max ? slowest : newest
+        guard watermark > Int64.min else { return }
+        cohorts.advance(to: watermark &- rules.sessions.reorderToleranceMs, into: &heldFindings)
     }
 
     /// Takes the engine of `tp` out of `engines` for the records that follow (one lookup per

@@ -40,6 +40,7 @@ struct CohortTests {
         for s in samples.sorted(by: { ($0.time, $0.sessionID) < ($1.time, $1.sessionID) }) {
             engine.process(s, into: &findings)
             tracker.observe(s, engine.lastObservation, into: &findings)
+            tracker.advance(to: engine.watermark - 2_000, into: &findings)
         }
         if finish { tracker.finish(into: &findings) }
         return (findings.of(.incident), tracker)
@@ -238,6 +239,7 @@ extension CohortTests {
         for s in ordered where s.time < cut {
             engine.process(s, into: &findings)
             tracker.observe(s, engine.lastObservation, into: &findings)
+            tracker.advance(to: engine.watermark - 2_000, into: &findings)
         }
         #expect(findings.of(.incident).map(\.id) == [firing.id])
         let open = try #require(OpenIncident(details: .object(firing.details), startedAt: firing.startedAt))
@@ -248,6 +250,7 @@ extension CohortTests {
         for s in ordered where s.time >= cut {
             engine.process(s, into: &after)
             restarted.observe(s, engine.lastObservation, into: &after)
+            restarted.advance(to: engine.watermark - 2_000, into: &after)
         }
         restarted.finish(into: &after)
         #expect(after.of(.incident).summary == ["incident resolved critical"])
@@ -256,5 +259,50 @@ extension CohortTests {
         let stale = OpenIncident(rule: "gone", scope: [(.edgeLocation, "FRA56-C2")], startedAt: t0)
         var other = CohortTracker(rules: rules)
         #expect(other.restore([stale]) == 0)
+    }
+}
+
+extension CohortTests {
+    /// Two partitions read unevenly from a backlog (the healthy edge's to the end before the
+    /// failing edge's first record), with windows closed by the slower one's event time as the
+    /// daemon does: the same single incident as in order.
+    @Test func aPartitionReadBehindTheOthersCountsInTheRightWindows() throws {
+        let samples = Self.audience(edges: ["FRA56-C2", "AMS1-C1"], perEdge: 60) { edge, _ in edge == "FRA56-C2" }
+        let inOrder = Self.incidents(samples).findings
+        let rules = DetectionRules()
+        var partitions = [DetectionEngine(rules: rules), DetectionEngine(rules: rules)]
+        var tracker = CohortTracker(rules: rules)
+        var findings: [Finding] = []
+        let ordered = samples.sorted(by: { ($0.time, $0.sessionID) < ($1.time, $1.sessionID) })
+        for p in [1, 0] {
+            for s in ordered where (s.edgeLocation == "FRA56-C2") == (p == 0) {
+                partitions[p].process(s, into: &findings)
+                tracker.observe(s, partitions[p].lastObservation, into: &findings)
+                // A partition with records still to read and none read yet holds the windows.
+                let marks = partitions.map(\.watermark)
+                if !marks.contains(Int64.min) { tracker.advance(to: marks.min()! - 2_000, into: &findings) }
+            }
+        }
+        tracker.finish(into: &findings)
+        #expect(findings.of(.incident).map(\.jsonLine) == inOrder.map(\.jsonLine))
+        #expect(tracker.statistics.lateSamples == 0)
+    }
+
+    @Test func beyondMaxOpenWindowsTheOldestClosesWithWhatItHas() {
+        var rules = DetectionRules()
+        rules.cohorts.maxOpenWindows = 3
+        var engine = DetectionEngine(rules: rules)
+        var tracker = CohortTracker(rules: rules)
+        var findings: [Finding] = []
+        for s in Self.viewer("s", edge: "FRA56-C2", cid: "news", until: t0 + 60_000) {
+            engine.process(s, into: &findings)
+            tracker.observe(s, engine.lastObservation, into: &findings)
+        }
+        // Never advanced: six windows of samples, at most three open.
+        #expect(tracker.statistics.windowsClosed == 3)
+        let late = sample("s", at: t0 + 1_000, "ot=av,bl=20000", cid: "news", edge: "FRA56-C2")
+        engine.process(late, into: &findings)
+        tracker.observe(late, SessionObservation(), into: &findings)
+        #expect(tracker.statistics.lateSamples == 1, "a sample for a closed window is counted as late")
     }
 }

@@ -271,11 +271,28 @@ struct IncidentFoldingTests {
         let early = drop("early", edge: "FRA56-C2")
         try await s.record([early], notifications: [held(early)], now: 10_000)
         #expect(try await s.notifications(alertID: early.id).first?.nextAttemptAt == 40_000)
+        // It resolved already, before the incident (its resolve waits for its firing).
+        var earlyResolved = early
+        earlyResolved.status = .resolved
+        try await s.record([earlyResolved], notifications: [store.entry(for: earlyResolved, kind: .resolved)], now: 12_000)
+        // Another viewer's drop on the edge went out before the incident; its resolve did not.
+        let sent = drop("sent", edge: "FRA56-C2")
+        try await s.record([sent], notifications: [store.entry(for: sent, kind: .firing)], now: 10_000)
+        let claimed = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 10_500, leaseUntil: 11_000)
+        #expect(claimed.map(\.alertID) == [sent.id])
+        try await s.markDelivered(id: claimed[0].id, owner: "o", status: 200, now: 10_600)
+        var sentResolved = sent
+        sentResolved.status = .resolved
+        try await s.record([sentResolved], notifications: [store.entry(for: sentResolved, kind: .resolved)], now: 12_000)
         let elsewhere = drop("elsewhere", edge: "AMS1-C1")
         try await s.record([elsewhere], notifications: [held(elsewhere)], now: 10_000)
         let firing = incident(.firing, edge: "FRA56-C2", detected: 20_000)
         try await s.record([firing], notifications: [store.entry(for: firing, kind: .firing)], now: 20_000)
         #expect(try await state(s, early) == .folded)
+        #expect(try await s.notifications(alertID: early.id).map(\.state) == [.folded, .folded], "its resolve is folded with it")
+        #expect(
+            try await s.notifications(alertID: sent.id).sorted { $0.kind < $1.kind }.map(\.state) == [.delivered, .pending],
+            "a resolve whose firing went out is still sent")
         #expect(try await state(s, elsewhere) == .pending, "another edge is not the incident's")
         #expect(try await state(s, firing) == .pending, "the incident itself is sent")
         // While it is open, a new viewer on the edge is folded at once, and the resolve of a
@@ -289,7 +306,7 @@ struct IncidentFoldingTests {
         #expect(try await s.notifications(alertID: during.id).map(\.kind) == ["firing"])
         // Nothing folded is claimed for delivery.
         let due = try await s.claimDue(endpoint: "default", owner: "o", limit: 100, now: 100_000, leaseUntil: 160_000)
-        #expect(Set(due.map(\.alertID)) == [elsewhere.id, firing.id])
+        #expect(Set(due.map(\.alertID)) == [elsewhere.id, firing.id, sent.id])
         // Once the incident resolved, viewers on the edge notify again.
         try await s.record([incident(.resolved, edge: "FRA56-C2", detected: 90_000)], notifications: [], now: 90_000)
         let after = drop("after", edge: "FRA56-C2")

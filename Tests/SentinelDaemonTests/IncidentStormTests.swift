@@ -1,0 +1,188 @@
+import Foundation
+import Logging
+import SentinelAlerts
+import SentinelJSON
+import SentinelTestSupport
+import Testing
+
+/// A PoP outage through the whole daemon: the real broker, the alerts table (SQLite and
+/// PostgreSQL), the webhook receiver and the `silence` command. 5,000 viewers on one edge
+/// stall within seconds while 5,000 on another play on: the receiver must get one incident,
+/// not thousands of pages, and a silence set halfway holds back the rest without losing a
+/// record.
+@Suite(.serialized) struct IncidentStormTests {
+    typealias IT = DaemonIntegrationTests
+    static let t0: Int64 = 1_720_015_600_000
+    static let failing = "FRA56-C2"
+    static let healthy = "AMS1-C1"
+    static let contents = ["news", "film", "match", "quiz"]
+
+    /// CloudFront lines of `perEdge` viewers on each edge, a segment request every 4 s from
+    /// a staggered start to 240 s; those on the failing edge have an empty buffer from 60 s
+    /// to 120 s (the first request of the stall says `bs`, as v1 players do) and go on
+    /// requesting. Sorted by time.
+    static func lines(perEdge: Int) -> [(time: Int64, line: String)] {
+        var out: [(Int64, String)] = []
+        for edge in [failing, healthy] {
+            for i in 0..<perEdge {
+                let sid = "\(edge)-\(i)"
+                let cid = contents[i % contents.count]
+                let start = t0 + Int64(i % 4_000)
+                func add(_ t: Int64, _ cmcd: String) {
+                    let encoded = (cmcd + ",cid=\"\(cid)\",sid=\"\(sid)\"").replacingOccurrences(of: "=", with: "%3D")
+                        .replacingOccurrences(of: ",", with: "%2C").replacingOccurrences(of: "\"", with: "%22")
+                    out.append((t, "\(t / 1000).\(String(t % 1000 + 1000).dropFirst())\t203.0.113.9\t200\tGET\t/v.ts\t\(edge)\tr\t0.1\tCMCD=\(encoded)\t-"))
+                }
+                add(start, "ot=m,su")
+                add(start + 400, "bl=800,ot=av,su")
+                var t = start + 1_000
+                var saidStarved = false
+                while t < t0 + 240_000 {
+                    if edge == failing, (t0 + 60_000)..<(t0 + 120_000) ~= t {
+                        add(t, saidStarved ? "bl=0,ot=av" : "bl=0,bs,ot=av")
+                        saidStarved = true
+                    } else {
+                        add(t, "bl=20000,br=3000,mtp=25000,ot=av")
+                    }
+                    t += 4_000
+                }
+            }
+        }
+        return out.sorted { $0.0 < $1.0 }
+    }
+
+    static func write(_ lines: ArraySlice<(time: Int64, line: String)>) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("storm-\(UUID().uuidString).tsv").path
+        try (lines.map(\.line).joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    static func incidentEvents(_ receiver: WebhookReceiver) -> [WebhookReceiver.Attempt] {
+        receiver.attempts.filter { ($0.body?["finding"]?["type"]).flatMap { if case .string(let s) = $0 { s } else { nil } } == "incident" }
+    }
+
+    @Test(arguments: ["sqlite", "postgres"])
+    func aPopOutageIsOneIncidentAndASilenceHoldsBackTheRest(_ backend: String) async throws {
+        let perEdge = Int(ProcessInfo.processInfo.environment["SENTINEL_STORM_VIEWERS"] ?? "") ?? 5_000
+        let all = Self.lines(perEdge: perEdge)
+        let half = all.firstIndex { $0.time >= Self.t0 + 150_000 }!
+        let first = try Self.write(all[..<half])
+        let second = try Self.write(all[half...])
+        defer { for path in [first, second] { try? FileManager.default.removeItem(atPath: path) } }
+
+        let alertsURL =
+            backend == "sqlite"
+            ? "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("storm-\(UUID().uuidString).db").path
+            : try PostgresServer.shared.newDatabase()
+        let receiver = try WebhookReceiver(secrets: [SinkIntegrationTests.secret])
+        defer { receiver.stop() }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("storm-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let rules = dir.appendingPathComponent("rules.yaml").path
+        // The default rules, with the viewers' drops held back 60 s so an incident can fold them.
+        try """
+            version: 1
+            routes:
+              - name: severe-buffer-drops
+                webhook: default
+                types: [buffer_drop]
+                min_drop_percent: 70
+                group_wait_ms: 60000
+              - name: incidents
+                webhook: default
+                types: [incident]
+            """.write(toFile: rules, atomically: true, encoding: .utf8)
+        let config = dir.appendingPathComponent("sentinel.yaml").path
+        try """
+            rules: \(rules)
+            output:
+              stdout: false
+            alerts:
+              url: \(alertsURL)
+            webhooks:
+              - name: default
+                url: \(receiver.url)
+                secret: \(SinkIntegrationTests.secret)
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+
+        let topic = try IT.broker.newTopic(partitions: 4)
+        let replayed = try IT.run(["replay", "--brokers", IT.broker.address, "--topic", topic, first])
+        #expect(replayed.status == 0, "\(replayed.stderr)")
+        // Every command on the one alerts table (the helpers give each its own otherwise).
+        let environment = ["SENTINEL_ALERTS_URL": alertsURL]
+        let (daemon, port) = try IT.startServing(
+            ["run", "--config", config, "--brokers", IT.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1,2,3"],
+            environment: environment)
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
+
+        // The outage: one incident on the edge reaches the receiver.
+        #expect(await receiver.wait(90) { _ in !Self.incidentEvents(receiver).isEmpty }, "no incident was delivered: \(daemon.errors.snapshot.suffix(2000))")
+        let firing = try #require(Self.incidentEvents(receiver).first)
+        #expect(firing.signatureValid)
+        #expect(firing.body?["type"] == .string("finding.firing"))
+        #expect(firing.body?["finding"]?["details"]?["scope"] == .object([("edge_location", .string(Self.failing))]))
+
+        // Halfway, an operator silences incidents on the edge; then the rest of the stream.
+        let silenced = try IT.run([
+            "silence", "add", "--config", config, "--match", "type=incident", "--match", "edge_location=\(Self.failing)", "--duration", "1h",
+            "--created-by", "storm-test", "--comment", "PoP failover in progress",
+        ], environment: environment)
+        #expect(silenced.status == 0, "\(silenced.stderr)")
+        let silenceID = silenced.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let listed = try IT.run(["silence", "list", "--config", config], environment: environment)
+        #expect(listed.stdout.contains("\(silenceID)\tactive\ttype=incident,edge_location=\(Self.failing)"), "\(listed.stdout)")
+        let rest = try IT.run(["replay", "--brokers", IT.broker.address, "--topic", topic, second])
+        #expect(rest.status == 0, "\(rest.stderr)")
+
+        let store = try await AlertStore.open(url: alertsURL, logger: Logger(label: "test"))
+        var query = AlertStore.Query()
+        query.type = "incident"
+        query.limit = 100
+        var incidents: [AlertRecord] = []
+        var resolvedNotification: NotificationRecord?
+        for _ in 0..<300 {
+            incidents = try await store.alerts(matching: query)
+            if let incident = incidents.first, incident.status == "resolved" {
+                resolvedNotification = try await store.notifications(alertID: incident.id).first { $0.kind == "resolved" }
+                if resolvedNotification?.state == .silenced { break }
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        var consumed: Double?
+        for _ in 0..<300 {
+            consumed = IT.metricValue("cmcd_sentinel_records_consumed_total", in: (try? IT.httpGet(port: port, path: "/metrics").body) ?? "")
+            if consumed == Double(all.count) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(consumed == Double(all.count))
+        kill(daemon.process.processIdentifier, SIGTERM)
+        daemon.process.waitUntilExit()
+        #expect(daemon.process.terminationStatus == 0, "\(daemon.errors.text.suffix(2000))")
+
+        // One incident, resolved, its resolve silenced (recorded, not sent).
+        #expect(incidents.map(\.status) == ["resolved"], "\(incidents.map(\.summary))")
+        #expect(incidents.first?.edgeLocation == Self.failing)
+        #expect(resolvedNotification?.state == .silenced)
+        #expect(resolvedNotification?.lastError == "silenced by \(silenceID)")
+        // The receiver got that one incident (once, whatever the retries) and nothing else:
+        // no page per viewer, none for the healthy edge.
+        let events = Set(receiver.attempts.map(\.id))
+        #expect(events == [firing.id], "\(events.count) events, the first: \(receiver.attempts.prefix(3).map { $0.body.map(JSONWriter.string)?.prefix(400) ?? "" })")
+        // Every viewer's findings are still in the table; their pages were folded.
+        var drops = AlertStore.Query()
+        drops.type = "buffer_drop"
+        drops.limit = 20_000
+        let dropAlerts = try await store.alerts(matching: drops)
+        #expect(dropAlerts.count == perEdge)
+        #expect(dropAlerts.allSatisfy { $0.edgeLocation == Self.failing && $0.status == "resolved" })
+        var stalls = AlertStore.Query()
+        stalls.type = "buffer_starvation"
+        stalls.limit = 20_000
+        #expect(try await store.alerts(matching: stalls).count == perEdge)
+        let counts = try await store.notificationCounts()
+        #expect(counts["folded"] == perEdge, "\(counts)")
+        #expect(counts["delivered"] == 1 && counts["silenced"] == 1, "\(counts)")
+        #expect(counts["pending", default: 0] == 0 && counts["dead", default: 0] == 0, "\(counts)")
+        await store.close()
+    }
+}
