@@ -3,6 +3,8 @@ import SentinelJSON
 
 /// One cohort's figures over one window: what `cohorts.incidents` judge and rollups report.
 public struct CohortWindow: Sendable, Equatable {
+    /// Event time (ms) the window starts.
+    public var start: Int64 = 0
     public var requests = 0
     public var errorRequests = 0
     /// Sessions with a request in the window.
@@ -139,11 +141,10 @@ public struct CohortTracker: Sendable {
     /// explains).
     var overall = CohortWindow()
 
-    /// One open window: every sample's figures, and each cohort's (by slot).
+    /// One open window: every sample's figures (each cohort keeps its own, `Cohort.open`).
     struct OpenWindow: Sendable {
         var start: Int64
         var overall = CohortWindow()
-        var cohorts: [Int: CohortWindow] = [:]
     }
 
     /// A cohort's rule state: the breach it is in and its baseline.
@@ -168,6 +169,8 @@ public struct CohortTracker: Sendable {
         var hash: Int
         /// Its figures in the window being closed (empty otherwise).
         var window = CohortWindow()
+        /// Its figures in the windows still open, oldest first (`CohortWindow.start`).
+        var open: [CohortWindow] = []
         var lastActiveWindow: Int64 = 0
         var ruleStates: [RuleState]
     }
@@ -178,8 +181,8 @@ public struct CohortTracker: Sendable {
     let usedDimensions: [CohortDimension]
     var sampleValues = [String?](repeating: nil, count: CohortDimension.allCases.count)
     var sampleHashes = [Int](repeating: 0, count: CohortDimension.allCases.count)
-    /// Cohort hash -> slots in `cohorts` with that hash (one, but for a clash).
-    var index: [Int: [Int]] = [:]
+    /// Cohort hash -> slot in `cohorts` (the sessions' open-addressing table).
+    var index = SessionTable()
     var freeIndices: [Int] = []
 
     public init(rules: CohortRules, startupCriticalMs: Int64 = 5_000) {
@@ -227,9 +230,20 @@ public struct CohortTracker: Sendable {
         }
         for group in rules.groups.indices {
             guard let slot = cohort(group: group, at: start) else { continue }
-            open[w].cohorts[slot, default: CohortWindow()].add(sample, observation, statusClass: status)
-            open[w].cohorts[slot]!.addMedia(bitrate: bitrate, throughput: throughput)
-            if cohorts[slot].lastActiveWindow < start { cohorts[slot].lastActiveWindow = start }
+            cohorts.withUnsafeMutableBufferPointer { cohorts in
+                let cohort = cohorts.baseAddress! + slot
+                var i = cohort.pointee.open.count - 1
+                while i >= 0, cohort.pointee.open[i].start > start { i -= 1 }
+                if i < 0 || cohort.pointee.open[i].start != start {
+                    i += 1
+                    var window = CohortWindow()
+                    window.start = start
+                    cohort.pointee.open.insert(window, at: i)
+                }
+                cohort.pointee.open[i].add(sample, observation, statusClass: status)
+                cohort.pointee.open[i].addMedia(bitrate: bitrate, throughput: throughput)
+                if cohort.pointee.lastActiveWindow < start { cohort.pointee.lastActiveWindow = start }
+            }
         }
     }
 
@@ -320,9 +334,7 @@ public struct CohortTracker: Sendable {
             guard sampleValues[dimension.ordinal] != nil else { return nil }
             hash = Self.mix(hash, sampleHashes[dimension.ordinal])
         }
-        if let slots = index[hash] {
-            for slot in slots where cohorts[slot].group == group && matchesSample(cohorts[slot].values, group) { return slot }
-        }
+        if let slot = index.find(hash: UInt64(bitPattern: Int64(hash)), matches: { matchesSample(Int($0), group) }) { return Int(slot) }
         guard statistics.liveCohorts < rules.maxCohorts else {
             statistics.cohortsRefused += 1
             return nil
@@ -339,7 +351,7 @@ public struct CohortTracker: Sendable {
             slot = cohorts.count
             cohorts.append(cohort)
         }
-        index[hash, default: []].append(slot)
+        index.insert(hash: UInt64(bitPattern: Int64(hash)), slot: Int32(slot))
         statistics.liveCohorts += 1
         return slot
     }
@@ -348,10 +360,11 @@ public struct CohortTracker: Sendable {
     static func seed(_ group: Int) -> Int { (group &+ 1) &* -7_046_029_254_386_353_131 }
     static func mix(_ hash: Int, _ value: Int) -> Int { (hash ^ value) &* 1_099_511_628_211 &+ 0x2545_F491 }
 
-    private func matchesSample(_ values: [String], _ group: Int) -> Bool {
+    private func matchesSample(_ slot: Int, _ group: Int) -> Bool {
+        guard cohorts[slot].group == group else { return false }
         var i = 0
         for dimension in rules.groups[group] {
-            if sampleValues[dimension.ordinal] != values[i] { return false }
+            if sampleValues[dimension.ordinal] != cohorts[slot].values[i] { return false }
             i += 1
         }
         return true
@@ -381,7 +394,10 @@ public struct CohortTracker: Sendable {
         let end = start + rules.windowMs
         closedThrough = max(closedThrough, end)
         overall = closing.overall
-        for (slot, window) in closing.cohorts where !cohorts[slot].values.isEmpty { cohorts[slot].window = window }
+        for slot in cohorts.indices where cohorts[slot].open.first.map({ $0.start <= start }) ?? false {
+            let window = cohorts[slot].open.removeFirst()
+            if window.start == start { cohorts[slot].window = window }
+        }
         statistics.windowsClosed += 1
         var firing: [(slot: Int, rule: Int)] = []
         var resolved: [(slot: Int, rule: Int)] = []
@@ -539,7 +555,7 @@ public struct CohortTracker: Sendable {
     func slot(group: Int, values: [String]) -> Int? {
         var hash = Self.seed(group)
         for value in values { hash = Self.mix(hash, value.hashValue) }
-        return index[hash]?.first { cohorts[$0].group == group && cohorts[$0].values == values }
+        return index.find(hash: UInt64(bitPattern: Int64(hash))) { cohorts[Int($0)].group == group && cohorts[Int($0)].values == values }.map(Int.init)
     }
 
     /// The incident finding of a cohort and rule.
@@ -591,9 +607,7 @@ public struct CohortTracker: Sendable {
     static func rounded(_ value: Double) -> Double { (value * 10_000).rounded() / 10_000 }
 
     private mutating func forget(_ slot: Int) {
-        let hash = cohorts[slot].hash
-        index[hash]?.removeAll { $0 == slot }
-        if index[hash]?.isEmpty ?? false { index[hash] = nil }
+        index.remove(hash: UInt64(bitPattern: Int64(cohorts[slot].hash)), slot: Int32(slot))
         cohorts[slot] = Cohort(group: 0, values: [], hash: 0, ruleStates: [])
         freeIndices.append(slot)
         statistics.liveCohorts -= 1

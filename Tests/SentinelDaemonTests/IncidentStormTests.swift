@@ -180,7 +180,8 @@ import Testing
         stalls.limit = 20_000
         #expect(try await store.alerts(matching: stalls).count == perEdge)
         let counts = try await store.notificationCounts()
-        #expect(counts["folded"] == perEdge, "\(counts)")
+        // Each viewer's drop page was folded, with its resolve where that was queued already.
+        #expect((perEdge...(2 * perEdge)).contains(counts["folded", default: 0]), "\(counts)")
         #expect(counts["delivered"] == 1 && counts["silenced"] == 1, "\(counts)")
         #expect(counts["pending", default: 0] == 0 && counts["dead", default: 0] == 0, "\(counts)")
         await store.close()
