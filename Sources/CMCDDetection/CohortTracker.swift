@@ -141,6 +141,16 @@ public struct CohortTracker: Sendable {
     /// explains).
     var overall = CohortWindow()
 
+    /// Keep each closed window's figures per cohort for `takeRollups` (the `cmcd_qoe` series).
+    public var collectsRollups = false
+    var rollups: [CohortRollup] = []
+
+    /// The closed windows' figures since the last call (when `collectsRollups`).
+    public mutating func takeRollups() -> [CohortRollup] {
+        defer { rollups.removeAll(keepingCapacity: true) }
+        return rollups
+    }
+
     /// One open window: every sample's figures (each cohort keeps its own, `Cohort.open`).
     struct OpenWindow: Sendable {
         var start: Int64
@@ -396,7 +406,9 @@ public struct CohortTracker: Sendable {
         overall = closing.overall
         for slot in cohorts.indices where cohorts[slot].open.first.map({ $0.start <= start }) ?? false {
             let window = cohorts[slot].open.removeFirst()
-            if window.start == start { cohorts[slot].window = window }
+            guard window.start == start else { continue }
+            cohorts[slot].window = window
+            if collectsRollups { rollups.append(CohortRollup(scope: scope(of: cohorts[slot]), window: window)) }
         }
         statistics.windowsClosed += 1
         var firing: [(slot: Int, rule: Int)] = []
@@ -640,5 +652,16 @@ public struct OpenIncident: Sendable, Equatable {
 
     public static func == (a: OpenIncident, b: OpenIncident) -> Bool {
         a.rule == b.rule && a.startedAt == b.startedAt && a.scope.map(\.dimension) == b.scope.map(\.dimension) && a.scope.map(\.value) == b.scope.map(\.value)
+    }
+}
+
+/// One cohort's figures over one closed window: a point of the live QoE series.
+public struct CohortRollup: Sendable {
+    public var scope: [(dimension: CohortDimension, value: String)]
+    public var window: CohortWindow
+
+    public init(scope: [(dimension: CohortDimension, value: String)], window: CohortWindow) {
+        self.scope = scope
+        self.window = window
     }
 }

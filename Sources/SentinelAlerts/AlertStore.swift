@@ -55,7 +55,7 @@ public struct AlertRecord: Sendable, Equatable {
         let parsedDetails = (try? JSONParser.parse(details, limits: .init(maxDepth: 8, maxElements: 10_000))) ?? .object([])
         return .object([
             ("id", .string(id)), ("type", .string(type)), ("status", .string(status)), ("severity", .string(severity)),
-            ("session_id", .string(sessionID)), ("content_id", contentID.map(JSONValue.string) ?? .null),
+            ("session_id", sessionID.isEmpty ? .null : .string(sessionID)), ("content_id", contentID.map(JSONValue.string) ?? .null),
             ("edge_location", edgeLocation.map(JSONValue.string) ?? .null),
             ("started_at", .string(RFC3339.format(milliseconds: startedAt))),
             ("detected_at", .string(RFC3339.format(milliseconds: detectedAt))), ("summary", .string(summary)),

@@ -57,12 +57,27 @@ enum RulesFile {
             "slow_seek (\(on(r.slowSeek.enabled))): warning > \(r.slowSeek.warningMs) ms, critical/stuck > \(r.slowSeek.criticalMs) ms",
             "sessions: reorder tolerance \(r.sessions.reorderToleranceMs) ms, idle timeout \(r.sessions.idleTimeoutMs) ms, at most \(r.sessions.maxLiveSessions) live, pause after \(r.sessions.pauseGapMs) ms of silence",
         ]
+        let c = r.cohorts
+        if c.enabled {
+            let groups = c.groups.map { "[" + $0.map(\.rawValue).joined(separator: ",") + "]" }.joined(separator: " ")
+            lines.append("cohorts: \(groups), windows of \(c.windowMs) ms, judged from \(c.minSessions) sessions, at most \(c.maxCohorts) live")
+            for rule in c.incidents {
+                var test: [String] = []
+                if let above = rule.above { test.append("> \(above)") }
+                if let sigmas = rule.deviationSigmas { test.append("> baseline + \(sigmas) sigma") }
+                lines.append(
+                    "incident \(rule.name) (\(rule.severity.rawValue)): \(rule.metric.rawValue) \(test.joined(separator: " and ")) for \(rule.forMs) ms, resolved after \(rule.resolveAfterMs) ms clear")
+            }
+        } else {
+            lines.append("cohorts: off")
+        }
         for route in r.routes {
             var text = "route \(route.name) -> webhook \(route.webhook): "
             text += route.types.isEmpty ? "all types" : route.types.map(\.rawValue).sorted().joined(separator: ",")
             text += ", severity >= \(route.minSeverity.rawValue)"
             if let p = route.minDropPercent { text += ", drop >= \(p)%" }
             text += route.sendResolved ? ", with resolved" : ", firing only"
+            if route.groupWaitMs > 0 { text += ", held \(route.groupWaitMs) ms" }
             lines.append(text)
         }
         return lines

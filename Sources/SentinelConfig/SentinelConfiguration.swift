@@ -42,6 +42,8 @@ public struct SentinelConfiguration: Sendable, Equatable {
         public var token = ""
         /// Write the `cloudfront_logs` measurement (every request), not only findings.
         public var writeRaw = true
+        /// Write the `cmcd_qoe` measurement (each cohort's closed window).
+        public var writeQoE = true
         /// Points per HTTP write.
         public var batchSize = 5_000
         /// A partly filled batch is written after this long.
@@ -148,6 +150,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("influx.org", "SENTINEL_INFLUX_ORG", "v2 organisation"),
         ("influx.token", "SENTINEL_INFLUX_TOKEN", "API token, sent as Authorization: Token (secret)"),
         ("influx.write_raw", "SENTINEL_INFLUX_WRITE_RAW", "write every request to cloudfront_logs, not only findings"),
+        ("influx.write_qoe", "SENTINEL_INFLUX_WRITE_QOE", "write each cohort's closed window to cmcd_qoe (live QoE rollups)"),
         ("influx.batch_size", "SENTINEL_INFLUX_BATCH_SIZE", "points per write"),
         ("influx.flush_interval_ms", "SENTINEL_INFLUX_FLUSH_INTERVAL_MS", "a partly filled batch is written after this long"),
         ("influx.max_buffered_points", "SENTINEL_INFLUX_MAX_BUFFERED_POINTS", "points held before the daemon waits for InfluxDB"),

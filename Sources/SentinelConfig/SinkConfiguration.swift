@@ -8,7 +8,7 @@ extension SentinelConfiguration {
         let influx = root["influx"]
         if influx.exists {
             try influx.keys(allowed: [
-                "url", "api", "database", "retention_policy", "org", "token", "write_raw", "batch_size", "flush_interval_ms",
+                "url", "api", "database", "retention_policy", "org", "token", "write_raw", "write_qoe", "batch_size", "flush_interval_ms",
                 "max_buffered_points", "gzip", "timeout_ms", "verify_tls", "max_retry_ms",
             ])
             var i = Influx()
@@ -19,6 +19,7 @@ extension SentinelConfiguration {
             i.org = try influx["org"].string(default: "")
             i.token = try influx["token"].string(default: "")
             i.writeRaw = try influx["write_raw"].bool(default: true)
+            i.writeQoE = try influx["write_qoe"].bool(default: true)
             i.batchSize = Int(try influx["batch_size"].integer(in: 1...100_000, default: Int64(i.batchSize)))
             i.flushIntervalMs = try influx["flush_interval_ms"].integer(in: 10...600_000, default: i.flushIntervalMs)
             i.maxBufferedPoints = Int(try influx["max_buffered_points"].integer(in: 1...10_000_000, default: Int64(i.maxBufferedPoints)))
@@ -91,6 +92,7 @@ extension SentinelConfiguration {
             if let v = environment["SENTINEL_INFLUX_ORG"] { i.org = v }
             if let v = environment["SENTINEL_INFLUX_TOKEN"] { i.token = v }
             if let v = try bool("SENTINEL_INFLUX_WRITE_RAW") { i.writeRaw = v }
+            if let v = try bool("SENTINEL_INFLUX_WRITE_QOE") { i.writeQoE = v }
             if let v = try integer("SENTINEL_INFLUX_BATCH_SIZE", 1...100_000) { i.batchSize = Int(v) }
             if let v = try integer("SENTINEL_INFLUX_FLUSH_INTERVAL_MS", 10...600_000) { i.flushIntervalMs = v }
             if let v = try integer("SENTINEL_INFLUX_MAX_BUFFERED_POINTS", 1...10_000_000) { i.maxBufferedPoints = Int(v) }
@@ -200,7 +202,7 @@ extension SentinelConfiguration {
             lines += [
                 "influx.url: \(Self.maskingPassword(influx.url))", "influx.api: \(influx.api.rawValue)", "influx.database: \(influx.database)",
                 "influx.retention_policy: \(influx.retentionPolicy)", "influx.org: \(influx.org)",
-                "influx.token: \(influx.token.isEmpty ? "" : "*****")", "influx.write_raw: \(influx.writeRaw)",
+                "influx.token: \(influx.token.isEmpty ? "" : "*****")", "influx.write_raw: \(influx.writeRaw)", "influx.write_qoe: \(influx.writeQoE)",
                 "influx.batch_size: \(influx.batchSize)", "influx.flush_interval_ms: \(influx.flushIntervalMs)",
                 "influx.max_buffered_points: \(influx.maxBufferedPoints)", "influx.gzip: \(influx.gzip)",
                 "influx.timeout_ms: \(influx.timeoutMs)", "influx.verify_tls: \(influx.verifyTLS)", "influx.max_retry_ms: \(influx.maxRetryMs)",

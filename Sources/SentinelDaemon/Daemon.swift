@@ -32,6 +32,7 @@ public final class Daemon: Service {
     let options: Options
     let sinks: [any FindingSink]
     let recordSinks: [any RecordSink]
+    let rollupSinks: [any RollupSink]
     public let metrics: DaemonMetrics
     let logger: Logger
     private let stop = StopFlag()
@@ -45,6 +46,7 @@ public final class Daemon: Service {
         self.options = options
         self.sinks = sinks
         self.recordSinks = sinks.compactMap { $0 as? any RecordSink }
+        self.rollupSinks = sinks.compactMap { $0 as? any RollupSink }
         self.metrics = metrics
         self.logger = logger
         for sink in sinks {
@@ -126,6 +128,8 @@ final class ConsumeLoop {
     private var deadLettersSent = 0
     /// A sink failed for good: the daemon stops without committing past it.
     private var sinkFailure: (any Error)?
+    /// A rollup sink failed for good (it is the InfluxDB writer: its records fail too).
+    private var rollupFailure: (any Error)?
     private var lastPendingLog = 0.0
     /// Findings not yet handed to the sinks (see `ConsumeStateMachine.afterPoll`).
     private var heldFindings: [Finding] = []
@@ -145,6 +149,7 @@ final class ConsumeLoop {
     init(daemon: Daemon) {
         self.daemon = daemon
         cohorts = CohortTracker(rules: daemon.rules)
+        cohorts.collectsRollups = !daemon.rollupSinks.isEmpty
         parser = RecordParser(configuration: .init(format: daemon.configuration.input.format, fields: daemon.configuration.input.fields))
         var policy = ConsumeStateMachine.Configuration()
         policy.commitIntervalSeconds = daemon.options.commitIntervalSeconds
@@ -235,6 +240,7 @@ final class ConsumeLoop {
             if actions.publishMetrics { publishMetrics() }
             if actions.commit { await commitPending() }
             if let sinkFailure { throw sinkFailure }
+            if let rollupFailure { throw rollupFailure }
             if actions.stopIdle {
                 logger.info("no record for \(machine.configuration.exitWhenIdleSeconds ?? 0) s: stopping")
                 break
@@ -336,6 +342,19 @@ final class ConsumeLoop {
         let watermark = slowest < Int64.max ? slowest : newest
         guard watermark > Int64.min else { return }
         cohorts.advance(to: watermark &- rules.sessions.reorderToleranceMs, into: &heldFindings)
+        handRollups()
+    }
+
+    /// Hands the cohorts' closed windows to the rollup sinks (InfluxDB's `cmcd_qoe`).
+    private func handRollups() {
+        guard !daemon.rollupSinks.isEmpty else { return }
+        let rollups = cohorts.takeRollups()
+        guard !rollups.isEmpty, rollupFailure == nil else { return }
+        do {
+            for sink in daemon.rollupSinks { try sink.rollup(rollups) }
+        } catch {
+            rollupFailure = error
+        }
     }
 
     /// Takes the engine of `tp` out of `engines` for the records that follow (one lookup per

@@ -6,19 +6,21 @@ import SentinelConfig
 import SentinelSinks
 import ServiceLifecycle
 
-/// Findings (and, with `write_raw`, every request) to InfluxDB. Writes are batched in the
+/// Findings, cohort windows (`cmcd_qoe`) and, with `write_raw`, every request to InfluxDB. Writes are batched in the
 /// background by the writer, a Service of the daemon's group; `flush` reports `SinkPending`
 /// while InfluxDB has not confirmed everything.
-public final class InfluxSink: FindingSink, RecordSink, HealthReporting, Service {
+public final class InfluxSink: FindingSink, RecordSink, RollupSink, HealthReporting, Service {
     public let name = "influx"
     let writer: InfluxWriter
     let writeRaw: Bool
+    let writeQoE: Bool
     let maxBufferedPoints: Int
 
     /// `metrics`: where the writer's counters are made (`InfluxWriter.metricHelp` names them).
     public init(configuration: SentinelConfiguration.Influx, logger: Logger, metrics: any MetricsFactory = NOOPMetricsHandler.instance) {
         writer = InfluxWriter(configuration: configuration, logger: logger, metrics: metrics)
         writeRaw = configuration.writeRaw
+        writeQoE = configuration.writeQoE
         maxBufferedPoints = configuration.maxBufferedPoints
     }
 
@@ -31,6 +33,12 @@ public final class InfluxSink: FindingSink, RecordSink, HealthReporting, Service
     }
 
     public func waitForRoom() async throws { try await writer.waitForRoom() }
+
+    /// Each closed cohort window as a `cmcd_qoe` point.
+    public func rollup(_ windows: [CohortRollup]) throws {
+        guard writeQoE else { return }
+        for rollup in windows { try writer.append { InfluxPoints.append(rollup, to: &$0) } }
+    }
 
     public func write(_ findings: [Finding]) async throws {
         for finding in findings { try writer.append { InfluxPoints.append(finding, to: &$0) } }

@@ -285,6 +285,34 @@ public enum LineProtocol {
 public enum InfluxPoints {
     public static let rawMeasurement: StaticString = "cloudfront_logs"
     public static let anomalyMeasurement: StaticString = "cmcd_anomalies"
+    public static let qoeMeasurement: StaticString = "cmcd_qoe"
+
+    /// Appends one `cmcd_qoe` point for a cohort's closed window: tags are the cohort's
+    /// dimensions, fields its series, the timestamp the window's start (so a replay
+    /// overwrites it).
+    public static func append(_ rollup: CohortRollup, to out: inout [UInt8]) {
+        let w = rollup.window
+        var fields = LineProtocol.Fields()
+        fields.integer("sessions", Int64(w.sessions))
+        fields.integer("requests", Int64(w.requests))
+        fields.integer("sessions_started", Int64(w.sessionsStarted))
+        fields.integer("stalled_sessions", Int64(w.stalledSessions))
+        fields.integer("critical_drop_sessions", Int64(w.criticalDropSessions))
+        fields.integer("stuck_startups", Int64(w.stuckStartupSessions))
+        fields.integer("error_requests", Int64(w.errorRequests))
+        fields.integer("watch_ms", w.watchedMs)
+        fields.integer("stall_ms", w.stalledMs)
+        for metric in CohortMetric.allCases { fields.float(metric.rawValue, w.value(of: metric)) }
+        fields.float("average_bitrate_kbps", w.averageBitrateKbps)
+        fields.float("average_throughput_kbps", w.averageThroughputKbps)
+        LineProtocol.appendRaw(qoeMeasurement, to: &out)
+        // The group's name, so that an edge's window and an edge-and-content one are apart.
+        LineProtocol.appendTag("cohort", rollup.scope.map(\.dimension.rawValue).joined(separator: "+"), to: &out)
+        for (dimension, value) in rollup.scope.sorted(by: { $0.dimension.rawValue < $1.dimension.rawValue }) {
+            LineProtocol.appendTag(dimension.rawValue, value, to: &out)
+        }
+        LineProtocol.close(fields, timestampMs: w.start, to: &out)
+    }
 
     /// Appends one `cloudfront_logs` point for a request, straight into `out` (the session id
     /// from the payload's bytes): a point costs no allocation.

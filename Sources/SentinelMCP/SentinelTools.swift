@@ -9,7 +9,8 @@ import SentinelConfig
 import SentinelJSON
 
 /// The MCP tools: the five historical questions of the old Python server (same names and
-/// parameters, its defects fixed) and five about what happens now. Read-only.
+/// parameters, its defects fixed), five about what happens now, and three about incidents
+/// and silences. Read-only.
 public final class SentinelTools: Sendable {
     let influx: InfluxReader?
     let store: AlertStore?
@@ -115,7 +116,10 @@ public final class SentinelTools: Sendable {
             run: { tools, _ in ("Detection rules in force (times in ms of event time).", tools.rulesJSON) }),
     ]
 
-    public static let tools: [Tool] = specs.map(\.tool)
+    /// Every tool: the historical and anomaly ones, then incidents and silences.
+    static let allSpecs: [Spec] = specs + incidentSpecs
+
+    public static let tools: [Tool] = allSpecs.map(\.tool)
 
     // MARK: - Calling
 
@@ -142,7 +146,7 @@ public final class SentinelTools: Sendable {
     }
 
     func run(_ name: String, _ arguments: [String: Value]?) async throws -> (String, JSONValue) {
-        guard let spec = Self.specs.first(where: { $0.name == name }) else { throw BadArgument("no tool named '\(name.prefix(64))'") }
+        guard let spec = Self.allSpecs.first(where: { $0.name == name }) else { throw BadArgument("no tool named '\(name.prefix(64))'") }
         return try await spec.run(self, ToolInput(arguments, tool: name, allowed: Set(spec.parameters.map(\.0))))
     }
 

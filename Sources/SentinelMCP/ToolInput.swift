@@ -85,6 +85,17 @@ struct ToolInput {
         return n
     }
 
+    /// A boolean argument (`true`/`false`, also as strings), or nil.
+    func bool(_ name: String) throws(BadArgument) -> Bool? {
+        guard let value = arguments[name], value != .null else { return nil }
+        switch value {
+        case .bool(let b): return b
+        case .string("true"): return true
+        case .string("false"): return false
+        default: throw BadArgument("\(name) must be true or false")
+        }
+    }
+
     func timeRange(_ name: String = "time_range", default text: String) throws(BadArgument) -> TimeRange {
         try TimeRange(try string(name, maxLength: 16) ?? text)
     }

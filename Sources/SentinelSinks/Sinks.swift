@@ -29,6 +29,12 @@ public protocol RecordSink: AnyObject, Sendable {
     func waitForRoom() async throws
 }
 
+/// A sink of the cohorts' closed windows (live QoE rollups), taken as they close; the records
+/// behind them are committed only after the sink holds them, as for `RecordSink`.
+public protocol RollupSink: AnyObject, Sendable {
+    func rollup(_ windows: [CohortRollup]) throws
+}
+
 /// A sink does not hold everything yet but is still trying: commits wait for it.
 public struct SinkPending: Error, CustomStringConvertible, Sendable {
     public var description: String

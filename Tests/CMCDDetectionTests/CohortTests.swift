@@ -306,3 +306,23 @@ extension CohortTests {
         #expect(tracker.statistics.lateSamples == 1, "a sample for a closed window is counted as late")
     }
 }
+
+extension CohortTests {
+    @Test func closedWindowsAreKeptForRollupsWhenAsked() {
+        let samples = Self.audience(edges: ["FRA56-C2"], perEdge: 30) { _, _ in false }
+        var engine = DetectionEngine(rules: DetectionRules())
+        var tracker = CohortTracker(rules: DetectionRules())
+        tracker.collectsRollups = true
+        var findings: [Finding] = []
+        for s in samples.sorted(by: { $0.time < $1.time }) {
+            engine.process(s, into: &findings)
+            tracker.observe(s, engine.lastObservation, into: &findings)
+            tracker.advance(to: engine.watermark - 2_000, into: &findings)
+        }
+        let rollups = tracker.takeRollups()
+        let edge = rollups.filter { $0.scope.map(\.dimension) == [.edgeLocation] }
+        #expect(edge.count == tracker.statistics.windowsClosed)
+        #expect(edge.dropFirst().allSatisfy { $0.window.sessions == 30 && $0.window.rebufferRatio == 0 }, "every viewer in every full window")
+        #expect(tracker.takeRollups().isEmpty, "taken once")
+    }
+}

@@ -182,11 +182,25 @@ struct CLITests {
         #expect(result.stderr.contains("no/such/file.tsv"))
     }
 
+    /// `detect` over a PoP outage's log: among the viewers' findings, one incident on the edge
+    /// that fires and resolves, and the cohorts' summary on stderr.
+    @Test func detectReportsAnOutageAsOneIncident() throws {
+        let lines = OutageLines.cloudFront(perEdge: 100, failing: "FRA56-C2", healthy: "AMS1-C1").map(\.line)
+        let result = try run(["detect", "-"], stdin: lines.joined(separator: "\n") + "\n")
+        #expect(result.status == 0, "\(result.stderr)")
+        let incidents = result.stdout.split(separator: "\n").compactMap { try? JSONParser.parse(String($0)) }.filter { $0["type"] == .string("incident") }
+        #expect(incidents.map { $0["status"] } == [.string("firing"), .string("resolved")])
+        #expect(incidents.first?["edge_location"] == .string("FRA56-C2") && incidents.first?["session_id"] == .null)
+        #expect(incidents.first?["id"] == incidents.last?["id"])
+        #expect(result.stderr.contains("incidents: 1 fired"), "\(result.stderr)")
+    }
+
     @Test func rulesCheck() throws {
         let ok = try run(["rules", "check"])
         #expect(ok.status == 0)
         #expect(ok.stdout.hasPrefix("rules/default.yaml: OK"))
         #expect(ok.stdout.contains("route severe-buffer-drops -> webhook default"))
+        #expect(ok.stdout.contains("incident rebuffering (critical): rebuffer_ratio > 0.02 for 20000 ms, resolved after 60000 ms clear"), "\(ok.stdout)")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }

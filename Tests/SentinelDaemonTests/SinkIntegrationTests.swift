@@ -23,13 +23,16 @@ import Testing
             environment: ["SENTINEL_ALERTS_URL": alerts])
     }
 
-    static func config(influx: String, database: String, alerts: String, webhook: String, extraInflux: String = "") throws -> String {
+    /// `qoe`: also the cohorts' windows (`cmcd_qoe`), whose number depends on when windows close;
+    /// off where a test counts points exactly.
+    static func config(influx: String, database: String, alerts: String, webhook: String, extraInflux: String = "", qoe: Bool = false) throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-\(UUID().uuidString).yaml").path
         let yaml = """
             influx:
               url: \(influx)
               database: \(database)
               flush_interval_ms: 100
+              write_qoe: \(qoe)
             \(extraInflux)
             alerts:
               url: \(alerts)
@@ -145,6 +148,32 @@ import Testing
         #expect(try await store.notifications().allSatisfy { $0.state == .delivered })
         #expect(Self.accepted(receiver).count == expected.count, "a replay sends nothing again")
         await store.close()
+    }
+
+    /// The cohorts' closed windows land in InfluxDB as `cmcd_qoe`, tagged by cohort.
+    @Test func cohortWindowsReachInfluxDBAsQoEPoints() async throws {
+        let influx = InfluxServer.shared
+        let database = try await influx.newDatabase()
+        let alerts = "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("qoe-\(UUID().uuidString).db").path
+        let configPath = try Self.config(influx: influx.url, database: database, alerts: alerts, webhook: "http://127.0.0.1:9/hook", qoe: true)
+        let (daemon, _) = try Self.startOnDemoData(config: configPath, alerts: alerts)
+        defer {
+            kill(daemon.process.processIdentifier, SIGTERM)
+            daemon.process.waitUntilExit()
+        }
+        // The demo's event time is in the past: its windows close as the quiet stream's clock
+        // moves on.
+        var rows: [[String: JSONValue]] = []
+        for _ in 0..<150 {
+            rows = (try? await influx.rows("SELECT sessions, requests, rebuffer_ratio FROM cmcd_qoe WHERE \"cohort\" = 'edge_location'", database: database)) ?? []
+            if !rows.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(!rows.isEmpty, "no cmcd_qoe point: \(daemon.errors.snapshot.suffix(1500))")
+        func count(_ value: JSONValue?) -> Int64 { if case .int(let n)? = value { n } else if case .double(let d)? = value { Int64(d) } else { 0 } }
+        #expect(rows.allSatisfy { count($0["sessions"]) >= 1 && count($0["requests"]) >= 1 }, "\(rows.prefix(3))")
+        let contents = try await influx.rows("SELECT requests FROM cmcd_qoe WHERE \"cohort\" = 'content_id' GROUP BY content_id", database: database)
+        #expect(contents.contains { $0["content_id"] == .string("demo-movie-42") }, "\(contents.prefix(3))")
     }
 
     @Test func sinksReportToMetricsAndHealth() async throws {

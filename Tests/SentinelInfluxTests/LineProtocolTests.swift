@@ -156,3 +156,27 @@ struct LineProtocolTests {
         #expect(compressed.prefix(2) == [0x1f, 0x8b], "gzip magic")
     }
 }
+
+extension LineProtocolTests {
+    /// A cohort's closed window is one `cmcd_qoe` point: the group and the dimensions as tags
+    /// (escaped like every viewer's value), the series as fields, the window's start as time.
+    @Test func aCohortWindowIsOneQoEPoint() {
+        var window = CohortWindow()
+        window.start = 1_720_015_620_000
+        window.requests = 40
+        window.sessions = 10
+        window.stalledSessions = 2
+        window.watchedMs = 100_000
+        window.stalledMs = 5_000
+        window.startups = [900, 1_100, 4_000]
+        var out: [UInt8] = []
+        InfluxPoints.append(CohortRollup(scope: [(.edgeLocation, "FRA56-C2"), (.contentID, "news, live")], window: window), to: &out)
+        let text = String(decoding: out, as: UTF8.self)
+        #expect(text.hasPrefix(#"cmcd_qoe,cohort=edge_location+content_id,content_id=news\,\ live,edge_location=FRA56-C2 sessions=10i,requests=40i,"#), "\(text)")
+        #expect(text.contains(",rebuffer_ratio=0.05,starving_share=0.2,"), "\(text)")
+        #expect(text.contains(",startup_p50_ms=1100,startup_p95_ms=4000"), "\(text)")
+        #expect(text.contains(",error_share=0,"), "no request failed: the share is 0, and written")
+        #expect(!text.contains("average_bitrate_kbps"), "no bitrate was reported: nothing is written")
+        #expect(text.hasSuffix(" 1720015620000\n"))
+    }
+}

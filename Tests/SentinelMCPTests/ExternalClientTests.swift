@@ -43,15 +43,18 @@ import Testing
             .array([.string("get_detection_rules"), .object([])]),
             .array([.string("get_average_bitrate"), .object([("time_range", .string("-1h' OR 1=1"))])]),
             .array([.string("get_session_details"), .object([("cmcd_sid", .string("' OR 1=1 --")), ("time_range", .string("-1h"))])]),
+            .array([.string("list_incidents"), .object([])]),
+            .array([.string("get_incident"), .object([("id", .string("0123456789abcdef0123456789abcdef"))])]),
+            .array([.string("list_silences"), .object([])]),
         ])
         let answer = try await Self.client(python, ["stdio", Self.binary, config, JSONWriter.string(calls)])
         #expect(answer["server"] == .string("cmcd-sentinel"))
         let tools = answer["tools"]?.arrayElements ?? []
-        #expect(tools.count == 10)
+        #expect(tools.count == 13)
         #expect(tools.allSatisfy { $0["read_only"] == .bool(true) })
         let results = answer["calls"]?.arrayElements ?? []
-        #expect(results.count == 12)
-        guard results.count == 12 else { return }
+        #expect(results.count == 15)
+        guard results.count == 15 else { return }
         for r in results.prefix(10) { #expect(r["is_error"] == .bool(false), "\(r["name"].map(JSONWriter.string) ?? ""): \(r["text"].map(JSONWriter.string) ?? "")") }
         #expect(results[0]["structured"]?["average_bitrate_kbps"]?.number == 3250)
         #expect(results[1]["structured"]?["session_data"]?["requests"] == .int(6))
@@ -65,6 +68,10 @@ import Testing
         #expect(results[9]["structured"]?["buffer_drop"]?["lookback_ms"] == .int(10000))
         #expect(results[10]["is_error"] == .bool(true), "an injected time range is refused")
         #expect(results[11]["structured"]?["status"] == .string("not_found"), "an injected id matches nothing")
+        for r in results.suffix(3) { #expect(r["is_error"] == .bool(false), "\(r["name"].map(JSONWriter.string) ?? ""): \(r["text"].map(JSONWriter.string) ?? "")") }
+        #expect(results[12]["structured"]?["incidents"]?.arrayElements?.count == 1)
+        #expect(results[13]["structured"]?["incident"]?["type"] == .string("incident"))
+        #expect(results[14]["structured"]?["silences"]?.arrayElements?.count == 1)
         // Prompts: listed with their arguments, rendered with the arguments quoted as data,
         // refused when an argument is not what the tools take.
         let prompts = answer["prompts"]?.arrayElements ?? []
@@ -142,7 +149,7 @@ import Testing
             .array([.string("list_recent_anomalies"), .object([])]),
         ])
         let answer = try await Self.client(python, ["http", "http://127.0.0.1:\(port)/mcp", token, JSONWriter.string(calls)])
-        #expect(answer["tools"]?.arrayElements?.count == 10)
+        #expect(answer["tools"]?.arrayElements?.count == 13)
         let results = answer["calls"]?.arrayElements ?? []
         #expect(results.first?["structured"]?["average_bitrate_kbps"]?.number == 3250)
         #expect(results.last?["structured"]?["anomalies"]?.arrayElements?.isEmpty == false)
@@ -280,7 +287,7 @@ extension ExternalClientTests {
         // Clients in a row: each initializes its own session (the old server refused the second).
         for _ in 0..<3 {
             let answer = try await Self.client(python, ["http", url, token, JSONWriter.string(calls)])
-            #expect(answer["tools"]?.arrayElements?.count == 10)
+            #expect(answer["tools"]?.arrayElements?.count == 13)
             #expect(answer["calls"]?.arrayElements?.first?["structured"]?["average_bitrate_kbps"]?.number == 3250)
         }
         // Clients at once, each with its calls in flight together: ids 1, 2, ... in every session.
@@ -288,7 +295,7 @@ extension ExternalClientTests {
         let clients = many["clients"]?.arrayElements ?? []
         #expect(clients.count == 8)
         for client in clients {
-            #expect(client["tools"] == .int(10))
+            #expect(client["tools"] == .int(13))
             let results = client["calls"]?.arrayElements ?? []
             #expect(results.count == 4)
             #expect(results.allSatisfy { $0["is_error"] == .bool(false) })

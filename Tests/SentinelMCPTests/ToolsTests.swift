@@ -70,6 +70,17 @@ final class Fixture: @unchecked Sendable {
         try await store.record(
             findings + [old],
             notifications: [OutboxEntry(id: "evt_1", alertID: drop.id, route: "severe-buffer-drops", endpoint: "default", kind: .firing, payload: "{}")])
+        // An incident on the edge of those sessions, and a silence an operator set for it.
+        var incident = Finding(
+            type: .incident, status: .firing, severity: .critical, sessionID: "", contentID: nil, edgeLocation: drop.edgeLocation,
+            startedAt: now - 3_600_000, detectedAt: now - 60_000, summary: "Incident rebuffering on edge_location=\(drop.edgeLocation ?? "")",
+            details: [("rule", .string("rebuffering")), ("scope", .object([("edge_location", .string(drop.edgeLocation ?? ""))]))])
+        incident.id = "0123456789abcdef0123456789abcdef"
+        findings.append(incident)
+        try await store.record([incident], notifications: [])
+        try await store.addSilence(
+            try Silence(
+                matchers: ["type": "incident"], startsAt: now - 1_000, endsAt: now + 3_600_000, createdBy: "ops", comment: "failover", createdAt: now - 1_000))
 
         tools = SentinelTools(influx: InfluxReader(configuration: settings), store: store, rules: DetectionRules())
         server = await SentinelMCPServer.make(tools: tools, version: "test")
@@ -107,13 +118,14 @@ final class Fixture: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct ToolsTests {
-    @Test func theToolListHasTenReadOnlyToolsWithSchemas() async throws {
+    @Test func theToolListHasThirteenReadOnlyToolsWithSchemas() async throws {
         let f = try await Fixture()
         let (tools, _) = try await f.client.listTools()
         #expect(
             Set(tools.map(\.name)) == [
                 "get_average_bitrate", "get_session_details", "analyze_buffer_events", "identify_playback_errors", "list_session_and_content_ids",
                 "list_recent_anomalies", "get_anomaly", "get_session_timeline", "anomaly_summary", "get_detection_rules",
+                "list_incidents", "get_incident", "list_silences",
             ])
         for tool in tools {
             #expect(tool.annotations.readOnlyHint == true, "\(tool.name)")
@@ -239,7 +251,9 @@ final class Fixture: @unchecked Sendable {
         #expect(r.result["anomaly"]?["id"] == .string(drop.id))
         #expect(r.result["anomaly"]?["details"]?["reference_bl_ms"] == .int(21000))
         guard case .array(let n)? = r.result["notifications"] else { throw BadArgument("none") }
-        #expect(n.count == 1 && n[0]["state"] == .string("pending") && n[0]["event_id"] == .string("evt_1"))
+        // The fixture's incident on the drop's edge folded its page before it was sent.
+        #expect(n.count == 1 && n[0]["state"] == .string("folded") && n[0]["event_id"] == .string("evt_1"))
+        #expect(n.first?["last_error"] == .string("folded into incident 0123456789abcdef0123456789abcdef"))
         #expect(try await f.call("get_anomaly", ["id": "0000"]).result["status"] == .string("not_found"))
         await f.close()
     }
@@ -389,4 +403,28 @@ extension JSONValue {
     }
 
     var arrayElements: [JSONValue]? { if case .array(let a) = self { a } else { nil } }
+}
+
+extension ToolsTests {
+    @Test func incidentsTheViewersInsideThemAndSilences() async throws {
+        let f = try await Fixture()
+        let incidentID = "0123456789abcdef0123456789abcdef"
+        let listed = try await f.call("list_incidents", ["status": "firing"])
+        #expect(listed.result["incidents"]?.arrayElements?.map { $0["id"] } == [.string(incidentID)])
+        #expect(listed.result["incidents"]?.arrayElements?.first?["session_id"] == .null)
+        #expect(listed.text.contains("1 incidents in the last 24h, 1 still firing"), "\(listed.text)")
+        let one = try await f.call("get_incident", ["id": .string(incidentID)])
+        #expect(one.result["incident"]?["details"]?["rule"] == .string("rebuffering"))
+        let inside = one.result["viewer_findings"]?.objectMembers ?? []
+        #expect(inside.contains { $0.key == "buffer_drop" }, "the seeded drop lies on the incident's edge: \(inside)")
+        #expect(one.result["hardest_hit_sessions"]?.arrayElements?.isEmpty == false)
+        let drop = f.findings.first { $0.type == .bufferDrop }!
+        #expect(try await f.call("get_incident", ["id": .string(drop.id)]).result["status"] == .string("not_found"), "a viewer's finding is no incident")
+        let silences = try await f.call("list_silences")
+        #expect(silences.result["silences"]?.arrayElements?.first?["matchers"] == .object([("type", .string("incident"))]))
+        #expect(silences.result["silences"]?.arrayElements?.first?["state"] == .string("active"))
+        #expect(try await f.call("list_silences", ["all": "maybe"]).isError)
+        #expect(try await f.call("list_incidents", ["edge_location": .string(Fixture.hostile)]).result["incidents"]?.arrayElements?.isEmpty == true)
+        await f.close()
+    }
 }

@@ -1,0 +1,102 @@
+import CMCDDetection
+import SentinelAlerts
+import SentinelJSON
+
+/// The incident and silence tools: read-only views of the alerts table's cohort incidents,
+/// the viewers' findings inside them, and the operators' silences.
+extension SentinelTools {
+    static let incidentSpecs: [Spec] = [
+        Spec(
+            name: "list_incidents", title: "Incidents",
+            description:
+                "Cohort incidents (many viewers of one edge, content or both at once), newest first: scope, rule, value against threshold or baseline, affected and total sessions.",
+            parameters: [
+                ("since", "string", "How far back, like time_range (default -24h)."), ("status", "string", "firing or resolved."),
+                ("edge_location", "string", "Only incidents on this edge location."), cid, limit, cursor,
+            ], run: { try await $0.incidents($1) }),
+        Spec(
+            name: "get_incident", title: "One incident",
+            description:
+                "One incident by id: its finding, its notifications, and the viewers' findings inside its scope and time (counts by type, and the sessions hit hardest).",
+            parameters: [("id", "string", "The incident id (32 hex digits).")], required: ["id"], run: { try await $0.incident($1) }),
+        Spec(
+            name: "list_silences", title: "Silences",
+            description: "Operators' silences (cmcd-sentinel silence add): matchers, start, end, creator and comment; active and coming ones unless all is true.",
+            parameters: [("all", "boolean", "Also silences that ended or were expired (default false).")], run: { try await $0.silenceList($1) }),
+    ]
+
+    func incidents(_ input: ToolInput) async throws -> (String, JSONValue) {
+        let since = try input.timeRange("since", default: "-24h")
+        let (limit, offset) = try input.page()
+        var query = AlertStore.Query()
+        query.since = AlertStore.nowMs() - since.milliseconds
+        query.type = FindingType.incident.rawValue
+        query.status = try input.choice("status", ["firing", "resolved"])
+        query.edgeLocation = try input.string("edge_location", maxLength: 64)
+        query.contentID = try input.string("cmcd_cid")
+        query.limit = limit + 1
+        query.offset = offset
+        let alerts = try await requireStore().alerts(matching: query)
+        let items = alerts.prefix(limit).map(Self.alertJSON)
+        let open = alerts.prefix(limit).filter { $0.status == "firing" }.count
+        return (
+            "\(items.count) incidents in the last \(since.text.dropFirst()), \(open) still firing\(alerts.count > limit ? " (more exist)" : "").",
+            .object([("status", .string("success")), ("incidents", .array(Array(items))), ("since", .string(since.text))] + Self.page(count: alerts.count, limit: limit, offset: offset))
+        )
+    }
+
+    func incident(_ input: ToolInput) async throws -> (String, JSONValue) {
+        let id = try input.requiredString("id", maxLength: 64)
+        let store = try requireStore()
+        guard let alert = try await store.alert(id: id), alert.type == FindingType.incident.rawValue else {
+            return ("No incident with id \(id).", .object([("status", .string("not_found")), ("id", .string(id))]))
+        }
+        let notifications: [JSONValue] = try await store.notifications(alertID: id).map { n in
+            .object([
+                ("event_id", .string(n.id)), ("route", .string(n.route)), ("kind", .string(n.kind)), ("state", .string(n.state.rawValue)),
+                ("delivered_at", Self.time(n.deliveredAt)), ("last_error", n.lastError.map(JSONValue.string) ?? .null),
+            ])
+        }
+        // The viewers' findings inside the incident: its scope's edge and content, from its
+        // start to its end (or now).
+        var query = AlertStore.Query()
+        query.since = alert.startedAt
+        query.edgeLocation = alert.edgeLocation
+        query.contentID = alert.contentID
+        query.limit = 10_001
+        let end = alert.resolvedAt ?? Int64.max
+        let inside = (alert.edgeLocation != nil || alert.contentID != nil ? try await store.alerts(matching: query) : []).filter {
+            $0.type != FindingType.incident.rawValue && $0.startedAt <= end
+        }
+        var byType: [String: Int] = [:]
+        var perSession: [String: Int] = [:]
+        for a in inside.prefix(10_000) {
+            byType[a.type, default: 0] += 1
+            perSession[a.sessionID, default: 0] += a.severity == "critical" ? 2 : 1
+        }
+        let hardest = perSession.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(10).map { JSONValue.string($0.key) }
+        return (
+            "\(alert.severity) \(alert.status) incident: \(alert.summary) (\(inside.count) viewer findings inside it)",
+            .object([
+                ("status", .string("success")), ("incident", Self.alertJSON(alert)), ("notifications", .array(notifications)),
+                ("viewer_findings", .object(byType.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
+                ("viewer_findings_truncated", .bool(inside.count > 10_000)), ("hardest_hit_sessions", .array(Array(hardest))),
+            ])
+        )
+    }
+
+    func silenceList(_ input: ToolInput) async throws -> (String, JSONValue) {
+        let all = try input.bool("all") ?? false
+        let now = AlertStore.nowMs()
+        let silences = try await requireStore().silences(activeAt: all ? nil : now, limit: Self.cap)
+        let items: [JSONValue] = silences.map { s in
+            .object([
+                ("id", .string(s.id)), ("matchers", .object(s.matchers.map { ($0.key, .string($0.value)) })),
+                ("state", .string(s.expiredAt != nil ? "expired" : s.isActive(at: now) ? "active" : s.endsAt <= now ? "ended" : "pending")),
+                ("starts_at", Self.time(s.startsAt)), ("ends_at", Self.time(s.endsAt)), ("expired_at", Self.time(s.expiredAt)),
+                ("created_by", .string(s.createdBy)), ("comment", .string(s.comment)),
+            ])
+        }
+        return ("\(items.count) \(all ? "" : "active or coming ")silences.", .object([("status", .string("success")), ("silences", .array(items))]))
+    }
+}
