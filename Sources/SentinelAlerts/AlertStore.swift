@@ -211,6 +211,14 @@ public final class AlertStore: Sendable {
                 "CREATE INDEX IF NOT EXISTS silences_active ON silences (ends_at)",
             ]
         ),
+        (
+            4,
+            [
+                // Maintenance windows: a silence active only inside a recurring local window.
+                "ALTER TABLE silences ADD COLUMN recurrence TEXT",
+                "ALTER TABLE silences ADD COLUMN time_zone TEXT",
+            ]
+        ),
     ]
 
     /// The newest schema version this build knows.
@@ -396,8 +404,9 @@ public final class AlertStore: Sendable {
     public func claimDue(endpoint: String, owner: String, limit: Int, now: Int64, leaseUntil: Int64) async throws -> [NotificationRecord] {
         guard limit > 0 else { return [] }
         // Silences first: what an active one matches is kept as `silenced`, not claimed.
+        let openWindows = try await openMaintenanceWindows(now: now)
         let results = try await database.run([
-            Self.silencing(endpoint: endpoint, now: now),
+            Self.silencing(endpoint: endpoint, now: now, openWindows: openWindows),
             SQLStatement(
             """
             UPDATE notifications SET lease_until = $1, lease_owner = $2

@@ -19,13 +19,16 @@ public struct Silence: Sendable, Equatable {
     public var createdAt: Int64
     /// When it was expired by hand (nil: runs until `endsAt`).
     public var expiredAt: Int64?
+    /// A maintenance window: between `startsAt` and `endsAt` it is active only inside it.
+    public var recurrence: MaintenanceWindow?
 
     /// The matcher keys, as `silence add --match KEY=VALUE` takes them.
     public static let matcherKeys = ["type", "severity", "edge_location", "content_id", "session_id"]
 
     public init(
         id: String = "sil_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(20),
-        matchers: [String: String], startsAt: Int64, endsAt: Int64, createdBy: String, comment: String, createdAt: Int64
+        matchers: [String: String], startsAt: Int64, endsAt: Int64, createdBy: String, comment: String, createdAt: Int64,
+        recurrence: MaintenanceWindow? = nil
     ) throws {
         for key in matchers.keys where !Self.matcherKeys.contains(key) {
             throw SQLError("'\(key.prefix(40))' is not a silence matcher (\(Self.matcherKeys.joined(separator: ", ")))")
@@ -54,6 +57,7 @@ public struct Silence: Sendable, Equatable {
         self.createdBy = createdBy
         self.comment = comment
         self.createdAt = createdAt
+        self.recurrence = recurrence
     }
 
     /// The matchers as `key=value` pairs, in a stable order.
@@ -61,27 +65,39 @@ public struct Silence: Sendable, Equatable {
         zip(Self.matcherKeys, [type, severity, edgeLocation, contentID, sessionID]).compactMap { key, value in value.map { (key, $0) } }
     }
 
-    public func isActive(at now: Int64) -> Bool { expiredAt == nil && startsAt <= now && now < endsAt }
+    /// `active`, `waiting` (a maintenance window between its openings), `pending` (not started),
+    /// `ended` or `expired`.
+    public func state(at now: Int64) -> String {
+        if expiredAt != nil { return "expired" }
+        if now >= endsAt { return "ended" }
+        if now < startsAt { return "pending" }
+        return isActive(at: now) ? "active" : "waiting"
+    }
+
+    public func isActive(at now: Int64) -> Bool {
+        expiredAt == nil && startsAt <= now && now < endsAt && (recurrence?.contains(now) ?? true)
+    }
 
     public static func == (a: Silence, b: Silence) -> Bool {
         a.id == b.id && a.matchers.map(\.key) == b.matchers.map(\.key) && a.matchers.map(\.value) == b.matchers.map(\.value)
             && a.startsAt == b.startsAt && a.endsAt == b.endsAt && a.createdBy == b.createdBy && a.comment == b.comment
-            && a.createdAt == b.createdAt && a.expiredAt == b.expiredAt
+            && a.createdAt == b.createdAt && a.expiredAt == b.expiredAt && a.recurrence == b.recurrence
     }
 }
 
 extension AlertStore {
-    static let silenceColumns = "id, type, severity, edge_location, content_id, session_id, starts_at, ends_at, created_by, comment, created_at, expired_at"
+    static let silenceColumns =
+        "id, type, severity, edge_location, content_id, session_id, starts_at, ends_at, created_by, comment, created_at, expired_at, recurrence, time_zone"
 
     /// Adds a silence (it applies from the next delivery round of every daemon sharing the table).
     public func addSilence(_ silence: Silence) async throws {
         let optional = { (value: String?) in value.map(SQLValue.text) ?? .null }
         try await database.query(
-            "INSERT INTO silences (\(Self.silenceColumns)) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL)",
+            "INSERT INTO silences (\(Self.silenceColumns)) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12, $13)",
             [
                 .text(silence.id), optional(silence.type), optional(silence.severity), optional(silence.edgeLocation), optional(silence.contentID),
                 optional(silence.sessionID), .int(silence.startsAt), .int(silence.endsAt), .text(silence.createdBy), .text(silence.comment),
-                .int(silence.createdAt),
+                .int(silence.createdAt), optional(silence.recurrence?.text), optional(silence.recurrence?.timeZone.identifier),
             ])
     }
 
@@ -97,13 +113,14 @@ extension AlertStore {
                 "SELECT \(Self.silenceColumns) FROM silences ORDER BY created_at DESC, id LIMIT $1", [.int(Int64(limit))])
         }
         return rows.compactMap { row in
-            guard row.count == 12 else { return nil }
+            guard row.count == 14 else { return nil }
             var matchers: [String: String] = [:]
             for (key, value) in zip(Silence.matcherKeys, row[1...5]) { if let text = value.text { matchers[key] = text } }
+            let recurrence = row[12].text.flatMap { text in row[13].text.flatMap { try? MaintenanceWindow(text, timeZone: $0) } }
             guard
                 var silence = try? Silence(
                     id: row[0].text ?? "", matchers: matchers, startsAt: row[6].int ?? 0, endsAt: row[7].int ?? 0, createdBy: row[8].text ?? "",
-                    comment: row[9].text ?? "", createdAt: row[10].int ?? 0)
+                    comment: row[9].text ?? "", createdAt: row[10].int ?? 0, recurrence: recurrence)
             else { return nil }
             silence.expiredAt = row[11].int
             return silence
@@ -118,11 +135,19 @@ extension AlertStore {
         return !rows.isEmpty
     }
 
+    /// The recurring silences (maintenance windows) whose window is open now: their local
+    /// time is worked out here, not in SQL.
+    func openMaintenanceWindows(now: Int64) async throws -> [String] {
+        try await silences(activeAt: now).filter { $0.recurrence != nil && $0.isActive(at: now) }.map(\.id)
+    }
+
     /// SQL that marks the endpoint's pending notifications whose alert an active silence
-    /// matches as `silenced`, naming the silence.
-    static func silencing(endpoint: String, now: Int64) -> SQLStatement {
+    /// matches as `silenced`, naming the silence. `openWindows`: the recurring silences open now.
+    static func silencing(endpoint: String, now: Int64, openWindows: [String]) -> SQLStatement {
+        let windows = openWindows.indices.map { "$\($0 + 3)" }.joined(separator: ", ")
         let match = """
             s.expired_at IS NULL AND s.starts_at <= $2 AND s.ends_at > $2
+            AND (s.recurrence IS NULL\(windows.isEmpty ? "" : " OR s.id IN (\(windows))"))
             AND (s.type IS NULL OR s.type = a.type) AND (s.severity IS NULL OR s.severity = a.severity)
             AND (s.edge_location IS NULL OR s.edge_location = a.edge_location) AND (s.content_id IS NULL OR s.content_id = a.content_id)
             AND (s.session_id IS NULL OR s.session_id = a.session_id)
@@ -133,6 +158,6 @@ extension AlertStore {
                 SELECT 'silenced by ' || s.id FROM silences s, alerts a WHERE a.id = notifications.alert_id AND \(match) ORDER BY s.id LIMIT 1)
             WHERE state = 'pending' AND endpoint = $1 AND lease_until <= $2 AND EXISTS (
                 SELECT 1 FROM silences s, alerts a WHERE a.id = notifications.alert_id AND \(match))
-            """, [.text(endpoint), .int(now)])
+            """, [.text(endpoint), .int(now)] + openWindows.map(SQLValue.text))
     }
 }

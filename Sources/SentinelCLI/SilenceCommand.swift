@@ -48,6 +48,12 @@ struct SilenceCommand: AsyncParsableCommand {
         @Option(help: "Why (recorded).")
         var comment: String = ""
 
+        @Option(help: "A maintenance window: active only on these days and local hours, e.g. 'sat,sun 02:00-04:00' (daily, weekdays, weekends).")
+        var every: String?
+
+        @Option(help: "IANA time zone of --every (e.g. Europe/Berlin); daylight saving is followed.")
+        var timeZone: String = "UTC"
+
         func run() async throws {
             var parsed: [String: String] = [:]
             for matcher in matchers {
@@ -60,7 +66,10 @@ struct SilenceCommand: AsyncParsableCommand {
             let now = AlertStore.nowMs()
             let silence: Silence
             do {
-                silence = try Silence(matchers: parsed, startsAt: now, endsAt: now + length, createdBy: createdBy, comment: comment, createdAt: now)
+                let recurrence = try every.map { try MaintenanceWindow($0, timeZone: timeZone) }
+                silence = try Silence(
+                    matchers: parsed, startsAt: now, endsAt: now + length, createdBy: createdBy, comment: comment, createdAt: now,
+                    recurrence: recurrence)
             } catch {
                 throw CommandFailure.usage("silence add: \(error)")
             }
@@ -97,10 +106,10 @@ struct SilenceCommand: AsyncParsableCommand {
             }
             await store.close()
             for s in silences {
-                let state = s.expiredAt != nil ? "expired" : s.isActive(at: now) ? "active" : s.endsAt <= now ? "ended" : "pending"
-                let matchers = s.matchers.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+                var matchers = s.matchers.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+                if let window = s.recurrence { matchers += " every \(window.text) \(window.timeZone.identifier)" }
                 print(
-                    "\(s.id)\t\(state)\t\(matchers)\t\(RFC3339.format(milliseconds: s.startsAt))\t\(RFC3339.format(milliseconds: s.endsAt))\t\(s.createdBy)\t\(s.comment.prefix(200))"
+                    "\(s.id)\t\(s.state(at: now))\t\(matchers)\t\(RFC3339.format(milliseconds: s.startsAt))\t\(RFC3339.format(milliseconds: s.endsAt))\t\(s.createdBy)\t\(s.comment.prefix(200))"
                 )
             }
         }

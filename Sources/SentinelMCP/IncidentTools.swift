@@ -92,7 +92,7 @@ extension SentinelTools {
         let items: [JSONValue] = silences.map { s in
             .object([
                 ("id", .string(s.id)), ("matchers", .object(s.matchers.map { ($0.key, .string($0.value)) })),
-                ("state", .string(s.expiredAt != nil ? "expired" : s.isActive(at: now) ? "active" : s.endsAt <= now ? "ended" : "pending")),
+                ("state", .string(s.state(at: now))), ("every", s.recurrence.map { .string("\($0.text) \($0.timeZone.identifier)") } ?? .null),
                 ("starts_at", Self.time(s.startsAt)), ("ends_at", Self.time(s.endsAt)), ("expired_at", Self.time(s.expiredAt)),
                 ("created_by", .string(s.createdBy)), ("comment", .string(s.comment)),
             ])

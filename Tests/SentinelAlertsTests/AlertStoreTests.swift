@@ -366,3 +366,73 @@ struct SilenceStoreTests {
         #expect(throws: SQLError.self) { try Silence(matchers: ["type": "incident"], startsAt: 0, endsAt: 1, createdBy: "", comment: "", createdAt: 0) }
     }
 }
+
+/// Maintenance windows: local hours of an IANA zone, daylight saving followed.
+struct MaintenanceWindowTests {
+    static func ms(_ iso: String) -> Int64 {
+        let f = ISO8601DateFormatter()
+        return Int64(f.date(from: iso)!.timeIntervalSince1970 * 1_000)
+    }
+
+    @Test func aWindowKeepsItsLocalHoursAcrossDaylightSavingChanges() throws {
+        let window = try MaintenanceWindow("sun 02:00-04:00", timeZone: "Europe/Berlin")
+        // An ordinary Sunday (CET, UTC+1): 01:00Z to 03:00Z.
+        #expect(!window.contains(Self.ms("2026-03-22T00:59:00Z")))
+        #expect(window.contains(Self.ms("2026-03-22T01:00:00Z")))
+        #expect(window.contains(Self.ms("2026-03-22T02:59:00Z")))
+        #expect(!window.contains(Self.ms("2026-03-22T03:00:00Z")))
+        // 29 March 2026, clocks go forward at 02:00 to 03:00: the window is 03:00-04:00 CEST,
+        // one hour, 01:00Z to 02:00Z.
+        #expect(window.contains(Self.ms("2026-03-29T01:30:00Z")))
+        #expect(!window.contains(Self.ms("2026-03-29T02:00:00Z")))
+        #expect(!window.contains(Self.ms("2026-03-29T00:30:00Z")))
+        // 25 October 2026, clocks go back at 03:00 to 02:00: 02:00 CEST to 04:00 CET is three
+        // hours, 00:00Z to 03:00Z.
+        #expect(window.contains(Self.ms("2026-10-25T00:00:00Z")))
+        #expect(window.contains(Self.ms("2026-10-25T02:30:00Z")))
+        #expect(!window.contains(Self.ms("2026-10-25T03:00:00Z")))
+        // Summer (CEST, UTC+2): 00:00Z to 02:00Z; Monday is not in it.
+        #expect(window.contains(Self.ms("2026-07-05T00:30:00Z")))
+        #expect(!window.contains(Self.ms("2026-07-06T00:30:00Z")))
+    }
+
+    @Test func aWindowPastMidnightBelongsToTheDayItStarts() throws {
+        let window = try MaintenanceWindow("sat 23:00-01:00", timeZone: "America/New_York")
+        // Saturday 4 July 2026 23:30 EDT is Sunday 03:30Z; Sunday 00:30 EDT still in it.
+        #expect(window.contains(Self.ms("2026-07-05T03:30:00Z")))
+        #expect(window.contains(Self.ms("2026-07-05T04:30:00Z")))
+        #expect(!window.contains(Self.ms("2026-07-05T05:00:00Z")))
+        #expect(!window.contains(Self.ms("2026-07-04T03:30:00Z")), "Friday night is not Saturday's window")
+        #expect(window.text == "sat 23:00-01:00")
+    }
+
+    @Test func badWindowsAreRefused() throws {
+        #expect(throws: SQLError.self) { try MaintenanceWindow("sun 02:00-04:00", timeZone: "Mars/Olympus") }
+        #expect(throws: SQLError.self) { try MaintenanceWindow("someday 02:00-04:00", timeZone: "UTC") }
+        #expect(throws: SQLError.self) { try MaintenanceWindow("sun 2-4", timeZone: "UTC") }
+        #expect(throws: SQLError.self) { try MaintenanceWindow("sun 02:00-02:00", timeZone: "UTC") }
+        #expect(try MaintenanceWindow("weekends 00:00-24:00", timeZone: "UTC").weekdays == [1, 7])
+    }
+
+    @Test(arguments: AlertStoreTests.backends) func aRecurringSilenceHoldsBackOnlyInsideItsWindow(_ backend: String) async throws {
+        let store = AlertStoreTests()
+        let folding = IncidentFoldingTests()
+        let s = try await store.open(backend)
+        let silence = try Silence(
+            matchers: ["type": "incident"], startsAt: Self.ms("2026-01-01T00:00:00Z"), endsAt: Self.ms("2027-01-01T00:00:00Z"), createdBy: "ops",
+            comment: "weekly maintenance", createdAt: 0, recurrence: try MaintenanceWindow("sun 02:00-04:00", timeZone: "Europe/Berlin"))
+        try await s.addSilence(silence)
+        #expect(try await s.silences() == [silence], "the window reads back as written")
+        let inside = Self.ms("2026-10-25T02:30:00Z")  // the extra hour of the clocks going back
+        let outside = Self.ms("2026-10-25T03:30:00Z")
+        let a = folding.incident(.firing, edge: "FRA56-C2", detected: 1)
+        try await s.record([a], notifications: [store.entry(for: a, kind: .firing)], now: inside)
+        #expect(try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: inside, leaseUntil: inside + 1).isEmpty)
+        #expect(try await s.notifications(alertID: a.id).first?.state == .silenced)
+        let b = folding.incident(.firing, edge: "AMS1-C1", detected: 1)
+        try await s.record([b], notifications: [store.entry(for: b, kind: .firing)], now: outside)
+        #expect(try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: outside, leaseUntil: outside + 1).map(\.alertID) == [b.id])
+        #expect(silence.state(at: inside) == "active" && silence.state(at: outside) == "waiting")
+        await s.close()
+    }
+}
