@@ -191,6 +191,8 @@ public struct CohortTracker: Sendable {
     let usedDimensions: [CohortDimension]
     var sampleValues = [String?](repeating: nil, count: CohortDimension.allCases.count)
     var sampleHashes = [Int](repeating: 0, count: CohortDimension.allCases.count)
+    /// Each group's cohort for the values in `sampleValues` (-1: not looked up since they changed).
+    var lastSlots: [Int]
     /// Cohort hash -> slot in `cohorts` (the sessions' open-addressing table).
     var index = SessionTable()
     var freeIndices: [Int] = []
@@ -199,6 +201,7 @@ public struct CohortTracker: Sendable {
         self.rules = rules
         self.startupCriticalMs = startupCriticalMs
         usedDimensions = CohortDimension.allCases.filter { d in rules.groups.contains { $0.contains(d) } }
+        lastSlots = Array(repeating: -1, count: rules.groups.count)
     }
 
     public init(rules: DetectionRules) {
@@ -233,11 +236,18 @@ public struct CohortTracker: Sendable {
         open[w].overall.add(sample, observation, statusClass: status)
         open[w].overall.addMedia(bitrate: bitrate, throughput: throughput)
         // Each dimension's value and hash once per sample, whatever the groups.
+        // Each dimension's value and hash once per sample, whatever the groups; a value equal
+        // to the previous sample's keeps its hash (an edge's requests come in runs).
+        var changed = false
         for dimension in usedDimensions {
             let value = Self.value(dimension, of: sample)
-            sampleValues[dimension.ordinal] = value
-            sampleHashes[dimension.ordinal] = value?.hashValue ?? 0
+            if value != sampleValues[dimension.ordinal] {
+                sampleValues[dimension.ordinal] = value
+                sampleHashes[dimension.ordinal] = value?.hashValue ?? 0
+                changed = true
+            }
         }
+        if changed { lastSlots.withUnsafeMutableBufferPointer { $0.update(repeating: -1) } }
         for group in rules.groups.indices {
             guard let slot = cohort(group: group, at: start) else { continue }
             cohorts.withUnsafeMutableBufferPointer { cohorts in
@@ -299,7 +309,9 @@ public struct CohortTracker: Sendable {
                 sampleHashes[dimension.ordinal] = byDimension[dimension]?.hashValue ?? 0
             }
             let window = Self.floor(incident.startedAt, rules.windowMs)
-            guard let slot = cohort(group: group, at: window) else { continue }
+            // The values are the incident's, not the last sample's: no cached cohort applies.
+            for g in lastSlots.indices { lastSlots[g] = -1 }
+            guard let slot = findOrMakeCohort(group: group, at: window) else { continue }
             var state = cohorts[slot].ruleStates[r]
             guard state.phase == .inactive else { continue }
             state.phase = .firing
@@ -339,6 +351,14 @@ public struct CohortTracker: Sendable {
     /// The slot of the sample's cohort in `group`, made if new; nil when the sample lacks one
     /// of the group's dimensions or the table is full.
     mutating func cohort(group: Int, at window: Int64) -> Int? {
+        // The same values as the previous sample: the same cohort.
+        if lastSlots[group] >= 0 { return lastSlots[group] }
+        guard let slot = findOrMakeCohort(group: group, at: window) else { return nil }
+        lastSlots[group] = slot
+        return slot
+    }
+
+    mutating func findOrMakeCohort(group: Int, at window: Int64) -> Int? {
         var hash = Self.seed(group)
         for dimension in rules.groups[group] {
             guard sampleValues[dimension.ordinal] != nil else { return nil }
@@ -619,6 +639,7 @@ public struct CohortTracker: Sendable {
     static func rounded(_ value: Double) -> Double { (value * 10_000).rounded() / 10_000 }
 
     private mutating func forget(_ slot: Int) {
+        for g in lastSlots.indices where lastSlots[g] == slot { lastSlots[g] = -1 }
         index.remove(hash: UInt64(bitPattern: Int64(cohorts[slot].hash)), slot: Int32(slot))
         cohorts[slot] = Cohort(group: 0, values: [], hash: 0, ruleStates: [])
         freeIndices.append(slot)
