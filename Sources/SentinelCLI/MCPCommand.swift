@@ -20,6 +20,9 @@ struct MCPCommand: AsyncParsableCommand {
     @Option(help: "Serve Streamable HTTP on HOST:PORT (path /mcp) instead of stdio (overrides mcp.http_listen).")
     var http: String?
 
+    @Flag(help: "Offer the write tools create_silence and expire_silence (off: every tool is read-only).")
+    var allowWrites = false
+
     func run() async throws {
         let configuration = try RunCommand.loadConfiguration(path: config, overrides: nil)
         let rules = try RunCommand.loadRules(configuration.rules)
@@ -38,7 +41,7 @@ struct MCPCommand: AsyncParsableCommand {
         }
         let tools: SentinelTools
         do {
-            tools = try await SentinelTools.open(configuration: configuration, rules: rules, logger: logger)
+            tools = try await SentinelTools.open(configuration: configuration, rules: rules, allowWrites: allowWrites, logger: logger)
         } catch {
             throw CommandFailure.runtime("mcp: \(error)")
         }

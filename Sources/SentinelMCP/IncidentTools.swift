@@ -89,14 +89,68 @@ extension SentinelTools {
         let all = try input.bool("all") ?? false
         let now = AlertStore.nowMs()
         let silences = try await requireStore().silences(activeAt: all ? nil : now, limit: Self.cap)
-        let items: [JSONValue] = silences.map { s in
-            .object([
-                ("id", .string(s.id)), ("matchers", .object(s.matchers.map { ($0.key, .string($0.value)) })),
-                ("state", .string(s.state(at: now))), ("every", s.recurrence.map { .string("\($0.text) \($0.timeZone.identifier)") } ?? .null),
-                ("starts_at", Self.time(s.startsAt)), ("ends_at", Self.time(s.endsAt)), ("expired_at", Self.time(s.expiredAt)),
-                ("created_by", .string(s.createdBy)), ("comment", .string(s.comment)),
-            ])
-        }
+        let items = silences.map { Self.silenceJSON($0, now: now) }
         return ("\(items.count) \(all ? "" : "active or coming ")silences.", .object([("status", .string("success")), ("silences", .array(items))]))
+    }
+}
+
+extension SentinelTools {
+    /// Offered only with `--allow-writes`.
+    static let writeSpecs: [Spec] = [
+        Spec(
+            name: "create_silence", title: "Silence notifications",
+            description:
+                "Holds back the webhook notifications of alerts matching every matcher given (type, severity, edge_location, cmcd_cid, cmcd_sid) for a duration; findings are still recorded. The same call within a minute returns the same silence.",
+            parameters: [
+                ("type", "string", "A finding type, e.g. incident or buffer_drop."), ("severity", "string", "warning or critical."),
+                ("edge_location", "string", "CloudFront edge location."), cid, sid, ("duration", "string", "How long: 30m, 2h, 1d (at most 30d)."),
+                ("created_by", "string", "Who asks (recorded as mcp:NAME)."), ("comment", "string", "Why (recorded)."),
+            ], required: ["duration", "created_by"], run: { try await $0.createSilence($1) }, writes: true),
+        Spec(
+            name: "expire_silence", title: "End a silence", description: "Ends a silence now; ending one already ended changes nothing.",
+            parameters: [("id", "string", "The silence id.")], required: ["id"], run: { try await $0.expireSilence($1) }, writes: true),
+    ]
+
+    func createSilence(_ input: ToolInput) async throws -> (String, JSONValue) {
+        var matchers: [String: String] = [:]
+        for (argument, key) in [("type", "type"), ("severity", "severity"), ("edge_location", "edge_location"), ("cmcd_cid", "content_id"), ("cmcd_sid", "session_id")] {
+            if let value = try input.string(argument) { matchers[key] = value }
+        }
+        let durationText = try input.requiredString("duration", maxLength: 16)
+        let duration = try TimeRange("-" + durationText)
+        guard duration.milliseconds <= 30 * 86_400_000 else { throw BadArgument("duration must be at most 30d") }
+        let creator = "mcp:" + (try input.requiredString("created_by", maxLength: 64))
+        let comment = try input.string("comment", maxLength: 1_024) ?? ""
+        let now = AlertStore.nowMs()
+        // The same request within a minute is the same silence (idempotent).
+        let id = "sil_" + FNV1a128.hex(of: matchers.sorted { $0.key < $1.key }.flatMap { [$0.key, $0.value] } + [durationText, creator, comment, String(now / 60_000)]).prefix(20)
+        let store = try requireStore()
+        if let existing = try await store.silences(activeAt: now).first(where: { $0.id == id }) {
+            return ("Silence \(id) already exists.", .object([("status", .string("success")), ("silence", Self.silenceJSON(existing, now: now))]))
+        }
+        let silence: Silence
+        do {
+            silence = try Silence(
+                id: id, matchers: matchers, startsAt: now, endsAt: now + duration.milliseconds, createdBy: creator, comment: comment, createdAt: now)
+        } catch {
+            throw BadArgument("\(error)")
+        }
+        try await store.addSilence(silence)
+        return ("Silence \(id) holds back \(silence.matchers.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")) for \(durationText).",
+            .object([("status", .string("success")), ("silence", Self.silenceJSON(silence, now: now))]))
+    }
+
+    func expireSilence(_ input: ToolInput) async throws -> (String, JSONValue) {
+        let id = try input.requiredString("id", maxLength: 64)
+        let ended = try await requireStore().expireSilence(id: id)
+        return (ended ? "Silence \(id) ended." : "No active silence \(id): nothing to end.", .object([("status", .string(ended ? "success" : "not_found")), ("id", .string(id))]))
+    }
+
+    static func silenceJSON(_ s: Silence, now: Int64) -> JSONValue {
+        .object([
+            ("id", .string(s.id)), ("matchers", .object(s.matchers.map { ($0.key, .string($0.value)) })), ("state", .string(s.state(at: now))),
+            ("every", s.recurrence.map { .string("\($0.text) \($0.timeZone.identifier)") } ?? .null), ("starts_at", Self.time(s.startsAt)),
+            ("ends_at", Self.time(s.endsAt)), ("expired_at", Self.time(s.expiredAt)), ("created_by", .string(s.createdBy)), ("comment", .string(s.comment)),
+        ])
     }
 }

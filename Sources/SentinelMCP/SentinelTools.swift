@@ -18,17 +18,24 @@ public final class SentinelTools: Sendable {
     /// Hard cap on rows any tool returns.
     static let cap = 1_000
 
-    init(influx: InfluxReader?, store: AlertStore?, rules: DetectionRules) {
+    /// Whether the write tools (`create_silence`, `expire_silence`) are offered: only when the
+    /// server is started with `--allow-writes`.
+    let allowWrites: Bool
+
+    init(influx: InfluxReader?, store: AlertStore?, rules: DetectionRules, allowWrites: Bool = false) {
         self.influx = influx
         self.store = store
         self.rules = rules
+        self.allowWrites = allowWrites
     }
 
     /// Opens what the configuration names (InfluxDB reader, alerts table).
-    public static func open(configuration: SentinelConfiguration, rules: DetectionRules, logger: Logger) async throws -> SentinelTools {
+    public static func open(
+        configuration: SentinelConfiguration, rules: DetectionRules, allowWrites: Bool = false, logger: Logger
+    ) async throws -> SentinelTools {
         var store: AlertStore?
         if let alerts = configuration.alerts { store = try await AlertStore.open(url: alerts.url, logger: logger) }
-        return SentinelTools(influx: configuration.influx.map(InfluxReader.init), store: store, rules: rules)
+        return SentinelTools(influx: configuration.influx.map(InfluxReader.init), store: store, rules: rules, allowWrites: allowWrites)
     }
 
     public func close() async {
@@ -61,11 +68,16 @@ public final class SentinelTools: Sendable {
         var parameters: [(String, String, String)]
         var required: [String] = []
         var run: @Sendable (SentinelTools, ToolInput) async throws -> (String, JSONValue)
+        /// It changes the alerts table (offered only with `--allow-writes`); never destructive,
+        /// and calling it twice does what calling it once does.
+        var writes = false
 
         var tool: Tool {
             Tool(
                 name: name, title: title, description: description, inputSchema: SentinelTools.schema(parameters, required: required),
-                annotations: Tool.Annotations(readOnlyHint: true, openWorldHint: false))
+                annotations: writes
+                    ? Tool.Annotations(readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false)
+                    : Tool.Annotations(readOnlyHint: true, openWorldHint: false))
         }
     }
 
@@ -119,7 +131,10 @@ public final class SentinelTools: Sendable {
     /// Every tool: the historical and anomaly ones, then incidents and silences.
     static let allSpecs: [Spec] = specs + incidentSpecs
 
-    public static let tools: [Tool] = allSpecs.map(\.tool)
+    /// The tools this server offers: the read-only ones, and the write ones when allowed.
+    var specs: [Spec] { allowWrites ? Self.allSpecs + Self.writeSpecs : Self.allSpecs }
+
+    public var tools: [Tool] { specs.map(\.tool) }
 
     // MARK: - Calling
 
@@ -146,7 +161,7 @@ public final class SentinelTools: Sendable {
     }
 
     func run(_ name: String, _ arguments: [String: Value]?) async throws -> (String, JSONValue) {
-        guard let spec = Self.allSpecs.first(where: { $0.name == name }) else { throw BadArgument("no tool named '\(name.prefix(64))'") }
+        guard let spec = specs.first(where: { $0.name == name }) else { throw BadArgument("no tool named '\(name.prefix(64))'") }
         return try await spec.run(self, ToolInput(arguments, tool: name, allowed: Set(spec.parameters.map(\.0))))
     }
 

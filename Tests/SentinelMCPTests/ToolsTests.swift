@@ -26,7 +26,7 @@ final class Fixture: @unchecked Sendable {
     let database: String
     let alertsPath: String
 
-    init() async throws {
+    init(allowWrites: Bool = false) async throws {
         let influx = InfluxServer.shared
         var settings = SentinelConfiguration.Influx()
         settings.url = influx.url
@@ -82,7 +82,7 @@ final class Fixture: @unchecked Sendable {
             try Silence(
                 matchers: ["type": "incident"], startsAt: now - 1_000, endsAt: now + 3_600_000, createdBy: "ops", comment: "failover", createdAt: now - 1_000))
 
-        tools = SentinelTools(influx: InfluxReader(configuration: settings), store: store, rules: DetectionRules())
+        tools = SentinelTools(influx: InfluxReader(configuration: settings), store: store, rules: DetectionRules(), allowWrites: allowWrites)
         server = await SentinelMCPServer.make(tools: tools, version: "test")
         let (clientTransport, serverTransport) = await InMemoryTransport.createConnectedPair()
         try await server.start(transport: serverTransport)
@@ -425,6 +425,36 @@ extension ToolsTests {
         #expect(silences.result["silences"]?.arrayElements?.first?["state"] == .string("active"))
         #expect(try await f.call("list_silences", ["all": "maybe"]).isError)
         #expect(try await f.call("list_incidents", ["edge_location": .string(Fixture.hostile)]).result["incidents"]?.arrayElements?.isEmpty == true)
+        await f.close()
+    }
+}
+
+extension ToolsTests {
+    /// Silences can be made and ended through MCP only when the server allows writes.
+    @Test func silencesAreWrittenOnlyWhenWritesAreAllowed() async throws {
+        let readOnly = try await Fixture()
+        let (offered, _) = try await readOnly.client.listTools()
+        #expect(!offered.contains { $0.name == "create_silence" || $0.name == "expire_silence" })
+        #expect(try await readOnly.call("create_silence", ["duration": "1h", "created_by": "bot"]).isError)
+        await readOnly.close()
+
+        let f = try await Fixture(allowWrites: true)
+        let (tools, _) = try await f.client.listTools()
+        let create = try #require(tools.first { $0.name == "create_silence" })
+        #expect(create.annotations.readOnlyHint == false && create.annotations.destructiveHint == false && create.annotations.idempotentHint == true)
+        let arguments: [String: Value] = ["edge_location": "FRA56-C2", "type": "incident", "duration": "2h", "created_by": "assistant", "comment": "PoP drill"]
+        let made = try await f.call("create_silence", arguments)
+        #expect(!made.isError, "\(made.text)")
+        guard case .string(let id)? = made.result["silence"]?["id"] else { Issue.record("no id: \(made.text)"); return }
+        #expect(made.result["silence"]?["created_by"] == .string("mcp:assistant"))
+        #expect(made.result["silence"]?["matchers"] == .object([("type", .string("incident")), ("edge_location", .string("FRA56-C2"))]))
+        #expect(try await f.call("create_silence", arguments).result["silence"]?["id"] == .string(id), "the same call is the same silence")
+        let stored = try await f.store.silences(activeAt: AlertStore.nowMs())
+        #expect(stored.filter { $0.id == id }.count == 1)
+        #expect(try await f.call("create_silence", ["duration": "1h", "created_by": "bot"]).isError, "a silence needs a matcher")
+        #expect(try await f.call("create_silence", ["type": "incident", "duration": "90d", "created_by": "bot"]).isError)
+        #expect(try await f.call("expire_silence", ["id": .string(id)]).result["status"] == .string("success"))
+        #expect(try await f.call("expire_silence", ["id": .string(id)]).result["status"] == .string("not_found"), "ending twice changes nothing")
         await f.close()
     }
 }
