@@ -51,8 +51,9 @@ YAML
 
 "$bin" replay --brokers "$brokers" --topic "$topic" samples/demo-sessions.tsv
 # The daemon prints findings on stdout as it finds them; here it stops once the topic is
-# drained (a deployment runs it until SIGTERM).
-"$bin" run --config "$work/sentinel.yaml" --brokers "$brokers" --topic "$topic" --group demo-$$ --exit-when-idle 4 \
+# drained and the viewers' pages, held 30 s in case an incident folds them (group_wait_ms),
+# went out (a deployment runs it until SIGTERM).
+"$bin" run --config "$work/sentinel.yaml" --brokers "$brokers" --topic "$topic" --group demo-$$ --exit-when-idle 34 \
     --partitions 0,1,2,3
 
 python3 - "$work" "$SENTINEL_INFLUX_PORT" "${influx_section:+yes}" >&2 <<'PY'

@@ -120,12 +120,15 @@ public struct DetectionRules: Sendable, Equatable {
     public var cohorts = CohortRules()
     public var routes: [Route] = [DetectionRules.defaultRoute, DetectionRules.incidentRoute]
 
-    /// The default route: critical buffer drops of at least 70% to the `default` webhook.
+    /// The default route: buffer drops of at least 70% to the `default` webhook, each held 30 s
+    /// so that an incident covering it folds it.
     public static var defaultRoute: Route {
         var route = Route(name: "severe-buffer-drops", webhook: "default")
         route.types = [.bufferDrop]
         route.minSeverity = .warning
         route.minDropPercent = 70
+        // Long enough for an incident on the viewer's edge or content to fold the page.
+        route.groupWaitMs = 30_000
         return route
     }
 

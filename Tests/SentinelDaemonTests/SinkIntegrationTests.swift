@@ -27,7 +27,12 @@ import Testing
     /// off where a test counts points exactly.
     static func config(influx: String, database: String, alerts: String, webhook: String, extraInflux: String = "", qoe: Bool = false) throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-\(UUID().uuidString).yaml").path
+        // The default rules, with the pages sent at once (grouping is the storm test's).
+        let rules = path + ".rules.yaml"
+        try String(contentsOfFile: IT.root.appendingPathComponent("rules/default.yaml").path, encoding: .utf8)
+            .replacingOccurrences(of: "group_wait_ms: 30000", with: "group_wait_ms: 0").write(toFile: rules, atomically: true, encoding: .utf8)
         let yaml = """
+            rules: \(rules)
             influx:
               url: \(influx)
               database: \(database)

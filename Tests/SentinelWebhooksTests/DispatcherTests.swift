@@ -34,6 +34,7 @@ struct WebhookRoutingTests {
         #expect(routing.plan([drop(69.9, severity: .warning)], now: 0).isEmpty)
         let entries = routing.plan([drop(70)], now: 0)
         #expect(entries.map(\.kind) == [.firing])
+        #expect(entries[0].delayMs == 30_000, "a viewer's page is held 30 s for an incident to fold it")
         #expect(entries[0].endpoint == "default" && entries[0].route == "severe-buffer-drops")
         #expect(routing.plan([drop(70)], now: 99)[0].id == entries[0].id, "the event id is stable")
         let stall = Finding(
@@ -76,7 +77,13 @@ struct WebhookRoutingTests {
 
     /// Puts `count` firing notifications for severe drops in the outbox.
     func enqueue(_ store: AlertStore, count: Int = 1) async throws -> [OutboxEntry] {
-        let routing = WebhookRouting(routes: DetectionRules().routes, endpoints: ["default"])
+        // The default routes, the drops' hold left out: delivery, not grouping, is tested here.
+        let routes = DetectionRules().routes.map { route in
+            var route = route
+            route.groupWaitMs = 0
+            return route
+        }
+        let routing = WebhookRouting(routes: routes, endpoints: ["default"])
         var findings: [Finding] = []
         for i in 0..<count {
             findings.append(

@@ -168,8 +168,13 @@ class Chaos:
 
     def config(self, name, store):
         path = os.path.join(self.work, f"{name}.yaml")
+        # The default rules, with pages sent at once (faults, not grouping, are tested here).
+        rules = os.path.join(self.work, "rules.yaml")
+        with open(os.path.join(ROOT, "rules", "default.yaml")) as src, open(rules, "w") as dst:
+            dst.write(src.read().replace("group_wait_ms: 30000", "group_wait_ms: 0"))
         with open(path, "w") as f:
-            f.write(f"""influx: {{url: "{self.influx}", database: {name}, flush_interval_ms: 200}}
+            f.write(f"""rules: "{rules}"
+influx: {{url: "{self.influx}", database: {name}, flush_interval_ms: 200}}
 alerts: {{url: "{store}"}}
 webhooks:
   - {{name: default, url: "http://127.0.0.1:{self.receivers[name][1]}/hook", secret: "{SECRET}", timeout_ms: 2000}}
