@@ -34,14 +34,11 @@ extension SentinelTools {
         query.status = try input.choice("status", ["firing", "resolved"])
         query.edgeLocation = try input.string("edge_location", maxLength: 64)
         query.contentID = try input.string("cmcd_cid")
-        query.limit = limit + 1
-        query.offset = offset
-        let alerts = try await requireStore().alerts(matching: query)
-        let items = alerts.prefix(limit).map(Self.alertJSON)
-        let open = alerts.prefix(limit).filter { $0.status == "firing" }.count
+        let page = try await alertPage(query, limit: limit, offset: offset)
+        let open = page.alerts.filter { $0.status == "firing" }.count
         return (
-            "\(items.count) incidents in the last \(since.text.dropFirst()), \(open) still firing\(alerts.count > limit ? " (more exist)" : "").",
-            .object([("status", .string("success")), ("incidents", .array(Array(items))), ("since", .string(since.text))] + Self.page(count: alerts.count, limit: limit, offset: offset))
+            "\(page.alerts.count) incidents in the last \(since.text.dropFirst()), \(open) still firing\(page.more ? " (more exist)" : "").",
+            .object([("status", .string("success")), ("incidents", .array(page.alerts.map(Self.alertJSON))), ("since", .string(since.text))] + page.fields)
         )
     }
 

@@ -448,14 +448,21 @@ public final class SentinelTools: Sendable {
         query.sessionID = try input.string("cmcd_sid")
         query.contentID = try input.string("cmcd_cid")
         query.edgeLocation = try input.string("edge_location", maxLength: 64)
+        let page = try await alertPage(query, limit: limit, offset: offset)
+        return (
+            "\(page.alerts.count) anomalies detected in the last \(since.text.dropFirst())\(page.more ? " (more exist)" : "").",
+            .object([("status", .string("success")), ("anomalies", .array(page.alerts.map(Self.alertJSON))), ("since", .string(since.text))] + page.fields)
+        )
+    }
+
+    /// One page of the alerts a query matches: at most `limit` from `offset`, whether more
+    /// exist, and the page's `truncated` and `next_cursor` fields.
+    func alertPage(_ query: AlertStore.Query, limit: Int, offset: Int) async throws -> (alerts: [AlertRecord], more: Bool, fields: [(String, JSONValue)]) {
+        var query = query
         query.limit = limit + 1
         query.offset = offset
         let alerts = try await requireStore().alerts(matching: query)
-        let items = alerts.prefix(limit).map(Self.alertJSON)
-        return (
-            "\(items.count) anomalies detected in the last \(since.text.dropFirst())\(alerts.count > limit ? " (more exist)" : "").",
-            .object([("status", .string("success")), ("anomalies", .array(Array(items))), ("since", .string(since.text))] + Self.page(count: alerts.count, limit: limit, offset: offset))
-        )
+        return (Array(alerts.prefix(limit)), alerts.count > limit, Self.page(count: alerts.count, limit: limit, offset: offset))
     }
 
     func anomaly(_ input: ToolInput) async throws -> (String, JSONValue) {
