@@ -119,6 +119,8 @@ public struct CohortStatistics: Sendable, Equatable {
     public var incidentsFired = 0
     /// Firing cohorts reported as part of a wider or narrower one (root cause).
     public var incidentsFolded = 0
+    /// Incident findings emitted, by severity and status (type `incident`).
+    public var findings: [DetectionStatistics.FindingKey: Int] = [:]
     public init() {}
 }
 
@@ -446,7 +448,7 @@ public struct CohortTracker: Sendable {
         for (slot, r) in resolved {
             let folded = cohorts[slot].ruleStates[r].folded
             cohorts[slot].ruleStates[r].folded = false
-            if !folded { findings.append(incident(slot, r, status: .resolved, at: end)) }
+            if !folded { emit(incident(slot, r, status: .resolved, at: end), into: &findings) }
         }
         emitFiring(firing, at: end, into: &findings)
         // Start the next window; forget cohorts long idle with nothing open.
@@ -557,7 +559,7 @@ public struct CohortTracker: Sendable {
                 }
                 reported.append(slot)
                 statistics.incidentsFired += 1
-                findings.append(incident(slot, r, status: .firing, at: end))
+                emit(incident(slot, r, status: .firing, at: end), into: &findings)
             }
         }
     }
@@ -588,6 +590,11 @@ public struct CohortTracker: Sendable {
         var hash = Self.seed(group)
         for value in values { hash = Self.mix(hash, value.hashValue) }
         return index.find(hash: UInt64(bitPattern: Int64(hash))) { cohorts[Int($0)].group == group && cohorts[Int($0)].values == values }.map(Int.init)
+    }
+
+    private mutating func emit(_ finding: Finding, into findings: inout [Finding]) {
+        statistics.findings[.init(type: finding.type, severity: finding.severity, status: finding.status), default: 0] += 1
+        findings.append(finding)
     }
 
     /// The incident finding of a cohort and rule.

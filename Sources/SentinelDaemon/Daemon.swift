@@ -535,9 +535,11 @@ final class ConsumeLoop {
             total.add(engine.statistics)
             live += engine.liveSessionCount
         }
+        // Incidents are findings too.
+        total.findings.merge(cohorts.statistics.findings, uniquingKeysWith: +)
         metrics.update(
             skipped: parser.statistics.skipped, memberErrors: parser.statistics.memberErrors, deadLetters: deadLettersSent, detection: total, liveSessions: live,
-            assigned: engines.keys.sorted().map(\.description))
+            assigned: engines.keys.sorted().map(\.description), cohorts: cohorts.statistics)
     }
 }
 

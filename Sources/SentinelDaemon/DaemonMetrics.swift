@@ -28,6 +28,10 @@ public final class DaemonMetrics: Sendable {
     private let checkpointSeconds: Counter
     private let checkpointBytes: Gauge
     private let sessionsRestored: Counter
+    private let cohortsLive: Gauge
+    private let cohortsRefused: Counter
+    private let cohortSamplesLate: Counter
+    private let incidentsFolded: Counter
 
     /// What the counters were last set from (the loop reports totals; counters take the rest).
     private struct Totals {
@@ -35,6 +39,7 @@ public final class DaemonMetrics: Sendable {
         var memberErrors: [String: Int] = [:]
         var deadLetters = 0
         var detection = DetectionStatistics()
+        var cohorts = CohortStatistics()
     }
 
     private struct State {
@@ -83,6 +88,13 @@ public final class DaemonMetrics: Sendable {
             descriptor: .named(
                 "cmcd_sentinel_sessions_restored_total", help: "Live sessions restored from checkpoints when partitions were assigned.")
         )
+        cohortsLive = r.makeGauge(descriptor: .named("cmcd_sentinel_cohorts_live", help: "Cohorts (edge, content, ...) with windows in memory."))
+        cohortsRefused = r.makeCounter(
+            descriptor: .named("cmcd_sentinel_cohorts_refused_total", help: "New cohorts not tracked because cohorts.max_cohorts were live."))
+        cohortSamplesLate = r.makeCounter(
+            descriptor: .named("cmcd_sentinel_cohort_samples_late_total", help: "Samples dated in a cohort window already closed (not counted in it)."))
+        incidentsFolded = r.makeCounter(
+            descriptor: .named("cmcd_sentinel_incidents_folded_total", help: "Breaching cohorts reported as part of another cohort's incident."))
         // Every labelled series that is known in advance, at zero from the start.
         for reason in SkipReason.allCases { skippedCounter(reason).increment(by: Int64(0)) }
         for type in FindingType.allCases {
@@ -129,11 +141,11 @@ public final class DaemonMetrics: Sendable {
     /// The loop's totals (parser and detection statistics): counters move by what is new.
     func update(
         skipped: [SkipReason: Int], memberErrors: [String: Int], deadLetters: Int, detection: DetectionStatistics,
-        liveSessions: Int, assigned: [String]
+        liveSessions: Int, assigned: [String], cohorts: CohortStatistics = CohortStatistics()
     ) {
         let before = state.withLock { s in
             let before = s.totals
-            s.totals = Totals(skipped: skipped, memberErrors: memberErrors, deadLetters: deadLetters, detection: detection)
+            s.totals = Totals(skipped: skipped, memberErrors: memberErrors, deadLetters: deadLetters, detection: detection, cohorts: cohorts)
             s.assigned = assigned
             return before
         }
@@ -149,6 +161,10 @@ public final class DaemonMetrics: Sendable {
         grow(evictionsCounter("idle"), from: before.detection.idleEvictions, to: detection.idleEvictions)
         grow(evictionsCounter("capacity"), from: before.detection.capacityEvictions, to: detection.capacityEvictions)
         liveSessionsGauge.set(Int64(liveSessions))
+        grow(cohortsRefused, from: before.cohorts.cohortsRefused, to: cohorts.cohortsRefused)
+        grow(cohortSamplesLate, from: before.cohorts.lateSamples, to: cohorts.lateSamples)
+        grow(incidentsFolded, from: before.cohorts.incidentsFolded, to: cohorts.incidentsFolded)
+        cohortsLive.set(Int64(cohorts.liveCohorts))
     }
 
     func recordCommit(success: Bool) {

@@ -44,7 +44,7 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("storm-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let rules = dir.appendingPathComponent("rules.yaml").path
-        // The default rules, with the viewers' drops held back 60 s so an incident can fold them.
+        // The default rules, with the viewers' drops held back (long enough for a loaded machine to reach the incident) so it can fold them.
         try """
             version: 1
             routes:
@@ -52,7 +52,7 @@ import Testing
                 webhook: default
                 types: [buffer_drop]
                 min_drop_percent: 70
-                group_wait_ms: 60000
+                group_wait_ms: 300000
               - name: incidents
                 webhook: default
                 types: [incident]
@@ -126,6 +126,9 @@ import Testing
         }
         // The second run read the second half, and what the first had not committed again.
         #expect((consumed ?? 0) >= Double(all.count - half))
+        let scrape = (try? IT.httpGet(port: port, path: "/metrics").body) ?? ""
+        #expect(scrape.contains(#"cmcd_sentinel_findings_total{type="incident",severity="critical",status="resolved"} 1"#), "the incident it took back resolved")
+        #expect((IT.metricValue("cmcd_sentinel_cohorts_live", in: scrape) ?? 0) >= 1)
         kill(daemon.process.processIdentifier, SIGTERM)
         daemon.process.waitUntilExit()
         #expect(daemon.process.terminationStatus == 0, "\(daemon.errors.text.suffix(2000))")
