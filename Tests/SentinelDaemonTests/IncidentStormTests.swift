@@ -126,8 +126,15 @@ import Testing
         }
         // The second run read the second half, and what the first had not committed again.
         #expect((consumed ?? 0) >= Double(all.count - half))
-        let scrape = (try? IT.httpGet(port: port, path: "/metrics").body) ?? ""
-        #expect(scrape.contains(#"cmcd_sentinel_findings_total{type="incident",severity="critical",status="resolved"} 1"#), "the incident it took back resolved")
+        // Counters are published about once a second.
+        let resolvedSeries = #"cmcd_sentinel_findings_total{type="incident",severity="critical",status="resolved"} 1"#
+        var scrape = ""
+        for _ in 0..<50 {
+            scrape = (try? IT.httpGet(port: port, path: "/metrics").body) ?? ""
+            if scrape.contains(resolvedSeries) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(scrape.contains(resolvedSeries), "the incident it took back resolved")
         #expect((IT.metricValue("cmcd_sentinel_cohorts_live", in: scrape) ?? 0) >= 1)
         kill(daemon.process.processIdentifier, SIGTERM)
         daemon.process.waitUntilExit()
