@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import NIOCore
 import SentinelHTTP
 import SentinelJSON
@@ -15,8 +16,19 @@ public var sentinelBinary: URL {
     return packageRoot.appendingPathComponent(".build/debug/cmcd-sentinel")
 }
 
-/// A free TCP port on 127.0.0.1.
+/// Ports `freePort` handed out in this process.
+private let handedOut = Mutex<Set<Int>>([])
+
+/// A free TCP port on 127.0.0.1, never one handed out before in this process: the kernel may
+/// give a just-closed port again, and two servers told the same port collide.
 public func freePort() -> Int {
+    while true {
+        let port = anyFreePort()
+        if handedOut.withLock({ $0.insert(port).inserted }) { return port }
+    }
+}
+
+private func anyFreePort() -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var address = sockaddr_in()

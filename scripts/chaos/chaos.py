@@ -25,12 +25,20 @@ SECRET = "whsec_Y2hhb3Mtc2VjcmV0LW9ubHktZm9yLXRlc3Rz"
 T0 = 1720015600.0
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A free port on 127.0.0.1, never one handed out before in this run: the kernel may give
+    a just-closed port again, and two servers told the same port collide."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def log(*a):
