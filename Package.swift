@@ -49,6 +49,7 @@ let package = Package(
                 "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelKafka", "SentinelJSON", "SentinelHTTP", "SentinelSinks",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -1,5 +1,6 @@
 import CMCDDetection
 import Foundation
+import SentinelJSON
 
 /// An operator's silence: while it is active (wall clock), notifications of the alerts it
 /// matches are not sent but kept in the outbox as `silenced`. Every matcher given must hold
@@ -78,6 +79,24 @@ public struct Silence: Sendable, Equatable {
         expiredAt == nil && startsAt <= now && now < endsAt && (recurrence?.contains(now) ?? true)
     }
 
+    /// The silence as JSON, as the HTTP API and the MCP tools show it.
+    public func jsonValue(at now: Int64) -> JSONValue {
+        let time = { (ms: Int64?) in ms.map { JSONValue.string(RFC3339.format(milliseconds: $0)) } ?? .null }
+        return .object([
+            ("id", .string(id)), ("matchers", .object(matchers.map { ($0.key, .string($0.value)) })), ("state", .string(state(at: now))),
+            ("every", recurrence.map { .string("\($0.text) \($0.timeZone.identifier)") } ?? .null), ("starts_at", time(startsAt)),
+            ("ends_at", time(endsAt)), ("expired_at", time(expiredAt)), ("created_by", .string(createdBy)), ("comment", .string(comment)),
+        ])
+    }
+
+    /// `90s`, `30m`, `2h`, `1d` (or plain milliseconds) in milliseconds, at most 366 days.
+    public static func milliseconds(_ text: String) -> Int64? {
+        let units: [Character: Int64] = ["s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000]
+        if let unit = text.last.flatMap({ units[$0] }), let n = Int64(text.dropLast()), n > 0, n <= 366 * 86_400_000 / unit { return n * unit }
+        if let n = Int64(text), n > 0, n <= 366 * 86_400_000 { return n }
+        return nil
+    }
+
     public static func == (a: Silence, b: Silence) -> Bool {
         a.id == b.id && a.matchers.map(\.key) == b.matchers.map(\.key) && a.matchers.map(\.value) == b.matchers.map(\.value)
             && a.startsAt == b.startsAt && a.endsAt == b.endsAt && a.createdBy == b.createdBy && a.comment == b.comment
@@ -103,28 +122,31 @@ extension AlertStore {
 
     /// Silences, newest first: those active or still to come at `now`, or all of them.
     public func silences(activeAt now: Int64? = nil, limit: Int = 1_000) async throws -> [Silence] {
-        let rows: [SQLRow]
         if let now {
-            rows = try await database.query(
+            return try await silenceRows(
                 "SELECT \(Self.silenceColumns) FROM silences WHERE expired_at IS NULL AND ends_at > $1 ORDER BY created_at DESC, id LIMIT $2",
                 [.int(now), .int(Int64(limit))])
-        } else {
-            rows = try await database.query(
-                "SELECT \(Self.silenceColumns) FROM silences ORDER BY created_at DESC, id LIMIT $1", [.int(Int64(limit))])
         }
-        return rows.compactMap { row in
-            guard row.count == 14 else { return nil }
-            var matchers: [String: String] = [:]
-            for (key, value) in zip(Silence.matcherKeys, row[1...5]) { if let text = value.text { matchers[key] = text } }
-            let recurrence = row[12].text.flatMap { text in row[13].text.flatMap { try? MaintenanceWindow(text, timeZone: $0) } }
-            guard
-                var silence = try? Silence(
-                    id: row[0].text ?? "", matchers: matchers, startsAt: row[6].int ?? 0, endsAt: row[7].int ?? 0, createdBy: row[8].text ?? "",
-                    comment: row[9].text ?? "", createdAt: row[10].int ?? 0, recurrence: recurrence)
-            else { return nil }
-            silence.expiredAt = row[11].int
-            return silence
-        }
+        return try await silenceRows("SELECT \(Self.silenceColumns) FROM silences ORDER BY created_at DESC, id LIMIT $1", [.int(Int64(limit))])
+    }
+
+    /// The silences a query's rows describe.
+    func silenceRows(_ sql: String, _ values: [SQLValue]) async throws -> [Silence] {
+        try await database.query(sql, values).compactMap(Self.silence(row:))
+    }
+
+    static func silence(row: SQLRow) -> Silence? {
+        guard row.count == 14 else { return nil }
+        var matchers: [String: String] = [:]
+        for (key, value) in zip(Silence.matcherKeys, row[1...5]) { if let text = value.text { matchers[key] = text } }
+        let recurrence = row[12].text.flatMap { text in row[13].text.flatMap { try? MaintenanceWindow(text, timeZone: $0) } }
+        guard
+            var silence = try? Silence(
+                id: row[0].text ?? "", matchers: matchers, startsAt: row[6].int ?? 0, endsAt: row[7].int ?? 0, createdBy: row[8].text ?? "",
+                comment: row[9].text ?? "", createdAt: row[10].int ?? 0, recurrence: recurrence)
+        else { return nil }
+        silence.expiredAt = row[11].int
+        return silence
     }
 
     /// Ends a silence now; false when there is no such silence or it had already ended.

@@ -5,6 +5,7 @@ import CMCDDetection
 import SentinelAlerts
 import SentinelConfig
 import SentinelDaemon
+import SentinelHTTP
 import SentinelInflux
 import SentinelSinks
 import SentinelJSON
@@ -88,7 +89,12 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         if !configuration.httpListen.isEmpty, let address = HostPort(configuration.httpListen, listening: true) {
-            let endpoint = MetricsEndpoint.application(host: address.host, port: address.port, metrics: metrics, logger: logger)
+            var apis: [HTTPAPI] = []
+            if let store {
+                apis.append(SilenceAPI(store: store, tokens: configuration.httpTokens).api)
+                if configuration.httpTokens.isEmpty { logger.info("the silences API (\(SilenceAPI.mountPoint)) is off: no http.tokens") }
+            }
+            let endpoint = MetricsEndpoint.application(host: address.host, port: address.port, metrics: metrics, apis: apis, logger: logger)
             services.append(.init(service: endpoint, successTerminationBehavior: .gracefullyShutdownGroup))
         }
         var options = Daemon.Options()

@@ -60,7 +60,7 @@ struct SilenceCommand: AsyncParsableCommand {
                 guard let equals = matcher.firstIndex(of: "=") else { throw CommandFailure.usage("--match '\(matcher.prefix(60))' is not KEY=VALUE") }
                 parsed[String(matcher[..<equals])] = String(matcher[matcher.index(after: equals)...])
             }
-            guard let length = SilenceCommand.milliseconds(duration) else {
+            guard let length = Silence.milliseconds(duration) else {
                 throw CommandFailure.usage("--duration '\(duration.prefix(30))' is not a duration (90s, 30m, 2h, 1d)")
             }
             let now = AlertStore.nowMs()
@@ -137,13 +137,5 @@ struct SilenceCommand: AsyncParsableCommand {
             guard ended else { throw CommandFailure.runtime("silence expire: no active silence '\(id.prefix(60))'") }
             print("\(id) expired")
         }
-    }
-
-    /// `90s`, `30m`, `2h`, `1d` (or plain milliseconds) in milliseconds.
-    static func milliseconds(_ text: String) -> Int64? {
-        let units: [Character: Int64] = ["s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000]
-        if let unit = text.last.flatMap({ units[$0] }), let n = Int64(text.dropLast()), n > 0, n <= 366 * 86_400_000 / unit { return n * unit }
-        if let n = Int64(text), n > 0, n <= 366 * 86_400_000 { return n }
-        return nil
     }
 }

@@ -125,6 +125,8 @@ public struct SentinelConfiguration: Sendable, Equatable {
     public var stdout = true
     /// `host:port` for `/metrics` and `/healthz`; empty disables.
     public var httpListen = "127.0.0.1:9464"
+    /// Named bearer tokens for the HTTP API (`/api/v1/silences`); none: the API is off.
+    public var httpTokens: [String: String] = [:]
 
     public init() {}
 
@@ -142,6 +144,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("rules", "SENTINEL_RULES", "rules file"),
         ("output.stdout", "SENTINEL_OUTPUT_STDOUT", "print findings as JSON lines on standard output"),
         ("http.listen", "SENTINEL_HTTP_LISTEN", "host:port for /metrics and /healthz (port 0: any free port, logged); empty disables"),
+        ("http.tokens", "SENTINEL_HTTP_TOKENS", "named bearer tokens for the silences API on that port (a mapping name: token; NAME=TOKEN,... in the environment; secret); none: the API is off"),
         ("influx", "-", "the InfluxDB sink; omit the section (or set influx.url empty) to disable"),
         ("influx.url", "SENTINEL_INFLUX_URL", "InfluxDB base URL, http:// or https://"),
         ("influx.api", "SENTINEL_INFLUX_API", "auto (ask /ping), v1 (/write) or v2 (/api/v2/write)"),
@@ -207,8 +210,12 @@ public struct SentinelConfiguration: Sendable, Equatable {
         try output.keys(allowed: ["stdout"])
         config.stdout = try output["stdout"].bool(default: true)
         let http = root["http"]
-        try http.keys(allowed: ["listen"])
+        try http.keys(allowed: ["listen", "tokens"])
         config.httpListen = try http["listen"].string(default: config.httpListen)
+        for (name, value) in try http["tokens"].members() {
+            guard value.isScalar else { throw value.error("must be a string") }
+            config.httpTokens[name] = try value.string()
+        }
         try loadSinks(root, into: &config)
 
         // Environment overrides.
@@ -233,6 +240,13 @@ public struct SentinelConfiguration: Sendable, Equatable {
         if let (v, _) = env("SENTINEL_RULES") { config.rules = v }
         if let v = try environmentBool("SENTINEL_OUTPUT_STDOUT", environment) { config.stdout = v }
         if let (v, _) = env("SENTINEL_HTTP_LISTEN") { config.httpListen = v }
+        if let (v, node) = env("SENTINEL_HTTP_TOKENS") {
+            config.httpTokens = [:]
+            for pair in v.split(separator: ",") {
+                guard let equals = pair.firstIndex(of: "=") else { throw node.error("each token must be NAME=TOKEN") }
+                config.httpTokens[String(pair[..<equals]).trimmingCharacters(in: " ")] = String(pair[pair.index(after: equals)...])
+            }
+        }
         try applySinkEnvironment(environment, to: &config)
         try config.validate(root)
         return config
@@ -249,6 +263,11 @@ public struct SentinelConfiguration: Sendable, Equatable {
             throw root["kafka"]["dead_letter_topic"].error("must differ from kafka.topic")
         }
         if !httpListen.isEmpty, HostPort(httpListen, listening: true) == nil { throw root["http"]["listen"].error("'\(httpListen)' is not host:port") }
+        for (name, token) in httpTokens {
+            let nameOK = (1...64).contains(name.utf8.count) && name.utf8.allSatisfy { $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || (0x30...0x39).contains($0) || (0x41...0x5a).contains($0) || (0x61...0x7a).contains($0) }
+            guard nameOK else { throw root["http"]["tokens"].error("'\(name.prefix(40))' is not a token name (letters, digits, - _ ., at most 64)") }
+            guard token.utf8.count >= 16 else { throw root["http"]["tokens"].error("token \(name) is shorter than 16 characters") }
+        }
         try validateSinks(root)
     }
 
@@ -274,6 +293,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
         lines += [
             "input.format: \(input.format.rawValue)", "input.fields: \(input.fields.names.joined(separator: ","))",
             "rules: \(rules)", "output.stdout: \(stdout)", "http.listen: \(httpListen.isEmpty ? "(disabled)" : httpListen)",
+            "http.tokens: \(httpTokens.isEmpty ? "(none: the silences API is off)" : httpTokens.keys.sorted().map { "\($0)=*****" }.joined(separator: ","))",
         ]
         return lines + sinkDescription
     }

@@ -86,7 +86,7 @@ extension SentinelTools {
         let all = try input.bool("all") ?? false
         let now = AlertStore.nowMs()
         let silences = try await requireStore().silences(activeAt: all ? nil : now, limit: Self.cap)
-        let items = silences.map { Self.silenceJSON($0, now: now) }
+        let items = silences.map { $0.jsonValue(at: now) }
         return ("\(items.count) \(all ? "" : "active or coming ")silences.", .object([("status", .string("success")), ("silences", .array(items))]))
     }
 }
@@ -123,7 +123,7 @@ extension SentinelTools {
         let id = "sil_" + FNV1a128.hex(of: matchers.sorted { $0.key < $1.key }.flatMap { [$0.key, $0.value] } + [durationText, creator, comment, String(now / 60_000)]).prefix(20)
         let store = try requireStore()
         if let existing = try await store.silences(activeAt: now).first(where: { $0.id == id }) {
-            return ("Silence \(id) already exists.", .object([("status", .string("success")), ("silence", Self.silenceJSON(existing, now: now))]))
+            return ("Silence \(id) already exists.", .object([("status", .string("success")), ("silence", existing.jsonValue(at: now))]))
         }
         let silence: Silence
         do {
@@ -134,20 +134,12 @@ extension SentinelTools {
         }
         try await store.addSilence(silence)
         return ("Silence \(id) holds back \(silence.matchers.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")) for \(durationText).",
-            .object([("status", .string("success")), ("silence", Self.silenceJSON(silence, now: now))]))
+            .object([("status", .string("success")), ("silence", silence.jsonValue(at: now))]))
     }
 
     func expireSilence(_ input: ToolInput) async throws -> (String, JSONValue) {
         let id = try input.requiredString("id", maxLength: 64)
         let ended = try await requireStore().expireSilence(id: id)
         return (ended ? "Silence \(id) ended." : "No active silence \(id): nothing to end.", .object([("status", .string(ended ? "success" : "not_found")), ("id", .string(id))]))
-    }
-
-    static func silenceJSON(_ s: Silence, now: Int64) -> JSONValue {
-        .object([
-            ("id", .string(s.id)), ("matchers", .object(s.matchers.map { ($0.key, .string($0.value)) })), ("state", .string(s.state(at: now))),
-            ("every", s.recurrence.map { .string("\($0.text) \($0.timeZone.identifier)") } ?? .null), ("starts_at", Self.time(s.startsAt)),
-            ("ends_at", Self.time(s.endsAt)), ("expired_at", Self.time(s.expiredAt)), ("created_by", .string(s.createdBy)), ("comment", .string(s.comment)),
-        ])
     }
 }

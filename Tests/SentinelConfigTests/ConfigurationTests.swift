@@ -51,6 +51,9 @@ struct ConfigurationTests {
         ("webhooks: [{name: a, url: \"http://h\"}, {name: a, url: \"http://h\"}]", "webhooks", "used twice"),
         ("{alerts: {url: \"\"}, webhooks: [{name: a, url: \"http://h\"}]}", "webhooks", "alerts table"),
         ("http: {listen: everywhere}", "http.listen", "host:port"),
+        ("http: {tokens: {ops: short}}", "http.tokens", "shorter than 16"),
+        ("http: {tokens: {\"o p\": 0123456789abcdefgh}}", "http.tokens", "not a token name"),
+        ("http: {tokens: [a]}", "http.tokens", "mapping"),
     ])
     func invalidConfigurationNamesTheKey(yaml: String, key: String, reason: String) {
         do {
@@ -130,6 +133,21 @@ struct ConfigurationTests {
         let described = c.effectiveDescription.joined(separator: "\n")
         for secret in ["tok-123", "pw-456", "whsec_", "Bearer zzz"] { #expect(!described.contains(secret), "\(secret) shown") }
         #expect(described.contains("alerts.url: postgres://sentinel:*****@db:5432/alerts"))
+    }
+
+    @Test func httpTokensAreNamedFromFileOrEnvironmentAndNeverShown() throws {
+        let c = try SentinelConfiguration.load(yaml: "http: {tokens: {ops: ops-secret-0123456789}}", file: "c.yaml", environment: [:])
+        #expect(c.httpTokens == ["ops": "ops-secret-0123456789"])
+        let e = try SentinelConfiguration.load(
+            yaml: "http: {tokens: {ops: ops-secret-0123456789}}", file: "c.yaml",
+            environment: ["SENTINEL_HTTP_TOKENS": "bot=bot-secret-0123456789,pager=pager-secret-012345"])
+        #expect(e.httpTokens == ["bot": "bot-secret-0123456789", "pager": "pager-secret-012345"])
+        let described = e.effectiveDescription.joined(separator: "\n")
+        #expect(described.contains("http.tokens: bot=*****,pager=*****"))
+        #expect(!described.contains("secret-0123"))
+        #expect(throws: ValidationError.self) {
+            _ = try SentinelConfiguration.load(yaml: nil, file: "-", environment: ["SENTINEL_HTTP_TOKENS": "no-equals-sign"])
+        }
     }
 
     @Test func withoutASectionInfluxIsOffAndTheAlertsTableIsTheSQLiteDefault() throws {
