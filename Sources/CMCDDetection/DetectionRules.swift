@@ -92,6 +92,32 @@ public struct DetectionRules: Sendable, Equatable {
         /// Hold a firing notification back this long (wall clock) before it is sent: a viewer's
         /// finding that an incident covers meanwhile is folded into the incident's.
         public var groupWaitMs: Int64 = 0
+        /// Finding fields whose equal values make one group: the group's notifications go out
+        /// as one webhook (`group.firing`, `group.resolved`). Empty: one webhook per finding.
+        public var groupBy: [GroupField] = []
+        /// A group (or an incident's folded viewers) is notified again at most this often:
+        /// findings joining a group meanwhile wait for the next one; an incident gets an
+        /// `update` when viewers' notifications were folded into it since its last one.
+        public var groupIntervalMs: Int64?
+        /// At most this many webhooks on the route in any hour (all daemons sharing the table);
+        /// beyond it notifications are kept as `rate_limited`, not sent.
+        public var maxPerHour: Int?
+
+        /// The finding fields a route can group by.
+        public enum GroupField: String, Sendable, CaseIterable {
+            case type, severity, edgeLocation = "edge_location", contentID = "content_id", sessionID = "session_id"
+
+            /// The field's value in a finding (nil when it has none).
+            public func value(of finding: Finding) -> String? {
+                switch self {
+                case .type: finding.type.rawValue
+                case .severity: finding.severity.rawValue
+                case .edgeLocation: finding.edgeLocation
+                case .contentID: finding.contentID
+                case .sessionID: finding.sessionID.isEmpty ? nil : finding.sessionID
+                }
+            }
+        }
 
         public init(name: String, webhook: String) {
             self.name = name
@@ -136,6 +162,8 @@ public struct DetectionRules: Sendable, Equatable {
     public static var incidentRoute: Route {
         var route = Route(name: "incidents", webhook: "default")
         route.types = [.incident]
+        // Viewers folded into an open incident: an update at most every 5 minutes.
+        route.groupIntervalMs = 300_000
         return route
     }
 

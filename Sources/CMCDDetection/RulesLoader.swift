@@ -93,7 +93,8 @@ extension DetectionRules {
     }
 
     static func parseRoute(_ node: YAMLValue) throws(ValidationError) -> Route {
-        try node.keys(allowed: ["name", "webhook", "types", "min_severity", "min_drop_percent", "send_resolved", "repeat_interval_ms", "group_wait_ms"])
+        try node.keys(allowed: ["name", "webhook", "types", "min_severity", "min_drop_percent", "send_resolved", "repeat_interval_ms", "group_wait_ms", "group_by", "group_interval_ms", "max_per_hour",
+        ])
         guard node["name"].exists else { throw node.error("a route needs a name") }
         guard node["webhook"].exists else { throw node.error("a route needs a webhook (an endpoint name from the configuration)") }
         let name = try node["name"].string()
@@ -121,6 +122,22 @@ extension DetectionRules {
             route.repeatIntervalMs = try node["repeat_interval_ms"].integer(in: 60_000...604_800_000)
         }
         route.groupWaitMs = try node["group_wait_ms"].integer(in: 0...3_600_000, default: 0)
+        if node["group_by"].exists {
+            for element in try node["group_by"].elements() {
+                let text = try element.string()
+                guard let field = Route.GroupField(rawValue: text) else {
+                    throw element.error("cannot group by '\(text.prefix(30))' (expected \(Route.GroupField.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+                guard !route.groupBy.contains(field) else { throw element.error("'\(text)' is named twice") }
+                route.groupBy.append(field)
+            }
+        }
+        if node["group_interval_ms"].exists {
+            route.groupIntervalMs = try node["group_interval_ms"].integer(in: 10_000...86_400_000)
+        }
+        if node["max_per_hour"].exists {
+            route.maxPerHour = Int(try node["max_per_hour"].integer(in: 1...100_000))
+        }
         return route
     }
 }

@@ -8,7 +8,8 @@ import SentinelSinks
 /// A notification to put in the outbox together with its alert: written in the same
 /// transaction, delivered later by the webhook dispatcher.
 public struct OutboxEntry: Sendable, Equatable {
-    public enum Kind: String, Sendable { case firing, resolved, `repeat` }
+    /// `update`: more viewers' notifications were folded into an open incident since its last one.
+    public enum Kind: String, Sendable { case firing, resolved, `repeat`, update }
     /// Stable event id (`webhook-id`): the same episode, route and kind always give the same id,
     /// so replays and restarts never add a second row.
     public var id: String
@@ -21,8 +22,14 @@ public struct OutboxEntry: Sendable, Equatable {
     /// Held back this long before the first attempt (the route's `group_wait_ms`): an
     /// incident that covers the finding meanwhile folds it.
     public var delayMs: Int64
+    /// The route's group (a hash of the route, the kind and the `group_by` values): due
+    /// notifications of one group go out as one webhook. Nil: alone.
+    public var groupKey: String?
 
-    public init(id: String, alertID: String, route: String, endpoint: String, kind: Kind, payload: String, delayMs: Int64 = 0) {
+    public init(
+        id: String, alertID: String, route: String, endpoint: String, kind: Kind, payload: String, delayMs: Int64 = 0, groupKey: String? = nil
+    ) {
+        self.groupKey = groupKey
         self.id = id
         self.alertID = alertID
         self.route = route
@@ -68,7 +75,8 @@ public struct AlertRecord: Sendable, Equatable {
 public struct NotificationRecord: Sendable, Equatable {
     /// `folded`: not sent, part of an incident's notification instead.
     /// `silenced`: not sent, an operator's silence matched it.
-    public enum State: String, Sendable { case pending, delivered, dead, folded, silenced }
+    /// `rate_limited`: not sent, its route had sent `max_per_hour` webhooks in the last hour.
+    public enum State: String, Sendable { case pending, delivered, dead, folded, silenced, rateLimited = "rate_limited" }
     public var id: String
     public var alertID: String
     public var route: String
@@ -83,6 +91,11 @@ public struct NotificationRecord: Sendable, Equatable {
     public var lastStatus: Int?
     public var lastError: String?
     public var deliveredAt: Int64?
+    /// The route's group, and the webhook id of the group delivery it was taken into.
+    public var groupKey: String?
+    public var groupEvent: String?
+    /// The incident it was folded into.
+    public var foldedInto: String?
 }
 
 /// The alerts table and its notification outbox, on SQLite or PostgreSQL with the same schema.
@@ -219,6 +232,20 @@ public final class AlertStore: Sendable {
                 "ALTER TABLE silences ADD COLUMN time_zone TEXT",
             ]
         ),
+        (
+            5,
+            [
+                // Groups (a route's group_by): the group a notification belongs to, and the
+                // webhook of the group delivery that took it (kept across restarts so that a
+                // group is never sent twice with other members). Folding names the incident.
+                "ALTER TABLE notifications ADD COLUMN group_key TEXT",
+                "ALTER TABLE notifications ADD COLUMN group_event TEXT",
+                "ALTER TABLE notifications ADD COLUMN folded_into TEXT",
+                "CREATE INDEX IF NOT EXISTS notifications_group ON notifications (group_key, state)",
+                "CREATE INDEX IF NOT EXISTS notifications_group_event ON notifications (group_event)",
+                "CREATE INDEX IF NOT EXISTS notifications_folded ON notifications (folded_into)",
+            ]
+        ),
     ]
 
     /// The newest schema version this build knows.
@@ -262,36 +289,36 @@ public final class AlertStore: Sendable {
         var statements: [SQLStatement] = findings.map { Self.upsert($0, now: now) }
         var findingsByID: [String: Finding] = [:]
         for finding in findings { findingsByID[finding.id] = finding }
-        let columns = "id, alert_id, route, endpoint, kind, payload, state, attempts, created_at, next_attempt_at"
+        let columns = "id, alert_id, route, endpoint, kind, payload, state, attempts, created_at, next_attempt_at, group_key"
         for entry in notifications {
             var values: [SQLValue] = [
                 .text(entry.id), .text(entry.alertID), .text(entry.route), .text(entry.endpoint), .text(entry.kind.rawValue),
-                .text(entry.payload), .int(now), .int(now + max(entry.delayMs, 0)),
+                .text(entry.payload), .int(now), .int(now + max(entry.delayMs, 0)), entry.groupKey.map(SQLValue.text) ?? .null,
             ]
             if entry.kind == .firing, let finding = findingsByID[entry.alertID], finding.type != .incident {
                 // A viewer's finding inside an open incident's scope is folded into it.
                 values += [finding.edgeLocation.map(SQLValue.text) ?? .null, finding.contentID.map(SQLValue.text) ?? .null]
+                let cover = "(SELECT i.id FROM alerts i WHERE \(Self.openIncidentCovers(edge: "$10", content: "$11")) ORDER BY i.started_at, i.id LIMIT 1)"
                 statements.append(
                     SQLStatement(
                         """
-                        INSERT INTO notifications (\(columns))
-                        SELECT $1, $2, $3, $4, $5, $6,
-                            CASE WHEN EXISTS (SELECT 1 FROM alerts i WHERE \(Self.openIncidentCovers(edge: "$9", content: "$10"))) THEN 'folded' ELSE 'pending' END,
-                            0, $7, $8
+                        INSERT INTO notifications (\(columns), folded_into)
+                        SELECT $1, $2, $3, $4, $5, $6, CASE WHEN \(cover) IS NULL THEN 'pending' ELSE 'folded' END, 0, $7, $8, CAST($9 AS TEXT), \(cover)
                         ON CONFLICT (id) DO NOTHING
                         """, values))
-            } else if entry.kind == .firing || entry.kind == .repeat {
+            } else if entry.kind != .resolved {
                 statements.append(
                     SQLStatement(
-                        "INSERT INTO notifications (\(columns)) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8) ON CONFLICT (id) DO NOTHING",
+                        "INSERT INTO notifications (\(columns)) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
                         values))
             } else {
                 statements.append(
                     SQLStatement(
                         """
                         INSERT INTO notifications (\(columns))
-                        SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8
-                        WHERE EXISTS (SELECT 1 FROM notifications f WHERE f.alert_id = $2 AND f.route = $3 AND f.kind = 'firing' AND f.state NOT IN ('folded', 'silenced'))
+                        SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, CAST($9 AS TEXT)
+                        WHERE EXISTS (SELECT 1 FROM notifications f WHERE f.alert_id = $2 AND f.route = $3 AND f.kind = 'firing'
+                            AND f.state NOT IN ('folded', 'silenced', 'rate_limited'))
                         ON CONFLICT (id) DO NOTHING
                         """, values))
             }
@@ -303,7 +330,7 @@ public final class AlertStore: Sendable {
             statements.append(
                 SQLStatement(
                     """
-                    UPDATE notifications SET state = 'folded', last_error = $1
+                    UPDATE notifications SET state = 'folded', last_error = $1, folded_into = $5
                     WHERE state = 'pending' AND attempts = 0 AND lease_until <= $4
                     AND (kind = 'firing' OR NOT EXISTS (
                         SELECT 1 FROM notifications f WHERE f.alert_id = notifications.alert_id AND f.route = notifications.route
@@ -315,7 +342,7 @@ public final class AlertStore: Sendable {
                     """,
                     [
                         .text("folded into incident \(finding.id)"), finding.edgeLocation.map(SQLValue.text) ?? .null,
-                        finding.contentID.map(SQLValue.text) ?? .null, .int(now),
+                        finding.contentID.map(SQLValue.text) ?? .null, .int(now), .text(finding.id),
                     ]))
         }
         return statements
@@ -425,32 +452,39 @@ public final class AlertStore: Sendable {
         return (results.last ?? []).map(Self.notification).sorted { ($0.nextAttemptAt, $0.createdAt, $0.id) < ($1.nextAttemptAt, $1.createdAt, $1.id) }
     }
 
-    /// Records a delivery. Only the lease holder's word counts.
-    public func markDelivered(id: String, owner: String, status: Int, now: Int64) async throws {
+    /// Records a delivery (of one notification, or of a group's members together). Only the
+    /// lease holder's word counts.
+    public func markDelivered(ids: [String], owner: String, status: Int, now: Int64) async throws {
         try await database.query(
             """
             UPDATE notifications SET state = 'delivered', attempts = attempts + 1, last_status = $1, last_error = NULL,
                 delivered_at = $2, lease_until = 0
-            WHERE id = $3 AND lease_owner = $4 AND state = 'pending'
-            """, [.int(Int64(status)), .int(now), .text(id), .text(owner)])
+            WHERE lease_owner = $3 AND state = 'pending' AND id IN (\(Self.placeholders(ids.count, from: 4)))
+            """, [.int(Int64(status)), .int(now), .text(owner)] + ids.map(SQLValue.text))
     }
 
     /// Records a failed attempt to be retried at `nextAttemptAt`.
-    public func markRetry(id: String, owner: String, status: Int?, error: String, nextAttemptAt: Int64) async throws {
+    public func markRetry(ids: [String], owner: String, status: Int?, error: String, nextAttemptAt: Int64) async throws {
         try await database.query(
             """
             UPDATE notifications SET attempts = attempts + 1, last_status = $1, last_error = $2, next_attempt_at = $3, lease_until = 0
-            WHERE id = $4 AND lease_owner = $5 AND state = 'pending'
-            """, [status.map { .int(Int64($0)) } ?? .null, .text(String(error.prefix(1000))), .int(nextAttemptAt), .text(id), .text(owner)])
+            WHERE lease_owner = $4 AND state = 'pending' AND id IN (\(Self.placeholders(ids.count, from: 5)))
+            """,
+            [status.map { .int(Int64($0)) } ?? .null, .text(String(error.prefix(1000))), .int(nextAttemptAt), .text(owner)] + ids.map(SQLValue.text))
     }
 
-    /// Gives a notification up: it will not be sent again.
-    public func markDead(id: String, owner: String, status: Int?, error: String) async throws {
+    /// Gives notifications up: they will not be sent again.
+    public func markDead(ids: [String], owner: String, status: Int?, error: String) async throws {
         try await database.query(
             """
             UPDATE notifications SET state = 'dead', attempts = attempts + 1, last_status = $1, last_error = $2, lease_until = 0
-            WHERE id = $3 AND lease_owner = $4 AND state = 'pending'
-            """, [status.map { .int(Int64($0)) } ?? .null, .text(String(error.prefix(1000))), .text(id), .text(owner)])
+            WHERE lease_owner = $3 AND state = 'pending' AND id IN (\(Self.placeholders(ids.count, from: 4)))
+            """, [status.map { .int(Int64($0)) } ?? .null, .text(String(error.prefix(1000))), .text(owner)] + ids.map(SQLValue.text))
+    }
+
+    /// `$from, $from+1, ...`: `count` bound parameters.
+    static func placeholders(_ count: Int, from first: Int) -> String {
+        (0..<max(count, 1)).map { "$\(first + $0)" }.joined(separator: ", ")
     }
 
     /// Marks pending notifications of `endpoint` created before `createdBefore` (and not
@@ -506,7 +540,7 @@ public final class AlertStore: Sendable {
     static let alertColumns =
         "id, type, status, severity, session_id, content_id, edge_location, started_at, detected_at, resolved_at, summary, details, updated_at"
     static let notificationColumns =
-        "id, alert_id, route, endpoint, kind, payload, state, attempts, created_at, next_attempt_at, last_status, last_error, delivered_at"
+        "id, alert_id, route, endpoint, kind, payload, state, attempts, created_at, next_attempt_at, last_status, last_error, delivered_at, group_key, group_event, folded_into"
 
     static func alert(_ row: SQLRow) -> AlertRecord {
         AlertRecord(
@@ -521,7 +555,8 @@ public final class AlertStore: Sendable {
             id: row[0].text ?? "", alertID: row[1].text ?? "", route: row[2].text ?? "", endpoint: row[3].text ?? "",
             kind: row[4].text ?? "", payload: row[5].text ?? "", state: NotificationRecord.State(rawValue: row[6].text ?? "") ?? .pending,
             attempts: Int(row[7].int ?? 0), createdAt: row[8].int ?? 0, nextAttemptAt: row[9].int ?? 0,
-            lastStatus: row[10].int.map(Int.init), lastError: row[11].text, deliveredAt: row[12].int)
+            lastStatus: row[10].int.map(Int.init), lastError: row[11].text, deliveredAt: row[12].int,
+            groupKey: row.count > 13 ? row[13].text : nil, groupEvent: row.count > 14 ? row[14].text : nil, foldedInto: row.count > 15 ? row[15].text : nil)
     }
 
     /// One alert by id.

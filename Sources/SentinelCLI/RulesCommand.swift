@@ -78,6 +78,9 @@ enum RulesFile {
             if let p = route.minDropPercent { text += ", drop >= \(p)%" }
             text += route.sendResolved ? ", with resolved" : ", firing only"
             if route.groupWaitMs > 0 { text += ", held \(route.groupWaitMs) ms" }
+            if !route.groupBy.isEmpty { text += ", grouped by \(route.groupBy.map(\.rawValue).joined(separator: ","))" }
+            if let interval = route.groupIntervalMs { text += ", group interval \(interval) ms" }
+            if let limit = route.maxPerHour { text += ", at most \(limit) per hour" }
             lines.append(text)
         }
         return lines

@@ -596,7 +596,10 @@ public final class SentinelTools: Sendable {
                     ("name", .string(route.name)), ("webhook", .string(route.webhook)),
                     ("types", .array(route.types.map(\.rawValue).sorted().map(JSONValue.string))), ("min_severity", .string(route.minSeverity.rawValue)),
                     ("min_drop_percent", route.minDropPercent.map(JSONValue.double) ?? .null), ("send_resolved", .bool(route.sendResolved)),
-                    ("repeat_interval_ms", route.repeatIntervalMs.map(JSONValue.int) ?? .null),
+                    ("repeat_interval_ms", route.repeatIntervalMs.map(JSONValue.int) ?? .null), ("group_wait_ms", .int(route.groupWaitMs)),
+                    ("group_by", .array(route.groupBy.map { .string($0.rawValue) })),
+                    ("group_interval_ms", route.groupIntervalMs.map(JSONValue.int) ?? .null),
+                    ("max_per_hour", route.maxPerHour.map { .int(Int64($0)) } ?? .null),
                 ])
             })),
         ])

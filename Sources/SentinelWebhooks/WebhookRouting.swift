@@ -42,10 +42,31 @@ public struct WebhookRouting: Sendable {
                     OutboxEntry(
                         id: id, alertID: finding.id, route: route.name, endpoint: route.webhook, kind: kind,
                         payload: Self.payload(eventID: id, kind: kind, route: route.name, finding: finding.jsonValue, now: now),
-                        delayMs: kind == .firing ? route.groupWaitMs : 0))
+                        delayMs: kind == .firing ? route.groupWaitMs : 0, groupKey: Self.groupKey(route: route, kind: kind, finding: finding)))
             }
         }
         return entries
+    }
+
+    /// The group a finding's notification joins on a route with `group_by` (nil without):
+    /// 32 hex digits from the route, the kind and the finding's values of the fields.
+    public static func groupKey(route: DetectionRules.Route, kind: OutboxEntry.Kind, finding: Finding) -> String? {
+        guard !route.groupBy.isEmpty else { return nil }
+        return FNV1a128.hex(of: [route.name, kind.rawValue] + route.groupBy.flatMap { [$0.rawValue, $0.value(of: finding) ?? "\u{0}"] })
+    }
+
+    /// A group's webhook body: `{"event_id","type":"group.firing"|"group.resolved","timestamp",
+    /// "route","group":{field: value},"count","findings":[...]}`, the findings as in a single one.
+    public static func groupPayload(
+        eventID: String, kind: String, route: DetectionRules.Route, findings: [JSONValue], now: Int64
+    ) -> String {
+        let first = findings.first ?? .object([])
+        return JSONWriter.string(
+            .object([
+                ("event_id", .string(eventID)), ("type", .string("group.\(kind)")), ("timestamp", .string(RFC3339.format(milliseconds: now))),
+                ("route", .string(route.name)), ("group", .object(route.groupBy.map { ($0.rawValue, first[$0.rawValue] ?? .null) })),
+                ("count", .int(Int64(findings.count))), ("findings", .array(findings)),
+            ]))
     }
 
     /// `evt_` and 32 hex digits from the episode, route and kind (and the repeat number).
@@ -54,7 +75,8 @@ public struct WebhookRouting: Sendable {
     }
 
     /// The webhook body: `{"event_id","type","timestamp","route","finding":{...}}` where `type`
-    /// is `finding.firing`, `finding.resolved` or `finding.repeat`.
+    /// is `finding.firing`, `finding.resolved`, `finding.repeat` or `finding.update` (an
+    /// incident's, with `folded` added when it is sent: the viewers' notifications it took in).
     public static func payload(eventID: String, kind: OutboxEntry.Kind, route: String, finding: JSONValue, now: Int64) -> String {
         JSONWriter.string(
             .object([

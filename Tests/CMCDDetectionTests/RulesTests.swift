@@ -24,13 +24,16 @@ struct RulesTests {
             sessions: {max_live_sessions: 5000}
             routes:
               - {name: all-critical, webhook: pager, min_severity: critical, send_resolved: false, repeat_interval_ms: 600000}
+              - {name: per-edge, webhook: chat, group_by: [edge_location, type], group_interval_ms: 60000, max_per_hour: 30}
             """, file: "r.yaml")
         #expect(rules.bufferDrop.lookbackMs == 20000 && rules.bufferDrop.criticalDropRatio == 0.9)
         #expect(rules.bufferDrop.objectTypes == [.video])
         #expect(!rules.startupDelay.enabled)
         #expect(rules.sessions.maxLiveSessions == 5000)
-        #expect(rules.routes.count == 1 && rules.routes[0].minSeverity == .critical && !rules.routes[0].sendResolved)
+        #expect(rules.routes.count == 2 && rules.routes[0].minSeverity == .critical && !rules.routes[0].sendResolved)
         #expect(rules.routes[0].repeatIntervalMs == 600_000 && rules.routes[0].types.isEmpty)
+        #expect(rules.routes[0].groupBy.isEmpty && rules.routes[0].groupIntervalMs == nil && rules.routes[0].maxPerHour == nil)
+        #expect(rules.routes[1].groupBy == [.edgeLocation, .type] && rules.routes[1].groupIntervalMs == 60_000 && rules.routes[1].maxPerHour == 30)
     }
 
     @Test(arguments: [
@@ -43,6 +46,10 @@ struct RulesTests {
         ("routes:\n  - name: a\n    webhook: w\n    types: [buffer_dip]", "routes[0].types[0]", "unknown finding type"),
         ("routes:\n  - webhook: w", "routes[0]", "needs a name"),
         ("routes:\n  - {name: a, webhook: w}\n  - {name: a, webhook: w}", "routes[1].name", "used twice"),
+        ("routes:\n  - {name: a, webhook: w, group_by: [cdn]}", "routes[0].group_by[0]", "cannot group by"),
+        ("routes:\n  - {name: a, webhook: w, group_by: [type, type]}", "routes[0].group_by[1]", "named twice"),
+        ("routes:\n  - {name: a, webhook: w, group_interval_ms: 5}", "routes[0].group_interval_ms", "between"),
+        ("routes:\n  - {name: a, webhook: w, max_per_hour: 0}", "routes[0].max_per_hour", "between"),
         ("sessions: [1, 2]", "sessions", "mapping"),
         ("detectors: {buffer_drop: {lookback_ms: 1: 2}}", "", "not valid YAML"),
     ])

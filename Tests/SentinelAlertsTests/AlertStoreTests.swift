@@ -97,17 +97,17 @@ struct AlertStoreTests {
         let second = try await store.claimDue(endpoint: "default", owner: "two", limit: 10, now: now, leaseUntil: now + 60_000)
         #expect(second.isEmpty, "leased rows are not handed out twice")
         // A failed attempt puts it back for later; the holder of a lease alone can record outcomes.
-        try await store.markRetry(id: first[0].id, owner: "two", status: 500, error: "not mine", nextAttemptAt: now)
+        try await store.markRetry(ids: [first[0].id], owner: "two", status: 500, error: "not mine", nextAttemptAt: now)
         #expect(try await store.notifications(alertID: a.id).first?.attempts == 0)
-        try await store.markRetry(id: first[0].id, owner: "one", status: 503, error: "HTTP 503", nextAttemptAt: now + 1_000)
+        try await store.markRetry(ids: [first[0].id], owner: "one", status: 503, error: "HTTP 503", nextAttemptAt: now + 1_000)
         #expect(try await store.claimDue(endpoint: "default", owner: "two", limit: 10, now: now, leaseUntil: now + 60_000).isEmpty)
         let retried = try await store.claimDue(endpoint: "default", owner: "two", limit: 10, now: now + 1_000, leaseUntil: now + 60_000)
         #expect(retried.map(\.kind) == ["firing"])
         #expect(retried.first?.attempts == 1)
-        try await store.markDelivered(id: retried[0].id, owner: "two", status: 204, now: now + 1_001)
+        try await store.markDelivered(ids: [retried[0].id], owner: "two", status: 204, now: now + 1_001)
         let resolved = try await store.claimDue(endpoint: "default", owner: "two", limit: 10, now: now + 1_002, leaseUntil: now + 60_000)
         #expect(resolved.map(\.kind) == ["resolved"])
-        try await store.markDead(id: resolved[0].id, owner: "two", status: 400, error: "HTTP 400")
+        try await store.markDead(ids: [resolved[0].id], owner: "two", status: 400, error: "HTTP 400")
         let rows = try await store.notifications(alertID: a.id)
         #expect(rows.map(\.state) == [.delivered, .dead])
         #expect(rows[0].lastStatus == 204 && rows[0].deliveredAt == now + 1_001 && rows[0].attempts == 2)
@@ -280,7 +280,7 @@ struct IncidentFoldingTests {
         try await s.record([sent], notifications: [store.entry(for: sent, kind: .firing)], now: 10_000)
         let claimed = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 10_500, leaseUntil: 11_000)
         #expect(claimed.map(\.alertID) == [sent.id])
-        try await s.markDelivered(id: claimed[0].id, owner: "o", status: 200, now: 10_600)
+        try await s.markDelivered(ids: [claimed[0].id], owner: "o", status: 200, now: 10_600)
         var sentResolved = sent
         sentResolved.status = .resolved
         try await s.record([sentResolved], notifications: [store.entry(for: sentResolved, kind: .resolved)], now: 12_000)
@@ -312,6 +312,91 @@ struct IncidentFoldingTests {
         let after = drop("after", edge: "FRA56-C2")
         try await s.record([after], notifications: [store.entry(for: after, kind: .firing)], now: 95_000)
         #expect(try await state(s, after) == .pending)
+        // The incident knows whom it folded: the viewers of its edge, held or arriving while it was open.
+        #expect(try await s.notifications(alertID: during.id).first?.foldedInto == firing.id)
+        let folded = try await s.foldedSummary(incidentID: firing.id)
+        #expect(folded.notifications == 2 && folded.sessions == 2 && folded.byType == ["buffer_drop": 2], "\(folded)")
+        #expect(Set(folded.examples.map(\.sessionID)) == ["early", "during"])
+        #expect(try await s.foldedSummary(incidentID: "nosuch").notifications == 0)
+        await s.close()
+    }
+}
+
+/// A route's groups in the outbox: one delivery per group, the same members across a lost
+/// lease, deliveries counted per group, rate-limited episodes with their resolves, incident updates.
+struct NotificationGroupTests {
+    let store = AlertStoreTests()
+    let folding = IncidentFoldingTests()
+
+    func grouped(_ finding: Finding, _ kind: OutboxEntry.Kind = .firing) -> OutboxEntry {
+        var entry = store.entry(for: finding, kind: kind)
+        entry.groupKey = "key-" + (finding.edgeLocation ?? "") + kind.rawValue
+        return entry
+    }
+
+    @Test(arguments: AlertStoreTests.backends) func aGroupIsOneDeliveryWithTheSameMembersUntilItIsSent(_ backend: String) async throws {
+        let s = try await store.open(backend)
+        let a = ["a1", "a2", "a3"].map { folding.drop($0, edge: "FRA") }
+        let b = folding.drop("b1", edge: "AMS")
+        try await s.record(a + [b], notifications: (a + [b]).map { grouped($0) }, now: 1_000)
+        let claimed = try await s.claimDue(endpoint: "default", owner: "o", limit: 1, now: 2_000, leaseUntil: 3_000)
+        #expect(claimed.count == 1)
+        let members = try await s.claimGroup(of: claimed[0], owner: "o", now: 2_000, leaseUntil: 3_000)
+        let expected = claimed[0].groupKey == grouped(b).groupKey ? [b.id] : a.map(\.id)
+        #expect(Set(members.map(\.alertID)) == Set(expected))
+        let event = try #require(members.first?.groupEvent)
+        #expect(members.allSatisfy { $0.groupEvent == event })
+        // The owner dies; a viewer joins the group meanwhile. The next claim sends the same
+        // group (same webhook id, same members); the newcomer waits for the next one.
+        let late = folding.drop(claimed[0].groupKey == grouped(b).groupKey ? "b2" : "a4", edge: claimed[0].groupKey == grouped(b).groupKey ? "AMS" : "FRA")
+        try await s.record([late], notifications: [grouped(late)], now: 2_500)
+        let again = try await s.claimDue(endpoint: "default", owner: "p", limit: 10, now: 3_001, leaseUntil: 4_000)
+        let retaken = try await s.claimGroup(of: try #require(again.first { $0.groupEvent == event }), owner: "p", now: 3_001, leaseUntil: 4_000)
+        #expect(Set(retaken.map(\.id)) == Set(members.map(\.id)) && retaken.allSatisfy { $0.groupEvent == event })
+        try await s.markDelivered(ids: retaken.map(\.id), owner: "p", status: 200, now: 3_100)
+        #expect(try await s.deliveredWebhooks(route: "r", since: 0) == 1, "a group is one webhook")
+        #expect(try await s.lastGroupDelivery(groupKey: try #require(claimed[0].groupKey)) == 3_100)
+        // The same round had claimed the newcomer too: it is a group of its own.
+        let lateRecord = try #require(again.first { $0.alertID == late.id })
+        #expect(lateRecord.groupEvent == nil)
+        let nextGroup = try await s.claimGroup(of: lateRecord, owner: "p", now: 3_200, leaseUntil: 4_000)
+        #expect(nextGroup.map(\.alertID) == [late.id] && nextGroup[0].groupEvent != event)
+        // Released unsent (a group interval): claimed again only when due.
+        try await s.release(id: lateRecord.id, owner: "p", nextAttemptAt: 9_000)
+        #expect(try await s.claimDue(endpoint: "default", owner: "p", limit: 10, now: 8_999, leaseUntil: 9_500).allSatisfy { $0.id != lateRecord.id })
+        #expect(try await s.claimDue(endpoint: "default", owner: "p", limit: 10, now: 9_000, leaseUntil: 9_500).contains { $0.id == lateRecord.id })
+        await s.close()
+    }
+
+    @Test(arguments: AlertStoreTests.backends) func aRateLimitedEpisodeKeepsItsQueuedResolveBack(_ backend: String) async throws {
+        let s = try await store.open(backend)
+        let drop = folding.drop("s1", edge: "FRA")
+        var resolved = drop
+        resolved.status = .resolved
+        try await s.record([drop], notifications: [store.entry(for: drop, kind: .firing)], now: 1_000)
+        try await s.record([resolved], notifications: [store.entry(for: resolved, kind: .resolved)], now: 1_500)
+        let claimed = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 2_000, leaseUntil: 3_000)
+        #expect(claimed.map(\.kind) == ["firing"], "the resolve waits for its firing")
+        try await s.markRateLimited(ids: claimed.map(\.id), owner: "o", reason: "route r sent 1 webhooks in the last hour")
+        #expect(try await s.notifications(alertID: drop.id).map(\.state) == [.rateLimited, .rateLimited])
+        #expect(try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 5_000, leaseUntil: 6_000).isEmpty)
+        await s.close()
+    }
+
+    @Test(arguments: AlertStoreTests.backends) func anIncidentIsDueAnUpdateWhenViewersFoldedIntoItSinceItsLastWebhook(_ backend: String) async throws {
+        let s = try await store.open(backend)
+        let firing = folding.incident(.firing, edge: "FRA", detected: 10_000)
+        try await s.record([firing], notifications: [store.entry(for: firing, kind: .firing)], now: 10_000)
+        let claimed = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 10_100, leaseUntil: 20_000)
+        try await s.markDelivered(ids: claimed.map(\.id), owner: "o", status: 200, now: 10_200)
+        #expect(try await s.incidentsDueForUpdate(route: "r", before: 100_000, limit: 10).isEmpty, "nothing folded since")
+        let viewer = folding.drop("v1", edge: "FRA")
+        try await s.record([viewer], notifications: [store.entry(for: viewer, kind: .firing)], now: 11_000)
+        #expect(try await s.notifications(alertID: viewer.id).first?.state == .folded)
+        #expect(try await s.incidentsDueForUpdate(route: "r", before: 10_200, limit: 10).isEmpty, "the interval has not passed")
+        let due = try await s.incidentsDueForUpdate(route: "r", before: 10_201, limit: 10)
+        #expect(due.map(\.alert.id) == [firing.id] && due.first?.updates == 0)
+        #expect(try await s.incidentsDueForUpdate(route: "other", before: 100_000, limit: 10).isEmpty)
         await s.close()
     }
 }
@@ -335,7 +420,7 @@ struct SilenceStoreTests {
         try await s.record([viewer], notifications: [store.entry(for: viewer, kind: .firing)], now: 1_500)
         let sent = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 1_600, leaseUntil: 1_700)
         #expect(sent.map(\.alertID) == [viewer.id])
-        try await s.markDelivered(id: sent[0].id, owner: "o", status: 200, now: 1_650)
+        try await s.markDelivered(ids: [sent[0].id], owner: "o", status: 200, now: 1_650)
         try await s.record(
             [onEdge, elsewhere], notifications: [store.entry(for: onEdge, kind: .firing), store.entry(for: elsewhere, kind: .firing)], now: 2_000)
         let claimed = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 3_000, leaseUntil: 60_000)

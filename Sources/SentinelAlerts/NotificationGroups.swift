@@ -1,0 +1,176 @@
+import CMCDDetection
+import SentinelJSON
+
+/// The viewers' notifications an incident folded: how many, of whom, and a few examples,
+/// for the incident's webhook.
+public struct FoldedSummary: Sendable, Equatable {
+    public var notifications = 0
+    public var sessions = 0
+    public var byType: [String: Int] = [:]
+    /// The most severe first, then the earliest.
+    public var examples: [AlertRecord] = []
+
+    public init() {}
+
+    /// `{"notifications","sessions","by_type":{...},"examples":[{"session_id",...}]}`.
+    public var jsonValue: JSONValue {
+        .object([
+            ("notifications", .int(Int64(notifications))), ("sessions", .int(Int64(sessions))),
+            ("by_type", .object(byType.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
+            (
+                "examples",
+                .array(
+                    examples.map { a in
+                        .object([
+                            ("id", .string(a.id)), ("type", .string(a.type)), ("severity", .string(a.severity)),
+                            ("session_id", .string(a.sessionID)), ("content_id", a.contentID.map(JSONValue.string) ?? .null),
+                            ("edge_location", a.edgeLocation.map(JSONValue.string) ?? .null), ("summary", .string(a.summary)),
+                        ])
+                    })
+            ),
+        ])
+    }
+}
+
+/// Groups, incident updates and rate limits: the outbox queries behind a route's `group_by`,
+/// `group_interval_ms` and `max_per_hour`.
+extension AlertStore {
+    /// Most members one group webhook carries; the rest form the next group.
+    public static let maxGroupMembers = 100
+
+    /// Takes a claimed notification's group: every pending member of its group not yet in a
+    /// delivery (or, when it was in one before, exactly that delivery's members, whatever
+    /// joined the group since), leased to
+    /// `owner` and stamped with the delivery's webhook id, which stays theirs across retries and
+    /// restarts. Rows this owner holds (claimed in the same round) join; the caller skips them
+    /// afterwards. Returns the members, the claimed one among them.
+    public func claimGroup(of leader: NotificationRecord, owner: String, now: Int64, leaseUntil: Int64) async throws -> [NotificationRecord] {
+        guard let key = leader.groupKey else { return [leader] }
+        let event = leader.groupEvent ?? "evt_" + FNV1a128.hex(of: ["group", key, leader.id])
+        let rows = try await database.query(
+            """
+            UPDATE notifications SET group_event = $1, lease_until = $2, lease_owner = $3
+            WHERE id IN (
+                SELECT n.id FROM notifications n
+                WHERE n.state = 'pending' AND n.kind = $4
+                  AND (n.group_event = $1 OR ($8 = 0 AND n.group_event IS NULL AND n.group_key = $5))
+                  AND (n.lease_until <= $6 OR n.lease_owner = $3)
+                  AND (n.kind <> 'resolved' OR NOT EXISTS (
+                      SELECT 1 FROM notifications f
+                      WHERE f.alert_id = n.alert_id AND f.route = n.route AND f.kind = 'firing' AND f.state = 'pending'))
+                ORDER BY CASE WHEN n.group_event = $1 THEN 0 ELSE 1 END, n.created_at, n.id
+                LIMIT $7)
+            AND state = 'pending'
+            RETURNING \(Self.notificationColumns)
+            """,
+            [
+                .text(event), .int(leaseUntil), .text(owner), .text(leader.kind), .text(key), .int(now),
+                .int(Int64(Self.maxGroupMembers)), .int(leader.groupEvent == nil ? 0 : 1),
+            ])
+        let members = rows.map(Self.notification).sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+        return members.isEmpty ? [leader] : members
+    }
+
+    /// When the group's last webhook was delivered (nil: never).
+    public func lastGroupDelivery(groupKey: String) async throws -> Int64? {
+        try await database.query(
+            "SELECT MAX(delivered_at) FROM notifications WHERE group_key = $1 AND state = 'delivered'", [.text(groupKey)]
+        ).first?.first?.int
+    }
+
+    /// Gives a lease back unsent, to be claimed again at `nextAttemptAt`.
+    public func release(id: String, owner: String, nextAttemptAt: Int64) async throws {
+        try await database.query(
+            "UPDATE notifications SET lease_until = 0, next_attempt_at = $1 WHERE id = $2 AND lease_owner = $3 AND state = 'pending'",
+            [.int(nextAttemptAt), .text(id), .text(owner)])
+    }
+
+    /// Webhooks delivered on `route` since `since` (a group's members count once).
+    public func deliveredWebhooks(route: String, since: Int64) async throws -> Int {
+        Int(
+            try await database.query(
+                "SELECT COUNT(DISTINCT COALESCE(group_event, id)) FROM notifications WHERE route = $1 AND state = 'delivered' AND delivered_at > $2",
+                [.text(route), .int(since)]
+            ).first?.first?.int ?? 0)
+    }
+
+    /// Keeps leased notifications as `rate_limited` (not sent), with the resolves of their
+    /// episodes already queued on the same route, so no receiver hears an end without a start.
+    public func markRateLimited(ids: [String], owner: String, reason: String) async throws {
+        let reason = SQLValue.text(String(reason.prefix(1000)))
+        try await database.run([
+            SQLStatement(
+                """
+                UPDATE notifications SET state = 'rate_limited', last_error = $1
+                WHERE state = 'pending' AND kind = 'resolved'
+                  AND (alert_id, route) IN (SELECT alert_id, route FROM notifications WHERE kind = 'firing' AND id IN (\(Self.placeholders(ids.count, from: 2))))
+                """, [reason] + ids.map(SQLValue.text)),
+            SQLStatement(
+                """
+                UPDATE notifications SET state = 'rate_limited', last_error = $1, lease_until = 0
+                WHERE lease_owner = $2 AND state = 'pending' AND id IN (\(Self.placeholders(ids.count, from: 3)))
+                """, [reason, .text(owner)] + ids.map(SQLValue.text)),
+        ])
+    }
+
+    /// Replaces a notification's body before its first attempt (an incident's, with the
+    /// viewers folded into it), so that retries send the same one.
+    public func updatePayload(id: String, owner: String, payload: String) async throws {
+        try await database.query(
+            "UPDATE notifications SET payload = $1 WHERE id = $2 AND lease_owner = $3 AND state = 'pending' AND attempts = 0",
+            [.text(payload), .text(id), .text(owner)])
+    }
+
+    /// The viewers' notifications folded into an incident.
+    public func foldedSummary(incidentID: String, examples: Int = 5) async throws -> FoldedSummary {
+        let results = try await database.run([
+            SQLStatement(
+                """
+                SELECT a.type, COUNT(*) FROM notifications n JOIN alerts a ON a.id = n.alert_id
+                WHERE n.folded_into = $1 AND n.kind = 'firing' GROUP BY a.type
+                """, [.text(incidentID)]),
+            SQLStatement(
+                """
+                SELECT COUNT(DISTINCT a.session_id) FROM notifications n JOIN alerts a ON a.id = n.alert_id
+                WHERE n.folded_into = $1 AND n.kind = 'firing'
+                """, [.text(incidentID)]),
+            SQLStatement(
+                """
+                SELECT \(Self.alertColumns) FROM alerts WHERE id IN (
+                    SELECT alert_id FROM notifications WHERE folded_into = $1 AND kind = 'firing')
+                ORDER BY CASE WHEN severity = 'critical' THEN 0 ELSE 1 END, started_at, id LIMIT $2
+                """, [.text(incidentID), .int(Int64(examples))]),
+        ])
+        var summary = FoldedSummary()
+        for row in results[0] {
+            if let type = row[0].text {
+                summary.byType[type] = Int(row[1].int ?? 0)
+                summary.notifications += Int(row[1].int ?? 0)
+            }
+        }
+        summary.sessions = Int(results[1].first?.first?.int ?? 0)
+        summary.examples = results[2].map(Self.alert)
+        return summary
+    }
+
+    /// Firing incidents on `route` whose last webhook went out before `before` and into which
+    /// viewers' notifications were folded since: due an `update`. Returns each with the number
+    /// of updates so far.
+    public func incidentsDueForUpdate(route: String, before: Int64, limit: Int) async throws -> [(alert: AlertRecord, updates: Int)] {
+        let rows = try await database.query(
+            """
+            SELECT \(Self.alertColumns.split(separator: ",").map { "a." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")),
+                (SELECT COUNT(*) FROM notifications u WHERE u.alert_id = a.id AND u.route = $1 AND u.kind = 'update')
+            FROM alerts a
+            WHERE a.type = 'incident' AND a.status = 'firing'
+              AND NOT EXISTS (SELECT 1 FROM notifications p WHERE p.alert_id = a.id AND p.route = $1 AND p.state = 'pending')
+              AND EXISTS (
+                  SELECT 1 FROM notifications v WHERE v.folded_into = a.id AND v.kind = 'firing' AND v.created_at > (
+                      SELECT MAX(d.delivered_at) FROM notifications d WHERE d.alert_id = a.id AND d.route = $1 AND d.state = 'delivered'))
+              AND (SELECT MAX(d.delivered_at) FROM notifications d WHERE d.alert_id = a.id AND d.route = $1 AND d.state = 'delivered') < $2
+            ORDER BY a.started_at, a.id
+            LIMIT $3
+            """, [.text(route), .int(before), .int(Int64(limit))])
+        return rows.map { (Self.alert($0), Int($0[13].int ?? 0)) }
+    }
+}
