@@ -364,6 +364,10 @@ public enum InfluxPoints {
             default: break
             }
         }
+        if finding.type == .incident {
+            // Open or not, for "open incidents" panels: the newest point per scope and rule says.
+            fields.integer("open", finding.status == .firing ? 1 : 0)
+        }
         LineProtocol.appendRaw(anomalyMeasurement, to: &out)
         LineProtocol.appendTag(prefix: ",cmcd_cid=", finding.contentID, to: &out)
         LineProtocol.appendTag(prefix: ",cmcd_sid=", finding.sessionID, to: &out)
@@ -371,6 +375,11 @@ public enum InfluxPoints {
         if finding.type == .incident, case .string(let rule)? = finding.detail("rule") {
             // Incidents of two rules on one scope at one window's end stay two points.
             LineProtocol.appendTag(prefix: ",rule=", rule, to: &out)
+        }
+        if finding.type == .incident, case .object(let scope)? = finding.detail("scope") {
+            // The incident's cohort (edge_location=FRA56-C2, or two dimensions): one series each.
+            let text = scope.map { "\($0.key)=\($0.value.stringValue ?? JSONWriter.string($0.value))" }.joined(separator: " ")
+            LineProtocol.appendTag(prefix: ",scope=", text, to: &out)
         }
         LineProtocol.appendTag(prefix: ",severity=", finding.severity.rawValue, to: &out)
         LineProtocol.appendTag(prefix: ",status=", finding.status.rawValue, to: &out)

@@ -160,6 +160,10 @@ struct DeployError: Error, CustomStringConvertible {
         ].joined(separator: "\t")
         let replayed = try IT.run(["replay", "--brokers", IT.broker.address, "--topic", topic, "-"], stdin: v2 + "\n")
         #expect(replayed.status == 0, "\(replayed.stderr)")
+        // And a PoP outage, for the incident panels.
+        let outage = OutageLines.cloudFront(perEdge: 40, failing: "FRA56-C2", healthy: "AMS1-C1").map(\.line).joined(separator: "\n") + "\n"
+        let outageReplayed = try IT.run(["replay", "--brokers", IT.broker.address, "--topic", topic, "-"], stdin: outage)
+        #expect(outageReplayed.status == 0, "\(outageReplayed.stderr)")
         let result = try IT.run(
             ["run", "--brokers", IT.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1,2,3", "--exit-when-idle", "3"],
             environment: ["SENTINEL_INFLUX_URL": influx.url, "SENTINEL_INFLUX_DATABASE": database, "SENTINEL_INFLUX_FLUSH_INTERVAL_MS": "100"])
@@ -170,7 +174,7 @@ struct DeployError: Error, CustomStringConvertible {
                 for key in ["name", "tagKey", "fieldKey"] { if case .string(let n)? = row[key] { names.insert(n) } }
             }
         }
-        #expect(names.isSuperset(of: ["cloudfront_logs", "cmcd_anomalies", "cmcd_sid", "cmcd_bl", "summary"]))
+        #expect(names.isSuperset(of: ["cloudfront_logs", "cmcd_anomalies", "cmcd_sid", "cmcd_bl", "summary", "cmcd_qoe", "open", "scope", "rule"]))
         let first = try await influx.rows("SELECT first(cmcd_v) FROM cloudfront_logs", database: database).first?["time"]
         let last = try await influx.rows("SELECT last(cmcd_v) FROM cloudfront_logs", database: database).first?["time"]
         guard case .int(let from)? = first, case .int(let to)? = last else { throw DeployError(message: "the daemon wrote nothing") }

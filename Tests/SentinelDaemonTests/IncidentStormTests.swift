@@ -85,6 +85,8 @@ import Testing
         #expect(firing.signatureValid)
         #expect(firing.body?["type"] == .string("finding.firing"))
         #expect(firing.body?["finding"]?["details"]?["scope"] == .object([("edge_location", .string(Self.failing))]))
+        // It says how many viewers' pages it replaced (those held back when it fired).
+        if case .int(let folded)? = firing.body?["folded"]?["notifications"] { #expect(folded > 0) } else { Issue.record("no folded count") }
 
         // Halfway, an operator silences incidents on the edge; then the rest of the stream.
         let silenced = try IT.run([
