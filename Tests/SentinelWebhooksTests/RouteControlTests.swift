@@ -163,4 +163,31 @@ import Testing
         #expect(update.id != firing.id)
         await store.close()
     }
+
+    @Test func twoDispatchersSharingPostgreSQLSendEachViewerInOneGroupOnly() async throws {
+        let receiver = try WebhookReceiver(secrets: [DispatcherTests.secret])
+        defer { receiver.stop() }
+        let store = try await base.store("postgres")
+        let other = try await AlertStore.open(url: (store.database as! PostgresDatabase).url, logger: base.logger)
+        let routes = [route { $0.groupBy = [.edgeLocation] }]
+        let viewers = (0..<60).map { drop("viewer-\($0)", edge: ["FRA56-C2", "AMS1-C1", "LHR3-C1"][$0 % 3]) }
+        try await enqueue(store, viewers, routes: routes)
+        let a = Task { try await dispatcher(store, receiver, routes: routes).run() }
+        let b = Task { try await dispatcher(other, receiver, routes: routes).run() }
+        #expect(try await base.waitFor(20) { try await store.notificationCounts()["delivered"] == 60 })
+        try await Task.sleep(for: .milliseconds(300))
+        a.cancel()
+        b.cancel()
+        _ = await (a.result, b.result)
+        // However the two split the work, no viewer is in two webhooks, and a webhook holds one edge.
+        let delivered = receiver.attempts.flatMap { Self.strings($0.body?["findings"]) }
+        #expect(delivered.count == 60 && Set(delivered) == Set(viewers.map(\.sessionID)), "\(delivered.count) findings in \(receiver.attempts.count) webhooks")
+        #expect(Set(receiver.attempts.map(\.id)).count == receiver.attempts.count)
+        for attempt in receiver.attempts {
+            guard case .array(let findings)? = attempt.body?["findings"] else { continue }
+            #expect(Set(findings.compactMap { $0["edge_location"]?.stringValue }).count == 1)
+        }
+        await store.close()
+        await other.close()
+    }
 }
