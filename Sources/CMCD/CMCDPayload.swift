@@ -723,6 +723,9 @@ public struct CMCDSignals: Sendable, Equatable {
     public var isLive: Bool = false
     /// `pr`, when sent (players omit it at 1.0).
     public var playbackRate: Double?
+    /// The largest `br` and `mtp` components (kbps).
+    public var encodedBitrate: Int64? = nil
+    public var measuredThroughput: Int64? = nil
 }
 
 extension CMCDPayload {
@@ -738,7 +741,10 @@ extension CMCDPayload {
                 starvationCount: others == nil ? f.pointee.starvationCount?.value : Fields.measure(0x627361, f.pointee.starvationCount, others)?.maximum,
                 starvationDuration: others == nil ? f.pointee.starvationDuration?.value : Fields.measure(0x627364, f.pointee.starvationDuration, others)?.maximum,
                 state: f.pointee.state, mediaStartDelay: f.pointee.mediaStartDelay,
-                isLive: f.pointee.streamType >= 2 /* l, ll (CMCDKeys.streamTypeTokens) */, playbackRate: f.pointee.playbackRate)
+                isLive: f.pointee.streamType >= 2 /* l, ll (CMCDKeys.streamTypeTokens) */, playbackRate: f.pointee.playbackRate,
+                encodedBitrate: others == nil ? f.pointee.encodedBitrate?.value : Fields.measure(0x6272, f.pointee.encodedBitrate, others)?.maximum,
+                measuredThroughput: others == nil
+                    ? f.pointee.measuredThroughput?.value : Fields.measure(0x6D7470, f.pointee.measuredThroughput, others)?.maximum)
         }
     }
 }

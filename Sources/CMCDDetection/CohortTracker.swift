@@ -95,6 +95,25 @@ public struct CohortWindow: Sendable, Equatable {
         if let startup = o.startupMs, startups.count < Self.maxStartups { startups.append(startup) }
     }
 
+    /// Adds another window's figures of the same time (a narrower cohort's, into a wider one).
+    mutating func merge(_ other: CohortWindow) {
+        requests += other.requests
+        errorRequests += other.errorRequests
+        sessions += other.sessions
+        sessionsStarted += other.sessionsStarted
+        stalledSessions += other.stalledSessions
+        criticalDropSessions += other.criticalDropSessions
+        stuckStartupSessions += other.stuckStartupSessions
+        watchedMs += other.watchedMs
+        stalledMs += other.stalledMs
+        if startups.count < Self.maxStartups { startups += other.startups.prefix(Self.maxStartups - startups.count) }
+        bitrateSumKbps &+= other.bitrateSumKbps
+        bitrateCount += other.bitrateCount
+        throughputSumKbps &+= other.throughputSumKbps
+        throughputCount += other.throughputCount
+        for id in other.exampleSessions where exampleSessions.count < Self.maxExamples && !exampleSessions.contains(id) { exampleSessions.append(id) }
+    }
+
     mutating func addMedia(bitrate: Int64?, throughput: Int64?) {
         if let bitrate, bitrate > 0 {
             bitrateSumKbps &+= bitrate
@@ -193,8 +212,15 @@ public struct CohortTracker: Sendable {
     let usedDimensions: [CohortDimension]
     var sampleValues = [String?](repeating: nil, count: CohortDimension.allCases.count)
     var sampleHashes = [Int](repeating: 0, count: CohortDimension.allCases.count)
+    /// The sample's own text of the edge and content (before `value` bounds it).
+    var sampleRaw = [String?](repeating: nil, count: CohortDimension.allCases.count)
     /// Each group's cohort for the values in `sampleValues` (-1: not looked up since they changed).
     var lastSlots: [Int]
+    /// The group with every dimension the others use (`[edge_location, content_id]` of the
+    /// defaults), when there is one: a sample is counted only in its cohort of this group, and
+    /// the wider groups' windows are summed from those when a window closes (one window update
+    /// per sample instead of one per group). Nil: every group counts each sample itself.
+    let finest: Int?
     /// Cohort hash -> slot in `cohorts` (the sessions' open-addressing table).
     var index = SessionTable()
     var freeIndices: [Int] = []
@@ -202,8 +228,10 @@ public struct CohortTracker: Sendable {
     public init(rules: CohortRules, startupCriticalMs: Int64 = 5_000) {
         self.rules = rules
         self.startupCriticalMs = startupCriticalMs
-        usedDimensions = CohortDimension.allCases.filter { d in rules.groups.contains { $0.contains(d) } }
+        let used = CohortDimension.allCases.filter { d in rules.groups.contains { $0.contains(d) } }
+        usedDimensions = used
         lastSlots = Array(repeating: -1, count: rules.groups.count)
+        finest = rules.groups.count > 1 ? rules.groups.firstIndex { group in used.allSatisfy(group.contains) } : nil
     }
 
     public init(rules: DetectionRules) {
@@ -232,16 +260,16 @@ public struct CohortTracker: Sendable {
             }
         }
         let status = UInt8(clamping: (sample.httpStatus ?? 0) / 100)
-        let media = sample.cmcd.objectType.map { $0 == .video || $0 == .muxed || $0 == .audio } ?? false
-        let bitrate = media ? sample.cmcd.encodedBitrate?.maximum : nil
-        let throughput = sample.cmcd.measuredThroughput?.maximum
-        open[w].overall.add(sample, observation, statusClass: status)
-        open[w].overall.addMedia(bitrate: bitrate, throughput: throughput)
-        // Each dimension's value and hash once per sample, whatever the groups.
+        let (bitrate, throughput) = (observation.bitrateKbps, observation.throughputKbps)
         // Each dimension's value and hash once per sample, whatever the groups; a value equal
         // to the previous sample's keeps its hash (an edge's requests come in runs).
         var changed = false
         for dimension in usedDimensions {
+            // The parser shares one string per edge (and the same title comes in runs): the
+            // same string as the previous sample's is the same value, found without a look.
+            let raw = dimension == .edgeLocation ? sample.edgeLocation : dimension == .contentID ? sample.contentID : nil
+            if raw != nil, raw == sampleRaw[dimension.ordinal] { continue }
+            sampleRaw[dimension.ordinal] = raw
             let value = Self.value(dimension, of: sample)
             if value != sampleValues[dimension.ordinal] {
                 sampleValues[dimension.ordinal] = value
@@ -250,8 +278,16 @@ public struct CohortTracker: Sendable {
             }
         }
         if changed { lastSlots.withUnsafeMutableBufferPointer { $0.update(repeating: -1) } }
-        for group in rules.groups.indices {
-            guard let slot = cohort(group: group, at: start) else { continue }
+        // In its finest cohort only, when it has one (the wider ones are summed at close);
+        // otherwise (a dimension missing, or the table full) in each group it belongs to.
+        let finestSlot = finest.flatMap { cohort(group: $0, at: start) }
+        if finestSlot == nil {
+            // Every sample counts overall: those of a finest cohort when its window closes.
+            open[w].overall.add(sample, observation, statusClass: status)
+            open[w].overall.addMedia(bitrate: bitrate, throughput: throughput)
+        }
+        for group in rules.groups.indices where finestSlot == nil || group == finest {
+            guard let slot = group == finest ? finestSlot : cohort(group: group, at: start) else { continue }
             cohorts.withUnsafeMutableBufferPointer { cohorts in
                 let cohort = cohorts.baseAddress! + slot
                 var i = cohort.pointee.open.count - 1
@@ -309,6 +345,7 @@ public struct CohortTracker: Sendable {
             for dimension in dimensions {
                 sampleValues[dimension.ordinal] = byDimension[dimension]
                 sampleHashes[dimension.ordinal] = byDimension[dimension]?.hashValue ?? 0
+                sampleRaw[dimension.ordinal] = nil
             }
             let window = Self.floor(incident.startedAt, rules.windowMs)
             // The values are the incident's, not the last sample's: no cached cohort applies.
@@ -367,11 +404,15 @@ public struct CohortTracker: Sendable {
             hash = Self.mix(hash, sampleHashes[dimension.ordinal])
         }
         if let slot = index.find(hash: UInt64(bitPattern: Int64(hash)), matches: { matchesSample(Int($0), group) }) { return Int(slot) }
+        return makeCohort(group: group, values: rules.groups[group].map { sampleValues[$0.ordinal]! }, hash: hash, at: window)
+    }
+
+    /// A new cohort in a free slot; nil (counted) when `max_cohorts` are live.
+    mutating func makeCohort(group: Int, values: [String], hash: Int, at window: Int64) -> Int? {
         guard statistics.liveCohorts < rules.maxCohorts else {
             statistics.cohortsRefused += 1
             return nil
         }
-        let values = rules.groups[group].map { sampleValues[$0.ordinal]! }
         let cohort = Cohort(
             group: group, values: values, hash: hash, lastActiveWindow: window,
             ruleStates: Array(repeating: RuleState(), count: rules.incidents.count))
@@ -386,6 +427,39 @@ public struct CohortTracker: Sendable {
         index.insert(hash: UInt64(bitPattern: Int64(hash)), slot: Int32(slot))
         statistics.liveCohorts += 1
         return slot
+    }
+
+    /// Adds each finest cohort's window starting at `start` into the windows of the wider
+    /// cohorts it belongs to (made when new, like a sample would), and into `overall`.
+    mutating func sumFinestWindows(at start: Int64) {
+        guard let finest else { return }
+        let dimensions = rules.groups[finest]
+        let children = cohorts.indices.filter { cohorts[$0].group == finest && !cohorts[$0].values.isEmpty && cohorts[$0].open.first?.start == start }
+        for child in children {
+            let window = cohorts[child].open[0]
+            overall.merge(window)
+            for group in rules.groups.indices where group != finest {
+                let values = rules.groups[group].map { cohorts[child].values[dimensions.firstIndex(of: $0)!] }
+                guard let parent = findOrMakeCohort(group: group, values: values, at: start) else { continue }
+                if cohorts[parent].open.first?.start != start {
+                    var empty = CohortWindow()
+                    empty.start = start
+                    cohorts[parent].open.insert(empty, at: 0)
+                }
+                cohorts[parent].open[0].merge(window)
+                if cohorts[parent].lastActiveWindow < start { cohorts[parent].lastActiveWindow = start }
+            }
+        }
+    }
+
+    /// `findOrMakeCohort` for given values (not the sample's).
+    mutating func findOrMakeCohort(group: Int, values: [String], at window: Int64) -> Int? {
+        var hash = Self.seed(group)
+        for value in values { hash = Self.mix(hash, value.hashValue) }
+        if let slot = index.find(hash: UInt64(bitPattern: Int64(hash)), matches: { cohorts[Int($0)].group == group && cohorts[Int($0)].values == values }) {
+            return Int(slot)
+        }
+        return makeCohort(group: group, values: values, hash: hash, at: window)
     }
 
     /// A cohort's hash: its group, then each dimension value's hash, mixed.
@@ -426,6 +500,7 @@ public struct CohortTracker: Sendable {
         let end = start + rules.windowMs
         closedThrough = max(closedThrough, end)
         overall = closing.overall
+        sumFinestWindows(at: start)
         for slot in cohorts.indices where cohorts[slot].open.first.map({ $0.start <= start }) ?? false {
             let window = cohorts[slot].open.removeFirst()
             guard window.start == start else { continue }

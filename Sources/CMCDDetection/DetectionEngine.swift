@@ -207,11 +207,12 @@ public struct DetectionEngine: Sendable {
         // check per detector).
         slots.withUnsafeMutableBufferPointer { slots in
             let session = slots.baseAddress! + Int(slot)
-            let was = observing ? SessionObservation.Before(session.pointee) : nil
+            let was = observing ? SessionObservation.Before(session) : nil
             defer {
                 if let was {
                     observation = SessionObservation(
-                        was, &session.pointee, time: sample.time, windowMs: windowMs, gapMs: gapMs, isNew: isNew, pauseGapMs: pauseGapMs)
+                        was, &session.pointee, time: sample.time, windowMs: windowMs, gapMs: gapMs, isNew: isNew, pauseGapMs: pauseGapMs,
+                        signals: signals)
                 }
             }
             if let cid = sample.contentID, session.pointee.contentID != cid { session.pointee.contentID = cid }

@@ -1,3 +1,4 @@
+import CMCD
 /// What one sample showed of its session, for cohort windows: the engine fills it after the
 /// detectors ran, so cohorts count sessions without keeping sessions of their own.
 public struct SessionObservation: Sendable, Equatable {
@@ -18,11 +19,17 @@ public struct SessionObservation: Sendable, Equatable {
     public var watchedMs: Int64
     /// Of which stalled.
     public var stalledMs: Int64
+    /// The request's `br` (media requests only) and `mtp`, largest components, kbps.
+    public var bitrateKbps: Int64?
+    public var throughputKbps: Int64?
 
     public init(
         firstInWindow: Bool = true, isNew: Bool = false, startupMs: Int32? = nil, firstStalledInWindow: Bool = false,
-        firstCriticalDropInWindow: Bool = false, firstStuckInWindow: Bool = false, watchedMs: Int64 = 0, stalledMs: Int64 = 0
+        firstCriticalDropInWindow: Bool = false, firstStuckInWindow: Bool = false, watchedMs: Int64 = 0, stalledMs: Int64 = 0,
+        bitrateKbps: Int64? = nil, throughputKbps: Int64? = nil
     ) {
+        self.bitrateKbps = bitrateKbps
+        self.throughputKbps = throughputKbps
         self.firstInWindow = firstInWindow
         self.isNew = isNew
         self.startupMs = startupMs
@@ -39,16 +46,24 @@ public struct SessionObservation: Sendable, Equatable {
         var watching: Bool
         var startupMs: Int32
 
-        init(_ session: SessionState) {
-            stalled = session.isStalled
-            watching = stalled || session.phase == .playing || session.phase == .rebuffering
-            startupMs = session.qoe.startupMs
+        /// Read field by field through the pointer: a `SessionState` argument would be a copy
+        /// of the whole state (and a retain of everything it holds) per sample.
+        init(_ session: UnsafeMutablePointer<SessionState>) {
+            stalled = session.pointee.phase == .rebuffering || session.pointee.starvation?.stalledAt != nil
+            watching = stalled || session.pointee.phase == .playing
+            startupMs = session.pointee.qoe.startupMs
         }
     }
 
     /// Compares the session before and after a sample at `time`, and marks in the session
     /// what this window has counted of it.
-    init(_ before: Before, _ session: inout SessionState, time: Int64, windowMs: Int64, gapMs: Int64, isNew: Bool, pauseGapMs: Int64) {
+    init(
+        _ before: Before, _ session: inout SessionState, time: Int64, windowMs: Int64, gapMs: Int64, isNew: Bool, pauseGapMs: Int64,
+        signals: CMCDSignals
+    ) {
+        let media = signals.objectType.map { $0 == .video || $0 == .muxed || $0 == .audio } ?? false
+        bitrateKbps = media ? signals.encodedBitrate : nil
+        throughputKbps = signals.measuredThroughput
         let window = Int32(truncatingIfNeeded: time / windowMs)
         firstInWindow = session.cohortWindow != window || isNew
         if firstInWindow {
