@@ -43,7 +43,9 @@ extension AlertStore {
     /// joined the group since), leased to
     /// `owner` and stamped with the delivery's webhook id, which stays theirs across retries and
     /// restarts. Rows this owner holds (claimed in the same round) join; the caller skips them
-    /// afterwards. Returns the members, the claimed one among them.
+    /// afterwards. The conditions are checked again on each row as it is updated, so a
+    /// dispatcher that waited for another's lock takes nothing the other just took (PostgreSQL
+    /// re-reads only the outer WHERE). Returns the members, the claimed one among them.
     public func claimGroup(of leader: NotificationRecord, owner: String, now: Int64, leaseUntil: Int64) async throws -> [NotificationRecord] {
         guard let key = leader.groupKey else { return [leader] }
         let event = leader.groupEvent ?? "evt_" + FNV1a128.hex(of: ["group", key, leader.id])
@@ -60,7 +62,8 @@ extension AlertStore {
                       WHERE f.alert_id = n.alert_id AND f.route = n.route AND f.kind = 'firing' AND f.state = 'pending'))
                 ORDER BY CASE WHEN n.group_event = $1 THEN 0 ELSE 1 END, n.created_at, n.id
                 LIMIT $7)
-            AND state = 'pending'
+            AND state = 'pending' AND (group_event = $1 OR ($8 = 0 AND group_event IS NULL AND group_key = $5))
+            AND (lease_until <= $6 OR lease_owner = $3)
             RETURNING \(Self.notificationColumns)
             """,
             [

@@ -309,28 +309,31 @@ public final class WebhookDispatcher: Service, Sendable {
         }
     }
 
-    /// Repeats for routes that ask for them, expiry of old undelivered notifications, retention.
+    /// Puts a `repeat` or `update` notification of each alert in the outbox, numbered after
+    /// those it had (so every daemon sharing the table gives it the same id).
+    func enqueue(_ kind: OutboxEntry.Kind, on route: DetectionRules.Route, for alerts: [(AlertRecord, Int)], now: Int64) async throws {
+        for (alert, sent) in alerts {
+            let id = WebhookRouting.eventID(alertID: alert.id, route: route.name, kind: kind, sequence: sent + 1)
+            let payload = WebhookRouting.payload(eventID: id, kind: kind, route: route.name, finding: alert.findingJSON, now: now)
+            try await store.record(
+                [], notifications: [OutboxEntry(id: id, alertID: alert.id, route: route.name, endpoint: route.webhook, kind: kind, payload: payload)],
+                now: now)
+        }
+    }
+
+    /// Repeats and incident updates for routes that ask for them, expiry of old undelivered
+    /// notifications, retention.
     func maintain(now: Int64) async {
         do {
             let known = Set(endpoints.map(\.name))
             for route in routes where known.contains(route.webhook) {
-                guard let interval = route.repeatIntervalMs else { continue }
-                for (alert, repeats) in try await store.alertsDueForRepeat(route: route.name, before: now - interval, limit: 1_000) {
-                    let id = WebhookRouting.eventID(alertID: alert.id, route: route.name, kind: .repeat, sequence: repeats + 1)
-                    let payload = WebhookRouting.payload(eventID: id, kind: .repeat, route: route.name, finding: alert.findingJSON, now: now)
-                    try await store.record(
-                        [], notifications: [OutboxEntry(id: id, alertID: alert.id, route: route.name, endpoint: route.webhook, kind: .repeat, payload: payload)],
-                        now: now)
+                if let interval = route.repeatIntervalMs {
+                    let due = try await store.alertsDueForRepeat(route: route.name, before: now - interval, limit: 1_000)
+                    try await enqueue(.repeat, on: route, for: due.map { ($0.alert, $0.repeats) }, now: now)
                 }
-            }
-            for route in routes where known.contains(route.webhook) && (route.types.isEmpty || route.types.contains(.incident)) {
-                guard let interval = route.groupIntervalMs else { continue }
-                for (alert, updates) in try await store.incidentsDueForUpdate(route: route.name, before: now - interval, limit: 1_000) {
-                    let id = WebhookRouting.eventID(alertID: alert.id, route: route.name, kind: .update, sequence: updates + 1)
-                    let payload = WebhookRouting.payload(eventID: id, kind: .update, route: route.name, finding: alert.findingJSON, now: now)
-                    try await store.record(
-                        [], notifications: [OutboxEntry(id: id, alertID: alert.id, route: route.name, endpoint: route.webhook, kind: .update, payload: payload)],
-                        now: now)
+                if let interval = route.groupIntervalMs, route.types.isEmpty || route.types.contains(.incident) {
+                    let due = try await store.incidentsDueForUpdate(route: route.name, before: now - interval, limit: 1_000)
+                    try await enqueue(.update, on: route, for: due.map { ($0.alert, $0.updates) }, now: now)
                 }
             }
             for endpoint in endpoints {
