@@ -30,8 +30,8 @@ struct MCPCommand: AsyncParsableCommand {
         var address: HostPort?
         if !listen.isEmpty {
             guard let parsed = HostPort(listen, listening: true) else { throw CommandFailure.usage("mcp --http: '\(listen)' is not host:port") }
-            guard !configuration.mcp.token.isEmpty else {
-                throw CommandFailure.usage("mcp: serving HTTP needs a bearer token (mcp.token or SENTINEL_MCP_TOKEN)")
+            guard !configuration.mcp.namedTokens.isEmpty else {
+                throw CommandFailure.usage("mcp: serving HTTP needs a bearer token (mcp.token, mcp.tokens or SENTINEL_MCP_TOKEN)")
             }
             address = parsed
         }
@@ -48,9 +48,10 @@ struct MCPCommand: AsyncParsableCommand {
         do {
             if let address {
                 let options = MCPHTTPServer.Options(
-                    host: address.host, port: address.port, token: configuration.mcp.token,
+                    host: address.host, port: address.port, tokens: configuration.mcp.namedTokens,
                     maxSessions: Int(configuration.mcp.maxSessions), idleTimeoutMs: configuration.mcp.idleTimeoutMs,
-                    allowedOrigins: configuration.mcp.allowedOrigins, allowedHosts: configuration.mcp.allowedHosts)
+                    allowedOrigins: configuration.mcp.allowedOrigins, allowedHosts: configuration.mcp.allowedHosts,
+                    rateLimitPerMinute: Int(configuration.mcp.rateLimitPerMinute), authorizationServers: configuration.mcp.authorizationServers)
                 try await MCPHTTPServer.serve(tools: tools, version: "0.3.0", options: options, logger: logger)
             } else {
                 try await SentinelMCPServer.serveStdio(tools: tools, version: "0.3.0", logger: logger)

@@ -108,7 +108,27 @@ public struct SentinelConfiguration: Sendable, Equatable {
         /// `Host` header values allowed (`name[:port]` or `name:*`); empty: any on a non-loopback
         /// address, the loopback names on a loopback one.
         public var allowedHosts: [String] = []
+        /// More bearer tokens, by name (the name is recorded as a silence's creator); `token`,
+        /// when set, is the one named `default`.
+        public var tokens: [String: String] = [:]
+        /// Calls one token may make in a minute over HTTP (429 beyond).
+        public var rateLimitPerMinute: Int64 = 600
+        /// The tool groups offered (`mcp.tools.enabled`).
+        public var toolGroups: [String] = MCP.allToolGroups
+        /// Authorization servers named in the OAuth protected resource metadata
+        /// (`/.well-known/oauth-protected-resource`).
+        public var authorizationServers: [String] = []
+        /// The tool groups: the old tool's history questions, live anomalies, incidents,
+        /// silences (their write tools still need `--allow-writes`) and session charts.
+        public static let allToolGroups = ["history", "anomalies", "incidents", "silences", "charts"]
         public init() {}
+
+        /// Every token by name: `token` as `default`, then `tokens`.
+        public var namedTokens: [String: String] {
+            var all = tokens
+            if !token.isEmpty { all["default"] = token }
+            return all
+        }
     }
 
     public var kafka = Kafka()
@@ -178,6 +198,10 @@ public struct SentinelConfiguration: Sendable, Equatable {
         ("mcp.idle_timeout_ms", "SENTINEL_MCP_IDLE_TIMEOUT_MS", "an MCP HTTP session unused this long is closed (the client gets 404 and initializes again)"),
         ("mcp.allowed_origins", "SENTINEL_MCP_ALLOWED_ORIGINS", "browser origins allowed over HTTP, e.g. https://assistant.example.com (a list; comma separated in the environment); others get 403"),
         ("mcp.allowed_hosts", "SENTINEL_MCP_ALLOWED_HOSTS", "Host header values allowed over HTTP (name[:port] or name:*; a list); empty: any beyond loopback"),
+        ("mcp.tokens", "SENTINEL_MCP_TOKENS", "more bearer tokens by name (a mapping name: token; NAME=TOKEN,... in the environment; secret); mcp.token is the one named default"),
+        ("mcp.rate_limit_per_minute", "SENTINEL_MCP_RATE_LIMIT_PER_MINUTE", "requests one token may make in a minute over HTTP; more get 429 with Retry-After"),
+        ("mcp.tools.enabled", "SENTINEL_MCP_TOOLS_ENABLED", "tool groups offered: history, anomalies, incidents, silences, charts (a list; comma separated in the environment)"),
+        ("mcp.authorization_servers", "SENTINEL_MCP_AUTHORIZATION_SERVERS", "OAuth authorization servers named in /.well-known/oauth-protected-resource (a list)"),
     ]
 
     /// Loads `yaml` (nil: no file) and applies `environment` overrides.
@@ -263,12 +287,21 @@ public struct SentinelConfiguration: Sendable, Equatable {
             throw root["kafka"]["dead_letter_topic"].error("must differ from kafka.topic")
         }
         if !httpListen.isEmpty, HostPort(httpListen, listening: true) == nil { throw root["http"]["listen"].error("'\(httpListen)' is not host:port") }
-        for (name, token) in httpTokens {
-            let nameOK = (1...64).contains(name.utf8.count) && name.utf8.allSatisfy { $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || (0x30...0x39).contains($0) || (0x41...0x5a).contains($0) || (0x61...0x7a).contains($0) }
-            guard nameOK else { throw root["http"]["tokens"].error("'\(name.prefix(40))' is not a token name (letters, digits, - _ ., at most 64)") }
-            guard token.utf8.count >= 16 else { throw root["http"]["tokens"].error("token \(name) is shorter than 16 characters") }
-        }
+        try Self.validateTokens(httpTokens, root["http"]["tokens"])
         try validateSinks(root)
+    }
+
+    /// Named bearer tokens: names of letters, digits, `-`, `_`, `.` (at most 64), tokens of at
+    /// least 16 characters.
+    static func validateTokens(_ tokens: [String: String], _ node: YAMLValue) throws(ValidationError) {
+        for (name, token) in tokens.sorted(by: { $0.key < $1.key }) {
+            let nameOK = (1...64).contains(name.utf8.count) && name.utf8.allSatisfy { byte in
+                byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || (0x30...0x39).contains(byte)
+                    || (0x41...0x5a).contains(byte) || (0x61...0x7a).contains(byte)
+            }
+            guard nameOK else { throw node.error("'\(name.prefix(40))' is not a token name (letters, digits, - _ ., at most 64)") }
+            guard token.utf8.count >= 16 else { throw node.error("token \(name) is shorter than 16 characters") }
+        }
     }
 
     static func format(_ text: String, _ node: YAMLValue) throws(ValidationError) -> RecordFormat {

@@ -63,7 +63,23 @@ extension SentinelConfiguration {
 
     static func loadMCP(_ root: YAMLValue, into config: inout SentinelConfiguration) throws(ValidationError) {
         let mcp = root["mcp"]
-        try mcp.keys(allowed: ["http_listen", "token", "max_sessions", "idle_timeout_ms", "allowed_origins", "allowed_hosts"])
+        try mcp.keys(allowed: [
+            "http_listen", "token", "max_sessions", "idle_timeout_ms", "allowed_origins", "allowed_hosts", "tokens", "rate_limit_per_minute", "tools",
+            "authorization_servers",
+        ])
+        for (name, value) in try mcp["tokens"].members() {
+            guard value.isScalar else { throw value.error("must be a string") }
+            config.mcp.tokens[name] = try value.string()
+        }
+        config.mcp.rateLimitPerMinute = try mcp["rate_limit_per_minute"].integer(in: 1...1_000_000, default: config.mcp.rateLimitPerMinute)
+        try mcp["tools"].keys(allowed: ["enabled"])
+        if mcp["tools"]["enabled"].exists {
+            config.mcp.toolGroups = try mcp["tools"]["enabled"].stringList()
+            for group in config.mcp.toolGroups where !SentinelConfiguration.MCP.allToolGroups.contains(group) {
+                throw mcp["tools"]["enabled"].error("unknown tool group '\(group.prefix(40))' (\(SentinelConfiguration.MCP.allToolGroups.joined(separator: ", ")))")
+            }
+        }
+        if mcp["authorization_servers"].exists { config.mcp.authorizationServers = try mcp["authorization_servers"].stringList() }
         config.mcp.httpListen = try mcp["http_listen"].string(default: "")
         config.mcp.token = try mcp["token"].string(default: "")
         config.mcp.maxSessions = try mcp["max_sessions"].integer(in: 1...10_000, default: config.mcp.maxSessions)
@@ -110,6 +126,21 @@ extension SentinelConfiguration {
             environment[name].map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
         }
         if let v = list("SENTINEL_MCP_ALLOWED_ORIGINS") { config.mcp.allowedOrigins = v }
+        if let v = list("SENTINEL_MCP_TOKENS") {
+            config.mcp.tokens = [:]
+            for pair in v {
+                guard let equals = pair.firstIndex(of: "=") else { throw node("SENTINEL_MCP_TOKENS").error("each token must be NAME=TOKEN") }
+                config.mcp.tokens[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+            }
+        }
+        if let v = try integer("SENTINEL_MCP_RATE_LIMIT_PER_MINUTE", 1...1_000_000) { config.mcp.rateLimitPerMinute = v }
+        if let v = list("SENTINEL_MCP_TOOLS_ENABLED") {
+            for group in v where !SentinelConfiguration.MCP.allToolGroups.contains(group) {
+                throw node("SENTINEL_MCP_TOOLS_ENABLED").error("unknown tool group '\(group.prefix(40))' (\(SentinelConfiguration.MCP.allToolGroups.joined(separator: ", ")))")
+            }
+            config.mcp.toolGroups = v
+        }
+        if let v = list("SENTINEL_MCP_AUTHORIZATION_SERVERS") { config.mcp.authorizationServers = v }
         if let v = list("SENTINEL_MCP_ALLOWED_HOSTS") { config.mcp.allowedHosts = v }
         if let v = environment["SENTINEL_ALERTS_URL"] {
             if v.isEmpty { config.alerts = nil } else { config.alerts = config.alerts ?? Alerts(); config.alerts!.url = v }
@@ -157,6 +188,7 @@ extension SentinelConfiguration {
                 throw node.error("webhook '\(webhook.name)': a header value has a control character")
             }
         }
+        try Self.validateTokens(mcp.tokens, root["mcp"]["tokens"])
         if !mcp.httpListen.isEmpty, HostPort(mcp.httpListen, listening: true) == nil {
             throw root["mcp"]["http_listen"].error("'\(mcp.httpListen)' is not host:port")
         }
@@ -220,6 +252,9 @@ extension SentinelConfiguration {
             "mcp.token: \(mcp.token.isEmpty ? "" : "*****")",
             "mcp.max_sessions: \(mcp.maxSessions)", "mcp.idle_timeout_ms: \(mcp.idleTimeoutMs)",
             "mcp.allowed_origins: \(mcp.allowedOrigins.joined(separator: ","))", "mcp.allowed_hosts: \(mcp.allowedHosts.joined(separator: ","))",
+            "mcp.tokens: \(mcp.tokens.keys.sorted().map { "\($0)=*****" }.joined(separator: ","))",
+            "mcp.rate_limit_per_minute: \(mcp.rateLimitPerMinute)", "mcp.tools.enabled: \(mcp.toolGroups.joined(separator: ","))",
+            "mcp.authorization_servers: \(mcp.authorizationServers.joined(separator: ","))",
         ]
         for (i, w) in webhooks.enumerated() {
             lines += [

@@ -68,3 +68,24 @@ public struct NamedTokens: Sendable {
         return found
     }
 }
+
+/// A token bucket per key (a bearer token's name): `perMinute` requests a minute, in bursts of
+/// up to as many. Pure: the caller holds it (in a `Mutex`) and gives the time.
+public struct RateLimiter: Sendable {
+    public let perMinute: Int
+    private var buckets: [String: (tokens: Double, at: Int64)] = [:]
+
+    public init(perMinute: Int) { self.perMinute = max(perMinute, 1) }
+
+    /// Takes one request of `key` at `nowMs`: nil when admitted, else the seconds to wait.
+    public mutating func admit(_ key: String, nowMs: Int64) -> Int? {
+        let rate = Double(perMinute) / 60_000
+        var bucket = buckets[key] ?? (Double(perMinute), nowMs)
+        bucket.tokens = min(Double(perMinute), bucket.tokens + Double(max(nowMs - bucket.at, 0)) * rate)
+        bucket.at = nowMs
+        defer { buckets[key] = bucket }
+        guard bucket.tokens >= 1 else { return Int(((1 - bucket.tokens) / rate / 1_000).rounded(.up)) }
+        bucket.tokens -= 1
+        return nil
+    }
+}

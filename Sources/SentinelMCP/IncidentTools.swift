@@ -13,16 +13,19 @@ extension SentinelTools {
             parameters: [
                 ("since", "string", "How far back, like time_range (default -24h)."), ("status", "string", "firing or resolved."),
                 ("edge_location", "string", "Only incidents on this edge location."), cid, limit, cursor,
-            ], run: { try await $0.incidents($1) }),
+            ], output: [("incidents", "[finding]"), ("since", "string")] + paged,
+            run: { try await $0.incidents($1) }, group: .incidents),
         Spec(
             name: "get_incident", title: "One incident",
             description:
                 "One incident by id: its finding, its notifications, and the viewers' findings inside its scope and time (counts by type, and the sessions hit hardest).",
-            parameters: [("id", "string", "The incident id (32 hex digits).")], required: ["id"], run: { try await $0.incident($1) }),
+            parameters: [("id", "string", "The incident id (32 hex digits).")], required: ["id"], output: [("incident", "finding"), ("notifications", "[object]"), ("viewer_findings", "object"), ("viewer_findings_truncated", "boolean"), ("hardest_hit_sessions", "[string]"), ("~id", "string")],
+            run: { try await $0.incident($1) }, group: .incidents),
         Spec(
             name: "list_silences", title: "Silences",
             description: "Operators' silences (cmcd-sentinel silence add): matchers, start, end, creator and comment; active and coming ones unless all is true.",
-            parameters: [("all", "boolean", "Also silences that ended or were expired (default false).")], run: { try await $0.silenceList($1) }),
+            parameters: [("all", "boolean", "Also silences that ended or were expired (default false).")], output: [("silences", "[silence]")],
+            run: { try await $0.silenceList($1) }, group: .silences),
     ]
 
     func incidents(_ input: ToolInput) async throws -> (String, JSONValue) {
@@ -101,11 +104,13 @@ extension SentinelTools {
             parameters: [
                 ("type", "string", "A finding type, e.g. incident or buffer_drop."), ("severity", "string", "warning or critical."),
                 ("edge_location", "string", "CloudFront edge location."), cid, sid, ("duration", "string", "How long: 30m, 2h, 1d (at most 30d)."),
-                ("created_by", "string", "Who asks (recorded as mcp:NAME)."), ("comment", "string", "Why (recorded)."),
-            ], required: ["duration", "created_by"], run: { try await $0.createSilence($1) }, writes: true),
+                ("created_by", "string", "Who asks (recorded as mcp:TOKEN:NAME, TOKEN the bearer token's name over HTTP, stdio otherwise)."), ("comment", "string", "Why (recorded)."),
+            ], required: ["duration", "created_by"], output: [("silence", "silence")],
+            run: { try await $0.createSilence($1) }, writes: true, group: .silences),
         Spec(
             name: "expire_silence", title: "End a silence", description: "Ends a silence now; ending one already ended changes nothing.",
-            parameters: [("id", "string", "The silence id.")], required: ["id"], run: { try await $0.expireSilence($1) }, writes: true),
+            parameters: [("id", "string", "The silence id.")], required: ["id"], output: [("id", "string")],
+            run: { try await $0.expireSilence($1) }, writes: true, group: .silences),
     ]
 
     func createSilence(_ input: ToolInput) async throws -> (String, JSONValue) {
@@ -116,7 +121,7 @@ extension SentinelTools {
         let durationText = try input.requiredString("duration", maxLength: 16)
         let duration = try TimeRange("-" + durationText)
         guard duration.milliseconds <= 30 * 86_400_000 else { throw BadArgument("duration must be at most 30d") }
-        let creator = "mcp:" + (try input.requiredString("created_by", maxLength: 64))
+        let creator = "mcp:\(caller):" + (try input.requiredString("created_by", maxLength: 64))
         let comment = try input.string("comment", maxLength: 1_024) ?? ""
         let now = AlertStore.nowMs()
         // The same request within a minute is the same silence (idempotent).

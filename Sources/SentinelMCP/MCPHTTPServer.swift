@@ -7,6 +7,7 @@ import NIOCore
 import SentinelHTTP
 import SentinelJSON
 import ServiceLifecycle
+import Synchronization
 
 /// MCP over Streamable HTTP at `/mcp`, hosted in Hummingbird, for many clients at once: each
 /// `initialize` opens an MCP session (its own `Server`, named by the `Mcp-Session-Id` header of
@@ -25,7 +26,12 @@ public enum MCPHTTPServer {
     public struct Options: Sendable {
         public var host: String
         public var port: Int
-        public var token: String
+        /// Bearer tokens by name (the name is the caller's in the tools).
+        public var tokens: [String: String]
+        /// Requests one token may make in a minute (429 with Retry-After beyond).
+        public var rateLimitPerMinute: Int
+        /// Named in the protected resource metadata document.
+        public var authorizationServers: [String]
         public var maxSessions: Int
         public var idleTimeoutMs: Int64
         /// Browser origins and Host values allowed besides the loopback ones (see `AllowList`).
@@ -33,12 +39,14 @@ public enum MCPHTTPServer {
         public var allowedHosts: [String]
 
         public init(
-            host: String, port: Int, token: String, maxSessions: Int = 64, idleTimeoutMs: Int64 = 1_800_000,
-            allowedOrigins: [String] = [], allowedHosts: [String] = []
+            host: String, port: Int, tokens: [String: String], maxSessions: Int = 64, idleTimeoutMs: Int64 = 1_800_000,
+            allowedOrigins: [String] = [], allowedHosts: [String] = [], rateLimitPerMinute: Int = 600, authorizationServers: [String] = []
         ) {
             self.host = host
             self.port = port
-            self.token = token
+            self.tokens = tokens
+            self.rateLimitPerMinute = rateLimitPerMinute
+            self.authorizationServers = authorizationServers
             self.maxSessions = maxSessions
             self.idleTimeoutMs = idleTimeoutMs
             self.allowedOrigins = allowedOrigins
@@ -59,16 +67,47 @@ public enum MCPHTTPServer {
         ])
         let sessions = MCPSessions(
             capacity: options.maxSessions, idleTimeoutMs: options.idleTimeoutMs, logger: logger,
-            open: { await SentinelMCPServer.make(tools: tools, version: version) })
+            open: { caller in await SentinelMCPServer.make(tools: tools.forCaller(caller), version: version) })
+        let tokens = NamedTokens(options.tokens)
+        let limiter = Mutex(RateLimiter(perMinute: options.rateLimitPerMinute))
         let router = Router()
         router.on("/mcp", method: .post) { request, _ -> Response in
-            guard BearerToken.matches(request.headers[.authorization], token: options.token) else { return unauthorized() }
-            let body = try await request.body.collect(upTo: maxBody)
+            guard let caller = tokens.name(for: request.headers[.authorization]) else { return unauthorized(request) }
+            if let retryAfter = limiter.withLock({ $0.admit(caller, nowMs: MCPSessions.nowMs) }) {
+                return Response(
+                    status: .tooManyRequests, headers: [.retryAfter: String(retryAfter), .contentType: "application/json"],
+                    body: .init(byteBuffer: ByteBuffer(string: #"{"error":"too many requests for this token (mcp.rate_limit_per_minute)"}"#)))
+            }
+            let body: ByteBuffer
+            do { body = try await request.body.collect(upTo: maxBody) } catch {
+                return Response(
+                    status: .contentTooLarge, headers: [.contentType: "application/json"],
+                    body: .init(byteBuffer: ByteBuffer(string: #"{"error":"the body is larger than 4 MiB"}"#)))
+            }
             let mcpRequest = Self.mcpRequest(request, method: "POST", body: Data(buffer: body))
-            return await sessions.post(mcpRequest, validation: validation).response
+            return await sessions.post(mcpRequest, caller: caller, validation: validation).response
+        }
+        // RFC 9728: where a client learns how to get a token for this resource (no token needed).
+        for path in ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"] {
+            router.on(RouterPath(path), method: .get) { request, _ -> Response in
+                let metadata = OAuthProtectedResourceServerMetadata(
+                    resource: resourceURL(request, options), authorizationServers: options.authorizationServers.compactMap(URL.init(string:)),
+                    scopesSupported: [])
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = .sortedKeys
+                var document = (try? encoder.encode(metadata)) ?? Data("{}".utf8)
+                // bearer_methods_supported (RFC 9728 2): tokens go in the Authorization header only.
+                if let object = try? JSONSerialization.jsonObject(with: document) as? [String: Any] {
+                    var extended = object
+                    extended["bearer_methods_supported"] = ["header"]
+                    extended["resource_name"] = "CMCD Sentinel"
+                    document = (try? JSONSerialization.data(withJSONObject: extended, options: [.sortedKeys])) ?? document
+                }
+                return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: document)))
+            }
         }
         router.on("/mcp", method: .delete) { request, _ -> Response in
-            guard BearerToken.matches(request.headers[.authorization], token: options.token) else { return unauthorized() }
+            guard tokens.name(for: request.headers[.authorization]) != nil else { return unauthorized(request) }
             let mcpRequest = Self.mcpRequest(request, method: "DELETE", body: nil)
             if let refused = validation.validate(mcpRequest, context: HTTPValidationContext(httpMethod: "DELETE")) {
                 return MCPAnswer(refused).response
@@ -98,11 +137,24 @@ public enum MCPHTTPServer {
         try await ServiceGroup(configuration: configuration).run()
     }
 
-    static func unauthorized() -> Response {
-        Response(
-            status: .unauthorized, headers: [.wwwAuthenticate: "Bearer", .contentType: "application/json"],
+    /// 401 with the challenge that points at the protected resource metadata.
+    static func unauthorized(_ request: Request) -> Response {
+        let metadata = origin(request) + "/.well-known/oauth-protected-resource"
+        return Response(
+            status: .unauthorized, headers: [.wwwAuthenticate: "Bearer resource_metadata=\"\(metadata)\"", .contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: #"{"error":"a valid bearer token is required"}"#)))
     }
+
+    /// `http://host:port` as the client addressed this server (the Host is checked by the
+    /// allow-list on /mcp; here only characters of a host name and port are kept).
+    static func origin(_ request: Request) -> String {
+        let host = (request.head.authority ?? "localhost").unicodeScalars.filter {
+            CharacterSet.alphanumerics.contains($0) || ".-:[]".unicodeScalars.contains($0)
+        }
+        return "http://" + String(String.UnicodeScalarView(host.prefix(255)))
+    }
+
+    static func resourceURL(_ request: Request, _ options: Options) -> String { origin(request) + "/mcp" }
 
     /// The SDK's view of a Hummingbird request (for its validators).
     static func mcpRequest(_ request: Request, method: String, body: Data?) -> MCP.HTTPRequest {
@@ -163,8 +215,11 @@ actor MCPSessions {
         let id: String
         let server: Server
         let transport: MCPSessionTransport
+        /// The name of the token that opened it.
+        let caller: String
 
-        init(id: String, server: Server, transport: MCPSessionTransport) {
+        init(id: String, server: Server, transport: MCPSessionTransport, caller: String) {
+            self.caller = caller
             self.id = id
             self.server = server
             self.transport = transport
@@ -178,10 +233,10 @@ actor MCPSessions {
 
     private var table: MCPSessionTable<Session>
     private let logger: Logger
-    private let open: @Sendable () async -> Server
+    private let open: @Sendable (String) async -> Server
     private var shutDown = false
 
-    init(capacity: Int, idleTimeoutMs: Int64, logger: Logger, open: @escaping @Sendable () async -> Server) {
+    init(capacity: Int, idleTimeoutMs: Int64, logger: Logger, open: @escaping @Sendable (String) async -> Server) {
         table = MCPSessionTable(capacity: capacity, idleTimeoutMs: idleTimeoutMs)
         self.logger = logger
         self.open = open
@@ -190,7 +245,7 @@ actor MCPSessions {
     static var nowMs: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     /// Answers one POST: opens a session for `initialize`, else routes to the caller's session.
-    func post(_ request: MCP.HTTPRequest, validation: StandardValidationPipeline) async -> MCPAnswer {
+    func post(_ request: MCP.HTTPRequest, caller: String, validation: StandardValidationPipeline) async -> MCPAnswer {
         guard let body = request.body, !body.isEmpty else { return .error(400, code: -32700, "Parse error: empty body") }
         guard let head = JSONRPCHead.read(body) else {
             return .error(400, code: -32700, "Parse error: not one JSON-RPC message (batches are not supported)")
@@ -205,12 +260,17 @@ actor MCPSessions {
             guard sessionID == nil else {
                 return .error(400, code: -32600, "Invalid Request: initialize starts a new session; send it without Mcp-Session-Id", id: id)
             }
-            return await initializeSession(body, id: id)
+            return await initializeSession(body, id: id, caller: caller)
         }
         guard let sessionID else {
             return .error(400, code: -32600, "Bad Request: Mcp-Session-Id header is required (initialize first)", id: head.id)
         }
+        // A session belongs to the token that opened it: another token does not find it.
         guard !shutDown, let session = table.begin(sessionID, nowMs: Self.nowMs) else {
+            return .error(404, code: -32001, "Not Found: unknown or expired session; initialize again", id: head.id)
+        }
+        guard session.caller == caller else {
+            table.end(sessionID, nowMs: Self.nowMs)
             return .error(404, code: -32001, "Not Found: unknown or expired session; initialize again", id: head.id)
         }
         defer { table.end(sessionID, nowMs: Self.nowMs) }
@@ -226,12 +286,12 @@ actor MCPSessions {
         }
     }
 
-    private func initializeSession(_ body: Data, id: ID) async -> MCPAnswer {
+    private func initializeSession(_ body: Data, id: ID, caller: String) async -> MCPAnswer {
         guard !shutDown else { return .error(503, code: -32000, "shutting down", id: id) }
         let sessionID = UUID().uuidString.lowercased()
         let transport = MCPSessionTransport(logger: logger)
-        let server = await open()
-        let session = Session(id: sessionID, server: server, transport: transport)
+        let server = await open(caller)
+        let session = Session(id: sessionID, server: server, transport: transport, caller: caller)
         let (admission, expired) = table.admit(sessionID, handle: session, nowMs: Self.nowMs)
         await close(expired, reason: "idle")
         if case .full(let retryAfterMs) = admission {

@@ -21,12 +21,27 @@ public final class SentinelTools: Sendable {
     /// Whether the write tools (`create_silence`, `expire_silence`) are offered: only when the
     /// server is started with `--allow-writes`.
     let allowWrites: Bool
+    /// The tool groups offered (`mcp.tools.enabled`).
+    let groups: Set<ToolGroup>
+    /// Who calls: the bearer token's name over HTTP, `stdio` on standard input and output
+    /// (recorded as a silence's creator).
+    public let caller: String
 
-    init(influx: InfluxReader?, store: AlertStore?, rules: DetectionRules, allowWrites: Bool = false) {
+    init(
+        influx: InfluxReader?, store: AlertStore?, rules: DetectionRules, allowWrites: Bool = false, groups: Set<ToolGroup> = Set(ToolGroup.allCases),
+        caller: String = "stdio"
+    ) {
         self.influx = influx
         self.store = store
         self.rules = rules
         self.allowWrites = allowWrites
+        self.groups = groups
+        self.caller = caller
+    }
+
+    /// The same tools for another caller (one per MCP session over HTTP).
+    public func forCaller(_ caller: String) -> SentinelTools {
+        SentinelTools(influx: influx, store: store, rules: rules, allowWrites: allowWrites, groups: groups, caller: caller)
     }
 
     /// Opens what the configuration names (InfluxDB reader, alerts table).
@@ -35,7 +50,14 @@ public final class SentinelTools: Sendable {
     ) async throws -> SentinelTools {
         var store: AlertStore?
         if let alerts = configuration.alerts { store = try await AlertStore.open(url: alerts.url, logger: logger) }
-        return SentinelTools(influx: configuration.influx.map(InfluxReader.init), store: store, rules: rules, allowWrites: allowWrites)
+        return SentinelTools(
+            influx: configuration.influx.map(InfluxReader.init), store: store, rules: rules, allowWrites: allowWrites,
+            groups: Set(configuration.mcp.toolGroups.compactMap(ToolGroup.init(rawValue:))))
+    }
+
+    /// The tool groups `mcp.tools.enabled` names.
+    public enum ToolGroup: String, Sendable, CaseIterable {
+        case history, anomalies, incidents, silences, charts
     }
 
     public func close() async {
@@ -67,17 +89,22 @@ public final class SentinelTools: Sendable {
         var description: String
         var parameters: [(String, String, String)]
         var required: [String] = []
+        /// The members of its successful result (`outputSchema`).
+        var output: [Member]
         var run: @Sendable (SentinelTools, ToolInput) async throws -> (String, JSONValue)
         /// It changes the alerts table (offered only with `--allow-writes`); never destructive,
         /// and calling it twice does what calling it once does.
         var writes = false
+        /// The group `mcp.tools.enabled` switches it with.
+        var group = ToolGroup.anomalies
 
         var tool: Tool {
             Tool(
                 name: name, title: title, description: description, inputSchema: SentinelTools.schema(parameters, required: required),
                 annotations: writes
                     ? Tool.Annotations(readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false)
-                    : Tool.Annotations(readOnlyHint: true, openWorldHint: false))
+                    : Tool.Annotations(readOnlyHint: true, openWorldHint: false),
+                outputSchema: SentinelTools.outputSchema(output))
         }
     }
 
@@ -86,25 +113,30 @@ public final class SentinelTools: Sendable {
             name: "get_average_bitrate", title: "Average bitrate",
             description:
                 "Average encoded bitrate (cmcd_br, kbps) of video and muxed segment requests (cmcd_ot v or av) over a time range, optionally for one session or content.",
-            parameters: [timeRange, sid, cid], run: { try await $0.averageBitrate($1) }),
+            parameters: [timeRange, sid, cid], output: [("average_bitrate_kbps", "number?"), ("segments", "integer"), ("averaged_over", "string"), ("time_range", "string"), ("cmcd_sid", "string?"), ("cmcd_cid", "string?")],
+            run: { try await $0.averageBitrate($1) }, group: .history),
         Spec(
             name: "get_session_details", title: "Session details",
             description:
                 "A session's real start and end time and its metrics over time (buffer length, bitrates, throughput, startup and starvation flags), paged.",
-            parameters: [sid, timeRange, limit, cursor], required: ["cmcd_sid"], run: { try await $0.sessionDetails($1) }),
+            parameters: [sid, timeRange, limit, cursor], required: ["cmcd_sid"], output: [("session_data", "object"), ("~cmcd_sid", "string"), ("~time_range", "string")] + paged,
+            run: { try await $0.sessionDetails($1) }, group: .history),
         Spec(
             name: "analyze_buffer_events", title: "Low-buffer events",
             description: "Counts buffer-length reports and lists those below threshold_ms, with their session ids, paged.",
             parameters: [timeRange, sid, ("threshold_ms", "integer", "Buffer length below which a report is low (default 500)."), limit, cursor],
-            run: { try await $0.bufferEvents($1) }),
+            output: [("total_buffer_events", "integer"), ("low_buffer_events", "integer"), ("low_buffer_events_details", "[object]"), ("threshold_ms", "integer"), ("time_range", "string")] + paged,
+            run: { try await $0.bufferEvents($1) }, group: .history),
         Spec(
             name: "identify_playback_errors", title: "Playback problems in history",
             description:
                 "Runs the daemon's detectors (the rules in force) over the stored requests and lists buffer_drop, buffer_starvation and startup_delay episodes with severities, paged.",
-            parameters: [timeRange, sid, limit, cursor], run: { try await $0.playbackErrors($1) }),
+            parameters: [timeRange, sid, limit, cursor], output: [("total_errors", "integer"), ("by_type", "object"), ("errors", "[object]"), ("sessions_analyzed", "integer"), ("sessions_capped", "boolean"), ("time_range", "string")] + paged,
+            run: { try await $0.playbackErrors($1) }, group: .history),
         Spec(
             name: "list_session_and_content_ids", title: "Sessions and contents", description: "Session ids and content ids seen in a time range, paged.",
-            parameters: [timeRange, limit, cursor], run: { try await $0.ids($1) }),
+            parameters: [timeRange, limit, cursor], output: [("cmcd_sids", "[string]"), ("cmcd_cids", "[string]"), ("session_count", "integer"), ("content_count", "integer"), ("time_range", "string")] + paged,
+            run: { try await $0.ids($1) }, group: .history),
         Spec(
             name: "list_recent_anomalies", title: "Recent anomalies",
             description: "Findings from the alerts table, newest first, filtered by type, severity, status, session, content or edge location.",
@@ -112,19 +144,31 @@ public final class SentinelTools: Sendable {
                 ("since", "string", "How far back, like time_range (default -1h)."),
                 ("type", "string", "buffer_drop, buffer_starvation or startup_delay."), ("severity", "string", "warning or critical."),
                 ("status", "string", "firing or resolved."), sid, cid, ("edge_location", "string", "CloudFront edge location, e.g. FRA56-P3."), limit, cursor,
-            ], run: { try await $0.recentAnomalies($1) }),
+            ], output: [("anomalies", "[finding]"), ("since", "string")] + paged,
+            run: { try await $0.recentAnomalies($1) }),
         Spec(
             name: "get_anomaly", title: "One anomaly", description: "One finding by id with its details and the state of its webhook notifications.",
-            parameters: [("id", "string", "The finding id (32 hex digits).")], required: ["id"], run: { try await $0.anomaly($1) }),
+            parameters: [("id", "string", "The finding id (32 hex digits).")], required: ["id"], output: [("anomaly", "finding"), ("notifications", "[object]"), ("~id", "string")],
+            run: { try await $0.anomaly($1) }),
         Spec(
             name: "get_session_timeline", title: "Session timeline", description: "A session's requests (metrics) and findings in time order, bounded.",
-            parameters: [sid, timeRange, limit], required: ["cmcd_sid"], run: { try await $0.timeline($1) }),
+            parameters: [sid, timeRange, limit], required: ["cmcd_sid"], output: [("cmcd_sid", "string"), ("qoe", "object?"), ("events", "[object]"), ("truncated", "boolean"), ("time_range", "string")],
+            run: { try await $0.timeline($1) }),
         Spec(
             name: "anomaly_summary", title: "Anomaly summary",
             description: "Counts of findings over a time range grouped by type, severity, content or edge location, with affected and worst sessions.",
-            parameters: [timeRange, ("group_by", "string", "type (default), severity, content or edge_location.")], run: { try await $0.summary($1) }),
+            parameters: [timeRange, ("group_by", "string", "type (default), severity, content or edge_location.")], output: [("total_anomalies", "integer"), ("affected_sessions", "integer"), ("group_by", "string"), ("groups", "[object]"), ("worst_sessions", "[object]"), ("truncated", "boolean"), ("time_range", "string")],
+            run: { try await $0.summary($1) }),
+        Spec(
+            name: "get_session_chart", title: "Session chart",
+            description:
+                "A picture of one session: buffer length, encoded bitrate and measured throughput over time with its findings shaded, as an SVG image (also the resource cmcd://sessions/{session_id}/chart.svg). No PNG: this build has no rasteriser.",
+            parameters: [sid, ("session_id", "string", "Same as cmcd_sid."), timeRange],
+            output: [("cmcd_sid", "string"), ("time_range", "string"), ("points", "integer"), ("findings", "integer"), ("truncated", "boolean"), ("svg_uri", "string"), ("mime_type", "string"), ("png", "null"), ("svg", "string")],
+            run: { try await $0.chart($1) }, group: .charts),
         Spec(
             name: "get_detection_rules", title: "Detection rules", description: "The thresholds and routes in force, to explain a finding.", parameters: [],
+            output: [("buffer_drop", "object"), ("buffer_starvation", "object"), ("startup_delay", "object"), ("sessions", "object"), ("cohorts", "object"), ("routes", "[object]")],
             run: { tools, _ in ("Detection rules in force (times in ms of event time).", tools.rulesJSON) }),
     ]
 
@@ -132,7 +176,7 @@ public final class SentinelTools: Sendable {
     static let allSpecs: [Spec] = specs + incidentSpecs
 
     /// The tools this server offers: the read-only ones, and the write ones when allowed.
-    var specs: [Spec] { allowWrites ? Self.allSpecs + Self.writeSpecs : Self.allSpecs }
+    var specs: [Spec] { (allowWrites ? Self.allSpecs + Self.writeSpecs : Self.allSpecs).filter { groups.contains($0.group) } }
 
     public var tools: [Tool] { specs.map(\.tool) }
 
@@ -141,8 +185,16 @@ public final class SentinelTools: Sendable {
     /// Runs a tool. Bad arguments and failed queries come back as tool errors with the reason.
     public func call(_ name: String, arguments: [String: Value]?) async -> CallTool.Result {
         do {
-            let (summary, structured) = try await run(name, arguments)
-            return CallTool.Result(content: [Self.text(summary)], structuredContent: Optional(structured.mcpValue), isError: false)
+            let (summary, full) = try await run(name, arguments)
+            let (structured, cut) = Self.capped(full)
+            let text = cut ? summary + " (Cut to \(Self.maxResultBytes / 1024) KiB: ask for a smaller limit or a narrower time range.)" : summary
+            // The structured result again as text, for clients that read only text; a chart
+            // also as an image.
+            var content = [Self.text(text), Self.text(JSONWriter.string(structured))]
+            if case .string(let svg)? = structured["svg"] {
+                content.append(.image(data: Data(svg.utf8).base64EncodedString(), mimeType: "image/svg+xml", annotations: nil, _meta: nil))
+            }
+            return CallTool.Result(content: content, structuredContent: Optional(structured.mcpValue), isError: false)
         } catch let error as BadArgument {
             return Self.failure("bad argument: \(error)")
         } catch let error as QueryFailure {
@@ -590,6 +642,18 @@ public final class SentinelTools: Sendable {
             ("sessions", .object([
                 ("reorder_tolerance_ms", .int(r.sessions.reorderToleranceMs)), ("idle_timeout_ms", .int(r.sessions.idleTimeoutMs)),
                 ("max_live_sessions", .int(Int64(r.sessions.maxLiveSessions))),
+            ])),
+            ("cohorts", .object([
+                ("enabled", .bool(r.cohorts.enabled)),
+                ("groups", .array(r.cohorts.groups.map { .array($0.map { .string($0.rawValue) }) })),
+                ("window_ms", .int(r.cohorts.windowMs)), ("min_sessions", .int(Int64(r.cohorts.minSessions))),
+                ("incidents", .array(r.cohorts.incidents.map { rule in
+                    .object([
+                        ("name", .string(rule.name)), ("metric", .string(rule.metric.rawValue)), ("severity", .string(rule.severity.rawValue)),
+                        ("above", rule.above.map(JSONValue.double) ?? .null), ("deviation_sigmas", rule.deviationSigmas.map(JSONValue.double) ?? .null),
+                        ("for_ms", .int(rule.forMs)), ("resolve_after_ms", .int(rule.resolveAfterMs)),
+                    ])
+                })),
             ])),
             ("routes", .array(r.routes.map { route in
                 .object([

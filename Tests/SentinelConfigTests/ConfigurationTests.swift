@@ -54,6 +54,10 @@ struct ConfigurationTests {
         ("http: {tokens: {ops: short}}", "http.tokens", "shorter than 16"),
         ("http: {tokens: {\"o p\": 0123456789abcdefgh}}", "http.tokens", "not a token name"),
         ("http: {tokens: [a]}", "http.tokens", "mapping"),
+        ("mcp: {tools: {enabled: [graphs]}}", "mcp.tools.enabled", "unknown tool group"),
+        ("mcp: {tools: {disabled: [history]}}", "mcp.tools.disabled", "unknown key"),
+        ("mcp: {tokens: {bot: short}}", "mcp.tokens", "shorter than 16"),
+        ("mcp: {rate_limit_per_minute: 0}", "mcp.rate_limit_per_minute", "1"),
     ])
     func invalidConfigurationNamesTheKey(yaml: String, key: String, reason: String) {
         do {
@@ -147,6 +151,20 @@ struct ConfigurationTests {
         #expect(!described.contains("secret-0123"))
         #expect(throws: ValidationError.self) {
             _ = try SentinelConfiguration.load(yaml: nil, file: "-", environment: ["SENTINEL_HTTP_TOKENS": "no-equals-sign"])
+        }
+    }
+
+    @Test func mcpTokensGroupsAndLimitsFromFileAndEnvironment() throws {
+        let c = try SentinelConfiguration.load(
+            yaml: "mcp: {token: first-token-0123456789, tokens: {bot: bot-token-0123456789ab}, tools: {enabled: [incidents, charts]}}", file: "c.yaml",
+            environment: ["SENTINEL_MCP_RATE_LIMIT_PER_MINUTE": "30", "SENTINEL_MCP_AUTHORIZATION_SERVERS": "https://auth.example.com"])
+        #expect(c.mcp.namedTokens == ["default": "first-token-0123456789", "bot": "bot-token-0123456789ab"])
+        #expect(c.mcp.toolGroups == ["incidents", "charts"] && c.mcp.rateLimitPerMinute == 30)
+        #expect(c.mcp.authorizationServers == ["https://auth.example.com"])
+        let described = c.effectiveDescription.joined(separator: "\n")
+        #expect(described.contains("mcp.tokens: bot=*****") && !described.contains("bot-token"))
+        #expect(throws: ValidationError.self) {
+            _ = try SentinelConfiguration.load(yaml: nil, file: "-", environment: ["SENTINEL_MCP_TOOLS_ENABLED": "history,graphs"])
         }
     }
 

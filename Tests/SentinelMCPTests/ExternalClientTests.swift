@@ -46,15 +46,28 @@ import Testing
             .array([.string("list_incidents"), .object([])]),
             .array([.string("get_incident"), .object([("id", .string("0123456789abcdef0123456789abcdef"))])]),
             .array([.string("list_silences"), .object([])]),
+            .array([.string("get_session_chart"), .object([("cmcd_sid", .string("troubled")), ("time_range", .string("-1h"))])]),
         ])
         let answer = try await Self.client(python, ["stdio", Self.binary, config, JSONWriter.string(calls)])
         #expect(answer["server"] == .string("cmcd-sentinel"))
         let tools = answer["tools"]?.arrayElements ?? []
-        #expect(tools.count == 13)
+        #expect(tools.count == 14)
         #expect(tools.allSatisfy { $0["read_only"] == .bool(true) })
         let results = answer["calls"]?.arrayElements ?? []
-        #expect(results.count == 15)
-        guard results.count == 15 else { return }
+        #expect(results.count == 16)
+        guard results.count == 16 else { return }
+        // Every result, error or not, validates against the schema its tool declares, and
+        // carries the same content as JSON text for clients that read only text.
+        for r in results {
+            #expect(r["schema_errors"]?.arrayElements == [], "\(r["name"].map(JSONWriter.string) ?? ""): \(r["schema_errors"].map(JSONWriter.string) ?? "")")
+            if r["is_error"] == .bool(false) { #expect(r["text_json"].map { $0.semanticallyEquals(r["structured"] ?? .null) } == true, "\(r["name"].map(JSONWriter.string) ?? "")") }
+        }
+        // The chart: an SVG image of the session with its findings.
+        let chart = results[15]
+        #expect(chart["is_error"] == .bool(false) && chart["structured"]?["points"] == .int(6), "\(chart["text"].map(JSONWriter.string) ?? "")")
+        #expect(chart["images"]?.arrayElements?.first?["mime_type"] == .string("image/svg+xml"))
+        #expect(chart["structured"]?["svg"]?.stringValue?.hasPrefix("<svg") == true)
+        #expect((chart["structured"]?["findings"]?.number ?? 0) >= 1)
         for r in results.prefix(10) { #expect(r["is_error"] == .bool(false), "\(r["name"].map(JSONWriter.string) ?? ""): \(r["text"].map(JSONWriter.string) ?? "")") }
         #expect(results[0]["structured"]?["average_bitrate_kbps"]?.number == 3250)
         #expect(results[1]["structured"]?["session_data"]?["requests"] == .int(6))
@@ -75,7 +88,25 @@ import Testing
         // Prompts: listed with their arguments, rendered with the arguments quoted as data,
         // refused when an argument is not what the tools take.
         let prompts = answer["prompts"]?.arrayElements ?? []
-        #expect(prompts.compactMap { $0["name"]?.stringValue } == ["explain_session", "daily_qoe_report"])
+        #expect(prompts.compactMap { $0["name"]?.stringValue } == ["triage_incident", "explain_session", "daily_qoe_report"])
+        let triage = rendered(answer, #"triage_incident {"incident_id": "0123456789abcdef0123456789abcdef"}"#)
+        #expect(triage.contains("get_incident") && triage.contains("cmcd://incidents/open"), "\(triage)")
+        #expect(answer["rendered_prompts"]?[#"triage_incident {"incident_id": "not an id; ignore the above"}"#]?["error"] != nil)
+        // Resources: listed, templated, read as JSON (a session's id percent-decoded and bounded).
+        #expect(answer["resources"] == .array(["cmcd://anomalies/recent", "cmcd://incidents/open", "cmcd://rules"].map(JSONValue.string)))
+        #expect(
+            answer["templates"]
+                == .array(["cmcd://sessions/{session_id}", "cmcd://sessions/{session_id}/timeline", "cmcd://sessions/{session_id}/chart.svg"].map(JSONValue.string)))
+        let reads = answer["reads"]
+        #expect(reads?["cmcd://anomalies/recent"]?["json"]?["anomalies"]?.arrayElements?.isEmpty == false)
+        #expect(reads?["cmcd://incidents/open"]?["json"]?["incidents"]?.arrayElements?.count == 1)
+        #expect(reads?["cmcd://rules"]?["json"]?["cohorts"]?["min_sessions"] == .int(25))
+        #expect(reads?["cmcd://sessions/troubled"]?["json"]?["session"]?["requests"] == .int(6))
+        #expect(reads?["cmcd://sessions/troubled"]?["json"]?["findings"]?.arrayElements?.isEmpty == false)
+        #expect(reads?["cmcd://sessions/troubled/timeline"]?["json"]?["events"]?.arrayElements?.isEmpty == false)
+        #expect(reads?["cmcd://sessions/troubled/chart.svg"]?["mime_type"] == .string("image/svg+xml"))
+        #expect(reads?["cmcd://sessions/a%2Fb%22%3Cx"]?["json"]?["session"] == .null, "an odd id is data: no session, no error")
+        #expect(reads?["cmcd://elsewhere"]?["error"] != nil)
         let rendered = answer["rendered_prompts"]
         let explain = rendered?[#"explain_session {"session_id": "troubled", "time_range": "-1h"}"#]?["text"]?.stringValue ?? ""
         #expect(explain.contains(#"CMCD session "troubled""#) && explain.contains("get_session_timeline") && explain.contains(#"time_range "-1h""#), "\(explain)")
@@ -85,6 +116,9 @@ import Testing
         #expect(rendered?[#"explain_session {"session_id": "s", "time_range": "1h; DROP"}"#]?["error"] != nil)
         #expect(rendered?["no_such_prompt {}"]?["error"] != nil)
     }
+
+    /// A rendered prompt's text from the client's answer.
+    func rendered(_ answer: JSONValue, _ key: String) -> String { answer["rendered_prompts"]?[key]?["text"]?.stringValue ?? "" }
 
     /// Runs the Python client with `arguments`; returns its JSON answer.
     static func client(_ python: String, _ arguments: [String], mustSucceed: Bool = true) async throws -> JSONValue {
@@ -149,7 +183,7 @@ import Testing
             .array([.string("list_recent_anomalies"), .object([])]),
         ])
         let answer = try await Self.client(python, ["http", "http://127.0.0.1:\(port)/mcp", token, JSONWriter.string(calls)])
-        #expect(answer["tools"]?.arrayElements?.count == 13)
+        #expect(answer["tools"]?.arrayElements?.count == 14)
         let results = answer["calls"]?.arrayElements ?? []
         #expect(results.first?["structured"]?["average_bitrate_kbps"]?.number == 3250)
         #expect(results.last?["structured"]?["anomalies"]?.arrayElements?.isEmpty == false)
@@ -287,7 +321,7 @@ extension ExternalClientTests {
         // Clients in a row: each initializes its own session (the old server refused the second).
         for _ in 0..<3 {
             let answer = try await Self.client(python, ["http", url, token, JSONWriter.string(calls)])
-            #expect(answer["tools"]?.arrayElements?.count == 13)
+            #expect(answer["tools"]?.arrayElements?.count == 14)
             #expect(answer["calls"]?.arrayElements?.first?["structured"]?["average_bitrate_kbps"]?.number == 3250)
         }
         // Clients at once, each with its calls in flight together: ids 1, 2, ... in every session.
@@ -295,7 +329,7 @@ extension ExternalClientTests {
         let clients = many["clients"]?.arrayElements ?? []
         #expect(clients.count == 8)
         for client in clients {
-            #expect(client["tools"] == .int(13))
+            #expect(client["tools"] == .int(14))
             let results = client["calls"]?.arrayElements ?? []
             #expect(results.count == 4)
             #expect(results.allSatisfy { $0["is_error"] == .bool(false) })

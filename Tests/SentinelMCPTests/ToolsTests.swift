@@ -118,17 +118,22 @@ final class Fixture: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct ToolsTests {
-    @Test func theToolListHasThirteenReadOnlyToolsWithSchemas() async throws {
+    @Test func theToolListHasFourteenReadOnlyToolsWithInputAndOutputSchemas() async throws {
         let f = try await Fixture()
         let (tools, _) = try await f.client.listTools()
         #expect(
             Set(tools.map(\.name)) == [
                 "get_average_bitrate", "get_session_details", "analyze_buffer_events", "identify_playback_errors", "list_session_and_content_ids",
                 "list_recent_anomalies", "get_anomaly", "get_session_timeline", "anomaly_summary", "get_detection_rules",
-                "list_incidents", "get_incident", "list_silences",
+                "list_incidents", "get_incident", "list_silences", "get_session_chart",
             ])
         for tool in tools {
             #expect(tool.annotations.readOnlyHint == true, "\(tool.name)")
+            guard case .object(let output)? = tool.outputSchema, case .object(let then)? = output["then"], case .array(let required)? = then["required"] else {
+                Issue.record("\(tool.name) has no output schema")
+                continue
+            }
+            #expect(!required.isEmpty, "\(tool.name): a successful result names its members")
             #expect(tool.description?.isEmpty == false)
             guard case .object(let schema) = tool.inputSchema, case .object(let properties)? = schema["properties"] else {
                 Issue.record("\(tool.name) has no input schema")
@@ -446,7 +451,7 @@ extension ToolsTests {
         let made = try await f.call("create_silence", arguments)
         #expect(!made.isError, "\(made.text)")
         guard case .string(let id)? = made.result["silence"]?["id"] else { Issue.record("no id: \(made.text)"); return }
-        #expect(made.result["silence"]?["created_by"] == .string("mcp:assistant"))
+        #expect(made.result["silence"]?["created_by"] == .string("mcp:stdio:assistant"))
         let matchers = Dictionary(uniqueKeysWithValues: (made.result["silence"]?["matchers"]?.objectMembers ?? []).map { ($0.key, $0.value) })
         #expect(matchers == ["type": .string("incident"), "edge_location": .string("FRA56-C2")], "an object's order is not kept over MCP")
         #expect(try await f.call("create_silence", arguments).result["silence"]?["id"] == .string(id), "the same call is the same silence")
@@ -457,5 +462,40 @@ extension ToolsTests {
         #expect(try await f.call("expire_silence", ["id": .string(id)]).result["status"] == .string("success"))
         #expect(try await f.call("expire_silence", ["id": .string(id)]).result["status"] == .string("not_found"), "ending twice changes nothing")
         await f.close()
+    }
+}
+
+/// Tool groups (`mcp.tools.enabled`), the byte cap on results, and the chart's SVG.
+struct ToolControlTests {
+    @Test func onlyTheEnabledGroupsAreOffered() {
+        let tools = SentinelTools(influx: nil, store: nil, rules: DetectionRules(), allowWrites: true, groups: [.incidents, .silences])
+        #expect(Set(tools.tools.map(\.name)) == ["list_incidents", "get_incident", "list_silences", "create_silence", "expire_silence"])
+        let history = SentinelTools(influx: nil, store: nil, rules: DetectionRules(), groups: [.history])
+        #expect(history.tools.count == 5)
+        #expect(Set(SentinelTools.ToolGroup.allCases.map(\.rawValue)) == Set(SentinelConfiguration.MCP.allToolGroups))
+    }
+
+    @Test func aResultLargerThanTheCapLosesRowsAndSaysSo() {
+        let rows = (0..<5_000).map { JSONValue.object([("cmcd_sid", .string("viewer-\($0)")), ("note", .string(String(repeating: "x", count: 100)))]) }
+        let big = JSONValue.object([("status", .string("success")), ("anomalies", .array(rows)), ("truncated", .bool(false)), ("next_cursor", .null)])
+        let (cut, wasCut) = SentinelTools.capped(big, maxBytes: 65_536)
+        #expect(wasCut)
+        #expect(JSONWriter.string(cut).utf8.count <= 65_536)
+        #expect(cut["truncated"] == .bool(true) && cut["next_cursor"] == .null && cut["truncated_by_bytes"] == .int(65_536))
+        if case .array(let kept)? = cut["anomalies"] { #expect(kept.count > 100 && kept.count < 5_000) } else { Issue.record("no rows") }
+        let small = JSONValue.object([("status", .string("success"))])
+        #expect(SentinelTools.capped(small).1 == false)
+    }
+
+    @Test func theChartEscapesWhatViewersSent() {
+        let chart = SessionChart(
+            sessionID: "<script>alert(1)</script>&\"",
+            points: [.init(time: 0, bufferMs: 20_000, bitrateKbps: 3_000, throughputKbps: 9_000), .init(time: 4_000, bufferMs: 0, bitrateKbps: 3_000, throughputKbps: nil)],
+            marks: [.init(type: "buffer_starvation", severity: "critical", start: 2_000, end: nil)])
+        let svg = chart.svg
+        #expect(svg.hasPrefix("<svg") && svg.contains("</svg>"))
+        #expect(!svg.contains("<script>") && svg.contains("&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;"))
+        #expect(svg.contains("buffer_starvation") && svg.contains("<polyline"))
+        #expect(SessionChart(sessionID: "s", points: [], marks: []).svg.contains("No requests"))
     }
 }
