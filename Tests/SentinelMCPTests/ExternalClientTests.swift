@@ -191,6 +191,69 @@ import Testing
 }
 
 extension ExternalClientTests {
+    @Test(.timeLimit(.minutes(5)))
+    func namedTokensOwnTheirSessionsAreRateLimitedAndDiscoverable() async throws {
+        let python = try Self.python()
+        let fixture = try await Fixture()
+        defer { Task { await fixture.close() } }
+        let config = try fixture.configFile()
+        let (ops, bot, flood) = ("ops-token-0123456789", "bot-token-0123456789ab", "flood-token-0123456789")
+        let (server, port, _) = try await Self.startHTTPServer(
+            config: config,
+            environment: [
+                "SENTINEL_MCP_TOKENS": "ops=\(ops),bot=\(bot),flood=\(flood)", "SENTINEL_MCP_RATE_LIMIT_PER_MINUTE": "60",
+                "SENTINEL_MCP_AUTHORIZATION_SERVERS": "https://auth.example.com",
+            ], arguments: ["--allow-writes"])
+        defer {
+            server.terminate()
+            server.waitUntilExit()
+        }
+        // A 401 points at the protected resource metadata, which needs no token.
+        var anonymous = HTTPClientRequest(url: "http://127.0.0.1:\(port)/mcp")
+        anonymous.method = .POST
+        anonymous.body = .bytes(ByteBuffer(string: Self.initialize))
+        let refused = try await HTTPClient.shared.execute(anonymous, timeout: .seconds(10))
+        #expect(refused.status.code == 401)
+        let metadataURL = "http://127.0.0.1:\(port)/.well-known/oauth-protected-resource"
+        #expect(refused.headers.first(name: "WWW-Authenticate") == "Bearer resource_metadata=\"\(metadataURL)\"")
+        let metadata = try await HTTPClient.shared.execute(HTTPClientRequest(url: metadataURL), timeout: .seconds(10))
+        #expect(metadata.status.code == 200)
+        let document = try JSONParser.parse(String(buffer: try await metadata.body.collect(upTo: 65_536)))
+        #expect(document["resource"] == .string("http://127.0.0.1:\(port)/mcp"))
+        #expect(document["authorization_servers"] == .array([.string("https://auth.example.com")]))
+        #expect(document["bearer_methods_supported"] == .array([.string("header")]))
+
+        // A session belongs to the token that opened it.
+        let opened = try await Self.post(port, token: ops, Self.initialize)
+        let session = try #require(opened.session)
+        let list = #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#
+        #expect(try await Self.post(port, token: ops, session: session, list).status == 200)
+        #expect(try await Self.post(port, token: bot, session: session, list).status == 404)
+        // Too large a body is refused before it is read whole.
+        #expect(try await Self.post(port, token: ops, String(repeating: " ", count: 5 << 20)).status == 413)
+
+        // A silence made through the bot's token says so.
+        let calls: JSONValue = .array([
+            .array([.string("create_silence"), .object([("edge_location", .string("FRA56-C2")), ("duration", .string("1h")), ("created_by", .string("tester"))])])
+        ])
+        let answer = try await Self.client(python, ["http", "http://127.0.0.1:\(port)/mcp", bot, JSONWriter.string(calls)])
+        let made = answer["calls"]?.arrayElements?.first
+        #expect(made?["schema_errors"]?.arrayElements == [])
+        #expect(made?["structured"]?["silence"]?["created_by"] == .string("mcp:bot:tester"), "\(made.map(JSONWriter.string) ?? "")")
+
+        // One token's flood is cut at its rate, with Retry-After; the others go on.
+        var statuses: [Int] = []
+        var retryAfter: String?
+        for _ in 0..<80 {
+            let answer = try await Self.post(port, token: flood, Self.initialize)
+            statuses.append(answer.status)
+            if answer.status == 429 { retryAfter = answer.retryAfter }
+        }
+        #expect(statuses.filter { $0 == 200 }.count <= 61 && statuses.contains(429), "\(statuses)")
+        #expect(Int(retryAfter ?? "") ?? 0 >= 1)
+        #expect(try await Self.post(port, token: ops, session: session, list).status == 200)
+    }
+
     /// One answer of the raw HTTP requests below.
     struct Answer {
         var status: Int
@@ -219,10 +282,12 @@ extension ExternalClientTests {
     /// `cmcd-sentinel mcp --http` on `host` at a port the kernel picks (port 0: nothing can
     /// take the port between choosing and binding it), its standard error collected in `log`.
     /// Returns once the server said where it listens.
-    static func startHTTPServer(config: String, host: String = "127.0.0.1", environment: [String: String]) async throws -> (Process, port: Int, log: ServerLog) {
+    static func startHTTPServer(
+        config: String, host: String = "127.0.0.1", environment: [String: String], arguments: [String] = []
+    ) async throws -> (Process, port: Int, log: ServerLog) {
         let server = Process()
         server.executableURL = URL(fileURLWithPath: Self.binary)
-        server.arguments = ["mcp", "--config", config, "--http", "\(host):0"]
+        server.arguments = ["mcp", "--config", config, "--http", "\(host):0"] + arguments
         server.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         server.standardInput = FileHandle.nullDevice
         server.standardOutput = FileHandle.nullDevice
