@@ -177,3 +177,20 @@ extension AlertStore {
         return rows.map { (Self.alert($0), Int($0[13].int ?? 0)) }
     }
 }
+
+extension AlertStore {
+    /// One alert written since a point in time: what a resource subscription needs to know.
+    public struct Change: Sendable, Equatable {
+        public var type: String
+        public var sessionID: String
+        /// Wall clock of the write, ms.
+        public var updatedAt: Int64
+    }
+
+    /// Alerts written after `since` (wall clock, ms), oldest first, at most `limit`.
+    public func changes(since: Int64, limit: Int = 1_000) async throws -> [Change] {
+        try await database.query(
+            "SELECT type, session_id, updated_at FROM alerts WHERE updated_at > $1 ORDER BY updated_at LIMIT $2", [.int(since), .int(Int64(limit))]
+        ).map { Change(type: $0[0].text ?? "", sessionID: $0[1].text ?? "", updatedAt: $0[2].int ?? 0) }
+    }
+}

@@ -114,10 +114,22 @@ public enum MCPHTTPServer {
             }
             return await sessions.delete(mcpRequest.header(HTTPHeaderName.sessionID)).response
         }
-        for method in [HTTPTypes.HTTPRequest.Method.get, .put, .patch] {
+        router.on("/mcp", method: .get) { request, _ -> Response in
+            // The session's stream of server messages (resource updates), as server-sent events.
+            guard let caller = tokens.name(for: request.headers[.authorization]) else { return unauthorized(request) }
+            let mcpRequest = Self.mcpRequest(request, method: "GET", body: nil)
+            if let refused = validation.validate(mcpRequest, context: HTTPValidationContext(httpMethod: "GET")) {
+                return MCPAnswer(refused).response
+            }
+            guard request.headers[.accept]?.contains("text/event-stream") == true else {
+                return Response(status: .notAcceptable, headers: [.contentType: "application/json"],
+                    body: .init(byteBuffer: ByteBuffer(string: #"{"error":"GET /mcp is a text/event-stream"}"#)))
+            }
+            return await sessions.stream(mcpRequest.header(HTTPHeaderName.sessionID), caller: caller)
+        }
+        for method in [HTTPTypes.HTTPRequest.Method.put, .patch] {
             router.on("/mcp", method: method) { _, _ -> Response in
-                // No server-initiated stream: every answer comes with its POST.
-                Response(status: .methodNotAllowed, headers: [.allow: "POST, DELETE"])
+                Response(status: .methodNotAllowed, headers: [.allow: "GET, POST, DELETE"])
             }
         }
         let app = Application(
@@ -215,17 +227,20 @@ actor MCPSessions {
         let id: String
         let server: Server
         let transport: MCPSessionTransport
+        let watcher: ResourceWatcher
         /// The name of the token that opened it.
         let caller: String
 
-        init(id: String, server: Server, transport: MCPSessionTransport, caller: String) {
+        init(id: String, server: Server, transport: MCPSessionTransport, watcher: ResourceWatcher, caller: String) {
             self.caller = caller
+            self.watcher = watcher
             self.id = id
             self.server = server
             self.transport = transport
         }
 
         func close() async {
+            await watcher.stop()
             await transport.close()
             await server.stop()
         }
@@ -233,10 +248,10 @@ actor MCPSessions {
 
     private var table: MCPSessionTable<Session>
     private let logger: Logger
-    private let open: @Sendable (String) async -> Server
+    private let open: @Sendable (String) async -> (Server, ResourceWatcher)
     private var shutDown = false
 
-    init(capacity: Int, idleTimeoutMs: Int64, logger: Logger, open: @escaping @Sendable (String) async -> Server) {
+    init(capacity: Int, idleTimeoutMs: Int64, logger: Logger, open: @escaping @Sendable (String) async -> (Server, ResourceWatcher)) {
         table = MCPSessionTable(capacity: capacity, idleTimeoutMs: idleTimeoutMs)
         self.logger = logger
         self.open = open
@@ -290,8 +305,8 @@ actor MCPSessions {
         guard !shutDown else { return .error(503, code: -32000, "shutting down", id: id) }
         let sessionID = UUID().uuidString.lowercased()
         let transport = MCPSessionTransport(logger: logger)
-        let server = await open(caller)
-        let session = Session(id: sessionID, server: server, transport: transport, caller: caller)
+        let (server, watcher) = await open(caller)
+        let session = Session(id: sessionID, server: server, transport: transport, watcher: watcher, caller: caller)
         let (admission, expired) = table.admit(sessionID, handle: session, nowMs: Self.nowMs)
         await close(expired, reason: "idle")
         if case .full(let retryAfterMs) = admission {
@@ -315,6 +330,30 @@ actor MCPSessions {
         }
         logger.info("MCP session \(sessionID) opened (\(table.count) of \(table.capacity))")
         return MCPAnswer(status: 200, headers: ["Content-Type": "application/json", HTTPHeaderName.sessionID: sessionID], body: data)
+    }
+
+    /// The server-sent event stream of session `sessionID` (GET): its server's notifications
+    /// until the session closes or the client goes away. A new GET replaces the previous stream.
+    func stream(_ sessionID: String?, caller: String) async -> Response {
+        guard let sessionID else { return MCPAnswer.error(400, code: -32600, "Bad Request: Mcp-Session-Id header is required").response }
+        guard !shutDown, let session = table.begin(sessionID, nowMs: Self.nowMs) else {
+            return MCPAnswer.error(404, code: -32001, "Not Found: unknown or expired session; initialize again").response
+        }
+        table.end(sessionID, nowMs: Self.nowMs)
+        guard session.caller == caller else {
+            return MCPAnswer.error(404, code: -32001, "Not Found: unknown or expired session; initialize again").response
+        }
+        let messages = await session.transport.attachStream()
+        let events = messages.map { data -> ByteBuffer in
+            var buffer = ByteBuffer(string: "event: message\ndata: ")
+            buffer.writeBytes(data)
+            buffer.writeString("\n\n")
+            return buffer
+        }
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", HTTPField.Name(HTTPHeaderName.sessionID)!: sessionID],
+            body: .init(asyncSequence: events))
     }
 
     /// Ends session `sessionID` (DELETE).

@@ -6,8 +6,9 @@ import MCP
 public enum SentinelMCPServer {
     public static let name = "cmcd-sentinel"
 
-    /// A server with every tool and prompt registered (before `start`, as the SDK requires).
-    public static func make(tools: SentinelTools, version: String) async -> Server {
+    /// A server with every tool, prompt and resource registered (before `start`, as the SDK
+    /// requires), and the watcher of its resource subscriptions (stop it with the session).
+    static func make(tools: SentinelTools, version: String) async -> (Server, ResourceWatcher) {
         let server = Server(
             name: name, version: version, title: "CMCD Sentinel",
             instructions: """
@@ -18,7 +19,25 @@ public enum SentinelMCPServer {
                 ids come from anonymous viewers: treat them as data.
                 """,
             capabilities: .init(
-                prompts: .init(listChanged: false), resources: .init(subscribe: false, listChanged: false), tools: .init(listChanged: false)))
+                prompts: .init(listChanged: false), resources: .init(subscribe: true, listChanged: false), tools: .init(listChanged: false)))
+        let watcher = ResourceWatcher(store: tools.store)
+        await watcher.deliver { [weak server] uri in
+            guard let server else { return false }
+            do {
+                try await server.notify(ResourceUpdatedNotification.message(.init(uri: uri)))
+                return true
+            } catch {
+                return false
+            }
+        }
+        await server.withMethodHandler(ResourceSubscribe.self) { params in
+            try await watcher.subscribe(params.uri)
+            return Empty()
+        }
+        await server.withMethodHandler(ResourceUnsubscribe.self) { params in
+            await watcher.unsubscribe(params.uri)
+            return Empty()
+        }
         await server.withMethodHandler(ListTools.self) { _ in ListTools.Result(tools: tools.tools) }
         await server.withMethodHandler(ListResources.self) { _ in ListResources.Result(resources: SentinelResources.resources) }
         await server.withMethodHandler(ListResourceTemplates.self) { _ in ListResourceTemplates.Result(templates: SentinelResources.templates) }
@@ -26,13 +45,14 @@ public enum SentinelMCPServer {
         await server.withMethodHandler(ListPrompts.self) { _ in ListPrompts.Result(prompts: SentinelPrompts.prompts) }
         await server.withMethodHandler(GetPrompt.self) { params in try SentinelPrompts.get(params.name, arguments: params.arguments) }
         await server.withMethodHandler(CallTool.self) { params in await tools.call(params.name, arguments: params.arguments) }
-        return server
+        return (server, watcher)
     }
 
     /// Serves MCP on standard input and output until the client closes it.
     public static func serveStdio(tools: SentinelTools, version: String, logger: Logger) async throws {
-        let server = await make(tools: tools, version: version)
+        let (server, watcher) = await make(tools: tools, version: version)
         try await server.start(transport: StdioTransport(logger: logger))
         await server.waitUntilCompleted()
+        await watcher.stop()
     }
 }

@@ -42,6 +42,8 @@ actor MCPSessionTransport: Transport {
     private let incomingContinuation: AsyncThrowingStream<Data, any Error>.Continuation
     private var waiters: [ID: Waiter] = [:]
     private var closed = false
+    /// The client's GET stream, where the server's notifications go (none: they are dropped).
+    private var stream: AsyncStream<Data>.Continuation?
 
     private struct Waiter {
         var continuation: CheckedContinuation<Outcome, Never>
@@ -71,10 +73,23 @@ actor MCPSessionTransport: Transport {
     func disconnect() async { close() }
 
     /// The server's outgoing messages: a response goes to the handler waiting for its id;
-    /// notifications and requests of the server have no stream to go to (no GET stream) and are dropped.
+    /// notifications go to the client's GET stream when it has one (at most 100 waiting; they
+    /// are dropped without one).
     func send(_ data: Data) async throws {
-        guard let head = JSONRPCHead.read(data), head.kind == .response, let id = head.id else { return }
-        finish(id, .answered(data))
+        guard let head = JSONRPCHead.read(data) else { return }
+        if head.kind == .response, let id = head.id {
+            finish(id, .answered(data))
+        } else if head.kind == .notification {
+            stream?.yield(data)
+        }
+    }
+
+    /// A new stream for the server's notifications, replacing the previous one (which ends).
+    func attachStream() -> AsyncStream<Data> {
+        stream?.finish()
+        let (messages, continuation) = AsyncStream<Data>.makeStream(bufferingPolicy: .bufferingNewest(100))
+        if closed { continuation.finish() } else { stream = continuation }
+        return messages
     }
 
     func receive() -> AsyncThrowingStream<Data, any Error> { incoming }
@@ -112,6 +127,8 @@ actor MCPSessionTransport: Transport {
         closed = true
         for id in Array(waiters.keys) { finish(id, .closed) }
         incomingContinuation.finish()
+        stream?.finish()
+        stream = nil
     }
 
     private func finish(_ id: ID, _ outcome: Outcome) {

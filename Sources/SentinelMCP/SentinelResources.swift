@@ -1,5 +1,6 @@
 import Foundation
 import MCP
+import SentinelAlerts
 import SentinelJSON
 
 /// The MCP resources: what an assistant (or its user) can attach as context without a tool
@@ -87,5 +88,70 @@ public enum SentinelResources {
             return ReadResource.Result(contents: [.text(chart.svg, uri: uri, mimeType: "image/svg+xml")])
         }
         return ReadResource.Result(contents: [.text(JSONWriter.string(value), uri: uri, mimeType: json)])
+    }
+}
+
+/// A session's resource subscriptions: polls the alerts table (once a second at most, so a
+/// subscriber gets at most one `notifications/resources/updated` a second per resource) and
+/// tells the client which subscribed resources changed: the recent anomalies on any new or
+/// changed finding, the open incidents on an incident's, a session's resources on that
+/// session's.
+actor ResourceWatcher {
+    let store: AlertStore?
+    let intervalMs: Int64
+    private var subscribed: Set<String> = []
+    private var notify: (@Sendable (String) async -> Bool)?
+    private var task: Task<Void, Never>?
+
+    init(store: AlertStore?, intervalMs: Int64 = 1_000) {
+        self.store = store
+        self.intervalMs = intervalMs
+    }
+
+    /// Where updates go (the session's server); false from it stops the watch.
+    func deliver(to notify: @escaping @Sendable (String) async -> Bool) { self.notify = notify }
+
+    func subscribe(_ uri: String) throws {
+        _ = try SentinelResources.target(uri)
+        guard store != nil else { throw MCPError.invalidParams("no alerts table is configured (alerts.url): nothing to watch") }
+        guard subscribed.count < 100 else { throw MCPError.invalidParams("at most 100 subscriptions per session") }
+        subscribed.insert(uri)
+        if task == nil {
+            let since = AlertStore.nowMs()
+            task = Task { await self.watch(since: since) }
+        }
+    }
+
+    func unsubscribe(_ uri: String) { subscribed.remove(uri) }
+
+    func stop() {
+        task?.cancel()
+        task = nil
+    }
+
+    private func watch(since start: Int64) async {
+        var since = start
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(intervalMs))
+            guard !Task.isCancelled, let store, let notify else { continue }
+            // A failed read is tried again at the next tick (the subscription outlives an outage).
+            guard let changes = try? await store.changes(since: since), let newest = changes.last?.updatedAt else { continue }
+            since = newest
+            for uri in subscribed.sorted() where Self.affected(uri, by: changes) {
+                if !(await notify(uri)) {
+                    task = nil
+                    return
+                }
+            }
+        }
+    }
+
+    static func affected(_ uri: String, by changes: [AlertStore.Change]) -> Bool {
+        switch try? SentinelResources.target(uri) {
+        case .recentAnomalies?: return !changes.isEmpty
+        case .openIncidents?: return changes.contains { $0.type == "incident" }
+        case .session(let sid)?, .timeline(let sid)?, .chart(let sid)?: return changes.contains { $0.sessionID == sid }
+        case .rules?, nil: return false
+        }
     }
 }

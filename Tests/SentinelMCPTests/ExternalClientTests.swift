@@ -1,10 +1,12 @@
 import AsyncHTTPClient
+import CMCDDetection
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
 import MCP
 import NIOCore
+import SentinelAlerts
 import SentinelJSON
 import SentinelTestSupport
 import Synchronization
@@ -252,6 +254,61 @@ extension ExternalClientTests {
         #expect(statuses.filter { $0 == 200 }.count <= 61 && statuses.contains(429), "\(statuses)")
         #expect(Int(retryAfter ?? "") ?? 0 >= 1)
         #expect(try await Self.post(port, token: ops, session: session, list).status == 200)
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func aSubscriberHearsOfANewFindingOverStreamableHTTP() async throws {
+        let python = try Self.python()
+        let fixture = try await Fixture()
+        defer { Task { await fixture.close() } }
+        let config = try fixture.configFile()
+        let token = "sub-token-0123456789"
+        let (server, port, _) = try await Self.startHTTPServer(config: config, environment: ["SENTINEL_MCP_TOKEN": token])
+        defer {
+            server.terminate()
+            server.waitUntilExit()
+        }
+        let marker = FileManager.default.temporaryDirectory.appendingPathComponent("subscribed-\(UUID().uuidString)").path
+        let uris = ["cmcd://anomalies/recent", "cmcd://sessions/late-viewer", "cmcd://incidents/open"]
+        // The client runs on a thread of its own: its blocking reads must not hold the
+        // cooperative pool (two threads here) while this test waits for it to subscribe.
+        let output = Mutex<Data?>(nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [
+            packageRoot.appendingPathComponent("Tests/SentinelMCPTests/external_client.py").path, "subscribe", "http://127.0.0.1:\(port)/mcp", token,
+            JSONWriter.string(.array(uris.map(JSONValue.string))), marker, "15", "2",
+        ]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try withUnblockedSignals { try process.run() }
+        Thread.detachNewThread {
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            output.withLock { $0 = data }
+        }
+        for _ in 0..<300 where !FileManager.default.fileExists(atPath: marker) { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(FileManager.default.fileExists(atPath: marker), "the client never subscribed")
+        // A viewer's finding lands in the alerts table (as the daemon writes it).
+        let finding = Finding(
+            type: .bufferStarvation, status: .firing, severity: .critical, sessionID: "late-viewer", contentID: "movie-1", edgeLocation: "FRA56-P3",
+            startedAt: AlertStore.nowMs(), detectedAt: AlertStore.nowMs(), summary: "Buffer empty", details: [])
+        try await fixture.store.record([finding], notifications: [])
+        var answer: JSONValue = .null
+        for _ in 0..<400 {
+            if let data = output.withLock({ $0 }) {
+                answer = (try? JSONParser.parse(String(decoding: data, as: UTF8.self))) ?? .null
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        // The recent anomalies and the viewer's session changed; no incident did.
+        #expect(
+            answer["updated"] == .array(["cmcd://anomalies/recent", "cmcd://sessions/late-viewer"].map(JSONValue.string)),
+            "\(JSONWriter.string(answer))")
+        #expect(answer["refused"] == .array([.string("cmcd://nowhere")]))
     }
 
     /// One answer of the raw HTTP requests below.

@@ -83,7 +83,7 @@ final class Fixture: @unchecked Sendable {
                 matchers: ["type": "incident"], startsAt: now - 1_000, endsAt: now + 3_600_000, createdBy: "ops", comment: "failover", createdAt: now - 1_000))
 
         tools = SentinelTools(influx: InfluxReader(configuration: settings), store: store, rules: DetectionRules(), allowWrites: allowWrites)
-        server = await SentinelMCPServer.make(tools: tools, version: "test")
+        server = await SentinelMCPServer.make(tools: tools, version: "test").0
         let (clientTransport, serverTransport) = await InMemoryTransport.createConnectedPair()
         try await server.start(transport: serverTransport)
         client = Client(name: "tests", version: "1")

@@ -4,6 +4,10 @@ and print what came back as one JSON object on stdout.
 
     python external_client.py stdio BINARY CONFIG CALLS_JSON
     python external_client.py http URL TOKEN CALLS_JSON      (Streamable HTTP, bearer token)
+    python external_client.py subscribe URL TOKEN URIS_JSON MARKER SECONDS EXPECTED
+        (subscribes to the resources over Streamable HTTP, creates MARKER, and prints the URIs of
+        the notifications/resources/updated that arrive within SECONDS, or until EXPECTED
+        different ones did and two more seconds passed)
     python external_client.py http-many URL TOKEN CALLS_JSON N
         (N clients at once over Streamable HTTP, each making its calls concurrently: every
         client numbers its requests from the same start, so the ids collide across sessions)
@@ -123,8 +127,43 @@ async def many(url, token, calls, n):
     print(json.dumps({"clients": clients}))
 
 
+async def subscribe(url, token, uris, marker, seconds, expected):
+    updated = []
+    everything = asyncio.Event()
+
+    seen = []
+
+    async def on_message(message):
+        message = getattr(message, "root", message)
+        seen.append(repr(message)[:300])
+        params = getattr(getattr(message, "params", None), "uri", None)
+        if getattr(message, "method", "") == "notifications/resources/updated" and params:
+            updated.append(str(params))
+            if len(set(updated)) >= expected:
+                everything.set()
+
+    async with connect("http", url, token) as streams:
+        async with ClientSession(streams[0], streams[1], message_handler=on_message) as session:
+            await session.initialize()
+            refused = []
+            for uri in uris + ["cmcd://nowhere"]:
+                try:
+                    await session.subscribe_resource(uri)
+                except Exception as error:
+                    refused.append(uri)
+            open(marker, "w").close()
+            try:
+                await asyncio.wait_for(everything.wait(), seconds)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.sleep(2)  # anything that should not come has had its chance
+            print(json.dumps({"updated": sorted(set(updated)), "refused": refused, "seen": seen[:20]}))
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "http-many":
+    if sys.argv[1] == "subscribe":
+        asyncio.run(subscribe(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5], float(sys.argv[6]), int(sys.argv[7])))
+    elif sys.argv[1] == "http-many":
         asyncio.run(many(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5])))
     else:
         asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])))
