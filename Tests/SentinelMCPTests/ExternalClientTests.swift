@@ -49,6 +49,7 @@ import Testing
             .array([.string("get_incident"), .object([("id", .string("0123456789abcdef0123456789abcdef"))])]),
             .array([.string("list_silences"), .object([])]),
             .array([.string("get_session_chart"), .object([("cmcd_sid", .string("troubled")), ("time_range", .string("-1h"))])]),
+            .array([.string("get_session_details"), .object([("cmcd_sid", .string("troubled")), ("time_range", .string("-1h")), ("limit", .int(4))])]),
         ])
         let answer = try await Self.client(python, ["stdio", Self.binary, config, JSONWriter.string(calls)])
         #expect(answer["server"] == .string("cmcd-sentinel"))
@@ -56,8 +57,10 @@ import Testing
         #expect(tools.count == 14)
         #expect(tools.allSatisfy { $0["read_only"] == .bool(true) })
         let results = answer["calls"]?.arrayElements ?? []
-        #expect(results.count == 16)
-        guard results.count == 16 else { return }
+        #expect(results.count == 17)
+        guard results.count == 17 else { return }
+        // A page that does not hold everything says so and how to go on.
+        #expect(results[16]["structured"]?["truncated"] == .bool(true) && results[16]["structured"]?["next_cursor"]?.stringValue?.isEmpty == false)
         // Every result, error or not, validates against the schema its tool declares, and
         // carries the same content as JSON text for clients that read only text.
         for r in results {
@@ -83,7 +86,7 @@ import Testing
         #expect(results[9]["structured"]?["buffer_drop"]?["lookback_ms"] == .int(10000))
         #expect(results[10]["is_error"] == .bool(true), "an injected time range is refused")
         #expect(results[11]["structured"]?["status"] == .string("not_found"), "an injected id matches nothing")
-        for r in results.suffix(3) { #expect(r["is_error"] == .bool(false), "\(r["name"].map(JSONWriter.string) ?? ""): \(r["text"].map(JSONWriter.string) ?? "")") }
+        for r in results[12...16] { #expect(r["is_error"] == .bool(false), "\(r["name"].map(JSONWriter.string) ?? ""): \(r["text"].map(JSONWriter.string) ?? "")") }
         #expect(results[12]["structured"]?["incidents"]?.arrayElements?.count == 1)
         #expect(results[13]["structured"]?["incident"]?["type"] == .string("incident"))
         #expect(results[14]["structured"]?["silences"]?.arrayElements?.count == 1)
@@ -236,12 +239,15 @@ extension ExternalClientTests {
 
         // A silence made through the bot's token says so.
         let calls: JSONValue = .array([
-            .array([.string("create_silence"), .object([("edge_location", .string("FRA56-C2")), ("duration", .string("1h")), ("created_by", .string("tester"))])])
+            .array([.string("create_silence"), .object([("edge_location", .string("FRA56-C2")), ("duration", .string("1h")), ("created_by", .string("tester"))])]),
+            .array([.string("expire_silence"), .object([("id", .string("sil_nosuch"))])]),
         ])
         let answer = try await Self.client(python, ["http", "http://127.0.0.1:\(port)/mcp", bot, JSONWriter.string(calls)])
         let made = answer["calls"]?.arrayElements?.first
         #expect(made?["schema_errors"]?.arrayElements == [])
         #expect(made?["structured"]?["silence"]?["created_by"] == .string("mcp:bot:tester"), "\(made.map(JSONWriter.string) ?? "")")
+        let expired = answer["calls"]?.arrayElements?.last
+        #expect(expired?["schema_errors"]?.arrayElements == [] && expired?["structured"]?["status"] == .string("not_found"))
 
         // One token's flood is cut at its rate, with Retry-After; the others go on.
         var statuses: [Int] = []
