@@ -246,6 +246,14 @@ public final class AlertStore: Sendable {
                 "CREATE INDEX IF NOT EXISTS notifications_folded ON notifications (folded_into)",
             ]
         ),
+        (
+            6,
+            [
+                // An incident's cohort as text (`Silence.canonicalScope`), for silences by scope.
+                "ALTER TABLE alerts ADD COLUMN scope TEXT",
+                "ALTER TABLE silences ADD COLUMN scope TEXT",
+            ]
+        ),
     ]
 
     /// The newest schema version this build knows.
@@ -362,8 +370,8 @@ public final class AlertStore: Sendable {
         let take = "(alerts.status = 'firing' AND (excluded.status = 'resolved' OR excluded.detected_at >= alerts.detected_at))"
         let sql = """
             INSERT INTO alerts (id, type, status, severity, session_id, content_id, edge_location, started_at, detected_at,
-                resolved_at, summary, details, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                resolved_at, summary, details, updated_at, scope)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
             ON CONFLICT (id) DO UPDATE SET
                 status = CASE WHEN \(take) THEN excluded.status ELSE alerts.status END,
                 severity = CASE WHEN alerts.severity = 'critical' THEN alerts.severity ELSE excluded.severity END,
@@ -373,6 +381,7 @@ public final class AlertStore: Sendable {
                 details = CASE WHEN \(take) THEN excluded.details ELSE alerts.details END,
                 content_id = COALESCE(excluded.content_id, alerts.content_id),
                 edge_location = COALESCE(excluded.edge_location, alerts.edge_location),
+                scope = COALESCE(excluded.scope, alerts.scope),
                 updated_at = excluded.updated_at
             """
         return SQLStatement(
@@ -381,8 +390,14 @@ public final class AlertStore: Sendable {
                 .text(finding.id), .text(finding.type.rawValue), .text(finding.status.rawValue), .text(finding.severity.rawValue),
                 .text(finding.sessionID), finding.contentID.map(SQLValue.text) ?? .null, finding.edgeLocation.map(SQLValue.text) ?? .null,
                 .int(finding.startedAt), .int(finding.detectedAt), finding.status == .resolved ? .int(finding.detectedAt) : .null,
-                .text(finding.summary), .text(JSONWriter.string(.object(finding.details))), .int(now),
+                .text(finding.summary), .text(JSONWriter.string(.object(finding.details))), .int(now), Self.scopeText(finding).map(SQLValue.text) ?? .null,
             ])
+    }
+
+    /// An incident's scope as a silence's `scope` matcher reads it (dimensions sorted).
+    static func scopeText(_ finding: Finding) -> String? {
+        guard finding.type == .incident, case .object(let scope)? = finding.detail("scope") else { return nil }
+        return scope.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.stringValue ?? "")" }.joined(separator: ",")
     }
 
     // MARK: - Detection checkpoints

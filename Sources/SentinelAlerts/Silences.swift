@@ -12,6 +12,9 @@ public struct Silence: Sendable, Equatable {
     public var edgeLocation: String?
     public var contentID: String?
     public var sessionID: String?
+    /// An incident's scope, `dimension=value` pairs joined by commas, sorted by dimension
+    /// (`content_id=news,edge_location=FRA56-C2`): only incidents of exactly that cohort.
+    public var scope: String?
     /// Wall clock, ms.
     public var startsAt: Int64
     public var endsAt: Int64
@@ -24,7 +27,25 @@ public struct Silence: Sendable, Equatable {
     public var recurrence: MaintenanceWindow?
 
     /// The matcher keys, as `silence add --match KEY=VALUE` takes them.
-    public static let matcherKeys = ["type", "severity", "edge_location", "content_id", "session_id"]
+    public static let matcherKeys = ["type", "severity", "edge_location", "content_id", "session_id", "scope"]
+
+    /// `edge_location=FRA56-C2,content_id=news` in the canonical order (dimensions sorted), or
+    /// an error naming what is wrong.
+    public static func canonicalScope(_ text: String) throws -> String {
+        var pairs: [(String, String)] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let equals = part.firstIndex(of: "="), !part[part.index(after: equals)...].isEmpty else {
+                throw SQLError("scope '\(text.prefix(60))' is not dimension=value[,dimension=value]")
+            }
+            let key = String(part[..<equals]).trimmingCharacters(in: .whitespaces)
+            guard CohortDimension(rawValue: key) != nil else {
+                throw SQLError("'\(key.prefix(40))' is not a cohort dimension (\(CohortDimension.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            guard !pairs.contains(where: { $0.0 == key }) else { throw SQLError("scope names \(key) twice") }
+            pairs.append((key, String(part[part.index(after: equals)...])))
+        }
+        return pairs.sorted { $0.0 < $1.0 }.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
+    }
 
     public init(
         id: String = "sil_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(20),
@@ -48,6 +69,7 @@ public struct Silence: Sendable, Equatable {
         guard !createdBy.isEmpty, createdBy.utf8.count <= 128 else { throw SQLError("the creator must be 1 to 128 bytes") }
         guard comment.utf8.count <= 4_096 else { throw SQLError("the comment must be at most 4096 bytes") }
         self.id = String(id)
+        scope = try matchers["scope"].map(Self.canonicalScope)
         type = matchers["type"]
         severity = matchers["severity"]
         edgeLocation = matchers["edge_location"]
@@ -63,7 +85,7 @@ public struct Silence: Sendable, Equatable {
 
     /// The matchers as `key=value` pairs, in a stable order.
     public var matchers: [(key: String, value: String)] {
-        zip(Self.matcherKeys, [type, severity, edgeLocation, contentID, sessionID]).compactMap { key, value in value.map { (key, $0) } }
+        zip(Self.matcherKeys, [type, severity, edgeLocation, contentID, sessionID, scope]).compactMap { key, value in value.map { (key, $0) } }
     }
 
     /// `active`, `waiting` (a maintenance window between its openings), `pending` (not started),
@@ -106,17 +128,17 @@ public struct Silence: Sendable, Equatable {
 
 extension AlertStore {
     static let silenceColumns =
-        "id, type, severity, edge_location, content_id, session_id, starts_at, ends_at, created_by, comment, created_at, expired_at, recurrence, time_zone"
+        "id, type, severity, edge_location, content_id, session_id, starts_at, ends_at, created_by, comment, created_at, expired_at, recurrence, time_zone, scope"
 
     /// Adds a silence (it applies from the next delivery round of every daemon sharing the table).
     public func addSilence(_ silence: Silence) async throws {
         let optional = { (value: String?) in value.map(SQLValue.text) ?? .null }
         try await database.query(
-            "INSERT INTO silences (\(Self.silenceColumns)) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12, $13)",
+            "INSERT INTO silences (\(Self.silenceColumns)) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12, $13, $14)",
             [
                 .text(silence.id), optional(silence.type), optional(silence.severity), optional(silence.edgeLocation), optional(silence.contentID),
                 optional(silence.sessionID), .int(silence.startsAt), .int(silence.endsAt), .text(silence.createdBy), .text(silence.comment),
-                .int(silence.createdAt), optional(silence.recurrence?.text), optional(silence.recurrence?.timeZone.identifier),
+                .int(silence.createdAt), optional(silence.recurrence?.text), optional(silence.recurrence?.timeZone.identifier), optional(silence.scope),
             ])
     }
 
@@ -136,9 +158,10 @@ extension AlertStore {
     }
 
     static func silence(row: SQLRow) -> Silence? {
-        guard row.count == 14 else { return nil }
+        guard row.count == 15 else { return nil }
         var matchers: [String: String] = [:]
         for (key, value) in zip(Silence.matcherKeys, row[1...5]) { if let text = value.text { matchers[key] = text } }
+        if let scope = row[14].text { matchers["scope"] = scope }
         let recurrence = row[12].text.flatMap { text in row[13].text.flatMap { try? MaintenanceWindow(text, timeZone: $0) } }
         guard
             var silence = try? Silence(
@@ -172,7 +195,7 @@ extension AlertStore {
             AND (s.recurrence IS NULL\(windows.isEmpty ? "" : " OR s.id IN (\(windows))"))
             AND (s.type IS NULL OR s.type = a.type) AND (s.severity IS NULL OR s.severity = a.severity)
             AND (s.edge_location IS NULL OR s.edge_location = a.edge_location) AND (s.content_id IS NULL OR s.content_id = a.content_id)
-            AND (s.session_id IS NULL OR s.session_id = a.session_id)
+            AND (s.session_id IS NULL OR s.session_id = a.session_id) AND (s.scope IS NULL OR s.scope = a.scope)
             """
         return SQLStatement(
             """

@@ -36,7 +36,7 @@ struct SilenceCommand: AsyncParsableCommand {
 
         @OptionGroup var options: Options
 
-        @Option(name: .customLong("match"), help: "KEY=VALUE, repeatable; keys: type, severity, edge_location, content_id, session_id.")
+        @Option(name: .customLong("match"), help: "KEY=VALUE, repeatable; keys: type, severity, edge_location, content_id, session_id, scope (an incident's cohort: scope=stream_type=live).")
         var matchers: [String] = []
 
         @Option(help: "How long from now: 90s, 30m, 2h, 1d.")

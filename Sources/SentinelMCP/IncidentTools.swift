@@ -100,10 +100,12 @@ extension SentinelTools {
         Spec(
             name: "create_silence", title: "Silence notifications",
             description:
-                "Holds back the webhook notifications of alerts matching every matcher given (type, severity, edge_location, cmcd_cid, cmcd_sid) for a duration; findings are still recorded. The same call within a minute returns the same silence.",
+                "Holds back the webhook notifications of alerts matching every matcher given (type, severity, edge_location, cmcd_cid, cmcd_sid, scope) for a duration; findings are still recorded. The same call within a minute returns the same silence.",
             parameters: [
                 ("type", "string", "A finding type, e.g. incident or buffer_drop."), ("severity", "string", "warning or critical."),
-                ("edge_location", "string", "CloudFront edge location."), cid, sid, ("duration", "string", "How long: 30m, 2h, 1d (at most 30d)."),
+                ("edge_location", "string", "CloudFront edge location."), cid, sid,
+                ("scope", "string", "An incident's cohort, e.g. stream_type=live or content_id=news,edge_location=FRA56-C2."),
+                ("duration", "string", "How long: 30m, 2h, 1d (at most 30d)."),
                 ("created_by", "string", "Who asks (recorded as mcp:TOKEN:NAME, TOKEN the bearer token's name over HTTP, stdio otherwise)."), ("comment", "string", "Why (recorded)."),
             ], required: ["duration", "created_by"], output: [("silence", "silence")],
             run: { try await $0.createSilence($1) }, writes: true, group: .silences),
@@ -115,7 +117,10 @@ extension SentinelTools {
 
     func createSilence(_ input: ToolInput) async throws -> (String, JSONValue) {
         var matchers: [String: String] = [:]
-        for (argument, key) in [("type", "type"), ("severity", "severity"), ("edge_location", "edge_location"), ("cmcd_cid", "content_id"), ("cmcd_sid", "session_id")] {
+        for (argument, key) in [
+            ("type", "type"), ("severity", "severity"), ("edge_location", "edge_location"), ("cmcd_cid", "content_id"), ("cmcd_sid", "session_id"),
+            ("scope", "scope"),
+        ] {
             if let value = try input.string(argument) { matchers[key] = value }
         }
         let durationText = try input.requiredString("duration", maxLength: 16)

@@ -443,6 +443,40 @@ struct SilenceStoreTests {
         await s.close()
     }
 
+    @Test(arguments: AlertStoreTests.backends) func aScopeSilenceHoldsBackOnlyThatCohortsIncidents(_ backend: String) async throws {
+        let s = try await store.open(backend)
+        func incident(_ scope: [(String, String)], _ id: String) -> Finding {
+            var finding = Finding(
+                type: .incident, status: .firing, severity: .critical, sessionID: "", contentID: scope.first { $0.0 == "content_id" }?.1,
+                edgeLocation: scope.first { $0.0 == "edge_location" }?.1, startedAt: 500, detectedAt: 2_000, summary: "incident",
+                details: [("rule", .string("rebuffering")), ("scope", .object(scope.map { ($0.0, .string($0.1)) }))])
+            finding.id = id
+            return finding
+        }
+        let live = incident([("stream_type", "live")], "live")
+        let vod = incident([("stream_type", "vod")], "vod")
+        let pair = incident([("edge_location", "FRA56-C2"), ("content_id", "news")], "pair")
+        let edge = incident([("edge_location", "FRA56-C2")], "edge")
+        for matchers in [["scope": "stream_type=live"], ["scope": "edge_location=FRA56-C2,content_id=news", "type": "incident"]] {
+            try await s.addSilence(try Silence(matchers: matchers, startsAt: 1_000, endsAt: 100_000, createdBy: "ops", comment: "", createdAt: 1_000))
+        }
+        #expect(try await s.silences(activeAt: 5_000).map { $0.scope } .contains("content_id=news,edge_location=FRA56-C2"), "stored in canonical order")
+        let all = [live, vod, pair, edge]
+        try await s.record(all, notifications: all.map { store.entry(for: $0, kind: .firing) }, now: 2_000)
+        let claimed = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 3_000, leaseUntil: 60_000)
+        #expect(Set(claimed.map(\.alertID)) == ["vod", "edge"], "only the silenced cohorts are held back, not the edge's own incident")
+        #expect(try await s.notifications(alertID: "live").first?.state == .silenced)
+        #expect(try await s.notifications(alertID: "pair").first?.state == .silenced)
+        await s.close()
+    }
+
+    @Test func scopesAreCheckedAndPutInOrder() throws {
+        #expect(try Silence.canonicalScope("edge_location=FRA56-C2,content_id=news") == "content_id=news,edge_location=FRA56-C2")
+        #expect(throws: SQLError.self) { try Silence.canonicalScope("pop=FRA") }
+        #expect(throws: SQLError.self) { try Silence.canonicalScope("edge_location") }
+        #expect(throws: SQLError.self) { try Silence.canonicalScope("edge_location=a,edge_location=b") }
+    }
+
     @Test func badSilencesAreRefused() {
         #expect(throws: SQLError.self) { try Silence(matchers: [:], startsAt: 0, endsAt: 1, createdBy: "o", comment: "", createdAt: 0) }
         #expect(throws: SQLError.self) { try Silence(matchers: ["pop": "x"], startsAt: 0, endsAt: 1, createdBy: "o", comment: "", createdAt: 0) }
