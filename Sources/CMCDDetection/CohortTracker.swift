@@ -36,7 +36,8 @@ public struct CohortWindow: Sendable, Equatable {
     /// The nearest-rank percentile of the window's startup times (nil without any).
     public func startupPercentile(_ p: Double) -> Int64? {
         guard !startups.isEmpty else { return nil }
-        let sorted = startups.sorted()
+        // Sorted once when the window closes (`closeOldest`); sorted here otherwise.
+        let sorted = startups.indices.dropFirst().allSatisfy { startups[$0 - 1] <= startups[$0] } ? startups : startups.sorted()
         let rank = Int((p * Double(sorted.count)).rounded(.up)) - 1
         return Int64(sorted[min(max(rank, 0), sorted.count - 1)])
     }
@@ -502,8 +503,9 @@ public struct CohortTracker: Sendable {
         overall = closing.overall
         sumFinestWindows(at: start)
         for slot in cohorts.indices where cohorts[slot].open.first.map({ $0.start <= start }) ?? false {
-            let window = cohorts[slot].open.removeFirst()
+            var window = cohorts[slot].open.removeFirst()
             guard window.start == start else { continue }
+            window.startups.sort()  // every rule's percentile reads them sorted
             cohorts[slot].window = window
             if collectsRollups { rollups.append(CohortRollup(scope: scope(of: cohorts[slot]), window: window)) }
         }

@@ -126,10 +126,8 @@ final class ConsumeLoop {
     /// Produces unparseable records to `kafka.dead_letter_topic` when one is configured.
     private var deadLetters: KafkaProducer?
     private var deadLettersSent = 0
-    /// A sink failed for good: the daemon stops without committing past it.
+    /// A sink (or a rollup sink) failed for good: the daemon stops without committing past it.
     private var sinkFailure: (any Error)?
-    /// A rollup sink failed for good (it is the InfluxDB writer: its records fail too).
-    private var rollupFailure: (any Error)?
     private var lastPendingLog = 0.0
     /// Findings not yet handed to the sinks (see `ConsumeStateMachine.afterPoll`).
     private var heldFindings: [Finding] = []
@@ -240,7 +238,6 @@ final class ConsumeLoop {
             if actions.publishMetrics { publishMetrics() }
             if actions.commit { await commitPending() }
             if let sinkFailure { throw sinkFailure }
-            if let rollupFailure { throw rollupFailure }
             if actions.stopIdle {
                 logger.info("no record for \(machine.configuration.exitWhenIdleSeconds ?? 0) s: stopping")
                 break
@@ -349,11 +346,12 @@ final class ConsumeLoop {
     private func handRollups() {
         guard !daemon.rollupSinks.isEmpty else { return }
         let rollups = cohorts.takeRollups()
-        guard !rollups.isEmpty, rollupFailure == nil else { return }
+        guard !rollups.isEmpty, sinkFailure == nil else { return }
         do {
             for sink in daemon.rollupSinks { try sink.rollup(rollups) }
         } catch {
-            rollupFailure = error
+            sinkFailure = error
+            logger.error("a rollup sink failed; nothing more is committed: \(error)")
         }
     }
 
