@@ -162,9 +162,9 @@ public final class SentinelTools: Sendable {
         Spec(
             name: "get_session_chart", title: "Session chart",
             description:
-                "A picture of one session: buffer length, encoded bitrate and measured throughput over time with its findings shaded, as an SVG image (also the resource cmcd://sessions/{session_id}/chart.svg). No PNG: this build has no rasteriser.",
+                "A picture of one session: buffer length, encoded bitrate and measured throughput over time with its findings shaded, as a PNG image (where librsvg is installed) and an SVG one (also the resource cmcd://sessions/{session_id}/chart.svg).",
             parameters: [sid, ("session_id", "string", "Same as cmcd_sid."), timeRange],
-            output: [("cmcd_sid", "string"), ("time_range", "string"), ("points", "integer"), ("findings", "integer"), ("truncated", "boolean"), ("svg_uri", "string"), ("mime_type", "string"), ("png", "null"), ("svg", "string")],
+            output: [("cmcd_sid", "string"), ("time_range", "string"), ("points", "integer"), ("findings", "integer"), ("truncated", "boolean"), ("svg_uri", "string"), ("mime_type", "string"), ("png", "string?"), ("svg", "string")],
             run: { try await $0.chart($1) }, group: .charts),
         Spec(
             name: "get_detection_rules", title: "Detection rules", description: "The thresholds and routes in force, to explain a finding.", parameters: [],
@@ -189,8 +189,9 @@ public final class SentinelTools: Sendable {
             let (structured, cut) = Self.capped(full)
             let text = cut ? summary + " (Cut to \(Self.maxResultBytes / 1024) KiB: ask for a smaller limit or a narrower time range.)" : summary
             // The structured result again as text, for clients that read only text; a chart
-            // also as an image.
+            // also as images (PNG where it could be drawn, and SVG).
             var content = [Self.text(text), Self.text(JSONWriter.string(structured))]
+            if case .string(let png)? = structured["png"] { content.append(.image(data: png, mimeType: "image/png", annotations: nil, _meta: nil)) }
             if case .string(let svg)? = structured["svg"] {
                 content.append(.image(data: Data(svg.utf8).base64EncodedString(), mimeType: "image/svg+xml", annotations: nil, _meta: nil))
             }

@@ -4,8 +4,8 @@ import SentinelJSON
 
 /// A session as a picture: buffer length (left axis, seconds), encoded bitrate and measured
 /// throughput (right axis, Mbps) over time, each finding a shaded band from its start to its
-/// end (or the last request) labelled with its type. SVG from a small writer of our own: every
-/// text from a viewer is escaped, sizes are fixed, points are bounded.
+/// end (or the last request) labelled with its type. SVG from a small writer of our own (every
+/// text from a viewer is escaped, sizes are fixed, points are bounded), PNG through librsvg.
 public struct SessionChart: Sendable {
     public struct Point: Sendable, Equatable {
         public var time: Int64
@@ -190,13 +190,17 @@ extension SentinelTools {
         let range = try input.timeRange(default: "-24h")
         let chart = try await sessionChart(sid: sid, range: range)
         let uri = "cmcd://sessions/\(sid.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? sid)/chart.svg"
+        let svg = chart.svg
+        let png = chart.points.isEmpty ? nil : PNGRasteriser.png(svg: svg, width: Int(SessionChart.width), height: Int(SessionChart.height))
+        let formats =
+            png != nil ? "PNG and SVG" : "SVG only: no PNG, \(PNGRasteriser.isAvailable ? "the rasteriser refused it" : "librsvg and cairo are not installed here")"
         return (
-            "Session \(sid): \(chart.points.count) requests and \(chart.marks.count) findings drawn (SVG; no PNG: no rasteriser library is available to this build). Also at \(uri).",
+            "Session \(sid): \(chart.points.count) requests and \(chart.marks.count) findings drawn (\(formats)). Also at \(uri).",
             .object([
                 ("status", .string(chart.points.isEmpty ? "not_found" : "success")), ("cmcd_sid", .string(sid)), ("time_range", .string(range.text)),
                 ("points", .int(Int64(chart.points.count))), ("findings", .int(Int64(chart.marks.count))),
                 ("truncated", .bool(chart.points.count >= Self.chartPoints)), ("svg_uri", .string(uri)), ("mime_type", .string("image/svg+xml")),
-                ("png", .null), ("svg", .string(chart.svg)),
+                ("png", png.map { .string($0.base64EncodedString()) } ?? .null), ("svg", .string(svg)),
             ])
         )
     }

@@ -70,7 +70,8 @@ import Testing
         // The chart: an SVG image of the session with its findings.
         let chart = results[15]
         #expect(chart["is_error"] == .bool(false) && chart["structured"]?["points"] == .int(6), "\(chart["text"].map(JSONWriter.string) ?? "")")
-        #expect(chart["images"]?.arrayElements?.first?["mime_type"] == .string("image/svg+xml"))
+        #expect(chart["images"]?.arrayElements?.compactMap { $0["mime_type"]?.stringValue } == ["image/png", "image/svg+xml"])
+        #expect((chart["images"]?.arrayElements?.first?["bytes"]?.number ?? 0) > 2_000)
         #expect(chart["structured"]?["svg"]?.stringValue?.hasPrefix("<svg") == true)
         #expect((chart["structured"]?["findings"]?.number ?? 0) >= 1)
         for r in results.prefix(10) { #expect(r["is_error"] == .bool(false), "\(r["name"].map(JSONWriter.string) ?? ""): \(r["text"].map(JSONWriter.string) ?? "")") }

@@ -498,4 +498,18 @@ struct ToolControlTests {
         #expect(svg.contains("buffer_starvation") && svg.contains("<polyline"))
         #expect(SessionChart(sessionID: "s", points: [], marks: []).svg.contains("No requests"))
     }
+
+    /// librsvg and cairo (`.ci/run` installs them) draw the chart as a PNG of the chart's size.
+    @Test func theChartIsAlsoAPNG() throws {
+        let chart = SessionChart(
+            sessionID: "viewer", points: [.init(time: 0, bufferMs: 20_000, bitrateKbps: 3_000, throughputKbps: 9_000), .init(time: 4_000, bufferMs: 0, bitrateKbps: 3_000, throughputKbps: 8_000)],
+            marks: [.init(type: "buffer_starvation", severity: "critical", start: 2_000, end: nil)])
+        let png = try #require(PNGRasteriser.png(svg: chart.svg, width: 800, height: 320), "librsvg-2.so.2 or libcairo.so.2 is missing")
+        let bytes = [UInt8](png)
+        #expect(bytes.prefix(8) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        // IHDR: width and height, big-endian, at bytes 16 to 23.
+        #expect(bytes[16..<20] == [0, 0, 0x03, 0x20] && bytes[20..<24] == [0, 0, 0x01, 0x40])
+        #expect(png.count > 2_000, "a real picture, not an empty canvas")
+        #expect(PNGRasteriser.png(svg: "not svg at all", width: 800, height: 320) == nil)
+    }
 }
