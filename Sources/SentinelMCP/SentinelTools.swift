@@ -229,6 +229,14 @@ public final class SentinelTools: Sendable {
     }
 
     static func str(_ v: JSONValue?) -> String? { if case .string(let s)? = v { s } else { nil } }
+    /// A number InfluxDB answered as an integer or a float.
+    static func double(_ v: JSONValue?) -> Double? {
+        switch v {
+        case .double(let d)?: d
+        case .int(let n)?: Double(n)
+        default: nil
+        }
+    }
     static func int(_ v: JSONValue?) -> Int64? {
         switch v {
         case .int(let n)?: n
@@ -272,12 +280,7 @@ public final class SentinelTools: Sendable {
             "SELECT MEAN(cmcd_br), COUNT(cmcd_br) FROM cloudfront_logs WHERE time > now() - \(range.literal) AND (cmcd_ot = 'v' OR cmcd_ot = 'av')\(filter)",
             params: params)
         let record = series.first?.records.first
-        let mean: Double? =
-            switch record?["mean"] {
-            case .double(let d)?: d
-            case .int(let n)?: Double(n)
-            default: nil
-            }
+        let mean = Self.double(record?["mean"])
         let count = Self.int(record?["count"]) ?? 0
         let rounded = mean.map { ($0 * 10).rounded() / 10 }
         let text =

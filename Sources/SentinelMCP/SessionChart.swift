@@ -164,19 +164,12 @@ extension SentinelTools {
         let rows = try await requireInflux().query(
             "SELECT cmcd_bl, cmcd_br, cmcd_mtp, cmcd_ot FROM cloudfront_logs WHERE time > now() - \(range.literal) AND cmcd_sid = $sid ORDER BY time LIMIT \(Self.chartPoints)",
             params: ["sid": sid])
-        func number(_ v: JSONValue?) -> Double? {
-            switch v {
-            case .int(let n)?: Double(n)
-            case .double(let d)?: d
-            default: nil
-            }
-        }
         let points = (rows.first?.records ?? []).compactMap { r -> SessionChart.Point? in
             guard let time = Self.int(r["time"]) else { return nil }
             // The bitrate of media segments only (a manifest's or init segment's `br` is not what plays).
             let media = ["v", "a", "av"].contains(Self.str(r["cmcd_ot"]) ?? "v")
             return SessionChart.Point(
-                time: time, bufferMs: number(r["cmcd_bl"]), bitrateKbps: media ? number(r["cmcd_br"]) : nil, throughputKbps: number(r["cmcd_mtp"]))
+                time: time, bufferMs: Self.double(r["cmcd_bl"]), bitrateKbps: media ? Self.double(r["cmcd_br"]) : nil, throughputKbps: Self.double(r["cmcd_mtp"]))
         }
         var marks: [SessionChart.Mark] = []
         if let store {
