@@ -150,127 +150,71 @@ public struct SentinelConfiguration: Sendable, Equatable {
 
     public init() {}
 
-    /// Every key, its environment variable, and what it means (the configuration reference).
-    public static let keys: [(key: String, environment: String, meaning: String)] = [
-        ("kafka.brokers", "SENTINEL_KAFKA_BROKERS", "bootstrap brokers, comma separated"),
-        ("kafka.topic", "SENTINEL_KAFKA_TOPIC", "topic with the CMCD log records"),
-        ("kafka.group_id", "SENTINEL_KAFKA_GROUP_ID", "consumer group"),
-        ("kafka.instance_id", "SENTINEL_KAFKA_INSTANCE_ID", "static group membership (group.instance.id): a restart gets its partitions back at once; unique per daemon; empty: dynamic"),
-        ("kafka.properties", "-", "librdkafka properties, passed through (a mapping)"),
-        ("kafka.partitions", "SENTINEL_KAFKA_PARTITIONS", "read these partitions without a group rebalance (comma separated); empty joins the group"),
-        ("kafka.dead_letter_topic", "SENTINEL_KAFKA_DEAD_LETTER_TOPIC", "topic for records that cannot be parsed, with the reason in a header; empty disables"),
-        ("input.format", "SENTINEL_INPUT_FORMAT", "cloudfront, json or cmcd"),
-        ("input.fields", "SENTINEL_INPUT_FIELDS", "CloudFront fields in wire order (a list; comma separated in the environment)"),
-        ("rules", "SENTINEL_RULES", "rules file"),
-        ("output.stdout", "SENTINEL_OUTPUT_STDOUT", "print findings as JSON lines on standard output"),
-        ("http.listen", "SENTINEL_HTTP_LISTEN", "host:port for /metrics and /healthz (port 0: any free port, logged); empty disables"),
-        ("http.tokens", "SENTINEL_HTTP_TOKENS", "named bearer tokens for the silences API on that port (a mapping name: token; NAME=TOKEN,... in the environment; secret); none: the API is off"),
-        ("influx", "-", "the InfluxDB sink; omit the section (or set influx.url empty) to disable"),
-        ("influx.url", "SENTINEL_INFLUX_URL", "InfluxDB base URL, http:// or https://"),
-        ("influx.api", "SENTINEL_INFLUX_API", "auto (ask /ping), v1 (/write) or v2 (/api/v2/write)"),
-        ("influx.database", "SENTINEL_INFLUX_DATABASE", "v1 database or v2 bucket"),
-        ("influx.retention_policy", "SENTINEL_INFLUX_RETENTION_POLICY", "v1 retention policy; empty uses the default"),
-        ("influx.org", "SENTINEL_INFLUX_ORG", "v2 organisation"),
-        ("influx.token", "SENTINEL_INFLUX_TOKEN", "API token, sent as Authorization: Token (secret)"),
-        ("influx.write_raw", "SENTINEL_INFLUX_WRITE_RAW", "write every request to cloudfront_logs, not only findings"),
-        ("influx.write_qoe", "SENTINEL_INFLUX_WRITE_QOE", "write each cohort's closed window to cmcd_qoe (live QoE rollups)"),
-        ("influx.batch_size", "SENTINEL_INFLUX_BATCH_SIZE", "points per write"),
-        ("influx.flush_interval_ms", "SENTINEL_INFLUX_FLUSH_INTERVAL_MS", "a partly filled batch is written after this long"),
-        ("influx.max_buffered_points", "SENTINEL_INFLUX_MAX_BUFFERED_POINTS", "points held before the daemon waits for InfluxDB"),
-        ("influx.gzip", "SENTINEL_INFLUX_GZIP", "gzip request bodies"),
-        ("influx.timeout_ms", "SENTINEL_INFLUX_TIMEOUT_MS", "timeout of one write"),
-        ("influx.verify_tls", "SENTINEL_INFLUX_VERIFY_TLS", "verify the server certificate"),
-        ("influx.max_retry_ms", "SENTINEL_INFLUX_MAX_RETRY_MS", "how long a failing write is retried before the daemon stops uncommitted"),
-        ("alerts.url", "SENTINEL_ALERTS_URL", "sqlite:PATH or postgres://user:password@host:port/db; empty disables the alerts table and webhooks"),
-        ("alerts.retention_days", "SENTINEL_ALERTS_RETENTION_DAYS", "resolved alerts older than this are deleted; 0 keeps them"),
-        ("alerts.checkpoints", "SENTINEL_ALERTS_CHECKPOINTS", "checkpoint each partition's detection state here, so a restart resumes where it stopped"),
-        ("webhooks[].name", "SENTINEL_WEBHOOKS_<i>_NAME", "endpoint name, referred to by routes in the rules"),
-        ("webhooks[].url", "SENTINEL_WEBHOOKS_<i>_URL", "endpoint URL"),
-        ("webhooks[].secret", "SENTINEL_WEBHOOKS_<i>_SECRET", "signing secret, or a list of them during a rotation (secret)"),
-        ("webhooks[].headers", "-", "extra static headers (a mapping)"),
-        ("webhooks[].timeout_ms", "SENTINEL_WEBHOOKS_<i>_TIMEOUT_MS", "timeout of one delivery attempt"),
-        ("webhooks[].max_concurrency", "SENTINEL_WEBHOOKS_<i>_MAX_CONCURRENCY", "deliveries in flight at once to this endpoint"),
-        ("webhooks[].max_age_ms", "SENTINEL_WEBHOOKS_<i>_MAX_AGE_MS", "an undelivered notification is dead after this long"),
-        ("webhooks[].verify_tls", "SENTINEL_WEBHOOKS_<i>_VERIFY_TLS", "verify the server certificate"),
-        ("mcp.http_listen", "SENTINEL_MCP_HTTP_LISTEN", "host:port for the MCP server's Streamable HTTP transport (cmcd-sentinel mcp --http overrides)"),
-        ("mcp.token", "SENTINEL_MCP_TOKEN", "bearer token the MCP HTTP transport requires (secret)"),
-        ("mcp.max_sessions", "SENTINEL_MCP_MAX_SESSIONS", "most MCP clients (sessions) served at once over HTTP; more get 503 until one ends or expires"),
-        ("mcp.idle_timeout_ms", "SENTINEL_MCP_IDLE_TIMEOUT_MS", "an MCP HTTP session unused this long is closed (the client gets 404 and initializes again)"),
-        ("mcp.allowed_origins", "SENTINEL_MCP_ALLOWED_ORIGINS", "browser origins allowed over HTTP, e.g. https://assistant.example.com (a list; comma separated in the environment); others get 403"),
-        ("mcp.allowed_hosts", "SENTINEL_MCP_ALLOWED_HOSTS", "Host header values allowed over HTTP (name[:port] or name:*; a list); empty: any beyond loopback"),
-        ("mcp.tokens", "SENTINEL_MCP_TOKENS", "more bearer tokens by name (a mapping name: token; NAME=TOKEN,... in the environment; secret); mcp.token is the one named default"),
-        ("mcp.rate_limit_per_minute", "SENTINEL_MCP_RATE_LIMIT_PER_MINUTE", "requests one token may make in a minute over HTTP; more get 429 with Retry-After"),
-        ("mcp.tools.enabled", "SENTINEL_MCP_TOOLS_ENABLED", "tool groups offered: history, anomalies, incidents, silences, charts (a list; comma separated in the environment)"),
-        ("mcp.authorization_servers", "SENTINEL_MCP_AUTHORIZATION_SERVERS", "OAuth authorization servers named in /.well-known/oauth-protected-resource (a list)"),
-    ]
+    /// Every key, its environment variable (`-`: the file only), and what it means: the
+    /// configuration reference, derived from the tables that read the keys.
+    public static var keys: [(key: String, environment: String, meaning: String)] {
+        ConfigTable.reference(topLevelKeys, prefix: "", environmentPrefix: "SENTINEL_")
+            + [("influx", "-", "the InfluxDB sink; omit the section (or set influx.url empty) to disable")]
+            + ConfigTable.reference(influxKeys, prefix: "influx.", environmentPrefix: "SENTINEL_INFLUX_")
+            + ConfigTable.reference(alertsKeys, prefix: "alerts.", environmentPrefix: "SENTINEL_ALERTS_")
+            + ConfigTable.reference(webhookKeys, prefix: "webhooks[].", environmentPrefix: "SENTINEL_WEBHOOKS_<i>_")
+    }
+
+    /// The keys outside the sink sections: Kafka, input, rules, output, HTTP and MCP.
+    static var topLevelKeys: [ConfigKey<SentinelConfiguration>] {
+        [
+            .string("kafka.brokers", \.kafka.brokers, "bootstrap brokers, comma separated"),
+            .string("kafka.topic", \.kafka.topic, "topic with the CMCD log records"),
+            .string("kafka.group_id", \.kafka.groupID, "consumer group"),
+            .string(
+                "kafka.instance_id", \.kafka.instanceID,
+                "static group membership (group.instance.id): a restart gets its partitions back at once; unique per daemon; empty: dynamic"),
+            .mapping("kafka.properties", \.kafka.properties, "librdkafka properties, passed through (a mapping)", secret: false),
+            .custom(
+                "kafka.partitions", "read these partitions without a group rebalance (comma separated); empty joins the group",
+                read: { node, config throws(ValidationError) in
+                    config.kafka.partitions = try node.elements().map { element throws(ValidationError) in Int32(try element.integer(in: 0...100_000)) }
+                },
+                parse: { text, node, config throws(ValidationError) in
+                    config.kafka.partitions = try text.split(separator: ",").map { part throws(ValidationError) in
+                        guard let n = Int32(part.trimmingCharacters(in: " ")), n >= 0 else { throw node.error("'\(part)' is not a partition number") }
+                        return n
+                    }
+                },
+                show: { $0.kafka.partitions.isEmpty ? "(group)" : $0.kafka.partitions.map(String.init).joined(separator: ",") }),
+            .string(
+                "kafka.dead_letter_topic", \.kafka.deadLetterTopic,
+                "topic for records that cannot be parsed, with the reason in a header; empty disables", empty: "(disabled)"),
+            .custom(
+                "input.format", "cloudfront, json or cmcd", read: { node, config throws(ValidationError) in config.input.format = try format(node.string(), node) },
+                parse: { text, node, config throws(ValidationError) in config.input.format = try format(text, node) },
+                show: { $0.input.format.rawValue }),
+            .custom(
+                "input.fields", "CloudFront fields in wire order (a list; comma separated in the environment)",
+                read: { node, config throws(ValidationError) in config.input.fields = try fields(node.stringList(), node) },
+                parse: { text, node, config throws(ValidationError) in
+                    config.input.fields = try fields(text.split(separator: ",").map { $0.trimmingCharacters(in: " ") }, node)
+                },
+                show: { $0.input.fields.names.joined(separator: ",") }),
+            .string("rules", \.rules, "rules file"),
+            .bool("output.stdout", \.stdout, "print findings as JSON lines on standard output"),
+            .string(
+                "http.listen", \.httpListen, "host:port for /metrics and /healthz (port 0: any free port, logged); empty disables", empty: "(disabled)"),
+            .mapping(
+                "http.tokens", \.httpTokens,
+                "named bearer tokens for the silences API on that port (a mapping name: token; NAME=TOKEN,... in the environment; secret); none: the API is off",
+                secret: true, empty: "(none: the silences API is off)"),
+        ] + mcpKeys
+    }
 
     /// Loads `yaml` (nil: no file) and applies `environment` overrides.
     public static func load(yaml: String?, file: String, environment: [String: String]) throws(ValidationError) -> SentinelConfiguration {
         var config = SentinelConfiguration()
         let root = try YAMLValue.parse(yaml ?? "", file: file)
-        try root.keys(allowed: ["kafka", "input", "rules", "output", "http", "influx", "alerts", "webhooks", "mcp"])
-        let kafka = root["kafka"]
-        try kafka.keys(allowed: ["brokers", "topic", "group_id", "instance_id", "properties", "partitions", "dead_letter_topic"])
-        config.kafka.instanceID = try kafka["instance_id"].string(default: "")
-        config.kafka.deadLetterTopic = try kafka["dead_letter_topic"].string(default: "")
-        config.kafka.brokers = try kafka["brokers"].string(default: config.kafka.brokers)
-        config.kafka.topic = try kafka["topic"].string(default: config.kafka.topic)
-        config.kafka.groupID = try kafka["group_id"].string(default: config.kafka.groupID)
-        for (key, value) in try kafka["properties"].members() {
-            guard value.isScalar else { throw value.error("must be a string") }
-            config.kafka.properties[key] = try value.string()
-        }
-        if kafka["partitions"].exists {
-            config.kafka.partitions = try kafka["partitions"].elements().map { element throws(ValidationError) in
-                Int32(try element.integer(in: 0...100_000))
-            }
-        }
-        let input = root["input"]
-        try input.keys(allowed: ["format", "fields"])
-        if input["format"].exists { config.input.format = try format(input["format"].string(), input["format"]) }
-        if input["fields"].exists { config.input.fields = try fields(input["fields"].stringList(), input["fields"]) }
-        config.rules = try root["rules"].string(default: config.rules)
-        let output = root["output"]
-        try output.keys(allowed: ["stdout"])
-        config.stdout = try output["stdout"].bool(default: true)
-        let http = root["http"]
-        try http.keys(allowed: ["listen", "tokens"])
-        config.httpListen = try http["listen"].string(default: config.httpListen)
-        for (name, value) in try http["tokens"].members() {
-            guard value.isScalar else { throw value.error("must be a string") }
-            config.httpTokens[name] = try value.string()
-        }
+        try ConfigTable.checkKeys(topLevelKeys, in: root, extra: ["influx", "alerts", "webhooks"])
+        try ConfigTable.read(topLevelKeys, from: root, into: &config)
         try loadSinks(root, into: &config)
-
-        // Environment overrides.
-        func env(_ name: String) -> (value: String, node: YAMLValue)? {
-            environment[name].map { ($0, YAMLValue.environment(name)) }
-        }
-        if let (v, _) = env("SENTINEL_KAFKA_BROKERS") { config.kafka.brokers = v }
-        if let (v, _) = env("SENTINEL_KAFKA_TOPIC") { config.kafka.topic = v }
-        if let (v, _) = env("SENTINEL_KAFKA_GROUP_ID") { config.kafka.groupID = v }
-        if let (v, _) = env("SENTINEL_KAFKA_INSTANCE_ID") { config.kafka.instanceID = v }
-        if let (v, _) = env("SENTINEL_KAFKA_DEAD_LETTER_TOPIC") { config.kafka.deadLetterTopic = v }
-        if let (v, node) = env("SENTINEL_KAFKA_PARTITIONS") {
-            config.kafka.partitions = try v.split(separator: ",").map { part throws(ValidationError) in
-                guard let n = Int32(part.trimmingCharacters(in: " ")), n >= 0 else { throw node.error("'\(part)' is not a partition number") }
-                return n
-            }
-        }
-        if let (v, node) = env("SENTINEL_INPUT_FORMAT") { config.input.format = try format(v, node) }
-        if let (v, node) = env("SENTINEL_INPUT_FIELDS") {
-            config.input.fields = try fields(v.split(separator: ",").map { $0.trimmingCharacters(in: " ") }, node)
-        }
-        if let (v, _) = env("SENTINEL_RULES") { config.rules = v }
-        if let v = try environmentBool("SENTINEL_OUTPUT_STDOUT", environment) { config.stdout = v }
-        if let (v, _) = env("SENTINEL_HTTP_LISTEN") { config.httpListen = v }
-        if let (v, node) = env("SENTINEL_HTTP_TOKENS") {
-            config.httpTokens = [:]
-            for pair in v.split(separator: ",") {
-                guard let equals = pair.firstIndex(of: "=") else { throw node.error("each token must be NAME=TOKEN") }
-                config.httpTokens[String(pair[..<equals]).trimmingCharacters(in: " ")] = String(pair[pair.index(after: equals)...])
-            }
-        }
+        try ConfigTable.override(topLevelKeys, environment: environment, prefix: "SENTINEL_", into: &config)
         try applySinkEnvironment(environment, to: &config)
         try config.validate(root)
         return config
@@ -315,20 +259,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
 
     /// The effective configuration as YAML-ish lines, secrets masked.
     public var effectiveDescription: [String] {
-        var lines = [
-            "kafka.brokers: \(kafka.brokers)", "kafka.topic: \(kafka.topic)", "kafka.group_id: \(kafka.groupID)", "kafka.instance_id: \(kafka.instanceID)",
-            "kafka.partitions: \(kafka.partitions.isEmpty ? "(group)" : kafka.partitions.map(String.init).joined(separator: ","))",
-            "kafka.dead_letter_topic: \(kafka.deadLetterTopic.isEmpty ? "(disabled)" : kafka.deadLetterTopic)",
-        ]
-        for (key, value) in kafka.properties.sorted(by: { $0.key < $1.key }) {
-            lines.append("kafka.properties.\(key): \(Self.isSecret(key) ? "*****" : value)")
-        }
-        lines += [
-            "input.format: \(input.format.rawValue)", "input.fields: \(input.fields.names.joined(separator: ","))",
-            "rules: \(rules)", "output.stdout: \(stdout)", "http.listen: \(httpListen.isEmpty ? "(disabled)" : httpListen)",
-            "http.tokens: \(httpTokens.isEmpty ? "(none: the silences API is off)" : httpTokens.keys.sorted().map { "\($0)=*****" }.joined(separator: ","))",
-        ]
-        return lines + sinkDescription
+        ConfigTable.describe(Self.topLevelKeys, self, prefix: "") + sinkDescription
     }
 
     /// Property names whose values are secrets.

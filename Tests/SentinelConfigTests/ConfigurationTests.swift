@@ -85,6 +85,40 @@ struct ConfigurationTests {
         }
     }
 
+    /// The reference is the table the loader reads: the file accepts every key it lists (and
+    /// no other), and each listed variable is read (it changes the configuration or is refused).
+    @Test func everyReferencedKeyIsReadFromTheFileAndItsVariable() throws {
+        for key in SentinelConfiguration.keys where key.key != "influx" {
+            // kafka.brokers -> kafka: {brokers: ~}; webhooks[].url -> webhooks: [{url: ~}]
+            let parts = key.key.split(separator: ".").map(String.init)
+            let yaml = parts.reversed().reduce("~") { inner, part in
+                part.hasSuffix("[]") ? "{\(part.dropLast(2)): [\(inner)]}" : "{\(part): \(inner)}"
+            }
+            do { _ = try SentinelConfiguration.load(yaml: yaml, file: "k.yaml", environment: [:]) } catch {
+                #expect(!error.reason.contains("unknown key"), "\(key.key): \(error)")  // a webhook without a name is refused later
+            }
+        }
+        #expect { _ = try SentinelConfiguration.load(yaml: "{mcp: {tools: {enabled: ~, other: ~}}}", file: "k.yaml", environment: [:]) } throws: {
+            ($0 as? ValidationError)?.key == "mcp.tools.other"
+        }
+        let base = [
+            "SENTINEL_INFLUX_URL": "http://i:8086", "SENTINEL_WEBHOOKS_0_NAME": "hook", "SENTINEL_WEBHOOKS_0_URL": "http://h:9000",
+        ]
+        let described = try SentinelConfiguration.load(yaml: nil, file: "-", environment: base).effectiveDescription
+        for key in SentinelConfiguration.keys where key.environment != "-" {
+            let variable = key.environment.replacingOccurrences(of: "<i>", with: "0")
+            var environment = base
+            environment[variable] = "zzz-value"
+            do {
+                let changed = try SentinelConfiguration.load(yaml: nil, file: "-", environment: environment).effectiveDescription
+                let unchanged = changed == described
+                #expect(!unchanged, "\(variable) is not read")
+            } catch {
+                // Refused: read, and found wrong for its kind.
+            }
+        }
+    }
+
     @Test func theConfigurationReferenceListsEveryKeyWithItsVariable() throws {
         let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("docs/configuration.md")
