@@ -84,6 +84,7 @@ let package = Package(
             dependencies: [
                 "CMCDDetection", "SentinelJSON", "SentinelHTTP", "SentinelConfig", "SentinelSinks", "CSQLite",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,6 +1,7 @@
 import CMCDDetection
 import Foundation
 import Logging
+import ServiceLifecycle
 import SentinelHTTP
 import SentinelJSON
 import SentinelSinks
@@ -103,7 +104,7 @@ public struct NotificationRecord: Sendable, Equatable {
 /// An alert is an episode, upserted by the finding's deterministic id: a resolved alert stays
 /// resolved, a firing one takes newer findings, severity only rises. So replays and several
 /// daemons writing the same episode never duplicate or regress it.
-public final class AlertStore: Sendable {
+public final class AlertStore: Service {
     public let database: any SQLDatabase
     let logger: Logger
 
@@ -112,25 +113,36 @@ public final class AlertStore: Sendable {
         self.logger = logger
     }
 
-    /// Opens `sqlite:PATH` or a `postgres://` URL and brings the schema up to date.
-    public static func open(url: String, logger: Logger) async throws -> AlertStore {
+    /// The store at `sqlite:PATH` or a `postgres://` URL, not yet migrated: for a ServiceGroup
+    /// that runs it (first, so that it stops last) and calls `migrate()` before using it.
+    public static func connect(url: String, logger: Logger) throws -> AlertStore {
         let database: any SQLDatabase
         if url.hasPrefix("sqlite:") {
             database = try SQLiteDatabase(path: String(url.dropFirst("sqlite:".count)))
         } else {
             database = try PostgresDatabase(url: url, logger: logger)
         }
-        let store = AlertStore(database: database, logger: logger)
+        return AlertStore(database: database, logger: logger)
+    }
+
+    /// Opens `sqlite:PATH` or a `postgres://` URL and brings the schema up to date, for a
+    /// caller without a ServiceGroup: PostgreSQL's pool runs in a task of its own until `close`.
+    public static func open(url: String, logger: Logger) async throws -> AlertStore {
+        let store = try connect(url: url, logger: logger)
+        (store.database as? PostgresDatabase)?.runInBackground()
         do {
             try await store.migrate()
         } catch {
-            await database.close()
+            await store.close()
             throw error
         }
         return store
     }
 
     public func close() async { await database.close() }
+
+    /// The database's connections (PostgreSQL's pool) while the ServiceGroup runs.
+    public func run() async throws { await database.runConnections() }
 
     // MARK: - Schema
 
@@ -259,7 +271,8 @@ public final class AlertStore: Sendable {
     /// The newest schema version this build knows.
     public static var schemaVersion: Int64 { migrations.last!.version }
 
-    func migrate() async throws {
+    /// Brings the schema up to date (several daemons at once take turns on PostgreSQL).
+    public func migrate() async throws {
         try await database.query("CREATE TABLE IF NOT EXISTS sentinel_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
         let applied = Set(try await database.query("SELECT version FROM sentinel_migrations").compactMap { $0.first?.int })
         if let newest = applied.max(), newest > Self.schemaVersion {

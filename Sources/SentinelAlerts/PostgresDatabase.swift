@@ -3,14 +3,17 @@ import Logging
 import NIOSSL
 import PostgresNIO
 import SentinelConfig
+import Synchronization
 
 /// PostgreSQL through postgres-nio's connection pool, so several daemons can share one alerts
-/// table. The pool runs in a task of its own until `close`.
+/// table. The pool runs in the daemon's ServiceGroup (`runConnections`, through the store);
+/// a caller without one (a one-shot command, a test) runs it with `runInBackground` until `close`.
 public final class PostgresDatabase: SQLDatabase {
     public let backend = "postgres"
     let client: PostgresClient
     let logger: Logger
-    private let runner: Task<Void, Never>
+    /// The pool's task when run by `runInBackground`.
+    private let background = Mutex<Task<Void, Never>?>(nil)
 
     /// Connects to `postgres://user:password@host:port/database[?sslmode=disable|prefer|require]`.
     /// How long one `run` may take, waiting for a connection included: the pool retries
@@ -31,8 +34,18 @@ public final class PostgresDatabase: SQLDatabase {
         var background = logger
         background.logLevel = max(logger.logLevel, .error)
         client = PostgresClient(configuration: configuration, backgroundLogger: background)
+    }
+
+    /// The connection pool, until a graceful shutdown or cancellation. Queries made before
+    /// it starts wait for it (within `timeout`).
+    public func runConnections() async { await client.run() }
+
+    /// Runs the pool in a task of its own, stopped by `close`: for callers without a ServiceGroup.
+    public func runInBackground() {
         let client = self.client
-        runner = Task { await client.run() }
+        background.withLock { task in
+            if task == nil { task = Task { await client.run() } }
+        }
     }
 
     static func configuration(url: String) throws -> PostgresClient.Configuration {
@@ -104,8 +117,9 @@ public final class PostgresDatabase: SQLDatabase {
     }
 
     public func close() async {
-        runner.cancel()
-        _ = await runner.value
+        guard let task = background.withLock({ $0.take() }) else { return }
+        task.cancel()
+        await task.value
     }
 
     private func rows(of sequence: PostgresRowSequence) async throws -> [SQLRow] { try await Self.collect(sequence) }

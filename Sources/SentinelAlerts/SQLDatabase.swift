@@ -34,6 +34,9 @@ public protocol SQLDatabase: Sendable {
     var backend: String { get }
     @discardableResult
     func run(_ statements: [SQLStatement]) async throws -> [[SQLRow]]
+    /// Keeps what the database needs while it is used (PostgreSQL's connection pool) until a
+    /// graceful shutdown or cancellation. A ServiceGroup runs it through `AlertStore.run()`.
+    func runConnections() async
     func close() async
 }
 

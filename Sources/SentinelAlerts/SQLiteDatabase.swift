@@ -1,6 +1,7 @@
 import CSQLite
 import Foundation
 import NIOPosix
+import ServiceLifecycle
 import Synchronization
 
 /// SQLite through the C library: one connection, WAL mode. Statements run on a thread of the
@@ -30,6 +31,9 @@ public final class SQLiteDatabase: SQLDatabase {
     public func run(_ statements: [SQLStatement]) async throws -> [[SQLRow]] {
         try await thread.runIfActive { try self.connection.withLock { try $0.run(statements) } }
     }
+
+    /// One connection on a thread of its own: nothing runs beside it; waits for the shutdown.
+    public func runConnections() async { try? await gracefulShutdown() }
 
     public func close() async {
         _ = try? await thread.runIfActive { self.connection.withLock { $0.close() } }

@@ -70,7 +70,8 @@ struct RunCommand: AsyncParsableCommand {
         var store: AlertStore?
         if let alerts = configuration.alerts {
             do {
-                store = try await AlertStore.open(url: alerts.url, logger: logger)
+                // Not yet migrated: its connections run in the outer group below, then it is.
+                store = try AlertStore.connect(url: alerts.url, logger: logger)
             } catch {
                 throw CommandFailure.runtime("alerts table \(SentinelConfiguration.maskingPassword(alerts.url)): \(error)")
             }
@@ -107,15 +108,44 @@ struct RunCommand: AsyncParsableCommand {
         // When the daemon returns (idle exit, or after a graceful stop), the group shuts down;
         // it is the last service, so it is the first to stop.
         services.append(.init(service: daemon, successTerminationBehavior: .gracefullyShutdownGroup))
-        var groupConfiguration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = .seconds(10)
+        var daemonGroup = ServiceGroupConfiguration(services: services, logger: logger)
+        daemonGroup.maximumGracefulShutdownDuration = .seconds(10)
+        // The outer group: the alerts table's connections (PostgreSQL's pool) first, so they
+        // stop last, then the daemon's services once the table is migrated. Signals reach the
+        // inner group through it.
+        var outer: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let store { outer.append(.init(service: store)) }
+        let migrated = AfterMigration(store: store, url: configuration.alerts?.url ?? "", services: ServiceGroup(configuration: daemonGroup))
+        outer.append(.init(service: migrated, successTerminationBehavior: .gracefullyShutdownGroup))
+        var groupConfiguration = ServiceGroupConfiguration(services: outer, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(15)
         do {
             try await ServiceGroup(configuration: groupConfiguration).run()
+        } catch let failure as CommandFailure {
+            await store?.close()
+            throw failure
         } catch {
             await store?.close()
             throw CommandFailure.runtime("run: \(error)")
         }
         await store?.close()
+    }
+
+    /// The daemon's services, started once the alerts table's schema is up to date (its
+    /// connections already running beside them).
+    struct AfterMigration: Service {
+        let store: AlertStore?
+        let url: String
+        let services: ServiceGroup
+
+        func run() async throws {
+            do {
+                try await store?.migrate()
+            } catch {
+                throw CommandFailure.runtime("alerts table \(SentinelConfiguration.maskingPassword(url)): \(error)")
+            }
+            try await services.run()
+        }
     }
 
     static func loadConfiguration(path: String?, overrides: RunCommand?) throws -> SentinelConfiguration {

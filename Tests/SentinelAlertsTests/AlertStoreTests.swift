@@ -228,6 +228,7 @@ struct AlertStoreTests {
         let started = Date()
         let error = await #expect(throws: SQLError.self) {
             let database = try PostgresDatabase(url: "postgres://u:secret@127.0.0.1:\(port)/db?sslmode=disable", logger: logger, timeout: .seconds(2))
+            database.runInBackground()
             defer { Task { await database.close() } }
             try await AlertStore(database: database, logger: logger).migrate()
         }
