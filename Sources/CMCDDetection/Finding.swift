@@ -89,7 +89,44 @@ public struct Finding: Sendable, Hashable {
     }
 
     /// One line of JSON, without a newline.
-    public var jsonLine: String { JSONWriter.string(jsonValue) }
+    public var jsonLine: String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(512)
+        writeJSON(into: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// `jsonValue` as JSON text appended to `out`, written field by field (the text
+    /// `JSONWriter` gives for `jsonValue`, without building the value or formatting Strings).
+    public func writeJSON(into out: inout [UInt8]) {
+        func key(_ text: StaticString) { out.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)) }
+        func string(_ value: String?) {
+            if let value { JSONWriter.writeString(value, into: &out) } else { key("null") }
+        }
+        key(#"{"id":"#)
+        string(id)
+        key(#","type":"#)
+        string(type.rawValue)
+        key(#","status":"#)
+        string(status.rawValue)
+        key(#","severity":"#)
+        string(severity.rawValue)
+        key(#","session_id":"#)
+        string(sessionID.isEmpty ? nil : sessionID)
+        key(#","content_id":"#)
+        string(contentID)
+        key(#","edge_location":"#)
+        string(edgeLocation)
+        key(#","started_at":""#)
+        RFC3339.append(milliseconds: startedAt, to: &out)
+        key(#"","detected_at":""#)
+        RFC3339.append(milliseconds: detectedAt, to: &out)
+        key(#"","summary":"#)
+        string(summary)
+        key(#","details":"#)
+        JSONWriter.write(.object(details), into: &out)
+        key("}")
+    }
 }
 
 /// Deterministic finding ids: FNV-1a (128-bit) over session, type and episode start.

@@ -54,6 +54,8 @@ func coreBenchmark(recordCount: Int, sessionCount: Int) {
     let passes = 5
     var parseRates: [Double] = []
     var detectRates: [Double] = []
+    var cohortRates: [Double] = []
+    var cohortFindingCount = 0
     var samples = 0
     var findingCount = 0
     var liveSessions = 0
@@ -83,10 +85,33 @@ func coreBenchmark(recordCount: Int, sessionCount: Int) {
             detectRates.append(Double(lines.count) / (Double(nowNanoseconds() - start) / 1e9))
             liveSessions = engine.liveSessionCount
         }
+        // 3. Parse + detect with the cohort windows, as `detect` and the daemon run them.
+        do {
+            var parser = RecordParser()
+            var engine = DetectionEngine()
+            var cohorts = CohortTracker(rules: engine.rules)
+            let lateness = engine.rules.sessions.reorderToleranceMs
+            var findings: [Finding] = []
+            cohortFindingCount = 0
+            let start = nowNanoseconds()
+            lines.forEach { line in
+                parser.parse(line: line) { outcome in
+                    if case .sample(let sample) = outcome {
+                        engine.process(sample, into: &findings)
+                        cohorts.observe(sample, engine.lastObservation, into: &findings)
+                        cohorts.advance(to: engine.watermark &- lateness, into: &findings)
+                    }
+                }
+                cohortFindingCount += findings.count
+                findings.removeAll(keepingCapacity: true)
+            }
+            cohortRates.append(Double(lines.count) / (Double(nowNanoseconds() - start) / 1e9))
+        }
     }
     let parseMedian = PassRates(parseRates).median
     print("parse only:     \(PassRates(parseRates)) (\(samples) samples, \(String(format: "%.1f", parseMedian * Double(totalBytes) / Double(lines.count) / 1e6)) MB/s at the median)")
     print("parse + detect: \(PassRates(detectRates)) on one core (\(findingCount) findings, \(liveSessions) live sessions)")
+    print("  with cohorts: \(PassRates(cohortRates)) on one core (\(cohortFindingCount) findings; the work of `cmcd-sentinel detect`)")
 
     // 3. The InfluxDB points the daemon writes for each request (`cloudfront_logs`), formatted
     // on the consumer's thread: parsed once, then only the formatting is timed.

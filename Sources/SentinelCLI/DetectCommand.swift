@@ -70,7 +70,7 @@ struct DetectCommand: ParsableCommand {
         var findings: [Finding] = []
         findings.reserveCapacity(16)
         func flushFindings() {
-            for finding in findings { out.writeLine(finding.jsonValue) }
+            for finding in findings { out.writeLine(finding) }
             findings.removeAll(keepingCapacity: true)
         }
         let reader = LineReader(fd: fd, maxLineBytes: maxLineBytes)

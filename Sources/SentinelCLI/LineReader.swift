@@ -1,3 +1,4 @@
+import CMCDDetection
 import SentinelJSON
 
 #if canImport(Glibc)
@@ -134,6 +135,13 @@ final class OutputBuffer {
     /// One JSON value as a line, written straight into the buffer.
     func writeLine(_ value: JSONValue) {
         JSONWriter.write(value, into: &bytes)
+        bytes.append(0x0A)
+        if bytes.count >= flushAt { flush() }
+    }
+
+    /// A finding's JSON as a line, written straight into the buffer.
+    func writeLine(_ finding: Finding) {
+        finding.writeJSON(into: &bytes)
         bytes.append(0x0A)
         if bytes.count >= flushAt { flush() }
     }

@@ -217,7 +217,7 @@ final class StdoutSink: FindingSink {
 
     func write(_ findings: [Finding]) async throws {
         let written = out.withLock { out in
-            for finding in findings { out.writeLine(finding.jsonLine) }
+            for finding in findings { out.writeLine(finding) }
             return out.flush()
         }
         if !written { throw WriteError() }

@@ -2,6 +2,59 @@
 public enum RFC3339 {
     /// Formats epoch milliseconds.
     public static func format(milliseconds ms: Int64) -> String {
+        guard let parts = fields(milliseconds: ms) else { return formatAnyYear(milliseconds: ms) }
+        return String(unsafeUninitializedCapacity: 24) { buffer in
+            write(parts, into: buffer.baseAddress!)
+            return 24
+        }
+    }
+
+    /// Appends the formatted time (`format`'s text) to `out` without making a String.
+    public static func append(milliseconds ms: Int64, to out: inout [UInt8]) {
+        guard let parts = fields(milliseconds: ms) else { return out.append(contentsOf: formatAnyYear(milliseconds: ms).utf8) }
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { buffer in
+            write(parts, into: buffer.baseAddress!)
+            out.append(contentsOf: UnsafeBufferPointer(start: buffer.baseAddress!, count: 24))
+        }
+    }
+
+    /// Year, month, day, hour, minute, second and millisecond, for the years 0 to 9999 (the
+    /// fixed 24-character form); nil beyond.
+    private static func fields(milliseconds ms: Int64) -> (Int64, Int64, Int64, Int64, Int64, Int64, Int64)? {
+        let days = ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
+        let msOfDay = ms - days * 86_400_000
+        let (y, m, d) = civil(fromDays: days)
+        guard (0...9999).contains(y) else { return nil }
+        return (y, m, d, msOfDay / 3_600_000, msOfDay / 60_000 % 60, msOfDay / 1000 % 60, msOfDay % 1000)
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ` into 24 bytes at `p`.
+    private static func write(_ f: (Int64, Int64, Int64, Int64, Int64, Int64, Int64), into p: UnsafeMutablePointer<UInt8>) {
+        func digits(_ value: Int64, _ width: Int, at offset: Int) {
+            var v = value
+            for i in stride(from: offset + width - 1, through: offset, by: -1) {
+                p[i] = 0x30 &+ UInt8(truncatingIfNeeded: v % 10)
+                v /= 10
+            }
+        }
+        digits(f.0, 4, at: 0)
+        p[4] = UInt8(ascii: "-")
+        digits(f.1, 2, at: 5)
+        p[7] = UInt8(ascii: "-")
+        digits(f.2, 2, at: 8)
+        p[10] = UInt8(ascii: "T")
+        digits(f.3, 2, at: 11)
+        p[13] = UInt8(ascii: ":")
+        digits(f.4, 2, at: 14)
+        p[16] = UInt8(ascii: ":")
+        digits(f.5, 2, at: 17)
+        p[19] = UInt8(ascii: ".")
+        digits(f.6, 3, at: 20)
+        p[23] = UInt8(ascii: "Z")
+    }
+
+    /// Any year, padded to four digits at least (the general, slower form).
+    static func formatAnyYear(milliseconds ms: Int64) -> String {
         let days = ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
         let msOfDay = ms - days * 86_400_000
         let (y, m, d) = civil(fromDays: days)

@@ -1,3 +1,4 @@
+@testable import SentinelJSON
 import Testing
 
 @testable import CMCDDetection
@@ -72,5 +73,41 @@ import Testing
         let long = String(repeating: "x", count: 300)
         let cut: SummaryText = "ab\(long)"
         #expect(cut.text == "ab" + String(repeating: "x", count: SummaryText.capacity - 2))
+    }
+}
+
+/// A finding written field by field must be exactly what `JSONWriter` writes for its value.
+@Suite struct FindingJSONTests {
+    @Test func timesAsTheGeneralFormatterWritesThem() {
+        var rng = SummaryTextTests.Words(state: 5)
+        var values: [Int64] = [0, -1, 1, 86_399_999, 86_400_000, -86_400_000, 253_402_300_799_999, 253_402_300_800_000, -62_167_219_200_000, -62_167_219_200_001]
+        for _ in 0..<20_000 { values.append(Int64(bitPattern: rng.next()) >> Int64(20 + rng.next() % 30)) }
+        for ms in values {
+            var bytes: [UInt8] = []
+            RFC3339.append(milliseconds: ms, to: &bytes)
+            #expect(RFC3339.format(milliseconds: ms) == RFC3339.formatAnyYear(milliseconds: ms), "\(ms)")
+            #expect(String(decoding: bytes, as: UTF8.self) == RFC3339.formatAnyYear(milliseconds: ms), "\(ms)")
+        }
+        #expect(RFC3339.format(milliseconds: 253_402_300_800_000) == "10000-01-01T00:00:00.000Z")
+    }
+
+    @Test func findingsAsJSONWriterWritesTheirValue() {
+        let findings = [
+            Finding(
+                type: .bufferDrop, status: .firing, severity: .critical, sessionID: "s\"1\\\u{1}é\u{2028}", contentID: "news\n", edgeLocation: nil,
+                startedAt: 1_720_015_623_481, detectedAt: 1_720_015_624_000, summary: "Buffer fell 75.0% \"fast\"",
+                details: [("drop_percent", .double(75)), ("from_ms", .int(20_000)), ("nested", .object([("a", .array([.null, .bool(true)]))]))]),
+            Finding(
+                type: .incident, status: .resolved, severity: .warning, sessionID: "", contentID: nil, edgeLocation: "FRA56-C2",
+                startedAt: -5, detectedAt: 253_402_300_800_000, summary: "", details: []),
+        ]
+        for finding in findings {
+            var written: [UInt8] = []
+            finding.writeJSON(into: &written)
+            var expected: [UInt8] = []
+            JSONWriter.write(finding.jsonValue, into: &expected)
+            #expect(String(decoding: written, as: UTF8.self) == String(decoding: expected, as: UTF8.self))
+            #expect(finding.jsonLine == JSONWriter.string(finding.jsonValue))
+        }
     }
 }
