@@ -162,7 +162,11 @@ let package = Package(
         .testTarget(name: "SentinelCollectorTests", dependencies: ["SentinelCollector", "SentinelHTTP", "CMCD"], swiftSettings: strict),
         // Starts the real servers the integration tests talk to (influxd, PostgreSQL, the webhook receiver).
         .target(
-            name: "SentinelTestSupport", dependencies: ["SentinelJSON", "SentinelHTTP", .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            name: "SentinelTestSupport",
+            dependencies: [
+                "SentinelJSON", "SentinelHTTP", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Tests/SentinelTestSupport", swiftSettings: strict),
         .testTarget(
             name: "SentinelInfluxTests", dependencies: ["SentinelInflux", "SentinelJSON", "SentinelTestSupport", "SentinelConfig", "CMCD", "CMCDRecords", "CMCDDetection"],

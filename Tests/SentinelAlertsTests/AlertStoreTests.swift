@@ -10,7 +10,7 @@ import SentinelSinks
 
 /// The alerts table and its outbox, the same tests on a real SQLite file and a real PostgreSQL
 /// server (started by the tests with scripts/postgres/postgres.sh).
-struct AlertStoreTests {
+@Suite(.ownThread) struct AlertStoreTests {
     static let backends = ["sqlite", "postgres"]
     let logger = Logger(label: "test")
 
@@ -239,7 +239,7 @@ struct AlertStoreTests {
 }
 
 /// Incidents fold the viewers' notifications of their scope, durably in the outbox.
-struct IncidentFoldingTests {
+@Suite(.ownThread) struct IncidentFoldingTests {
     let store = AlertStoreTests()
 
     func incident(_ status: FindingStatus, edge: String, detected: Int64) -> Finding {
@@ -325,7 +325,7 @@ struct IncidentFoldingTests {
 
 /// A route's groups in the outbox: one delivery per group, the same members across a lost
 /// lease, deliveries counted per group, rate-limited episodes with their resolves, incident updates.
-struct NotificationGroupTests {
+@Suite(.ownThread) struct NotificationGroupTests {
     let store = AlertStoreTests()
     let folding = IncidentFoldingTests()
 
@@ -403,7 +403,7 @@ struct NotificationGroupTests {
 }
 
 /// Silences in the alerts table: what they match is kept as `silenced`, never sent.
-struct SilenceStoreTests {
+@Suite(.ownThread) struct SilenceStoreTests {
     let store = AlertStoreTests()
     let folding = IncidentFoldingTests()
 

@@ -4,7 +4,7 @@ import SentinelTestSupport
 import Testing
 
 /// Runs the real `cmcd-sentinel` binary, as users do.
-struct CLITests {
+@Suite(.ownThread) struct CLITests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     static var binary: URL { sentinelBinary }
@@ -227,5 +227,16 @@ final class ErrorReader: @unchecked Sendable {
     func wait() -> Data {
         done.wait()
         return data
+    }
+}
+
+/// The `.ownThread` trait moves a test off Swift's cooperative pool.
+struct OwnThreadTraitTests {
+    @Test(.ownThread) func aBlockingTestRunsOnAThreadOfItsOwn() {
+        #expect(Thread.current.name?.hasPrefix("NIO-ELT") == true, "\(Thread.current.name ?? "unnamed")")
+    }
+
+    @Test func otherTestsRunOnThePool() {
+        #expect(Thread.current.name?.hasPrefix("NIO-ELT") != true)
     }
 }

@@ -7,7 +7,7 @@ import Testing
 /// The daemon against a real Kafka-protocol broker (Tansu behind the ApiVersions relay,
 /// started by these tests with scripts/broker/broker.sh), driven as users drive it: the
 /// real `cmcd-sentinel` binary for replay and run.
-@Suite(.serialized) struct DaemonIntegrationTests {
+@Suite(.serialized, .ownThread) struct DaemonIntegrationTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let broker = Broker.shared
     static let demo = root.appendingPathComponent("samples/demo-sessions.tsv").path

@@ -13,7 +13,7 @@ struct DeployError: Error, CustomStringConvertible {
 /// The deployment kit, checked by other means than running it (no Docker engine here): the
 /// compose file against the daemon's configuration keys, and the Grafana dashboard's queries
 /// against a real influxd holding what the daemon wrote.
-@Suite(.serialized) struct DeployTests {
+@Suite(.serialized, .ownThread) struct DeployTests {
     typealias IT = DaemonIntegrationTests
 
     static func read(_ path: String) throws -> String {

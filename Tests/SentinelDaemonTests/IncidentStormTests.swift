@@ -10,7 +10,7 @@ import Testing
 /// stall within seconds while 5,000 on another play on: the receiver must get one incident,
 /// not thousands of pages, and a silence set halfway (with the daemon killed and restarted
 /// there) holds back the rest without losing a record or sending one twice.
-@Suite(.serialized) struct IncidentStormTests {
+@Suite(.serialized, .ownThread) struct IncidentStormTests {
     typealias IT = DaemonIntegrationTests
     static let t0 = OutageLines.t0
     static let failing = "FRA56-C2"

@@ -1,10 +1,11 @@
 import Foundation
 import SentinelJSON
+import SentinelTestSupport
 import Testing
 
 /// The silences API on the running daemon's HTTP port, through a real HTTP client (Python's
 /// urllib), against the alerts table the `silence` command reads.
-@Suite(.serialized) struct SilenceAPITests {
+@Suite(.serialized, .ownThread) struct SilenceAPITests {
     typealias IT = DaemonIntegrationTests
     static let token = "ops-token-0123456789abcdef"
 

@@ -9,7 +9,7 @@ import Testing
 /// The daemon with every sink against real servers: the broker, influxd, SQLite or
 /// PostgreSQL, and the webhook receiver (which checks signatures and fails each event's first
 /// attempt). The real `cmcd-sentinel` binary, configured by a file as users do.
-@Suite(.serialized) struct SinkIntegrationTests {
+@Suite(.serialized, .ownThread) struct SinkIntegrationTests {
     typealias IT = DaemonIntegrationTests
     static let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -14,7 +14,7 @@ import Testing
 
 /// `cmcd-sentinel mcp` (the real binary) driven over stdio by the official Python MCP SDK, a
 /// client this project did not write, against the seeded influxd and alerts table.
-@Suite(.serialized) struct ExternalClientTests {
+@Suite(.serialized, .ownThread) struct ExternalClientTests {
     /// A virtualenv with `mcp` from PyPI, made once under .tools/.
     static func python() throws -> String { try pythonVirtualenv("mcp-client-venv", installing: "mcp==2.3.0") }
 

@@ -54,7 +54,7 @@ struct WebhookRoutingTests {
 
 /// The dispatcher against the repository's webhook receiver, a real HTTP server in its own
 /// process that verifies signatures and fails, throttles or stalls as told.
-@Suite(.serialized) struct DispatcherTests {
+@Suite(.serialized, .ownThread) struct DispatcherTests {
     let logger = Logger(label: "test")
     static let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

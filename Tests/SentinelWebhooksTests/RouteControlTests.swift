@@ -12,7 +12,7 @@ import Testing
 
 /// A route's grouping, group interval, hourly limit and an incident's folded viewers, through
 /// the dispatcher to the repository's webhook receiver (a real HTTP server in its own process).
-@Suite(.serialized) struct RouteControlTests {
+@Suite(.serialized, .ownThread) struct RouteControlTests {
     let base = DispatcherTests()
 
     func route(_ adjust: (inout DetectionRules.Route) -> Void) -> DetectionRules.Route {
