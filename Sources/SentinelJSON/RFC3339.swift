@@ -28,29 +28,23 @@ public enum RFC3339 {
         return (y, m, d, msOfDay / 3_600_000, msOfDay / 60_000 % 60, msOfDay / 1000 % 60, msOfDay % 1000)
     }
 
-    /// `YYYY-MM-DDTHH:MM:SS.mmmZ` into 24 bytes at `p`.
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ` into 24 bytes at `p`: each field's digits, then the
+    /// character after it.
     private static func write(_ f: (Int64, Int64, Int64, Int64, Int64, Int64, Int64), into p: UnsafeMutablePointer<UInt8>) {
-        func digits(_ value: Int64, _ width: Int, at offset: Int) {
-            var v = value
-            for i in stride(from: offset + width - 1, through: offset, by: -1) {
-                p[i] = 0x30 &+ UInt8(truncatingIfNeeded: v % 10)
-                v /= 10
+        let values: InlineArray<7, Int64> = [f.0, f.1, f.2, f.3, f.4, f.5, f.6]
+        let widths: InlineArray<7, Int> = [4, 2, 2, 2, 2, 2, 3]
+        let after: InlineArray<7, UInt8> = [0x2D, 0x2D, 0x54, 0x3A, 0x3A, 0x2E, 0x5A]  // - - T : : . Z
+        var offset = 0
+        for field in 0..<7 {
+            var value = values[field]
+            for i in stride(from: offset + widths[field] - 1, through: offset, by: -1) {
+                p[i] = 0x30 &+ UInt8(truncatingIfNeeded: value % 10)
+                value /= 10
             }
+            offset += widths[field]
+            p[offset] = after[field]
+            offset += 1
         }
-        digits(f.0, 4, at: 0)
-        p[4] = UInt8(ascii: "-")
-        digits(f.1, 2, at: 5)
-        p[7] = UInt8(ascii: "-")
-        digits(f.2, 2, at: 8)
-        p[10] = UInt8(ascii: "T")
-        digits(f.3, 2, at: 11)
-        p[13] = UInt8(ascii: ":")
-        digits(f.4, 2, at: 14)
-        p[16] = UInt8(ascii: ":")
-        digits(f.5, 2, at: 17)
-        p[19] = UInt8(ascii: ".")
-        digits(f.6, 3, at: 20)
-        p[23] = UInt8(ascii: "Z")
     }
 
     /// Any year, padded to four digits at least (the general, slower form).

@@ -19,6 +19,15 @@ public final class KafkaConsumer: @unchecked Sendable {
     private let batchBuffer = UnsafeMutableBufferPointer<UnsafeMutablePointer<rd_kafka_message_t>?>.allocate(capacity: 4_096)
     private var topicNames: [OpaquePointer: String] = [:]
 
+    /// Why the configured assignor is risky with this librdkafka, nil when it is not:
+    /// before 2.3.0 a consumer using `cooperative-sticky` that is closed before its first
+    /// assignment aborts the process (librdkafka issue 4312, fixed in 2.3.0).
+    static func assignorWarning(strategy: String?, version: Int32) -> String? {
+        guard let strategy, strategy.contains("cooperative-sticky"), version < 0x0203_0000 else { return nil }
+        let text = "\(version >> 24 & 0xff).\(version >> 16 & 0xff).\(version >> 8 & 0xff)"
+        return "partition.assignment.strategy \(strategy): librdkafka \(text) aborts the process when such a consumer is closed before its first assignment (fixed in 2.3.0); use range or roundrobin with this librdkafka"
+    }
+
     /// `enable.auto.commit` and `enable.auto.offset.store` default to false here: offsets are
     /// committed only by `commit`. Every other property is librdkafka's.
     /// Errors and librdkafka's log lines go to `logger` (swift-log) when one is given, and
@@ -28,6 +37,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         var all = ["enable.auto.commit": "false", "enable.auto.offset.store": "false", "enable.partition.eof": "false"]
         if properties["group.id"] == nil { all["group.id"] = "cmcd-sentinel-unassigned" }
         all.merge(properties) { _, new in new }
+        if let warning = Self.assignorWarning(strategy: all["partition.assignment.strategy"], version: rd_kafka_version()) { logger?.warning("\(warning)") }
         let conf = try makeConfiguration(all, context: context)
         rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
             guard let rk, let opaque else { return }

@@ -185,6 +185,15 @@ import Testing
         #expect(ContinuousClock.now - start < .seconds(10))
     }
 
+    /// librdkafka before 2.3.0 aborts when a cooperative-sticky consumer closes before its
+    /// first assignment: the daemon says so when it starts with that assignor.
+    @Test func theCooperativeStickyAssignorIsWarnedAboutBeforeLibrdkafka230() {
+        #expect(KafkaConsumer.assignorWarning(strategy: "cooperative-sticky", version: 0x0200_02ff)?.contains("librdkafka 2.0.2") == true)
+        #expect(KafkaConsumer.assignorWarning(strategy: "cooperative-sticky", version: 0x0203_00ff) == nil)
+        #expect(KafkaConsumer.assignorWarning(strategy: "range,roundrobin", version: 0x0200_02ff) == nil)
+        #expect(KafkaConsumer.assignorWarning(strategy: nil, version: 0x0200_02ff) == nil)
+    }
+
     @Test func invalidPropertiesFailClearly() {
         #expect {
             _ = try KafkaProducer(properties: ["bootstrap.servers": "x", "no.such.property": "1"])
