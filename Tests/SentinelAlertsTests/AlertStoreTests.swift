@@ -224,7 +224,9 @@ import SentinelSinks
 
     @Test func aBadURLOrUnreachableServerIsAClearError() async throws {
         await #expect(throws: SQLError.self) { try await AlertStore.open(url: "postgres:/nohost", logger: logger) }
-        let port = freePort()
+        let refused = RefusedPort()
+        let port = refused.port
+        defer { withExtendedLifetime(refused) {} }
         let started = Date()
         let error = await #expect(throws: SQLError.self) {
             let database = try PostgresDatabase(url: "postgres://u:secret@127.0.0.1:\(port)/db?sslmode=disable", logger: logger, timeout: .seconds(2))

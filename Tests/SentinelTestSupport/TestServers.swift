@@ -41,6 +41,29 @@ private func anyFreePort() -> Int {
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
+/// A port where a connection is refused at once, reserved while this lives: a socket bound to
+/// it without listening. (A port merely found free may be taken meanwhile by a server another
+/// test starts, or be the kernel's next ephemeral port, when tests run side by side.)
+public final class RefusedPort: Sendable {
+    public let port: Int
+    private let fd: Int32
+
+    public init() {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(fd) }
+}
+
 /// Runs `body` with no signal blocked in the calling thread, so that the processes it starts
 /// (which inherit the mask) can be stopped with SIGTERM: test threads are dispatch workers,
 /// which block signals.

@@ -258,10 +258,11 @@ struct WebhookRoutingTests {
 /// the backoff schedule, not after the whole request timeout.
 @Test(.timeLimit(.minutes(1))) func aRefusedConnectionFailsAtOnceNotAfterTheTimeout() async throws {
     let client = HTTPClientOptions(timeoutMs: 10_000).makeClient()
-    let port = freePort()
+    let refused = RefusedPort()
     let started = ContinuousClock.now
-    let outcome = await HTTPAttempt(url: "http://127.0.0.1:\(port)/hook", body: Array("{}".utf8)).send(with: client, timeoutMs: 10_000)
+    let outcome = await HTTPAttempt(url: "http://127.0.0.1:\(refused.port)/hook", body: Array("{}".utf8)).send(with: client, timeoutMs: 10_000)
     let took = ContinuousClock.now - started
+    withExtendedLifetime(refused) {}
     try await client.shutdown()
     guard case .retry(nil, let reason, nil) = outcome else {
         Issue.record("a refused connection is retried: \(outcome)")
