@@ -164,8 +164,7 @@ let package = Package(
         .target(
             name: "SentinelTestSupport",
             dependencies: [
-                "SentinelJSON", "SentinelHTTP", .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                "SentinelJSON", "SentinelHTTP", "SentinelDaemon", .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             path: "Tests/SentinelTestSupport", swiftSettings: strict),
         .testTarget(

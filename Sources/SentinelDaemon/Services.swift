@@ -6,19 +6,19 @@ import Synchronization
 /// poll and commit): a task that prefers it (`withTaskExecutorPreference`) runs its
 /// synchronous parts there, never on Swift's cooperative pool. The thread is a one-thread
 /// NIO event loop group, used for nothing else.
-final class DedicatedThreadExecutor: TaskExecutor {
+public final class DedicatedThreadExecutor: TaskExecutor {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let loop: any EventLoop
 
-    init() { loop = group.next() }
+    public init() { loop = group.next() }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 
     /// Stops the thread (once no task prefers the executor any more).
-    func shutdown() async { try? await group.shutdownGracefully() }
+    public func shutdown() async { try? await group.shutdownGracefully() }
 }
 
 /// A flag set from any thread, read by the consume loop.

@@ -1,5 +1,4 @@
-import NIOCore
-import NIOPosix
+import SentinelDaemon
 import Synchronization
 import Testing
 
@@ -29,21 +28,12 @@ extension Trait where Self == OwnThread {
     public static var ownThread: Self { OwnThread() }
 }
 
-/// A task executor on one thread (a one-thread NIO event loop group, used for nothing else).
-/// Each test takes one no other running test holds; they are kept for the process's life,
-/// so a task a test left behind (it inherits the preference) still runs after the test.
-final class ThreadExecutor: TaskExecutor {
-    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    private let loop: any EventLoop
-    private static let idle = Mutex<[ThreadExecutor]>([])
+/// The threads tests run on: each test takes one no other running test holds. They are kept
+/// for the process's life, so a task a test left behind (it inherits the preference) still
+/// runs after the test.
+enum ThreadExecutor {
+    private static let idle = Mutex<[DedicatedThreadExecutor]>([])
 
-    private init() { loop = group.next() }
-
-    static func take() -> ThreadExecutor { idle.withLock { $0.popLast() } ?? ThreadExecutor() }
-    static func give(_ executor: ThreadExecutor) { idle.withLock { $0.append(executor) } }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
-    }
+    static func take() -> DedicatedThreadExecutor { idle.withLock { $0.popLast() } ?? DedicatedThreadExecutor() }
+    static func give(_ executor: DedicatedThreadExecutor) { idle.withLock { $0.append(executor) } }
 }
