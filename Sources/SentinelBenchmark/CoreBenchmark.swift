@@ -68,45 +68,37 @@ func coreBenchmark(recordCount: Int, sessionCount: Int) {
             lines.forEach { parser.parse(line: $0) { if case .sample = $0 { samples += 1 } } }
             parseRates.append(Double(lines.count) / (Double(nowNanoseconds() - start) / 1e9))
         }
-        // 2. Parse + detect, one core.
-        do {
-            var parser = RecordParser()
-            var engine = DetectionEngine()
-            var findings: [Finding] = []
-            findingCount = 0
-            let start = nowNanoseconds()
-            lines.forEach { line in
-                parser.parse(line: line) { outcome in
-                    if case .sample(let sample) = outcome { engine.process(sample, into: &findings) }
+        // 2. Parse + detect, one core; 3. the same with the cohort windows, as `detect` and
+        // the daemon run them.
+        let engineOnly = detectPass(withCohorts: false)
+        detectRates.append(engineOnly.rate)
+        (findingCount, liveSessions) = (engineOnly.findings, engineOnly.liveSessions)
+        let withCohorts = detectPass(withCohorts: true)
+        cohortRates.append(withCohorts.rate)
+        cohortFindingCount = withCohorts.findings
+    }
+    /// One pass over all the lines with a fresh parser and engine (and cohort tracker).
+    func detectPass(withCohorts: Bool) -> (rate: Double, findings: Int, liveSessions: Int) {
+        var parser = RecordParser()
+        var engine = DetectionEngine()
+        var cohorts = CohortTracker(rules: engine.rules)
+        let lateness = engine.rules.sessions.reorderToleranceMs
+        var findings: [Finding] = []
+        var count = 0
+        let start = nowNanoseconds()
+        lines.forEach { line in
+            parser.parse(line: line) { outcome in
+                guard case .sample(let sample) = outcome else { return }
+                engine.process(sample, into: &findings)
+                if withCohorts {
+                    cohorts.observe(sample, engine.lastObservation, into: &findings)
+                    cohorts.advance(to: engine.watermark &- lateness, into: &findings)
                 }
-                findingCount += findings.count
-                findings.removeAll(keepingCapacity: true)
             }
-            detectRates.append(Double(lines.count) / (Double(nowNanoseconds() - start) / 1e9))
-            liveSessions = engine.liveSessionCount
+            count += findings.count
+            findings.removeAll(keepingCapacity: true)
         }
-        // 3. Parse + detect with the cohort windows, as `detect` and the daemon run them.
-        do {
-            var parser = RecordParser()
-            var engine = DetectionEngine()
-            var cohorts = CohortTracker(rules: engine.rules)
-            let lateness = engine.rules.sessions.reorderToleranceMs
-            var findings: [Finding] = []
-            cohortFindingCount = 0
-            let start = nowNanoseconds()
-            lines.forEach { line in
-                parser.parse(line: line) { outcome in
-                    if case .sample(let sample) = outcome {
-                        engine.process(sample, into: &findings)
-                        cohorts.observe(sample, engine.lastObservation, into: &findings)
-                        cohorts.advance(to: engine.watermark &- lateness, into: &findings)
-                    }
-                }
-                cohortFindingCount += findings.count
-                findings.removeAll(keepingCapacity: true)
-            }
-            cohortRates.append(Double(lines.count) / (Double(nowNanoseconds() - start) / 1e9))
-        }
+        return (Double(lines.count) / (Double(nowNanoseconds() - start) / 1e9), count, engine.liveSessionCount)
     }
     let parseMedian = PassRates(parseRates).median
     print("parse only:     \(PassRates(parseRates)) (\(samples) samples, \(String(format: "%.1f", parseMedian * Double(totalBytes) / Double(lines.count) / 1e6)) MB/s at the median)")

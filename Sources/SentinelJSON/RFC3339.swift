@@ -2,7 +2,8 @@
 public enum RFC3339 {
     /// Formats epoch milliseconds.
     public static func format(milliseconds ms: Int64) -> String {
-        guard let parts = fields(milliseconds: ms) else { return formatAnyYear(milliseconds: ms) }
+        let parts = fields(milliseconds: ms)
+        guard (0...9999).contains(parts.0) else { return formatAnyYear(parts) }
         return String(unsafeUninitializedCapacity: 24) { buffer in
             write(parts, into: buffer.baseAddress!)
             return 24
@@ -11,20 +12,19 @@ public enum RFC3339 {
 
     /// Appends the formatted time (`format`'s text) to `out` without making a String.
     public static func append(milliseconds ms: Int64, to out: inout [UInt8]) {
-        guard let parts = fields(milliseconds: ms) else { return out.append(contentsOf: formatAnyYear(milliseconds: ms).utf8) }
+        let parts = fields(milliseconds: ms)
+        guard (0...9999).contains(parts.0) else { return out.append(contentsOf: formatAnyYear(parts).utf8) }
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { buffer in
             write(parts, into: buffer.baseAddress!)
             out.append(contentsOf: UnsafeBufferPointer(start: buffer.baseAddress!, count: 24))
         }
     }
 
-    /// Year, month, day, hour, minute, second and millisecond, for the years 0 to 9999 (the
-    /// fixed 24-character form); nil beyond.
-    private static func fields(milliseconds ms: Int64) -> (Int64, Int64, Int64, Int64, Int64, Int64, Int64)? {
+    /// Year, month, day, hour, minute, second and millisecond (UTC).
+    static func fields(milliseconds ms: Int64) -> (Int64, Int64, Int64, Int64, Int64, Int64, Int64) {
         let days = ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
         let msOfDay = ms - days * 86_400_000
         let (y, m, d) = civil(fromDays: days)
-        guard (0...9999).contains(y) else { return nil }
         return (y, m, d, msOfDay / 3_600_000, msOfDay / 60_000 % 60, msOfDay / 1000 % 60, msOfDay % 1000)
     }
 
@@ -47,20 +47,14 @@ public enum RFC3339 {
         }
     }
 
-    /// Any year, padded to four digits at least (the general, slower form).
-    static func formatAnyYear(milliseconds ms: Int64) -> String {
-        let days = ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
-        let msOfDay = ms - days * 86_400_000
-        let (y, m, d) = civil(fromDays: days)
-        let hour = msOfDay / 3_600_000
-        let minute = msOfDay / 60_000 % 60
-        let second = msOfDay / 1000 % 60
-        let milli = msOfDay % 1000
+    /// Any year, each field padded to its width at least (the general, slower form; the years
+    /// 0 to 9999 give the fixed 24-character text).
+    static func formatAnyYear(_ f: (Int64, Int64, Int64, Int64, Int64, Int64, Int64)) -> String {
         func pad(_ v: Int64, _ width: Int) -> String {
             let s = String(v)
             return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
         }
-        return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(hour, 2)):\(pad(minute, 2)):\(pad(second, 2)).\(pad(milli, 3))Z"
+        return "\(pad(f.0, 4))-\(pad(f.1, 2))-\(pad(f.2, 2))T\(pad(f.3, 2)):\(pad(f.4, 2)):\(pad(f.5, 2)).\(pad(f.6, 3))Z"
     }
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` to epoch milliseconds.
