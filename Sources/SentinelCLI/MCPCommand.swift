@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import SentinelConfig
 import SentinelMCP
+import ServiceLifecycle
 
 /// `cmcd-sentinel mcp`: the MCP server.
 struct MCPCommand: AsyncParsableCommand {
@@ -41,24 +42,31 @@ struct MCPCommand: AsyncParsableCommand {
         }
         let tools: SentinelTools
         do {
-            tools = try await SentinelTools.open(configuration: configuration, rules: rules, allowWrites: allowWrites, logger: logger)
+            tools = try SentinelTools.connect(configuration: configuration, rules: rules, allowWrites: allowWrites, logger: logger)
         } catch {
             throw CommandFailure.runtime("mcp: \(error)")
         }
+        let server: any Service
+        if let address {
+            let options = MCPHTTPServer.Options(
+                host: address.host, port: address.port, tokens: configuration.mcp.namedTokens,
+                maxSessions: Int(configuration.mcp.maxSessions), idleTimeoutMs: configuration.mcp.idleTimeoutMs,
+                allowedOrigins: configuration.mcp.allowedOrigins, allowedHosts: configuration.mcp.allowedHosts,
+                rateLimitPerMinute: Int(configuration.mcp.rateLimitPerMinute), authorizationServers: configuration.mcp.authorizationServers)
+            server = MCPHTTPServer.services(tools: tools, version: "0.3.0", options: options, logger: logger)
+        } else {
+            server = SentinelMCPServer.Stdio(tools: tools, version: "0.3.0", logger: logger)
+        }
+        // The alerts table's connections run first in the group (they stop last); the server
+        // starts once its schema is up to date.
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)], logger: logger))
         do {
-            if let address {
-                let options = MCPHTTPServer.Options(
-                    host: address.host, port: address.port, tokens: configuration.mcp.namedTokens,
-                    maxSessions: Int(configuration.mcp.maxSessions), idleTimeoutMs: configuration.mcp.idleTimeoutMs,
-                    allowedOrigins: configuration.mcp.allowedOrigins, allowedHosts: configuration.mcp.allowedHosts,
-                    rateLimitPerMinute: Int(configuration.mcp.rateLimitPerMinute), authorizationServers: configuration.mcp.authorizationServers)
-                try await MCPHTTPServer.serve(tools: tools, version: "0.3.0", options: options, logger: logger)
-            } else {
-                try await SentinelMCPServer.serveStdio(tools: tools, version: "0.3.0", logger: logger)
-            }
+            try await AfterMigration.run(
+                group, behind: tools.store, url: configuration.alerts?.url ?? "", command: "mcp", shutdownWithin: .seconds(10), logger: logger)
         } catch {
             await tools.close()
-            throw CommandFailure.runtime("mcp: \(error)")
+            throw error
         }
         await tools.close()
     }

@@ -110,42 +110,9 @@ struct RunCommand: AsyncParsableCommand {
         services.append(.init(service: daemon, successTerminationBehavior: .gracefullyShutdownGroup))
         var daemonGroup = ServiceGroupConfiguration(services: services, logger: logger)
         daemonGroup.maximumGracefulShutdownDuration = .seconds(10)
-        // The outer group: the alerts table's connections (PostgreSQL's pool) first, so they
-        // stop last, then the daemon's services once the table is migrated. Signals reach the
-        // inner group through it.
-        var outer: [ServiceGroupConfiguration.ServiceConfiguration] = []
-        if let store { outer.append(.init(service: store)) }
-        let migrated = AfterMigration(store: store, url: configuration.alerts?.url ?? "", services: ServiceGroup(configuration: daemonGroup))
-        outer.append(.init(service: migrated, successTerminationBehavior: .gracefullyShutdownGroup))
-        var groupConfiguration = ServiceGroupConfiguration(services: outer, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = .seconds(15)
-        do {
-            try await ServiceGroup(configuration: groupConfiguration).run()
-        } catch let failure as CommandFailure {
-            await store?.close()
-            throw failure
-        } catch {
-            await store?.close()
-            throw CommandFailure.runtime("run: \(error)")
-        }
-        await store?.close()
-    }
-
-    /// The daemon's services, started once the alerts table's schema is up to date (its
-    /// connections already running beside them).
-    struct AfterMigration: Service {
-        let store: AlertStore?
-        let url: String
-        let services: ServiceGroup
-
-        func run() async throws {
-            do {
-                try await store?.migrate()
-            } catch {
-                throw CommandFailure.runtime("alerts table \(SentinelConfiguration.maskingPassword(url)): \(error)")
-            }
-            try await services.run()
-        }
+        try await AfterMigration.run(
+            ServiceGroup(configuration: daemonGroup), behind: store, url: configuration.alerts?.url ?? "", command: "run",
+            shutdownWithin: .seconds(15), logger: logger)
     }
 
     static func loadConfiguration(path: String?, overrides: RunCommand?) throws -> SentinelConfiguration {

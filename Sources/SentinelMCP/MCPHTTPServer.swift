@@ -54,8 +54,9 @@ public enum MCPHTTPServer {
         }
     }
 
-    /// Serves until a graceful shutdown (SIGTERM, SIGINT).
-    public static func serve(tools: SentinelTools, version: String, options: Options, logger: Logger) async throws {
+    /// The HTTP server and its sessions as a group that serves until the graceful shutdown of
+    /// the group that runs it.
+    public static func services(tools: SentinelTools, version: String, options: Options, logger: Logger) -> ServiceGroup {
         let loopback = ["127.0.0.1", "localhost", "::1", "[::1]"].contains(options.host)
         if !loopback, options.allowedOrigins.isEmpty {
             logger.warning(
@@ -143,10 +144,9 @@ public enum MCPHTTPServer {
         // The sessions service is last, so it shuts down first: every waiting request is
         // answered before the HTTP server waits for its requests to finish.
         var configuration = ServiceGroupConfiguration(
-            services: [.init(service: app), .init(service: MCPSessionsService(sessions: sessions))],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            services: [.init(service: app), .init(service: MCPSessionsService(sessions: sessions))], logger: logger)
         configuration.maximumGracefulShutdownDuration = .seconds(8)
-        try await ServiceGroup(configuration: configuration).run()
+        return ServiceGroup(configuration: configuration)
     }
 
     /// 401 with the challenge that points at the protected resource metadata.

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MCP
+import ServiceLifecycle
 
 /// The MCP server over a transport: the tool list and the tool calls of `SentinelTools`.
 public enum SentinelMCPServer {
@@ -48,11 +49,27 @@ public enum SentinelMCPServer {
         return (server, watcher)
     }
 
-    /// Serves MCP on standard input and output until the client closes it.
-    public static func serveStdio(tools: SentinelTools, version: String, logger: Logger) async throws {
-        let (server, watcher) = await make(tools: tools, version: version)
-        try await server.start(transport: StdioTransport(logger: logger))
-        await server.waitUntilCompleted()
-        await watcher.stop()
+    /// MCP on standard input and output, until the client closes it or a graceful shutdown.
+    public struct Stdio: Service {
+        let tools: SentinelTools
+        let version: String
+        let logger: Logger
+
+        public init(tools: SentinelTools, version: String, logger: Logger) {
+            self.tools = tools
+            self.version = version
+            self.logger = logger
+        }
+
+        public func run() async throws {
+            let (server, watcher) = await make(tools: tools, version: version)
+            try await server.start(transport: StdioTransport(logger: logger))
+            await withGracefulShutdownHandler {
+                await server.waitUntilCompleted()
+            } onGracefulShutdown: {
+                Task { await server.stop() }
+            }
+            await watcher.stop()
+        }
     }
 }

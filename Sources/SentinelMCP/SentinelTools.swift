@@ -13,7 +13,8 @@ import SentinelJSON
 /// and silences. Read-only.
 public final class SentinelTools: Sendable {
     let influx: InfluxReader?
-    let store: AlertStore?
+    /// The alerts table, if configured.
+    public let store: AlertStore?
     let rules: DetectionRules
     /// Hard cap on rows any tool returns.
     static let cap = 1_000
@@ -44,12 +45,13 @@ public final class SentinelTools: Sendable {
         SentinelTools(influx: influx, store: store, rules: rules, allowWrites: allowWrites, groups: groups, caller: caller)
     }
 
-    /// Opens what the configuration names (InfluxDB reader, alerts table).
-    public static func open(
+    /// The tools over what the configuration names (InfluxDB reader, alerts table), without IO:
+    /// the caller runs `store` (first in its ServiceGroup) and migrates it before serving.
+    public static func connect(
         configuration: SentinelConfiguration, rules: DetectionRules, allowWrites: Bool = false, logger: Logger
-    ) async throws -> SentinelTools {
+    ) throws -> SentinelTools {
         var store: AlertStore?
-        if let alerts = configuration.alerts { store = try await AlertStore.open(url: alerts.url, logger: logger) }
+        if let alerts = configuration.alerts { store = try AlertStore.connect(url: alerts.url, logger: logger) }
         return SentinelTools(
             influx: configuration.influx.map(InfluxReader.init), store: store, rules: rules, allowWrites: allowWrites,
             groups: Set(configuration.mcp.toolGroups.compactMap(ToolGroup.init(rawValue:))))
