@@ -149,15 +149,15 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "CMCDTests", dependencies: ["CMCD", "SentinelJSON"], exclude: ["Vectors"], swiftSettings: strict),
+        .testTarget(name: "CMCDTests", dependencies: ["CMCD", "SentinelJSON", "SentinelTestSupport"], exclude: ["Vectors"], swiftSettings: strict),
         .testTarget(name: "CMCDRecordsTests", dependencies: ["CMCDRecords"], swiftSettings: strict),
         .testTarget(
             name: "SentinelKinesisTests", dependencies: ["SentinelKinesis", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
         // Simulated viewers of real players, scored against the truth (issue 27's behaviour suite).
-        .testTarget(name: "BehaviourTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
+        .testTarget(name: "BehaviourTests", dependencies: ["CMCDDetection", "CMCDRecords", "SentinelTestSupport"], swiftSettings: strict),
         .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel", "SentinelTestSupport"], swiftSettings: strict),
-        .testTarget(name: "SentinelKafkaTests", dependencies: ["SentinelKafka"], swiftSettings: strict),
+        .testTarget(name: "SentinelKafkaTests", dependencies: ["SentinelKafka", "SentinelTestSupport"], swiftSettings: strict),
         .testTarget(name: "SentinelConfigTests", dependencies: ["SentinelConfig"], swiftSettings: strict),
         .testTarget(name: "SentinelCollectorTests", dependencies: ["SentinelCollector", "SentinelHTTP", "CMCD"], swiftSettings: strict),
         // Starts the real servers the integration tests talk to (influxd, PostgreSQL, the webhook receiver).

@@ -1,12 +1,13 @@
 import CMCDDetection
 import CMCDRecords
 import Foundation
+import SentinelTestSupport
 import Testing
 
 /// Our own behaviour suite: simulated viewers of four players over four carriers, ordinary
 /// viewing and real trouble, scored against the truth of what happened to each viewer.
 /// Prints precision and recall per finding type and per behaviour (figures in docs/detection.md).
-struct BehaviourSuiteTests {
+@Suite(.ownThread) struct BehaviourSuiteTests {
     typealias Sim = PlayerSimulator
 
     /// Variants of every (behaviour, player, carrier): 12 x 4 x 4 x 5 = 960 sessions.

@@ -1,3 +1,4 @@
+import SentinelTestSupport
 import Testing
 
 @testable import CMCD
@@ -32,7 +33,7 @@ struct ByteWordsTests {
 
     /// `isPrintableASCII` agrees with the byte-by-byte rule for every length and position of
     /// an offending byte (one, several, or none; low, high, or 0x7F).
-    @Test func printableASCIIIsExact() {
+    @Test(.ownThread) func printableASCIIIsExact() {
         var rng = SplitMix64(seed: 23)
         for _ in 0..<20_000 {
             let count = Int(rng.next() % 40)

@@ -1,3 +1,4 @@
+import SentinelTestSupport
 import Testing
 
 @testable import CMCD
@@ -173,7 +174,7 @@ struct DecodingTests {
         #expect(p?.bufferLength != nil)
     }
 
-    @Test func randomBytesNeverCrashTheDecoder() {
+    @Test(.ownThread) func randomBytesNeverCrashTheDecoder() {
         var rng = SplitMix64(seed: 42)
         let alphabet = Array("abz=,;()\" ?01-.:*%\\".utf8) + [0, 0xFF, 0x0A]
         for _ in 0..<20_000 {

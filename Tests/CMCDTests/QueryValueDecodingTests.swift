@@ -1,4 +1,5 @@
 import Foundation
+import SentinelTestSupport
 import Testing
 
 @testable import CMCD
@@ -92,7 +93,7 @@ struct QueryValueDecodingTests {
     /// by `%3D` (`%2C` for boolean keys), is found with its packed code, length and separator,
     /// and nothing else is: not other letter runs, and not other bytes (random words, half of
     /// them made of the table's own pieces).
-    @Test func encodedKeysAreExactlyTheReservedOnes() {
+    @Test(.ownThread) func encodedKeysAreExactlyTheReservedOnes() {
         func word(_ text: String) -> UInt64 {
             var bytes = Array(text.utf8.prefix(8))
             while bytes.count < 8 { bytes.append(UInt8(ascii: "1")) }
@@ -138,7 +139,7 @@ struct QueryValueDecodingTests {
     /// Quoted strings are scanned sixteen, then eight bytes at a time: every length around
     /// those blocks, with each byte the scan must stop at (and a few it must not) in every
     /// position, reads as the general path does, or is left to it.
-    @Test func stringsOfEveryLengthWithEveryStopByte() {
+    @Test(.ownThread) func stringsOfEveryLengthWithEveryStopByte() {
         let specials: [String] = ["\\", "?", "+", "#", "&", "%22", "%2C", "%25", "\"", ",", " ", "\u{7F}", "é", "\u{1}", "-", "~", ".", "_"]
         var declined = 0
         for length in 0...48 {
@@ -160,7 +161,7 @@ struct QueryValueDecodingTests {
 
     /// Random dictionaries in random encodings: whatever the fast reader accepts, it reads as
     /// the general path does, and it accepts the common forms often enough to matter.
-    @Test func agreesOnRandomInput() {
+    @Test(.ownThread) func agreesOnRandomInput() {
         var rng = SplitMix64(seed: 2026)
         func pick<T>(_ items: [T]) -> T { items[Int(rng.next() % UInt64(items.count))] }
         let keys = ["bl", "br", "sid", "cid", "ot", "su", "bs", "v", "nor", "sta", "pr", "d", "msd", "bsa", "sf", "st", "com.a-b", "X", "tb", "e"]

@@ -1,4 +1,5 @@
 import Foundation
+import SentinelTestSupport
 import Testing
 
 @testable import CMCD
@@ -71,7 +72,7 @@ struct TypedDecodeTests {
         #expect(agree(input))
     }
 
-    @Test func agreesOnRandomInput() {
+    @Test(.ownThread) func agreesOnRandomInput() {
         var rng = SplitMix64(seed: 99)
         let pieces = [
             "bl", "sid", "ot", "su", "bs", "pr", "v", "=", ",", "(", ")", ";", "\"x\"", "1", "2.5", "?0", "av", "true", " ", "com.a-b", "nor",

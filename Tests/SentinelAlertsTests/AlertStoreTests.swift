@@ -536,7 +536,7 @@ struct MaintenanceWindowTests {
         #expect(try MaintenanceWindow("weekends 00:00-24:00", timeZone: "UTC").weekdays == [1, 7])
     }
 
-    @Test(arguments: AlertStoreTests.backends) func aRecurringSilenceHoldsBackOnlyInsideItsWindow(_ backend: String) async throws {
+    @Test(.ownThread, arguments: AlertStoreTests.backends) func aRecurringSilenceHoldsBackOnlyInsideItsWindow(_ backend: String) async throws {
         let store = AlertStoreTests()
         let folding = IncidentFoldingTests()
         let s = try await store.open(backend)

@@ -6,7 +6,7 @@ import Testing
 
 /// `collect` as players use it, with a real HTTP client and the real broker, feeding `run`:
 /// CMCD v2 event reports reach the same detectors as CDN logs, end to end.
-@Suite(.serialized) struct CollectorIntegrationTests {
+@Suite(.serialized, .ownThread) struct CollectorIntegrationTests {
     typealias It = DaemonIntegrationTests
 
     @Test func eventReportsFlowThroughKafkaIntoTheDetectors() async throws {

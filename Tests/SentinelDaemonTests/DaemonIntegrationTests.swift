@@ -90,20 +90,23 @@ import Testing
         let offline = try Self.run(["detect", "-"], stdin: (before + after).joined(separator: "\n") + "\n")
         #expect(offline.lines.isEmpty, "the stream itself has nothing to report")
 
-        let topic = try Self.broker.newTopic(partitions: 2)
+        // A broker of this test's own: the outage must not reach the tests running beside it.
+        let broker = Broker()
+        defer { broker.stop() }
+        let topic = try broker.newTopic(partitions: 2)
         func replay(_ lines: [String]) throws {
-            let result = try Self.run(["replay", "--brokers", Self.broker.address, "--topic", topic, "-"], stdin: lines.joined(separator: "\n") + "\n")
+            let result = try Self.run(["replay", "--brokers", broker.address, "--topic", topic, "-"], stdin: lines.joined(separator: "\n") + "\n")
             #expect(result.status == 0, "\(result.stderr)")
         }
         try replay(before)
         let (daemon, port) = try Self.startServing(
-            ["run", "--brokers", Self.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1"])
+            ["run", "--brokers", broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1"])
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
         func consumed() -> Double? { Self.metricValue("cmcd_sentinel_records_consumed_total", in: (try? Self.httpGet(port: port, path: "/metrics").body) ?? "") }
         #expect(Self.waitFor(30) { consumed() == Double(before.count) }, "the daemon never read the first records")
-        #expect(runScript("scripts/broker/broker.sh", ["outage-start"], environment: Broker.stopEnvironment) == 0)
+        #expect(broker.startOutage())
         Thread.sleep(forTimeInterval: 20)
-        #expect(runScript("scripts/broker/broker.sh", ["outage-end"], environment: Broker.stopEnvironment) == 0)
+        #expect(broker.endOutage())
         try replay(after)
         #expect(Self.waitFor(40) { consumed() == Double(before.count + after.count) }, "the daemon never read the records after the outage")
         kill(daemon.process.processIdentifier, SIGTERM)
@@ -676,33 +679,44 @@ final class Collector: @unchecked Sendable {
     }
 }
 
-/// One broker for the whole test run, on free ports, stopped when the process exits.
+/// A broker on free ports: one shared by the whole test run (stopped when the process exits),
+/// and one of its own for a test that takes it down (the others must not see the outage).
 final class Broker: @unchecked Sendable {
-    static let shared = Broker()
+    static let shared: Broker = {
+        let broker = Broker()
+        Broker.sharedEnvironment = broker.environment
+        atexit { _ = runScript("scripts/broker/broker.sh", ["stop"], environment: Broker.sharedEnvironment) }
+        return broker
+    }()
     let port: Int
     var address: String { "127.0.0.1:\(port)" }
+    /// What broker.sh needs to find this broker.
+    let environment: [String: String]
     private var topicCounter = 0
     private let lock = NSLock()
 
-    private init() {
+    /// Starts a broker of the caller's own; `stop()` it.
+    init() {
         port = freePort()
-        let upstream = freePort()
-        let status = runScript("scripts/broker/broker.sh", ["start"], environment: ["SENTINEL_BROKER_PORT": "\(port)", "SENTINEL_BROKER_UPSTREAM_PORT": "\(upstream)"])
+        environment = ["SENTINEL_BROKER_PORT": "\(port)", "SENTINEL_BROKER_UPSTREAM_PORT": "\(freePort())"]
+        let status = runScript("scripts/broker/broker.sh", ["start"], environment: environment)
         precondition(status == 0, "the test broker did not start (scripts/broker/broker.sh start)")
-        Broker.stopEnvironment = ["SENTINEL_BROKER_PORT": "\(port)", "SENTINEL_BROKER_UPSTREAM_PORT": "\(upstream)"]
-        atexit {
-            _ = runScript("scripts/broker/broker.sh", ["stop"], environment: Broker.stopEnvironment)
-        }
     }
 
-    nonisolated(unsafe) static var stopEnvironment: [String: String] = [:]
+    nonisolated(unsafe) private static var sharedEnvironment: [String: String] = [:]
+
+    func stop() { _ = runScript("scripts/broker/broker.sh", ["stop"], environment: environment) }
+
+    /// Clients lose the broker (its relay stops) until `endOutage`.
+    func startOutage() -> Bool { runScript("scripts/broker/broker.sh", ["outage-start"], environment: environment) == 0 }
+    func endOutage() -> Bool { runScript("scripts/broker/broker.sh", ["outage-end"], environment: environment) == 0 }
 
     func newTopic(partitions: Int = 4) throws -> String {
         let name = lock.withLock {
             topicCounter += 1
-            return "it-\(ProcessInfo.processInfo.processIdentifier)-\(topicCounter)"
+            return "it-\(ProcessInfo.processInfo.processIdentifier)-\(port)-\(topicCounter)"
         }
-        let status = runScript("scripts/broker/broker.sh", ["topic", name, "\(partitions)"], environment: Broker.stopEnvironment)
+        let status = runScript("scripts/broker/broker.sh", ["topic", name, "\(partitions)"], environment: environment)
         guard status == 0 else { throw BrokerError.topic(name) }
         return name
     }

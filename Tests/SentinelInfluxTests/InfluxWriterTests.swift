@@ -12,7 +12,7 @@ import Testing
 
 /// The writer against a real InfluxDB 1.6.7 (`influxd`, started by the tests) and, for what a
 /// healthy InfluxDB never does (5xx, 429, stalls, the v2 API), the repository's HTTP receiver.
-@Suite(.serialized) struct InfluxWriterTests {
+@Suite(.serialized, .ownThread) struct InfluxWriterTests {
     let logger = Logger(label: "test")
 
     func settings(url: String, database: String, _ adjust: (inout SentinelConfiguration.Influx) -> Void = { _ in }) -> SentinelConfiguration.Influx {

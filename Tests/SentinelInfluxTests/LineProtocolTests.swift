@@ -2,6 +2,7 @@ import CMCD
 import CMCDDetection
 import CMCDRecords
 import SentinelJSON
+import SentinelTestSupport
 import Testing
 
 @testable import SentinelInflux
@@ -103,7 +104,7 @@ struct LineProtocolTests {
         return out
     }
 
-    @Test func escapingAgreesWithTheRulesOnRandomText() {
+    @Test(.ownThread) func escapingAgreesWithTheRulesOnRandomText() {
         var rng = SystemRandomNumberGenerator()
         let contexts: [(LineProtocol.Context, [UInt8], Bool)] = [
             (.measurement, [UInt8(ascii: ","), UInt8(ascii: " ")], false),

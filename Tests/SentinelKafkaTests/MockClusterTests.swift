@@ -1,12 +1,13 @@
 import Foundation
 import Synchronization
+import SentinelTestSupport
 import Testing
 
 @testable import SentinelKafka
 
 /// The wrapper against librdkafka's in-process mock cluster (fast; the real broker is
 /// exercised by the daemon's integration tests).
-@Suite(.serialized) struct MockClusterTests {
+@Suite(.serialized, .ownThread) struct MockClusterTests {
     func consumeAll(_ consumer: KafkaConsumer, count: Int, timeout: Double = 20) throws -> [KafkaMessage] {
         var messages: [KafkaMessage] = []
         let deadline = Date().addingTimeInterval(timeout)

@@ -138,10 +138,10 @@ import Testing
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
         try withUnblockedSignals { try process.run() }
-        let errors = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }
-        let data = await Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
+        async let errors = readToEnd(err.fileHandleForReading)
+        let data = await readToEnd(out.fileHandleForReading)
+        let stderr = String(decoding: await errors, as: UTF8.self)
         process.waitUntilExit()
-        let stderr = String(decoding: await errors.value, as: UTF8.self)
         if mustSucceed { #expect(process.terminationStatus == 0, "\(stderr.suffix(2000))") }
         return try JSONParser.parse(String(decoding: data, as: UTF8.self), limits: .init(maxDepth: 64, maxElements: 1_000_000))
     }

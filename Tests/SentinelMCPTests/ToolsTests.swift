@@ -117,7 +117,7 @@ final class Fixture: @unchecked Sendable {
     }
 }
 
-@Suite(.serialized) struct ToolsTests {
+@Suite(.serialized, .ownThread) struct ToolsTests {
     @Test func theToolListHasFourteenReadOnlyToolsWithInputAndOutputSchemas() async throws {
         let f = try await Fixture()
         let (tools, _) = try await f.client.listTools()

@@ -71,6 +71,14 @@ public func withUnblockedSignals<T>(_ body: () throws -> T) rethrows -> T {
     return try body()
 }
 
+/// Reads `handle` to its end on a thread of its own, without holding a thread of the
+/// concurrency pool meanwhile (a child's output can take seconds to end).
+public func readToEnd(_ handle: FileHandle) async -> Data {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(returning: handle.readDataToEndOfFile()) }
+    }
+}
+
 /// A Python virtualenv under `.tools/<name>` with `requirement` installed from PyPI, made once
 /// (the official clients this project tests against: the MCP SDK, Prometheus's parser).
 /// Returns its python.
