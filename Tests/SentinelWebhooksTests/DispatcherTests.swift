@@ -255,12 +255,13 @@ struct WebhookRoutingTests {
 }
 
 /// A refused connection (the receiver is down) is an answer at once: the attempt is retried on
-/// the backoff schedule, not after the whole request timeout.
-@Test(.timeLimit(.minutes(1))) func aRefusedConnectionFailsAtOnceNotAfterTheTimeout() async throws {
-    let client = HTTPClientOptions(timeoutMs: 10_000).makeClient()
+/// the backoff schedule, not after the whole request timeout. (The timeout is long, so that a
+/// loaded machine, with the suite running side by side, cannot blur the two.)
+@Test(.timeLimit(.minutes(2))) func aRefusedConnectionFailsAtOnceNotAfterTheTimeout() async throws {
+    let client = HTTPClientOptions(timeoutMs: 60_000).makeClient()
     let refused = RefusedPort()
     let started = ContinuousClock.now
-    let outcome = await HTTPAttempt(url: "http://127.0.0.1:\(refused.port)/hook", body: Array("{}".utf8)).send(with: client, timeoutMs: 10_000)
+    let outcome = await HTTPAttempt(url: "http://127.0.0.1:\(refused.port)/hook", body: Array("{}".utf8)).send(with: client, timeoutMs: 60_000)
     let took = ContinuousClock.now - started
     withExtendedLifetime(refused) {}
     try await client.shutdown()
@@ -269,5 +270,5 @@ struct WebhookRoutingTests {
         return
     }
     #expect(reason.contains("refused") || reason.contains("connect"), "\(reason)")
-    #expect(took < .seconds(3), "took \(took) of a 10 s timeout")
+    #expect(took < .seconds(20), "took \(took) of a 60 s timeout")
 }
