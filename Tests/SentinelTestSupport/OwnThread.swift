@@ -58,24 +58,18 @@ enum ThreadExecutor {
     private static let state = Mutex(State())
 
     static func take() async -> DedicatedThreadExecutor {
-        let admitted = state.withLock { state -> Bool in
-            guard state.running < limit else { return false }
-            state.running += 1
-            return true
-        }
-        if !admitted {
-            // `give` hands its place over: `running` stays as it is.
-            await withCheckedContinuation { continuation in
-                let now = state.withLock { state -> Bool in
-                    guard state.running < limit else {
-                        state.waiting.append(continuation)
-                        return false
-                    }
-                    state.running += 1
-                    return true
+        // Admitted at once while a place is free; otherwise `give` hands its place over and
+        // resumes this (`running` stays as it is).
+        await withCheckedContinuation { continuation in
+            let admitted = state.withLock { state -> Bool in
+                guard state.running < limit else {
+                    state.waiting.append(continuation)
+                    return false
                 }
-                if now { continuation.resume() }
+                state.running += 1
+                return true
             }
+            if admitted { continuation.resume() }
         }
         return state.withLock { $0.idle.popLast() } ?? DedicatedThreadExecutor()
     }
