@@ -1,6 +1,8 @@
 import ArgumentParser
+import AsyncAlgorithms
 import CMCDDetection
 import CMCDRecords
+import SentinelDaemon
 
 #if canImport(Glibc)
 import Glibc
@@ -11,7 +13,7 @@ import Darwin
 extension RecordFormat: ExpressibleByArgument {}
 
 /// `cmcd-sentinel detect`: offline detection over a file or standard input.
-struct DetectCommand: ParsableCommand {
+struct DetectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "detect",
         abstract: "Run the detectors over records from a file or standard input.",
@@ -43,7 +45,7 @@ struct DetectCommand: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func run() async throws {
         let rules = try self.rules.map(RulesFile.load) ?? DetectionRules()
         var configuration = RecordParser.Configuration(format: format, maxLineBytes: maxLineBytes)
         if let fields {
@@ -61,43 +63,71 @@ struct DetectCommand: ParsableCommand {
         }
         defer { if fd != 0 { close(fd) } }
 
+        // Lines are read on a thread of their own, a batch ahead of the parser and detectors
+        // on this one: the page faults and copies of reading stay off the thread that does
+        // the work. Samples are not made there: a sample freed on another thread than the one
+        // that made it costs more than the parse.
+        let batches = AsyncChannel<LineBatch>()
+        let readingThread = DedicatedThreadExecutor()
+        let maxLineBytes = self.maxLineBytes
+        let reading = Task(executorPreference: readingThread) { () async throws in
+            defer { batches.finish() }
+            let reader = LineReader(fd: fd, maxLineBytes: maxLineBytes)
+            while true {
+                var batch = LineBatch()
+                if try reader.read(upTo: LineBatch.lines, { batch.append($0) }) == 0 { return }
+                await batches.send(batch)
+            }
+        }
+
+        // Findings are written out (JSON, writes) on the reading thread too, a batch behind.
+        let written = AsyncChannel<[Finding]>()
+        let writing = Task(executorPreference: readingThread) {
+            let out = OutputBuffer()
+            for await findings in written {
+                for finding in findings { out.writeLine(finding) }
+            }
+            out.flush()
+        }
+
         var parser = RecordParser(configuration: configuration)
         var engine = DetectionEngine(rules: rules)
         var cohorts = CohortTracker(rules: rules)
         // A window closes once the stream is this far past its end (samples that late are late).
         let lateness = rules.sessions.reorderToleranceMs
-        let out = OutputBuffer()
         var findings: [Finding] = []
-        findings.reserveCapacity(16)
-        func flushFindings() {
-            for finding in findings { out.writeLine(finding) }
-            findings.removeAll(keepingCapacity: true)
-        }
-        let reader = LineReader(fd: fd, maxLineBytes: maxLineBytes)
-        do {
-            try reader.forEachLine { line in
-                switch line {
-                case .tooLong:
-                    parser.countSkipped(.lineTooLong)
-                case .line(let bytes):
-                    parser.parse(line: bytes) { outcome in
-                        if case .sample(let sample) = outcome {
-                            engine.process(sample, into: &findings)
-                            cohorts.observe(sample, engine.lastObservation, into: &findings)
-                            cohorts.advance(to: engine.watermark &- lateness, into: &findings)
-                        }
+        for await batch in batches {
+            for _ in 0..<batch.tooLong { parser.countSkipped(.lineTooLong) }
+            batch.forEach { line in
+                parser.parse(line: line) { outcome in
+                    if case .sample(let sample) = outcome {
+                        engine.process(sample, into: &findings)
+                        cohorts.observe(sample, engine.lastObservation, into: &findings)
+                        cohorts.advance(to: engine.watermark &- lateness, into: &findings)
                     }
-                    if !findings.isEmpty { flushFindings() }
                 }
             }
-        } catch {
-            out.flush()
-            throw CommandFailure.runtime("\(path == "-" ? "standard input" : path): \(error)")
+            if !findings.isEmpty {
+                await written.send(findings)
+                findings = []
+            }
         }
-        engine.finish(into: &findings)
-        cohorts.finish(into: &findings)
-        flushFindings()
-        out.flush()
+        let failure: (any Error)?
+        do {
+            try await reading.value
+            failure = nil
+        } catch {
+            failure = error
+        }
+        if failure == nil {
+            engine.finish(into: &findings)
+            cohorts.finish(into: &findings)
+        }
+        if !findings.isEmpty { await written.send(findings) }
+        written.finish()
+        await writing.value
+        await readingThread.shutdown()
+        if let failure { throw CommandFailure.runtime("\(path == "-" ? "standard input" : path): \(failure)") }
         for line in Self.summary(parser.statistics, engine.statistics, cohorts.statistics) { printError(line) }
     }
 
@@ -124,5 +154,40 @@ struct DetectCommand: ParsableCommand {
             )
         }
         return lines
+    }
+}
+
+/// Lines copied out of the input one after another, as the reading thread hands them on.
+struct LineBatch: Sendable {
+    /// Lines per batch.
+    static let lines = 1024
+    private var bytes: [UInt8] = []
+    private var ends: [Int] = []
+    /// Over-long lines met while filling the batch (skipped, only counted).
+    private(set) var tooLong = 0
+
+    mutating func append(_ line: LineReader.Line) {
+        switch line {
+        case .tooLong:
+            tooLong += 1
+        case .line(let text):
+            if ends.isEmpty {
+                bytes.reserveCapacity(Self.lines * (text.count + 64))
+                ends.reserveCapacity(Self.lines)
+            }
+            bytes.append(contentsOf: text)
+            ends.append(bytes.count)
+        }
+    }
+
+    /// Calls `body` with each line in order.
+    func forEach(_ body: (UnsafeBufferPointer<UInt8>) -> Void) {
+        bytes.withUnsafeBufferPointer { all in
+            var start = 0
+            for end in ends {
+                body(UnsafeBufferPointer(rebasing: all[start..<end]))
+                start = end
+            }
+        }
     }
 }

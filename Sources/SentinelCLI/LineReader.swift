@@ -7,10 +7,17 @@ import Glibc
 import Darwin
 #endif
 
+/// `read(2)`, under a name that `LineReader.read(upTo:_:)` does not hide.
+private func readBytes(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int { read(fd, buffer, count) }
+
 /// Reads LF-terminated lines from a file descriptor with a fixed buffer, so memory stays
 /// constant whatever the input size. Lines longer than `maxLineBytes` are reported as
-/// too long and skipped without being held in memory.
-struct LineReader {
+/// too long and skipped without being held in memory. A regular file is read through a
+/// private read-only mapping instead, its lines handed on where they lie, with no copy.
+///
+/// Lines are pulled a number at a time (`read(upTo:_:)`), so a caller can stop between
+/// groups of lines to hand work elsewhere; a line's bytes are valid only inside `body`.
+final class LineReader {
     enum Line {
         case line(UnsafeBufferPointer<UInt8>)
         case tooLong(bytes: Int)
@@ -21,59 +28,83 @@ struct LineReader {
         var description: String { "read failed: \(String(cString: strerror(errno)))" }
     }
 
-    let fd: Int32
-    let maxLineBytes: Int
+    private let fd: Int32
+    private let maxLineBytes: Int
+    /// The mapped file, or nil when reading through `buffer`.
+    private var mapped: (base: UnsafePointer<UInt8>, size: Int)?
+    private var buffer: UnsafeMutablePointer<UInt8>?
+    private var capacity = 0
+    /// Where the next line starts: in the mapping, or in `buffer`.
+    private var start = 0
+    /// Bytes held in `buffer`, and where the newline search resumes.
+    private var filled = 0
+    private var scanned = 0
+    /// Inside an over-long line, skipping to its end (`discarded` bytes of it so far).
+    private var discarding = false
+    private var discarded = 0
+    private var endOfInput = false
+    private var finished = false
+
+    init(fd: Int32, maxLineBytes: Int) {
+        self.fd = fd
+        self.maxLineBytes = maxLineBytes
+        var info = stat()
+        if fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_size > 0, lseek(fd, 0, SEEK_CUR) == 0,
+            let base = mmap(nil, Int(info.st_size), PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED
+        {
+            _ = madvise(base, Int(info.st_size), MADV_SEQUENTIAL)
+            mapped = (UnsafePointer(base.assumingMemoryBound(to: UInt8.self)), Int(info.st_size))
+        } else {
+            capacity = max(maxLineBytes + 1, 64 * 1024)
+            buffer = .allocate(capacity: capacity)
+        }
+    }
+
+    deinit {
+        if let mapped { munmap(UnsafeMutableRawPointer(mutating: mapped.base), mapped.size) }
+        buffer?.deallocate()
+    }
 
     /// Calls `body` for every line (without its LF; a trailing CR is removed too).
     func forEachLine(_ body: (Line) -> Void) throws {
-        if try forEachLineMapped(body) { return }
-        let capacity = max(maxLineBytes + 1, 64 * 1024)
-        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
-        defer { buffer.deallocate() }
-        var filled = 0
-        var discarding = false  // inside an over-long line, skipping to its end
-        var discarded = 0
-        func emit(_ start: Int, _ end: Int) {
-            var e = end
-            if e > start, buffer[e - 1] == 0x0D { e -= 1 }
-            body(.line(UnsafeBufferPointer(start: buffer + start, count: e - start)))
+        while try read(upTo: Int.max, body) > 0 {}
+    }
+
+    /// Calls `body` for up to `limit` lines (an over-long line counts as one) and returns how
+    /// many it handed on: 0 once the input is exhausted.
+    func read(upTo limit: Int, _ body: (Line) -> Void) throws -> Int {
+        if let mapped { return readMapped(mapped.base, mapped.size, limit, body) }
+        guard let buffer, !finished else { return 0 }
+        var count = 0
+        func emit(_ end: Int) {
+            if discarding {
+                body(.tooLong(bytes: discarded + end - start))
+                discarding = false
+                discarded = 0
+            } else if end - start > maxLineBytes {
+                body(.tooLong(bytes: end - start))
+            } else {
+                var e = end
+                if e > start, buffer[e - 1] == 0x0D { e -= 1 }
+                body(.line(UnsafeBufferPointer(start: buffer + start, count: e - start)))
+            }
+            count += 1
         }
-        while true {
-            let n = read(fd, buffer + filled, capacity - filled)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ReadError(errno: errno)
-            }
-            let eof = n == 0
-            let total = filled + n
-            var start = 0
-            var i = filled
+        while count < limit {
             // memchr finds each newline with vector instructions, not a byte at a time.
-            while i < total, let found = memchr(buffer + i, 0x0A, total - i) {
-                i = buffer.distance(to: found.assumingMemoryBound(to: UInt8.self))
-                if discarding {
-                    body(.tooLong(bytes: discarded + i - start))
-                    discarding = false
-                    discarded = 0
-                } else if i - start > maxLineBytes {
-                    body(.tooLong(bytes: i - start))
-                } else {
-                    emit(start, i)
-                }
-                start = i + 1
-                i += 1
+            if scanned < filled, let found = memchr(buffer + scanned, 0x0A, filled - scanned) {
+                let newline = buffer.distance(to: found.assumingMemoryBound(to: UInt8.self))
+                emit(newline)
+                start = newline + 1
+                scanned = start
+                continue
             }
-            let remaining = total - start
-            if eof {
-                if discarding {
-                    body(.tooLong(bytes: discarded + remaining))
-                } else if remaining > maxLineBytes {
-                    body(.tooLong(bytes: remaining))
-                } else if remaining > 0 {
-                    emit(start, total)
-                }
-                return
+            if endOfInput {
+                if discarding || filled > start { emit(filled) }
+                finished = true
+                break
             }
+            let remaining = filled - start
             if remaining > maxLineBytes || discarding {
                 discarded += remaining
                 discarding = true
@@ -82,36 +113,38 @@ struct LineReader {
                 if start > 0, remaining > 0 { memmove(buffer, buffer + start, remaining) }
                 filled = remaining
             }
+            start = 0
+            scanned = filled
+            let n = readBytes(fd, buffer + filled, capacity - filled)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ReadError(errno: errno)
+            }
+            if n == 0 { endOfInput = true } else { filled += n }
         }
+        return count
     }
 
-    /// A regular file is read through a private read-only mapping: its lines are handed on
-    /// where they lie, with no copy. False (nothing read) for pipes and empty files.
-    private func forEachLineMapped(_ body: (Line) -> Void) throws -> Bool {
-        var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_size > 0, lseek(fd, 0, SEEK_CUR) == 0 else { return false }
-        let size = Int(info.st_size)
-        guard let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED else { return false }
-        defer { munmap(mapped, size) }
-        _ = madvise(mapped, size, MADV_SEQUENTIAL)
-        let base = mapped.assumingMemoryBound(to: UInt8.self)
-        func line(_ start: Int, _ end: Int) {
+    private func readMapped(_ base: UnsafePointer<UInt8>, _ size: Int, _ limit: Int, _ body: (Line) -> Void) -> Int {
+        var count = 0
+        while count < limit, start < size {
+            let end: Int
+            if let found = memchr(base + start, 0x0A, size - start) {
+                end = base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+            } else {
+                end = size
+            }
             if end - start > maxLineBytes {
                 body(.tooLong(bytes: end - start))
-                return
+            } else {
+                var e = end
+                if e > start, base[e - 1] == 0x0D { e -= 1 }
+                body(.line(UnsafeBufferPointer(start: base + start, count: e - start)))
             }
-            var e = end
-            if e > start, base[e - 1] == 0x0D { e -= 1 }
-            body(.line(UnsafeBufferPointer(start: base + start, count: e - start)))
+            start = end + 1
+            count += 1
         }
-        var start = 0
-        while start < size, let found = memchr(base + start, 0x0A, size - start) {
-            let newline = base.distance(to: found.assumingMemoryBound(to: UInt8.self))
-            line(start, newline)
-            start = newline + 1
-        }
-        if start < size { line(start, size) }
-        return true
+        return count
     }
 }
 

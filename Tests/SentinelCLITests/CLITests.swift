@@ -176,6 +176,29 @@ import Testing
         #expect(fromFile.stdout.contains(#""buffer_drop""#))
     }
 
+    /// Input larger than the read buffer (64 KiB) and than one batch handed from the reading
+    /// thread to the detectors (1,024 lines), with an over-long line bigger than the buffer:
+    /// the pipe, read in pieces, gives what the mapped file gives, line for line.
+    @Test func aLargeInputGivesTheSameThroughAPipe() throws {
+        let demo = try String(contentsOf: packageRoot.appendingPathComponent("samples/demo-sessions.tsv"), encoding: .utf8)
+        let once = demo.split(separator: "\n").map(String.init)
+        var lines = (0..<40).flatMap { _ in once }
+        lines.insert(String(repeating: "y", count: 150_000), at: 1_500)
+        lines.insert(String(repeating: "x", count: 3_000), at: 700)
+        let text = lines.enumerated().map { $0.offset % 3 == 0 ? $0.element + "\r" : $0.element }.joined(separator: "\n")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("detect-\(UUID().uuidString).tsv")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let fromFile = try run(["detect", "--max-line-bytes", "2048", file.path])
+        let fromPipe = try run(["detect", "--max-line-bytes", "2048", "-"], stdin: text)
+        #expect(fromFile.status == 0)
+        #expect(fromFile.stderr.hasPrefix("records: \(lines.count) read"), "\(fromFile.stderr)")
+        #expect(fromFile.stderr.contains("skipped line_too_long: 2"), "\(fromFile.stderr)")
+        #expect(fromFile.stdout == fromPipe.stdout)
+        #expect(fromFile.stderr == fromPipe.stderr)
+        #expect(fromFile.stdout.contains(#""buffer_drop""#))
+    }
+
     @Test func missingInputIsARuntimeFailure() throws {
         let result = try run(["detect", "no/such/file.tsv"])
         #expect(result.status == 1)
