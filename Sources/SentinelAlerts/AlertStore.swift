@@ -310,7 +310,6 @@ public final class AlertStore: Service {
         var statements: [SQLStatement] = findings.map { Self.upsert($0, now: now) }
         var findingsByID: [String: Finding] = [:]
         for finding in findings { findingsByID[finding.id] = finding }
-        let columns = "id, alert_id, route, endpoint, kind, payload, state, attempts, created_at, next_attempt_at, group_key"
         for entry in notifications {
             var values: [SQLValue] = [
                 .text(entry.id), .text(entry.alertID), .text(entry.route), .text(entry.endpoint), .text(entry.kind.rawValue),
@@ -319,29 +318,11 @@ public final class AlertStore: Service {
             if entry.kind == .firing, let finding = findingsByID[entry.alertID], finding.type != .incident {
                 // A viewer's finding inside an open incident's scope is folded into it.
                 values += [finding.edgeLocation.map(SQLValue.text) ?? .null, finding.contentID.map(SQLValue.text) ?? .null]
-                let cover = "(SELECT i.id FROM alerts i WHERE \(Self.openIncidentCovers(edge: "$10", content: "$11")) ORDER BY i.started_at, i.id LIMIT 1)"
-                statements.append(
-                    SQLStatement(
-                        """
-                        INSERT INTO notifications (\(columns), folded_into)
-                        SELECT $1, $2, $3, $4, $5, $6, CASE WHEN \(cover) IS NULL THEN 'pending' ELSE 'folded' END, 0, $7, $8, CAST($9 AS TEXT), \(cover)
-                        ON CONFLICT (id) DO NOTHING
-                        """, values))
+                statements.append(SQLStatement(Self.insertFiringSQL, values))
             } else if entry.kind != .resolved {
-                statements.append(
-                    SQLStatement(
-                        "INSERT INTO notifications (\(columns)) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
-                        values))
+                statements.append(SQLStatement(Self.insertNotificationSQL, values))
             } else {
-                statements.append(
-                    SQLStatement(
-                        """
-                        INSERT INTO notifications (\(columns))
-                        SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, CAST($9 AS TEXT)
-                        WHERE EXISTS (SELECT 1 FROM notifications f WHERE f.alert_id = $2 AND f.route = $3 AND f.kind = 'firing'
-                            AND f.state NOT IN ('folded', 'silenced', 'rate_limited'))
-                        ON CONFLICT (id) DO NOTHING
-                        """, values))
+                statements.append(SQLStatement(Self.insertResolvedSQL, values))
             }
         }
         // An incident that starts folds the viewers' notifications of its scope still waiting
@@ -350,17 +331,7 @@ public final class AlertStore: Service {
         for finding in findings where finding.type == .incident && finding.status == .firing && (finding.edgeLocation != nil || finding.contentID != nil) {
             statements.append(
                 SQLStatement(
-                    """
-                    UPDATE notifications SET state = 'folded', last_error = $1, folded_into = $5
-                    WHERE state = 'pending' AND attempts = 0 AND lease_until <= $4
-                    AND (kind = 'firing' OR NOT EXISTS (
-                        SELECT 1 FROM notifications f WHERE f.alert_id = notifications.alert_id AND f.route = notifications.route
-                        AND f.kind = 'firing' AND f.state IN ('delivered', 'dead')))
-                    AND alert_id IN (
-                        SELECT a.id FROM alerts a WHERE a.type <> 'incident'
-                        AND (CAST($2 AS TEXT) IS NULL OR a.edge_location = CAST($2 AS TEXT))
-                        AND (CAST($3 AS TEXT) IS NULL OR a.content_id = CAST($3 AS TEXT)))
-                    """,
+                    Self.foldIntoIncidentSQL,
                     [
                         .text("folded into incident \(finding.id)"), finding.edgeLocation.map(SQLValue.text) ?? .null,
                         finding.contentID.map(SQLValue.text) ?? .null, .int(now), .text(finding.id),
@@ -368,6 +339,39 @@ public final class AlertStore: Service {
         }
         return statements
     }
+
+    // The statements' texts are made once: a batch runs thousands of them, and the
+    // connection finds each one's prepared statement by its text.
+    private static let outboxColumns = "id, alert_id, route, endpoint, kind, payload, state, attempts, created_at, next_attempt_at, group_key"
+    private static let openIncidentCover =
+        "(SELECT i.id FROM alerts i WHERE \(openIncidentCovers(edge: "$10", content: "$11")) ORDER BY i.started_at, i.id LIMIT 1)"
+    /// A viewer's firing notification, folded when an open incident's scope covers it.
+    private static let insertFiringSQL = """
+        INSERT INTO notifications (\(outboxColumns), folded_into)
+        SELECT $1, $2, $3, $4, $5, $6, CASE WHEN \(openIncidentCover) IS NULL THEN 'pending' ELSE 'folded' END, 0, $7, $8, CAST($9 AS TEXT), \(openIncidentCover)
+        ON CONFLICT (id) DO NOTHING
+        """
+    private static let insertNotificationSQL =
+        "INSERT INTO notifications (\(outboxColumns)) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9) ON CONFLICT (id) DO NOTHING"
+    /// A resolve, only where the route has a firing notification of the episode that went on.
+    private static let insertResolvedSQL = """
+        INSERT INTO notifications (\(outboxColumns))
+        SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, CAST($9 AS TEXT)
+        WHERE EXISTS (SELECT 1 FROM notifications f WHERE f.alert_id = $2 AND f.route = $3 AND f.kind = 'firing'
+            AND f.state NOT IN ('folded', 'silenced', 'rate_limited'))
+        ON CONFLICT (id) DO NOTHING
+        """
+    private static let foldIntoIncidentSQL = """
+        UPDATE notifications SET state = 'folded', last_error = $1, folded_into = $5
+        WHERE state = 'pending' AND attempts = 0 AND lease_until <= $4
+        AND (kind = 'firing' OR NOT EXISTS (
+            SELECT 1 FROM notifications f WHERE f.alert_id = notifications.alert_id AND f.route = notifications.route
+            AND f.kind = 'firing' AND f.state IN ('delivered', 'dead')))
+        AND alert_id IN (
+            SELECT a.id FROM alerts a WHERE a.type <> 'incident'
+            AND (CAST($2 AS TEXT) IS NULL OR a.edge_location = CAST($2 AS TEXT))
+            AND (CAST($3 AS TEXT) IS NULL OR a.content_id = CAST($3 AS TEXT)))
+        """
 
     /// SQL: the alert row `i` is an open incident whose scope (edge, content) covers a
     /// finding with this edge and content (parameters, never values).
@@ -378,10 +382,10 @@ public final class AlertStore: Service {
         """
     }
 
-    static func upsert(_ finding: Finding, now: Int64) -> SQLStatement {
-        // A firing row takes a resolving finding, or a newer firing one; a resolved row is final.
+    /// A firing row takes a resolving finding, or a newer firing one; a resolved row is final.
+    private static let upsertSQL: String = {
         let take = "(alerts.status = 'firing' AND (excluded.status = 'resolved' OR excluded.detected_at >= alerts.detected_at))"
-        let sql = """
+        return """
             INSERT INTO alerts (id, type, status, severity, session_id, content_id, edge_location, started_at, detected_at,
                 resolved_at, summary, details, updated_at, scope)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
@@ -397,8 +401,11 @@ public final class AlertStore: Service {
                 scope = COALESCE(excluded.scope, alerts.scope),
                 updated_at = excluded.updated_at
             """
-        return SQLStatement(
-            sql,
+    }()
+
+    static func upsert(_ finding: Finding, now: Int64) -> SQLStatement {
+        SQLStatement(
+            upsertSQL,
             [
                 .text(finding.id), .text(finding.type.rawValue), .text(finding.status.rawValue), .text(finding.severity.rawValue),
                 .text(finding.sessionID), finding.contentID.map(SQLValue.text) ?? .null, finding.edgeLocation.map(SQLValue.text) ?? .null,

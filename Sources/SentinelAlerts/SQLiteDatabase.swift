@@ -51,6 +51,9 @@ private final class Connection {
     /// changing unnoticed.
     private var prepared: [String: OpaquePointer] = [:]
     static let maxPrepared = 128
+    /// The statement used last: a batch runs the same one many times over, and a text made
+    /// once compares equal to itself without being hashed (its storage is the same).
+    private var lastUsed: (sql: String, statement: OpaquePointer)?
 
     init(path: String) throws {
         self.path = path
@@ -102,13 +105,18 @@ private final class Connection {
 
     /// The statement for `sql`, prepared once.
     private func preparedStatement(_ sql: String) throws -> OpaquePointer {
-        if let statement = prepared[sql] { return statement }
+        if let lastUsed, lastUsed.sql == sql { return lastUsed.statement }
+        if let statement = prepared[sql] {
+            lastUsed = (sql, statement)
+            return statement
+        }
         var stmt: OpaquePointer?
         guard sqlite3_prepare_v3(handle, Self.sqliteSQL(sql), -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK, let stmt else {
             throw SQLError("SQLite: \(errorMessage)")
         }
         if prepared.count >= Self.maxPrepared { finalizePrepared() }
         prepared[sql] = stmt
+        lastUsed = (sql, stmt)
         return stmt
     }
 
@@ -116,6 +124,7 @@ private final class Connection {
     private func finalizePrepared() {
         for statement in prepared.values { sqlite3_finalize(statement) }
         prepared.removeAll()
+        lastUsed = nil
     }
 
     private func step(_ statement: SQLStatement) throws -> [SQLRow] {
@@ -132,7 +141,14 @@ private final class Connection {
             switch value {
             case .null: status = sqlite3_bind_null(stmt, position)
             case .int(let n): status = sqlite3_bind_int64(stmt, position, n)
-            case .text(let s): status = sqlite3_bind_text(stmt, position, s, -1, transient)
+            case .text(var s):
+                // The text's own bytes, with their length: no C string is made for them.
+                status = s.withUTF8 { bytes in
+                    bytes.withMemoryRebound(to: CChar.self) { text in
+                        guard let base = text.baseAddress else { return sqlite3_bind_text(stmt, position, "", 0, transient) }
+                        return sqlite3_bind_text(stmt, position, base, Int32(text.count), transient)
+                    }
+                }
             case .bytes(let b): status = b.withUnsafeBytes { sqlite3_bind_blob(stmt, position, $0.baseAddress, Int32($0.count), transient) }
             }
             guard status == SQLITE_OK else { throw SQLError("SQLite: cannot bind parameter \(position): \(errorMessage)") }

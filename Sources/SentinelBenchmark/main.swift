@@ -3,6 +3,7 @@
 //   swift run -c release sentinel-bench e2e [records] [rate]          through a broker (scripts/broker/broker.sh start);
 //                                                                     SENTINEL_BENCH_INFLUX_URL adds an InfluxDB sink
 //   swift run -c release sentinel-bench lines [records] [sessions] > F  the benchmark's lines, to time `cmcd-sentinel detect F`
+//   swift run -c release sentinel-bench alerts [findings]              the alerts table's (SQLite) cost per finding
 // Prints figures and asserts nothing: targets are checked by reading them, not by timed tests.
 
 import Foundation
@@ -41,6 +42,8 @@ if arguments.first == "lines" {
     let records = count(1, "records", fallback: 2_000_000)
     let rate = count(2, "rate", fallback: 50_000)
     await endToEndBenchmark(brokers: ProcessEnvironmentValue("SENTINEL_KAFKA_BROKERS") ?? "127.0.0.1:9092", records: records, rate: rate)
+} else if arguments.first == "alerts" {
+    await alertsBenchmark(findingCount: count(1, "findings", fallback: 50_000))
 } else {
     coreBenchmark(recordCount: count(0, "records", fallback: 1_000_000), sessionCount: count(1, "sessions", fallback: 10_000))
 }

@@ -4,10 +4,12 @@
 /// line separators U+2028/U+2029 are written as escapes, so output is always one line.
 public enum JSONWriter {
     public static func string(_ value: JSONValue) -> String {
-        var out = ""
+        // Written as bytes, then made a string once: appending to a `String` piece by piece
+        // costs several times as much.
+        var out: [UInt8] = []
         out.reserveCapacity(256)
         write(value, into: &out)
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
     public static func write(_ value: JSONValue, into out: inout String) {
