@@ -113,9 +113,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
-        // Edges: Kinesis (AWS Signature Version 4 so far; the consumer is issue 24).
+        // Edges: Kinesis (AWS Signature Version 4, credentials, the JSON protocol's calls).
         .target(
-            name: "SentinelKinesis", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+            name: "SentinelKinesis",
+            dependencies: [
+                "SentinelHTTP", "SentinelJSON",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict),
         // Edges: the MCP server (read-only tools over InfluxDB and the alerts table).
         .target(
             name: "SentinelMCP",
@@ -135,6 +141,7 @@ let package = Package(
             dependencies: [
                 "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelYAML", "SentinelKafka", "SentinelConfig", "SentinelDaemon",
                 "SentinelHTTP", "SentinelMCP", "SentinelAlerts", "SentinelWebhooks", "SentinelCollector", "SentinelInflux", "SentinelSinks",
+                "SentinelKinesis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Logging", package: "swift-log"),
@@ -154,7 +161,13 @@ let package = Package(
         .testTarget(name: "CMCDTests", dependencies: ["CMCD", "SentinelJSON", "SentinelTestSupport"], exclude: ["Vectors"], swiftSettings: strict),
         .testTarget(name: "CMCDRecordsTests", dependencies: ["CMCDRecords"], swiftSettings: strict),
         .testTarget(
-            name: "SentinelKinesisTests", dependencies: ["SentinelKinesis", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+            name: "SentinelKinesisTests",
+            dependencies: [
+                "SentinelKinesis", "SentinelHTTP", "SentinelJSON", "SentinelTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict),
         .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
         // Simulated viewers of real players, scored against the truth (issue 27's behaviour suite).
         .testTarget(name: "BehaviourTests", dependencies: ["CMCDDetection", "CMCDRecords", "SentinelTestSupport"], swiftSettings: strict),

@@ -3,21 +3,44 @@ import CMCDRecords
 import SentinelDaemon
 import SentinelHTTP
 import SentinelKafka
+import SentinelKinesis
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// `cmcd-sentinel replay`: produce record lines to Kafka, keyed by session id.
-struct ReplayCommand: ParsableCommand {
+/// Where `replay` sends records.
+enum ReplayTarget: String, ExpressibleByArgument, CaseIterable {
+    case kafka, kinesis
+}
+
+/// `cmcd-sentinel replay`: produce record lines to Kafka or Kinesis, keyed by session id.
+struct ReplayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replay",
-        abstract: "Produce record lines from a file or standard input to Kafka, keyed by session id.",
+        abstract: "Produce record lines from a file or standard input to Kafka or Kinesis, keyed by session id.",
         discussion: """
-            Each line becomes one record. The key is the line's CMCD session id (parsed with \
-            --format/--fields), so every record of a session lands on the same partition; lines \
-            without one are sent without a key. Progress goes to standard error once a second.
+            Each line becomes one record. The key (Kinesis: the partition key) is the line's CMCD \
+            session id (parsed with --format/--fields), so every record of a session lands on the \
+            same partition or shard; lines without one are sent without a key (Kinesis: keyed by \
+            their own hash). Progress goes to standard error once a second. Kinesis credentials \
+            come from the environment, ~/.aws/credentials, or the container or instance role.
             """)
+
+    @Option(help: "Where to send: kafka or kinesis.")
+    var to: ReplayTarget = .kafka
+
+    @Option(help: "Kinesis stream (default: $SENTINEL_KINESIS_STREAM or cmcd-logs).")
+    var stream: String?
+
+    @Option(help: "Kinesis region (default: $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1).")
+    var region: String?
+
+    @Option(help: "Kinesis endpoint URL (default: $SENTINEL_KINESIS_ENDPOINT, else AWS's for the region).")
+    var endpoint: String?
+
+    @Option(help: "Create the Kinesis stream with this many shards if it does not exist.")
+    var createShards: Int?
 
     @Option(help: "Bootstrap brokers (default: $SENTINEL_KAFKA_BROKERS or 127.0.0.1:9092).")
     var brokers: String?
@@ -47,19 +70,40 @@ struct ReplayCommand: ParsableCommand {
         if let rate, !(rate > 0 && rate <= 10_000_000) { throw ValidationError("--rate must be between 0 and 10000000") }
         if loop, path == "-" { throw ValidationError("--loop needs a file, not standard input") }
         for p in properties where !p.contains("=") { throw ValidationError("--property takes KEY=VALUE, got '\(p)'") }
+        if let createShards, !(1...500).contains(createShards) { throw ValidationError("--create-shards must be between 1 and 500") }
+        if to == .kafka, stream != nil || region != nil || endpoint != nil || createShards != nil {
+            throw ValidationError("--stream, --region, --endpoint and --create-shards are for --to kinesis")
+        }
+        if to == .kinesis, brokers != nil || topic != nil || !properties.isEmpty {
+            throw ValidationError("--brokers, --topic and --property are for --to kafka")
+        }
     }
 
-    func run() throws {
+    func run() async throws {
+        switch to {
+        case .kafka: try replayToKafka()
+        case .kinesis: try await replayToKinesis()
+        }
+    }
+
+    var parserConfiguration: RecordParser.Configuration {
+        get throws {
+            var configuration = RecordParser.Configuration(format: format)
+            if let fields {
+                do { configuration.fields = try CloudFrontFields(fields.split(separator: ",").map { $0.trimmingCharacters(in: " ") }) } catch {
+                    throw CommandFailure.usage("--fields: \(error)")
+                }
+            }
+            return configuration
+        }
+    }
+
+    func replayToKafka() throws {
         Interrupt.install()
         let environment = ProcessEnvironment.current
         let brokers = self.brokers ?? environment["SENTINEL_KAFKA_BROKERS"] ?? "127.0.0.1:9092"
         let topic = self.topic ?? environment["SENTINEL_KAFKA_TOPIC"] ?? "cmcd-logs"
-        var configuration = RecordParser.Configuration(format: format)
-        if let fields {
-            do { configuration.fields = try CloudFrontFields(fields.split(separator: ",").map { $0.trimmingCharacters(in: " ") }) } catch {
-                throw CommandFailure.usage("--fields: \(error)")
-            }
-        }
+        let configuration = try parserConfiguration
         var kafkaProperties = ["bootstrap.servers": brokers, "linger.ms": "20", "compression.type": "lz4"]
         for p in properties {
             let parts = p.split(separator: "=", maxSplits: 1)
