@@ -122,6 +122,11 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
+        // The Kinesis stream as the daemon's source of records (shard leases in DynamoDB).
+        .target(
+            name: "SentinelKinesisSource",
+            dependencies: ["SentinelKinesis", "SentinelDaemon", "SentinelKafka", "SentinelHTTP", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
         // Edges: the MCP server (read-only tools over InfluxDB and the alerts table).
         .target(
             name: "SentinelMCP",
@@ -141,7 +146,7 @@ let package = Package(
             dependencies: [
                 "CMCD", "CMCDRecords", "CMCDDetection", "SentinelJSON", "SentinelYAML", "SentinelKafka", "SentinelConfig", "SentinelDaemon",
                 "SentinelHTTP", "SentinelMCP", "SentinelAlerts", "SentinelWebhooks", "SentinelCollector", "SentinelInflux", "SentinelSinks",
-                "SentinelKinesis",
+                "SentinelKinesis", "SentinelKinesisSource",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Logging
 import ServiceLifecycle
 import CMCDDetection
@@ -104,15 +105,30 @@ struct RunCommand: AsyncParsableCommand {
             // Detection state is checkpointed beside the alerts (shared by a group on PostgreSQL).
             options.checkpoints = AlertStoreCheckpoints(store: store, group: configuration.kafka.groupID)
         }
+        var aws: HTTPClient?
+        if configuration.input.source == .kinesis {
+            let http = HTTPClientOptions(timeoutMs: 30_000).makeClient()
+            aws = http
+            options.makeSource = KinesisInput.sourceMaker(configuration, http: http)
+            // Detection checkpoints are kept by Kafka offset; with Kinesis a restart re-reads
+            // from the lease's checkpoint, which never passes what live state needs.
+            options.checkpoints = nil
+        }
         let daemon = Daemon(configuration: configuration, rules: rules, options: options, sinks: sinks, metrics: metrics, logger: logger)
         // When the daemon returns (idle exit, or after a graceful stop), the group shuts down;
         // it is the last service, so it is the first to stop.
         services.append(.init(service: daemon, successTerminationBehavior: .gracefullyShutdownGroup))
         var daemonGroup = ServiceGroupConfiguration(services: services, logger: logger)
         daemonGroup.maximumGracefulShutdownDuration = .seconds(10)
-        try await AfterMigration.run(
-            ServiceGroup(configuration: daemonGroup), behind: store, url: configuration.alerts?.url ?? "", command: "run",
-            shutdownWithin: .seconds(15), logger: logger)
+        do {
+            try await AfterMigration.run(
+                ServiceGroup(configuration: daemonGroup), behind: store, url: configuration.alerts?.url ?? "", command: "run",
+                shutdownWithin: .seconds(15), logger: logger)
+        } catch {
+            try? await aws?.shutdown()
+            throw error
+        }
+        try? await aws?.shutdown()
     }
 
     static func loadConfiguration(path: String?, overrides: RunCommand?) throws -> SentinelConfiguration {

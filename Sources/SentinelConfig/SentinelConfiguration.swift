@@ -22,8 +22,28 @@ public struct SentinelConfiguration: Sendable, Equatable {
     }
 
     public struct Input: Sendable, Equatable {
+        /// Where records come from.
+        public enum Source: String, Sendable, Equatable { case kafka, kinesis }
+        public var source: Source = .kafka
         public var format: RecordFormat = .cloudfront
         public var fields: CloudFrontFields = .default
+    }
+
+    /// The Kinesis stream read when `input.source` is `kinesis` (CloudFront real-time logs).
+    public struct Kinesis: Sendable, Equatable {
+        public var stream = "cmcd-logs"
+        /// "" : `AWS_REGION`, `AWS_DEFAULT_REGION`, else us-east-1.
+        public var region = ""
+        /// "" : AWS's endpoint for the region.
+        public var endpoint = ""
+        /// The DynamoDB endpoint of the lease table ("" : AWS's for the region; `endpoint`'s
+        /// host when that is set, as local Kinesis implementations serve both).
+        public var dynamodbEndpoint = ""
+        /// The DynamoDB table of the shard leases (KCL layout), shared by the daemons of one
+        /// application.
+        public var leaseTable = "cmcd-sentinel-leases"
+        /// A lease not renewed for this long is taken by another daemon.
+        public var failoverMs: Int64 = 10_000
     }
 
     /// The InfluxDB sink (`influx`): raw requests and findings as line protocol.
@@ -137,6 +157,7 @@ public struct SentinelConfiguration: Sendable, Equatable {
     /// nil: no InfluxDB.
     public var influx: Influx?
     /// nil: no alerts table (and no webhooks).
+    public var kinesis = Kinesis()
     public var alerts: Alerts? = Alerts()
     public var webhooks: [Webhook] = []
     /// Rules file path.
@@ -186,6 +207,19 @@ public struct SentinelConfiguration: Sendable, Equatable {
                 "kafka.dead_letter_topic", \.kafka.deadLetterTopic,
                 "topic for records that cannot be parsed, with the reason in a header; empty disables", empty: "(disabled)"),
             .custom(
+                "input.source", "where records come from: kafka or kinesis",
+                read: { node, config throws(ValidationError) in config.input.source = try source(node.string(), node) },
+                parse: { text, node, config throws(ValidationError) in config.input.source = try source(text, node) },
+                show: { $0.input.source.rawValue }),
+            .string("kinesis.stream", \.kinesis.stream, "Kinesis stream with the CloudFront real-time log records (input.source: kinesis)"),
+            .string("kinesis.region", \.kinesis.region, "AWS region of the stream and the lease table", empty: "(AWS_REGION, else us-east-1)"),
+            .string("kinesis.endpoint", \.kinesis.endpoint, "Kinesis endpoint URL", empty: "(AWS's for the region)"),
+            .string(
+                "kinesis.dynamodb_endpoint", \.kinesis.dynamodbEndpoint, "DynamoDB endpoint URL of the lease table",
+                empty: "(kinesis.endpoint when set, else AWS's for the region)"),
+            .string("kinesis.lease_table", \.kinesis.leaseTable, "DynamoDB table of the shard leases (Kinesis Client Library layout)"),
+            .integer("kinesis.failover_ms", \.kinesis.failoverMs, 1_000...600_000, "a shard lease not renewed for this long is taken by another daemon"),
+            .custom(
                 "input.format", "cloudfront, json or cmcd", read: { node, config throws(ValidationError) in config.input.format = try format(node.string(), node) },
                 parse: { text, node, config throws(ValidationError) in config.input.format = try format(text, node) },
                 show: { $0.input.format.rawValue }),
@@ -221,6 +255,14 @@ public struct SentinelConfiguration: Sendable, Equatable {
     }
 
     func validate(_ root: YAMLValue) throws(ValidationError) {
+        if input.source == .kinesis {
+            if kinesis.stream.isEmpty { throw root["kinesis"]["stream"].error("must not be empty") }
+            if kinesis.leaseTable.isEmpty { throw root["kinesis"]["lease_table"].error("must not be empty") }
+            for (key, value) in [("endpoint", kinesis.endpoint), ("dynamodb_endpoint", kinesis.dynamodbEndpoint)] where !value.isEmpty {
+                guard value.hasPrefix("http://") || value.hasPrefix("https://") else { throw root["kinesis"][key].error("'\(value)' is not an http(s) URL") }
+            }
+            if !kafka.deadLetterTopic.isEmpty { throw root["kafka"]["dead_letter_topic"].error("is for input.source: kafka") }
+        }
         if kafka.brokers.isEmpty { throw root["kafka"]["brokers"].error("must not be empty") }
         for broker in kafka.brokers.split(separator: ",") {
             guard HostPort(String(broker)) != nil else { throw root["kafka"]["brokers"].error("'\(broker)' is not host:port") }
@@ -251,6 +293,11 @@ public struct SentinelConfiguration: Sendable, Equatable {
     static func format(_ text: String, _ node: YAMLValue) throws(ValidationError) -> RecordFormat {
         guard let format = RecordFormat(rawValue: text) else { throw node.error("must be cloudfront, json or cmcd") }
         return format
+    }
+
+    static func source(_ text: String, _ node: YAMLValue) throws(ValidationError) -> Input.Source {
+        guard let source = Input.Source(rawValue: text) else { throw node.error("must be kafka or kinesis") }
+        return source
     }
 
     static func fields(_ names: [String], _ node: YAMLValue) throws(ValidationError) -> CloudFrontFields {

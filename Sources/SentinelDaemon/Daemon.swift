@@ -24,6 +24,9 @@ public final class Daemon: Service {
         /// Where detection state is checkpointed (nil: nowhere; a restart then re-reads from
         /// the oldest record the state needs).
         public var checkpoints: (any CheckpointStore)?
+        /// Makes the source of records when it is not Kafka (Kinesis): called once by the
+        /// consume loop, on its own task. The source hands over its partitions as assignments.
+        public var makeSource: (@Sendable (Logger) async throws -> any RecordSource)?
         public init() {}
     }
 
@@ -122,7 +125,7 @@ final class ConsumeLoop {
     /// The commit, batching and stop policy (offsets per partition among it).
     private var machine: ConsumeStateMachine
     private var retiredStatistics = DetectionStatistics()
-    private var consumer: KafkaConsumer?
+    private var source: (any RecordSource)?
     /// Produces unparseable records to `kafka.dead_letter_topic` when one is configured.
     private var deadLetters: KafkaProducer?
     private var deadLettersSent = 0
@@ -159,49 +162,14 @@ final class ConsumeLoop {
     /// Runs until `stop` is set (checked every 100 ms at least) or the idle limit passes; then
     /// finishes in-flight records, flushes the sinks, commits and closes the consumer.
     func run(stop: StopFlag) async throws {
-        let fetching = self.fetching
-        let consumer = try KafkaConsumer(properties: daemon.kafkaProperties, logger: logger) { [metrics] event in
-            switch event {
-            case .error(let error, _):
-                metrics.recordKafkaError(error.message)
-                fetching.recordError()
-            case .log:
-                break
-            case .statistics(let json):
-                DaemonMetrics.recordLag(fromStatistics: json, into: metrics)
-                fetching.recordStatistics(json)
-            case .assigned, .revoked:
-                break  // handed over by `nextRebalance`
-            }
-        }
-        consumer.defersRebalances = true
-        self.consumer = consumer
-        if !configuration.kafka.deadLetterTopic.isEmpty {
-            var properties = daemon.kafkaProperties
-            for consumerOnly in ["group.id", "group.instance.id", "auto.offset.reset", "fetch.wait.max.ms"] { properties[consumerOnly] = nil }
-            deadLetters = try KafkaProducer(properties: properties, logger: logger)
-        }
-        if let store = options.checkpoints, rules.cohorts.enabled {
-            // Incidents firing when the last run stopped go on (or resolve) under their ids.
-            do {
-                let restored = cohorts.restore(try await store.openIncidents())
-                if restored > 0 { logger.info("\(restored) open incidents taken back from the alerts table") }
-            } catch {
-                logger.warning("open incidents could not be read (\(error)); they fire again if they go on")
-            }
-        }
-        let topic = configuration.kafka.topic
-        if configuration.kafka.partitions.isEmpty {
-            try consumer.subscribe([topic])
-            logger.info("consuming \(topic) as group \(configuration.kafka.groupID) from \(configuration.kafka.brokers)")
+        let source: any RecordSource
+        if let makeSource = options.makeSource {
+            source = try await makeSource(logger)
+            self.source = source
+            try await restoreOpenIncidents()
         } else {
-            let partitions = configuration.kafka.partitions.map { KafkaTopicPartition(topic: topic, partition: $0) }
-            let restored = await restoreCheckpoints(partitions)
-            try consumer.assign(partitions.map { ($0, offset: restored[$0]) })
-            assign(partitions)
-            logger.info("consuming \(partitions.map(\.description).joined(separator: ", ")) from \(configuration.kafka.brokers)")
+            source = try await startKafka()
         }
-
         machine.started(now: monotonicSeconds())
         while !stop.isSet {
             let held = heldFindings.count
@@ -210,13 +178,13 @@ final class ConsumeLoop {
             let polled: Int
             do {
                 defer { parkEngine() }
-                polled = try consumer.pollBatch(max: Self.batchSize, timeoutMs: machine.pollTimeoutMs(heldFindings: held)) { try handle($0) }
+                polled = try await source.poll(max: Self.batchSize, timeoutMs: machine.pollTimeoutMs(heldFindings: held)) { try handle($0) }
             }
             if polled > 0 {
                 metrics.countConsumed(polled)
                 advanceCohorts()
             }
-            try await completeRebalances(consumer)
+            try await completeRebalances(source)
             let now = monotonicSeconds()
             if polled == 0, let elapsedMs = machine.quietAdvance(now: now) {
                 // A quiet stream: event time moves on with the wall clock, so idle sessions are
@@ -254,14 +222,65 @@ final class ConsumeLoop {
             do { try await sink.drain(timeoutSeconds: 8) } catch { unflushed = unflushed ?? error }
         }
         if unflushed == nil { await commitPending(everything: true) }
-        consumer.close()
+        await source.close()
         publishMetrics()
-        self.consumer = nil
+        self.source = nil
         if let unflushed {
             logger.error("stopped after \(metrics.recordsConsumed) records; not committed past what the sinks hold: \(unflushed)")
             throw unflushed
         }
         logger.info("stopped after \(metrics.recordsConsumed) records")
+    }
+
+    /// Incidents firing when the last run stopped go on (or resolve) under their ids.
+    private func restoreOpenIncidents() async throws {
+        guard let store = options.checkpoints, rules.cohorts.enabled else { return }
+        do {
+            let restored = cohorts.restore(try await store.openIncidents())
+            if restored > 0 { logger.info("\(restored) open incidents taken back from the alerts table") }
+        } catch {
+            logger.warning("open incidents could not be read (\(error)); they fire again if they go on")
+        }
+    }
+
+    /// The Kafka consumer, subscribed to the topic or assigned its partitions.
+    private func startKafka() async throws -> KafkaConsumer {
+        let fetching = self.fetching
+        let consumer = try KafkaConsumer(properties: daemon.kafkaProperties, logger: logger) { [metrics] event in
+            switch event {
+            case .error(let error, _):
+                metrics.recordKafkaError(error.message)
+                fetching.recordError()
+            case .log:
+                break
+            case .statistics(let json):
+                DaemonMetrics.recordLag(fromStatistics: json, into: metrics)
+                fetching.recordStatistics(json)
+            case .assigned, .revoked:
+                break  // handed over by `nextRebalance`
+            }
+        }
+        consumer.defersRebalances = true
+        self.source = consumer
+        if !configuration.kafka.deadLetterTopic.isEmpty {
+            var properties = daemon.kafkaProperties
+            for consumerOnly in ["group.id", "group.instance.id", "auto.offset.reset", "fetch.wait.max.ms"] { properties[consumerOnly] = nil }
+            deadLetters = try KafkaProducer(properties: properties, logger: logger)
+        }
+        try await restoreOpenIncidents()
+        let topic = configuration.kafka.topic
+        if configuration.kafka.partitions.isEmpty {
+            try consumer.subscribe([topic])
+            logger.info("consuming \(topic) as group \(configuration.kafka.groupID) from \(configuration.kafka.brokers)")
+        } else {
+            let partitions = configuration.kafka.partitions.map { KafkaTopicPartition(topic: topic, partition: $0) }
+            let restored = await restoreCheckpoints(partitions)
+            try consumer.assign(partitions.map { ($0, offset: restored[$0]) })
+            assign(partitions)
+            logger.info("consuming \(partitions.map(\.description).joined(separator: ", ")) from \(configuration.kafka.brokers)")
+        }
+
+        return consumer
     }
 
     /// Parses a record, feeds its samples to its partition's engine and holds the findings.
@@ -395,7 +414,7 @@ final class ConsumeLoop {
     /// and the conservative commit is only the fallback where no checkpoint can be read.
     /// A failed commit or checkpoint is counted and retried next time.
     private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, everything: Bool = false, force: Bool = false) async {
-        guard let consumer else { return }
+        guard let source else { return }
         var plan = machine.planCommit(only: partitions, everything: everything, force: force, now: monotonicSeconds()) { engines[$0]?.restartPosition() }
         plan.checkpoints = plan.checkpoints.filter { engines[$0.key] != nil }
         guard !plan.isEmpty, sinkFailure == nil else { return }
@@ -442,7 +461,7 @@ final class ConsumeLoop {
                     throw KafkaError(message: "dead-letter delivery failed: \(deadLetters.deliveries.lastError?.description ?? "")")
                 }
             }
-            try consumer.commit(offsets)
+            try await source.commit(offsets)
             machine.committed(offsets)
             metrics.recordCommit(success: true)
         } catch {
@@ -462,7 +481,7 @@ final class ConsumeLoop {
         for tp in partitions {
             do {
                 guard let checkpoint = try await store.load(topic: tp.topic, partition: tp.partition) else { continue }
-                if committedOffsets == nil { committedOffsets = (try? consumer?.committed(partitions, timeoutMs: 5_000)) ?? [:] }
+                if committedOffsets == nil { committedOffsets = (try? await source?.committed(partitions)) ?? [:] }
                 if let committed = committedOffsets?[tp] ?? nil, committed > checkpoint.nextOffset {
                     logger.info("\(tp): checkpoint at \(checkpoint.nextOffset) is behind the committed offset \(committed): not used")
                     continue
@@ -493,16 +512,16 @@ final class ConsumeLoop {
 
     /// Carries out the rebalances `poll` handed over: an assignment starts where the
     /// checkpoints say; a revocation commits first.
-    private func completeRebalances(_ consumer: KafkaConsumer) async throws {
-        while let rebalance = consumer.nextRebalance() {
+    private func completeRebalances(_ source: any RecordSource) async throws {
+        while let rebalance = source.nextRebalance() {
             switch rebalance {
             case .assign(let partitions):
                 let starts = await restoreCheckpoints(partitions)
-                try consumer.completeAssignment(partitions, offsets: starts)
+                try await source.completeAssignment(partitions, offsets: starts)
                 assign(partitions)
             case .revoke(let partitions):
                 await revoke(partitions)
-                try consumer.completeRevocation(partitions)
+                try await source.completeRevocation(partitions)
             }
         }
     }

@@ -53,6 +53,15 @@ public struct KafkaRecordView {
     public let key: UnsafeRawBufferPointer?
     public let value: UnsafeBufferPointer<UInt8>
     public var topicPartition: KafkaTopicPartition { KafkaTopicPartition(topic: topic, partition: partition) }
+
+    /// A view of a record in memory someone else holds (valid while `body` of the poll runs).
+    public init(topic: String, partition: Int32, offset: Int64, key: UnsafeRawBufferPointer?, value: UnsafeBufferPointer<UInt8>) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+    }
 }
 
 /// A group rebalance handed to the caller (`KafkaConsumer.defersRebalances`).

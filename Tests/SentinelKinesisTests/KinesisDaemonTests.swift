@@ -1,0 +1,150 @@
+import AsyncHTTPClient
+import Foundation
+import SentinelHTTP
+import SentinelTestSupport
+import Testing
+
+@testable import SentinelKinesis
+
+/// `cmcd-sentinel run` with `input.source: kinesis`, the binary as users run it, against a
+/// real Kinesis and DynamoDB API (moto's server mode).
+@Suite(.ownThread) final class KinesisDaemonTests {
+    let http = HTTPClientOptions(timeoutMs: 10_000).makeClient()
+
+    deinit { http.shutdown { _ in } }
+
+    static let demo = packageRoot.appendingPathComponent("samples/demo-sessions.tsv").path
+
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var lines: [String] { stdout.split(separator: "\n").map(String.init) }
+    }
+
+    /// Runs the binary with moto's credentials to completion.
+    static func run(_ arguments: [String], stdin: String? = nil) async throws -> Output {
+        let process = Process()
+        process.executableURL = sentinelBinary
+        process.arguments = arguments
+        process.currentDirectoryURL = packageRoot
+        process.environment = MotoServer.credentialsEnvironment.merging(["PATH": "/usr/bin:/bin"]) { $1 }
+        let out = Pipe()
+        let err = Pipe()
+        let input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = stdin == nil ? FileHandle.nullDevice : input
+        try withUnblockedSignals { try process.run() }
+        if let stdin {
+            try input.fileHandleForWriting.write(contentsOf: Data(stdin.utf8))
+            try input.fileHandleForWriting.close()
+        }
+        async let stdout = readToEnd(out.fileHandleForReading)
+        async let stderr = readToEnd(err.fileHandleForReading)
+        let (o, e) = await (stdout, stderr)
+        process.waitUntilExit()
+        return Output(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    /// A configuration reading `stream` through moto, with its own lease table.
+    static func configuration(stream: String, failoverMs: Int = 10_000, listen: String = "") throws -> String {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("kinesis-\(UUID().uuidString).yaml")
+        try """
+            input:
+              source: kinesis
+            kinesis:
+              stream: \(stream)
+              endpoint: \(MotoServer.shared.endpoint)
+              lease_table: leases-\(stream)
+              failover_ms: \(failoverMs)
+            alerts:
+              url: ""
+            http:
+              listen: "\(listen)"
+            """.write(to: file, atomically: true, encoding: .utf8)
+        return file.path
+    }
+
+    static func replay(_ stream: String, shards: Int, lines: String) async throws {
+        let result = try await run(
+            ["replay", "--to", "kinesis", "--stream", stream, "--create-shards", "\(shards)", "--endpoint", MotoServer.shared.endpoint, "-"], stdin: lines)
+        #expect(result.status == 0, "\(result.stderr)")
+    }
+
+    /// Offline findings, without the end-of-input resolutions a running daemon does not produce.
+    static func expected(_ lines: String) async throws -> Set<String> {
+        let result = try await run(["detect", "-"], stdin: lines)
+        return Set(result.lines.filter { !$0.contains(#""resolution":"end_of_input""#) })
+    }
+
+    func leases(_ stream: String) async throws -> [String: LeaseTable.Lease] {
+        let credentials = AWSCredentialChain(environment: MotoServer.credentialsEnvironment, http: http)
+        return try await LeaseTable(name: "leases-\(stream)", region: "us-east-1", endpoint: MotoServer.shared.endpoint, credentials: credentials, http: http)
+            .leases()
+    }
+
+    @Test func findingsThroughKinesisMatchOfflineDetectionAndEveryShardIsCheckpointed() async throws {
+        let lines = try String(contentsOfFile: Self.demo, encoding: .utf8)
+        let stream = "daemon-\(UUID().uuidString.prefix(8).lowercased())"
+        try await Self.replay(stream, shards: 3, lines: lines)
+        let result = try await Self.run(["run", "--config", try Self.configuration(stream: stream), "--exit-when-idle", "3"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let expected = try await Self.expected(lines)
+        #expect(!expected.isEmpty)
+        #expect(Set(result.lines) == expected)
+        #expect(result.lines.count == expected.count, "no duplicates in a clean run")
+        // A graceful stop checkpoints every record and gives the leases up, in the KCL layout.
+        let table = try await leases(stream)
+        #expect(table.count == 3)
+        #expect(table.values.reduce(0) { $0 + $1.position } == Int64(lines.split(separator: "\n").count))
+        #expect(table.values.allSatisfy { $0.owner == nil && $0.checkpoint != "TRIM_HORIZON" || $0.position == 0 }, "\(table)")
+    }
+
+    /// A daemon killed (-9) in the middle of the stream loses nothing: the next one takes the
+    /// leases once the failover time passed and reads on from their checkpoints.
+    @Test func killedAndRestartedNothingIsLost() async throws {
+        let all = try String(contentsOfFile: Self.demo, encoding: .utf8).split(separator: "\n").map(String.init)
+        let first = all.prefix(all.count / 2).joined(separator: "\n") + "\n"
+        let second = all.suffix(from: all.count / 2).joined(separator: "\n") + "\n"
+        let stream = "kill-\(UUID().uuidString.prefix(8).lowercased())"
+        let port = freePort()
+        let config = try Self.configuration(stream: stream, failoverMs: 2_000, listen: "127.0.0.1:\(port)")
+        let quietConfig = try Self.configuration(stream: stream, failoverMs: 2_000)
+        try await Self.replay(stream, shards: 2, lines: first)
+
+        let process = Process()
+        process.executableURL = sentinelBinary
+        process.arguments = ["run", "--config", config]
+        process.currentDirectoryURL = packageRoot
+        process.environment = MotoServer.credentialsEnvironment.merging(["PATH": "/usr/bin:/bin"]) { $1 }
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try withUnblockedSignals { try process.run() }
+        // Wait until the first half is consumed (as /metrics counts it).
+        var consumed = 0.0
+        for _ in 0..<300 where consumed < Double(all.count / 2) {
+            try await Task.sleep(for: .milliseconds(100))
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics")
+            request.method = .GET
+            if let response = try? await http.execute(request, timeout: .seconds(2)), let body = try? await response.body.collect(upTo: 1 << 20) {
+                let line = String(buffer: body).split(separator: "\n").first { $0.hasPrefix("cmcd_sentinel_records_consumed_total ") }
+                consumed = line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+            }
+        }
+        #expect(consumed == Double(all.count / 2))
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        let before = String(decoding: await readToEnd(out.fileHandleForReading), as: UTF8.self).split(separator: "\n").map(String.init)
+        #expect(try await leases(stream).values.allSatisfy { $0.owner != nil }, "a killed daemon cannot give its leases up")
+
+        try await Self.replay(stream, shards: 2, lines: second)
+        // The next daemon waits out the failover time (2 s), then reads on from the checkpoints.
+        let after = try await Self.run(["run", "--config", quietConfig, "--exit-when-idle", "6"])
+        #expect(after.status == 0, "\(after.stderr)")
+        let expected = try await Self.expected(all.joined(separator: "\n") + "\n")
+        #expect(Set(before + after.lines).isSuperset(of: expected), "lost: \(expected.subtracting(before + after.lines))")
+        #expect(Set(before + after.lines).subtracting(expected).isEmpty, "invented: \(Set(before + after.lines).subtracting(expected))")
+    }
+}
