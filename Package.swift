@@ -125,7 +125,10 @@ let package = Package(
         // The Kinesis stream as the daemon's source of records (shard leases in DynamoDB).
         .target(
             name: "SentinelKinesisSource",
-            dependencies: ["SentinelKinesis", "SentinelDaemon", "SentinelKafka", "SentinelHTTP", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "SentinelKinesis", "SentinelDaemon", "SentinelKafka", "SentinelHTTP",
+                .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict),
         // Edges: the MCP server (read-only tools over InfluxDB and the alerts table).
         .target(

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import CoreMetrics
 import Foundation
 import Logging
 import SentinelConfig
@@ -9,7 +10,9 @@ import SentinelKinesisSource
 /// `input.source: kinesis`: the daemon reads the stream's shards through the lease table.
 enum KinesisInput {
     /// What the daemon calls to make its source, on the consume loop's task.
-    static func sourceMaker(_ configuration: SentinelConfiguration, http: HTTPClient) -> @Sendable (Logger) async throws -> any RecordSource {
+    static func sourceMaker(
+        _ configuration: SentinelConfiguration, http: HTTPClient, metrics: any MetricsFactory
+    ) -> @Sendable (Logger) async throws -> any RecordSource {
         let settings = configuration.kinesis
         return { logger in
             let environment = ProcessInfo.processInfo.environment
@@ -23,7 +26,7 @@ enum KinesisInput {
             source.failoverSeconds = Double(settings.failoverMs) / 1000
             source.scanSeconds = min(5, source.failoverSeconds / 2)
             logger.info("consuming Kinesis stream \(settings.stream) in \(region) as \(source.owner), leases in \(settings.leaseTable)")
-            return try await KinesisRecordSource(configuration: source, kinesis: kinesis, leases: leases, logger: logger)
+            return try await KinesisRecordSource(configuration: source, kinesis: kinesis, leases: leases, logger: logger, metrics: metrics)
         }
     }
 

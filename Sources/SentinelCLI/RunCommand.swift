@@ -10,6 +10,7 @@ import SentinelHTTP
 import SentinelInflux
 import SentinelSinks
 import SentinelJSON
+import SentinelKinesisSource
 import SentinelWebhooks
 import Synchronization
 
@@ -109,7 +110,7 @@ struct RunCommand: AsyncParsableCommand {
         if configuration.input.source == .kinesis {
             let http = HTTPClientOptions(timeoutMs: 30_000).makeClient()
             aws = http
-            options.makeSource = KinesisInput.sourceMaker(configuration, http: http)
+            options.makeSource = KinesisInput.sourceMaker(configuration, http: http, metrics: metrics.factory(help: KinesisRecordSource.metricHelp))
             // Detection checkpoints are kept by Kafka offset; with Kinesis a restart re-reads
             // from the lease's checkpoint, which never passes what live state needs.
             options.checkpoints = nil

@@ -180,6 +180,7 @@ final class ConsumeLoop {
                 defer { parkEngine() }
                 polled = try await source.poll(max: Self.batchSize, timeoutMs: machine.pollTimeoutMs(heldFindings: held)) { try handle($0) }
             }
+            if let caughtUp = source.caughtUp() { fetching.recordCaughtUp(caughtUp) }
             if polled > 0 {
                 metrics.countConsumed(polled)
                 advanceCohorts()

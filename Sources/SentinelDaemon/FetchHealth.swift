@@ -50,6 +50,14 @@ final class FetchHealth: Sendable {
         }
     }
 
+    /// The source's own word on which partitions are fetched and caught up (not Kafka's).
+    func recordCaughtUp(_ partitions: Set<KafkaTopicPartition>, at now: Double = monotonicSeconds()) {
+        state.withLock {
+            $0.caughtUp = partitions
+            $0.statisticsAt = now
+        }
+    }
+
     /// Whether event time of `partition` may follow the wall clock now.
     func mayAdvance(_ partition: KafkaTopicPartition, at now: Double = monotonicSeconds()) -> Bool {
         state.withLock { s in

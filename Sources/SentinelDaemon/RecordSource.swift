@@ -21,9 +21,15 @@ public protocol RecordSource: AnyObject {
     func committed(_ partitions: [KafkaTopicPartition]) async throws -> [KafkaTopicPartition: Int64?]
     /// Leaves: gives the partitions up at once.
     func close() async
+    /// The partitions fetched without error and read to their newest record, when the source
+    /// says so itself (Kinesis: `MillisBehindLatest` 0); nil for Kafka, whose statistics say it.
+    /// A quiet stream's event time follows the wall clock only there.
+    func caughtUp() -> Set<KafkaTopicPartition>?
 }
 
 extension KafkaConsumer: RecordSource {
+    public func caughtUp() -> Set<KafkaTopicPartition>? { nil }
+
     public func poll(max: Int, timeoutMs: Int32, _ body: (KafkaRecordView) throws -> Void) async throws -> Int {
         try pollBatch(max: max, timeoutMs: timeoutMs, body)
     }

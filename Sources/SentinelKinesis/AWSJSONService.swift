@@ -44,6 +44,8 @@ public struct AWSJSONService: Sendable {
     public var timeoutMs: Int64 = 10_000
     public var maxAttempts = 8
     public var backoff = Backoff(baseMs: 100, capMs: 5_000)
+    /// Called each time a throttled call is tried again (for a metric).
+    public var onThrottle: (@Sendable () -> Void)?
 
     /// `endpoint`: scheme, host and port (`https://kinesis.eu-west-1.amazonaws.com`).
     public init(
@@ -72,6 +74,7 @@ public struct AWSJSONService: Sendable {
             do {
                 return try await send(operation, body)
             } catch let error as AWSError where error.isRetryable && attempt < maxAttempts {
+                if error.isThrottling { onThrottle?() }
                 try await Task.sleep(for: .milliseconds(backoff.delayMs(afterAttempts: attempt)))
             }
         }

@@ -13,7 +13,13 @@ import SentinelJSON
 /// the record after the checkpoint (its "offset"), so a new owner numbers records on.
 public struct LeaseTable: Sendable {
     public let name: String
-    let service: AWSJSONService
+    public let service: AWSJSONService
+
+    /// A table over an already configured service (its retries, say).
+    public init(name: String, service: AWSJSONService) {
+        self.name = name
+        self.service = service
+    }
 
     public init(name: String, region: String, endpoint: String? = nil, credentials: AWSCredentialChain, http: HTTPClient) throws {
         self.name = name

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import SentinelDaemon
@@ -49,6 +50,8 @@ public final class KinesisRecordSource: RecordSource {
             var pages: [Page] = []
             var head = 0
             var records = 0
+            /// Per shard: whether its last `GetRecords` found it at its newest record.
+            var caughtUp: [String: Bool] = [:]
         }
         let state = Mutex(State())
         let limit: Int
@@ -78,9 +81,21 @@ public final class KinesisRecordSource: RecordSource {
             }
         }
 
+        func noteFetched(_ shard: String, caughtUp: Bool) { state.withLock { $0.caughtUp[shard] = caughtUp } }
+
+        /// The shards whose last fetch found them caught up and whose pages were all taken.
+        func caughtUpShards() -> Set<String> {
+            state.withLock { state in
+                var result = Set(state.caughtUp.filter(\.value).keys)
+                for page in state.pages[state.head...] { result.remove(page.shard) }
+                return result
+            }
+        }
+
         /// Drops the pages of `shard` not yet taken.
         func drop(_ shard: String) {
             state.withLock { state in
+                state.caughtUp[shard] = nil
                 let kept = state.pages[state.head...].filter { $0.shard != shard }
                 state.pages = Array(kept)
                 state.head = 0
@@ -109,21 +124,41 @@ public final class KinesisRecordSource: RecordSource {
     let kinesis: KinesisClient
     let leases: LeaseTable
     let logger: Logger
+    let metrics: any MetricsFactory
     private let buffer: Buffer
+    private let leasesHeld: Gauge
+
+    /// The source's metrics (swift-metrics labels) and their help text.
+    public static let metricHelp: [String: String] = [
+        "cmcd_sentinel_kinesis_iterator_age_milliseconds": "How far each shard's reading is behind its newest record (MillisBehindLatest).",
+        "cmcd_sentinel_kinesis_leases_held": "Shard leases this daemon holds.",
+        "cmcd_sentinel_kinesis_throttles_total": "Kinesis and DynamoDB calls throttled and tried again.",
+    ]
     private var held: [String: Held] = [:]
     private var byPartition: [Int32: String] = [:]
     private var rebalances: [KafkaRebalance] = []
     /// Leases held by others: the counter last seen and when it was first seen.
     private var seen: [String: (counter: Int64, since: Double)] = [:]
     private var lastScan = -Double.infinity
+    /// Leases taken from a live consumer, and when their reading may start.
+    private var deferred: [String: Double] = [:]
     private var lastRenewal = monotonicSeconds()
 
     /// Makes the lease table if needed and takes the first leases (handed over as assignments).
-    public init(configuration: Configuration, kinesis: KinesisClient, leases: LeaseTable, logger: Logger) async throws {
+    public init(
+        configuration: Configuration, kinesis: KinesisClient, leases: LeaseTable, logger: Logger, metrics: any MetricsFactory = NOOPMetricsHandler.instance
+    ) async throws {
+        let throttles = Counter(label: "cmcd_sentinel_kinesis_throttles_total", factory: metrics)
+        var kinesisService = kinesis.service
+        kinesisService.onThrottle = { throttles.increment() }
+        var leaseService = leases.service
+        leaseService.onThrottle = { throttles.increment() }
         self.configuration = configuration
-        self.kinesis = kinesis
-        self.leases = leases
+        self.kinesis = KinesisClient(service: kinesisService)
+        self.leases = LeaseTable(name: leases.name, service: leaseService)
         self.logger = logger
+        self.metrics = metrics
+        leasesHeld = Gauge(label: "cmcd_sentinel_kinesis_leases_held", factory: metrics)
         buffer = Buffer(limit: configuration.maxBufferedRecords)
         try await leases.create()
         try await kinesis.waitUntilActive(configuration.stream, timeoutSeconds: 120)
@@ -172,6 +207,10 @@ public final class KinesisRecordSource: RecordSource {
             }
         }
         return handed
+    }
+
+    public func caughtUp() -> Set<KafkaTopicPartition>? {
+        Set(buffer.caughtUpShards().compactMap { held[$0]?.partition })
     }
 
     public func nextRebalance() -> KafkaRebalance? { rebalances.isEmpty ? nil : rebalances.removeFirst() }
@@ -263,6 +302,7 @@ public final class KinesisRecordSource: RecordSource {
         if now - lastScan >= configuration.scanSeconds {
             do { try await scan() } catch { logger.warning("Kinesis shards or leases could not be read (will retry): \(error)") }
         }
+        startDeferred()
     }
 
     /// Adds leases for new shards and takes those that are free, or whose holder went quiet,
@@ -279,42 +319,90 @@ public final class KinesisRecordSource: RecordSource {
             logger.warning("shard ids without a number: those shards are not read")
         }
         let now = monotonicSeconds()
-        var taken: [KafkaTopicPartition] = []
-        for id in table.keys.sorted() where held[id] == nil {
-            guard let lease = table[id], !lease.isFinished, let number = Self.partitionNumber(id) else { continue }
+        // Other consumers are alive while they renew their leases; a lease whose counter stood
+        // still for the failover time is free to take.
+        var alive: [String: [String]] = [:]
+        var expired: Set<String> = []
+        for id in table.keys.sorted() {
+            guard let lease = table[id], !lease.isFinished, let owner = lease.owner, owner != configuration.owner else { continue }
+            if let last = seen[id], last.counter == lease.counter {
+                if now - last.since >= configuration.failoverSeconds {
+                    expired.insert(id)
+                    continue
+                }
+            } else {
+                seen[id] = (lease.counter, now)
+            }
+            alive[owner, default: []].append(id)
+        }
+        // A fair share: the unfinished leases over the consumers alive, this one included.
+        let unfinished = table.values.filter { !$0.isFinished }.count
+        let workers = alive.count + 1
+        let fairShare = unfinished / workers
+        let most = fairShare + (unfinished % workers > 0 ? 1 : 0)
+        func eligible(_ id: String) -> Bool {
+            guard let lease = table[id], !lease.isFinished, held[id] == nil, Self.partitionNumber(id) != nil else { return false }
             // Parents first: finished in the table, or read to their end here.
-            let parentsDone = lease.parents.allSatisfy { parent in
+            return lease.parents.allSatisfy { parent in
                 guard let p = table[parent] else { return true }  // trimmed long ago
                 return p.isFinished || held[parent]?.endPosition != nil
             }
-            guard parentsDone else { continue }
-            if let owner = lease.owner, owner != configuration.owner {
-                // Held by another: take it only once its holder stopped renewing.
-                if let last = seen[id], last.counter == lease.counter {
-                    guard now - last.since >= configuration.failoverSeconds else { continue }
-                } else {
-                    seen[id] = (lease.counter, now)
-                    continue
-                }
+        }
+        var taken: [KafkaTopicPartition] = []
+        for id in table.keys.sorted() where held.count < most && eligible(id) {
+            guard let lease = table[id], lease.owner == nil || lease.owner == configuration.owner || expired.contains(id) else { continue }
+            if let tp = try await take(lease) { taken.append(tp) }
+        }
+        // Below the fair share with nothing free: one lease a scan from the busiest consumer.
+        // It learns at its next renewal (a third of the failover time) and stops reading that
+        // shard; this one starts reading after the failover time, so the two never overlap.
+        if held.count < fairShare, let busiest = alive.max(by: { ($0.value.count, $1.key) < ($1.value.count, $0.key) }),
+            busiest.value.count > held.count + 1, let id = busiest.value.sorted().last(where: eligible), let lease = table[id]
+        {
+            if (try await take(lease, startingAt: now + configuration.failoverSeconds)) != nil {
+                logger.info("\(id): taken from \(busiest.key) for balance (\(busiest.value.count) leases there); reading starts in \(configuration.failoverSeconds) s")
             }
-            guard let mine = try await leases.take(lease, for: configuration.owner) else { continue }
-            seen[id] = nil
-            let tp = KafkaTopicPartition(topic: configuration.stream, partition: number)
-            held[id] = Held(lease: mine, partition: tp, nextPosition: mine.position)
-            byPartition[number] = id
-            taken.append(tp)
-            logger.info("\(id): lease taken at \(mine.checkpoint) (record number \(mine.position))")
         }
         if !taken.isEmpty { rebalances.append(.assign(taken)) }
+        leasesHeld.record(held.count)
+    }
+
+    /// Takes `lease` (as read); its partition, handed over as an assignment now (nil
+    /// `startingAt`) or once `startingAt` has passed (see `startDeferred`).
+    private func take(_ lease: LeaseTable.Lease, startingAt: Double? = nil) async throws -> KafkaTopicPartition? {
+        guard let number = Self.partitionNumber(lease.shardID), let mine = try await leases.take(lease, for: configuration.owner) else { return nil }
+        let id = lease.shardID
+        seen[id] = nil
+        let tp = KafkaTopicPartition(topic: configuration.stream, partition: number)
+        held[id] = Held(lease: mine, partition: tp, nextPosition: mine.position)
+        byPartition[number] = id
+        logger.info("\(id): lease taken at \(mine.checkpoint) (record number \(mine.position))")
+        if let startingAt {
+            deferred[id] = startingAt
+            return nil
+        }
+        return tp
+    }
+
+    /// Hands over the leases taken from another consumer once it has had time to stop.
+    private func startDeferred() {
+        let now = monotonicSeconds()
+        let due = deferred.filter { $0.value <= now }.keys.sorted()
+        guard !due.isEmpty else { return }
+        for id in due { deferred[id] = nil }
+        let partitions = due.compactMap { held[$0]?.partition }
+        if !partitions.isEmpty { rebalances.append(.assign(partitions)) }
     }
 
     /// A lease is no longer this consumer's: its records stop here.
     private func lose(_ id: String, _ why: String) {
         guard let shard = held.removeValue(forKey: id) else { return }
         shard.fetcher?.cancel()
+        let wasReading = deferred.removeValue(forKey: id) == nil
         byPartition[shard.partition.partition] = nil
         buffer.drop(id)
-        rebalances.append(.revoke([shard.partition]))
+        if wasReading { rebalances.append(.revoke([shard.partition])) }
+        leasesHeld.record(held.count)
         logger.warning("\(id): lease lost (\(why)); its records are left to its new holder")
     }
 
@@ -328,6 +416,7 @@ public final class KinesisRecordSource: RecordSource {
         let stream = configuration.stream
         let buffer = self.buffer
         let logger = self.logger
+        let age = Gauge(label: "cmcd_sentinel_kinesis_iterator_age_milliseconds", dimensions: [("shard", shard)], factory: metrics)
         return Task {
             var position = start
             var iterator: String?
@@ -337,6 +426,8 @@ public final class KinesisRecordSource: RecordSource {
                     if iterator == nil { iterator = try await kinesis.shardIterator(stream, shard: shard, from: position) }
                     let page = try await kinesis.records(iterator!)
                     failures = 0
+                    if let behind = page.millisBehindLatest { age.record(behind) }
+                    buffer.noteFetched(shard, caughtUp: page.millisBehindLatest == 0)
                     if let last = page.records.last { position = .afterSequenceNumber(last.sequenceNumber) }
                     let end = page.nextIterator == nil
                     if !page.records.isEmpty || end {
@@ -353,6 +444,7 @@ public final class KinesisRecordSource: RecordSource {
                 } catch {
                     failures += 1
                     iterator = nil
+                    buffer.noteFetched(shard, caughtUp: false)
                     if failures == 1 || failures % 10 == 0 { logger.warning("\(shard): GetRecords failed (\(failures) in a row; will retry): \(error)") }
                     try? await Task.sleep(for: .milliseconds(min(200 << min(failures, 5), 5_000)))
                 }

@@ -142,6 +142,7 @@ struct ConfigurationTests {
         let defaults = SentinelConfiguration()
         #expect(c.kafka == defaults.kafka)
         #expect(c.input == defaults.input)
+        #expect(c.kinesis == defaults.kinesis)
         #expect(c.rules == defaults.rules && c.stdout == defaults.stdout && c.httpListen == defaults.httpListen)
         #expect(c.influx == SentinelConfiguration.Influx(), "the influx section shows the defaults")
         #expect(c.alerts == defaults.alerts)

@@ -147,4 +147,97 @@ import Testing
         #expect(Set(before + after.lines).isSuperset(of: expected), "lost: \(expected.subtracting(before + after.lines))")
         #expect(Set(before + after.lines).subtracting(expected).isEmpty, "invented: \(Set(before + after.lines).subtracting(expected))")
     }
+
+    /// A daemon started in the background, its output collected; `consumed` reads /metrics.
+    final class Running: @unchecked Sendable {
+        let process = Process()
+        let out = Pipe()
+        let port: Int
+        let http: HTTPClient
+
+        init(config: String, port: Int, http: HTTPClient) throws {
+            self.port = port
+            self.http = http
+            process.executableURL = sentinelBinary
+            process.arguments = ["run", "--config", config]
+            process.currentDirectoryURL = packageRoot
+            process.environment = MotoServer.credentialsEnvironment.merging(["PATH": "/usr/bin:/bin"]) { $1 }
+            process.standardOutput = out
+            process.standardError = FileHandle.nullDevice
+            try withUnblockedSignals { try process.run() }
+        }
+
+        func consumed() async -> Double {
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics")
+            request.method = .GET
+            guard let response = try? await http.execute(request, timeout: .seconds(2)), let body = try? await response.body.collect(upTo: 1 << 20) else { return 0 }
+            let line = String(buffer: body).split(separator: "\n").first { $0.hasPrefix("cmcd_sentinel_records_consumed_total ") }
+            return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+        }
+
+        /// SIGTERM, then its findings.
+        func stop() async -> [String] {
+            if process.isRunning { process.terminate() }
+            let text = String(decoding: await readToEnd(out.fileHandleForReading), as: UTF8.self)
+            process.waitUntilExit()
+            return text.split(separator: "\n").map(String.init)
+        }
+    }
+
+    /// Waits until `condition` holds, checking every 200 ms for at most `seconds`.
+    func waitFor(_ seconds: Double, _ condition: () async throws -> Bool) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return try await condition()
+    }
+
+    /// Two daemons split a 4-shard stream; a third joining takes its share from them, after
+    /// which the stream goes on: no finding is lost, none is invented.
+    @Test func daemonsShareTheShardsAndAThirdTakesItsShare() async throws {
+        let all = try String(contentsOfFile: Self.demo, encoding: .utf8).split(separator: "\n").map(String.init)
+        let first = all.prefix(all.count / 2).joined(separator: "\n") + "\n"
+        let second = all.suffix(from: all.count / 2).joined(separator: "\n") + "\n"
+        let stream = "share-\(UUID().uuidString.prefix(8).lowercased())"
+        try await Self.replay(stream, shards: 4, lines: first)
+        func owners() async throws -> [String: Int] {
+            var count: [String: Int] = [:]
+            // Nothing before the first daemon made the table.
+            for lease in ((try? await leases(stream)) ?? [:]).values { if let owner = lease.owner { count[owner, default: 0] += 1 } }
+            return count
+        }
+        func start() throws -> Running {
+            let port = freePort()
+            return try Running(config: try Self.configuration(stream: stream, failoverMs: 2_000, listen: "127.0.0.1:\(port)"), port: port, http: http)
+        }
+        let a = try start()
+        let b = try start()
+        var running = [a, b]
+        defer { for daemon in running where daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
+        let split = try await waitFor(40) { try await owners().values.sorted() == [2, 2] }
+        let afterTwo = try await owners()
+        #expect(split, "\(afterTwo)")
+
+        let c = try start()
+        running.append(c)
+        let shared = try await waitFor(40) { try await owners().values.sorted() == [1, 1, 2] }
+        let afterThree = try await owners()
+        #expect(shared, "\(afterThree)")
+        try await Self.replay(stream, shards: 4, lines: second)
+        // Every shard's lease is held, so every record is read (some twice: the shard taken
+        // for balance is read again from its checkpoint by its new holder).
+        #expect(try await waitFor(30) {
+            var total = 0.0
+            for daemon in running { total += await daemon.consumed() }
+            return total >= Double(all.count)
+        })
+        try await Task.sleep(for: .seconds(2))
+        var lines: [String] = []
+        for daemon in running { lines += await daemon.stop() }
+        let expected = try await Self.expected(all.joined(separator: "\n") + "\n")
+        #expect(Set(lines).isSuperset(of: expected), "lost: \(expected.subtracting(lines))")
+        #expect(Set(lines).subtracting(expected).isEmpty, "invented: \(Set(lines).subtracting(expected))")
+    }
 }
