@@ -124,16 +124,22 @@ import Testing
         try withUnblockedSignals { try process.run() }
         // Wait until the first half is consumed (as /metrics counts it).
         var consumed = 0.0
-        for _ in 0..<300 where consumed < Double(all.count / 2) {
+        var scrape = ""
+        for _ in 0..<300 where consumed < Double(all.count / 2) || !scrape.contains("cmcd_sentinel_kinesis_iterator_age_milliseconds{shard=") {
             try await Task.sleep(for: .milliseconds(100))
             var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics")
             request.method = .GET
             if let response = try? await http.execute(request, timeout: .seconds(2)), let body = try? await response.body.collect(upTo: 1 << 20) {
-                let line = String(buffer: body).split(separator: "\n").first { $0.hasPrefix("cmcd_sentinel_records_consumed_total ") }
+                scrape = String(buffer: body)
+                let line = scrape.split(separator: "\n").first { $0.hasPrefix("cmcd_sentinel_records_consumed_total ") }
                 consumed = line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
             }
         }
         #expect(consumed == Double(all.count / 2))
+        // The Kinesis metrics: leases held, and each shard's iterator age (caught up: 0).
+        #expect(scrape.contains("cmcd_sentinel_kinesis_leases_held 2"), "\(scrape)")
+        #expect(scrape.contains("cmcd_sentinel_kinesis_iterator_age_milliseconds{shard=\"shardId-000000000000\"} 0"), "\(scrape)")
+        #expect(scrape.contains("cmcd_sentinel_kinesis_throttles_total 0"), "\(scrape)")
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         let before = String(decoding: await readToEnd(out.fileHandleForReading), as: UTF8.self).split(separator: "\n").map(String.init)
