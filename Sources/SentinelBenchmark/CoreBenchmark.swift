@@ -42,7 +42,9 @@ func coreBenchmark(recordCount: Int, sessionCount: Int) {
 
     print("sentinel-bench: generating \(recordCount) CloudFront lines for \(sessionCount) interleaved sessions...")
     var generator = LineGenerator(sessions: sessionCount)
-    var lines = LineBuffer()
+    // One buffer, as a consumer receives message payloads (not an array per line, whose
+    // reference counting would be measured with the parser).
+    var lines = PackedLines()
     for _ in 0..<recordCount { lines.append(generator.next()) }
     let totalBytes = lines.bytes.count
     print("  average line: \(totalBytes / lines.count) bytes")
@@ -133,28 +135,5 @@ struct PassRates: CustomStringConvertible {
     var description: String { described(unit: "records/s") }
     func described(unit: String) -> String {
         "\(Int(median)) \(unit) median of \(sorted.count) passes (slowest \(Int(sorted.first!)), fastest \(Int(sorted.last!)))"
-    }
-}
-
-/// Lines one after another in one buffer, as a consumer receives message payloads (not an
-/// array per line, whose reference counting would be measured with the parser).
-struct LineBuffer {
-    private(set) var bytes: [UInt8] = []
-    private var ends: [Int] = []
-    var count: Int { ends.count }
-
-    mutating func append(_ line: [UInt8]) {
-        bytes.append(contentsOf: line)
-        ends.append(bytes.count)
-    }
-
-    func forEach(_ body: (UnsafeBufferPointer<UInt8>) -> Void) {
-        bytes.withUnsafeBufferPointer { all in
-            var start = 0
-            for end in ends {
-                body(UnsafeBufferPointer(rebasing: all[start..<end]))
-                start = end
-            }
-        }
     }
 }

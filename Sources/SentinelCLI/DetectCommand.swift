@@ -157,12 +157,11 @@ struct DetectCommand: AsyncParsableCommand {
     }
 }
 
-/// Lines copied out of the input one after another, as the reading thread hands them on.
+/// Lines copied out of the input, as the reading thread hands them on.
 struct LineBatch: Sendable {
     /// Lines per batch.
     static let lines = 1024
-    private var bytes: [UInt8] = []
-    private var ends: [Int] = []
+    private var packed = PackedLines()
     /// Over-long lines met while filling the batch (skipped, only counted).
     private(set) var tooLong = 0
 
@@ -171,23 +170,11 @@ struct LineBatch: Sendable {
         case .tooLong:
             tooLong += 1
         case .line(let text):
-            if ends.isEmpty {
-                bytes.reserveCapacity(Self.lines * (text.count + 64))
-                ends.reserveCapacity(Self.lines)
-            }
-            bytes.append(contentsOf: text)
-            ends.append(bytes.count)
+            if packed.count == 0 { packed.reserve(lines: Self.lines, bytesEach: text.count + 64) }
+            packed.append(text)
         }
     }
 
     /// Calls `body` with each line in order.
-    func forEach(_ body: (UnsafeBufferPointer<UInt8>) -> Void) {
-        bytes.withUnsafeBufferPointer { all in
-            var start = 0
-            for end in ends {
-                body(UnsafeBufferPointer(rebasing: all[start..<end]))
-                start = end
-            }
-        }
-    }
+    func forEach(_ body: (UnsafeBufferPointer<UInt8>) -> Void) { packed.forEach(body) }
 }
