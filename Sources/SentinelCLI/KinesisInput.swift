@@ -25,6 +25,7 @@ enum KinesisInput {
             var source = KinesisRecordSource.Configuration(stream: settings.stream, owner: ownerName())
             source.failoverSeconds = Double(settings.failoverMs) / 1000
             source.scanSeconds = min(5, source.failoverSeconds / 2)
+            source.sessionsSpanShards = settings.sessionsSpanShards
             logger.info("consuming Kinesis stream \(settings.stream) in \(region) as \(source.owner), leases in \(settings.leaseTable)")
             return try await KinesisRecordSource(configuration: source, kinesis: kinesis, leases: leases, logger: logger, metrics: metrics)
         }

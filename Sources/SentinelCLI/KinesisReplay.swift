@@ -104,7 +104,7 @@ extension ReplayCommand {
                     parser.parse(line: bytes) { outcome in
                         if key == nil, case .sample(let sample) = outcome, !sample.sessionID.isEmpty { key = sample.sessionID }
                     }
-                    pending.append((Self.partitionKey(key, bytes), Array(bytes)))
+                    pending.append((partitionKey == .random ? String(UInt64.random(in: 0...UInt64.max), radix: 16) : Self.partitionKey(key, bytes), Array(bytes)))
                     pendingBytes += bytes.count + 256
                 }
                 if lines == 0 { break }

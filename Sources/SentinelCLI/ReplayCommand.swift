@@ -14,6 +14,11 @@ enum ReplayTarget: String, ExpressibleByArgument, CaseIterable {
     case kafka, kinesis
 }
 
+/// How `replay --to kinesis` keys records.
+enum PartitionKeying: String, ExpressibleByArgument, CaseIterable {
+    case session, random
+}
+
 /// `cmcd-sentinel replay`: produce record lines to Kafka or Kinesis, keyed by session id.
 struct ReplayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -41,6 +46,9 @@ struct ReplayCommand: AsyncParsableCommand {
 
     @Option(help: "Create the Kinesis stream with this many shards if it does not exist.")
     var createShards: Int?
+
+    @Option(help: "Kinesis partition keys: session (the session id) or random (as CloudFront's own keys spread a session over the shards).")
+    var partitionKey: PartitionKeying = .session
 
     @Option(help: "Bootstrap brokers (default: $SENTINEL_KAFKA_BROKERS or 127.0.0.1:9092).")
     var brokers: String?
@@ -71,8 +79,8 @@ struct ReplayCommand: AsyncParsableCommand {
         if loop, path == "-" { throw ValidationError("--loop needs a file, not standard input") }
         for p in properties where !p.contains("=") { throw ValidationError("--property takes KEY=VALUE, got '\(p)'") }
         if let createShards, !(1...500).contains(createShards) { throw ValidationError("--create-shards must be between 1 and 500") }
-        if to == .kafka, stream != nil || region != nil || endpoint != nil || createShards != nil {
-            throw ValidationError("--stream, --region, --endpoint and --create-shards are for --to kinesis")
+        if to == .kafka, stream != nil || region != nil || endpoint != nil || createShards != nil || partitionKey != .session {
+            throw ValidationError("--stream, --region, --endpoint, --create-shards and --partition-key are for --to kinesis")
         }
         if to == .kinesis, brokers != nil || topic != nil || !properties.isEmpty {
             throw ValidationError("--brokers, --topic and --property are for --to kafka")

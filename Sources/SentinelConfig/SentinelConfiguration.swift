@@ -44,6 +44,10 @@ public struct SentinelConfiguration: Sendable, Equatable {
         public var leaseTable = "cmcd-sentinel-leases"
         /// A lease not renewed for this long is taken by another daemon.
         public var failoverMs: Int64 = 10_000
+        /// A session's records may be in any shard (CloudFront picks the partition keys): one
+        /// daemon reads every shard into one detection state, others stand by. False for a
+        /// stream keyed by session id: the daemons share the shards.
+        public var sessionsSpanShards = true
     }
 
     /// The InfluxDB sink (`influx`): raw requests and findings as line protocol.
@@ -219,6 +223,9 @@ public struct SentinelConfiguration: Sendable, Equatable {
                 empty: "(kinesis.endpoint when set, else AWS's for the region)"),
             .string("kinesis.lease_table", \.kinesis.leaseTable, "DynamoDB table of the shard leases (Kinesis Client Library layout)"),
             .integer("kinesis.failover_ms", \.kinesis.failoverMs, 1_000...600_000, "a shard lease not renewed for this long is taken by another daemon"),
+            .bool(
+                "kinesis.sessions_span_shards", \.kinesis.sessionsSpanShards,
+                "a session's records may be in any shard (CloudFront's own partition keys): one daemon reads them all; false: the stream is keyed by session id and daemons share the shards"),
             .custom(
                 "input.format", "cloudfront, json or cmcd", read: { node, config throws(ValidationError) in config.input.format = try format(node.string(), node) },
                 parse: { text, node, config throws(ValidationError) in config.input.format = try format(text, node) },

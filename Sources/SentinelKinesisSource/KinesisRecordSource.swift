@@ -28,6 +28,12 @@ public final class KinesisRecordSource: RecordSource {
         public var scanSeconds: Double = 5
         /// Records fetched ahead of the loop, over all shards.
         public var maxBufferedRecords = 20_000
+        /// A session's records may be in any shard (CloudFront picks the partition keys): the
+        /// shards are read as one partition, into one detection state, by one daemon (others
+        /// wait as standbys and take over when its leases expire). False when the stream is
+        /// keyed by session id (`replay` does that): each shard is a partition of its own and
+        /// the daemons share the shards.
+        public var sessionsSpanShards = true
 
         public init(stream: String, owner: String) {
             self.stream = stream
@@ -50,8 +56,11 @@ public final class KinesisRecordSource: RecordSource {
             var pages: [Page] = []
             var head = 0
             var records = 0
-            /// Per shard: whether its last `GetRecords` found it at its newest record.
-            var caughtUp: [String: Bool] = [:]
+            /// Per shard: when (wall-clock ms) the `GetRecords` that last found it at its newest
+            /// record was sent; none when its last one did not.
+            var caughtUpAt: [String: Int64] = [:]
+            /// Shards closed by a reshard (`ListShards` gives them an ending sequence number).
+            var closed: Set<String> = []
         }
         let state = Mutex(State())
         let limit: Int
@@ -81,13 +90,18 @@ public final class KinesisRecordSource: RecordSource {
             }
         }
 
-        func noteFetched(_ shard: String, caughtUp: Bool) { state.withLock { $0.caughtUp[shard] = caughtUp } }
+        func noteClosed(_ shards: [String]) { state.withLock { $0.closed.formUnion(shards) } }
 
-        /// The shards whose last fetch found them caught up and whose pages were all taken.
-        func caughtUpShards() -> Set<String> {
+        func isClosed(_ shard: String) -> Bool { state.withLock { $0.closed.contains(shard) } }
+
+        func noteFetched(_ shard: String, caughtUpAt: Int64?) { state.withLock { $0.caughtUpAt[shard] = caughtUpAt } }
+
+        /// The shards whose last fetch found them caught up and whose pages were all taken,
+        /// with when that fetch was sent: no record that reached Kinesis before is still to come.
+        func caughtUpShards() -> [String: Int64] {
             state.withLock { state in
-                var result = Set(state.caughtUp.filter(\.value).keys)
-                for page in state.pages[state.head...] { result.remove(page.shard) }
+                var result = state.caughtUpAt
+                for page in state.pages[state.head...] { result[page.shard] = nil }
                 return result
             }
         }
@@ -95,7 +109,7 @@ public final class KinesisRecordSource: RecordSource {
         /// Drops the pages of `shard` not yet taken.
         func drop(_ shard: String) {
             state.withLock { state in
-                state.caughtUp[shard] = nil
+                state.caughtUpAt[shard] = nil
                 let kept = state.pages[state.head...].filter { $0.shard != shard }
                 state.pages = Array(kept)
                 state.head = 0
@@ -143,6 +157,18 @@ public final class KinesisRecordSource: RecordSource {
     /// Leases taken from a live consumer, and when their reading may start.
     private var deferred: [String: Double] = [:]
     private var lastRenewal = monotonicSeconds()
+    /// With `sessionsSpanShards`: the one partition, whether the loop has taken it, and the
+    /// number the next record of any shard gets.
+    private var merged: KafkaTopicPartition { KafkaTopicPartition(topic: configuration.stream, partition: 0) }
+    private var mergedAssigned = false
+    private var mergedNext: Int64 = 0
+    private var queues: [String: ShardQueue] = [:]
+    /// Each shard's children (after a split or merge), as the last scan saw them.
+    private var childrenOf: [String: [String]] = [:]
+    /// Since when each shard, empty and not caught up, has held the merge back.
+    private var emptySince: [String: Double] = [:]
+    static let maxHoldSeconds = 5.0
+    private var queuedRecords = 0
 
     /// Makes the lease table if needed and takes the first leases (handed over as assignments).
     public init(
@@ -174,6 +200,7 @@ public final class KinesisRecordSource: RecordSource {
     // MARK: - RecordSource
 
     public func poll(max: Int, timeoutMs: Int32, _ body: (KafkaRecordView) throws -> Void) async throws -> Int {
+        if configuration.sessionsSpanShards { return try await pollMerged(max: max, timeoutMs: timeoutMs, body) }
         await maintainLeases()
         var pages = buffer.take(maxRecords: max)
         let deadline = monotonicSeconds() + Double(timeoutMs) / 1000
@@ -186,8 +213,15 @@ public final class KinesisRecordSource: RecordSource {
             guard var shard = held[page.shard] else { continue }  // revoked meanwhile
             defer { held[page.shard] = shard }
             for (index, record) in page.records.enumerated() {
-                let position = shard.nextPosition
-                shard.nextPosition += 1
+                let position: Int64
+                if configuration.sessionsSpanShards {
+                    position = mergedNext
+                    mergedNext += 1
+                    shard.nextPosition = mergedNext
+                } else {
+                    position = shard.nextPosition
+                    shard.nextPosition += 1
+                }
                 if shard.nextPosition % 32 == 0 || index == page.records.count - 1 {
                     shard.marks.append((shard.nextPosition, record.sequenceNumber))
                 }
@@ -202,41 +236,186 @@ public final class KinesisRecordSource: RecordSource {
                 handed += 1
             }
             if page.end {
-                shard.endPosition = shard.nextPosition
+                shard.endPosition = configuration.sessionsSpanShards ? mergedNext : shard.nextPosition
                 logger.info("\(page.shard): read to its end (closed by a reshard)")
             }
         }
         return handed
     }
 
+    /// The shards read as one partition: their records in the order Kinesis received them
+    /// (`ApproximateArrivalTimestamp`), merged from each shard's own order, so that a backlog
+    /// read shard by shard does not reach the detectors shard by shard. A shard with nothing
+    /// buffered holds the merge back until it has records or says it is caught up.
+    private func pollMerged(max: Int, timeoutMs: Int32, _ body: (KafkaRecordView) throws -> Void) async throws -> Int {
+        await maintainLeases()
+        let deadline = monotonicSeconds() + Double(timeoutMs) / 1000
+        var handed = 0
+        while true {
+            // Pages move from the shared buffer into each shard's queue here, up to the limit.
+            if queuedRecords < configuration.maxBufferedRecords {
+                for page in buffer.take(maxRecords: configuration.maxBufferedRecords - queuedRecords) where held[page.shard] != nil {
+                    queues[page.shard, default: ShardQueue()].append(page)
+                    queuedRecords += page.records.count
+                }
+            }
+            let caughtUp = buffer.caughtUpShards()
+            let reading = held.keys.filter { deferred[$0] == nil }.sorted()
+            while handed < max {
+                var next: (id: String, arrival: Int64)?
+                for id in reading {
+                    guard let head = queues[id]?.head else { continue }
+                    let arrival = head.arrivalMs ?? .min
+                    if next == nil || arrival < next!.arrival { next = (id, arrival) }
+                }
+                guard let candidate = next else { break }
+                var blocked = false
+                for id in reading where queues[id]?.head == nil && mayHoldBack(id, before: candidate.arrival, caughtUp: caughtUp) {
+                    // Records may be on the way that came first; a shard that stays
+                    // unreadable holds the others back for at most `maxHoldSeconds`.
+                    let since = emptySince[id] ?? monotonicSeconds()
+                    emptySince[id] = since
+                    if monotonicSeconds() - since < Self.maxHoldSeconds {
+                        blocked = true
+                        break
+                    }
+                }
+                guard !blocked, let id = next?.id, var shard = held[id], let record = queues[id]?.pop() else { break }
+                emptySince[id] = nil
+                queuedRecords -= 1
+                let position = mergedNext
+                mergedNext += 1
+                shard.nextPosition = mergedNext
+                if mergedNext % 32 == 0 || queues[id]?.head == nil { shard.marks.append((mergedNext, record.sequenceNumber)) }
+                var ended = false
+                if queues[id]?.head == nil, queues[id]?.ended == true {
+                    shard.endPosition = mergedNext
+                    ended = true
+                    logger.info("\(id): read to its end (closed by a reshard)")
+                }
+                held[id] = shard
+                try hand(record, partition: merged.partition, offset: position, body)
+                handed += 1
+                if ended {
+                    // Its children take over now: they are leased, and then hold the merge
+                    // until their first records are in.
+                    try? await scan()
+                    break
+                }
+            }
+            // A shard read to its end with nothing left: its children take over.
+            var ended = false
+            for id in reading where queues[id]?.ended == true && queues[id]?.head == nil && held[id]?.endPosition == nil {
+                held[id]?.endPosition = mergedNext
+                ended = true
+                logger.info("\(id): read to its end (closed by a reshard)")
+            }
+            if ended { try? await scan() }
+            if handed > 0 || monotonicSeconds() >= deadline || !rebalances.isEmpty { return handed }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Whether a shard with nothing queued may still bring a record that reached Kinesis
+    /// before `arrival`: it was not found caught up since then (with `clockMarginMs` for the
+    /// clocks' difference), or it is closed and its end (or, once it ended, its children's
+    /// first records) is still to come.
+    private func mayHoldBack(_ id: String, before arrival: Int64, caughtUp: [String: Int64]) -> Bool {
+        let ended = queues[id]?.ended == true || held[id]?.endPosition != nil
+        if ended {
+            let children = childrenOf[id] ?? []
+            return children.isEmpty || children.contains { held[$0] == nil || deferred[$0] != nil }
+        }
+        if buffer.isClosed(id) { return true }
+        guard let asked = caughtUp[id] else { return true }
+        return asked - Self.clockMarginMs < arrival
+    }
+
+    /// How far this host's clock and Kinesis's arrival times may differ.
+    static let clockMarginMs: Int64 = 250
+
+    private func hand(_ record: KinesisClient.Record, partition: Int32, offset: Int64, _ body: (KafkaRecordView) throws -> Void) throws {
+        try record.data.withUnsafeBufferPointer { value in
+            try record.partitionKey.utf8CString.withUnsafeBytes { key in
+                try body(
+                    KafkaRecordView(
+                        topic: configuration.stream, partition: partition, offset: offset, key: UnsafeRawBufferPointer(rebasing: key.dropLast()),
+                        value: value))
+            }
+        }
+    }
+
+    /// A shard's records taken from the buffer, not yet handed to the loop.
+    struct ShardQueue {
+        private var records: [KinesisClient.Record] = []
+        private var index = 0
+        /// The shard's last page is in.
+        private(set) var ended = false
+
+        var head: KinesisClient.Record? { index < records.count ? records[index] : nil }
+
+        mutating func append(_ page: Page) {
+            if index > 0, index == records.count {
+                records.removeAll(keepingCapacity: true)
+                index = 0
+            }
+            records += page.records
+            if page.end { ended = true }
+        }
+
+        mutating func pop() -> KinesisClient.Record? {
+            guard index < records.count else { return nil }
+            index += 1
+            return records[index - 1]
+        }
+    }
+
     public func caughtUp() -> Set<KafkaTopicPartition>? {
-        Set(buffer.caughtUpShards().compactMap { held[$0]?.partition })
+        let shards = buffer.caughtUpShards()
+        if configuration.sessionsSpanShards {
+            let reading = held.keys.filter { deferred[$0] == nil }
+            return !reading.isEmpty && reading.allSatisfy { shards[$0] != nil } ? [merged] : []
+        }
+        return Set(shards.keys.compactMap { held[$0]?.partition })
+    }
+
+    /// The shards whose records a partition of the loop holds.
+    private func shards(of tp: KafkaTopicPartition) -> [String] {
+        if configuration.sessionsSpanShards { return tp == merged ? held.keys.sorted() : [] }
+        return byPartition[tp.partition].map { [$0] } ?? []
     }
 
     public func nextRebalance() -> KafkaRebalance? { rebalances.isEmpty ? nil : rebalances.removeFirst() }
 
     public func completeAssignment(_ partitions: [KafkaTopicPartition], offsets: [KafkaTopicPartition: Int64]) async throws {
         for tp in partitions {
-            guard let id = byPartition[tp.partition], var shard = held[id] else { continue }
-            if let offset = offsets[tp], offset != shard.nextPosition {
-                logger.warning("\(id): cannot start at \(offset) (not a checkpoint of the lease table); starting at \(shard.nextPosition)")
+            if configuration.sessionsSpanShards, tp == merged { mergedAssigned = true }
+            for id in shards(of: tp) where held[id]?.fetcher == nil && deferred[id] == nil {
+                if let offset = offsets[tp] { logger.warning("\(id): cannot start at \(offset) (not a checkpoint of the lease table); starting at its lease's") }
+                startFetching(id)
             }
-            let start: KinesisClient.StartingPosition =
-                switch shard.lease.checkpoint {
-                case "TRIM_HORIZON", "": .trimHorizon
-                case "LATEST": .latest
-                default: .afterSequenceNumber(shard.lease.checkpoint)
-                }
-            shard.fetcher = fetch(id, from: start)
-            held[id] = shard
         }
+    }
+
+    /// Reads the shard on from its lease's checkpoint.
+    private func startFetching(_ id: String) {
+        guard var shard = held[id], shard.fetcher == nil else { return }
+        let start: KinesisClient.StartingPosition =
+            switch shard.lease.checkpoint {
+            case "TRIM_HORIZON", "": .trimHorizon
+            case "LATEST": .latest
+            default: .afterSequenceNumber(shard.lease.checkpoint)
+            }
+        shard.fetcher = fetch(id, from: start)
+        held[id] = shard
     }
 
     public func completeRevocation(_ partitions: [KafkaTopicPartition]) async throws {}
 
     public func commit(_ offsets: [KafkaTopicPartition: Int64]) async throws {
         for (tp, offset) in offsets {
-            guard let id = byPartition[tp.partition], var shard = held[id], offset > shard.lease.position else { continue }
+            for id in shards(of: tp) {
+            guard var shard = held[id], offset > shard.lease.position else { continue }
             let checkpoint: (sequence: String, position: Int64)
             if let end = shard.endPosition, offset >= end {
                 checkpoint = ("SHARD_END", end)
@@ -254,12 +433,13 @@ public final class KinesisRecordSource: RecordSource {
             } else {
                 lose(id, "its checkpoint found it taken")
             }
+            }
         }
     }
 
     public func committed(_ partitions: [KafkaTopicPartition]) async throws -> [KafkaTopicPartition: Int64?] {
         var result: [KafkaTopicPartition: Int64?] = [:]
-        for tp in partitions {
+        for tp in partitions where !configuration.sessionsSpanShards {
             guard let id = byPartition[tp.partition], let shard = held[id] else { continue }
             result[tp] = shard.lease.checkpoint == "TRIM_HORIZON" ? nil : shard.lease.position
         }
@@ -310,6 +490,9 @@ public final class KinesisRecordSource: RecordSource {
     private func scan() async throws {
         lastScan = monotonicSeconds()
         let shards = try await kinesis.listShards(configuration.stream)
+        buffer.noteClosed(shards.filter { !$0.isOpen }.map(\.id))
+        childrenOf = [:]
+        for shard in shards { for parent in shard.parents { childrenOf[parent, default: []].append(shard.id) } }
         var table = try await leases.leases()
         for shard in shards where table[shard.id] == nil {
             let lease = LeaseTable.Lease(shardID: shard.id, parents: shard.parents)
@@ -338,8 +521,9 @@ public final class KinesisRecordSource: RecordSource {
         // A fair share: the unfinished leases over the consumers alive, this one included.
         let unfinished = table.values.filter { !$0.isFinished }.count
         let workers = alive.count + 1
-        let fairShare = unfinished / workers
-        let most = fairShare + (unfinished % workers > 0 ? 1 : 0)
+        // Sessions spanning shards: one daemon reads them all, the others stand by.
+        let fairShare = configuration.sessionsSpanShards ? 0 : unfinished / workers
+        let most = configuration.sessionsSpanShards ? Int.max : fairShare + (unfinished % workers > 0 ? 1 : 0)
         func eligible(_ id: String) -> Bool {
             guard let lease = table[id], !lease.isFinished, held[id] == nil, Self.partitionNumber(id) != nil else { return false }
             // Parents first: finished in the table, or read to their end here.
@@ -363,7 +547,13 @@ public final class KinesisRecordSource: RecordSource {
                 logger.info("\(id): taken from \(busiest.key) for balance (\(busiest.value.count) leases there); reading starts in \(configuration.failoverSeconds) s")
             }
         }
-        if !taken.isEmpty { rebalances.append(.assign(taken)) }
+        if configuration.sessionsSpanShards {
+            // One partition: handed over once; shards taken later are read at once.
+            if !taken.isEmpty, !mergedAssigned, !rebalances.contains(.assign([merged])) { rebalances.append(.assign([merged])) }
+            if mergedAssigned { for tp in taken { for id in held.keys where held[id]?.partition == tp { startFetching(id) } } }
+        } else if !taken.isEmpty {
+            rebalances.append(.assign(taken))
+        }
         leasesHeld.record(held.count)
     }
 
@@ -376,6 +566,7 @@ public final class KinesisRecordSource: RecordSource {
         let tp = KafkaTopicPartition(topic: configuration.stream, partition: number)
         held[id] = Held(lease: mine, partition: tp, nextPosition: mine.position)
         byPartition[number] = id
+        mergedNext = max(mergedNext, mine.position)
         logger.info("\(id): lease taken at \(mine.checkpoint) (record number \(mine.position))")
         if let startingAt {
             deferred[id] = startingAt
@@ -399,9 +590,21 @@ public final class KinesisRecordSource: RecordSource {
         guard let shard = held.removeValue(forKey: id) else { return }
         shard.fetcher?.cancel()
         let wasReading = deferred.removeValue(forKey: id) == nil
+        if let queue = queues.removeValue(forKey: id) {
+            var rest = queue
+            while rest.pop() != nil { queuedRecords -= 1 }
+        }
         byPartition[shard.partition.partition] = nil
         buffer.drop(id)
-        if wasReading { rebalances.append(.revoke([shard.partition])) }
+        if configuration.sessionsSpanShards {
+            // The partition goes only with the last shard.
+            if held.isEmpty, mergedAssigned {
+                mergedAssigned = false
+                rebalances.append(.revoke([merged]))
+            }
+        } else if wasReading {
+            rebalances.append(.revoke([shard.partition]))
+        }
         leasesHeld.record(held.count)
         logger.warning("\(id): lease lost (\(why)); its records are left to its new holder")
     }
@@ -424,16 +627,20 @@ public final class KinesisRecordSource: RecordSource {
             while !Task.isCancelled {
                 do {
                     if iterator == nil { iterator = try await kinesis.shardIterator(stream, shard: shard, from: position) }
+                    let asked = Int64(Date().timeIntervalSince1970 * 1000)
                     let page = try await kinesis.records(iterator!)
                     failures = 0
                     if let behind = page.millisBehindLatest { age.record(behind) }
-                    buffer.noteFetched(shard, caughtUp: page.millisBehindLatest == 0)
                     if let last = page.records.last { position = .afterSequenceNumber(last.sequenceNumber) }
-                    let end = page.nextIterator == nil
+                    // The end of a closed shard: no next iterator (as AWS says it), or nothing
+                    // more while caught up (as some implementations say it).
+                    let end = page.nextIterator == nil || (page.records.isEmpty && page.millisBehindLatest == 0 && buffer.isClosed(shard))
                     if !page.records.isEmpty || end {
                         while buffer.isFull, !Task.isCancelled { try await Task.sleep(for: .milliseconds(20)) }
                         buffer.put(Page(shard: shard, records: page.records, end: end, millisBehindLatest: page.millisBehindLatest))
                     }
+                    // After the records are in: a shard said caught up has nothing older on the way.
+                    buffer.noteFetched(shard, caughtUpAt: page.millisBehindLatest == 0 ? asked : nil)
                     if end { return }
                     iterator = page.nextIterator
                     if page.records.isEmpty || (page.millisBehindLatest ?? 1) == 0 { try await Task.sleep(for: .milliseconds(200)) }
@@ -444,7 +651,7 @@ public final class KinesisRecordSource: RecordSource {
                 } catch {
                     failures += 1
                     iterator = nil
-                    buffer.noteFetched(shard, caughtUp: false)
+                    buffer.noteFetched(shard, caughtUpAt: nil)
                     if failures == 1 || failures % 10 == 0 { logger.warning("\(shard): GetRecords failed (\(failures) in a row; will retry): \(error)") }
                     try? await Task.sleep(for: .milliseconds(min(200 << min(failures, 5), 5_000)))
                 }

@@ -48,7 +48,7 @@ import Testing
     }
 
     /// A configuration reading `stream` through moto, with its own lease table.
-    static func configuration(stream: String, failoverMs: Int = 10_000, listen: String = "") throws -> String {
+    static func configuration(stream: String, failoverMs: Int = 10_000, listen: String = "", sessionsSpanShards: Bool = true) throws -> String {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("kinesis-\(UUID().uuidString).yaml")
         try """
             input:
@@ -58,6 +58,7 @@ import Testing
               endpoint: \(MotoServer.shared.endpoint)
               lease_table: leases-\(stream)
               failover_ms: \(failoverMs)
+              sessions_span_shards: \(sessionsSpanShards)
             alerts:
               url: ""
             http:
@@ -66,9 +67,11 @@ import Testing
         return file.path
     }
 
-    static func replay(_ stream: String, shards: Int, lines: String) async throws {
+    static func replay(_ stream: String, shards: Int, lines: String, keys: String = "session", rate: Int? = nil) async throws {
         let result = try await run(
-            ["replay", "--to", "kinesis", "--stream", stream, "--create-shards", "\(shards)", "--endpoint", MotoServer.shared.endpoint, "-"], stdin: lines)
+            ["replay", "--to", "kinesis", "--stream", stream, "--create-shards", "\(shards)", "--partition-key", keys, "--endpoint", MotoServer.shared.endpoint]
+                + (rate.map { ["--rate", "\($0)"] } ?? []) + ["-"],
+            stdin: lines)
         #expect(result.status == 0, "\(result.stderr)")
     }
 
@@ -88,7 +91,9 @@ import Testing
         let lines = try String(contentsOfFile: Self.demo, encoding: .utf8)
         let stream = "daemon-\(UUID().uuidString.prefix(8).lowercased())"
         try await Self.replay(stream, shards: 3, lines: lines)
-        let result = try await Self.run(["run", "--config", try Self.configuration(stream: stream), "--exit-when-idle", "3"])
+        // Keyed by session: each shard a partition of its own.
+        let config = try Self.configuration(stream: stream, sessionsSpanShards: false)
+        let result = try await Self.run(["run", "--config", config, "--exit-when-idle", "3"])
         #expect(result.status == 0, "\(result.stderr)")
         let expected = try await Self.expected(lines)
         #expect(!expected.isEmpty)
@@ -101,6 +106,64 @@ import Testing
         #expect(table.values.allSatisfy { $0.owner == nil && $0.checkpoint != "TRIM_HORIZON" || $0.position == 0 }, "\(table)")
     }
 
+    /// CloudFront's own partition keys spread each session over the shards: read as one
+    /// partition, the stream gives exactly the findings `detect` gives on the same lines.
+    @Test func sessionsSpreadOverTheShardsAreReadAsOne() async throws {
+        let lines = try String(contentsOfFile: Self.demo, encoding: .utf8)
+        let stream = "spread-\(UUID().uuidString.prefix(8).lowercased())"
+        // Put one at a time (as CloudFront's edges put them, as they come): Kinesis's arrival
+        // times then say the order across shards.
+        try await Self.replay(stream, shards: 4, lines: lines, keys: "random", rate: 10)
+        let result = try await Self.run(["run", "--config", try Self.configuration(stream: stream), "--exit-when-idle", "3"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let expected = try await Self.expected(lines)
+        #expect(Set(result.lines) == expected)
+        #expect(result.lines.count == expected.count, "no duplicates in a clean run")
+        let table = try await leases(stream)
+        // Read as one partition, records are numbered across the shards.
+        #expect(table.count == 4)
+        #expect(table.values.allSatisfy { $0.owner == nil })
+        #expect(table.values.map(\.position).max() == Int64(lines.split(separator: "\n").count))
+    }
+
+    /// A shard split in the middle of the stream, read as it happens: the children are read
+    /// once the parent is read to its end, and every session's findings come out as `detect`
+    /// gives them (the sessions' records are spread over the shards, as CloudFront spreads them).
+    @Test func aReshardInTheMiddleOfTheStreamChangesNoFinding() async throws {
+        let all = try String(contentsOfFile: Self.demo, encoding: .utf8).split(separator: "\n").map(String.init)
+        let first = all.prefix(all.count / 2).joined(separator: "\n") + "\n"
+        let second = all.suffix(from: all.count / 2).joined(separator: "\n") + "\n"
+        let stream = "reshard-\(UUID().uuidString.prefix(8).lowercased())"
+        let credentials = AWSCredentialChain(environment: MotoServer.credentialsEnvironment, http: http)
+        let kinesis = try KinesisClient(region: "us-east-1", endpoint: MotoServer.shared.endpoint, credentials: credentials, http: http)
+        try await kinesis.createStream(stream, shardCount: 2)
+        try await kinesis.waitUntilActive(stream)
+        let port = freePort()
+        let daemon = try Running(config: try Self.configuration(stream: stream, failoverMs: 2_000, listen: "127.0.0.1:\(port)"), port: port, http: http)
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
+
+        try await Self.replay(stream, shards: 2, lines: first, keys: "random", rate: 10)
+        #expect(try await waitFor(30) { await daemon.consumed() == Double(all.count / 2) })
+        // Shard 0 covers the lower half of the hash keys: split it in the middle, and go on
+        // once the daemon reads the children.
+        try await kinesis.splitShard(stream, shard: "shardId-000000000000", newStartingHashKey: "85070591730234615865843651857942052864")
+        try await kinesis.waitUntilActive(stream)
+        let children = try await kinesis.listShards(stream).filter { $0.parent == "shardId-000000000000" }.map(\.id)
+        #expect(children.count == 2)
+        #expect(try await waitFor(30) {
+            let table = (try? await leases(stream)) ?? [:]
+            return children.allSatisfy { table[$0]?.owner != nil } && table["shardId-000000000000"] != nil
+        })
+        try await Self.replay(stream, shards: 2, lines: second, keys: "random", rate: 10)
+        #expect(try await waitFor(30) { await daemon.consumed() == Double(all.count) })
+        let lines = await daemon.stop()
+        let expected = try await Self.expected(all.joined(separator: "\n") + "\n")
+        #expect(Set(lines) == expected)
+        #expect(lines.count == expected.count, "no duplicates in a clean run")
+        let table = try await leases(stream)
+        #expect(table["shardId-000000000000"]?.checkpoint == "SHARD_END", "\(table)")
+    }
+
     /// A daemon killed (-9) in the middle of the stream loses nothing: the next one takes the
     /// leases once the failover time passed and reads on from their checkpoints.
     @Test func killedAndRestartedNothingIsLost() async throws {
@@ -109,8 +172,8 @@ import Testing
         let second = all.suffix(from: all.count / 2).joined(separator: "\n") + "\n"
         let stream = "kill-\(UUID().uuidString.prefix(8).lowercased())"
         let port = freePort()
-        let config = try Self.configuration(stream: stream, failoverMs: 2_000, listen: "127.0.0.1:\(port)")
-        let quietConfig = try Self.configuration(stream: stream, failoverMs: 2_000)
+        let config = try Self.configuration(stream: stream, failoverMs: 2_000, listen: "127.0.0.1:\(port)", sessionsSpanShards: false)
+        let quietConfig = try Self.configuration(stream: stream, failoverMs: 2_000, sessionsSpanShards: false)
         try await Self.replay(stream, shards: 2, lines: first)
 
         let process = Process()
@@ -216,7 +279,8 @@ import Testing
         }
         func start() throws -> Running {
             let port = freePort()
-            return try Running(config: try Self.configuration(stream: stream, failoverMs: 2_000, listen: "127.0.0.1:\(port)"), port: port, http: http)
+            let config = try Self.configuration(stream: stream, failoverMs: 2_000, listen: "127.0.0.1:\(port)", sessionsSpanShards: false)
+            return try Running(config: config, port: port, http: http)
         }
         let a = try start()
         let b = try start()
