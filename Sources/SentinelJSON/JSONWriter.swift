@@ -12,32 +12,6 @@ public enum JSONWriter {
         return String(decoding: out, as: UTF8.self)
     }
 
-    public static func write(_ value: JSONValue, into out: inout String) {
-        switch value {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .int(let i): out += String(i)
-        case .double(let d): out += formatDouble(d)
-        case .string(let s): writeString(s, into: &out)
-        case .array(let items):
-            out += "["
-            for (index, item) in items.enumerated() {
-                if index > 0 { out += "," }
-                write(item, into: &out)
-            }
-            out += "]"
-        case .object(let members):
-            out += "{"
-            for (index, member) in members.enumerated() {
-                if index > 0 { out += "," }
-                writeString(member.key, into: &out)
-                out += ":"
-                write(member.value, into: &out)
-            }
-            out += "}"
-        }
-    }
-
     /// Doubles print without exponent for ordinary magnitudes; non-finite values,
     /// which JSON cannot carry, print as `null`.
     public static func formatDouble(_ d: Double) -> String {
@@ -81,8 +55,7 @@ public enum JSONWriter {
 
     // MARK: - Into bytes
 
-    /// The same text as `write(_:into:)`, appended to UTF-8 bytes: for output written in bulk
-    /// (the `detect` command's findings), with no String in between.
+    /// The value's text appended to UTF-8 bytes, with no String in between.
     public static func write(_ value: JSONValue, into out: inout [UInt8]) {
         switch value {
         case .null: out.append(contentsOf: "null".utf8)

@@ -15,19 +15,26 @@ struct JSONTests {
         #expect(throws: JSONParser.ParseError.self) { try JSONParser.parse(text) }
     }
 
-    /// The byte writer `detect` uses writes exactly what the String writer writes.
-    @Test func theByteWriterWritesWhatTheStringWriterWrites() {
-        let values: [JSONValue] = [
-            .null, .bool(true), .bool(false), .int(0), .int(-1), .int(Int64.max), .int(Int64.min), .double(85.7), .double(3),
-            .double(.nan), .double(-0.0001), .string(""), .string("plain"), .string("quote \" back \\ slash"),
-            .string("line\nfeed\ttab\r\u{01}\u{1F}"), .string("sep \u{2028} \u{2029} é 🎬 \u{E2}"),
-            .array([]), .object([]),
-            .object([("id", .string("b0f7")), ("details", .object([("drop_percent", .double(85.7)), ("list", .array([.int(1), .null]))]))]),
+    /// Every kind of value as RFC 8259 text on one line, through both entry points.
+    @Test func theWriterWritesOneLineOfRFC8259Text() {
+        let cases: [(JSONValue, String)] = [
+            (.null, "null"), (.bool(true), "true"), (.bool(false), "false"), (.int(0), "0"), (.int(-1), "-1"),
+            (.int(Int64.max), "9223372036854775807"), (.int(Int64.min), "-9223372036854775808"), (.double(85.7), "85.7"), (.double(3), "3"),
+            (.double(.nan), "null"), (.double(-0.0001), "-0.0001"), (.string(""), #""""#), (.string("plain"), #""plain""#),
+            (.string("quote \" back \\ slash"), #""quote \" back \\ slash""#),
+            (.string("line\nfeed\ttab\r\u{01}\u{1F}"), #""line\nfeed\ttab\r\u0001\u001f""#),
+            (.string("sep \u{2028} \u{2029} é 🎬 \u{E2}"), #""sep \u2028 \u2029 é 🎬 \#u{E2}""#),
+            (.array([]), "[]"), (.object([]), "{}"),
+            (
+                .object([("id", .string("b0f7")), ("details", .object([("drop_percent", .double(85.7)), ("list", .array([.int(1), .null]))]))]),
+                #"{"id":"b0f7","details":{"drop_percent":85.7,"list":[1,null]}}"#
+            ),
         ]
-        for value in values {
+        for (value, text) in cases {
             var bytes: [UInt8] = []
             JSONWriter.write(value, into: &bytes)
-            #expect(String(decoding: bytes, as: UTF8.self) == JSONWriter.string(value))
+            #expect(String(decoding: bytes, as: UTF8.self) == text)
+            #expect(JSONWriter.string(value) == text)
         }
     }
 
