@@ -16,7 +16,7 @@ enum KinesisInput {
         let settings = configuration.kinesis
         return { logger in
             let environment = ProcessInfo.processInfo.environment
-            let region = settings.region.isEmpty ? (environment["AWS_REGION"] ?? environment["AWS_DEFAULT_REGION"] ?? "us-east-1") : settings.region
+            let region = settings.region.isEmpty ? KinesisClient.defaultRegion(environment) : settings.region
             let credentials = AWSCredentialChain(environment: environment, http: http)
             let endpoint = settings.endpoint.isEmpty ? nil : settings.endpoint
             let dynamodbEndpoint = settings.dynamodbEndpoint.isEmpty ? endpoint : settings.dynamodbEndpoint

@@ -15,7 +15,7 @@ extension ReplayCommand {
         Interrupt.install()
         let environment = ProcessEnvironment.current
         let stream = self.stream ?? environment["SENTINEL_KINESIS_STREAM"] ?? "cmcd-logs"
-        let region = self.region ?? environment["AWS_REGION"] ?? environment["AWS_DEFAULT_REGION"] ?? "us-east-1"
+        let region = self.region ?? KinesisClient.defaultRegion(environment)
         let endpoint = self.endpoint ?? environment["SENTINEL_KINESIS_ENDPOINT"]
         let configuration = try parserConfiguration
         let http = HTTPClientOptions(timeoutMs: 30_000).makeClient()

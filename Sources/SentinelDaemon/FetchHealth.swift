@@ -43,14 +43,11 @@ final class FetchHealth: Sendable {
     }
 
     func recordStatistics(_ json: String, at now: Double = monotonicSeconds()) {
-        let partitions = Self.caughtUpPartitions(inStatistics: json)
-        state.withLock {
-            $0.caughtUp = partitions
-            $0.statisticsAt = now
-        }
+        recordCaughtUp(Self.caughtUpPartitions(inStatistics: json), at: now)
     }
 
-    /// The source's own word on which partitions are fetched and caught up (not Kafka's).
+    /// Which partitions are fetched and caught up: from librdkafka's statistics, or the
+    /// source's own word (Kinesis).
     func recordCaughtUp(_ partitions: Set<KafkaTopicPartition>, at now: Double = monotonicSeconds()) {
         state.withLock {
             $0.caughtUp = partitions

@@ -16,6 +16,12 @@ public struct KinesisClient: Sendable {
             targetPrefix: "Kinesis_20131202", jsonVersion: "1.1", credentials: credentials, http: http)
     }
 
+    /// The region to use when none is configured: `AWS_REGION`, `AWS_DEFAULT_REGION`, else
+    /// us-east-1, as the AWS SDKs choose.
+    public static func defaultRegion(_ environment: [String: String]) -> String {
+        environment["AWS_REGION"] ?? environment["AWS_DEFAULT_REGION"] ?? "us-east-1"
+    }
+
     /// A client over an already configured service (its retries, say).
     public init(service: AWSJSONService) { self.service = service }
 

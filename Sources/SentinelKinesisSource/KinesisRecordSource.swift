@@ -213,30 +213,16 @@ public final class KinesisRecordSource: RecordSource {
             guard var shard = held[page.shard] else { continue }  // revoked meanwhile
             defer { held[page.shard] = shard }
             for (index, record) in page.records.enumerated() {
-                let position: Int64
-                if configuration.sessionsSpanShards {
-                    position = mergedNext
-                    mergedNext += 1
-                    shard.nextPosition = mergedNext
-                } else {
-                    position = shard.nextPosition
-                    shard.nextPosition += 1
-                }
+                let position = shard.nextPosition
+                shard.nextPosition += 1
                 if shard.nextPosition % 32 == 0 || index == page.records.count - 1 {
                     shard.marks.append((shard.nextPosition, record.sequenceNumber))
                 }
-                try record.data.withUnsafeBufferPointer { value in
-                    try record.partitionKey.utf8CString.withUnsafeBytes { key in
-                        try body(
-                            KafkaRecordView(
-                                topic: configuration.stream, partition: shard.partition.partition, offset: position,
-                                key: UnsafeRawBufferPointer(rebasing: key.dropLast()), value: value))
-                    }
-                }
+                try hand(record, partition: shard.partition.partition, offset: position, body)
                 handed += 1
             }
             if page.end {
-                shard.endPosition = configuration.sessionsSpanShards ? mergedNext : shard.nextPosition
+                shard.endPosition = shard.nextPosition
                 logger.info("\(page.shard): read to its end (closed by a reshard)")
             }
         }
@@ -287,13 +273,9 @@ public final class KinesisRecordSource: RecordSource {
                 mergedNext += 1
                 shard.nextPosition = mergedNext
                 if mergedNext % 32 == 0 || queues[id]?.head == nil { shard.marks.append((mergedNext, record.sequenceNumber)) }
-                var ended = false
-                if queues[id]?.head == nil, queues[id]?.ended == true {
-                    shard.endPosition = mergedNext
-                    ended = true
-                    logger.info("\(id): read to its end (closed by a reshard)")
-                }
                 held[id] = shard
+                let ended = queues[id]?.head == nil && queues[id]?.ended == true
+                if ended { noteReadToEnd(id) }
                 try hand(record, partition: merged.partition, offset: position, body)
                 handed += 1
                 if ended {
@@ -304,16 +286,18 @@ public final class KinesisRecordSource: RecordSource {
                 }
             }
             // A shard read to its end with nothing left: its children take over.
-            var ended = false
-            for id in reading where queues[id]?.ended == true && queues[id]?.head == nil && held[id]?.endPosition == nil {
-                held[id]?.endPosition = mergedNext
-                ended = true
-                logger.info("\(id): read to its end (closed by a reshard)")
-            }
-            if ended { try? await scan() }
+            let endedEmpty = reading.filter { queues[$0]?.ended == true && queues[$0]?.head == nil && held[$0]?.endPosition == nil }
+            for id in endedEmpty { noteReadToEnd(id) }
+            if !endedEmpty.isEmpty { try? await scan() }
             if handed > 0 || monotonicSeconds() >= deadline || !rebalances.isEmpty { return handed }
             try? await Task.sleep(for: .milliseconds(10))
         }
+    }
+
+    /// Every record of a closed shard was handed on (read as one partition).
+    private func noteReadToEnd(_ id: String) {
+        held[id]?.endPosition = mergedNext
+        logger.info("\(id): read to its end (closed by a reshard)")
     }
 
     /// Whether a shard with nothing queued may still bring a record that reached Kinesis
