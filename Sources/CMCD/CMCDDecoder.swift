@@ -117,11 +117,8 @@ public enum CMCDDecoder {
 
     /// Finds the value of the `CMCD` argument in a URL or query string.
     static func queryValueRange(_ bytes: UnsafeBufferPointer<UInt8>, allowBareValue: Bool) -> Range<Int>? {
-        guard let base = bytes.baseAddress, !bytes.isEmpty else { return nil }
-        func find(_ byte: UInt8, from: Int, to: Int) -> Int? {
-            guard from < to, let hit = memchr(base + from, Int32(byte), to - from) else { return nil }
-            return base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
-        }
+        guard !bytes.isEmpty else { return nil }
+        func find(_ byte: UInt8, from: Int, to: Int) -> Int? { ByteSearch.first(byte, in: bytes, from: from, to: to) }
         var start = 0
         var end = bytes.count
         // A `?` begins the URL's query only when it ends a URL or path; in a query string a

@@ -95,7 +95,7 @@ public struct RecordParser: Sendable {
         var start = 0
         let n = message.count
         while start < n {
-            let end = message[start..<n].firstIndex(of: 0x0A) ?? n
+            let end = ByteSearch.first(0x0A, in: message, from: start, to: n) ?? n
             var lineEnd = end
             if lineEnd > start, message[lineEnd - 1] == 0x0D { lineEnd -= 1 }
             if lineEnd > start {

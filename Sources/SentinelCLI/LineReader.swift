@@ -1,3 +1,4 @@
+import CMCD
 import CMCDDetection
 import SentinelJSON
 
@@ -91,9 +92,7 @@ final class LineReader {
             count += 1
         }
         while count < limit {
-            // memchr finds each newline with vector instructions, not a byte at a time.
-            if scanned < filled, let found = memchr(buffer + scanned, 0x0A, filled - scanned) {
-                let newline = buffer.distance(to: found.assumingMemoryBound(to: UInt8.self))
+            if let newline = ByteSearch.first(0x0A, in: UnsafeBufferPointer(start: buffer, count: filled), from: scanned, to: filled) {
                 emit(newline)
                 start = newline + 1
                 scanned = start
@@ -128,12 +127,7 @@ final class LineReader {
     private func readMapped(_ base: UnsafePointer<UInt8>, _ size: Int, _ limit: Int, _ body: (Line) -> Void) -> Int {
         var count = 0
         while count < limit, start < size {
-            let end: Int
-            if let found = memchr(base + start, 0x0A, size - start) {
-                end = base.distance(to: found.assumingMemoryBound(to: UInt8.self))
-            } else {
-                end = size
-            }
+            let end = ByteSearch.first(0x0A, in: UnsafeBufferPointer(start: base, count: size), from: start, to: size) ?? size
             if end - start > maxLineBytes {
                 body(.tooLong(bytes: end - start))
             } else {

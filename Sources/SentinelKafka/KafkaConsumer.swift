@@ -18,6 +18,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// Where `pollBatch` receives message pointers; allocated once.
     private let batchBuffer = UnsafeMutableBufferPointer<UnsafeMutablePointer<rd_kafka_message_t>?>.allocate(capacity: 4_096)
     private var topicNames: [OpaquePointer: String] = [:]
+    private var lastTopic: (handle: OpaquePointer, name: String)?
 
     /// Why the configured assignor is risky with this librdkafka, nil when it is not:
     /// before 2.3.0 a consumer using `cooperative-sticky` that is closed before its first
@@ -252,9 +253,11 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// The topic's name, looked up once per topic handle (not allocated per record).
     private func topicName(_ rkt: OpaquePointer?) -> String {
         guard let rkt else { return "" }
-        if let name = topicNames[rkt] { return name }
-        let name = String(cString: rd_kafka_topic_name(rkt))
+        // A batch is nearly always one topic: the last one answers without hashing.
+        if let last = lastTopic, last.handle == rkt { return last.name }
+        let name = topicNames[rkt] ?? String(cString: rd_kafka_topic_name(rkt))
         topicNames[rkt] = name
+        lastTopic = (rkt, name)
         return name
     }
 
