@@ -84,7 +84,7 @@ public struct DetectionEngine: Sendable {
     public private(set) var watermark = Int64.min
 
     private var slots: [SessionState] = []
-    private var index = SessionTable()
+    @usableFromInline private(set) var index = SessionTable()
     private var links: [LRULink] = []
     private var freeSlots: [Int32] = []
     private var lruHead: Int32 = -1
@@ -119,7 +119,8 @@ public struct DetectionEngine: Sendable {
         sessionCapacity = rules.sessions.maxLiveSessions
     }
 
-    public var liveSessionCount: Int { index.count }
+    /// Inlinable: the daemon reads it around every record, and a call would copy the engine.
+    @inlinable public var liveSessionCount: Int { index.count }
 
     /// The oldest `Sample.position` that live state still depends on (a session still
     /// starting, a lookback window, an open episode), or nil when nothing is needed. Replaying

@@ -124,7 +124,8 @@ extension UInt64 {
 /// deletion by backward shift, so no tombstones build up). The caller confirms a candidate
 /// slot against its own keys: the table holds a 32-bit tag of each hash and the slot
 /// number, 8 bytes a bucket, so that the index of many sessions stays in a core's cache.
-struct SessionTable {
+@usableFromInline
+struct SessionTable: Sendable {
     private struct Bucket {
         /// The hash's high half (never 0; 0 marks an empty bucket). Its low bits are the
         /// home bucket, so entries can be moved without their full hash.
@@ -134,7 +135,7 @@ struct SessionTable {
 
     private var buckets: [Bucket]
     private var mask: Int
-    private(set) var count = 0
+    @usableFromInline private(set) var count = 0
 
     init() {
         buckets = Array(repeating: Bucket(tag: 0, slot: -1), count: 64)

@@ -113,13 +113,8 @@ final class ConsumeLoop {
     var metrics: DaemonMetrics { daemon.metrics }
     var logger: Logger { daemon.logger }
 
-    private var parser: RecordParser
-    private var engines: [KafkaTopicPartition: DetectionEngine] = [:]
-    /// Cohort windows and incidents over every partition this daemon reads.
-    private var cohorts: CohortTracker
-    /// Live sessions over all engines: `sessions.max_live_sessions` bounds the daemon, not
-    /// each partition, so each engine gets what the others leave of it.
-    private var liveSessions = 0
+    /// The parser, engines, cohorts and held findings: what each record touches.
+    private var path: RecordPath
     /// Whether each partition is really being fetched (see `FetchHealth`).
     private let fetching = FetchHealth()
     /// The commit, batching and stop policy (offsets per partition among it).
@@ -132,16 +127,8 @@ final class ConsumeLoop {
     /// A sink (or a rollup sink) failed for good: the daemon stops without committing past it.
     private var sinkFailure: (any Error)?
     private var lastPendingLog = 0.0
-    /// Findings not yet handed to the sinks (see `ConsumeStateMachine.afterPoll`).
-    private var heldFindings: [Finding] = []
-    /// Records given to the record sinks since they were last asked for room.
-    private var recordsSinceRoomCheck = 0
-    /// The engine of the partition being read, out of `engines` while a batch is handled, and
-    /// the offset of its last record handled.
-    private var current: (tp: KafkaTopicPartition, engine: DetectionEngine, lastOffset: Int64?)?
-    /// When the batch in hand was polled (monotonic seconds, and wall-clock milliseconds).
+    /// When the batch in hand was polled (monotonic seconds).
     private var batchTime = 0.0
-    private var batchWallClock: Int64 = 0
 
     /// Records taken from the client at a time: parse and detect run over them before the
     /// loop looks at rebalances, timers and sinks again.
@@ -149,9 +136,9 @@ final class ConsumeLoop {
 
     init(daemon: Daemon) {
         self.daemon = daemon
-        cohorts = CohortTracker(rules: daemon.rules)
-        cohorts.collectsRollups = !daemon.rollupSinks.isEmpty
-        parser = RecordParser(configuration: .init(format: daemon.configuration.input.format, fields: daemon.configuration.input.fields))
+        path = RecordPath(
+            parser: RecordParser(configuration: .init(format: daemon.configuration.input.format, fields: daemon.configuration.input.fields)),
+            rules: daemon.rules, recordSinks: daemon.recordSinks, collectsRollups: !daemon.rollupSinks.isEmpty, fetching: fetching)
         var policy = ConsumeStateMachine.Configuration()
         policy.commitIntervalSeconds = daemon.options.commitIntervalSeconds
         policy.exitWhenIdleSeconds = daemon.options.exitWhenIdleSeconds
@@ -172,13 +159,15 @@ final class ConsumeLoop {
         }
         machine.started(now: monotonicSeconds())
         while !stop.isSet {
-            let held = heldFindings.count
+            let held = path.heldFindings.count
             batchTime = monotonicSeconds()
-            batchWallClock = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+            let wallClock = Int64((Date().timeIntervalSince1970 * 1000).rounded())
             let polled: Int
             do {
                 defer { parkEngine() }
-                polled = try await source.poll(max: Self.batchSize, timeoutMs: machine.pollTimeoutMs(heldFindings: held)) { try handle($0) }
+                polled = try await source.poll(max: Self.batchSize, timeoutMs: machine.pollTimeoutMs(heldFindings: held)) { record in
+                    try path.handle(record, wallClock: wallClock) { try deadLetter(record, reason: $0, detail: $1, line: $2) }
+                }
             }
             if let caughtUp = source.caughtUp() { fetching.recordCaughtUp(caughtUp) }
             if polled > 0 {
@@ -191,17 +180,15 @@ final class ConsumeLoop {
                 // A quiet stream: event time moves on with the wall clock, so idle sessions are
                 // evicted and stuck startups fire even when no record arrives; only for a
                 // partition that is fetched and caught up (a broker outage is no quiet stream).
-                for tp in engines.keys.sorted() where engines[tp]!.watermark > Int64.min && fetching.mayAdvance(tp, at: now) {
-                    engines[tp]!.advance(to: engines[tp]!.watermark + elapsedMs, into: &heldFindings)
-                }
+                path.advanceQuietPartitions(by: elapsedMs) { fetching.mayAdvance($0, at: now) }
                 advanceCohorts()
                 countLiveSessions()
             }
-            let actions = machine.afterPoll(recordPolled: polled > 0, heldBefore: held, heldNow: heldFindings.count, now: now)
+            let actions = machine.afterPoll(recordPolled: polled > 0, heldBefore: held, heldNow: path.heldFindings.count, now: now)
             if actions.emitFindings { try await emitHeldFindings() }
-            if !daemon.recordSinks.isEmpty, recordsSinceRoomCheck >= 1_000 || (polled == 0 && recordsSinceRoomCheck > 0) {
+            if !daemon.recordSinks.isEmpty, path.recordsSinceRoomCheck >= 1_000 || (polled == 0 && path.recordsSinceRoomCheck > 0) {
                 // Backpressure: a full sink (InfluxDB behind) holds the loop here.
-                recordsSinceRoomCheck = 0
+                path.recordsSinceRoomCheck = 0
                 for sink in daemon.recordSinks { try await sink.waitForRoom() }
             }
             if actions.publishMetrics { publishMetrics() }
@@ -237,7 +224,7 @@ final class ConsumeLoop {
     private func restoreOpenIncidents() async throws {
         guard let store = options.checkpoints, rules.cohorts.enabled else { return }
         do {
-            let restored = cohorts.restore(try await store.openIncidents())
+            let restored = path.cohorts.restore(try await store.openIncidents())
             if restored > 0 { logger.info("\(restored) open incidents taken back from the alerts table") }
         } catch {
             logger.warning("open incidents could not be read (\(error)); they fire again if they go on")
@@ -284,61 +271,16 @@ final class ConsumeLoop {
         return consumer
     }
 
-    /// Parses a record, feeds its samples to its partition's engine and holds the findings.
-    /// The record is librdkafka's memory, parsed in place.
-    private func handle(_ record: KafkaRecordView) throws {
-        if current?.tp.partition != record.partition || current?.tp.topic != record.topic {
-            switchEngine(to: record.topicPartition)
-        }
-        current!.lastOffset = record.offset
-        let liveBefore = current!.engine.liveSessionCount
-        current!.engine.sessionCapacity = max(1, rules.sessions.maxLiveSessions - (liveSessions - liveBefore))
-        defer {
-            liveSessions += current!.engine.liveSessionCount - liveBefore
-            if liveSessions > rules.sessions.maxLiveSessions {
-                // An engine holding no session cannot make room itself: the fullest one does.
-                parkEngine()
-                while liveSessions > rules.sessions.maxLiveSessions,
-                    let fullest = engines.max(by: { $0.value.liveSessionCount < $1.value.liveSessionCount })?.key,
-                    engines[fullest]!.evictLeastRecentlySeen(into: &heldFindings)
-                {
-                    liveSessions -= 1
-                }
-            }
-        }
-        var deadLetterError: KafkaError?
-        var sampleSinkError: (any Error)?
-        parser.parseLines(of: record.value) { outcome, line in
-            switch outcome {
-            case .sample(var sample):
-                sample.position = record.offset
-                if !daemon.recordSinks.isEmpty, sampleSinkError == nil {
-                    recordsSinceRoomCheck += 1
-                    do {
-                        for sink in daemon.recordSinks { try sink.record(sample) }
-                    } catch {
-                        sampleSinkError = error
-                    }
-                }
-                current!.engine.process(sample, into: &heldFindings)
-                cohorts.observe(sample, current!.engine.lastObservation, into: &heldFindings)
-            case .skipped(let reason, let detail):
-                guard let deadLetters, deadLetterError == nil else { return }
-                do throws(KafkaError) {
-                    try deadLetters.send(
-                        topic: configuration.kafka.deadLetterTopic, key: record.key.map { Array($0) }, value: Array(line),
-                        headers: [
-                            ("cmcd-sentinel-reason", reason.rawValue), ("cmcd-sentinel-detail", String(detail.prefix(200))),
-                            ("cmcd-sentinel-source", "\(record.topic)/\(record.partition)/\(record.offset)"),
-                        ])
-                    deadLettersSent += 1
-                } catch {
-                    deadLetterError = error
-                }
-            }
-        }
-        if let deadLetterError { throw deadLetterError }
-        if let sampleSinkError { throw sampleSinkError }
+    /// Sends a line that gave no sample to `kafka.dead_letter_topic`, when one is configured.
+    private func deadLetter(_ record: KafkaRecordView, reason: SkipReason, detail: String, line: UnsafeBufferPointer<UInt8>) throws {
+        guard let deadLetters else { return }
+        try deadLetters.send(
+            topic: configuration.kafka.deadLetterTopic, key: record.key.map { Array($0) }, value: Array(line),
+            headers: [
+                ("cmcd-sentinel-reason", reason.rawValue), ("cmcd-sentinel-detail", String(detail.prefix(200))),
+                ("cmcd-sentinel-source", "\(record.topic)/\(record.partition)/\(record.offset)"),
+            ])
+        deadLettersSent += 1
     }
 
     /// Closes the cohort windows that every partition still being caught up on has passed
@@ -350,7 +292,7 @@ final class ConsumeLoop {
         let now = monotonicSeconds()
         var slowest = Int64.max
         var newest = Int64.min
-        for (tp, engine) in engines {
+        for (tp, engine) in path.engines {
             newest = max(newest, engine.watermark)
             if fetching.mayAdvance(tp, at: now) { continue }
             guard engine.watermark > Int64.min else { return }
@@ -358,14 +300,14 @@ final class ConsumeLoop {
         }
         let watermark = slowest < Int64.max ? slowest : newest
         guard watermark > Int64.min else { return }
-        cohorts.advance(to: watermark &- rules.sessions.reorderToleranceMs, into: &heldFindings)
+        path.advanceCohorts(to: watermark &- rules.sessions.reorderToleranceMs)
         handRollups()
     }
 
     /// Hands the cohorts' closed windows to the rollup sinks (InfluxDB's `cmcd_qoe`).
     private func handRollups() {
         guard !daemon.rollupSinks.isEmpty else { return }
-        let rollups = cohorts.takeRollups()
+        let rollups = path.cohorts.takeRollups()
         guard !rollups.isEmpty, sinkFailure == nil else { return }
         do {
             for sink in daemon.rollupSinks { try sink.rollup(rollups) }
@@ -375,35 +317,21 @@ final class ConsumeLoop {
         }
     }
 
-    /// Takes the engine of `tp` out of `engines` for the records that follow (one lookup per
-    /// partition per batch, not several per record), putting the previous one back.
-    private func switchEngine(to tp: KafkaTopicPartition) {
-        parkEngine()
-        fetching.recordFetched(tp)
-        var engine = engines.removeValue(forKey: tp) ?? DetectionEngine(rules: rules)
-        // The reference for records dated implausibly far ahead (`sessions.max_future_ms`).
-        engine.noteWallClock(batchWallClock)
-        current = (tp, engine, nil)
-    }
-
-    /// Puts the engine in use back in `engines` and tells the policy how far its partition
-    /// was handled.
+    /// Puts the engine in use back and tells the policy how far each partition was handled.
     private func parkEngine() {
-        guard let parked = current else { return }
-        current = nil
-        engines[parked.tp] = parked.engine
-        if let offset = parked.lastOffset { machine.handled(parked.tp, offset: offset, now: batchTime) }
+        path.park()
+        for (tp, offset) in path.takeHandled() { machine.handled(tp, offset: offset, now: batchTime) }
     }
 
     /// Hands the held findings to every sink, in the order they were found.
     private func emitHeldFindings() async throws {
-        guard !heldFindings.isEmpty else { return }
+        guard !path.heldFindings.isEmpty else { return }
         for sink in sinks {
             let start = monotonicSeconds()
-            try await sink.write(heldFindings)
+            try await sink.write(path.heldFindings)
             metrics.recordOutput(sink: sink.name, seconds: monotonicSeconds() - start)
         }
-        heldFindings.removeAll(keepingCapacity: true)
+        path.heldFindings.removeAll(keepingCapacity: true)
     }
 
     /// Commits what every sink holds. While running and on a revoke, never past the oldest
@@ -416,8 +344,8 @@ final class ConsumeLoop {
     /// A failed commit or checkpoint is counted and retried next time.
     private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, everything: Bool = false, force: Bool = false) async {
         guard let source else { return }
-        var plan = machine.planCommit(only: partitions, everything: everything, force: force, now: monotonicSeconds()) { engines[$0]?.restartPosition() }
-        plan.checkpoints = plan.checkpoints.filter { engines[$0.key] != nil }
+        var plan = machine.planCommit(only: partitions, everything: everything, force: force, now: monotonicSeconds()) { path.engines[$0]?.restartPosition() }
+        plan.checkpoints = plan.checkpoints.filter { path.engines[$0.key] != nil }
         guard !plan.isEmpty, sinkFailure == nil else { return }
         let offsets = plan.offsets
         let due = plan.checkpoints
@@ -440,7 +368,7 @@ final class ConsumeLoop {
         if let store = options.checkpoints, !due.isEmpty {
             let start = monotonicSeconds()
             let checkpoints = due.keys.sorted().map { tp in
-                DetectionCheckpoint(topic: tp.topic, partition: tp.partition, nextOffset: due[tp]!, state: engines[tp]!.checkpoint())
+                DetectionCheckpoint(topic: tp.topic, partition: tp.partition, nextOffset: due[tp]!, state: path.engines[tp]!.checkpoint())
             }
             do {
                 try await store.save(checkpoints)
@@ -488,7 +416,7 @@ final class ConsumeLoop {
                     continue
                 }
                 let engine = try DetectionEngine(rules: rules, checkpoint: checkpoint.state)
-                engines[tp] = engine
+                path.engines[tp] = engine
                 machine.resumed(tp, at: checkpoint.nextOffset)
                 starts[tp] = checkpoint.nextOffset
                 metrics.recordRestore(sessions: engine.liveSessionCount)
@@ -506,7 +434,7 @@ final class ConsumeLoop {
     }
 
     private func assign(_ partitions: [KafkaTopicPartition]) {
-        for tp in partitions where engines[tp] == nil { engines[tp] = DetectionEngine(rules: rules) }
+        for tp in partitions where path.engines[tp] == nil { path.engines[tp] = DetectionEngine(rules: rules) }
         logger.info("assigned \(partitions.map(\.description).joined(separator: ", "))")
         publishMetrics()
     }
@@ -533,7 +461,7 @@ final class ConsumeLoop {
         // from the checkpoint saved here when it shares the store.
         await commitPending(only: Set(partitions), force: true)
         for tp in partitions {
-            if let engine = engines.removeValue(forKey: tp) { retiredStatistics.add(engine.statistics) }
+            if let engine = path.engines.removeValue(forKey: tp) { retiredStatistics.add(engine.statistics) }
         }
         machine.revoked(partitions)
         countLiveSessions()
@@ -541,23 +469,20 @@ final class ConsumeLoop {
         publishMetrics()
     }
 
-    /// Recounts the live sessions over all engines (after evictions outside `handle`).
-    private func countLiveSessions() {
-        liveSessions = engines.values.reduce(0) { $0 + $1.liveSessionCount }
-    }
+    private func countLiveSessions() { path.countLiveSessions() }
 
     private func publishMetrics() {
         var total = retiredStatistics
         var live = 0
-        for engine in engines.values {
+        for engine in path.engines.values {
             total.add(engine.statistics)
             live += engine.liveSessionCount
         }
         // Incidents are findings too.
-        total.findings.merge(cohorts.statistics.findings, uniquingKeysWith: +)
+        total.findings.merge(path.cohorts.statistics.findings, uniquingKeysWith: +)
         metrics.update(
-            skipped: parser.statistics.skipped, memberErrors: parser.statistics.memberErrors, deadLetters: deadLettersSent, detection: total, liveSessions: live,
-            assigned: engines.keys.sorted().map(\.description), cohorts: cohorts.statistics)
+            skipped: path.parser.statistics.skipped, memberErrors: path.parser.statistics.memberErrors, deadLetters: deadLettersSent, detection: total, liveSessions: live,
+            assigned: path.engines.keys.sorted().map(\.description), cohorts: path.cohorts.statistics)
     }
 }
 
