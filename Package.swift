@@ -42,12 +42,14 @@ let package = Package(
         .target(name: "SentinelSinks", dependencies: ["CMCDRecords", "CMCDDetection"], swiftSettings: strict),
         // Edges: Kafka (librdkafka from Debian's librdkafka-dev).
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
+        // glibc's mallopt, for the daemon's allocator settings.
+        .systemLibrary(name: "CMalloc"),
         .target(
             name: "SentinelKafka", dependencies: ["CRdKafka", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "SentinelDaemon",
             dependencies: [
-                "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelKafka", "SentinelJSON", "SentinelHTTP", "SentinelSinks",
+                "CMCDRecords", "CMCDDetection", "SentinelConfig", "SentinelKafka", "SentinelJSON", "SentinelHTTP", "SentinelSinks", "CMalloc",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
