@@ -89,7 +89,7 @@ public enum LineProtocol {
     /// character boundary.
     static func appendEscaped(_ text: UnsafeBufferPointer<UInt8>, _ context: Context, to out: inout [UInt8]) {
         // The usual text (short, nothing to escape) is appended as it is.
-        if text.count <= maxValueBytes, !text.contains(where: context.needsWork) {
+        if text.count <= maxValueBytes, !mayNeedWork(text, context) {
             out.append(contentsOf: text)
             return
         }
@@ -111,6 +111,25 @@ public enum LineProtocol {
                 out.append(byte)
             }
         }
+    }
+
+    /// Whether any byte of `text` may need work in `context`: sixteen bytes at a time,
+    /// `ByteBlocks.stringStops` and `=` flag every byte any context escapes or replaces (and a
+    /// few none does, such as `#`, `%` and non-ASCII bytes, which then take the exact path),
+    /// the tail a byte at a time. Session ids are most of what is checked.
+    @inline(__always)
+    static func mayNeedWork(_ text: UnsafeBufferPointer<UInt8>, _ context: Context) -> Bool {
+        guard let base = text.baseAddress else { return false }
+        var i = 0
+        while i + ByteBlocks.size <= text.count {
+            if ByteBlocks.stringStops(base + i) | ByteBlocks.equal(base + i, UInt8(ascii: "=")) != 0 { return true }
+            i += ByteBlocks.size
+        }
+        while i < text.count {
+            if context.needsWork(base[i]) { return true }
+            i += 1
+        }
+        return false
     }
 
     /// Appends an integer's decimal digits (as `String(value)` writes them).
