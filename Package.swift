@@ -212,7 +212,7 @@ let package = Package(
             name: "SentinelDaemonTests",
             dependencies: [
                 "SentinelKafka", "SentinelJSON", "CMCDSentinel", "SentinelTestSupport", "SentinelAlerts", "SentinelConfig", "SentinelYAML",
-                "SentinelDaemon",
+                "SentinelDaemon", "CMCDDetection", "CMCDRecords",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             exclude: ["parse_metrics.py"], swiftSettings: strict),
