@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "SentinelConfig", dependencies: ["CMCDRecords", "SentinelYAML"], swiftSettings: strict),
         // The seam between the daemon and its sinks: what a sink, a record sink and a
         // checkpoint store are. Each sink lives in its edge module; only the command wires them.
-        .target(name: "SentinelSinks", dependencies: ["CMCDRecords", "CMCDDetection"], swiftSettings: strict),
+        .target(name: "SentinelSinks", dependencies: ["CMCDRecords", "CMCDDetection", "SentinelJSON"], swiftSettings: strict),
         // Edges: Kafka (librdkafka from Debian's librdkafka-dev).
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
         // glibc's mallopt, for the daemon's allocator settings.

@@ -2,6 +2,7 @@ import ArgumentParser
 import AsyncAlgorithms
 import CMCDDetection
 import CMCDRecords
+import SentinelSinks
 import SentinelDaemon
 
 #if canImport(Glibc)

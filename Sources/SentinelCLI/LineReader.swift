@@ -142,56 +142,6 @@ final class LineReader {
     }
 }
 
-/// Buffered writes to a file descriptor (stdout by default).
-final class OutputBuffer {
-    private var bytes: [UInt8] = []
-    private let fd: Int32
-    private let flushAt = 64 * 1024
-
-    init(fd: Int32 = 1) {
-        self.fd = fd
-        bytes.reserveCapacity(flushAt + 4096)
-    }
-
-    func writeLine(_ text: String) {
-        bytes.append(contentsOf: text.utf8)
-        bytes.append(0x0A)
-        if bytes.count >= flushAt { flush() }
-    }
-
-    /// One JSON value as a line, written straight into the buffer.
-    func writeLine(_ value: JSONValue) {
-        JSONWriter.write(value, into: &bytes)
-        bytes.append(0x0A)
-        if bytes.count >= flushAt { flush() }
-    }
-
-    /// A finding's JSON as a line, written straight into the buffer.
-    func writeLine(_ finding: Finding) {
-        finding.writeJSON(into: &bytes)
-        bytes.append(0x0A)
-        if bytes.count >= flushAt { flush() }
-    }
-
-    /// Writes out what is buffered; false when the descriptor refused it.
-    @discardableResult
-    func flush() -> Bool {
-        var offset = 0
-        defer { bytes.removeAll(keepingCapacity: true) }
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
-            offset += n
-        }
-        return true
-    }
-
-    deinit { flush() }
-}
-
 /// Writes one line to standard error.
 func printError(_ text: String) {
     var line = text

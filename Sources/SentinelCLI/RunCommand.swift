@@ -191,24 +191,3 @@ struct ConfigCommand: ParsableCommand {
     }
 }
 
-/// Findings as JSON lines on standard output, written before offsets are committed.
-final class StdoutSink: FindingSink {
-    let name = "stdout"
-    private let out = Mutex(OutputBuffer())
-
-    struct WriteError: Error, CustomStringConvertible {
-        var description: String { "cannot write findings to standard output: \(String(cString: strerror(errno)))" }
-    }
-
-    func write(_ findings: [Finding]) async throws {
-        let written = out.withLock { out in
-            for finding in findings { out.writeLine(finding) }
-            return out.flush()
-        }
-        if !written { throw WriteError() }
-    }
-
-    func flush() async throws {
-        if !out.withLock({ $0.flush() }) { throw WriteError() }
-    }
-}
