@@ -182,7 +182,7 @@ final class ConsumeLoop {
                 // partition that is fetched and caught up (a broker outage is no quiet stream).
                 path.advanceQuietPartitions(by: elapsedMs) { fetching.mayAdvance($0, at: now) }
                 advanceCohorts()
-                countLiveSessions()
+                path.countLiveSessions()
             }
             let actions = machine.afterPoll(recordPolled: polled > 0, heldBefore: held, heldNow: path.heldFindings.count, now: now)
             if actions.emitFindings { try await emitHeldFindings() }
@@ -429,7 +429,7 @@ final class ConsumeLoop {
                 logger.warning("\(tp): checkpoint could not be read (\(error)); starting at the committed offset")
             }
         }
-        countLiveSessions()
+        path.countLiveSessions()
         return starts
     }
 
@@ -464,12 +464,10 @@ final class ConsumeLoop {
             if let engine = path.engines.removeValue(forKey: tp) { retiredStatistics.add(engine.statistics) }
         }
         machine.revoked(partitions)
-        countLiveSessions()
+        path.countLiveSessions()
         logger.info("revoked \(partitions.map(\.description).joined(separator: ", "))")
         publishMetrics()
     }
-
-    private func countLiveSessions() { path.countLiveSessions() }
 
     private func publishMetrics() {
         var total = retiredStatistics
