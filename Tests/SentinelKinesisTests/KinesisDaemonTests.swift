@@ -82,6 +82,19 @@ import Testing
     }
 
     /// Offline findings, without the end-of-input resolutions a running daemon does not produce.
+    /// Puts `lines` to a new stream of `shards` shards, runs the daemon on it until it idles
+    /// (it must succeed) and gives its output beside what `detect` says of the same lines.
+    static func readThroughKinesis(
+        _ lines: String, streamPrefix: String, shards: Int, keys: String = "session", rate: Int? = nil, sessionsSpanShards: Bool
+    ) async throws -> (stream: String, result: Output, expected: Set<String>) {
+        let stream = "\(streamPrefix)-\(UUID().uuidString.prefix(8).lowercased())"
+        try await replay(stream, shards: shards, lines: lines, keys: keys, rate: rate)
+        let config = try configuration(stream: stream, sessionsSpanShards: sessionsSpanShards)
+        let result = try await run(["run", "--config", config, "--exit-when-idle", "3"])
+        #expect(result.status == 0, "\(result.stderr)")
+        return (stream, result, try await expected(lines))
+    }
+
     static func expected(_ lines: String) async throws -> Set<String> {
         let result = try await run(["detect", "-"], stdin: lines)
         return Set(result.lines.filter { !$0.contains(#""resolution":"end_of_input""#) })
@@ -95,13 +108,8 @@ import Testing
 
     @Test func findingsThroughKinesisMatchOfflineDetectionAndEveryShardIsCheckpointed() async throws {
         let lines = try String(contentsOfFile: Self.demo, encoding: .utf8)
-        let stream = "daemon-\(UUID().uuidString.prefix(8).lowercased())"
-        try await Self.replay(stream, shards: 3, lines: lines)
         // Keyed by session: each shard a partition of its own.
-        let config = try Self.configuration(stream: stream, sessionsSpanShards: false)
-        let result = try await Self.run(["run", "--config", config, "--exit-when-idle", "3"])
-        #expect(result.status == 0, "\(result.stderr)")
-        let expected = try await Self.expected(lines)
+        let (stream, result, expected) = try await Self.readThroughKinesis(lines, streamPrefix: "daemon", shards: 3, sessionsSpanShards: false)
         #expect(!expected.isEmpty)
         #expect(Set(result.lines) == expected)
         #expect(result.lines.count == expected.count, "no duplicates in a clean run")
@@ -116,12 +124,7 @@ import Testing
     /// the viewers' findings and the one incident, exactly as `detect` gives them.
     @Test func aPoPOutageThroughKinesisIsWhatDetectSays() async throws {
         let lines = OutageLines.cloudFront(perEdge: 100, failing: "FRA56-C2", healthy: "AMS1-C1").map(\.line).joined(separator: "\n") + "\n"
-        let stream = "outage-\(UUID().uuidString.prefix(8).lowercased())"
-        try await Self.replay(stream, shards: 4, lines: lines)
-        let config = try Self.configuration(stream: stream, sessionsSpanShards: false)
-        let result = try await Self.run(["run", "--config", config, "--exit-when-idle", "3"])
-        #expect(result.status == 0, "\(result.stderr)")
-        let expected = try await Self.expected(lines)
+        let (_, result, expected) = try await Self.readThroughKinesis(lines, streamPrefix: "outage", shards: 4, sessionsSpanShards: false)
         #expect(expected.filter { $0.contains(#""type":"incident""#) }.count == 2, "the outage fires and resolves one incident")
         // An incident names a few of its sessions as examples, the first it met in the window:
         // which ones depends on how the shards' records interleave, so they are left out.
@@ -138,13 +141,10 @@ import Testing
     /// partition, the stream gives exactly the findings `detect` gives on the same lines.
     @Test func sessionsSpreadOverTheShardsAreReadAsOne() async throws {
         let lines = try String(contentsOfFile: Self.demo, encoding: .utf8)
-        let stream = "spread-\(UUID().uuidString.prefix(8).lowercased())"
         // Put one at a time (as CloudFront's edges put them, as they come): Kinesis's arrival
         // times then say the order across shards.
-        try await Self.replay(stream, shards: 4, lines: lines, keys: "random", rate: 10)
-        let result = try await Self.run(["run", "--config", try Self.configuration(stream: stream), "--exit-when-idle", "3"])
-        #expect(result.status == 0, "\(result.stderr)")
-        let expected = try await Self.expected(lines)
+        let (stream, result, expected) = try await Self.readThroughKinesis(
+            lines, streamPrefix: "spread", shards: 4, keys: "random", rate: 10, sessionsSpanShards: true)
         #expect(Set(result.lines) == expected)
         #expect(result.lines.count == expected.count, "no duplicates in a clean run")
         let table = try await leases(stream)
