@@ -100,11 +100,7 @@ extension ReplayCommand {
                         return
                     }
                     guard !bytes.isEmpty else { return }
-                    var key: String?
-                    parser.parse(line: bytes) { outcome in
-                        if key == nil, case .sample(let sample) = outcome, !sample.sessionID.isEmpty { key = sample.sessionID }
-                    }
-                    pending.append((partitionKey == .random ? String(UInt64.random(in: 0...UInt64.max), radix: 16) : Self.partitionKey(key, bytes), Array(bytes)))
+                    pending.append((Self.partitionKey(of: bytes, keying: partitionKey, parser: &parser), Array(bytes)))
                     pendingBytes += bytes.count + 256
                 }
                 if lines == 0 { break }
@@ -118,8 +114,14 @@ extension ReplayCommand {
         if tooLong > 0 { throw CommandFailure.runtime("replay: \(tooLong) lines longer than \(configuration.maxLineBytes) bytes were not sent") }
     }
 
-    /// The session id (at most 256 characters, as Kinesis allows), else the line's own hash.
-    static func partitionKey(_ sessionID: String?, _ line: UnsafeBufferPointer<UInt8>) -> String {
+    /// A line's partition key: a random one (the line is not parsed), or its session id (at
+    /// most 256 characters, as Kinesis allows), else the line's own hash.
+    static func partitionKey(of line: UnsafeBufferPointer<UInt8>, keying: PartitionKeying, parser: inout RecordParser) -> String {
+        if keying == .random { return String(UInt64.random(in: 0...UInt64.max), radix: 16) }
+        var sessionID: String?
+        parser.parse(line: line) { outcome in
+            if sessionID == nil, case .sample(let sample) = outcome, !sample.sessionID.isEmpty { sessionID = sample.sessionID }
+        }
         if let sessionID { return String(sessionID.prefix(256)) }
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in line { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
