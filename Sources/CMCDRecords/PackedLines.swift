@@ -19,8 +19,7 @@ public struct PackedLines: Sendable {
     }
 
     public mutating func append(_ line: [UInt8]) {
-        bytes.append(contentsOf: line)
-        ends.append(bytes.count)
+        line.withUnsafeBufferPointer { append($0) }
     }
 
     /// Calls `body` with each line in order.
