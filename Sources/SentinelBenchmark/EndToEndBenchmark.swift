@@ -177,7 +177,6 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         configuration.kafka.properties = ["fetch.max.bytes": "52428800", "queued.max.messages.kbytes": queueKB]
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = 1
-        Daemon.configureAllocator()  // as `run` does
 
         // The same backlog read by a bare librdkafka consumer (fetch and discard: what `kcat -C
         // -e` does), then by the daemon with each set of sinks; CPU is the process's user +

@@ -115,7 +115,6 @@ struct RunCommand: AsyncParsableCommand {
             // from the lease's checkpoint, which never passes what live state needs.
             options.checkpoints = nil
         }
-        Daemon.configureAllocator()
         let daemon = Daemon(configuration: configuration, rules: rules, options: options, sinks: sinks, metrics: metrics, logger: logger)
         // When the daemon returns (idle exit, or after a graceful stop), the group shuts down;
         // it is the last service, so it is the first to stop.

@@ -2,16 +2,27 @@
 import CMalloc
 #endif
 
-extension Daemon {
-    /// Has the C allocator give large blocks back to the system when they are freed. glibc
-    /// otherwise raises its mmap threshold after the first large free and keeps later large
-    /// blocks in its heap, where each old copy of an engine's growing session table stays
-    /// resident: at 300,000 live sessions that was about 40% of the daemon's memory per
-    /// session. Blocks of 1 MiB and more (session tables, librdkafka's fetch buffers) are
-    /// mapped and unmapped instead. Call once, before the daemon starts; nothing without glibc.
-    public static func configureAllocator() {
+/// When the daemon gives the C allocator's free memory back to the system. An engine's
+/// session table is an array that doubles as sessions arrive; glibc keeps each outgrown copy
+/// below its mmap threshold (raised as large blocks are freed, up to 32 MiB) in its heap,
+/// resident: at 300,000 live sessions that was about 40% of the daemon's memory per session.
+/// Trimming each time the live sessions reach a quarter more than at the last trim releases
+/// those copies (a few dozen times in a daemon's life), while the heap keeps reusing
+/// librdkafka's fetch buffers without faulting in fresh pages for each.
+struct AllocatorTrimming {
+    private var nextTrimAt = 1_024
+
+    /// Whether to trim now, with `liveSessions` live.
+    mutating func shouldTrim(liveSessions: Int) -> Bool {
+        guard liveSessions >= nextTrimAt else { return false }
+        nextTrimAt = liveSessions + liveSessions / 4
+        return true
+    }
+
+    /// Returns the free pages of every heap to the system (glibc's `malloc_trim`; nothing elsewhere).
+    static func releaseFreeMemory() {
         #if canImport(Glibc)
-        _ = CMalloc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+        _ = CMalloc.malloc_trim(0)
         #endif
     }
 }

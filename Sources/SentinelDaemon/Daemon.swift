@@ -129,6 +129,7 @@ final class ConsumeLoop {
     private var lastPendingLog = 0.0
     /// When the batch in hand was polled (monotonic seconds).
     private var batchTime = 0.0
+    private var trimming = AllocatorTrimming()
 
     /// Records taken from the client at a time: parse and detect run over them before the
     /// loop looks at rebalances, timers and sinks again.
@@ -173,6 +174,7 @@ final class ConsumeLoop {
             if polled > 0 {
                 metrics.countConsumed(polled)
                 advanceCohorts()
+                if trimming.shouldTrim(liveSessions: path.liveSessions) { AllocatorTrimming.releaseFreeMemory() }
             }
             try await completeRebalances(source)
             let now = monotonicSeconds()

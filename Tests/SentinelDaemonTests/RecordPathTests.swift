@@ -87,3 +87,17 @@ struct RecordPathTests {
         #expect(path.takeHandled().map(\.1) == [3])
     }
 }
+
+@Suite struct AllocatorTrimmingTests {
+    /// A trim each time the live sessions reach a quarter more than at the last one: a few
+    /// dozen in a daemon's life, none while the count stays put or falls.
+    @Test func trimsAsTheLiveSessionsGrowByAQuarter() {
+        var trimming = AllocatorTrimming()
+        let counts = [0, 1_023, 1_024, 1_024, 1_279, 1_280, 500]
+        let trimmed = counts.map { trimming.shouldTrim(liveSessions: $0) }
+        #expect(trimmed == [false, false, true, false, false, true, false], "falling or staying put does not trim")
+        var trims = 0
+        for live in stride(from: 1_281, through: 300_000, by: 100) where trimming.shouldTrim(liveSessions: live) { trims += 1 }
+        #expect((20...30).contains(trims))
+    }
+}
