@@ -49,14 +49,36 @@ public final class InfluxWriter: Service, Sendable {
         var closed = false
         var stats = Statistics()
         var resolvedAPI: SentinelConfiguration.Influx.API?
+        /// Emptied buffers of written batches, their memory kept for the next ones: a batch
+        /// (a megabyte or two with `write_raw`) neither grows by copying itself nor faults
+        /// in fresh pages.
+        var spareBuffers: [[UInt8]] = []
+        /// The largest batch so far, in bytes: what a new buffer reserves.
+        var largestBatchBytes = 0
 
         var buffered: Int { filling.points + sendingPoints + sealed.reduce(0) { $0 + $1.points } }
         /// Nothing waits to be written or is being written.
         var isIdle: Bool { filling.points == 0 && sealed.isEmpty && sendingPoints == 0 }
 
         mutating func seal() {
+            largestBatchBytes = max(largestBatchBytes, filling.bytes.count)
             sealed.append(filling)
             filling = Batch()
+            if let spare = spareBuffers.popLast() {
+                filling.bytes = spare
+            } else {
+                filling.bytes.reserveCapacity(largestBatchBytes + largestBatchBytes / 8)
+            }
+        }
+
+        /// Keeps a written batch's buffer (taken from `bytes`, which nothing else may hold,
+        /// or its memory is not reused) for a later batch; two at most.
+        mutating func recycle(_ bytes: inout [UInt8]) {
+            guard spareBuffers.count < 2 else { return }
+            var buffer: [UInt8] = []
+            swap(&buffer, &bytes)
+            buffer.removeAll(keepingCapacity: true)
+            spareBuffers.append(buffer)
         }
     }
 
@@ -237,15 +259,19 @@ public final class InfluxWriter: Service, Sendable {
             case .wait(let ms):
                 // Woken early when a batch fills up; otherwise when the filling one is due.
                 try? await Task.sleep(for: .milliseconds(min(ms, 20)))
-            case .send(let batch):
+            case .send(var batch):
                 let result = await write(batch)
+                let points = batch.points
+                var written: [UInt8] = []
+                if case .success = result { swap(&written, &batch.bytes) }  // the only reference left, reused
                 let (buffered, failed) = state.withLock { s in
                     s.sendingPoints = 0
                     switch result {
                     case .success(let seconds):
-                        s.stats.pointsWritten += batch.points
+                        s.stats.pointsWritten += points
                         s.stats.batchesWritten += 1
                         s.stats.writeSeconds += seconds
+                        s.recycle(&written)
                     case .failure(let error):
                         if s.closed, s.finalError == nil {
                             s.sealed.insert(batch, at: 0)  // abandoned at shutdown: not written, not committed

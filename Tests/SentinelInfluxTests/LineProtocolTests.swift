@@ -181,3 +181,24 @@ extension LineProtocolTests {
         #expect(text.hasSuffix(" 1720015620000\n"))
     }
 }
+
+/// The writer's batches reuse the memory of written ones.
+struct InfluxBatchBufferTests {
+    @Test func aWrittenBatchsBufferIsReusedEmptyByTheNextBatch() {
+        var state = InfluxWriter.State()
+        state.filling.bytes = Array(repeating: UInt8(ascii: "x"), count: 100_000)
+        state.filling.points = 10
+        state.seal()
+        #expect(state.filling.bytes.isEmpty && state.filling.bytes.capacity >= 100_000, "a new buffer reserves what the largest batch took")
+        var written = state.sealed.removeFirst().bytes
+        let memory = written.withUnsafeBufferPointer { $0.baseAddress }
+        state.recycle(&written)
+        #expect(written.isEmpty, "the written batch gives its buffer up")
+        state.filling.bytes.append(1)
+        state.filling.points = 1
+        state.seal()
+        #expect(state.filling.bytes.isEmpty)
+        #expect(state.filling.bytes.withUnsafeBufferPointer { $0.baseAddress } == memory, "the same memory, not a copy")
+        #expect(state.sealed.map(\.bytes) == [[1]])
+    }
+}
