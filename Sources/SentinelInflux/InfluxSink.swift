@@ -29,7 +29,7 @@ public final class InfluxSink: FindingSink, RecordSink, RollupSink, HealthReport
 
     public func record(_ sample: Sample) throws {
         guard writeRaw else { return }
-        try writer.append { InfluxPoints.append(sample, to: &$0) }
+        try writer.append(maxBytes: InfluxPoints.maxRequestPointBytes) { InfluxPoints.write(sample, at: $0) }
     }
 
     public func waitForRoom() async throws { try await writer.waitForRoom() }

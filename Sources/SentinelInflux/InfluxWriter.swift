@@ -35,8 +35,29 @@ public final class InfluxWriter: Service, Sendable {
     }
 
     struct Batch {
+        /// The lines. While the batch fills, only the first `length` bytes are lines and the
+        /// rest is room points are written into; sealed, it holds the lines alone.
         var bytes: [UInt8] = []
+        var length = 0
         var points = 0
+
+        /// Makes at least `count` bytes of room after the lines: the buffer's whole capacity
+        /// at first, doubling after that.
+        mutating func makeRoom(_ count: Int) {
+            let room = bytes.count - length
+            guard room < count else { return }
+            bytes.append(contentsOf: repeatElement(0, count: max(count - room, bytes.capacity - bytes.count, bytes.count)))
+        }
+
+        /// Writes a point of at most `maxBytes` through `write`, which returns its length.
+        mutating func write(maxBytes: Int, _ write: (UnsafeMutablePointer<UInt8>) -> Int) {
+            makeRoom(maxBytes)
+            let at = length
+            let written = bytes.withUnsafeMutableBufferPointer { write($0.baseAddress! + at) }
+            precondition(written <= maxBytes, "a point overran the room it was given")
+            length += written
+            points += 1
+        }
     }
 
     /// Everything the appenders and the sender share.
@@ -60,8 +81,12 @@ public final class InfluxWriter: Service, Sendable {
         /// Nothing waits to be written or is being written.
         var isIdle: Bool { filling.points == 0 && sealed.isEmpty && sendingPoints == 0 }
 
+        /// Points encoded as an array go through here on their way into the batch.
+        var scratch: [UInt8] = []
+
         mutating func seal() {
-            largestBatchBytes = max(largestBatchBytes, filling.bytes.count)
+            filling.bytes.removeSubrange(filling.length...)
+            largestBatchBytes = max(largestBatchBytes, filling.length)
             sealed.append(filling)
             filling = Batch()
             if let spare = spareBuffers.popLast() {
@@ -143,11 +168,33 @@ public final class InfluxWriter: Service, Sendable {
     /// Adds one point, written by `encode` as one line (ending in a newline), without waiting;
     /// throws once a write has finally failed.
     public func append(_ encode: (inout [UInt8]) -> Void) throws(InfluxWriteError) {
+        try appendPoint { s in
+            var line: [UInt8] = []
+            swap(&line, &s.scratch)
+            line.removeAll(keepingCapacity: true)
+            encode(&line)
+            line.withUnsafeBufferPointer { line in
+                s.filling.write(maxBytes: line.count) { target in
+                    if let source = line.baseAddress { target.update(from: source, count: line.count) }
+                    return line.count
+                }
+            }
+            swap(&line, &s.scratch)
+        }
+    }
+
+    /// Adds one point of at most `maxBytes`, written by `write` from the pointer it is given
+    /// (where that much room is free), which returns the point's length; without waiting, and
+    /// throws once a write has finally failed. The raw requests' path: no array in between.
+    public func append(maxBytes: Int, _ write: (UnsafeMutablePointer<UInt8>) -> Int) throws(InfluxWriteError) {
+        try appendPoint { s in s.filling.write(maxBytes: maxBytes, write) }
+    }
+
+    private func appendPoint(_ add: (inout State) -> Void) throws(InfluxWriteError) {
         let sealed = try state.withLock { (s: inout State) throws(InfluxWriteError) -> Int? in
             if let finalError = s.finalError { throw finalError }
             if s.filling.points == 0 { s.fillingSince = monotonicSeconds() }
-            encode(&s.filling.bytes)
-            s.filling.points += 1
+            add(&s)
             guard s.filling.points >= configuration.batchSize else { return nil }
             s.seal()
             return s.buffered

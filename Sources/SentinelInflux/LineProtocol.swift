@@ -3,6 +3,55 @@ import CMCDDetection
 import CMCDRecords
 import SentinelJSON
 
+/// Where line protocol is written: a byte array, or a `PointCursor` writing through a pointer
+/// into room reserved beforehand (the writer's path for a request's point, which skips the
+/// array's checks on each of its thirty-odd appends).
+protocol LineOutput {
+    mutating func append(_ byte: UInt8)
+    mutating func append(contentsOf bytes: UnsafeBufferPointer<UInt8>)
+    mutating func append(contentsOf bytes: UnsafeRawBufferPointer)
+    var last: UInt8? { get }
+}
+
+extension Array: LineOutput where Element == UInt8 {}
+
+/// Writes bytes from `start` on, with no bounds checks: the caller reserves the room
+/// (`InfluxPoints.maxRequestPointBytes` for a request's point).
+struct PointCursor: LineOutput {
+    let start: UnsafeMutablePointer<UInt8>
+    private(set) var end: UnsafeMutablePointer<UInt8>
+
+    init(_ start: UnsafeMutablePointer<UInt8>) {
+        self.start = start
+        end = start
+    }
+
+    /// Bytes written so far.
+    var count: Int { end - start }
+
+    var last: UInt8? { end > start ? end[-1] : nil }
+
+    @inline(__always)
+    mutating func append(_ byte: UInt8) {
+        end.initialize(to: byte)
+        end += 1
+    }
+
+    @inline(__always)
+    mutating func append(contentsOf bytes: UnsafeBufferPointer<UInt8>) {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+        end.update(from: base, count: bytes.count)
+        end += bytes.count
+    }
+
+    @inline(__always)
+    mutating func append(contentsOf bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+        UnsafeMutableRawPointer(end).copyMemory(from: base, byteCount: bytes.count)
+        end += bytes.count
+    }
+}
+
 /// InfluxDB line protocol, written into a byte buffer. Every name and value is escaped per the
 /// protocol's rules; viewer strings are hostile, so what no escape makes safe becomes `?`:
 /// control characters (a newline ends the point) everywhere, and backslashes in measurement
@@ -50,7 +99,7 @@ public enum LineProtocol {
     }
 
     /// `appendTag` for a value given as UTF-8 bytes.
-    static func appendTag(_ key: String, bytes value: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+    static func appendTag(_ key: String, bytes value: UnsafeBufferPointer<UInt8>, to out: inout some LineOutput) {
         guard !value.isEmpty else { return }
         out.append(UInt8(ascii: ","))
         appendEscaped(key, .key, to: &out)
@@ -62,23 +111,23 @@ public enum LineProtocol {
     // escaping: written as they are, `,` or `=` included (`,cmcd_sid=`).
 
     @inline(__always)
-    static func appendRaw(_ text: StaticString, to out: inout [UInt8]) {
+    static func appendRaw(_ text: StaticString, to out: inout some LineOutput) {
         text.withUTF8Buffer { out.append(contentsOf: $0) }
     }
 
     /// A tag whose `,key=` is given whole; nothing when the value is empty.
-    static func appendTag(prefix commaKeyEquals: StaticString, bytes value: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+    static func appendTag(prefix commaKeyEquals: StaticString, bytes value: UnsafeBufferPointer<UInt8>, to out: inout some LineOutput) {
         guard !value.isEmpty else { return }
         appendRaw(commaKeyEquals, to: &out)
         appendEscaped(value, .key, to: &out)
     }
 
-    static func appendTag(prefix commaKeyEquals: StaticString, _ value: String?, to out: inout [UInt8]) {
+    static func appendTag(prefix commaKeyEquals: StaticString, _ value: String?, to out: inout some LineOutput) {
         guard var value else { return }
         value.withUTF8 { appendTag(prefix: commaKeyEquals, bytes: $0, to: &out) }
     }
 
-    static func appendEscaped(_ text: String, _ context: Context, to out: inout [UInt8]) {
+    static func appendEscaped(_ text: String, _ context: Context, to out: inout some LineOutput) {
         var text = text
         text.withUTF8 { appendEscaped($0, context, to: &out) }
     }
@@ -87,7 +136,7 @@ public enum LineProtocol {
     /// control characters become `?`, and backslashes are doubled (in string fields, where
     /// InfluxDB unescapes them) or become `?` (elsewhere). Cut after `maxValueBytes` at a
     /// character boundary.
-    static func appendEscaped(_ text: UnsafeBufferPointer<UInt8>, _ context: Context, to out: inout [UInt8]) {
+    static func appendEscaped(_ text: UnsafeBufferPointer<UInt8>, _ context: Context, to out: inout some LineOutput) {
         // The usual text (short, nothing to escape) is appended as it is.
         if text.count <= maxValueBytes, !mayNeedWork(text, context) {
             out.append(contentsOf: text)
@@ -133,7 +182,7 @@ public enum LineProtocol {
     }
 
     /// Appends an integer's decimal digits (as `String(value)` writes them).
-    static func appendDecimal(_ value: Int64, to out: inout [UInt8]) {
+    static func appendDecimal(_ value: Int64, to out: inout some LineOutput) {
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for 20 digits and a sign
         let magnitude = value.magnitude
         withUnsafeMutableBytes(of: &digits) { buffer in
@@ -183,7 +232,7 @@ public enum LineProtocol {
     // The fields written straight into a point (`out` ends with the tags, a space, or a field).
 
     /// Starts a field: the comma unless it is the first, the key, `=`.
-    static func appendFieldKey(_ key: String, to out: inout [UInt8]) {
+    static func appendFieldKey(_ key: String, to out: inout some LineOutput) {
         if let last = out.last, last != UInt8(ascii: " ") { out.append(UInt8(ascii: ",")) }
         appendEscaped(key, .key, to: &out)
         out.append(UInt8(ascii: "="))
@@ -191,31 +240,31 @@ public enum LineProtocol {
 
     /// A field of this program's whose `key=` is given whole.
     @inline(__always)
-    static func appendFieldKey(prefix keyEquals: StaticString, to out: inout [UInt8]) {
+    static func appendFieldKey(prefix keyEquals: StaticString, to out: inout some LineOutput) {
         if let last = out.last, last != UInt8(ascii: " ") { out.append(UInt8(ascii: ",")) }
         appendRaw(keyEquals, to: &out)
     }
 
-    static func appendField(prefix keyEquals: StaticString, integer value: Int64?, to out: inout [UInt8]) {
+    static func appendField(prefix keyEquals: StaticString, integer value: Int64?, to out: inout some LineOutput) {
         guard let value else { return }
         appendFieldKey(prefix: keyEquals, to: &out)
         appendDecimal(value, to: &out)
         out.append(UInt8(ascii: "i"))
     }
 
-    static func appendField(prefix keyEquals: StaticString, float value: Double?, to out: inout [UInt8]) {
+    static func appendField(prefix keyEquals: StaticString, float value: Double?, to out: inout some LineOutput) {
         guard let value, value.isFinite else { return }
         appendFieldKey(prefix: keyEquals, to: &out)
         appendDouble(value, to: &out)
     }
 
-    static func appendField(prefix keyEquals: StaticString, bool value: Bool?, to out: inout [UInt8]) {
+    static func appendField(prefix keyEquals: StaticString, bool value: Bool?, to out: inout some LineOutput) {
         guard let value else { return }
         appendFieldKey(prefix: keyEquals, to: &out)
         appendRaw(value ? "true" : "false", to: &out)
     }
 
-    static func appendField(prefix keyEquals: StaticString, string value: String?, to out: inout [UInt8]) {
+    static func appendField(prefix keyEquals: StaticString, string value: String?, to out: inout some LineOutput) {
         guard let value else { return }
         appendFieldKey(prefix: keyEquals, to: &out)
         appendQuoted(value, to: &out)
@@ -224,7 +273,7 @@ public enum LineProtocol {
     /// Appends a finite double as `JSONWriter.formatDouble` writes it; the usual values
     /// (whole numbers, and thousandths such as CloudFront's `time-taken`) without making a
     /// string.
-    static func appendDouble(_ value: Double, to out: inout [UInt8]) {
+    static func appendDouble(_ value: Double, to out: inout some LineOutput) {
         if value.magnitude < 1e9, value.magnitude >= 0.001 {
             let thousandths = (value * 1000).rounded()
             if thousandths / 1000 == value {
@@ -251,33 +300,34 @@ public enum LineProtocol {
                 return
             }
         }
-        out.append(contentsOf: JSONWriter.formatDouble(value).utf8)
+        var text = JSONWriter.formatDouble(value)
+        text.withUTF8 { out.append(contentsOf: $0) }
     }
 
-    static func appendField(_ key: String, integer value: Int64, to out: inout [UInt8]) {
+    static func appendField(_ key: String, integer value: Int64, to out: inout some LineOutput) {
         appendFieldKey(key, to: &out)
         appendDecimal(value, to: &out)
         out.append(UInt8(ascii: "i"))
     }
 
-    static func appendField(_ key: String, float value: Double, to out: inout [UInt8]) {
+    static func appendField(_ key: String, float value: Double, to out: inout some LineOutput) {
         guard value.isFinite else { return }
         appendFieldKey(key, to: &out)
         appendDouble(value, to: &out)
     }
 
-    static func appendField(_ key: String, bool value: Bool, to out: inout [UInt8]) {
+    static func appendField(_ key: String, bool value: Bool, to out: inout some LineOutput) {
         appendFieldKey(key, to: &out)
         appendRaw(value ? "true" : "false", to: &out)
     }
 
-    static func appendField(_ key: String, string value: String, to out: inout [UInt8]) {
+    static func appendField(_ key: String, string value: String, to out: inout some LineOutput) {
         appendFieldKey(key, to: &out)
         appendQuoted(value, to: &out)
     }
 
     /// A string field's value: quoted, `"` and `\` escaped, control characters replaced.
-    static func appendQuoted(_ value: String, to out: inout [UInt8]) {
+    static func appendQuoted(_ value: String, to out: inout some LineOutput) {
         out.append(UInt8(ascii: "\""))
         appendEscaped(value, .stringField, to: &out)
         out.append(UInt8(ascii: "\""))
@@ -291,7 +341,7 @@ public enum LineProtocol {
     }
 
     /// Appends ` timestamp\n` after fields written straight into `out`.
-    static func closeFields(timestampMs: Int64, to out: inout [UInt8]) {
+    static func closeFields(timestampMs: Int64, to out: inout some LineOutput) {
         out.append(UInt8(ascii: " "))
         appendDecimal(timestampMs, to: &out)
         out.append(UInt8(ascii: "\n"))
@@ -336,6 +386,23 @@ public enum InfluxPoints {
     /// Appends one `cloudfront_logs` point for a request, straight into `out` (the session id
     /// from the payload's bytes): a point costs no allocation.
     public static func append(_ sample: Sample, to out: inout [UInt8]) {
+        appendRequest(sample, to: &out)
+    }
+
+    /// The most bytes a request's point takes: seven viewer values (six tags and `cmcd_sta`)
+    /// of at most `LineProtocol.maxValueBytes` (and a character's last three bytes), each byte
+    /// escaped into two at worst, plus the names and numbers, with room to spare.
+    public static let maxRequestPointBytes = 8_192
+
+    /// Writes a request's point from `start` on, where `maxRequestPointBytes` are free, and
+    /// returns its length: the writer's path, without an array's checks on each append.
+    public static func write(_ sample: Sample, at start: UnsafeMutablePointer<UInt8>) -> Int {
+        var cursor = PointCursor(start)
+        appendRequest(sample, to: &cursor)
+        return cursor.count
+    }
+
+    static func appendRequest(_ sample: Sample, to out: inout some LineOutput) {
         let cmcd = sample.cmcd
         LineProtocol.appendRaw(rawMeasurement, to: &out)
         LineProtocol.appendTag(prefix: ",cmcd_cid=", sample.contentID, to: &out)

@@ -46,6 +46,29 @@ struct LineProtocolTests {
         #expect(!text.contains("\r") && !text.contains("\t"))
     }
 
+    /// The writer's pointer path writes what the array path does, and the longest point (every
+    /// field, every viewer value at its cut, each byte escaped) fits the room it is given.
+    @Test func thePointerPathWritesTheSamePointWithinItsRoom() throws {
+        let escaped = String(repeating: ",", count: 1_000)
+        let samples = [
+            try sample(sid: "s1", cid: "movie", edge: "IAD89-P1", cmcd: #"bl=21300,br=3200,d=4004,mtp=25400,ot=v,sf=h,st=v,tb=6000,su"#),
+            try sample(
+                sid: escaped, cid: escaped, edge: escaped,
+                cmcd: "bl=-9223372036854775808,br=9223372036854775807,tb=9223372036854775807,mtp=9223372036854775807,d=9223372036854775807,"
+                    + "dl=9223372036854775807,rtp=9223372036854775807,msd=9223372036854775807,bsa=9223372036854775807,bsd=9223372036854775807,"
+                    + "pr=1.2345678901234567,ot=v,sf=h,st=v,sta=r,su,bs,v=2"),
+        ]
+        for sample in samples {
+            var array: [UInt8] = []
+            InfluxPoints.append(sample, to: &array)
+            let room = UnsafeMutablePointer<UInt8>.allocate(capacity: InfluxPoints.maxRequestPointBytes)
+            defer { room.deallocate() }
+            let count = InfluxPoints.write(sample, at: room)
+            #expect(Array(UnsafeBufferPointer(start: room, count: count)) == array)
+            #expect(count <= InfluxPoints.maxRequestPointBytes / 2, "\(count) bytes: the room has a margin of two")
+        }
+    }
+
     @Test func longValuesAreCut() throws {
         let long = String(repeating: "é", count: 400)
         var out: [UInt8] = []
@@ -186,16 +209,22 @@ extension LineProtocolTests {
 struct InfluxBatchBufferTests {
     @Test func aWrittenBatchsBufferIsReusedEmptyByTheNextBatch() {
         var state = InfluxWriter.State()
-        state.filling.bytes = Array(repeating: UInt8(ascii: "x"), count: 100_000)
-        state.filling.points = 10
+        state.filling.write(maxBytes: 100_000) { target in
+            target.update(repeating: UInt8(ascii: "x"), count: 100_000)
+            return 100_000
+        }
+        #expect(state.filling.points == 1 && state.filling.length == 100_000)
         state.seal()
+        #expect(state.sealed.first?.bytes.count == 100_000, "sealed, a batch holds its lines alone")
         #expect(state.filling.bytes.isEmpty && state.filling.bytes.capacity >= 100_000, "a new buffer reserves what the largest batch took")
         var written = state.sealed.removeFirst().bytes
         let memory = written.withUnsafeBufferPointer { $0.baseAddress }
         state.recycle(&written)
         #expect(written.isEmpty, "the written batch gives its buffer up")
-        state.filling.bytes.append(1)
-        state.filling.points = 1
+        state.filling.write(maxBytes: 10) { target in
+            target.initialize(to: 1)
+            return 1
+        }
         state.seal()
         #expect(state.filling.bytes.isEmpty)
         #expect(state.filling.bytes.withUnsafeBufferPointer { $0.baseAddress } == memory, "the same memory, not a copy")
