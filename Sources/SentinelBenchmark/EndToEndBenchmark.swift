@@ -129,11 +129,11 @@ final class ThreadCPUSampler: Sendable {
 /// Reads `records` records of the configured partitions from the beginning and discards them:
 /// the bare cost of fetching, to compare the daemon with. Wall and CPU seconds.
 func bareConsume(configuration: SentinelConfiguration, records: Int, group: String) throws -> (wall: Double, cpu: Double) {
-    var properties = configuration.kafka.properties
-    properties["bootstrap.servers"] = configuration.kafka.brokers
-    properties["group.id"] = group
-    properties["auto.offset.reset"] = "earliest"
-    properties["fetch.wait.max.ms"] = "50"
+    // The daemon's librdkafka properties (its pre-fetch queue among them), without statistics.
+    var configuration = configuration
+    configuration.kafka.groupID = group
+    var properties = Daemon.kafkaProperties(for: configuration)
+    properties["statistics.interval.ms"] = nil
     let consumer = try KafkaConsumer(properties: properties)
     try consumer.assign(configuration.kafka.partitions.map { (KafkaTopicPartition(topic: configuration.kafka.topic, partition: $0), offset: nil) })
     let cpuStart = processCPUSeconds()
@@ -172,9 +172,14 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         configuration.kafka.brokers = brokers
         configuration.kafka.topic = topic
         configuration.kafka.partitions = [0, 1, 2, 3]
-        // SENTINEL_BENCH_QUEUE_KB: librdkafka's pre-fetch queue (what it holds ahead of the loop).
-        let queueKB = ProcessEnvironmentValue("SENTINEL_BENCH_QUEUE_KB") ?? "262144"
-        configuration.kafka.properties = ["fetch.max.bytes": "52428800", "queued.max.messages.kbytes": queueKB]
+        // The daemon's librdkafka defaults, unless SENTINEL_BENCH_QUEUE_KB sets the pre-fetch
+        // queue (what librdkafka holds ahead of the loop).
+        if let queueKB = ProcessEnvironmentValue("SENTINEL_BENCH_QUEUE_KB") { configuration.kafka.properties["queued.max.messages.kbytes"] = queueKB }
+        // SENTINEL_BENCH_KAFKA: more librdkafka properties for both consumers, `key=value,key=value`.
+        for pair in (ProcessEnvironmentValue("SENTINEL_BENCH_KAFKA") ?? "").split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { configuration.kafka.properties[String(parts[0])] = String(parts[1]) }
+        }
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = 1
 

@@ -20,6 +20,10 @@ public final class KafkaConsumer: @unchecked Sendable {
     private var topicNames: [OpaquePointer: String] = [:]
     private var lastTopic: (handle: OpaquePointer, name: String)?
 
+    /// The linked librdkafka's version, as `rd_kafka_version()` gives it (0xMMmmrrxx: 2.0.2 is
+    /// 0x020002ff).
+    public static var librdkafkaVersion: Int { Int(rd_kafka_version()) }
+
     /// Why the configured assignor is risky with this librdkafka, nil when it is not:
     /// before 2.3.0 a consumer using `cooperative-sticky` that is closed before its first
     /// assignment aborts the process (librdkafka issue 4312, fixed in 2.3.0).

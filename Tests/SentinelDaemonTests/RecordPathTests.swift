@@ -1,5 +1,6 @@
 import CMCDDetection
 import CMCDRecords
+import SentinelConfig
 import SentinelKafka
 import SentinelTestSupport
 import Testing
@@ -99,5 +100,24 @@ struct RecordPathTests {
         var trims = 0
         for live in stride(from: 1_281, through: 300_000, by: 100) where trimming.shouldTrim(liveSessions: live) { trims += 1 }
         #expect((20...30).contains(trims))
+    }
+}
+
+@Suite struct DaemonKafkaPropertiesTests {
+    /// The pre-fetch queue holds enough that a backlog is read at the daemon's pace, not at
+    /// librdkafka's one second of back-off per queue-full; configured properties win.
+    @Test func thePrefetchQueueIsSizedForABacklogAndConfiguredPropertiesWin() {
+        var configuration = SentinelConfiguration()
+        configuration.kafka.brokers = "b:9092"
+        configuration.kafka.groupID = "g"
+        var properties = Daemon.kafkaProperties(for: configuration)
+        #expect(properties["queued.min.messages"] == "1000000")
+        #expect(properties["queued.max.messages.kbytes"] == "131072")
+        #expect(properties["bootstrap.servers"] == "b:9092" && properties["group.id"] == "g")
+        #expect((properties["fetch.queue.backoff.ms"] != nil) == (KafkaConsumer.librdkafkaVersion >= 0x0203_0000))
+        configuration.kafka.properties = ["queued.max.messages.kbytes": "16384"]
+        properties = Daemon.kafkaProperties(for: configuration)
+        #expect(properties["queued.max.messages.kbytes"] == "16384")
+        #expect(Daemon.consumerOnlyProperties.allSatisfy { properties[$0] != nil || $0 == "group.instance.id" || $0 == "fetch.queue.backoff.ms" })
     }
 }
