@@ -15,8 +15,8 @@ protocol LineOutput {
 
 extension Array: LineOutput where Element == UInt8 {}
 
-/// Writes bytes from `start` on, with no bounds checks: the caller reserves the room
-/// (`InfluxPoints.maxRequestPointBytes` for a request's point).
+/// Overwrites bytes from `start` on, with no bounds checks: the caller reserves the room, as
+/// initialized bytes (`InfluxPoints.maxRequestPointBytes` for a request's point).
 struct PointCursor: LineOutput {
     let start: UnsafeMutablePointer<UInt8>
     private(set) var end: UnsafeMutablePointer<UInt8>
@@ -33,7 +33,7 @@ struct PointCursor: LineOutput {
 
     @inline(__always)
     mutating func append(_ byte: UInt8) {
-        end.initialize(to: byte)
+        end.pointee = byte
         end += 1
     }
 
@@ -394,7 +394,7 @@ public enum InfluxPoints {
     /// escaped into two at worst, plus the names and numbers, with room to spare.
     public static let maxRequestPointBytes = 8_192
 
-    /// Writes a request's point from `start` on, where `maxRequestPointBytes` are free, and
+    /// Writes a request's point from `start` on, over `maxRequestPointBytes` initialized bytes, and
     /// returns its length: the writer's path, without an array's checks on each append.
     public static func write(_ sample: Sample, at start: UnsafeMutablePointer<UInt8>) -> Int {
         var cursor = PointCursor(start)

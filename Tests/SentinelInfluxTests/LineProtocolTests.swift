@@ -62,6 +62,7 @@ struct LineProtocolTests {
             var array: [UInt8] = []
             InfluxPoints.append(sample, to: &array)
             let room = UnsafeMutablePointer<UInt8>.allocate(capacity: InfluxPoints.maxRequestPointBytes)
+            room.initialize(repeating: 0, count: InfluxPoints.maxRequestPointBytes)
             defer { room.deallocate() }
             let count = InfluxPoints.write(sample, at: room)
             #expect(Array(UnsafeBufferPointer(start: room, count: count)) == array)
