@@ -47,8 +47,8 @@ func produce(_ producer: KafkaProducer, topic: String, count: Int, generator: in
     let start = Date()
     for i in 0..<count {
         let line = generator.next(at: realTime ? Int(Date().timeIntervalSince1970 * 1000) : nil)
-        // Key: the session id, as `replay` does (taken from the generator's layout).
-        let key = Array("s\(i % generator.sessions)".utf8)
+        // Key: the session, as `replay` keys by session id.
+        let key = Array("s\(generator.lastSession)".utf8)
         try producer.send(topic: topic, key: key, value: line)
         if i % 1000 == 0 { producer.poll() }
         if let rate {

@@ -52,29 +52,44 @@ struct Random {
 }
 
 /// CloudFront real-time log lines (the default 10 fields) for `sessions` interleaved viewers,
-/// shaped like the seed sample (hls.js, CMCD v1 in the query, a realistic header blob).
+/// shaped like the seed sample (hls.js, CMCD v1 in the query, a realistic header blob), in
+/// event-time order. Each viewer requests a segment every 2 to 6 s (4 s on average), the
+/// viewers' first requests spread over the first 4 s. As real players do, a viewer fetches its
+/// first segment right after the manifest: 0.3 to 1.5 s later, and 2.5 to 6 s later for one
+/// viewer in fifty (a slow startup).
 struct LineGenerator {
     let sessions: Int
     var rng = Random(state: 1)
     var buffers: [Int]
     var segment: [Int]
-    var i = 0
-    // Each viewer requests a segment about every 4 s, so event time advances 4 s per round.
-    var timeMicros = 1_720_015_600_000_000
+    /// The viewers by when each next requests: a binary min-heap of (time in µs, viewer).
+    var due: [(micros: Int, session: Int)]
+    /// The viewer of the line `next` made last.
+    private(set) var lastSession = 0
+    let start = 1_720_015_600_000_000
     let headers = "Host:d1a2b3c4d5e6f7.cloudfront.net%0AUser-Agent:Mozilla/5.0%20(Macintosh;%20Intel%20Mac%20OS%20X%2010_15_7)%20AppleWebKit/537.36%20(KHTML,%20like%20Gecko)%20Chrome/126.0.0.0%20Safari/537.36%0AAccept:*/*%0AOrigin:https://d1a2b3c4d5e6f7.cloudfront.net%0A"
 
     init(sessions: Int) {
         self.sessions = sessions
         buffers = [Int](repeating: 0, count: sessions)
         segment = [Int](repeating: 0, count: sessions)
+        // In viewer order, times rising: already a heap.
+        let first = start
+        due = (0..<sessions).map { (first + $0 * 4_000_000 / sessions, $0) }
     }
 
     /// The next line; `at` overrides its event time (epoch ms).
     mutating func next(at eventTime: Int? = nil) -> [UInt8] {
-        let s = i % sessions
-        i += 1
-        timeMicros += (2_000_000 + Int(rng.next(4_000_000))) / sessions
-        let time = eventTime ?? timeMicros / 1000
+        let (micros, s) = due[0]
+        lastSession = s
+        let gap: Int
+        if segment[s] == 0 {
+            gap = rng.next(50) == 0 ? 2_500_000 + Int(rng.next(3_500_000)) : 300_000 + Int(rng.next(1_200_000))
+        } else {
+            gap = 2_000_000 + Int(rng.next(4_000_000))
+        }
+        rescheduleFirst(at: micros + gap)
+        let time = eventTime ?? micros / 1000
         let sid = "session_\(String(s, radix: 36))_md91ykdl5yrcwq371f5"
         var cmcd: String
         if segment[s] == 0 {
@@ -90,6 +105,20 @@ struct LineGenerator {
         segment[s] += 1
         let line = "\(time / 1000).\(String(time % 1000 + 1000).dropFirst())\t203.0.113.45\t200\tGET\t/videos/master_1080p_\(segment[s]).ts\tIAD89-P1\tk9Zq2W7xR4tY1uI8oP3aS6dF0gH5jK2lZ7xC4vB1nM8qW3eR6tYuIA==\t0.213\tCMCD=\(cmcd)\t\(headers)"
         return Array(line.utf8)
+    }
+
+    /// Moves the first viewer's turn to `micros` and restores the heap.
+    private mutating func rescheduleFirst(at micros: Int) {
+        due[0].micros = micros
+        var i = 0
+        while true {
+            let left = 2 * i + 1
+            guard left < due.count else { return }
+            let child = left + 1 < due.count && due[left + 1].micros < due[left].micros ? left + 1 : left
+            guard due[child].micros < due[i].micros else { return }
+            due.swapAt(i, child)
+            i = child
+        }
     }
 }
 
