@@ -729,7 +729,7 @@ struct Detectors: Sendable {
     /// or left): it starts again, and an open drop episode closes with the reason.
     @inline(never)
     func restartBufferHistory(_ session: inout SessionState, because event: PlayerEvent, at t: Int64, into findings: inout [Finding]) {
-        session.window.removeAll(keepingCapacity: true)
+        session.window.removeAll()
         guard let episode = session.drop else { return }
         emit(
             &findings, session, .bufferDrop, .resolved, episode.severity, startedAt: episode.startedAt, at: t,

@@ -219,7 +219,6 @@ struct CheckpointReader {
         let windowCount = try int()
         guard windowCount >= 0, windowCount <= Int64(DetectionEngine.windowCapacity) else { throw invalid("window of \(windowCount)") }
         var (t, p) = (t0, p0)
-        s.window.reserveCapacity(Int(windowCount))
         for _ in 0..<windowCount {
             t = t &+ (try int())
             p = p &+ (try int())

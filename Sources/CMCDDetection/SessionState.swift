@@ -93,7 +93,7 @@ struct SessionState {
     /// The session has requested video (or muxed) segments: its audio requests then say
     /// nothing about playback starting or resuming (dash.js clears `su` per media type).
     var sawVideo = false
-    var window: [BufferObservation] = []
+    var window = BufferWindow()
     /// Open episodes, held apart: they are rare, and inline they would add two cache lines
     /// to what every request reads. Set as a whole (a new box each time), never shared.
     private var openDrop: Boxed<DropEpisode>?
@@ -134,43 +134,9 @@ struct SessionState {
     }
 
     /// Inserts an observation in time order, dropping what can no longer matter.
+    @inline(__always)
     mutating func remember(_ observation: BufferObservation, keepFrom oldest: Int64, capacity: Int) {
-        // The usual case: the observation is the newest and is kept, so the entries to drop
-        // are the same before and after adding it; it takes the place the first of them
-        // leaves, with no growth and no second pass.
-        let n = window.count
-        if n > 0, observation.time >= oldest {
-            let dropped = window.withUnsafeMutableBufferPointer { w -> Int in
-                guard w[n - 1].time <= observation.time else { return -1 }
-                var drop = 0
-                while drop < n, w[drop].time < oldest { drop += 1 }
-                if n + 1 - drop > capacity { drop = n + 1 - capacity }
-                guard drop > 0 else { return 0 }
-                for k in 0..<(n - drop) { w[k] = w[k + drop] }
-                w[n - drop] = observation
-                return drop
-            }
-            if dropped == 0 { window.append(observation) }
-            if dropped >= 0 {
-                for _ in 1..<max(dropped, 1) { window.removeLast() }
-                return
-            }
-        }
-        var i = window.count
-        while i > 0, window[i - 1].time > observation.time { i -= 1 }
-        // Appending and shifting by hand: `insert` and `removeFirst` take Array's general
-        // (and here several times slower) replace-a-range path.
-        if i == window.count { window.append(observation) } else { window.insert(observation, at: i) }
-        var drop = 0
-        while drop < window.count, window[drop].time < oldest { drop += 1 }
-        if window.count - drop > capacity { drop = window.count - capacity }
-        if drop > 0 {
-            let kept = window.count - drop
-            window.withUnsafeMutableBufferPointer { w in
-                for k in 0..<kept { w[k] = w[k + drop] }
-            }
-            for _ in 0..<drop { window.removeLast() }  // one at a time: `removeLast(_:)` is the general path again
-        }
+        window.insert(observation, keepFrom: oldest, capacity: capacity)
     }
 
     /// The oldest stream position this session's state was built from: replaying from it
@@ -205,9 +171,12 @@ struct SessionState {
     /// The highest buffer of the same object class in `[from, before)`.
     @inline(__always)
     func reference(objectClass: UInt8, from: Int64, before: Int64) -> Int64? {
-        var best: Int32 = -1
-        for entry in window where entry.objectClass == objectClass && entry.time >= from && entry.time < before {
-            if entry.bufferLength > best { best = entry.bufferLength }
+        let best = window.withElements { entries -> Int32 in
+            var best: Int32 = -1
+            for entry in entries where entry.objectClass == objectClass && entry.time >= from && entry.time < before {
+                if entry.bufferLength > best { best = entry.bufferLength }
+            }
+            return best
         }
         return best >= 0 ? Int64(best) : nil
     }

@@ -1,0 +1,164 @@
+/// A session's buffer observations in its lookback window, in time order.
+///
+/// Most players send one to four requests in a lookback window (segments of 2 to 6 s in 10 s),
+/// so the first `inlineCapacity` observations live in the session's own state: reading them
+/// costs no second cache miss after the session's, and a session no allocation of its own.
+/// A window that outgrows them (low-latency parts, demuxed tracks) moves to an array and
+/// stays there until it is emptied.
+struct BufferWindow: RandomAccessCollection {
+    static let inlineCapacity = 4
+
+    private var inline: (BufferObservation, BufferObservation, BufferObservation, BufferObservation) = (
+        .empty, .empty, .empty, .empty
+    )
+    /// Every observation once there have been more than `inlineCapacity` (else empty).
+    private var spilled: [BufferObservation] = []
+    /// How many of `inline` are in use; -1 once the window lives in `spilled`.
+    private var inlineCount: Int32 = 0
+
+    init() {}
+
+    var startIndex: Int { 0 }
+    var endIndex: Int { inlineCount >= 0 ? Int(inlineCount) : spilled.count }
+
+    subscript(position: Int) -> BufferObservation {
+        withElements { $0[position] }
+    }
+
+    /// Calls `body` with the observations, oldest first.
+    @inline(__always)
+    func withElements<R>(_ body: (UnsafeBufferPointer<BufferObservation>) -> R) -> R {
+        guard inlineCount >= 0 else { return spilled.withUnsafeBufferPointer(body) }
+        let count = Int(inlineCount)
+        return withUnsafeBytes(of: inline) { raw in
+            body(UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: BufferObservation.self), count: count))
+        }
+    }
+
+    /// Adds an observation after the others (restoring a checkpoint).
+    mutating func append(_ observation: BufferObservation) {
+        let n = Int(inlineCount)
+        if n >= 0, n < Self.inlineCapacity {
+            withInline { $0[n] = observation }
+            inlineCount += 1
+        } else {
+            spill()
+            spilled.append(observation)
+        }
+    }
+
+    /// Empties the window (back to the inline room, the array freed).
+    mutating func removeAll() {
+        inlineCount = 0
+        spilled = []
+    }
+
+    /// Inserts an observation in time order (after those of equal time), drops those older
+    /// than `oldest`, then keeps at most the newest `capacity`.
+    mutating func insert(_ observation: BufferObservation, keepFrom oldest: Int64, capacity: Int) {
+        if inlineCount >= 0 {
+            // Drop what is too old first: the room it leaves is usually what the new one needs.
+            var n = Int(inlineCount)
+            withInline { w in
+                var drop = 0
+                while drop < n, w[drop].time < oldest { drop += 1 }
+                if drop > 0 {
+                    for k in 0..<(n - drop) { w[k] = w[k + drop] }
+                    n -= drop
+                }
+            }
+            inlineCount = Int32(n)
+            guard observation.time >= oldest else { return }
+            if n < Self.inlineCapacity {
+                withInline { w in
+                    var i = n
+                    while i > 0, w[i - 1].time > observation.time {
+                        w[i] = w[i - 1]
+                        i -= 1
+                    }
+                    w[i] = observation
+                }
+                inlineCount = Int32(n + 1)
+                if n + 1 > capacity { removeFirst(n + 1 - capacity) }
+                return
+            }
+            spill()
+        }
+        Self.insert(observation, into: &spilled, keepFrom: oldest, capacity: capacity)
+    }
+
+    /// Moves the observations to `spilled`, with room for growth.
+    private mutating func spill() {
+        guard inlineCount >= 0 else { return }
+        var all: [BufferObservation] = []
+        all.reserveCapacity(2 * Self.inlineCapacity)
+        withElements { all.append(contentsOf: $0) }
+        spilled = all
+        inlineCount = -1
+    }
+
+    private mutating func removeFirst(_ k: Int) {
+        guard k > 0 else { return }
+        if inlineCount >= 0 {
+            let n = Int(inlineCount)
+            withInline { w in
+                for i in 0..<(n - k) { w[i] = w[i + k] }
+            }
+            inlineCount = Int32(n - k)
+        } else {
+            spilled.removeFirst(k)
+        }
+    }
+
+    @inline(__always)
+    private mutating func withInline<R>(_ body: (UnsafeMutablePointer<BufferObservation>) -> R) -> R {
+        withUnsafeMutablePointer(to: &inline) { tuple in
+            tuple.withMemoryRebound(to: BufferObservation.self, capacity: Self.inlineCapacity) { body($0) }
+        }
+    }
+
+    /// The array form of `insert`.
+    private static func insert(_ observation: BufferObservation, into window: inout [BufferObservation], keepFrom oldest: Int64, capacity: Int) {
+        // The usual case: the observation is the newest and is kept, so the entries to drop
+        // are the same before and after adding it; it takes the place the first of them
+        // leaves, with no growth and no second pass.
+        let n = window.count
+        if n > 0, observation.time >= oldest {
+            let dropped = window.withUnsafeMutableBufferPointer { w -> Int in
+                guard w[n - 1].time <= observation.time else { return -1 }
+                var drop = 0
+                while drop < n, w[drop].time < oldest { drop += 1 }
+                if n + 1 - drop > capacity { drop = n + 1 - capacity }
+                guard drop > 0 else { return 0 }
+                for k in 0..<(n - drop) { w[k] = w[k + drop] }
+                w[n - drop] = observation
+                return drop
+            }
+            if dropped == 0 { window.append(observation) }
+            if dropped >= 0 {
+                for _ in 1..<Swift.max(dropped, 1) { window.removeLast() }
+                return
+            }
+        }
+        var i = window.count
+        while i > 0, window[i - 1].time > observation.time { i -= 1 }
+        // Appending and shifting by hand: `insert` and `removeFirst` take Array's general
+        // (and here several times slower) replace-a-range path.
+        if i == window.count { window.append(observation) } else { window.insert(observation, at: i) }
+        var drop = 0
+        while drop < window.count, window[drop].time < oldest { drop += 1 }
+        if window.count - drop > capacity { drop = window.count - capacity }
+        if drop > 0 {
+            let kept = window.count - drop
+            window.withUnsafeMutableBufferPointer { w in
+                for k in 0..<kept { w[k] = w[k + drop] }
+            }
+            for _ in 0..<drop { window.removeLast() }  // one at a time: `removeLast(_:)` is the general path again
+        }
+    }
+}
+
+extension BufferObservation {
+    /// What unused inline room holds.
+    static let empty = BufferObservation(time: 0, position: 0, bufferLength: 0, objectClass: 0)
+}
