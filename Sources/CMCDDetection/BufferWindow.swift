@@ -1,15 +1,18 @@
 /// A session's buffer observations in its lookback window, in time order.
 ///
-/// Most players send one to four requests in a lookback window (segments of 2 to 6 s in 10 s),
-/// so the first `inlineCapacity` observations live in the session's own state: reading them
-/// costs no second cache miss after the session's, and a session no allocation of its own.
-/// A window that outgrows them (low-latency parts, demuxed tracks) moves to an array and
-/// stays there until it is emptied.
+/// Most players send two to six requests in a lookback window (segments of 2 to 6 s in 10 s
+/// and the reorder tolerance), so the first `inlineCapacity` observations live in the
+/// session's own state: reading them costs no second cache miss after the session's, and a
+/// session no allocation of its own. A window that outgrows them (low-latency parts, short
+/// demuxed segments) moves to an array, and back when it has shrunk to `unspillCount`.
 struct BufferWindow: RandomAccessCollection {
-    static let inlineCapacity = 4
+    static let inlineCapacity = 6
+    /// A window in an array this small or smaller moves back inline (two short of full, so
+    /// that a window hovering at the limit does not move at every request).
+    static let unspillCount = inlineCapacity - 2
 
-    private var inline: (BufferObservation, BufferObservation, BufferObservation, BufferObservation) = (
-        .empty, .empty, .empty, .empty
+    private var inline: (BufferObservation, BufferObservation, BufferObservation, BufferObservation, BufferObservation, BufferObservation) = (
+        .empty, .empty, .empty, .empty, .empty, .empty
     )
     /// Every observation once there have been more than `inlineCapacity` (else empty).
     private var spilled: [BufferObservation] = []
@@ -17,6 +20,9 @@ struct BufferWindow: RandomAccessCollection {
     private var inlineCount: Int32 = 0
 
     init() {}
+
+    /// Whether the observations are in the array.
+    var isSpilled: Bool { inlineCount < 0 }
 
     var startIndex: Int { 0 }
     var endIndex: Int { inlineCount >= 0 ? Int(inlineCount) : spilled.count }
@@ -85,6 +91,7 @@ struct BufferWindow: RandomAccessCollection {
             spill()
         }
         Self.insert(observation, into: &spilled, keepFrom: oldest, capacity: capacity)
+        if spilled.count <= Self.unspillCount { unspill() }
     }
 
     /// Moves the observations to `spilled`, with room for growth.
@@ -95,6 +102,16 @@ struct BufferWindow: RandomAccessCollection {
         withElements { all.append(contentsOf: $0) }
         spilled = all
         inlineCount = -1
+    }
+
+    /// Moves the observations (at most `inlineCapacity`) back inline, freeing the array.
+    private mutating func unspill() {
+        let all = spilled
+        spilled = []
+        inlineCount = Int32(all.count)
+        withInline { w in
+            for (k, observation) in all.enumerated() { w[k] = observation }
+        }
     }
 
     private mutating func removeFirst(_ k: Int) {

@@ -114,21 +114,30 @@ struct LookbackWindowTests {
         }
     }
 
-    /// The first observations live in the session's state; more move to an array, which an
-    /// emptied window gives up; a window restored from a checkpoint takes either form.
+    /// The first observations live in the session's state; more move to an array, and back
+    /// once the window has shrunk; a window restored from a checkpoint takes either form.
     @Test func outgrowsItsInlineRoomAndComesBack() {
         func observation(_ i: Int) -> BufferObservation {
             BufferObservation(time: Int64(i) * 1_000, position: Int64(i), bufferLength: Int32(i * 100), objectClass: 2)
         }
+        let inline = BufferWindow.inlineCapacity
         var window = BufferWindow()
-        for i in 0..<BufferWindow.inlineCapacity { window.insert(observation(i), keepFrom: 0, capacity: 64) }
-        #expect(window.map(\.position) == Array(0..<Int64(BufferWindow.inlineCapacity)))
+        for i in 0..<inline { window.insert(observation(i), keepFrom: 0, capacity: 64) }
+        #expect(window.map(\.position) == Array(0..<Int64(inline)))
+        #expect(!window.isSpilled)
         // One more, older than the newest: inserted in order as the window spills.
         window.insert(BufferObservation(time: 2_500, position: 99, bufferLength: 1, objectClass: 2), keepFrom: 0, capacity: 64)
-        #expect(window.map(\.position) == [0, 1, 2, 99, 3])
-        for i in 4..<20 { window.insert(observation(i), keepFrom: Int64(i - 9) * 1_000, capacity: 64) }
+        #expect(window.map(\.position) == [0, 1, 2, 99] + Array(3..<Int64(inline)))
+        #expect(window.isSpilled)
+        for i in inline..<20 { window.insert(observation(i), keepFrom: Int64(i - 9) * 1_000, capacity: 64) }
         #expect(window.map(\.position) == Array(10..<20))
         #expect(window.withElements { $0.map(\.bufferLength) } == (10..<20).map { Int32($0 * 100) })
+        // Shrunk to two short of the inline room: back inline.
+        window.insert(observation(20), keepFrom: Int64(21 - BufferWindow.unspillCount) * 1_000, capacity: 64)
+        #expect(window.map(\.position) == Array(Int64(21 - BufferWindow.unspillCount)...20))
+        #expect(!window.isSpilled)
+        window.insert(observation(21), keepFrom: 0, capacity: 64)
+        #expect(window.map(\.position) == Array(Int64(21 - BufferWindow.unspillCount)...21))
         window.removeAll()
         #expect(window.isEmpty)
         window.insert(observation(30), keepFrom: 0, capacity: 64)
@@ -137,9 +146,11 @@ struct LookbackWindowTests {
         window.insert(observation(1), keepFrom: 29_000, capacity: 64)
         #expect(window.map(\.position) == [30])
         var restored = BufferWindow()
-        for i in 0..<6 { restored.append(observation(i)) }
-        #expect(restored.map(\.position) == Array(0..<6))
-        restored.insert(observation(6), keepFrom: 3_000, capacity: 3)
-        #expect(restored.map(\.position) == [4, 5, 6])
+        for i in 0..<(inline + 2) { restored.append(observation(i)) }
+        #expect(restored.map(\.position) == Array(0..<Int64(inline + 2)))
+        #expect(restored.isSpilled)
+        restored.insert(observation(inline + 2), keepFrom: 3_000, capacity: 3)
+        #expect(restored.map(\.position) == Array(Int64(inline)...Int64(inline + 2)))
+        #expect(!restored.isSpilled)
     }
 }
