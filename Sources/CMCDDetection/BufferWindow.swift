@@ -11,13 +11,13 @@ struct BufferWindow: RandomAccessCollection {
     /// that a window hovering at the limit does not move at every request).
     static let unspillCount = inlineCapacity - 2
 
+    /// How many of `inline` are in use; -1 once the window lives in `spilled`.
+    private var inlineCount: Int32 = 0
+    /// Every observation once there have been more than `inlineCapacity` (else empty).
+    private var spilled: [BufferObservation] = []
     private var inline: (BufferObservation, BufferObservation, BufferObservation, BufferObservation, BufferObservation, BufferObservation) = (
         .empty, .empty, .empty, .empty, .empty, .empty
     )
-    /// Every observation once there have been more than `inlineCapacity` (else empty).
-    private var spilled: [BufferObservation] = []
-    /// How many of `inline` are in use; -1 once the window lives in `spilled`.
-    private var inlineCount: Int32 = 0
 
     init() {}
 

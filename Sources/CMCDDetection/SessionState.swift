@@ -69,35 +69,36 @@ enum StartupPhase: UInt8 {
 /// Everything the detectors remember about one live session. Kept small: the target is
 /// under 1 KiB per live session including the table's own overhead.
 struct SessionState {
+    // What every request reads, together at the front (a few cache lines, fetched at once
+    // when the session's state is not cached), then the buffer window, then the rest.
+
     /// The id as the index compares it.
     var key: SessionKey
-    var sessionID: String
+    var newestTime: Int64
     var contentID: String?
     var edgeLocation: String?
-    var firstTime: Int64
-    var newestTime: Int64
-    /// Stream position of the session's first record.
-    var firstPosition: Int64 = 0
+    /// Open episodes, held apart: they are rare, and inline they would add two cache lines
+    /// to what every request reads. Set as a whole (a new box each time), never shared.
+    private var openDrop: Boxed<DropEpisode>?
+    private var openStarvation: Boxed<StarvationEpisode>?
+    /// Highest `bsa` seen; -1 when never seen.
+    var starvationCountSeen: Int64 = -1
+    /// The cohort window this session was last counted in, and what was counted of it there.
+    var cohortWindow: Int32 = -1
+    var cohortFlags: UInt8 = 0
+    /// What the player is doing (`PlayerPhase`).
+    var phase: PlayerPhase = .starting
     var startup: StartupPhase
     /// A `stuck` startup finding is open.
     var startupStuckFired = false
     /// Playback start was observed (not merely assumed).
     var playbackStarted = false
-    /// Highest `bsa` seen; -1 when never seen.
-    var starvationCountSeen: Int64 = -1
-    /// What the player is doing (`PlayerPhase`).
-    var phase: PlayerPhase = .starting
-    /// The cohort window this session was last counted in, and what was counted of it there.
-    var cohortWindow: Int32 = -1
-    var cohortFlags: UInt8 = 0
     /// The session has requested video (or muxed) segments: its audio requests then say
     /// nothing about playback starting or resuming (dash.js clears `su` per media type).
     var sawVideo = false
+    var qoe = SessionQoE()
     var window = BufferWindow()
-    /// Open episodes, held apart: they are rare, and inline they would add two cache lines
-    /// to what every request reads. Set as a whole (a new box each time), never shared.
-    private var openDrop: Boxed<DropEpisode>?
-    private var openStarvation: Boxed<StarvationEpisode>?
+
     var drop: DropEpisode? {
         get { openDrop?.value }
         set { openDrop = newValue.map(Boxed.init) }
@@ -106,10 +107,14 @@ struct SessionState {
         get { openStarvation?.value }
         set { openStarvation = newValue.map(Boxed.init) }
     }
+
+    // Read when a session starts, ends or reports, or when the player's state changes.
+    var sessionID: String
+    var firstTime: Int64
+    /// Stream position of the session's first record.
+    var firstPosition: Int64 = 0
     /// Bumped whenever the slot is reused, so stale timers are recognised.
     var generation: UInt32 = 0
-
-    // Read only when the player's state changes, so kept after what every request reads.
     /// Since when the player has been seeking, and whether that fired as stuck.
     var seekStuckFired = false
     var seekStartedAt: Int64 = 0
@@ -123,7 +128,6 @@ struct SessionState {
     /// the log (sampled away).
     var startupMediaMs: Int32 = 0
     var startupAudioMs: Int32 = 0
-    var qoe = SessionQoE()
 
     init(sessionID: String, key: SessionKey, firstTime: Int64, startup: StartupPhase) {
         self.key = key
