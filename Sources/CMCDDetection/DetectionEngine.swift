@@ -129,9 +129,15 @@ public struct DetectionEngine: Sendable {
     public func restartPosition() -> Int64? {
         var oldest: Int64?
         var slot = lruHead
-        while slot >= 0 {
-            if let needed = slots[Int(slot)].neededPosition { oldest = min(oldest ?? needed, needed) }
-            slot = links[Int(slot)].next
+        // Through pointers: a session read out of the array would be copied whole (and
+        // everything in it retained) per session.
+        slots.withUnsafeBufferPointer { slots in
+            links.withUnsafeBufferPointer { links in
+                while slot >= 0 {
+                    if let needed = slots.baseAddress![Int(slot)].neededPosition { oldest = min(oldest ?? needed, needed) }
+                    slot = links[Int(slot)].next
+                }
+            }
         }
         return oldest
     }

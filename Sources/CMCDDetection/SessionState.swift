@@ -149,7 +149,9 @@ struct SessionState {
         var needed: Int64?
         func consider(_ p: Int64) { needed = min(needed ?? p, p) }
         if startup == .starting { consider(firstPosition) }
-        if let first = window.first { consider(window.reduce(first.position) { min($0, $1.position) }) }
+        window.withElements { entries in
+            if let first = entries.first { consider(entries.reduce(first.position) { min($0, $1.position) }) }
+        }
         if let drop { consider(drop.startPosition) }
         if let starvation { consider(starvation.startPosition) }
         return needed
