@@ -47,6 +47,12 @@ public final class KafkaConsumer: @unchecked Sendable {
         rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
             guard let rk, let opaque else { return }
             let context = Unmanaged<ClientContext>.fromOpaque(opaque).takeUnretainedValue()
+            // A rebalance still on its way when the group finished leaving (the consumer
+            // closing as a rebalance assigned it partitions): the group serves nothing more,
+            // and librdkafka (2.0 to 2.6 at least, its issues 4041 and 4884) then waits for
+            // good for the answer to an assign, or to asking the protocol. Nothing is left to
+            // hand over or give up.
+            if rd_kafka_consumer_closed(rk) != 0 { return }
             let list = topicPartitions(partitions)
             let assigning = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
             context.onEvent(assigning ? .assigned(list) : .revoked(list))
