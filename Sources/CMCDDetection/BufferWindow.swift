@@ -85,7 +85,7 @@ struct BufferWindow: RandomAccessCollection {
                     w[i] = observation
                 }
                 inlineCount = Int32(n + 1)
-                if n + 1 > capacity { removeFirst(n + 1 - capacity) }
+                if n + 1 > capacity { dropFirstInline(n + 1 - capacity) }
                 return
             }
             spill()
@@ -114,17 +114,14 @@ struct BufferWindow: RandomAccessCollection {
         }
     }
 
-    private mutating func removeFirst(_ k: Int) {
-        guard k > 0 else { return }
-        if inlineCount >= 0 {
-            let n = Int(inlineCount)
-            withInline { w in
-                for i in 0..<(n - k) { w[i] = w[i + k] }
-            }
-            inlineCount = Int32(n - k)
-        } else {
-            spilled.removeFirst(k)
+    /// Drops the `k` oldest of the inline observations (a window in the array keeps its
+    /// capacity in `insert(_:into:keepFrom:capacity:)`).
+    private mutating func dropFirstInline(_ k: Int) {
+        let n = Int(inlineCount)
+        withInline { w in
+            for i in 0..<(n - k) { w[i] = w[i + k] }
         }
+        inlineCount = Int32(n - k)
     }
 
     @inline(__always)
