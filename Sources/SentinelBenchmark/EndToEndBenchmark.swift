@@ -127,7 +127,7 @@ final class ThreadCPUSampler: Sendable {
 }
 
 /// Reads `records` records of the configured partitions from the beginning and discards them:
-/// the bare cost of fetching, to compare the daemon with. Wall and CPU seconds.
+/// the bare cost of fetching, to compare the daemon with. Wall and CPU seconds of this process.
 func bareConsume(configuration: SentinelConfiguration, records: Int, group: String) throws -> (wall: Double, cpu: Double) {
     // The daemon's librdkafka properties (its pre-fetch queue among them), without statistics.
     var configuration = configuration
@@ -146,6 +146,55 @@ func bareConsume(configuration: SentinelConfiguration, records: Int, group: Stri
     consumer.close()
     return result
 }
+
+/// The configuration both the daemon and the bare consumer read `topic` with: the daemon's
+/// librdkafka defaults, unless SENTINEL_BENCH_QUEUE_KB sets the pre-fetch queue (what
+/// librdkafka holds ahead of the loop) or SENTINEL_BENCH_KAFKA adds properties
+/// (`key=value,key=value`).
+func benchConfiguration(brokers: String, topic: String) -> SentinelConfiguration {
+    var configuration = SentinelConfiguration()
+    configuration.kafka.brokers = brokers
+    configuration.kafka.topic = topic
+    configuration.kafka.partitions = [0, 1, 2, 3]
+    if let queueKB = ProcessEnvironmentValue("SENTINEL_BENCH_QUEUE_KB") { configuration.kafka.properties["queued.max.messages.kbytes"] = queueKB }
+    for pair in (ProcessEnvironmentValue("SENTINEL_BENCH_KAFKA") ?? "").split(separator: ",") {
+        let parts = pair.split(separator: "=", maxSplits: 1)
+        if parts.count == 2 { configuration.kafka.properties[String(parts[0])] = String(parts[1]) }
+    }
+    return configuration
+}
+
+/// `sentinel-bench bare-consumer BROKERS TOPIC GROUP RECORDS`: the bare consumer alone in a
+/// process of its own, as `kcat` runs (the allocator as glibc sets it up, nothing of a
+/// daemon's before it); prints its wall and CPU seconds for `endToEndBenchmark`.
+func bareConsumerProcess(brokers: String, topic: String, group: String, records: Int) {
+    do {
+        let run = try bareConsume(configuration: benchConfiguration(brokers: brokers, topic: topic), records: records, group: group)
+        print("bare-consumer \(run.wall) \(run.cpu)")
+    } catch {
+        FileHandle.standardError.write(Data("bare-consumer: failed: \(error)\n".utf8))
+        exit(1)
+    }
+}
+
+/// Runs `bareConsumerProcess` in a child process and returns what it measured.
+func bareConsumeInChildProcess(brokers: String, topic: String, records: Int, group: String) throws -> (wall: Double, cpu: Double) {
+    let child = Process()
+    child.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+    child.arguments = ["bare-consumer", brokers, topic, group, String(records)]
+    let output = Pipe()
+    child.standardOutput = output
+    try child.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    child.waitUntilExit()
+    let fields = text.split(whereSeparator: \.isWhitespace)
+    guard child.terminationStatus == 0, fields.count == 3, fields[0] == "bare-consumer", let wall = Double(fields[1]), let cpu = Double(fields[2]) else {
+        throw BenchError(message: "the bare consumer's process failed (status \(child.terminationStatus)): \(text)")
+    }
+    return (wall, cpu)
+}
+
+struct BenchError: Error, CustomStringConvertible { var message: String; var description: String { message } }
 
 /// The daemon end to end through a broker: consumer throughput on a backlog, then per-record
 /// latency from produce to finding at a steady rate.
@@ -168,27 +217,18 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         try await produce(producer, topic: topic, count: records, generator: &generator, rate: nil, realTime: false)
         print("e2e: produced in \(String(format: "%.1f", Date().timeIntervalSince(produceStart))) s (\(Int(Double(records) / Date().timeIntervalSince(produceStart))) records/s)")
 
-        var configuration = SentinelConfiguration()
-        configuration.kafka.brokers = brokers
-        configuration.kafka.topic = topic
-        configuration.kafka.partitions = [0, 1, 2, 3]
-        // The daemon's librdkafka defaults, unless SENTINEL_BENCH_QUEUE_KB sets the pre-fetch
-        // queue (what librdkafka holds ahead of the loop).
-        if let queueKB = ProcessEnvironmentValue("SENTINEL_BENCH_QUEUE_KB") { configuration.kafka.properties["queued.max.messages.kbytes"] = queueKB }
-        // SENTINEL_BENCH_KAFKA: more librdkafka properties for both consumers, `key=value,key=value`.
-        for pair in (ProcessEnvironmentValue("SENTINEL_BENCH_KAFKA") ?? "").split(separator: ",") {
-            let parts = pair.split(separator: "=", maxSplits: 1)
-            if parts.count == 2 { configuration.kafka.properties[String(parts[0])] = String(parts[1]) }
-        }
+        var configuration = benchConfiguration(brokers: brokers, topic: topic)
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = 1
 
         // The same backlog read by a bare librdkafka consumer (fetch and discard: what `kcat -C
-        // -e` does), then by the daemon with each set of sinks; CPU is the process's user +
-        // system time over the run (librdkafka's threads included), idle second excluded.
-        // The bare consumer runs first and again at the end, and the daemon is compared with
-        // the mean of the two: on a shared machine one run of it alone varies by a fifth.
-        var bareRuns = [try bareConsume(configuration: configuration, records: records, group: "bench-bare-\(topic)-0")]
+        // -e` does, in a process of its own as kcat is: the daemon sets up the process's
+        // allocator for itself), then by the daemon with each set of sinks; CPU is the
+        // process's user + system time over the run (librdkafka's threads included), idle
+        // second excluded. The bare consumer runs first and again at the end, and the daemon is
+        // compared with the mean of the two: on a shared machine one run of it alone varies by
+        // a fifth.
+        var bareRuns = [try bareConsumeInChildProcess(brokers: brokers, topic: topic, records: records, group: "bench-bare-\(topic)-0")]
         print("e2e: bare consumer: \(records) records in \(format(bareRuns[0].wall)) s, \(format(bareRuns[0].cpu / Double(records) * 1e6)) CPU-s per million records")
         var daemonRuns: [(name: String, line: String, cpu: Double)] = []
         // Each run writes its findings as `run` does to standard output, to /dev/null, beside
@@ -263,7 +303,7 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
             print(line)
             daemonRuns.append((variant.name, line, cpu / Double(consumed) * 1e6))
         }
-        bareRuns.append(try bareConsume(configuration: configuration, records: records, group: "bench-bare-\(topic)-1"))
+        bareRuns.append(try bareConsumeInChildProcess(brokers: brokers, topic: topic, records: records, group: "bench-bare-\(topic)-1"))
         let bareCPU = bareRuns.map(\.cpu).reduce(0, +) / Double(bareRuns.count) / Double(records) * 1e6
         print("e2e: bare consumer again: \(format(bareRuns[1].cpu / Double(records) * 1e6)) CPU-s per million records; mean of the two \(format(bareCPU))")
         for run in daemonRuns {

@@ -42,6 +42,8 @@ if arguments.first == "lines" {
     let records = count(1, "records", fallback: 2_000_000)
     let rate = count(2, "rate", fallback: 50_000)
     await endToEndBenchmark(brokers: ProcessEnvironmentValue("SENTINEL_KAFKA_BROKERS") ?? "127.0.0.1:9092", records: records, rate: rate)
+} else if arguments.first == "bare-consumer", arguments.count == 5 {
+    bareConsumerProcess(brokers: arguments[1], topic: arguments[2], group: arguments[3], records: count(4, "records", fallback: 1))
 } else if arguments.first == "alerts" {
     await alertsBenchmark(findingCount: count(1, "findings", fallback: 50_000))
 } else {

@@ -169,6 +169,8 @@ final class ConsumeLoop {
     /// Runs until `stop` is set (checked every 100 ms at least) or the idle limit passes; then
     /// finishes in-flight records, flushes the sinks, commits and closes the consumer.
     func run(stop: StopFlag) async throws {
+        let queueKilobytes = options.makeSource == nil ? daemon.kafkaProperties["queued.max.messages.kbytes"].flatMap { Int($0) } : nil
+        AllocatorSettings(queueKilobytes: queueKilobytes).apply()
         let source: any RecordSource
         if let makeSource = options.makeSource {
             source = try await makeSource(logger)

@@ -89,17 +89,31 @@ struct RecordPathTests {
     }
 }
 
+@Suite struct AllocatorSettingsTests {
+    /// The free top of a heap is kept up to the pre-fetch queue's size (within bounds), and
+    /// blocks of 4 MiB and more (outgrown session tables) are mapped on their own.
+    @Test func theTrimThresholdFollowsThePrefetchQueue() {
+        #expect(AllocatorSettings(queueKilobytes: 131_072).trimThreshold == 128 << 20)
+        #expect(AllocatorSettings(queueKilobytes: nil).trimThreshold == 64 << 20, "librdkafka's default queue")
+        #expect(AllocatorSettings(queueKilobytes: 1_024).trimThreshold == 16 << 20)
+        #expect(AllocatorSettings(queueKilobytes: 8 << 20).trimThreshold == 1 << 30)
+        let settings = AllocatorSettings(queueKilobytes: 131_072)
+        #expect(settings.mmapThreshold == 4 << 20)
+        #expect(settings.topPad == 64 << 20)
+    }
+}
+
 @Suite struct AllocatorTrimmingTests {
-    /// A trim each time the live sessions reach a quarter more than at the last one: a few
-    /// dozen in a daemon's life, none while the count stays put or falls.
+    /// A trim each time the live sessions reach a quarter more than at the last one, from
+    /// 16,384 on: about a dozen in a daemon's life, none while the count stays put or falls.
     @Test func trimsAsTheLiveSessionsGrowByAQuarter() {
         var trimming = AllocatorTrimming()
-        let counts = [0, 1_023, 1_024, 1_024, 1_279, 1_280, 500]
+        let counts = [0, 1_024, 16_383, 16_384, 16_384, 20_479, 20_480, 500]
         let trimmed = counts.map { trimming.shouldTrim(liveSessions: $0) }
-        #expect(trimmed == [false, false, true, false, false, true, false], "falling or staying put does not trim")
+        #expect(trimmed == [false, false, false, true, false, false, true, false], "falling or staying put does not trim")
         var trims = 0
-        for live in stride(from: 1_281, through: 300_000, by: 100) where trimming.shouldTrim(liveSessions: live) { trims += 1 }
-        #expect((20...30).contains(trims))
+        for live in stride(from: 20_481, through: 300_000, by: 100) where trimming.shouldTrim(liveSessions: live) { trims += 1 }
+        #expect((10...14).contains(trims))
     }
 }
 
