@@ -84,6 +84,11 @@ public final class InfluxWriter: Service, Sendable {
         /// Points encoded as an array go through here on their way into the batch.
         var scratch: [UInt8] = []
 
+        /// Tasks waiting for the sender to finish a batch or the writer to close (see
+        /// `waitForProgress`), by number.
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter = 0
+
         mutating func seal() {
             filling.bytes.removeSubrange(filling.length...)
             largestBatchBytes = max(largestBatchBytes, filling.length)
@@ -214,7 +219,7 @@ public final class InfluxWriter: Service, Sendable {
                 return !s.closed && s.buffered >= configuration.maxBufferedPoints
             }
             guard full else { return }
-            try? await Task.sleep(for: .milliseconds(5))
+            await waitForProgress(recheckingAfter: 0.1) { s in s.finalError != nil || s.closed || s.buffered < configuration.maxBufferedPoints }
         }
     }
 
@@ -234,15 +239,47 @@ public final class InfluxWriter: Service, Sendable {
                 return s.sealed.isEmpty && s.sendingPoints == 0
             }
             if idle { return true }
-            if monotonicSeconds() >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(min(5, max(1, Int((deadline - monotonicSeconds()) * 1000)))))
+            let now = monotonicSeconds()
+            if now >= deadline { return false }
+            await waitForProgress(recheckingAfter: min(0.1, deadline - now)) { s in s.finalError != nil || (s.sealed.isEmpty && s.sendingPoints == 0) }
         }
+    }
+
+    /// Suspends until the sender next finishes a batch (written or failed) or the writer
+    /// closes, or `recheckingAfter` seconds have passed; at once if `done` holds already (asked
+    /// under the lock, so that no progress is missed between asking and waiting). Callers look
+    /// again at what they wait for: waking is no promise that it holds.
+    private func waitForProgress(recheckingAfter seconds: Double, unless done: (inout State) -> Bool) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waiter = state.withLock { s -> Int? in
+                if done(&s) { return nil }
+                let waiter = s.nextWaiter
+                s.nextWaiter += 1
+                s.waiters[waiter] = continuation
+                return waiter
+            }
+            guard let waiter else { return continuation.resume() }
+            Task {
+                try? await Task.sleep(for: .milliseconds(max(1, Int(seconds * 1000))))
+                self.state.withLock { $0.waiters.removeValue(forKey: waiter) }?.resume()
+            }
+        }
+    }
+
+    /// Wakes every task in `waitForProgress`.
+    private func wakeWaiters() {
+        let waiters = state.withLock { s in
+            defer { s.waiters = [:] }
+            return s.waiters
+        }
+        for continuation in waiters.values { continuation.resume() }
     }
 
     /// Stops the sender (abandoning retries in progress: their records stay uncommitted).
     public func close() {
         state.withLock { $0.closed = true }
         wake.yield()
+        wakeWaiters()
     }
 
     public var statistics: Statistics {
@@ -304,8 +341,15 @@ public final class InfluxWriter: Service, Sendable {
             case .idle:
                 _ = await wakeups.next()
             case .wait(let ms):
-                // Woken early when a batch fills up; otherwise when the filling one is due.
-                try? await Task.sleep(for: .milliseconds(min(ms, 20)))
+                // Woken early when a batch fills up (or the writer closes); otherwise when the
+                // filling one is due.
+                let wake = self.wake
+                let timer = Task {
+                    try await Task.sleep(for: .milliseconds(ms))
+                    wake.yield()
+                }
+                _ = await wakeups.next()
+                timer.cancel()
             case .send(var batch):
                 let result = await write(batch)
                 let points = batch.points
@@ -330,6 +374,7 @@ public final class InfluxWriter: Service, Sendable {
                     }
                     return (s.buffered, s.finalError != nil)
                 }
+                wakeWaiters()
                 instruments.buffered.record(buffered)
                 if case .success(let seconds) = result {
                     instruments.pointsWritten.increment(by: batch.points)
