@@ -10,7 +10,30 @@ protocol LineOutput {
     mutating func append(_ byte: UInt8)
     mutating func append(contentsOf bytes: UnsafeBufferPointer<UInt8>)
     mutating func append(contentsOf bytes: UnsafeRawBufferPointer)
+    /// Appends `value` in decimal.
+    mutating func appendDecimal(_ value: Int64)
     var last: UInt8? { get }
+}
+
+extension LineOutput {
+    mutating func appendDecimal(_ value: Int64) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for 20 digits and a sign
+        let magnitude = value.magnitude
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var i = buffer.count
+            var rest = magnitude
+            repeat {
+                i -= 1
+                buffer[i] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10)
+                rest /= 10
+            } while rest > 0
+            if value < 0 {
+                i -= 1
+                buffer[i] = UInt8(ascii: "-")
+            }
+            append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[i...]))
+        }
+    }
 }
 
 extension Array: LineOutput where Element == UInt8 {}
@@ -49,6 +72,26 @@ struct PointCursor: LineOutput {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
         UnsafeMutableRawPointer(end).copyMemory(from: base, byteCount: bytes.count)
         end += bytes.count
+    }
+
+    /// Writes the digits in place, last first, once their count is known: no copy.
+    @inline(__always)
+    mutating func appendDecimal(_ value: Int64) {
+        if value < 0 { append(UInt8(ascii: "-")) }
+        var rest = value.magnitude
+        var count = 1
+        var power: UInt64 = 10
+        while count < 20, rest >= power {
+            count &+= 1
+            power &*= 10
+        }
+        var i = count
+        repeat {
+            i &-= 1
+            end[i] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
+            rest /= 10
+        } while i > 0
+        end += count
     }
 }
 
@@ -116,12 +159,14 @@ public enum LineProtocol {
     }
 
     /// A tag whose `,key=` is given whole; nothing when the value is empty.
+    @inline(__always)
     static func appendTag(prefix commaKeyEquals: StaticString, bytes value: UnsafeBufferPointer<UInt8>, to out: inout some LineOutput) {
         guard !value.isEmpty else { return }
         appendRaw(commaKeyEquals, to: &out)
         appendEscaped(value, .key, to: &out)
     }
 
+    @inline(__always)
     static func appendTag(prefix commaKeyEquals: StaticString, _ value: String?, to out: inout some LineOutput) {
         guard var value else { return }
         value.withUTF8 { appendTag(prefix: commaKeyEquals, bytes: $0, to: &out) }
@@ -182,23 +227,9 @@ public enum LineProtocol {
     }
 
     /// Appends an integer's decimal digits (as `String(value)` writes them).
+    @inline(__always)
     static func appendDecimal(_ value: Int64, to out: inout some LineOutput) {
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for 20 digits and a sign
-        let magnitude = value.magnitude
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            var i = buffer.count
-            var rest = magnitude
-            repeat {
-                i -= 1
-                buffer[i] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10)
-                rest /= 10
-            } while rest > 0
-            if value < 0 {
-                i -= 1
-                buffer[i] = UInt8(ascii: "-")
-            }
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[i...]))
-        }
+        out.appendDecimal(value)
     }
 
     /// A field set under construction: `key=value` pairs separated by commas.
@@ -245,6 +276,7 @@ public enum LineProtocol {
         appendRaw(keyEquals, to: &out)
     }
 
+    @inline(__always)
     static func appendField(prefix keyEquals: StaticString, integer value: Int64?, to out: inout some LineOutput) {
         guard let value else { return }
         appendFieldKey(prefix: keyEquals, to: &out)
@@ -252,18 +284,21 @@ public enum LineProtocol {
         out.append(UInt8(ascii: "i"))
     }
 
+    @inline(__always)
     static func appendField(prefix keyEquals: StaticString, float value: Double?, to out: inout some LineOutput) {
         guard let value, value.isFinite else { return }
         appendFieldKey(prefix: keyEquals, to: &out)
         appendDouble(value, to: &out)
     }
 
+    @inline(__always)
     static func appendField(prefix keyEquals: StaticString, bool value: Bool?, to out: inout some LineOutput) {
         guard let value else { return }
         appendFieldKey(prefix: keyEquals, to: &out)
         appendRaw(value ? "true" : "false", to: &out)
     }
 
+    @inline(__always)
     static func appendField(prefix keyEquals: StaticString, string value: String?, to out: inout some LineOutput) {
         guard let value else { return }
         appendFieldKey(prefix: keyEquals, to: &out)

@@ -156,10 +156,18 @@ struct LineProtocolTests {
         var rng = SystemRandomNumberGenerator()
         var integers: [Int64] = [0, 1, -1, 9, 10, 99, 100, .max, .min, .max - 1, .min + 1, 1_720_015_623_481]
         for _ in 0..<20_000 { integers.append(Int64.random(in: .min ... .max, using: &rng) >> Int64.random(in: 0...63, using: &rng)) }
+        let room = UnsafeMutablePointer<UInt8>.allocate(capacity: 64)
+        defer { room.deallocate() }
         for n in integers {
             var out: [UInt8] = []
             LineProtocol.appendDecimal(n, to: &out)
             #expect(String(decoding: out, as: UTF8.self) == String(n))
+            // The pointer path (digits written in place) writes the same, and nothing beyond.
+            room.initialize(repeating: 0xFF, count: 64)
+            var cursor = PointCursor(room)
+            LineProtocol.appendDecimal(n, to: &cursor)
+            #expect(Array(UnsafeBufferPointer(start: room, count: cursor.count)) == out)
+            #expect(room[cursor.count] == 0xFF)
         }
         // Thousandths (CloudFront's time-taken) take the fast path; anything else the general one.
         var doubles: [Double] = [0, -0.0, 0.001, 0.0005, 0.213, 1.5, -0.5, -2.25, 12.0, 999_999_999.999, 1e9, 1e-7, 1.0 / 3, 0.1 + 0.2, 6.02e23, -1e-300]
