@@ -318,6 +318,10 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         }
         configuration.kafka.topic = latencyTopic
         configuration.kafka.groupID = "bench-\(latencyTopic)"
+        // The producer learns the new topic's partitions first (its first records would wait
+        // for that metadata, and count it as the daemon's latency): one viewer's request.
+        var firstViewer = LineGenerator(sessions: 1)
+        try await produce(producer, topic: latencyTopic, count: 1, generator: &firstViewer, rate: nil, realTime: true)
         options.exitWhenIdleSeconds = 3
         let latencySink = MeasuringSink(measuring: true)
         let latencyDaemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sinks: [latencySink], logger: quietLogger)
