@@ -64,16 +64,9 @@ struct BufferWindow: RandomAccessCollection {
     mutating func insert(_ observation: BufferObservation, keepFrom oldest: Int64, capacity: Int) {
         if inlineCount >= 0 {
             // Drop what is too old first: the room it leaves is usually what the new one needs.
-            var n = Int(inlineCount)
-            withInline { w in
-                var drop = 0
-                while drop < n, w[drop].time < oldest { drop += 1 }
-                if drop > 0 {
-                    for k in 0..<(n - drop) { w[k] = w[k + drop] }
-                    n -= drop
-                }
-            }
-            inlineCount = Int32(n)
+            let tooOld = withElements { w in w.prefix { $0.time < oldest }.count }
+            if tooOld > 0 { dropFirstInline(tooOld) }
+            let n = Int(inlineCount)
             guard observation.time >= oldest else { return }
             if n < Self.inlineCapacity {
                 withInline { w in
@@ -114,8 +107,8 @@ struct BufferWindow: RandomAccessCollection {
         }
     }
 
-    /// Drops the `k` oldest of the inline observations (a window in the array keeps its
-    /// capacity in `insert(_:into:keepFrom:capacity:)`).
+    /// Drops the `k` oldest of the inline observations (a window in the array is trimmed in
+    /// `insert(_:into:keepFrom:capacity:)`).
     private mutating func dropFirstInline(_ k: Int) {
         let n = Int(inlineCount)
         withInline { w in
