@@ -80,6 +80,10 @@ public final class InfluxWriter: Service, Sendable {
         var buffered: Int { filling.points + sendingPoints + sealed.reduce(0) { $0 + $1.points } }
         /// Nothing waits to be written or is being written.
         var isIdle: Bool { filling.points == 0 && sealed.isEmpty && sendingPoints == 0 }
+        /// Every sealed batch is written (what `flush` waits for, having sealed the filling one).
+        var sealedAreWritten: Bool { sealed.isEmpty && sendingPoints == 0 }
+        /// Appends must wait for room (what `waitForRoom` waits out).
+        func isFull(maxBufferedPoints: Int) -> Bool { !closed && buffered >= maxBufferedPoints }
 
         /// Points encoded as an array go through here on their way into the batch.
         var scratch: [UInt8] = []
@@ -216,10 +220,10 @@ public final class InfluxWriter: Service, Sendable {
         while true {
             let full = try state.withLock { (s: inout State) throws(InfluxWriteError) -> Bool in
                 if let finalError = s.finalError { throw finalError }
-                return !s.closed && s.buffered >= configuration.maxBufferedPoints
+                return s.isFull(maxBufferedPoints: configuration.maxBufferedPoints)
             }
             guard full else { return }
-            await waitForProgress(recheckingAfter: 0.1) { s in s.finalError != nil || s.closed || s.buffered < configuration.maxBufferedPoints }
+            await waitForProgress(recheckingAfter: 0.1) { s in s.finalError != nil || !s.isFull(maxBufferedPoints: configuration.maxBufferedPoints) }
         }
     }
 
@@ -236,12 +240,12 @@ public final class InfluxWriter: Service, Sendable {
         while true {
             let idle = try state.withLock { (s: inout State) throws(InfluxWriteError) -> Bool in
                 if let finalError = s.finalError { throw finalError }
-                return s.sealed.isEmpty && s.sendingPoints == 0
+                return s.sealedAreWritten
             }
             if idle { return true }
             let now = monotonicSeconds()
             if now >= deadline { return false }
-            await waitForProgress(recheckingAfter: min(0.1, deadline - now)) { s in s.finalError != nil || (s.sealed.isEmpty && s.sendingPoints == 0) }
+            await waitForProgress(recheckingAfter: min(0.1, deadline - now)) { s in s.finalError != nil || s.sealedAreWritten }
         }
     }
 
