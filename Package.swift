@@ -44,8 +44,11 @@ let package = Package(
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
         // glibc's mallopt, for the daemon's allocator settings.
         .systemLibrary(name: "CMalloc"),
+        // The compiler's cache prefetch hint (a header, no library): the consumer asks for the
+        // next record while the current one is handled.
+        .systemLibrary(name: "CPrefetch"),
         .target(
-            name: "SentinelKafka", dependencies: ["CRdKafka", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+            name: "SentinelKafka", dependencies: ["CRdKafka", "CPrefetch", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "SentinelDaemon",
             dependencies: [

@@ -1,3 +1,4 @@
+import CPrefetch
 import CRdKafka
 import Logging
 
@@ -199,9 +200,10 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// the first only, and hands each to `body` in order as a view of librdkafka's own memory (no
     /// copy: valid only during the call). Rebalances and other callbacks are served meanwhile,
     /// as by `poll`. Returns how many records there were. Transient errors are reported as
-    /// events; fatal ones throw.
+    /// events; fatal ones throw. `prefetching` asks the cache for each next record's value
+    /// while `body` works on one (off only where values are not read).
     @discardableResult
-    public func pollBatch(max: Int, timeoutMs: Int32, _ body: (KafkaRecordView) throws -> Void) throws -> Int {
+    public func pollBatch(max: Int, timeoutMs: Int32, prefetching: Bool = true, _ body: (KafkaRecordView) throws -> Void) throws -> Int {
         let capacity = Swift.max(1, Swift.min(max, batchBuffer.count))
         // What is there now, without waiting: a batch call with a timeout waits to fill the
         // whole batch, which would hold a lone record (and its alert) for the full timeout.
@@ -234,6 +236,7 @@ public final class KafkaConsumer: @unchecked Sendable {
                 _ = try carriesError(m)
                 continue
             }
+            if prefetching { prefetch(after: index, of: n) }
             let view = KafkaRecordView(
                 topic: topicName(m.rkt), partition: m.partition, offset: m.offset,
                 key: m.key.map { UnsafeRawBufferPointer(start: $0, count: m.key_len) },
@@ -257,8 +260,26 @@ public final class KafkaConsumer: @unchecked Sendable {
         return true
     }
 
+    /// Asks the cache for what the records after `index` will need while `index` is worked on:
+    /// the next record's value (it was written by librdkafka's thread, most likely long since
+    /// gone from this core's cache) and the message after it, whose value pointer that needs.
+    @inline(__always)
+    private func prefetch(after index: Int, of count: Int) {
+        if index + 2 < count, let later = batchBuffer[index + 2] { sentinel_prefetch(later) }
+        guard index + 1 < count, let next = batchBuffer[index + 1], let payload = next.pointee.payload else { return }
+        var line = 0
+        let length = Swift.min(next.pointee.len, Self.prefetchedValueBytes)
+        while line < length {
+            sentinel_prefetch(payload + line)
+            line += 64
+        }
+    }
+
+    /// How much of the next record's value `prefetch` asks for: a CloudFront line or two.
+    private static let prefetchedValueBytes = 1024
+
     /// Takes up to `max` records and drops them (the bare cost of fetching, for benchmarks).
-    public func pollDiscarding(max: Int, timeoutMs: Int32) throws -> Int { try pollBatch(max: max, timeoutMs: timeoutMs) { _ in } }
+    public func pollDiscarding(max: Int, timeoutMs: Int32) throws -> Int { try pollBatch(max: max, timeoutMs: timeoutMs, prefetching: false) { _ in } }
 
     /// The topic's name, looked up once per topic handle (not allocated per record).
     private func topicName(_ rkt: OpaquePointer?) -> String {
