@@ -51,13 +51,19 @@ public struct HTTPAttempt: Sendable {
     public var url: String
     public var method: HTTPMethod = .POST
     public var headers: [(String, String)] = []
-    public var body: [UInt8] = []
+    /// Sent as it is (the HTTP client takes the buffer, no copy).
+    public var body: ByteBuffer
 
     public init(url: String, method: HTTPMethod = .POST, headers: [(String, String)] = [], body: [UInt8] = []) {
+        self.init(url: url, method: method, headers: headers, buffer: ByteBuffer(bytes: body))
+    }
+
+    /// A request whose body is already in a buffer (a batch written in place).
+    public init(url: String, method: HTTPMethod = .POST, headers: [(String, String)] = [], buffer: ByteBuffer) {
         self.url = url
         self.method = method
         self.headers = headers
-        self.body = body
+        self.body = buffer
     }
 
     /// Sends the request with `client` and classifies the answer. At most 4 KiB of a
@@ -66,8 +72,8 @@ public struct HTTPAttempt: Sendable {
         var request = HTTPClientRequest(url: url)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
-        if !body.isEmpty || method == .POST {
-            request.body = .bytes(ByteBuffer(bytes: body))
+        if body.readableBytes > 0 || method == .POST {
+            request.body = .bytes(body)
         }
         do {
             let response = try await client.execute(request, timeout: .milliseconds(timeoutMs))

@@ -35,27 +35,19 @@ public final class InfluxWriter: Service, Sendable {
     }
 
     struct Batch {
-        /// The lines. While the batch fills, only the first `length` bytes are lines and the
-        /// rest is room points are written into; sealed, it holds the lines alone.
-        var bytes: [UInt8] = []
-        var length = 0
+        /// The lines, written straight into the buffer's free room and sent as they are (the
+        /// HTTP client takes the buffer itself: no copy of a batch on its way out).
+        var bytes = ByteBuffer()
         var points = 0
-
-        /// Makes at least `count` bytes of room after the lines: the buffer's whole capacity
-        /// at first, doubling after that.
-        mutating func makeRoom(_ count: Int) {
-            let room = bytes.count - length
-            guard room < count else { return }
-            bytes.append(contentsOf: repeatElement(0, count: max(count - room, bytes.capacity - bytes.count, bytes.count)))
-        }
+        var length: Int { bytes.readableBytes }
 
         /// Writes a point of at most `maxBytes` through `write`, which returns its length.
         mutating func write(maxBytes: Int, _ write: (UnsafeMutablePointer<UInt8>) -> Int) {
-            makeRoom(maxBytes)
-            let at = length
-            let written = bytes.withUnsafeMutableBufferPointer { write($0.baseAddress! + at) }
-            precondition(written <= maxBytes, "a point overran the room it was given")
-            length += written
+            bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: maxBytes) { room in
+                let written = write(room.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                precondition(written <= maxBytes, "a point overran the room it was given")
+                return written
+            }
             points += 1
         }
     }
@@ -73,7 +65,7 @@ public final class InfluxWriter: Service, Sendable {
         /// Emptied buffers of written batches, their memory kept for the next ones: a batch
         /// (a megabyte or two with `write_raw`) neither grows by copying itself nor faults
         /// in fresh pages.
-        var spareBuffers: [[UInt8]] = []
+        var spareBuffers: [ByteBuffer] = []
         /// The largest batch so far, in bytes: what a new buffer reserves.
         var largestBatchBytes = 0
 
@@ -94,7 +86,6 @@ public final class InfluxWriter: Service, Sendable {
         var nextWaiter = 0
 
         mutating func seal() {
-            filling.bytes.removeSubrange(filling.length...)
             largestBatchBytes = max(largestBatchBytes, filling.length)
             sealed.append(filling)
             filling = Batch()
@@ -107,11 +98,11 @@ public final class InfluxWriter: Service, Sendable {
 
         /// Keeps a written batch's buffer (taken from `bytes`, which nothing else may hold,
         /// or its memory is not reused) for a later batch; two at most.
-        mutating func recycle(_ bytes: inout [UInt8]) {
+        mutating func recycle(_ bytes: inout ByteBuffer) {
             guard spareBuffers.count < 2 else { return }
-            var buffer: [UInt8] = []
+            var buffer = ByteBuffer()
             swap(&buffer, &bytes)
-            buffer.removeAll(keepingCapacity: true)
+            buffer.clear()
             spareBuffers.append(buffer)
         }
     }
@@ -357,7 +348,7 @@ public final class InfluxWriter: Service, Sendable {
             case .send(var batch):
                 let result = await write(batch)
                 let points = batch.points
-                var written: [UInt8] = []
+                var written = ByteBuffer()
                 if case .success = result { swap(&written, &batch.bytes) }  // the only reference left, reused
                 let (buffered, failed) = state.withLock { s in
                     s.sendingPoints = 0
@@ -395,7 +386,7 @@ public final class InfluxWriter: Service, Sendable {
         let start = monotonicSeconds()
         let backoff = Backoff(baseMs: 500, capMs: 30_000)
         var attempts = 0
-        let body = configuration.gzip ? Gzip.compress(batch.bytes) : batch.bytes
+        let body = configuration.gzip ? batch.bytes.withUnsafeReadableBytes { ByteBuffer(bytes: Gzip.compress($0)) } : batch.bytes
         while true {
             let outcome: DeliveryOutcome
             do {
@@ -443,7 +434,7 @@ public final class InfluxWriter: Service, Sendable {
 
     struct RequestError: Error, CustomStringConvertible { var description: String }
 
-    private func makeRequest(body: [UInt8]) async throws -> HTTPAttempt {
+    private func makeRequest(body: ByteBuffer) async throws -> HTTPAttempt {
         let api = try await resolveAPI()
         let base = configuration.baseURL
         var url: String
@@ -457,7 +448,7 @@ public final class InfluxWriter: Service, Sendable {
         var headers = [("Content-Type", "text/plain; charset=utf-8")]
         if !configuration.token.isEmpty { headers.append(("Authorization", "Token \(configuration.token)")) }
         if configuration.gzip { headers.append(("Content-Encoding", "gzip")) }
-        return HTTPAttempt(url: url, headers: headers, body: body)
+        return HTTPAttempt(url: url, headers: headers, buffer: body)
     }
 
     /// The write API: configured, or asked of `/ping` once (`X-Influxdb-Version` 1.x: v1).
@@ -482,21 +473,21 @@ public final class InfluxWriter: Service, Sendable {
 /// 31:1 there against 35:1 at the default level, for half the CPU, which the sender thread
 /// shares with the consume loop.
 enum Gzip {
-    static func compress(_ input: [UInt8]) -> [UInt8] {
+    static func compress(_ input: [UInt8]) -> [UInt8] { input.withUnsafeBytes { compress($0) } }
+
+    static func compress(_ input: UnsafeRawBufferPointer) -> [UInt8] {
         var stream = z_stream()
         guard deflateInit2_(&stream, Z_BEST_SPEED, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK
-        else { return input }
+        else { return Array(input) }
         defer { deflateEnd(&stream) }
         var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(input.count))) + 32)
-        var input = input
-        let status = input.withUnsafeMutableBufferPointer { source in
-            output.withUnsafeMutableBufferPointer { target in
-                stream.next_in = source.baseAddress
-                stream.avail_in = uInt(source.count)
-                stream.next_out = target.baseAddress
-                stream.avail_out = uInt(target.count)
-                return deflate(&stream, Z_FINISH)
-            }
+        let status = output.withUnsafeMutableBufferPointer { target in
+            // zlib does not write through `next_in`; its type is not const.
+            stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
+            stream.avail_in = uInt(input.count)
+            stream.next_out = target.baseAddress
+            stream.avail_out = uInt(target.count)
+            return deflate(&stream, Z_FINISH)
         }
         precondition(status == Z_STREAM_END, "deflate with a bound-sized buffer must finish")
         output.removeSubrange(Int(stream.total_out)...)
