@@ -72,7 +72,7 @@ struct RecordPath {
         var skipError: (any Error)?
         var sampleSinkError: (any Error)?
         parser.parseLines(of: record.value) { outcome, line in
-            switch outcome {
+            switch consume outcome {
             case .sample(var sample):
                 sample.position = record.offset
                 if !recordSinks.isEmpty, sampleSinkError == nil {
