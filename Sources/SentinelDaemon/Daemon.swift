@@ -132,8 +132,10 @@ final class ConsumeLoop {
     var metrics: DaemonMetrics { daemon.metrics }
     var logger: Logger { daemon.logger }
 
-    /// The parser, engines, cohorts and held findings: what each record touches.
-    private var path: RecordPath
+    /// The parser, engines, cohorts and held findings: what each record touches. Without the
+    /// runtime's exclusivity check (a thread-local lookup on each access, every record): the
+    /// loop is one task, and nothing else reaches its state.
+    @exclusivity(unchecked) private var path: RecordPath
     /// Whether each partition is really being fetched (see `FetchHealth`).
     private let fetching = FetchHealth()
     /// The commit, batching and stop policy (offsets per partition among it).
