@@ -157,6 +157,9 @@ public struct CohortTracker: Sendable {
     /// a window closes when the watermark given to `advance` (the slowest input's event time)
     /// has passed its end, so a partition read behind the others still counts where it belongs.
     var open: [OpenWindow] = []
+    /// Where in `open` the last sample's window was: the next sample's is most often the same
+    /// (a batch of one partition's records), found without a search. A hint, checked before use.
+    private var lastOpenIndex = 0
     /// The end of the newest closed window: samples before it are late (counted, not used).
     public private(set) var closedThrough = Int64.min
     /// Every sample of the window being closed, whatever its cohort (for the share an incident
@@ -205,6 +208,8 @@ public struct CohortTracker: Sendable {
         var open: [CohortWindow] = []
         var lastActiveWindow: Int64 = 0
         var ruleStates: [RuleState]
+        /// Where in `open` its last sample's window was (a hint, as `CohortTracker.lastOpenIndex`).
+        var lastOpenIndex = 0
     }
 
     var cohorts: [Cohort] = []
@@ -249,16 +254,20 @@ public struct CohortTracker: Sendable {
             statistics.lateSamples += 1
             return
         }
-        var w = open.count - 1
-        while w >= 0, open[w].start > start { w -= 1 }
-        if w < 0 || open[w].start != start {
-            w += 1
-            open.insert(OpenWindow(start: start), at: w)
-            if open.count > rules.maxOpenWindows {
-                closeOldest(into: &findings)
-                w -= 1
-                if w < 0 { return }  // it was the oldest: closed with it
+        var w = lastOpenIndex
+        if w >= open.count || open[w].start != start {
+            w = open.count - 1
+            while w >= 0, open[w].start > start { w -= 1 }
+            if w < 0 || open[w].start != start {
+                w += 1
+                open.insert(OpenWindow(start: start), at: w)
+                if open.count > rules.maxOpenWindows {
+                    closeOldest(into: &findings)
+                    w -= 1
+                    if w < 0 { return }  // it was the oldest: closed with it
+                }
             }
+            lastOpenIndex = w
         }
         let status = UInt8(clamping: (sample.httpStatus ?? 0) / 100)
         let (bitrate, throughput) = (observation.bitrateKbps, observation.throughputKbps)
@@ -291,13 +300,17 @@ public struct CohortTracker: Sendable {
             guard let slot = group == finest ? finestSlot : cohort(group: group, at: start) else { continue }
             cohorts.withUnsafeMutableBufferPointer { cohorts in
                 let cohort = cohorts.baseAddress! + slot
-                var i = cohort.pointee.open.count - 1
-                while i >= 0, cohort.pointee.open[i].start > start { i -= 1 }
-                if i < 0 || cohort.pointee.open[i].start != start {
-                    i += 1
-                    var window = CohortWindow()
-                    window.start = start
-                    cohort.pointee.open.insert(window, at: i)
+                var i = cohort.pointee.lastOpenIndex
+                if i >= cohort.pointee.open.count || cohort.pointee.open[i].start != start {
+                    i = cohort.pointee.open.count - 1
+                    while i >= 0, cohort.pointee.open[i].start > start { i -= 1 }
+                    if i < 0 || cohort.pointee.open[i].start != start {
+                        i += 1
+                        var window = CohortWindow()
+                        window.start = start
+                        cohort.pointee.open.insert(window, at: i)
+                    }
+                    cohort.pointee.lastOpenIndex = i
                 }
                 cohort.pointee.open[i].add(sample, observation, statusClass: status)
                 cohort.pointee.open[i].addMedia(bitrate: bitrate, throughput: throughput)

@@ -288,6 +288,48 @@ extension CohortTests {
         #expect(tracker.statistics.lateSamples == 0)
     }
 
+    @Test func partitionsReadInAlternateBatchesCountInTheRightWindows() throws {
+        // Two partitions two minutes apart in event time, read seven records at a time each:
+        // the samples hop between windows twelve apart, and each partition opens windows
+        // before or after those already open.
+        var samples = Self.audience(edges: ["FRA56-C2", "AMS1-C1"], perEdge: 30) { edge, _ in edge == "FRA56-C2" }
+        for i in samples.indices where samples[i].edgeLocation == "AMS1-C1" { samples[i].time += 120_000 }
+        let ordered = samples.sorted(by: { ($0.time, $0.sessionID) < ($1.time, $1.sessionID) })
+        func windowsAndIncidents(_ partitions: [[Sample]]) -> (windows: [String], incidents: [String], late: Int) {
+            let rules = DetectionRules()
+            var engines = partitions.map { _ in DetectionEngine(rules: rules) }
+            var tracker = CohortTracker(rules: rules)
+            tracker.collectsRollups = true
+            var findings: [Finding] = []
+            var read = partitions.map { _ in 0 }
+            while zip(read, partitions).contains(where: { $0 < $1.count }) {
+                for p in partitions.indices {
+                    let batch = partitions[p][read[p]..<min(read[p] + 7, partitions[p].count)]
+                    for s in batch {
+                        engines[p].process(s, into: &findings)
+                        tracker.observe(s, engines[p].lastObservation, into: &findings)
+                    }
+                    read[p] += batch.count
+                    // As the daemon does: the slowest partition with records left holds the windows.
+                    let marks = partitions.indices.map { read[$0] < partitions[$0].count ? engines[$0].watermark : Int64.max }
+                    if !marks.contains(Int64.min) { tracker.advance(to: marks.min()! - 2_000, into: &findings) }
+                }
+            }
+            tracker.finish(into: &findings)
+            let windows = tracker.takeRollups().map { "\($0.scope.map(\.value)) \($0.window.start) \($0.window.requests) \($0.window.sessions)" }
+            return (windows.sorted(), findings.of(.incident).map(\.jsonLine), tracker.statistics.lateSamples)
+        }
+        let inOrder = windowsAndIncidents([ordered])
+        let alternating = windowsAndIncidents([ordered.filter { $0.edgeLocation == "FRA56-C2" }, ordered.filter { $0.edgeLocation == "AMS1-C1" }])
+        #expect(inOrder.windows.count > 40 && !inOrder.incidents.isEmpty)
+        #expect(alternating.late == 0)
+        // Every window holds the same requests and viewers (the first that differs, if any).
+        #expect(alternating.windows.count == inOrder.windows.count)
+        let differing = zip(alternating.windows, inOrder.windows).first { $0 != $1 }
+        #expect(differing == nil, "read in alternate batches, then in order: \(String(describing: differing))")
+        #expect(alternating.incidents == inOrder.incidents)
+    }
+
     @Test func beyondMaxOpenWindowsTheOldestClosesWithWhatItHas() {
         var rules = DetectionRules()
         rules.cohorts.maxOpenWindows = 3
