@@ -70,8 +70,6 @@ public final class InfluxWriter: Service, Sendable {
         var largestBatchBytes = 0
 
         var buffered: Int { filling.points + sendingPoints + sealed.reduce(0) { $0 + $1.points } }
-        /// Nothing waits to be written or is being written.
-        var isIdle: Bool { filling.points == 0 && sealed.isEmpty && sendingPoints == 0 }
         /// Every sealed batch is written (what `flush` waits for, having sealed the filling one).
         var sealedAreWritten: Bool { sealed.isEmpty && sendingPoints == 0 }
         /// Appends must wait for room (what `waitForRoom` waits out).
