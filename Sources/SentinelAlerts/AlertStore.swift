@@ -469,7 +469,17 @@ public final class AlertStore: Service {
         let openWindows = try await openMaintenanceWindows(now: now)
         let results = try await database.run([
             Self.silencing(endpoint: endpoint, now: now, openWindows: openWindows),
-            SQLStatement(
+            Self.claiming(endpoint: endpoint, owner: owner, limit: limit, now: now, leaseUntil: leaseUntil, openWindows: openWindows),
+        ])
+        return (results.last ?? []).map(Self.notification).sorted { ($0.nextAttemptAt, $0.createdAt, $0.id) < ($1.nextAttemptAt, $1.createdAt, $1.id) }
+    }
+
+    /// SQL that leases due notifications (see `claimDue`). It passes over what an active silence
+    /// matches itself: on PostgreSQL each statement of a transaction sees the rows committed
+    /// when it starts, so one added after `silencing` ran is seen only here, and is silenced
+    /// in the next round instead of sent.
+    static func claiming(endpoint: String, owner: String, limit: Int, now: Int64, leaseUntil: Int64, openWindows: [String]) -> SQLStatement {
+        SQLStatement(
             """
             UPDATE notifications SET lease_until = $1, lease_owner = $2
             WHERE id IN (
@@ -478,13 +488,14 @@ public final class AlertStore: Service {
                   AND (n.kind = 'firing' OR NOT EXISTS (
                       SELECT 1 FROM notifications f
                       WHERE f.alert_id = n.alert_id AND f.route = n.route AND f.kind = 'firing' AND f.state = 'pending'))
+                  AND NOT EXISTS (
+                      SELECT 1 FROM silences s, alerts a
+                      WHERE a.id = n.alert_id AND \(silenceMatches(now: "$4", openWindows: openWindows.indices.map { $0 + 6 })))
                 ORDER BY n.next_attempt_at, n.created_at, n.id
                 LIMIT $5)
             AND state = 'pending' AND lease_until <= $4
             RETURNING \(Self.notificationColumns)
-            """, [.int(leaseUntil), .text(owner), .text(endpoint), .int(now), .int(Int64(limit))]),
-        ])
-        return (results.last ?? []).map(Self.notification).sorted { ($0.nextAttemptAt, $0.createdAt, $0.id) < ($1.nextAttemptAt, $1.createdAt, $1.id) }
+            """, [.int(leaseUntil), .text(owner), .text(endpoint), .int(now), .int(Int64(limit))] + openWindows.map(SQLValue.text))
     }
 
     /// Records a delivery (of one notification, or of a group's members together). Only the

@@ -189,14 +189,7 @@ extension AlertStore {
     /// SQL that marks the endpoint's pending notifications whose alert an active silence
     /// matches as `silenced`, naming the silence. `openWindows`: the recurring silences open now.
     static func silencing(endpoint: String, now: Int64, openWindows: [String]) -> SQLStatement {
-        let windows = openWindows.indices.map { "$\($0 + 3)" }.joined(separator: ", ")
-        let match = """
-            s.expired_at IS NULL AND s.starts_at <= $2 AND s.ends_at > $2
-            AND (s.recurrence IS NULL\(windows.isEmpty ? "" : " OR s.id IN (\(windows))"))
-            AND (s.type IS NULL OR s.type = a.type) AND (s.severity IS NULL OR s.severity = a.severity)
-            AND (s.edge_location IS NULL OR s.edge_location = a.edge_location) AND (s.content_id IS NULL OR s.content_id = a.content_id)
-            AND (s.session_id IS NULL OR s.session_id = a.session_id) AND (s.scope IS NULL OR s.scope = a.scope)
-            """
+        let match = silenceMatches(now: "$2", openWindows: openWindows.indices.map { $0 + 3 })
         return SQLStatement(
             """
             UPDATE notifications SET state = 'silenced', last_error = (
@@ -204,5 +197,18 @@ extension AlertStore {
             WHERE state = 'pending' AND endpoint = $1 AND lease_until <= $2 AND EXISTS (
                 SELECT 1 FROM silences s, alerts a WHERE a.id = notifications.alert_id AND \(match))
             """, [.text(endpoint), .int(now)] + openWindows.map(SQLValue.text))
+    }
+
+    /// SQL true when an active silence `s` matches the alert `a`: `now` names the parameter
+    /// holding the time, `openWindows` the parameters naming the recurring silences open now.
+    static func silenceMatches(now: String, openWindows: [Int]) -> String {
+        let windows = openWindows.map { "$\($0)" }.joined(separator: ", ")
+        return """
+            s.expired_at IS NULL AND s.starts_at <= \(now) AND s.ends_at > \(now)
+            AND (s.recurrence IS NULL\(windows.isEmpty ? "" : " OR s.id IN (\(windows))"))
+            AND (s.type IS NULL OR s.type = a.type) AND (s.severity IS NULL OR s.severity = a.severity)
+            AND (s.edge_location IS NULL OR s.edge_location = a.edge_location) AND (s.content_id IS NULL OR s.content_id = a.content_id)
+            AND (s.session_id IS NULL OR s.session_id = a.session_id) AND (s.scope IS NULL OR s.scope = a.scope)
+            """
     }
 }

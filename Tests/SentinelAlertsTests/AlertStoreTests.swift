@@ -446,6 +446,28 @@ import SentinelSinks
         await s.close()
     }
 
+    /// On PostgreSQL a notification added while a dispatcher claims (after its `silencing`
+    /// statement, before its claim) is seen by the claim alone: the claim must pass over it
+    /// by itself. (The storm test once sent an incident's resolve that way.)
+    @Test(arguments: AlertStoreTests.backends) func theClaimAloneNeverLeasesWhatASilenceMatches(_ backend: String) async throws {
+        let s = try await store.open(backend)
+        try await s.addSilence(
+            try Silence(matchers: ["type": "incident", "edge_location": "FRA56-C2"], startsAt: 1_000, endsAt: 100_000, createdBy: "ops", comment: "", createdAt: 1_000))
+        let onEdge = folding.incident(.firing, edge: "FRA56-C2", detected: 2_000)
+        let elsewhere = folding.incident(.firing, edge: "AMS1-C1", detected: 2_000)
+        try await s.record(
+            [onEdge, elsewhere], notifications: [store.entry(for: onEdge, kind: .firing), store.entry(for: elsewhere, kind: .firing)], now: 2_000)
+        // The claim statement on its own, as a row committed between the two statements meets it.
+        let claim = AlertStore.claiming(endpoint: "default", owner: "o", limit: 10, now: 3_000, leaseUntil: 60_000, openWindows: [])
+        let leased = try await s.database.run([claim])[0].map(AlertStore.notification)
+        #expect(leased.map(\.alertID) == [elsewhere.id], "the silenced edge's incident is left for the next round")
+        #expect(try await s.notifications(alertID: onEdge.id).first?.state == .pending)
+        // The next round silences it.
+        #expect(try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 3_000, leaseUntil: 60_000).isEmpty)
+        #expect(try await s.notifications(alertID: onEdge.id).first?.state == .silenced)
+        await s.close()
+    }
+
     @Test(arguments: AlertStoreTests.backends) func aScopeSilenceHoldsBackOnlyThatCohortsIncidents(_ backend: String) async throws {
         let s = try await store.open(backend)
         func incident(_ scope: [(String, String)], _ id: String) -> Finding {
