@@ -187,10 +187,21 @@ extension AlertStore {
         public var updatedAt: Int64
     }
 
-    /// Alerts written after `since` (wall clock, ms), oldest first, at most `limit`.
+    /// Alerts written after `since` (wall clock, ms), oldest first: the first `limit`, and the
+    /// rest of the last one's millisecond. A batch's alerts share one time, so a caller that
+    /// goes on from the newest one returned skips none.
     public func changes(since: Int64, limit: Int = 1_000) async throws -> [Change] {
-        try await database.query(
-            "SELECT type, session_id, updated_at FROM alerts WHERE updated_at > $1 ORDER BY updated_at LIMIT $2", [.int(since), .int(Int64(limit))]
-        ).map { Change(type: $0[0].text ?? "", sessionID: $0[1].text ?? "", updatedAt: $0[2].int ?? 0) }
+        // `status IN` lets the alerts_status index (status, updated_at) find them: every alert
+        // is firing or resolved, and a scan of the whole table per subscriber and tick would not do.
+        let page = try await database.query(Self.changesPageSQL, [.int(since), .int(Int64(max(limit, 1)))]).map(Self.change)
+        guard page.count >= limit, let last = page.last?.updatedAt else { return page }
+        let tied = try await database.query(Self.changesAtSQL, [.int(last)]).map(Self.change)
+        return page.filter { $0.updatedAt < last } + tied
     }
+
+    private static let changeColumns = "SELECT type, session_id, updated_at FROM alerts WHERE status IN ('firing', 'resolved')"
+    static let changesPageSQL = "\(changeColumns) AND updated_at > $1 ORDER BY updated_at LIMIT $2"
+    static let changesAtSQL = "\(changeColumns) AND updated_at = $1"
+
+    static func change(_ row: SQLRow) -> Change { Change(type: row[0].text ?? "", sessionID: row[1].text ?? "", updatedAt: row[2].int ?? 0) }
 }

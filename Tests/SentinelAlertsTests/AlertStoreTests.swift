@@ -222,6 +222,32 @@ import SentinelSinks
         await db.close()
     }
 
+    /// What a resource subscription polls: a batch shares one write time, and a page that ends
+    /// inside it must not make the next poll (which goes on after that time) skip the rest.
+    @Test(arguments: AlertStoreTests.backends) func changesSinceATimeSkipNothingOfABatch(_ backend: String) async throws {
+        let s = try await open(backend)
+        let folding = IncidentFoldingTests()
+        let early = (0..<3).map { folding.drop("early-\($0)", edge: "FRA") }
+        try await s.record(early, notifications: [], now: 10_000)
+        let batch = (0..<2_500).map { folding.drop("v\($0)", edge: "FRA") }
+        try await s.record(batch, notifications: [], now: 20_000)
+        try await s.record([folding.drop("late", edge: "AMS")], notifications: [], now: 30_000)
+
+        let first = try await s.changes(since: 0, limit: 1_000)
+        #expect(first.count == 3 + 2_500, "the page, then the rest of its last millisecond")
+        #expect(Set(first.map(\.sessionID)) == Set((early + batch).map(\.sessionID)))
+        #expect(first.map(\.updatedAt) == first.map(\.updatedAt).sorted())
+        let next = try await s.changes(since: try #require(first.last?.updatedAt), limit: 1_000)
+        #expect(next.map(\.sessionID) == ["late"])
+        #expect(try await s.changes(since: 30_000, limit: 1_000).isEmpty)
+        if backend == "sqlite" {
+            // Found through an index, not by reading the whole table.
+            let plan = try await s.database.query("EXPLAIN QUERY PLAN " + AlertStore.changesPageSQL, [.int(0), .int(10)])
+            #expect(plan.contains { $0.contains { $0.text?.contains("USING INDEX alerts_status") == true } }, "\(plan)")
+        }
+        await s.close()
+    }
+
     @Test func aBadURLOrUnreachableServerIsAClearError() async throws {
         await #expect(throws: SQLError.self) { try await AlertStore.open(url: "postgres:/nohost", logger: logger) }
         let refused = RefusedPort()
