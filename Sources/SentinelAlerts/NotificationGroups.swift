@@ -49,6 +49,9 @@ extension AlertStore {
     public func claimGroup(of leader: NotificationRecord, owner: String, now: Int64, leaseUntil: Int64) async throws -> [NotificationRecord] {
         guard let key = leader.groupKey else { return [leader] }
         let event = leader.groupEvent ?? "evt_" + FNV1a128.hex(of: ["group", key, leader.id])
+        // A member added since the round's silencing ran is checked here: a silence that
+        // matches it leaves it to be silenced next round.
+        let openWindows = try await openMaintenanceWindows(now: now)
         let rows = try await database.query(
             """
             UPDATE notifications SET group_event = $1, lease_until = $2, lease_owner = $3
@@ -60,6 +63,9 @@ extension AlertStore {
                   AND (n.kind <> 'resolved' OR NOT EXISTS (
                       SELECT 1 FROM notifications f
                       WHERE f.alert_id = n.alert_id AND f.route = n.route AND f.kind = 'firing' AND f.state = 'pending'))
+                  AND NOT EXISTS (
+                      SELECT 1 FROM silences s, alerts a
+                      WHERE a.id = n.alert_id AND \(Self.silenceMatches(now: "$6", openWindows: openWindows.indices.map { $0 + 9 })))
                 ORDER BY CASE WHEN n.group_event = $1 THEN 0 ELSE 1 END, n.created_at, n.id
                 LIMIT $7)
             AND state = 'pending' AND (group_event = $1 OR ($8 = 0 AND group_event IS NULL AND group_key = $5))
@@ -69,7 +75,7 @@ extension AlertStore {
             [
                 .text(event), .int(leaseUntil), .text(owner), .text(leader.kind), .text(key), .int(now),
                 .int(Int64(Self.maxGroupMembers)), .int(leader.groupEvent == nil ? 0 : 1),
-            ])
+            ] + openWindows.map(SQLValue.text))
         let members = rows.map(Self.notification).sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
         return members.isEmpty ? [leader] : members
     }

@@ -397,6 +397,27 @@ import SentinelSinks
         await s.close()
     }
 
+    /// Members join a group between the round's silencing and the group's claim: one a silence
+    /// matches is not sent with the group but silenced the next round.
+    @Test(arguments: AlertStoreTests.backends) func aGroupLeavesOutAMemberASilenceMatches(_ backend: String) async throws {
+        let s = try await store.open(backend)
+        let first = folding.drop("a1", edge: "FRA")
+        try await s.record([first], notifications: [grouped(first)], now: 1_000)
+        let claimed = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 2_000, leaseUntil: 3_000)
+        #expect(claimed.map(\.alertID) == [first.id])
+        let silence = try Silence(matchers: ["session_id": "a2"], startsAt: 1_000, endsAt: 100_000, createdBy: "ops", comment: "", createdAt: 1_000)
+        try await s.addSilence(silence)
+        let joined = ["a2", "a3"].map { folding.drop($0, edge: "FRA") }
+        try await s.record(joined, notifications: joined.map { grouped($0) }, now: 2_000)
+        let members = try await s.claimGroup(of: claimed[0], owner: "o", now: 2_000, leaseUntil: 3_000)
+        #expect(Set(members.map(\.alertID)) == [first.id, joined[1].id])
+        #expect(try await s.notifications(alertID: joined[0].id).first?.state == .pending)
+        _ = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 2_100, leaseUntil: 3_000)
+        let held = try #require(try await s.notifications(alertID: joined[0].id).first)
+        #expect(held.state == .silenced && held.lastError == "silenced by \(silence.id)")
+        await s.close()
+    }
+
     @Test(arguments: AlertStoreTests.backends) func aRateLimitedEpisodeKeepsItsQueuedResolveBack(_ backend: String) async throws {
         let s = try await store.open(backend)
         let drop = folding.drop("s1", edge: "FRA")
