@@ -133,7 +133,9 @@ struct DetectCommand: AsyncParsableCommand {
     }
 
     static func summary(_ p: ParseStatistics, _ d: DetectionStatistics, _ c: CohortStatistics = CohortStatistics()) -> [String] {
-        let findingsTotal = d.findings.values.reduce(0, +)
+        // Every finding printed: the viewers' and the cohorts' incidents.
+        let byKey = d.findings.merging(c.findings, uniquingKeysWith: +)
+        let findingsTotal = byKey.values.reduce(0, +)
         var lines = [
             "records: \(p.lines) read, \(p.samples) with CMCD, \(p.skippedTotal) skipped, \(d.late) late, \(d.reordered) reordered, \(d.futureTimestamps) future_timestamp",
             "sessions: \(d.sessionsStarted) seen, \(d.idleEvictions) idle-evicted, \(d.capacityEvictions) evicted at capacity",
@@ -146,8 +148,8 @@ struct DetectCommand: AsyncParsableCommand {
             let byKey = p.memberErrors.keys.sorted().map { "\($0) \(p.memberErrors[$0]!)" }.joined(separator: ", ")
             lines.insert("skipped members: \(p.memberErrorsTotal) (records kept without them: \(byKey))", at: 2)
         }
-        for key in d.findings.keys.sorted() {
-            lines.append("  \(key.type.rawValue) \(key.severity.rawValue) \(key.status.rawValue): \(d.findings[key]!)")
+        for key in byKey.keys.sorted() {
+            lines.append("  \(key.type.rawValue) \(key.severity.rawValue) \(key.status.rawValue): \(byKey[key]!)")
         }
         if c.windowsClosed > 0 {
             lines.append(

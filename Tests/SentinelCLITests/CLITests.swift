@@ -214,6 +214,10 @@ import Testing
         #expect(incidents.first?["edge_location"] == .string("FRA56-C2") && incidents.first?["session_id"] == .null)
         #expect(incidents.first?["id"] == incidents.last?["id"])
         #expect(result.stderr.contains("incidents: 1 fired"), "\(result.stderr)")
+        // The summary counts every finding printed, the incident's two among them.
+        let printed = result.stdout.split(separator: "\n").count
+        #expect(result.stderr.contains("findings: \(printed)\n"), "\(printed) printed; \(result.stderr)")
+        #expect(result.stderr.contains("  incident critical firing: 1\n") && result.stderr.contains("  incident critical resolved: 1\n"), "\(result.stderr)")
     }
 
     @Test func rulesCheck() throws {
