@@ -2,7 +2,7 @@ import CMCDRecords
 import SentinelJSON
 
 /// One cohort's figures over one window: what `cohorts.incidents` judge and rollups report.
-public struct CohortWindow: Sendable, Equatable {
+public struct CohortWindow: Sendable, Equatable, OpenWindowStart {
     /// Event time (ms) the window starts.
     public var start: Int64 = 0
     public var requests = 0
@@ -177,7 +177,7 @@ public struct CohortTracker: Sendable {
     }
 
     /// One open window: every sample's figures (each cohort keeps its own, `Cohort.open`).
-    struct OpenWindow: Sendable {
+    struct OpenWindow: Sendable, OpenWindowStart {
         var start: Int64
         var overall = CohortWindow()
     }
@@ -213,6 +213,27 @@ public struct CohortTracker: Sendable {
     }
 
     var cohorts: [Cohort] = []
+
+    /// Where the window starting at `start` is in `windows` (kept in order of start), made
+    /// with `make` and inserted in its place when there is none. `hint`, where the last one
+    /// was, is checked first (a batch of one partition's records stays in one window) and is
+    /// set to the answer.
+    @inline(__always)
+    static func window<W: OpenWindowStart>(
+        at start: Int64, in windows: inout [W], hint: inout Int, make: (Int64) -> W
+    ) -> (index: Int, inserted: Bool) {
+        if hint < windows.count, windows[hint].start == start { return (hint, false) }
+        var i = windows.count - 1
+        while i >= 0, windows[i].start > start { i -= 1 }
+        var inserted = false
+        if i < 0 || windows[i].start != start {
+            i += 1
+            windows.insert(make(start), at: i)
+            inserted = true
+        }
+        hint = i
+        return (i, inserted)
+    }
     /// The dimensions some group uses, and the sample in hand's values and hashes of them
     /// (by `CohortDimension.ordinal`), reused from sample to sample.
     let usedDimensions: [CohortDimension]
@@ -254,19 +275,11 @@ public struct CohortTracker: Sendable {
             statistics.lateSamples += 1
             return
         }
-        var w = lastOpenIndex
-        if w >= open.count || open[w].start != start {
-            w = open.count - 1
-            while w >= 0, open[w].start > start { w -= 1 }
-            if w < 0 || open[w].start != start {
-                w += 1
-                open.insert(OpenWindow(start: start), at: w)
-                if open.count > rules.maxOpenWindows {
-                    closeOldest(into: &findings)
-                    w -= 1
-                    if w < 0 { return }  // it was the oldest: closed with it
-                }
-            }
+        var (w, inserted) = Self.window(at: start, in: &open, hint: &lastOpenIndex) { OpenWindow(start: $0) }
+        if inserted, open.count > rules.maxOpenWindows {
+            closeOldest(into: &findings)
+            w -= 1
+            if w < 0 { return }  // it was the oldest: closed with it
             lastOpenIndex = w
         }
         let status = UInt8(clamping: (sample.httpStatus ?? 0) / 100)
@@ -300,18 +313,11 @@ public struct CohortTracker: Sendable {
             guard let slot = group == finest ? finestSlot : cohort(group: group, at: start) else { continue }
             cohorts.withUnsafeMutableBufferPointer { cohorts in
                 let cohort = cohorts.baseAddress! + slot
-                var i = cohort.pointee.lastOpenIndex
-                if i >= cohort.pointee.open.count || cohort.pointee.open[i].start != start {
-                    i = cohort.pointee.open.count - 1
-                    while i >= 0, cohort.pointee.open[i].start > start { i -= 1 }
-                    if i < 0 || cohort.pointee.open[i].start != start {
-                        i += 1
-                        var window = CohortWindow()
-                        window.start = start
-                        cohort.pointee.open.insert(window, at: i)
-                    }
-                    cohort.pointee.lastOpenIndex = i
-                }
+                let i = Self.window(at: start, in: &cohort.pointee.open, hint: &cohort.pointee.lastOpenIndex) { start in
+                    var window = CohortWindow()
+                    window.start = start
+                    return window
+                }.index
                 cohort.pointee.open[i].add(sample, observation, statusClass: status)
                 cohort.pointee.open[i].addMedia(bitrate: bitrate, throughput: throughput)
                 if cohort.pointee.lastActiveWindow < start { cohort.pointee.lastActiveWindow = start }
@@ -782,4 +788,9 @@ public struct CohortRollup: Sendable {
         self.scope = scope
         self.window = window
     }
+}
+
+/// A window kept in a list ordered by its start (see `CohortTracker.window(at:in:hint:make:)`).
+protocol OpenWindowStart {
+    var start: Int64 { get }
 }
