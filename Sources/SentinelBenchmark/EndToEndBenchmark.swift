@@ -253,9 +253,56 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
             influx.gzip = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_GZIP") == "true"
             sets.append([("stdout and InfluxDB (every request and finding)", { [MeasuringSink(), StdoutSink(fd: devNull), InfluxSink(configuration: influx, logger: quietLogger)] })])
         }
+        /// One daemon over the backlog with `variant`'s sinks: prints what it did (unless it is
+        /// the warm-up) and returns its CPU-seconds per million records.
+        func measureDaemon(_ variant: Variant, configuration: SentinelConfiguration, reported: Bool) async throws -> Double {
+            let sinks = try await variant.makeSinks()
+            let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sinks: sinks, logger: quietLogger)
+            // With many sessions: resident memory before and at its highest while consuming.
+            let residentBefore = sessions >= 100_000 ? residentBytes() : nil
+            let residentPeak = Peak()
+            let cpuStart = processCPUSeconds()
+            let sampler = ProcessEnvironmentValue("SENTINEL_BENCH_THREADS") != nil ? ThreadCPUSampler() : nil
+            let consumeStart = Date()
+            try await withThrowingDiscardingTaskGroup { group in
+                // The InfluxDB writer sends in the background while the daemon runs.
+                for case let influx as InfluxSink in sinks { group.addTask { await influx.run() } }
+                if let sampler { group.addTask { await sampler.run() } }
+                if residentBefore != nil {
+                    group.addTask {
+                        while !Task.isCancelled, daemon.metrics.recordsConsumed < records {
+                            residentPeak.note(residentBytes())
+                            try? await Task.sleep(for: .milliseconds(20))
+                        }
+                        residentPeak.note(residentBytes())
+                    }
+                }
+                try await daemon.run()
+                sampler?.sample()
+                sampler?.stop()
+                for case let influx as InfluxSink in sinks { influx.close() }
+            }
+            let seconds = Date().timeIntervalSince(consumeStart) - 1  // the idle second
+            let cpu = processCPUSeconds() - cpuStart
+            let consumed = daemon.metrics.recordsConsumed
+            guard reported else { return cpu / Double(consumed) * 1e6 }
+            if let sampler {
+                print("e2e:   CPU-s by thread: " + sampler.spent().map { "\($0.0) \(format($0.1))" }.joined(separator: ", "))
+            }
+            if let baseline = residentBefore {
+                let peak = max(residentPeak.value, baseline)
+                print("e2e:   resident memory grew by \((peak - baseline) / 1_048_576) MiB while consuming \(sessions) sessions: \((peak - baseline) / sessions) bytes per live session, librdkafka's queues included")
+            }
+            let findings = (sinks.first as? MeasuringSink)?.findings ?? 0
+            print(
+                "e2e: daemon, \(variant.name): \(consumed) records in \(format(seconds)) s: \(Int(Double(consumed) / seconds)) records/s, "
+                    + "\(format(cpu / Double(consumed) * 1e6)) CPU-s per million records, \(findings) findings")
+            return cpu / Double(consumed) * 1e6
+        }
         // SENTINEL_BENCH_ROUNDS: each comparison again, each round against its own bare
         // consumer's runs, and the medians over the rounds (one round when memory is measured).
         let rounds = sessions >= 100_000 ? 1 : max(1, ProcessEnvironmentValue("SENTINEL_BENCH_ROUNDS").flatMap { Int($0) } ?? 1)
+        var bareCPUs: [Double] = []
         var cpuByVariant: [String: [Double]] = [:]
         var ratiosByVariant: [String: [Double]] = [:]
         var variantNames: [String] = []
@@ -264,7 +311,7 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
                 if rounds > 1 { print("e2e: round \(round) of \(rounds)") }
                 var bareRuns = [try bareConsumeInChildProcess(brokers: brokers, topic: topic, records: records, group: "bench-bare-\(topic)-\(setIndex)-\(round)-0")]
                 print("e2e: bare consumer: \(records) records in \(format(bareRuns[0].wall)) s, \(format(bareRuns[0].cpu / Double(records) * 1e6)) CPU-s per million records")
-                var daemonRuns: [(name: String, line: String, cpu: Double)] = []
+                var daemonRuns: [(name: String, cpu: Double)] = []
                 var variants = set
                 // A first daemon in a process pays for warming up (the allocator's heap, first touches
                 // of memory) what a long-running one does not: an unreported run over the backlog goes
@@ -272,56 +319,15 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
                 let warmUp = sessions < 100_000 && round == 1 && setIndex == 0
                 if warmUp { variants.insert(("warm-up", variants[0].makeSinks), at: 0) }
                 for (index, variant) in variants.enumerated() {
-                    let reported = !(warmUp && index == 0)
                     configuration.kafka.groupID = "bench-\(topic)-\(setIndex)-\(round)-\(index)"
-                    let sinks = try await variant.makeSinks()
-                    let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sinks: sinks, logger: quietLogger)
-                    // With many sessions: resident memory before and at its highest while consuming.
-                    let residentBefore = sessions >= 100_000 ? residentBytes() : nil
-                    let residentPeak = Peak()
-                    let cpuStart = processCPUSeconds()
-                    let sampler = ProcessEnvironmentValue("SENTINEL_BENCH_THREADS") != nil ? ThreadCPUSampler() : nil
-                    let consumeStart = Date()
-                    try await withThrowingDiscardingTaskGroup { group in
-                        // The InfluxDB writer sends in the background while the daemon runs.
-                        for case let influx as InfluxSink in sinks { group.addTask { await influx.run() } }
-                        if let sampler { group.addTask { await sampler.run() } }
-                        if residentBefore != nil {
-                            group.addTask {
-                                while !Task.isCancelled, daemon.metrics.recordsConsumed < records {
-                                    residentPeak.note(residentBytes())
-                                    try? await Task.sleep(for: .milliseconds(20))
-                                }
-                                residentPeak.note(residentBytes())
-                            }
-                        }
-                        try await daemon.run()
-                        sampler?.sample()
-                        sampler?.stop()
-                        for case let influx as InfluxSink in sinks { influx.close() }
-                    }
-                    let seconds = Date().timeIntervalSince(consumeStart) - 1  // the idle second
-                    let cpu = processCPUSeconds() - cpuStart
-                    guard reported else { continue }
-                    if let sampler {
-                        print("e2e:   CPU-s by thread: " + sampler.spent().map { "\($0.0) \(format($0.1))" }.joined(separator: ", "))
-                    }
-                    let consumed = daemon.metrics.recordsConsumed
-                    if let baseline = residentBefore {
-                        let peak = max(residentPeak.value, baseline)
-                        print("e2e:   resident memory grew by \((peak - baseline) / 1_048_576) MiB while consuming \(sessions) sessions: \((peak - baseline) / sessions) bytes per live session, librdkafka's queues included")
-                    }
-                    let findings = (sinks.first as? MeasuringSink)?.findings ?? 0
-                    let line =
-                        "e2e: daemon, \(variant.name): \(consumed) records in \(format(seconds)) s: \(Int(Double(consumed) / seconds)) records/s, "
-                        + "\(format(cpu / Double(consumed) * 1e6)) CPU-s per million records, \(findings) findings"
-                    print(line)
-                    daemonRuns.append((variant.name, line, cpu / Double(consumed) * 1e6))
+                    let reported = !(warmUp && index == 0)
+                    let cpu = try await measureDaemon(variant, configuration: configuration, reported: reported)
+                    if reported { daemonRuns.append((variant.name, cpu)) }
                 }
                 bareRuns.append(try bareConsumeInChildProcess(brokers: brokers, topic: topic, records: records, group: "bench-bare-\(topic)-\(setIndex)-\(round)-1"))
                 let bareCPU = bareRuns.map(\.cpu).reduce(0, +) / Double(bareRuns.count) / Double(records) * 1e6
                 print("e2e: bare consumer again: \(format(bareRuns[1].cpu / Double(records) * 1e6)) CPU-s per million records; mean of the two \(format(bareCPU))")
-                cpuByVariant["bare consumer", default: []].append(bareCPU)
+                bareCPUs.append(bareCPU)
                 for run in daemonRuns {
                     print("e2e: daemon, \(run.name): \(format(run.cpu)) CPU-s per million records, \(format(run.cpu / bareCPU)) x the bare consumer")
                     if !variantNames.contains(run.name) { variantNames.append(run.name) }
@@ -336,7 +342,7 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
                 let sorted = PassRates(values).sorted
                 return "median \(format(PassRates(values).median)) (\(format(sorted.first!)) to \(format(sorted.last!)))"
             }
-            print("e2e: over \(rounds) rounds, CPU-s per million records: bare consumer (each round's mean) \(summary(cpuByVariant["bare consumer"] ?? []))")
+            print("e2e: over \(rounds) rounds, CPU-s per million records: bare consumer (each round's mean) \(summary(bareCPUs))")
             for name in variantNames {
                 print("e2e: over \(rounds) rounds, daemon, \(name): \(summary(cpuByVariant[name] ?? [])) CPU-s, \(summary(ratiosByVariant[name] ?? [])) x the bare consumer")
             }
