@@ -267,11 +267,11 @@ public final class KafkaConsumer: @unchecked Sendable {
     private func prefetch(after index: Int, of count: Int) {
         if index + 2 < count, let later = batchBuffer[index + 2] { sentinel_prefetch(later) }
         guard index + 1 < count, let next = batchBuffer[index + 1], let payload = next.pointee.payload else { return }
-        var line = 0
+        var offset = 0
         let length = Swift.min(next.pointee.len, Self.prefetchedValueBytes)
-        while line < length {
-            sentinel_prefetch(payload + line)
-            line += 64
+        while offset < length {
+            sentinel_prefetch(payload + offset)
+            offset += 64  // a cache line
         }
     }
 
