@@ -27,18 +27,40 @@ struct BufferWindow: RandomAccessCollection {
     var startIndex: Int { 0 }
     var endIndex: Int { inlineCount >= 0 ? Int(inlineCount) : spilled.count }
 
+    /// One observation, read on its own (no copy of the inline room).
     subscript(position: Int) -> BufferObservation {
-        withElements { $0[position] }
+        guard inlineCount >= 0 else { return spilled[position] }
+        precondition(position >= 0 && position < Int(inlineCount), "BufferWindow index out of range")
+        switch position {
+        case 0: return inline.0
+        case 1: return inline.1
+        case 2: return inline.2
+        case 3: return inline.3
+        case 4: return inline.4
+        default: return inline.5
+        }
     }
 
-    /// Calls `body` with the observations, oldest first.
+    /// Calls `body` with the observations, oldest first, read where they are. Mutating, for
+    /// the pointer to the inline room: a non-mutating read (`withUnsafeBytes(of:)`) copies
+    /// all of it, 141 bytes, for each call. Reads of a few use the subscript.
     @inline(__always)
-    func withElements<R>(_ body: (UnsafeBufferPointer<BufferObservation>) -> R) -> R {
+    mutating func withElements<R>(_ body: (UnsafeBufferPointer<BufferObservation>) -> R) -> R {
         guard inlineCount >= 0 else { return spilled.withUnsafeBufferPointer(body) }
         let count = Int(inlineCount)
-        return withUnsafeBytes(of: inline) { raw in
-            body(UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: BufferObservation.self), count: count))
-        }
+        return withInline { body(UnsafeBufferPointer(start: $0, count: count)) }
+    }
+
+    /// The lowest stream position of the observations of the window at `window` (nil when
+    /// there are none), read in place.
+    static func lowestPosition(at window: UnsafePointer<BufferWindow>) -> Int64? {
+        let count = Int(window.pointee.inlineCount)
+        guard count >= 0 else { return window.pointee.spilled.lazy.map(\.position).min() }
+        guard count > 0 else { return nil }
+        let inline = (UnsafeRawPointer(window) + MemoryLayout<BufferWindow>.offset(of: \.inline)!).assumingMemoryBound(to: BufferObservation.self)
+        var lowest = inline[0].position
+        for k in 1..<count { lowest = Swift.min(lowest, inline[k].position) }
+        return lowest
     }
 
     /// Adds an observation after the others (restoring a checkpoint).

@@ -134,7 +134,7 @@ public struct DetectionEngine: Sendable {
         slots.withUnsafeBufferPointer { slots in
             links.withUnsafeBufferPointer { links in
                 while slot >= 0 {
-                    if let needed = slots.baseAddress![Int(slot)].neededPosition { oldest = min(oldest ?? needed, needed) }
+                    if let needed = SessionState.neededPosition(at: slots.baseAddress! + Int(slot)) { oldest = min(oldest ?? needed, needed) }
                     slot = links[Int(slot)].next
                 }
             }

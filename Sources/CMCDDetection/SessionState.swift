@@ -143,17 +143,19 @@ struct SessionState {
         window.insert(observation, keepFrom: oldest, capacity: capacity)
     }
 
-    /// The oldest stream position this session's state was built from: replaying from it
-    /// rebuilds everything the detectors still need (nil: nothing).
-    var neededPosition: Int64? {
+    /// The oldest stream position the state of the session at `session` was built from:
+    /// replaying from it rebuilds everything the detectors still need (nil: nothing). Runs
+    /// for every live session at every commit, so it reads the fields it needs in place: a
+    /// getter called through the pointer copied the whole state (and retained what it holds)
+    /// for each session.
+    static func neededPosition(at session: UnsafePointer<SessionState>) -> Int64? {
         var needed: Int64?
         func consider(_ p: Int64) { needed = min(needed ?? p, p) }
-        if startup == .starting { consider(firstPosition) }
-        window.withElements { entries in
-            if let first = entries.first { consider(entries.reduce(first.position) { min($0, $1.position) }) }
-        }
-        if let drop { consider(drop.startPosition) }
-        if let starvation { consider(starvation.startPosition) }
+        if session.pointee.startup == .starting { consider(session.pointee.firstPosition) }
+        let window = UnsafeRawPointer(session) + MemoryLayout<SessionState>.offset(of: \.window)!
+        if let lowest = BufferWindow.lowestPosition(at: window.assumingMemoryBound(to: BufferWindow.self)) { consider(lowest) }
+        if let drop = session.pointee.openDrop { consider(drop.value.startPosition) }
+        if let starvation = session.pointee.openStarvation { consider(starvation.value.startPosition) }
         return needed
     }
 
@@ -177,12 +179,11 @@ struct SessionState {
     /// The highest buffer of the same object class in `[from, before)`.
     @inline(__always)
     func reference(objectClass: UInt8, from: Int64, before: Int64) -> Int64? {
-        let best = window.withElements { entries -> Int32 in
-            var best: Int32 = -1
-            for entry in entries where entry.objectClass == objectClass && entry.time >= from && entry.time < before {
-                if entry.bufferLength > best { best = entry.bufferLength }
-            }
-            return best
+        // Element by element, through the subscript: no copy of the window.
+        var best: Int32 = -1
+        for i in window.indices {
+            let entry = window[i]
+            if entry.objectClass == objectClass && entry.time >= from && entry.time < before && entry.bufferLength > best { best = entry.bufferLength }
         }
         return best >= 0 ? Int64(best) : nil
     }

@@ -214,6 +214,21 @@ struct RestartPositionTests {
         #expect(engine.restartPosition() == 40)
     }
 
+    @Test func restartPositionReadsWindowsInlineAndSpilled() {
+        var engine = DetectionEngine()
+        var findings: [Finding] = []
+        // Playing, with a request every 400 ms: the lookback window outgrows its inline room.
+        engine.process(at(sample("a", at: t0, "ot=av,bl=4000"), 100), into: &findings)
+        for i in 1..<60 { engine.process(at(sample("a", at: t0 + Int64(i) * 400, "ot=av,bl=9000"), 100 + Int64(i)), into: &findings) }
+        // The window keeps 10 s of lookback and 2 s of reorder tolerance before the newest
+        // request (at 23.6 s): from the one at 11.6 s, the 29th.
+        #expect(engine.restartPosition() == 129)
+        // A second session with a short window (inline) whose oldest record is older.
+        engine.process(at(sample("b", at: t0 + 23_000, "ot=av,bl=6000"), 50), into: &findings)
+        engine.process(at(sample("b", at: t0 + 23_500, "ot=av,bl=6000"), 51), into: &findings)
+        #expect(engine.restartPosition() == 50)
+    }
+
     @Test func aSessionReplayedFromMidStreamIsNotJudgedForStartup() {
         // What a restarted daemon sees when it replays from a committed offset past the
         // session's manifest request: no startup finding, rather than a wrong one.
