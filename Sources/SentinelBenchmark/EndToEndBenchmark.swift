@@ -232,10 +232,14 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         // the sink that counts them.
         let devNull = open("/dev/null", O_WRONLY)
         defer { close(devNull) }
+        // The alerts tables of the runs, removed at the end.
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-bench-e2e-\(getpid())")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
         typealias Variant = (name: String, makeSinks: () async throws -> [any FindingSink])
         var withoutInflux: [Variant] = [("stdout", { [MeasuringSink(), StdoutSink(fd: devNull)] })]
         withoutInflux.append(("stdout and the alerts table (SQLite)", {
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("bench-alerts-\(UUID().uuidString).db").path
+            let path = scratch.appendingPathComponent("alerts-\(UUID().uuidString).db").path
             let store = try await AlertStore.open(url: "sqlite:\(path)", logger: quietLogger)
             let routing = WebhookRouting(routes: DetectionRules().routes, endpoints: [])
             return [MeasuringSink(), StdoutSink(fd: devNull), AlertSink(store: store, notifications: { routing.plan($0, now: $1) }, logger: quietLogger)]
