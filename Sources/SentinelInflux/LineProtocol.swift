@@ -74,7 +74,8 @@ struct PointCursor: LineOutput {
         end += bytes.count
     }
 
-    /// Writes the digits in place, last first, once their count is known: no copy.
+    /// Writes the digits in place, last first, once their count is known: no copy; two at a
+    /// time (half the divisions: a point's timestamp has thirteen digits).
     @inline(__always)
     mutating func appendDecimal(_ value: Int64) {
         if value < 0 { append(UInt8(ascii: "-")) }
@@ -86,13 +87,27 @@ struct PointCursor: LineOutput {
             power &*= 10
         }
         var i = count
-        repeat {
-            i &-= 1
-            end[i] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
-            rest /= 10
-        } while i > 0
+        let pairs = Self.digitPairs.utf8Start
+        while rest >= 100 {
+            let pair = Int(truncatingIfNeeded: rest % 100) &* 2
+            rest /= 100
+            i &-= 2
+            end[i] = pairs[pair]
+            end[i &+ 1] = pairs[pair &+ 1]
+        }
+        if rest >= 10 {
+            let pair = Int(truncatingIfNeeded: rest) &* 2
+            end[i &- 2] = pairs[pair]
+            end[i &- 1] = pairs[pair &+ 1]
+        } else {
+            end[i &- 1] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest)
+        }
         end += count
     }
+
+    /// "00" to "99", each two bytes.
+    private static let digitPairs: StaticString =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
 }
 
 /// InfluxDB line protocol, written into a byte buffer. Every name and value is escaped per the
