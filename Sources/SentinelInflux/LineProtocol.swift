@@ -16,22 +16,13 @@ protocol LineOutput {
 }
 
 extension LineOutput {
+    /// Written by `PointCursor`'s digit writer into room on the stack, then appended.
     mutating func appendDecimal(_ value: Int64) {
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for 20 digits and a sign
-        let magnitude = value.magnitude
         withUnsafeMutableBytes(of: &digits) { buffer in
-            var i = buffer.count
-            var rest = magnitude
-            repeat {
-                i -= 1
-                buffer[i] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10)
-                rest /= 10
-            } while rest > 0
-            if value < 0 {
-                i -= 1
-                buffer[i] = UInt8(ascii: "-")
-            }
-            append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[i...]))
+            var cursor = PointCursor(buffer.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            cursor.appendDecimal(value)
+            append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<cursor.count]))
         }
     }
 }
