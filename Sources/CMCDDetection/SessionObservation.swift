@@ -8,7 +8,10 @@ public struct SessionObservation: Sendable, Equatable {
     public var isNew: Bool
     /// Playback start was measured with this sample (ms from the first request).
     public var startupMs: Int32?
-    /// The session is stalled now, for the first time in this window.
+    /// The session is stalled now, or was until this sample (its stall time counts in this
+    /// window: `stalledMs`), for the first time in this window. So a window whose rebuffer
+    /// ratio breaches counts the sessions that made it: a stall's last seconds fall in the
+    /// window of the request that ends it.
     public var firstStalledInWindow: Bool
     /// A critical buffer drop is open, for the first time in this window.
     public var firstCriticalDropInWindow: Bool
@@ -77,12 +80,12 @@ public struct SessionObservation: Sendable, Equatable {
         }
         self.isNew = isNew
         startupMs = before.startupMs < 0 && session.qoe.startupMs >= 0 ? session.qoe.startupMs : nil
-        firstStalledInWindow = first(session.isStalled, 1, in: &session)
-        firstCriticalDropInWindow = first(session.drop?.severity == .critical, 2, in: &session)
-        firstStuckInWindow = first(session.startup == .starting && session.startupStuckFired, 4, in: &session)
         let gap = gapMs <= pauseGapMs ? gapMs : 0
         watchedMs = before.watching ? gap : 0
         stalledMs = before.stalled ? gap : 0
+        firstStalledInWindow = first(session.isStalled || stalledMs > 0, 1, in: &session)
+        firstCriticalDropInWindow = first(session.drop?.severity == .critical, 2, in: &session)
+        firstStuckInWindow = first(session.startup == .starting && session.startupStuckFired, 4, in: &session)
     }
 }
 
