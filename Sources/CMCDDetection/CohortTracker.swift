@@ -596,6 +596,9 @@ public struct CohortTracker: Sendable {
             state.phase = .firing
             return .fire
         case .firing, .resolving:
+            // A window from before the episode began (re-read after a restart that had no
+            // checkpoint to start from) says nothing about it.
+            if start < state.breachStartedAt { return nil }
             if breach {
                 state.phase = .firing
                 return nil

@@ -260,6 +260,20 @@ extension CohortTests {
         restarted.finish(into: &after)
         #expect(after.of(.incident).summary == ["incident resolved critical"])
         #expect(after.of(.incident).first?.id == firing.id)
+        // A restart with no checkpoint re-reads the stream from its start: the minute before
+        // the stall does not resolve the incident taken back, so it does not fire again.
+        var fromScratch = DetectionEngine(rules: rules)
+        var again = CohortTracker(rules: rules)
+        #expect(again.restore([open]) == 1)
+        var reread: [Finding] = []
+        for s in ordered {
+            fromScratch.process(s, into: &reread)
+            again.observe(s, fromScratch.lastObservation, into: &reread)
+            again.advance(to: fromScratch.watermark - 2_000, into: &reread)
+        }
+        again.finish(into: &reread)
+        #expect(reread.of(.incident).summary == ["incident resolved critical"])
+        #expect(reread.of(.incident).first?.id == firing.id)
         // An incident of a rule or group no longer configured is not taken back.
         let stale = OpenIncident(rule: "gone", scope: [(.edgeLocation, "FRA56-C2")], startedAt: t0)
         var other = CohortTracker(rules: rules)
