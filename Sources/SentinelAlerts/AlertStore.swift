@@ -307,7 +307,7 @@ public final class AlertStore: Service {
     }
 
     static func recordStatements(_ findings: [Finding], notifications: [OutboxEntry], now: Int64) -> [SQLStatement] {
-        var statements: [SQLStatement] = findings.map { Self.upsert($0, now: now) }
+        var statements: [SQLStatement] = Self.alertRows(findings).map { Self.upsert($0, now: now) }
         var findingsByID: [String: Finding] = [:]
         for finding in findings { findingsByID[finding.id] = finding }
         for entry in notifications {
@@ -403,14 +403,61 @@ public final class AlertStore: Service {
             """
     }()
 
-    static func upsert(_ finding: Finding, now: Int64) -> SQLStatement {
-        SQLStatement(
+    /// One alert's findings of a batch, folded into the row its upsert writes.
+    struct AlertRow {
+        /// The first finding: what an insert takes and an update keeps (id, type, session,
+        /// start).
+        var first: Finding
+        /// The finding whose status, times, summary and details the row holds.
+        var taken: Finding
+        var severity: Severity
+        var contentID: String?
+        var edgeLocation: String?
+        var scope: String?
+
+        init(_ finding: Finding) {
+            (first, taken, severity) = (finding, finding, finding.severity)
+            (contentID, edgeLocation, scope) = (finding.contentID, finding.edgeLocation, AlertStore.scopeText(finding))
+        }
+
+        /// Folds a later finding of the alert in as `upsertSQL`'s update would.
+        mutating func fold(_ next: Finding) {
+            if taken.status == .firing, next.status == .resolved || next.detectedAt >= taken.detectedAt { taken = next }
+            if severity != .critical { severity = next.severity }
+            contentID = next.contentID ?? contentID
+            edgeLocation = next.edgeLocation ?? edgeLocation
+            scope = AlertStore.scopeText(next) ?? scope
+        }
+    }
+
+    /// The batch's rows, one per alert, in the order of each alert's first finding: an alert
+    /// with several findings in one batch (a drop that fires and resolves between two
+    /// writes, a quarter of the rows of a busy batch) is written once, as the upserts one
+    /// after the other would leave it (`upsertSQL` applies the same rules to the row stored).
+    static func alertRows(_ findings: [Finding]) -> [AlertRow] {
+        var rows: [AlertRow] = []
+        rows.reserveCapacity(findings.count)
+        var index: [String: Int] = [:]
+        for finding in findings {
+            if let at = index[finding.id] {
+                rows[at].fold(finding)
+            } else {
+                index[finding.id] = rows.count
+                rows.append(AlertRow(finding))
+            }
+        }
+        return rows
+    }
+
+    static func upsert(_ row: AlertRow, now: Int64) -> SQLStatement {
+        let (first, taken) = (row.first, row.taken)
+        return SQLStatement(
             upsertSQL,
             [
-                .text(finding.id), .text(finding.type.rawValue), .text(finding.status.rawValue), .text(finding.severity.rawValue),
-                .text(finding.sessionID), finding.contentID.map(SQLValue.text) ?? .null, finding.edgeLocation.map(SQLValue.text) ?? .null,
-                .int(finding.startedAt), .int(finding.detectedAt), finding.status == .resolved ? .int(finding.detectedAt) : .null,
-                .text(finding.summary), .text(JSONWriter.string(.object(finding.details))), .int(now), Self.scopeText(finding).map(SQLValue.text) ?? .null,
+                .text(first.id), .text(first.type.rawValue), .text(taken.status.rawValue), .text(row.severity.rawValue),
+                .text(first.sessionID), row.contentID.map(SQLValue.text) ?? .null, row.edgeLocation.map(SQLValue.text) ?? .null,
+                .int(first.startedAt), .int(taken.detectedAt), taken.status == .resolved ? .int(taken.detectedAt) : .null,
+                .text(taken.summary), .text(JSONWriter.string(.object(taken.details))), .int(now), row.scope.map(SQLValue.text) ?? .null,
             ])
     }
 

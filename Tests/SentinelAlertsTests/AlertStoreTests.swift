@@ -71,6 +71,39 @@ import SentinelSinks
         await store.close()
     }
 
+    /// Several findings of one alert in one batch are written as one row: the same row as
+    /// writing them one batch at a time, whatever their order, severities and what the
+    /// table held already (random batches, against the upsert's own rules in the database).
+    @Test(arguments: backends) func anAlertsFindingsInOneBatchLeaveTheRowTheyLeaveOneByOne(_ backend: String) async throws {
+        let (oneByOne, batched) = (try await open(backend), try await open(backend))
+        var random = SplitMix64(seed: 26)
+        for alert in 0..<300 {
+            let session = "s\(alert)"
+            func make() -> Finding {
+                var f = finding(
+                    random.next() % 3 == 0 ? .resolved : .firing, random.next() % 2 == 0 ? .warning : .critical, session: session,
+                    detected: 2_000 + Int64(random.next() % 5) * 1_000, drop: Double(random.next() % 100))
+                if random.next() % 3 == 0 { f.contentID = nil }
+                if random.next() % 4 == 0 { f.edgeLocation = "EDGE-\(random.next() % 3)" }
+                return f
+            }
+            // What the table held before the batch, if anything.
+            let before = (0..<Int(random.next() % 3)).map { _ in make() }
+            let batch = (0..<(1 + Int(random.next() % 4))).map { _ in make() }
+            for f in before { for store in [oneByOne, batched] { try await store.record([f], notifications: [], now: 50_000) } }
+            for f in batch { try await oneByOne.record([f], notifications: [], now: 60_000) }
+            try await batched.record(batch, notifications: [], now: 60_000)
+        }
+        let expected = try await oneByOne.database.query("SELECT \(AlertStore.alertColumns) FROM alerts ORDER BY id")
+        let rows = try await batched.database.query("SELECT \(AlertStore.alertColumns) FROM alerts ORDER BY id")
+        #expect(rows.count == 300)
+        #expect(rows == expected)
+        // A batch of one alert's findings is one upsert.
+        let episode = [finding(.firing, .warning, detected: 2_000), finding(.firing, detected: 3_000), finding(.resolved, detected: 4_000)]
+        #expect(AlertStore.recordStatements(episode, notifications: [], now: 0).count == 1)
+        for store in [oneByOne, batched] { await store.close() }
+    }
+
     @Test(arguments: backends) func outboxRowsAreWrittenOncePerEpisodeAndResolvedNeedsFiring(_ backend: String) async throws {
         let store = try await open(backend)
         let a = finding(.firing, detected: 2_000)
