@@ -17,7 +17,7 @@ import SentinelSinks
     func open(_ backend: String) async throws -> AlertStore {
         switch backend {
         case "sqlite":
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("alerts-\(UUID().uuidString).db").path
+            let path = TestScratch.directory.appendingPathComponent("alerts-\(UUID().uuidString).db").path
             return try await AlertStore.open(url: "sqlite:\(path)", logger: logger)
         default:
             return try await AlertStore.open(url: try PostgresServer.shared.newDatabase(), logger: logger)
@@ -233,7 +233,7 @@ import SentinelSinks
     /// new bindings ask for, also after one of its runs failed, and more distinct statements
     /// than the cache holds still run.
     @Test func preparedStatementsAreReusedCleanly() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("prepared-\(UUID().uuidString).db").path
+        let path = TestScratch.directory.appendingPathComponent("prepared-\(UUID().uuidString).db").path
         let db = try SQLiteDatabase(path: path)
         try await db.run([SQLStatement("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")])
         let insert = "INSERT INTO t (k, v) VALUES ($1, $2)"

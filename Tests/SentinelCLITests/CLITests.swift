@@ -161,7 +161,7 @@ import Testing
     /// from a file and from a pipe: the same findings and the same counts.
     func fileAndPipe(_ lines: [String]) throws -> (file: Result, pipe: Result) {
         let text = lines.enumerated().map { $0.offset % 3 == 0 ? $0.element + "\r" : $0.element }.joined(separator: "\n")
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("detect-\(UUID().uuidString).tsv")
+        let file = TestScratch.directory.appendingPathComponent("detect-\(UUID().uuidString).tsv")
         try text.write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
         let fromFile = try run(["detect", "--max-line-bytes", "2048", file.path])
@@ -226,7 +226,7 @@ import Testing
         #expect(ok.stdout.hasPrefix("rules/default.yaml: OK"))
         #expect(ok.stdout.contains("route severe-buffer-drops -> webhook default"))
         #expect(ok.stdout.contains("incident rebuffering (critical): rebuffer_ratio > 0.02 for 20000 ms, resolved after 60000 ms clear"), "\(ok.stdout)")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-\(UUID().uuidString)")
+        let dir = TestScratch.directory.appendingPathComponent("sentinel-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let bad = dir.appendingPathComponent("bad.yaml")

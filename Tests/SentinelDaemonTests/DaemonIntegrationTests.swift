@@ -60,7 +60,7 @@ import Testing
 
     /// `sessions.max_live_sessions` bounds the daemon, not each of its partitions (issue 25).
     @Test func theLiveSessionBoundIsDaemonWide() throws {
-        let rules = FileManager.default.temporaryDirectory.appendingPathComponent("rules-\(UUID().uuidString).yaml")
+        let rules = TestScratch.directory.appendingPathComponent("rules-\(UUID().uuidString).yaml")
         try "version: 1\nsessions:\n  max_live_sessions: 40\n".write(to: rules, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: rules) }
         var lines: [String] = []
@@ -168,7 +168,7 @@ import Testing
     @Test func killNineThenRestartResumesFromTheCheckpoint() throws {
         let topic = try Self.broker.newTopic()
         try Self.replay(topic: topic)
-        let shared = ["SENTINEL_ALERTS_URL": "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("it-ck-\(UUID().uuidString).db").path]
+        let shared = ["SENTINEL_ALERTS_URL": "sqlite:" + TestScratch.directory.appendingPathComponent("it-ck-\(UUID().uuidString).db").path]
         let first = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"), environment: shared)
         defer { if first.process.isRunning { kill(first.process.processIdentifier, SIGKILL) } }
         #expect(Self.waitFor(20) { first.output.lines.count >= Self.expected.count })
@@ -187,7 +187,7 @@ import Testing
     /// what came after it, and no finding is lost, changed or invented (QoE included).
     @Test func killNineMidStreamResumesWithTheSameFindingsQoEIncluded() throws {
         let topic = try Self.broker.newTopic()
-        let shared = ["SENTINEL_ALERTS_URL": "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("it-ck-\(UUID().uuidString).db").path]
+        let shared = ["SENTINEL_ALERTS_URL": "sqlite:" + TestScratch.directory.appendingPathComponent("it-ck-\(UUID().uuidString).db").path]
         let replay = try Self.start(["replay", "--brokers", Self.broker.address, "--topic", topic, "--rate", "16", Self.demo])
         let first = try Self.start(Self.daemonArguments(topic: topic, group: "g-\(topic)"), environment: shared)
         Thread.sleep(forTimeInterval: 2.5)
@@ -212,7 +212,7 @@ import Testing
         let topic = try Self.broker.newTopic()
         try Self.replay(topic: topic)
         let environment = [
-            "SENTINEL_ALERTS_URL": "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("it-ck-\(UUID().uuidString).db").path,
+            "SENTINEL_ALERTS_URL": "sqlite:" + TestScratch.directory.appendingPathComponent("it-ck-\(UUID().uuidString).db").path,
             "SENTINEL_KAFKA_INSTANCE_ID": "sentinel-\(topic)",
         ]
         let arguments = ["run", "--brokers", Self.broker.address, "--topic", topic, "--group", "g-\(topic)"]
@@ -514,7 +514,7 @@ import Testing
     static func consumeWatchingMetrics(
         _ lines: [String], environment: [String: String] = [:], until done: ([String]) -> Bool
     ) throws -> (Running, String) {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("replay-\(UUID().uuidString).tsv")
+        let file = TestScratch.directory.appendingPathComponent("replay-\(UUID().uuidString).tsv")
         try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
         let topic = try broker.newTopic()
@@ -608,7 +608,7 @@ import Testing
         process.arguments = arguments
         process.currentDirectoryURL = root
         // Each daemon gets an alerts table of its own unless the test names one.
-        let alerts = FileManager.default.temporaryDirectory.appendingPathComponent("it-alerts-\(UUID().uuidString).db").path
+        let alerts = TestScratch.directory.appendingPathComponent("it-alerts-\(UUID().uuidString).db").path
         process.environment = ProcessInfo.processInfo.environment.merging(["SENTINEL_HTTP_LISTEN": "", "SENTINEL_ALERTS_URL": "sqlite:\(alerts)"]) { _, new in new }
             .merging(environment) { _, new in new }
         let output = Collector()

@@ -17,7 +17,7 @@ import Testing
     static let healthy = "AMS1-C1"
 
     static func write(_ lines: ArraySlice<(time: Int64, line: String)>) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("storm-\(UUID().uuidString).tsv").path
+        let path = TestScratch.directory.appendingPathComponent("storm-\(UUID().uuidString).tsv").path
         try (lines.map(\.line).joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
@@ -37,11 +37,11 @@ import Testing
 
         let alertsURL =
             backend == "sqlite"
-            ? "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("storm-\(UUID().uuidString).db").path
+            ? "sqlite:" + TestScratch.directory.appendingPathComponent("storm-\(UUID().uuidString).db").path
             : try PostgresServer.shared.newDatabase()
         let receiver = try WebhookReceiver(secrets: [SinkIntegrationTests.secret])
         defer { receiver.stop() }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("storm-\(UUID().uuidString)")
+        let dir = TestScratch.directory.appendingPathComponent("storm-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let rules = dir.appendingPathComponent("rules.yaml").path
         // The default rules, with the viewers' drops held back (long enough for a loaded machine to reach the incident) so it can fold them.

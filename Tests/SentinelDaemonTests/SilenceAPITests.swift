@@ -33,7 +33,7 @@ import Testing
     static func string(_ value: JSONValue?) -> String? { value?.stringValue }
 
     @Test func operatorsSilenceThroughTheDaemonsHTTPPort() async throws {
-        let alerts = "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("silence-api-\(UUID().uuidString).db").path
+        let alerts = "sqlite:" + TestScratch.directory.appendingPathComponent("silence-api-\(UUID().uuidString).db").path
         let topic = try IT.broker.newTopic(partitions: 1)
         let environment = ["SENTINEL_ALERTS_URL": alerts, "SENTINEL_HTTP_TOKENS": "ops=\(Self.token),bot=bot-token-0123456789abcdef"]
         let (daemon, port) = try IT.startServing(

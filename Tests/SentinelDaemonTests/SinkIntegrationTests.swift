@@ -26,7 +26,7 @@ import Testing
     /// `qoe`: also the cohorts' windows (`cmcd_qoe`), whose number depends on when windows close;
     /// off where a test counts points exactly.
     static func config(influx: String, database: String, alerts: String, webhook: String, extraInflux: String = "", qoe: Bool = false) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-\(UUID().uuidString).yaml").path
+        let path = TestScratch.directory.appendingPathComponent("sentinel-\(UUID().uuidString).yaml").path
         // The default rules, with the pages sent at once (grouping is the storm test's).
         let rules = path + ".rules.yaml"
         try String(contentsOfFile: IT.root.appendingPathComponent("rules/default.yaml").path, encoding: .utf8)
@@ -92,7 +92,7 @@ import Testing
         let database = try await influx.newDatabase()
         let alertsURL =
             backend == "sqlite"
-            ? "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("sinks-\(UUID().uuidString).db").path
+            ? "sqlite:" + TestScratch.directory.appendingPathComponent("sinks-\(UUID().uuidString).db").path
             : try PostgresServer.shared.newDatabase()
         let receiver = try WebhookReceiver(secrets: [Self.secret], plan: ["500"])
         defer { receiver.stop() }
@@ -159,7 +159,7 @@ import Testing
     @Test func cohortWindowsReachInfluxDBAsQoEPoints() async throws {
         let influx = InfluxServer.shared
         let database = try await influx.newDatabase()
-        let alerts = "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("qoe-\(UUID().uuidString).db").path
+        let alerts = "sqlite:" + TestScratch.directory.appendingPathComponent("qoe-\(UUID().uuidString).db").path
         let configPath = try Self.config(influx: influx.url, database: database, alerts: alerts, webhook: "http://127.0.0.1:9/hook", qoe: true)
         let (daemon, _) = try Self.startOnDemoData(config: configPath, alerts: alerts)
         defer {
@@ -186,7 +186,7 @@ import Testing
         let database = try await influx.newDatabase()
         let receiver = try WebhookReceiver(secrets: [Self.secret])
         defer { receiver.stop() }
-        let alerts = "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("metrics-\(UUID().uuidString).db").path
+        let alerts = "sqlite:" + TestScratch.directory.appendingPathComponent("metrics-\(UUID().uuidString).db").path
         let configPath = try Self.config(influx: influx.url, database: database, alerts: alerts, webhook: receiver.url)
         let (daemon, port) = try Self.startOnDemoData(config: configPath, alerts: alerts)
         defer {
@@ -220,7 +220,7 @@ import Testing
     /// A webhook receiver that is down degrades health but records are still committed (the
     /// outbox holds the notifications): 200, and the JSON says what is wrong and since when.
     @Test func aWebhookOutageDegradesHealthWithoutFailingIt() async throws {
-        let alerts = "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("health-\(UUID().uuidString).db").path
+        let alerts = "sqlite:" + TestScratch.directory.appendingPathComponent("health-\(UUID().uuidString).db").path
         let influx = InfluxServer.shared
         let database = try await influx.newDatabase()
         let configPath = try Self.config(influx: influx.url, database: database, alerts: alerts, webhook: "http://127.0.0.1:\(freePort())/hook")
@@ -250,7 +250,7 @@ import Testing
         try IT.replay(topic: topic)
         let receiver = try WebhookReceiver(secrets: [Self.secret])
         defer { receiver.stop() }
-        let alerts = "sqlite:" + FileManager.default.temporaryDirectory.appendingPathComponent("down-\(UUID().uuidString).db").path
+        let alerts = "sqlite:" + TestScratch.directory.appendingPathComponent("down-\(UUID().uuidString).db").path
         let configPath = try Self.config(
             influx: "http://127.0.0.1:\(freePort())", database: "cmcd-metrics", alerts: alerts, webhook: receiver.url,
             extraInflux: "  api: v1\n  timeout_ms: 300\n  max_retry_ms: 1500")

@@ -125,7 +125,7 @@ import Testing
     }
 
     @Test func aProfileIsReadFromTheSharedCredentialsFile() async throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("credentials-\(UUID().uuidString)")
+        let file = TestScratch.directory.appendingPathComponent("credentials-\(UUID().uuidString)")
         try """
             [default]
             aws_access_key_id = DEFAULTKEY

@@ -55,7 +55,7 @@ import Testing
 
     /// A configuration reading `stream` through moto, with its own lease table.
     static func configuration(stream: String, failoverMs: Int = 10_000, listen: String = "", sessionsSpanShards: Bool = true) throws -> String {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("kinesis-\(UUID().uuidString).yaml")
+        let file = TestScratch.directory.appendingPathComponent("kinesis-\(UUID().uuidString).yaml")
         try """
             input:
               source: kinesis

@@ -275,7 +275,7 @@ extension ExternalClientTests {
             server.terminate()
             server.waitUntilExit()
         }
-        let marker = FileManager.default.temporaryDirectory.appendingPathComponent("subscribed-\(UUID().uuidString)").path
+        let marker = TestScratch.directory.appendingPathComponent("subscribed-\(UUID().uuidString)").path
         let uris = ["cmcd://anomalies/recent", "cmcd://sessions/late-viewer", "cmcd://incidents/open"]
         // The client runs on a thread of its own: its blocking reads must not hold the
         // cooperative pool (two threads here) while this test waits for it to subscribe.

@@ -64,7 +64,7 @@ final class Fixture: @unchecked Sendable {
         let old = Finding(
             type: .bufferDrop, status: .firing, severity: .warning, sessionID: "yesterday", contentID: "movie-1", edgeLocation: "IAD89-P1",
             startedAt: now - 2 * 3_600_000, detectedAt: now - 2 * 3_600_000, summary: "old", details: [("drop_percent", .double(55))])
-        alertsPath = FileManager.default.temporaryDirectory.appendingPathComponent("mcp-\(UUID().uuidString).db").path
+        alertsPath = TestScratch.directory.appendingPathComponent("mcp-\(UUID().uuidString).db").path
         store = try await AlertStore.open(url: "sqlite:\(alertsPath)", logger: logger)
         let drop = findings.first { $0.type == .bufferDrop }!
         try await store.record(
@@ -102,7 +102,7 @@ final class Fixture: @unchecked Sendable {
 
     /// A configuration file for `cmcd-sentinel mcp` reading this fixture's data.
     func configFile() throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcp-\(UUID().uuidString).yaml").path
+        let path = TestScratch.directory.appendingPathComponent("mcp-\(UUID().uuidString).yaml").path
         try """
         influx: {url: "\(InfluxServer.shared.url)", database: \(database)}
         alerts: {url: "sqlite:\(alertsPath)"}

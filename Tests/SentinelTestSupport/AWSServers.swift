@@ -7,7 +7,7 @@ final class PortFileProcess: @unchecked Sendable {
     let process: Process
 
     init(_ arguments: [String], python: String, name: String) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
+        let dir = TestScratch.directory.appendingPathComponent("\(name)-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let portFile = dir.appendingPathComponent("port")
         let process = Process()

@@ -229,7 +229,7 @@ public final class WebhookReceiver: @unchecked Sendable {
     }
 
     public init(secrets: [String] = [], plan: [String] = [], stallSeconds: Double = 5, retryAfter: String = "1") throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("receiver-\(UUID().uuidString)")
+        let dir = TestScratch.directory.appendingPathComponent("receiver-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         log = dir.appendingPathComponent("log.jsonl")
         let portFile = dir.appendingPathComponent("port")

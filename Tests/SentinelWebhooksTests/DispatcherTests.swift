@@ -60,7 +60,7 @@ struct WebhookRoutingTests {
 
     func store(_ backend: String = "sqlite") async throws -> AlertStore {
         if backend == "postgres" { return try await AlertStore.open(url: try PostgresServer.shared.newDatabase(), logger: logger) }
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("outbox-\(UUID().uuidString).db").path
+        let path = TestScratch.directory.appendingPathComponent("outbox-\(UUID().uuidString).db").path
         return try await AlertStore.open(url: "sqlite:\(path)", logger: logger)
     }
 
