@@ -49,7 +49,9 @@ public final class AlertSink: FindingSink, HealthReporting {
         var attempts = 0
         while true {
             do {
-                try await store.record(findings, notifications: entries, now: now)
+                // The write's time is this attempt's: a retried write is a change of now, not of
+                // when the batch first came (what a poller of changes goes by).
+                try await store.record(findings, notifications: entries, now: attempts == 0 ? now : AlertStore.nowMs())
                 writes.increment()
                 lastFailure.withLock { $0 = nil }
                 return

@@ -187,10 +187,17 @@ extension AlertStore {
 extension AlertStore {
     /// One alert written since a point in time: what a resource subscription needs to know.
     public struct Change: Sendable, Equatable {
+        public var id: String
         public var type: String
         public var sessionID: String
-        /// Wall clock of the write, ms.
+        /// Wall clock of the write, ms: taken before the write commits, so a concurrent
+        /// write (another daemon's, a retried one) may commit later with an earlier time
+        /// (`ChangeCursor` reads again behind the newest).
         public var updatedAt: Int64
+
+        public init(id: String, type: String, sessionID: String, updatedAt: Int64) {
+            (self.id, self.type, self.sessionID, self.updatedAt) = (id, type, sessionID, updatedAt)
+        }
     }
 
     /// Alerts written after `since` (wall clock, ms), oldest first: the first `limit`, and the
@@ -205,9 +212,72 @@ extension AlertStore {
         return page.filter { $0.updatedAt < last } + tied
     }
 
-    private static let changeColumns = "SELECT type, session_id, updated_at FROM alerts WHERE status IN ('firing', 'resolved')"
+    private static let changeColumns = "SELECT id, type, session_id, updated_at FROM alerts WHERE status IN ('firing', 'resolved')"
     static let changesPageSQL = "\(changeColumns) AND updated_at > $1 ORDER BY updated_at LIMIT $2"
     static let changesAtSQL = "\(changeColumns) AND updated_at = $1"
 
-    static func change(_ row: SQLRow) -> Change { Change(type: row[0].text ?? "", sessionID: row[1].text ?? "", updatedAt: row[2].int ?? 0) }
+    static func change(_ row: SQLRow) -> Change {
+        Change(id: row[0].text ?? "", type: row[1].text ?? "", sessionID: row[2].text ?? "", updatedAt: row[3].int ?? 0)
+    }
+
+    /// Every change after the cursor's position, read page by page (`changes(since:limit:)`),
+    /// each reported once (`ChangeCursor.take`).
+    /// A failed read leaves the cursor where it was.
+    public func changes(after cursor: inout ChangeCursor, limit: Int = 1_000) async throws -> [Change] {
+        var next = cursor
+        var from = next.readFrom
+        var fresh: [Change] = []
+        while true {
+            let page = try await changes(since: from, limit: limit)
+            fresh += next.take(page)
+            guard page.count >= limit, let last = page.last?.updatedAt, last > from else { break }
+            from = last
+        }
+        cursor = next
+        return fresh
+    }
+}
+
+/// Where a poller of the alerts table's changes is (a resource subscription). A write's
+/// `updated_at` is taken before it commits, so a write that commits later with an earlier
+/// time (another daemon's on the shared table, one held by a lock) would be skipped by a
+/// poller that went on from the newest time it saw. So each read starts `overlapMs` behind the
+/// newest change seen, and the changes seen since then are remembered, so that each is
+/// reported once. Pure: the poller reads, the cursor decides.
+public struct ChangeCursor: Sendable {
+    /// How far behind the newest change each read starts: longer than a write takes to
+    /// commit once its time is taken.
+    public let overlapMs: Int64
+    /// Changes at or before this (the subscription's start) are never reported.
+    let floor: Int64
+    /// The newest change seen.
+    private(set) var newest: Int64
+    /// Changes seen within `overlapMs` of `newest`: id and time.
+    private var seen: Set<Seen> = []
+
+    struct Seen: Hashable {
+        var id: String
+        var updatedAt: Int64
+    }
+
+    /// A cursor reporting changes written after `since` (ms).
+    public init(since: Int64, overlapMs: Int64 = 30_000) {
+        (floor, newest, self.overlapMs) = (since, since, max(overlapMs, 0))
+    }
+
+    /// Where the next read starts (exclusive).
+    public var readFrom: Int64 { max(floor, newest - overlapMs) }
+
+    /// The changes of a read not reported before, in their order.
+    public mutating func take(_ changes: [AlertStore.Change]) -> [AlertStore.Change] {
+        var fresh: [AlertStore.Change] = []
+        for change in changes where change.updatedAt > floor {
+            guard seen.insert(Seen(id: change.id, updatedAt: change.updatedAt)).inserted else { continue }
+            fresh.append(change)
+            newest = max(newest, change.updatedAt)
+        }
+        let horizon = newest - overlapMs
+        if seen.contains(where: { $0.updatedAt <= horizon }) { seen = seen.filter { $0.updatedAt > horizon } }
+        return fresh
+    }
 }

@@ -130,13 +130,12 @@ actor ResourceWatcher {
     }
 
     private func watch(since start: Int64) async {
-        var since = start
+        var cursor = ChangeCursor(since: start)
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(intervalMs))
             guard !Task.isCancelled, let store, let notify else { continue }
             // A failed read is tried again at the next tick (the subscription outlives an outage).
-            guard let changes = try? await store.changes(since: since), let newest = changes.last?.updatedAt else { continue }
-            since = newest
+            guard let changes = try? await store.changes(after: &cursor), !changes.isEmpty else { continue }
             for uri in subscribed.sorted() where Self.affected(uri, by: changes) {
                 if !(await notify(uri)) {
                     task = nil

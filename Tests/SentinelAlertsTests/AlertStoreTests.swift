@@ -281,6 +281,37 @@ import SentinelSinks
         await s.close()
     }
 
+    /// A write whose time was taken before another's committed (two daemons on one table, a
+    /// write held by a lock) commits later with an earlier time: a subscription's poller still
+    /// reports it, and reports every change once.
+    @Test(arguments: AlertStoreTests.backends) func aChangeCommittedLateWithAnEarlierTimeIsReportedOnce(_ backend: String) async throws {
+        let s = try await open(backend)
+        let folding = IncidentFoldingTests()
+        var cursor = ChangeCursor(since: 10_000, overlapMs: 30_000)
+        try await s.record([folding.drop("before", edge: "FRA")], notifications: [], now: 9_000)
+        try await s.record([folding.drop("a", edge: "FRA")], notifications: [], now: 20_000)
+        #expect(try await s.changes(after: &cursor).map(\.sessionID) == ["a"], "nothing from before the subscription")
+        // Daemon B's write at 25,000 commits first; daemon A's, timed 21,000, after it.
+        try await s.record([folding.drop("b", edge: "FRA")], notifications: [], now: 25_000)
+        #expect(try await s.changes(after: &cursor).map(\.sessionID) == ["b"])
+        try await s.record([folding.drop("late", edge: "AMS")], notifications: [], now: 21_000)
+        #expect(try await s.changes(after: &cursor).map(\.sessionID) == ["late"])
+        #expect(try await s.changes(after: &cursor).isEmpty, "each change once")
+        // A row changed again is a change again; more than a page at once comes whole.
+        try await s.record([folding.drop("a", edge: "FRA")], notifications: [], now: 26_000)
+        let many = (0..<2_500).map { folding.drop("m\($0)", edge: "FRA") }
+        try await s.record(many, notifications: [], now: 27_000)
+        let changed = try await s.changes(after: &cursor, limit: 1_000)
+        #expect(changed.count == 2_501 && changed.first?.sessionID == "a")
+        #expect(try await s.changes(after: &cursor).isEmpty)
+        // Beyond the overlap, an earlier time is no longer looked for.
+        try await s.record([folding.drop("much-later", edge: "FRA")], notifications: [], now: 100_000)
+        #expect(try await s.changes(after: &cursor).map(\.sessionID) == ["much-later"])
+        try await s.record([folding.drop("too-late", edge: "FRA")], notifications: [], now: 60_000)
+        #expect(try await s.changes(after: &cursor).isEmpty)
+        await s.close()
+    }
+
     @Test func aBadURLOrUnreachableServerIsAClearError() async throws {
         await #expect(throws: SQLError.self) { try await AlertStore.open(url: "postgres:/nohost", logger: logger) }
         let refused = RefusedPort()
