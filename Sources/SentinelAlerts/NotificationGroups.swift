@@ -112,8 +112,10 @@ extension AlertStore {
                 """
                 UPDATE notifications SET state = 'rate_limited', last_error = $1
                 WHERE state = 'pending' AND kind = 'resolved'
-                  AND (alert_id, route) IN (SELECT alert_id, route FROM notifications WHERE kind = 'firing' AND id IN (\(Self.placeholders(ids.count, from: 2))))
-                """, [reason] + ids.map(SQLValue.text)),
+                  AND (alert_id, route) IN (
+                    SELECT alert_id, route FROM notifications WHERE kind = 'firing' AND lease_owner = $2 AND state = 'pending'
+                    AND id IN (\(Self.placeholders(ids.count, from: 3))))
+                """, [reason, .text(owner)] + ids.map(SQLValue.text)),
             SQLStatement(
                 """
                 UPDATE notifications SET state = 'rate_limited', last_error = $1, lease_until = 0

@@ -494,6 +494,19 @@ import SentinelSinks
         try await s.markRateLimited(ids: claimed.map(\.id), owner: "o", reason: "route r sent 1 webhooks in the last hour")
         #expect(try await s.notifications(alertID: drop.id).map(\.state) == [.rateLimited, .rateLimited])
         #expect(try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 5_000, leaseUntil: 6_000).isEmpty)
+        // A daemon whose lease ran out (another took the firing over and sent it) limits
+        // nothing: neither the firing nor its queued resolve.
+        let other = folding.drop("s2", edge: "FRA")
+        var otherResolved = other
+        otherResolved.status = .resolved
+        try await s.record([other], notifications: [store.entry(for: other, kind: .firing)], now: 10_000)
+        try await s.record([otherResolved], notifications: [store.entry(for: otherResolved, kind: .resolved)], now: 10_500)
+        let stale = try await s.claimDue(endpoint: "default", owner: "slow", limit: 10, now: 11_000, leaseUntil: 12_000)
+        let taken = try await s.claimDue(endpoint: "default", owner: "quick", limit: 10, now: 12_500, leaseUntil: 20_000)
+        #expect(stale.map(\.id) == taken.map(\.id))
+        try await s.markDelivered(ids: taken.map(\.id), owner: "quick", status: 200, now: 13_000)
+        try await s.markRateLimited(ids: stale.map(\.id), owner: "slow", reason: "route r sent 1 webhooks in the last hour")
+        #expect(try await s.notifications(alertID: other.id).map(\.state) == [.delivered, .pending])
         await s.close()
     }
 
