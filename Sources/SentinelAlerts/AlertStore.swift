@@ -361,7 +361,7 @@ public final class AlertStore: Service {
             AND f.state NOT IN ('folded', 'silenced', 'rate_limited'))
         ON CONFLICT (id) DO NOTHING
         """
-    private static let foldIntoIncidentSQL = """
+    static let foldIntoIncidentSQL = """
         UPDATE notifications SET state = 'folded', last_error = $1, folded_into = $5
         WHERE state = 'pending' AND attempts = 0 AND lease_until <= $4
         AND (kind = 'firing' OR NOT EXISTS (
@@ -516,9 +516,44 @@ public final class AlertStore: Service {
         let openWindows = try await openMaintenanceWindows(now: now)
         let results = try await database.run([
             Self.silencing(endpoint: endpoint, now: now, openWindows: openWindows),
+            Self.foldingCovered(endpoint: endpoint, now: now),
             Self.claiming(endpoint: endpoint, owner: owner, limit: limit, now: now, leaseUntil: leaseUntil, openWindows: openWindows),
         ])
         return (results.last ?? []).map(Self.notification).sorted { ($0.nextAttemptAt, $0.createdAt, $0.id) < ($1.nextAttemptAt, $1.createdAt, $1.id) }
+    }
+
+    /// SQL: the open incident that covers the viewer's alert of notification `n` (nil for an
+    /// incident's own notification, or when none covers it).
+    static func coveringIncident(of n: String) -> String {
+        """
+        (SELECT i.id FROM alerts a, alerts i WHERE a.id = \(n).alert_id AND a.type <> 'incident' \
+        AND \(openIncidentCovers(edge: "a.edge_location", content: "a.content_id")) ORDER BY i.started_at, i.id LIMIT 1)
+        """
+    }
+
+    /// SQL that folds the due viewers' notifications an open incident covers, before their
+    /// first attempt, as the incident's start folds those waiting then. An incident committed
+    /// by another daemon while a viewer's notification was being written did not see it, nor
+    /// it the incident: without this, it would be sent. (`claiming` passes over the ones an
+    /// incident committed since this ran covers, as it does for silences.)
+    static func foldingCovered(endpoint: String, now: Int64) -> SQLStatement {
+        let cover = coveringIncident(of: "notifications")
+        return SQLStatement(
+            """
+            UPDATE notifications SET state = 'folded', folded_into = \(cover), last_error = 'folded into incident ' || \(cover)
+            WHERE state = 'pending' AND endpoint = $1 AND next_attempt_at <= $2 AND lease_until <= $2 AND \(foldable("notifications"))
+            """, [.text(endpoint), .int(now)])
+    }
+
+    /// SQL: notification `n`, not attempted yet, would be folded by an open incident: one
+    /// covers its viewer, and it is a firing, or a resolve whose firing did not go out.
+    static func foldable(_ n: String) -> String {
+        """
+        \(n).attempts = 0 AND (\(n).kind = 'firing' OR NOT EXISTS (
+            SELECT 1 FROM notifications f WHERE f.alert_id = \(n).alert_id AND f.route = \(n).route
+            AND f.kind = 'firing' AND f.state IN ('delivered', 'dead')))
+        AND \(coveringIncident(of: n)) IS NOT NULL
+        """
     }
 
     /// SQL that leases due notifications (see `claimDue`). It passes over what an active silence
@@ -538,6 +573,7 @@ public final class AlertStore: Service {
                   AND NOT EXISTS (
                       SELECT 1 FROM silences s, alerts a
                       WHERE a.id = n.alert_id AND \(silenceMatches(now: "$4", openWindows: openWindows.indices.map { $0 + 6 })))
+                  AND NOT (\(foldable("n")))
                 ORDER BY n.next_attempt_at, n.created_at, n.id
                 LIMIT $5)
             AND state = 'pending' AND lease_until <= $4

@@ -415,6 +415,35 @@ import SentinelSinks
     }
 }
 
+extension IncidentFoldingTests {
+    /// Two daemons on one table: a viewer's notification written while another daemon wrote
+    /// the incident that covers it, neither transaction seeing the other's row (the
+    /// incident's fold ran before the viewer's row committed, the viewer's cover check before
+    /// the incident's). When it falls due it is folded, not sent, and its resolve with it.
+    @Test(arguments: AlertStoreTests.backends) func aViewersPageWrittenBesideAnIncidentIsFoldedWhenDue(_ backend: String) async throws {
+        let s = try await store.open(backend)
+        let viewer = drop("racing", edge: "FRA56-C2")
+        try await s.record([viewer], notifications: [held(viewer)], now: 10_000)
+        var resolved = viewer
+        resolved.status = .resolved
+        try await s.record([resolved], notifications: [store.entry(for: resolved, kind: .resolved)], now: 12_000)
+        // The incident's row and notification, as its daemon's transaction wrote them; its
+        // fold found nothing to fold.
+        let firing = incident(.firing, edge: "FRA56-C2", detected: 11_000)
+        let statements = AlertStore.recordStatements([firing], notifications: [store.entry(for: firing, kind: .firing)], now: 11_000)
+        try await s.database.run(statements.filter { $0.sql != AlertStore.foldIntoIncidentSQL })
+        #expect(try await state(s, viewer) == .pending, "the race: the viewer's page escaped the incident's fold")
+        let other = drop("elsewhere", edge: "AMS1-C1")
+        try await s.record([other], notifications: [held(other)], now: 10_000)
+        let due = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 50_000, leaseUntil: 60_000)
+        #expect(Set(due.map(\.alertID)) == [firing.id, other.id], "the incident and the other edge's viewer only")
+        #expect(try await s.notifications(alertID: viewer.id).map(\.state) == [.folded, .folded])
+        #expect(try await s.notifications(alertID: viewer.id).first?.foldedInto == firing.id)
+        #expect(try await s.foldedSummary(incidentID: firing.id).sessions == 1)
+        await s.close()
+    }
+}
+
 /// A route's groups in the outbox: one delivery per group, the same members across a lost
 /// lease, deliveries counted per group, rate-limited episodes with their resolves, incident updates.
 @Suite(.ownThread) struct NotificationGroupTests {
