@@ -95,12 +95,17 @@ public struct AlertStoreCheckpoints: CheckpointStore {
         try await store.deleteCheckpoint(group: group, topic: topic, partition: partition)
     }
 
+}
+
+extension AlertStore {
+    /// Incidents still firing (their rows), for a starting daemon's cohorts to take back: they
+    /// resolve, or go on, under their ids rather than firing twice or never resolving.
     public func openIncidents() async throws -> [OpenIncident] {
         var query = AlertStore.Query()
         query.type = FindingType.incident.rawValue
         query.status = FindingStatus.firing.rawValue
         query.limit = 10_000
-        return try await store.alerts(matching: query).compactMap { alert in
+        return try await alerts(matching: query).compactMap { alert in
             let details = (try? JSONParser.parse(alert.details, limits: .init(maxDepth: 8, maxElements: 10_000))) ?? .object([])
             return OpenIncident(details: details, startedAt: alert.startedAt)
         }

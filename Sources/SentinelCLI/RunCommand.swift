@@ -102,6 +102,10 @@ struct RunCommand: AsyncParsableCommand {
         }
         var options = Daemon.Options()
         options.exitWhenIdleSeconds = exitWhenIdle
+        if let store {
+            // Open incidents are taken back at start whatever keeps detection state.
+            options.openIncidents = { try await store.openIncidents() }
+        }
         if let store, configuration.alerts?.checkpoints ?? false {
             // Detection state is checkpointed beside the alerts (shared by a group on PostgreSQL).
             options.checkpoints = AlertStoreCheckpoints(store: store, group: configuration.kafka.groupID)

@@ -24,6 +24,9 @@ public final class Daemon: Service {
         /// Where detection state is checkpointed (nil: nowhere; a restart then re-reads from
         /// the oldest record the state needs).
         public var checkpoints: (any CheckpointStore)?
+        /// Reads the incidents still firing when the last run stopped (the alerts table's), for
+        /// the cohorts to take back at start, checkpoints or not (nil: none are).
+        public var openIncidents: (@Sendable () async throws -> [OpenIncident])?
         /// Makes the source of records when it is not Kafka (Kinesis): called once by the
         /// consume loop, on its own task. The source hands over its partitions as assignments.
         public var makeSource: (@Sendable (Logger) async throws -> any RecordSource)?
@@ -247,9 +250,9 @@ final class ConsumeLoop {
 
     /// Incidents firing when the last run stopped go on (or resolve) under their ids.
     private func restoreOpenIncidents() async throws {
-        guard let store = options.checkpoints, rules.cohorts.enabled else { return }
+        guard let openIncidents = options.openIncidents, rules.cohorts.enabled else { return }
         do {
-            let restored = path.cohorts.restore(try await store.openIncidents())
+            let restored = path.cohorts.restore(try await openIncidents())
             if restored > 0 { logger.info("\(restored) open incidents taken back from the alerts table") }
         } catch {
             logger.warning("open incidents could not be read (\(error)); they fire again if they go on")

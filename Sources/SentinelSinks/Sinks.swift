@@ -94,10 +94,4 @@ public protocol CheckpointStore: Sendable {
     func save(_ checkpoints: [DetectionCheckpoint]) async throws
     func load(topic: String, partition: Int32) async throws -> DetectionCheckpoint?
     func discard(topic: String, partition: Int32) async throws
-    /// Incidents still firing, for the cohort tracker to take back at start.
-    func openIncidents() async throws -> [OpenIncident]
-}
-
-extension CheckpointStore {
-    public func openIncidents() async throws -> [OpenIncident] { [] }
 }

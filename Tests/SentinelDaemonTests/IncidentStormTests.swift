@@ -170,4 +170,53 @@ import Testing
         #expect(counts["pending", default: 0] == 0 && counts["dead", default: 0] == 0, "\(counts)")
         await store.close()
     }
+
+    /// Without detection checkpoints (`alerts.checkpoints: false`), and so with Kinesis, a
+    /// restart in an incident still takes it back from the alerts table: it resolves under
+    /// its id instead of staying open for ever beside a second one.
+    @Test func anIncidentIsTakenBackWithoutCheckpoints() async throws {
+        let all = OutageLines.cloudFront(perEdge: 100, failing: Self.failing, healthy: Self.healthy)
+        let half = all.firstIndex { $0.time >= Self.t0 + 100_000 }!
+        let first = try Self.write(all[..<half])
+        let second = try Self.write(all[half...])
+        let dir = TestScratch.directory.appendingPathComponent("storm-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let alertsURL = "sqlite:" + dir.appendingPathComponent("alerts.db").path
+        let config = dir.appendingPathComponent("sentinel.yaml").path
+        try """
+            output:
+              stdout: false
+            alerts:
+              url: \(alertsURL)
+              checkpoints: false
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let topic = try IT.broker.newTopic(partitions: 2)
+        let arguments = ["run", "--config", config, "--brokers", IT.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0,1"]
+        for (part, lines) in [first, second].enumerated() {
+            let replayed = try IT.run(["replay", "--brokers", IT.broker.address, "--topic", topic, lines])
+            #expect(replayed.status == 0, "\(replayed.stderr)")
+            let (daemon, port) = try IT.startServing(arguments, environment: ["SENTINEL_ALERTS_URL": alertsURL])
+            defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
+            let target = Double(part == 0 ? half : all.count - half)
+            var consumed = 0.0
+            for _ in 0..<300 where consumed < target {
+                try await Task.sleep(for: .milliseconds(200))
+                consumed = IT.metricValue("cmcd_sentinel_records_consumed_total", in: (try? IT.httpGet(port: port, path: "/metrics").body) ?? "") ?? 0
+            }
+            #expect(consumed >= target)
+            kill(daemon.process.processIdentifier, SIGTERM)
+            daemon.process.waitUntilExit()
+            #expect(daemon.process.terminationStatus == 0, "\(daemon.errors.text.suffix(2000))")
+            if part == 1 {
+                #expect(daemon.errors.text.contains("1 open incidents taken back from the alerts table"), "\(daemon.errors.text.suffix(2000))")
+            }
+        }
+        let store = try await AlertStore.open(url: alertsURL, logger: Logger(label: "test"))
+        var query = AlertStore.Query()
+        query.type = "incident"
+        let incidents = try await store.alerts(matching: query)
+        #expect(incidents.map(\.status) == ["resolved"], "\(incidents.map(\.summary))")
+        #expect(incidents.first?.edgeLocation == Self.failing)
+        await store.close()
+    }
 }
