@@ -353,14 +353,26 @@ public struct CohortTracker: Sendable {
     /// Takes back incidents that were firing when the process stopped (the alerts table's
     /// open incident rows), so that they resolve, or go on, under the same id rather than
     /// firing twice or never resolving. Baselines start afresh. Returns how many were taken.
+    /// What cannot be taken back is resolved at `time` (the findings appended), or its row
+    /// would stay open for ever and fold every viewer's page of its scope: an incident of a
+    /// rule or cohort group no longer configured (or with cohorts off), and a second open
+    /// incident of a cohort and rule already taken back.
     @discardableResult
-    public mutating func restore(_ incidents: [OpenIncident]) -> Int {
-        guard rules.enabled else { return 0 }
+    public mutating func restore(_ incidents: [OpenIncident], at time: Int64, into findings: inout [Finding]) -> Int {
         var restored = 0
         for incident in incidents {
-            guard let r = rules.incidents.firstIndex(where: { $0.name == incident.rule }) else { continue }
+            func retire(_ resolution: String, _ reason: String) {
+                emit(incident.retired(at: time, resolution: resolution, because: reason), into: &findings)
+            }
+            guard rules.enabled, let r = rules.incidents.firstIndex(where: { $0.name == incident.rule }) else {
+                retire("not_configured", "its rule is no longer configured")
+                continue
+            }
             let dimensions = incident.scope.map(\.dimension).sorted()
-            guard let group = rules.groups.firstIndex(of: dimensions) else { continue }
+            guard let group = rules.groups.firstIndex(of: dimensions) else {
+                retire("not_configured", "its cohort group is no longer configured")
+                continue
+            }
             let byDimension = Dictionary(incident.scope.map { ($0.dimension, $0.value) }, uniquingKeysWith: { a, _ in a })
             for dimension in dimensions {
                 sampleValues[dimension.ordinal] = byDimension[dimension]
@@ -370,9 +382,15 @@ public struct CohortTracker: Sendable {
             let window = Self.floor(incident.startedAt, rules.windowMs)
             // The values are the incident's, not the last sample's: no cached cohort applies.
             for g in lastSlots.indices { lastSlots[g] = -1 }
-            guard let slot = findOrMakeCohort(group: group, at: window) else { continue }
+            guard let slot = findOrMakeCohort(group: group, at: window) else {
+                retire("not_tracked", "its cohort is not tracked (cohorts.max_cohorts are live)")
+                continue
+            }
             var state = cohorts[slot].ruleStates[r]
-            guard state.phase == .inactive else { continue }
+            guard state.phase == .inactive else {
+                retire("duplicate", "another open incident of the same cohort and rule goes on")
+                continue
+            }
             state.phase = .firing
             state.breachStartedAt = incident.startedAt
             cohorts[slot].ruleStates[r] = state
@@ -759,26 +777,49 @@ public struct OpenIncident: Sendable, Equatable {
     public var rule: String
     public var scope: [(dimension: CohortDimension, value: String)]
     public var startedAt: Int64
+    /// Its finding id (the row's), when known: what resolves it if it is not taken back.
+    public var id: String?
+    public var severity: Severity
 
-    public init(rule: String, scope: [(dimension: CohortDimension, value: String)], startedAt: Int64) {
+    public init(rule: String, scope: [(dimension: CohortDimension, value: String)], startedAt: Int64, id: String? = nil, severity: Severity = .critical) {
         self.rule = rule
         self.scope = scope
         self.startedAt = startedAt
+        self.id = id
+        self.severity = severity
     }
 
     /// From an incident finding's `details` (`rule`, `scope`); nil when they are not there.
-    public init?(details: JSONValue, startedAt: Int64) {
+    public init?(details: JSONValue, startedAt: Int64, id: String? = nil, severity: Severity = .critical) {
         guard case .string(let rule)? = details["rule"], let members = details["scope"]?.objectMembers, !members.isEmpty else { return nil }
         var scope: [(dimension: CohortDimension, value: String)] = []
         for (key, value) in members {
             guard let dimension = CohortDimension(rawValue: key), case .string(let text) = value else { return nil }
             scope.append((dimension, text))
         }
-        self.init(rule: rule, scope: scope, startedAt: startedAt)
+        self.init(rule: rule, scope: scope, startedAt: startedAt, id: id, severity: severity)
+    }
+
+    /// The scope as findings and their ids write it (`edge_location=FRA56-C2,content_id=...`).
+    var scopeText: String { scope.map { "\($0.dimension.rawValue)=\($0.value)" }.joined(separator: ",") }
+
+    /// The finding that resolves it at `time` without judging it, and why.
+    func retired(at time: Int64, resolution: String, because reason: String) -> Finding {
+        var finding = Finding(
+            type: .incident, status: .resolved, severity: severity, sessionID: "",
+            contentID: scope.first { $0.dimension == .contentID }?.value, edgeLocation: scope.first { $0.dimension == .edgeLocation }?.value,
+            startedAt: startedAt, detectedAt: max(time, startedAt), summary: "Incident \(rule) on \(scopeText) resolved: \(reason)",
+            details: [
+                ("rule", .string(rule)), ("scope", .object(scope.map { ($0.dimension.rawValue, .string($0.value)) })),
+                ("resolution", .string(resolution)),
+            ])
+        finding.id = id ?? FindingID.make(sessionID: "incident\u{0}\(rule)\u{0}\(scopeText)", type: .incident, startedAt: startedAt)
+        return finding
     }
 
     public static func == (a: OpenIncident, b: OpenIncident) -> Bool {
         a.rule == b.rule && a.startedAt == b.startedAt && a.scope.map(\.dimension) == b.scope.map(\.dimension) && a.scope.map(\.value) == b.scope.map(\.value)
+            && a.id == b.id && a.severity == b.severity
     }
 }
 

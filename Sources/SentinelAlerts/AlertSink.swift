@@ -107,7 +107,7 @@ extension AlertStore {
         query.limit = 10_000
         return try await alerts(matching: query).compactMap { alert in
             let details = (try? JSONParser.parse(alert.details, limits: .init(maxDepth: 8, maxElements: 10_000))) ?? .object([])
-            return OpenIncident(details: details, startedAt: alert.startedAt)
+            return OpenIncident(details: details, startedAt: alert.startedAt, id: alert.id, severity: Severity(rawValue: alert.severity) ?? .critical)
         }
     }
 }

@@ -250,10 +250,14 @@ final class ConsumeLoop {
 
     /// Incidents firing when the last run stopped go on (or resolve) under their ids.
     private func restoreOpenIncidents() async throws {
-        guard let openIncidents = options.openIncidents, rules.cohorts.enabled else { return }
+        guard let openIncidents = options.openIncidents else { return }
         do {
-            let restored = path.cohorts.restore(try await openIncidents())
+            let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+            let held = path.heldFindings.count
+            let restored = path.cohorts.restore(try await openIncidents(), at: now, into: &path.heldFindings)
             if restored > 0 { logger.info("\(restored) open incidents taken back from the alerts table") }
+            let retired = path.heldFindings.count - held
+            if retired > 0 { logger.warning("\(retired) open incidents resolved: their rules or cohort groups are no longer configured, or another goes on") }
         } catch {
             logger.warning("open incidents could not be read (\(error)); they fire again if they go on")
         }

@@ -219,4 +219,36 @@ import Testing
         #expect(incidents.first?.edgeLocation == Self.failing)
         await store.close()
     }
+
+    /// An incident open when the daemon stopped whose rule is gone from the new rules is
+    /// resolved when it starts, not left open for ever (folding every viewer's page of its edge).
+    @Test func anIncidentOfARuleNoLongerConfiguredIsResolvedAtStart() async throws {
+        let all = OutageLines.cloudFront(perEdge: 100, failing: Self.failing, healthy: Self.healthy)
+        let lines = try Self.write(all[..<all.firstIndex { $0.time >= Self.t0 + 100_000 }!])
+        let dir = TestScratch.directory.appendingPathComponent("storm-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let alertsURL = "sqlite:" + dir.appendingPathComponent("alerts.db").path
+        let environment = ["SENTINEL_ALERTS_URL": alertsURL]
+        let noCohorts = dir.appendingPathComponent("rules.yaml").path
+        try "version: 1\ncohorts:\n  groups: []\n".write(toFile: noCohorts, atomically: true, encoding: .utf8)
+        let topic = try IT.broker.newTopic(partitions: 1)
+        let replayed = try IT.run(["replay", "--brokers", IT.broker.address, "--topic", topic, lines])
+        #expect(replayed.status == 0, "\(replayed.stderr)")
+        let arguments = ["run", "--brokers", IT.broker.address, "--topic", topic, "--group", "g-\(topic)", "--partitions", "0", "--exit-when-idle", "3"]
+        let first = try IT.run(arguments, environment: environment)
+        #expect(first.status == 0, "\(first.stderr.suffix(2000))")
+        let store = try await AlertStore.open(url: alertsURL, logger: Logger(label: "test"))
+        var query = AlertStore.Query()
+        query.type = "incident"
+        #expect(try await store.alerts(matching: query).map(\.status) == ["firing"])
+        let config = dir.appendingPathComponent("sentinel.yaml").path
+        try "rules: \(noCohorts)\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let second = try IT.run(arguments + ["--config", config], environment: environment)
+        #expect(second.status == 0, "\(second.stderr.suffix(2000))")
+        #expect(second.stderr.contains("1 open incidents resolved"), "\(second.stderr.suffix(2000))")
+        let incidents = try await store.alerts(matching: query)
+        #expect(incidents.map(\.status) == ["resolved"])
+        #expect(incidents.first?.summary == "Incident rebuffering on edge_location=\(Self.failing) resolved: its rule is no longer configured")
+        await store.close()
+    }
 }
