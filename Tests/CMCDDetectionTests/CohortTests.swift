@@ -37,13 +37,18 @@ struct CohortTests {
         var engine = DetectionEngine(rules: rules)
         var tracker = CohortTracker(rules: rules)
         var findings: [Finding] = []
-        for s in samples.sorted(by: { ($0.time, $0.sessionID) < ($1.time, $1.sessionID) }) {
+        feed(samples.sorted(by: { ($0.time, $0.sessionID) < ($1.time, $1.sessionID) }), &engine, &tracker, into: &findings)
+        if finish { tracker.finish(into: &findings) }
+        return (findings.of(.incident), tracker)
+    }
+
+    /// Samples, in the order given, through the engine and the tracker as a file's are.
+    static func feed(_ samples: some Sequence<Sample>, _ engine: inout DetectionEngine, _ tracker: inout CohortTracker, into findings: inout [Finding]) {
+        for s in samples {
             engine.process(s, into: &findings)
             tracker.observe(s, engine.lastObservation, into: &findings)
             tracker.advance(to: engine.watermark - 2_000, into: &findings)
         }
-        if finish { tracker.finish(into: &findings) }
-        return (findings.of(.incident), tracker)
     }
 
     static let contents = ["news", "film", "match", "quiz"]
@@ -240,11 +245,7 @@ extension CohortTests {
         var tracker = CohortTracker(rules: rules)
         var findings: [Finding] = []
         let ordered = samples.sorted(by: { ($0.time, $0.sessionID) < ($1.time, $1.sessionID) })
-        for s in ordered where s.time < cut {
-            engine.process(s, into: &findings)
-            tracker.observe(s, engine.lastObservation, into: &findings)
-            tracker.advance(to: engine.watermark - 2_000, into: &findings)
-        }
+        Self.feed(ordered.lazy.filter { $0.time < cut }, &engine, &tracker, into: &findings)
         #expect(findings.of(.incident).map(\.id) == [firing.id])
         let open = try #require(OpenIncident(details: .object(firing.details), startedAt: firing.startedAt))
         #expect(open.rule == "rebuffering" && open.scope.map(\.value) == ["FRA56-C2"])
@@ -253,11 +254,7 @@ extension CohortTests {
         var after: [Finding] = []
         #expect(restarted.restore([open], at: cut, into: &after) == 1)
         #expect(after.isEmpty)
-        for s in ordered where s.time >= cut {
-            engine.process(s, into: &after)
-            restarted.observe(s, engine.lastObservation, into: &after)
-            restarted.advance(to: engine.watermark - 2_000, into: &after)
-        }
+        Self.feed(ordered.lazy.filter { $0.time >= cut }, &engine, &restarted, into: &after)
         restarted.finish(into: &after)
         #expect(after.of(.incident).summary == ["incident resolved critical"])
         #expect(after.of(.incident).first?.id == firing.id)
@@ -267,11 +264,7 @@ extension CohortTests {
         var again = CohortTracker(rules: rules)
         var reread: [Finding] = []
         #expect(again.restore([open], at: cut, into: &reread) == 1)
-        for s in ordered {
-            fromScratch.process(s, into: &reread)
-            again.observe(s, fromScratch.lastObservation, into: &reread)
-            again.advance(to: fromScratch.watermark - 2_000, into: &reread)
-        }
+        Self.feed(ordered, &fromScratch, &again, into: &reread)
         again.finish(into: &reread)
         #expect(reread.of(.incident).summary == ["incident resolved critical"])
         #expect(reread.of(.incident).first?.id == firing.id)

@@ -511,13 +511,19 @@ extension IncidentFoldingTests {
         await s.close()
     }
 
-    @Test(arguments: AlertStoreTests.backends) func aRateLimitedEpisodeKeepsItsQueuedResolveBack(_ backend: String) async throws {
-        let s = try await store.open(backend)
-        let drop = folding.drop("s1", edge: "FRA")
+    /// A viewer's drop that fired at `now` and resolved half a second later, both queued.
+    func episode(_ session: String, in s: AlertStore, at now: Int64) async throws -> Finding {
+        let drop = folding.drop(session, edge: "FRA")
         var resolved = drop
         resolved.status = .resolved
-        try await s.record([drop], notifications: [store.entry(for: drop, kind: .firing)], now: 1_000)
-        try await s.record([resolved], notifications: [store.entry(for: resolved, kind: .resolved)], now: 1_500)
+        try await s.record([drop], notifications: [store.entry(for: drop, kind: .firing)], now: now)
+        try await s.record([resolved], notifications: [store.entry(for: resolved, kind: .resolved)], now: now + 500)
+        return drop
+    }
+
+    @Test(arguments: AlertStoreTests.backends) func aRateLimitedEpisodeKeepsItsQueuedResolveBack(_ backend: String) async throws {
+        let s = try await store.open(backend)
+        let drop = try await episode("s1", in: s, at: 1_000)
         let claimed = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 2_000, leaseUntil: 3_000)
         #expect(claimed.map(\.kind) == ["firing"], "the resolve waits for its firing")
         try await s.markRateLimited(ids: claimed.map(\.id), owner: "o", reason: "route r sent 1 webhooks in the last hour")
@@ -525,11 +531,7 @@ extension IncidentFoldingTests {
         #expect(try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 5_000, leaseUntil: 6_000).isEmpty)
         // A daemon whose lease ran out (another took the firing over and sent it) limits
         // nothing: neither the firing nor its queued resolve.
-        let other = folding.drop("s2", edge: "FRA")
-        var otherResolved = other
-        otherResolved.status = .resolved
-        try await s.record([other], notifications: [store.entry(for: other, kind: .firing)], now: 10_000)
-        try await s.record([otherResolved], notifications: [store.entry(for: otherResolved, kind: .resolved)], now: 10_500)
+        let other = try await episode("s2", in: s, at: 10_000)
         let stale = try await s.claimDue(endpoint: "default", owner: "slow", limit: 10, now: 11_000, leaseUntil: 12_000)
         let taken = try await s.claimDue(endpoint: "default", owner: "quick", limit: 10, now: 12_500, leaseUntil: 20_000)
         #expect(stale.map(\.id) == taken.map(\.id))
