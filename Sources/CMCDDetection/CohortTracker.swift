@@ -331,7 +331,9 @@ public struct CohortTracker: Sendable {
     public mutating func advance(to watermark: Int64, into findings: inout [Finding]) {
         guard rules.enabled else { return }
         while let first = open.first, first.start + rules.windowMs <= watermark { closeOldest(into: &findings) }
-        // Nothing arrives, but incidents are open: they are judged (and resolve) all the same.
+        // Nothing arrives, but incidents are open: they are judged (and resolve) all the same;
+        // for incidents taken back at start with no sample since, from the window in hand on.
+        if open.isEmpty, closedThrough == Int64.min, hasOpenIncidents { closedThrough = Self.floor(watermark, rules.windowMs) }
         guard open.isEmpty, closedThrough > Int64.min, hasOpenIncidents else { return }
         var windows = 0
         while closedThrough + rules.windowMs <= watermark, hasOpenIncidents, windows < rules.maxOpenWindows {

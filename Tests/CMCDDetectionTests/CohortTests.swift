@@ -270,6 +270,24 @@ extension CohortTests {
         #expect(reread.of(.incident).first?.id == firing.id)
     }
 
+    /// An incident taken back at start into a stream that stays quiet (its edge, or all
+    /// traffic, gone) resolves on empty windows as it would have without the restart.
+    @Test func anIncidentTakenBackIntoAQuietStreamResolves() throws {
+        let open = OpenIncident(rule: "rebuffering", scope: [(.edgeLocation, "FRA56-C2")], startedAt: t0)
+        var tracker = CohortTracker(rules: DetectionRules())
+        var findings: [Finding] = []
+        #expect(tracker.restore([open], at: t0 + 30_000, into: &findings) == 1)
+        var watermark = t0 + 30_000
+        while watermark < t0 + 120_000, findings.isEmpty {
+            tracker.advance(to: watermark, into: &findings)
+            watermark += 1_000
+        }
+        #expect(findings.map(\.summary).first?.hasPrefix("Incident rebuffering on edge_location=FRA56-C2 resolved") == true, "\(findings.map(\.summary))")
+        #expect(findings.map(\.id) == [FindingID.make(sessionID: "incident\u{0}rebuffering\u{0}edge_location=FRA56-C2", type: .incident, startedAt: t0)])
+        // Resolve after 60 s clear, counted from the first window after the restart.
+        #expect((t0 + 90_000...t0 + 101_000).contains(watermark), "\(watermark - t0)")
+    }
+
     /// What cannot be taken back is resolved at once under its id, or its row would stay open
     /// for ever (and fold every viewer's page of its scope): an incident of a rule or cohort
     /// group no longer configured, or with cohorts turned off, and a second open incident of
