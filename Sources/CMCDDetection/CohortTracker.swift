@@ -722,7 +722,7 @@ public struct CohortTracker: Sendable {
         let rule = rules.incidents[r]
         let state = cohort.ruleStates[r]
         let scope = scope(of: cohort)
-        let scopeText = scope.map { "\($0.0.rawValue)=\($0.1)" }.joined(separator: ",")
+        let scopeText = Self.scopeText(scope)
         let window = cohort.window
         let affected = window.affected(by: rule)
         let overallAffected = overall.affected(by: rule)
@@ -754,11 +754,27 @@ public struct CohortTracker: Sendable {
             status == .firing
             ? "Incident \(rule.name) on \(scopeText): \(what) \(Self.rounded(value))\(rule.above.map { " above \($0)" } ?? " above its baseline"), \(affected) of \(window.sessions) sessions affected"
             : "Incident \(rule.name) on \(scopeText) resolved: \(what) back to \(Self.rounded(value))"
+        return Self.incidentFinding(
+            rule: rule.name, scope: scope, status: status, severity: rule.severity, startedAt: state.breachStartedAt, detectedAt: end,
+            summary: summary, details: details)
+    }
+
+    /// A cohort's scope as incidents write it (`edge_location=FRA56-C2,content_id=...`).
+    static func scopeText(_ scope: [(dimension: CohortDimension, value: String)]) -> String {
+        scope.map { "\($0.dimension.rawValue)=\($0.value)" }.joined(separator: ",")
+    }
+
+    /// An incident finding of `rule` on `scope`: its id made of both and its start (the same
+    /// for every finding of the episode), the scope's edge and content as its own.
+    static func incidentFinding(
+        rule: String, scope: [(dimension: CohortDimension, value: String)], status: FindingStatus, severity: Severity, startedAt: Int64,
+        detectedAt: Int64, summary: String, details: [(key: String, value: JSONValue)]
+    ) -> Finding {
         var finding = Finding(
-            type: .incident, status: status, severity: rule.severity, sessionID: "",
-            contentID: scope.first { $0.0 == .contentID }?.1, edgeLocation: scope.first { $0.0 == .edgeLocation }?.1,
-            startedAt: state.breachStartedAt, detectedAt: end, summary: summary, details: details)
-        finding.id = FindingID.make(sessionID: "incident\u{0}\(rule.name)\u{0}\(scopeText)", type: .incident, startedAt: state.breachStartedAt)
+            type: .incident, status: status, severity: severity, sessionID: "",
+            contentID: scope.first { $0.dimension == .contentID }?.value, edgeLocation: scope.first { $0.dimension == .edgeLocation }?.value,
+            startedAt: startedAt, detectedAt: detectedAt, summary: summary, details: details)
+        finding.id = FindingID.make(sessionID: "incident\u{0}\(rule)\u{0}\(scopeText(scope))", type: .incident, startedAt: startedAt)
         return finding
     }
 
@@ -802,20 +818,16 @@ public struct OpenIncident: Sendable, Equatable {
         self.init(rule: rule, scope: scope, startedAt: startedAt, id: id, severity: severity)
     }
 
-    /// The scope as findings and their ids write it (`edge_location=FRA56-C2,content_id=...`).
-    var scopeText: String { scope.map { "\($0.dimension.rawValue)=\($0.value)" }.joined(separator: ",") }
-
     /// The finding that resolves it at `time` without judging it, and why.
     func retired(at time: Int64, resolution: String, because reason: String) -> Finding {
-        var finding = Finding(
-            type: .incident, status: .resolved, severity: severity, sessionID: "",
-            contentID: scope.first { $0.dimension == .contentID }?.value, edgeLocation: scope.first { $0.dimension == .edgeLocation }?.value,
-            startedAt: startedAt, detectedAt: max(time, startedAt), summary: "Incident \(rule) on \(scopeText) resolved: \(reason)",
+        var finding = CohortTracker.incidentFinding(
+            rule: rule, scope: scope, status: .resolved, severity: severity, startedAt: startedAt, detectedAt: max(time, startedAt),
+            summary: "Incident \(rule) on \(CohortTracker.scopeText(scope)) resolved: \(reason)",
             details: [
                 ("rule", .string(rule)), ("scope", .object(scope.map { ($0.dimension.rawValue, .string($0.value)) })),
                 ("resolution", .string(resolution)),
             ])
-        finding.id = id ?? FindingID.make(sessionID: "incident\u{0}\(rule)\u{0}\(scopeText)", type: .incident, startedAt: startedAt)
+        if let id { finding.id = id }
         return finding
     }
 

@@ -94,7 +94,6 @@ public struct AlertStoreCheckpoints: CheckpointStore {
     public func discard(topic: String, partition: Int32) async throws {
         try await store.deleteCheckpoint(group: group, topic: topic, partition: partition)
     }
-
 }
 
 extension AlertStore {

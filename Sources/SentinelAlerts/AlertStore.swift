@@ -363,10 +363,7 @@ public final class AlertStore: Service {
         """
     static let foldIntoIncidentSQL = """
         UPDATE notifications SET state = 'folded', last_error = $1, folded_into = $5
-        WHERE state = 'pending' AND attempts = 0 AND lease_until <= $4
-        AND (kind = 'firing' OR NOT EXISTS (
-            SELECT 1 FROM notifications f WHERE f.alert_id = notifications.alert_id AND f.route = notifications.route
-            AND f.kind = 'firing' AND f.state IN ('delivered', 'dead')))
+        WHERE state = 'pending' AND lease_until <= $4 AND \(unsent("notifications"))
         AND alert_id IN (
             SELECT a.id FROM alerts a WHERE a.type <> 'incident'
             AND (CAST($2 AS TEXT) IS NULL OR a.edge_location = CAST($2 AS TEXT))
@@ -545,14 +542,17 @@ public final class AlertStore: Service {
             """, [.text(endpoint), .int(now)])
     }
 
-    /// SQL: notification `n`, not attempted yet, would be folded by an open incident: one
-    /// covers its viewer, and it is a firing, or a resolve whose firing did not go out.
-    static func foldable(_ n: String) -> String {
+    /// SQL: notification `n` would be folded by an open incident: one covers its viewer, and
+    /// nothing of its episode went out (`unsent`).
+    static func foldable(_ n: String) -> String { "\(unsent(n)) AND \(coveringIncident(of: n)) IS NOT NULL" }
+
+    /// SQL: notification `n`, not attempted yet, is a firing, or a resolve whose firing did not
+    /// go out: what an incident may fold.
+    static func unsent(_ n: String) -> String {
         """
         \(n).attempts = 0 AND (\(n).kind = 'firing' OR NOT EXISTS (
             SELECT 1 FROM notifications f WHERE f.alert_id = \(n).alert_id AND f.route = \(n).route
             AND f.kind = 'firing' AND f.state IN ('delivered', 'dead')))
-        AND \(coveringIncident(of: n)) IS NOT NULL
         """
     }
 

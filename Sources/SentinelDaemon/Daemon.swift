@@ -188,7 +188,7 @@ final class ConsumeLoop {
         while !stop.isSet {
             let held = path.heldFindings.count
             batchTime = monotonicSeconds()
-            let wallClock = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+            let wallClock = Self.wallClockMs()
             let polled: Int
             do {
                 defer { parkEngine() }
@@ -248,11 +248,14 @@ final class ConsumeLoop {
         logger.info("stopped after \(metrics.recordsConsumed) records")
     }
 
+    /// The wall clock, ms.
+    static func wallClockMs() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+
     /// Incidents firing when the last run stopped go on (or resolve) under their ids.
     private func restoreOpenIncidents() async throws {
         guard let openIncidents = options.openIncidents else { return }
         do {
-            let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+            let now = Self.wallClockMs()
             let held = path.heldFindings.count
             let restored = path.cohorts.restore(try await openIncidents(), at: now, into: &path.heldFindings)
             if restored > 0 { logger.info("\(restored) open incidents taken back from the alerts table") }
