@@ -113,7 +113,10 @@ struct ConsumeStateMachine {
     /// revoke, offsets go no further than the oldest record live state needs
     /// (`restartPosition`), so replaying from them rebuilds that state; a graceful stop
     /// (`everything`) commits all that was handled. Checkpoints, when on, cover each partition
-    /// up to its last handled record, at most as often as their cost allows unless `force`d.
+    /// up to its last handled record, at most as often as their cost allows unless `force`d,
+    /// and then no offset goes past its partition's checkpoint (this plan's, or the last one
+    /// saved): a restart resumes from the checkpoint, which it would pass over as stale
+    /// behind a commit that had moved on, and rebuild the state from a replay instead.
     func planCommit(
         only: Set<KafkaTopicPartition>? = nil, everything: Bool = false, force: Bool = false, now: Double,
         restartPosition: (KafkaTopicPartition) -> Int64?
@@ -121,13 +124,28 @@ struct ConsumeStateMachine {
         var plan = CommitPlan()
         let checkpointDue = configuration.checkpoints && (everything || force || now >= nextCheckpointAt)
         for (tp, p) in partitions where only?.contains(tp) ?? true {
+            if checkpointDue, let through = p.handledThrough, through > (p.checkpointed ?? -1) { plan.checkpoints[tp] = through }
             if let next = p.pending {
-                let offset = everything ? next : min(next, restartPosition(tp) ?? next)
+                var offset = everything ? next : min(next, restartPosition(tp) ?? next)
+                if configuration.checkpoints { offset = min(offset, plan.checkpoints[tp] ?? p.checkpointed ?? -1) }
                 if offset > (p.committed ?? -1) { plan.offsets[tp] = offset }
             }
-            if checkpointDue, let through = p.handledThrough, through > (p.checkpointed ?? -1) { plan.checkpoints[tp] = through }
         }
         return plan
+    }
+
+    /// The plan's offsets when the checkpoints of `unsaved` could not be saved: theirs go no
+    /// further than the checkpoints saved before.
+    func offsets(of plan: CommitPlan, unsaved: some Sequence<KafkaTopicPartition>) -> [KafkaTopicPartition: Int64] {
+        guard configuration.checkpoints else { return plan.offsets }
+        var offsets = plan.offsets
+        for tp in unsaved {
+            guard let offset = offsets[tp] else { continue }
+            offsets[tp] = nil
+            guard let p = partitions[tp], let saved = p.checkpointed, min(offset, saved) > (p.committed ?? -1) else { continue }
+            offsets[tp] = min(offset, saved)
+        }
+        return offsets
     }
 
     /// The plan's checkpoints were saved, starting at `startedAt` and taking `took` seconds:

@@ -375,15 +375,15 @@ final class ConsumeLoop {
     /// ids). A graceful stop (`everything`) commits all that was handled.
     /// With a checkpoint store, each partition's state is saved first, as of the offset after
     /// its last handled record, so that a restart resumes from there (see `restoreCheckpoints`)
-    /// and the conservative commit is only the fallback where no checkpoint can be read.
+    /// and the conservative commit is only the fallback where no checkpoint can be read; no
+    /// commit passes the partition's last saved checkpoint, which would make it look stale.
     /// A failed commit or checkpoint is counted and retried next time.
     private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, everything: Bool = false, force: Bool = false) async {
         guard let source else { return }
-        var plan = machine.planCommit(only: partitions, everything: everything, force: force, now: monotonicSeconds()) { path.engines[$0]?.restartPosition() }
-        plan.checkpoints = plan.checkpoints.filter { path.engines[$0.key] != nil }
-        guard !plan.isEmpty, sinkFailure == nil else { return }
-        let offsets = plan.offsets
-        let due = plan.checkpoints
+        let plan = machine.planCommit(only: partitions, everything: everything, force: force, now: monotonicSeconds()) { path.engines[$0]?.restartPosition() }
+        let due = plan.checkpoints.filter { path.engines[$0.key] != nil }
+        var offsets = machine.offsets(of: plan, unsaved: plan.checkpoints.keys.filter { due[$0] == nil })
+        guard !(due.isEmpty && offsets.isEmpty), sinkFailure == nil else { return }
         do {
             // The findings of the records about to be committed must be in the sinks first.
             try await emitHeldFindings()
@@ -413,6 +413,7 @@ final class ConsumeLoop {
             } catch {
                 metrics.recordCheckpoint(success: false, seconds: monotonicSeconds() - start, bytes: 0)
                 logger.warning("detection checkpoint failed (a restart re-reads more; will retry): \(error)")
+                offsets = machine.offsets(of: plan, unsaved: plan.checkpoints.keys)
             }
         }
         guard !offsets.isEmpty else { return }

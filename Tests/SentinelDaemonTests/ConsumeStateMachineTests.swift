@@ -99,6 +99,36 @@ struct ConsumeStateMachineTests {
         #expect(m.planCommit(now: 13) { _ in 0 }.checkpoints == [p1: 101])
     }
 
+    @Test func noCommitPassesTheLastSavedCheckpoint() {
+        // Commits come every second, checkpoints as their cost allows: between two, the live
+        // state's restart position moves on, but a commit past the checkpoint would make a
+        // restart pass it over as stale and rebuild the state from a replay instead.
+        var m = machine { $0.checkpoints = true }
+        for offset in 0..<100 { m.handled(p0, offset: Int64(offset), now: 0) }
+        var plan = m.planCommit(now: 1) { _ in 90 }
+        #expect(plan.checkpoints == [p0: 100] && plan.offsets == [p0: 90])
+        m.checkpointsSaved(plan.checkpoints, startedAt: 1, took: 0.5)
+        m.committed(plan.offsets)
+        for offset in 100..<200 { m.handled(p0, offset: Int64(offset), now: 2) }
+        plan = m.planCommit(now: 2) { _ in 190 }
+        #expect(plan.checkpoints.isEmpty, "not due for 10 s")
+        #expect(plan.offsets == [p0: 100], "no further than the checkpoint")
+        m.committed(plan.offsets)
+        #expect(m.planCommit(now: 3) { _ in 195 }.isEmpty)
+        // A checkpoint that cannot be saved takes the commit no further either.
+        plan = m.planCommit(now: 12) { _ in 195 }
+        #expect(plan.checkpoints == [p0: 200] && plan.offsets == [p0: 195])
+        #expect(m.offsets(of: plan, unsaved: [p0]).isEmpty, "already committed up to the checkpoint saved before")
+        #expect(m.offsets(of: plan, unsaved: [p1]) == [p0: 195])
+        // A graceful stop commits all that was handled, with the checkpoint saved as of there.
+        plan = m.planCommit(everything: true, now: 12) { _ in 195 }
+        #expect(plan.checkpoints == [p0: 200] && plan.offsets == [p0: 200])
+        // Without checkpoints the conservative commit is all there is.
+        var off = machine()
+        for offset in 0..<100 { off.handled(p0, offset: Int64(offset), now: 0) }
+        #expect(off.planCommit(now: 1) { _ in 90 }.offsets == [p0: 90])
+    }
+
     @Test func aRevokedPartitionIsForgotten() {
         var m = machine { $0.checkpoints = true }
         m.handled(p0, offset: 3, now: 0)

@@ -22,6 +22,12 @@ import Testing
         return path
     }
 
+    /// The daemon's log lines that say where it resumed or checkpointed (for a failure's message).
+    static func restartLines(_ log: String) -> String {
+        log.split(separator: "\n").filter { line in ["resumed", "checkpoint", "taken back", "commit", "failed", "evict"].contains { line.contains($0) } }
+            .suffix(40).joined(separator: "\n")
+    }
+
     static func incidentEvents(_ receiver: WebhookReceiver) -> [WebhookReceiver.Attempt] {
         receiver.attempts.filter { ($0.body?["finding"]?["type"]).flatMap { if case .string(let s) = $0 { s } else { nil } } == "incident" }
     }
@@ -158,7 +164,14 @@ import Testing
         drops.limit = 20_000
         let dropAlerts = try await store.alerts(matching: drops)
         #expect(dropAlerts.count == perEdge)
-        #expect(dropAlerts.allSatisfy { $0.edgeLocation == Self.failing && $0.status == "resolved" })
+        let unresolved = dropAlerts.filter { $0.edgeLocation != Self.failing || $0.status != "resolved" }
+        #expect(
+            unresolved.isEmpty,
+            """
+            \(unresolved.count) drops not resolved on \(Self.failing), the first: \(unresolved.prefix(5).map { "\($0.id) \($0.sessionID) \($0.status) started \($0.startedAt - Self.t0) updated \($0.updatedAt)" })
+            first daemon: \(Self.restartLines(firstRun.errors.text))
+            second daemon: \(Self.restartLines(daemon.errors.text))
+            """)
         var stalls = AlertStore.Query()
         stalls.type = "buffer_starvation"
         stalls.limit = 20_000
