@@ -721,8 +721,8 @@ struct Detectors: Sendable {
                 }
             }
         } else if let reference = session.reference(objectClass: cls, from: t - r.lookbackMs, before: t),
-            reference >= (cmcd.isLive ? max(r.minReferenceMs, liveMinReferenceMs) : r.minReferenceMs),
-            Double(current) <= (1 - r.warningDropRatio) * Double(reference)
+            reference.ms >= (cmcd.isLive ? max(r.minReferenceMs, liveMinReferenceMs) : r.minReferenceMs),
+            Double(current) <= (1 - r.warningDropRatio) * Double(reference.ms)
         {
             fireDrop(reference: reference, current: current, objectClass: cls, sample, cmcd, &session, into: &findings)
         }
@@ -746,16 +746,17 @@ struct Detectors: Sendable {
 
     @inline(never)
     func fireDrop(
-        reference: Int64, current: Int64, objectClass: UInt8, _ sample: Sample, _ cmcd: CMCDSignals, _ session: inout SessionState,
-        into findings: inout [Finding]
+        reference measured: (ms: Int64, position: Int64), current: Int64, objectClass: UInt8, _ sample: Sample, _ cmcd: CMCDSignals,
+        _ session: inout SessionState, into findings: inout [Finding]
     ) {
         let r = drop
         let t = sample.time
+        let reference = measured.ms
         let severity: Severity = Double(current) <= (1 - r.criticalDropRatio) * Double(reference) ? .critical : .warning
         let percent = Self.dropPercent(reference: reference, current: current)
         let episode = DropEpisode(
-            startedAt: t, startPosition: sample.position, referenceMs: reference, objectClass: objectClass, severity: severity, dropPercent: percent,
-            lowestMs: current)
+            startedAt: t, startPosition: sample.position, referencePosition: measured.position, referenceMs: reference, objectClass: objectClass,
+            severity: severity, dropPercent: percent, lowestMs: current)
         session.drop = episode
         emit(
             &findings, session, .bufferDrop, .firing, severity, startedAt: t, at: t,

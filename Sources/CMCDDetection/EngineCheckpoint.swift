@@ -7,8 +7,11 @@
 /// restoring re-indexes each id. Statistics are not kept (they count what this process did).
 public enum EngineCheckpoint {
     static let magic: [UInt8] = Array("CSCK".utf8)
-    /// Bumped whenever the layout changes; an older or newer checkpoint is refused.
-    public static let version: UInt8 = 1
+    /// Bumped whenever the layout changes; a newer checkpoint is refused, and so is an older
+    /// one this build cannot read (version 1 lacks a drop's reference position: its drops are
+    /// restored with their first request's).
+    public static let version: UInt8 = 2
+    static let readable: ClosedRange<UInt8> = 1...2
 
     /// Why a checkpoint cannot be restored.
     public struct Invalid: Error, CustomStringConvertible, Equatable {
@@ -36,9 +39,10 @@ extension DetectionEngine {
         guard bytes.count >= 5, Array(bytes[0..<4]) == EngineCheckpoint.magic else { throw r.invalid("not a detection checkpoint") }
         r.offset = 4
         let version = try r.byte()
-        guard version == EngineCheckpoint.version else {
-            throw r.invalid("checkpoint version \(version), this build reads \(EngineCheckpoint.version)")
+        guard EngineCheckpoint.readable.contains(version) else {
+            throw r.invalid("checkpoint version \(version), this build reads \(EngineCheckpoint.readable)")
         }
+        r.version = version
         let watermark = try r.int()
         let nextHousekeeping = try r.int()
         restoreClock(watermark: watermark, nextHousekeeping: nextHousekeeping)
@@ -117,6 +121,7 @@ struct CheckpointWriter {
             bool(d.severity == .critical)
             int(Int64(bitPattern: d.dropPercent.bitPattern))
             int(d.lowestMs)
+            int(d.referencePosition &- p0)
         }
         bool(s.starvation != nil)
         if let e = s.starvation {
@@ -144,6 +149,8 @@ struct CheckpointWriter {
 struct CheckpointReader {
     let bytes: [UInt8]
     var offset = 0
+    /// The checkpoint's layout version (see `EngineCheckpoint.version`).
+    var version = EngineCheckpoint.version
 
     func invalid(_ why: String) -> EngineCheckpoint.Invalid { EngineCheckpoint.Invalid(description: "checkpoint at byte \(offset): \(why)") }
 
@@ -231,9 +238,11 @@ struct CheckpointReader {
             let objectClass = try byte()
             let severity: Severity = try bool() ? .critical : .warning
             let percent = Double(bitPattern: UInt64(bitPattern: try int()))
+            let lowestMs = try int()
+            let referencePosition = version >= 2 ? p0 &+ (try int()) : startPosition
             s.drop = DropEpisode(
-                startedAt: startedAt, startPosition: startPosition, referenceMs: referenceMs, objectClass: objectClass, severity: severity,
-                dropPercent: percent, lowestMs: try int())
+                startedAt: startedAt, startPosition: startPosition, referencePosition: referencePosition, referenceMs: referenceMs,
+                objectClass: objectClass, severity: severity, dropPercent: percent, lowestMs: lowestMs)
         }
         if try bool() {
             let startedAt = t0 &+ (try int())

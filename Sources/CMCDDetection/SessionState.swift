@@ -34,6 +34,9 @@ struct LRULink {
 struct DropEpisode {
     var startedAt: Int64
     var startPosition: Int64
+    /// The stream position of the request whose buffer the drop is measured from: a replay
+    /// from there finds the drop again (one from `startPosition` would not see its reference).
+    var referencePosition: Int64
     var referenceMs: Int64
     var objectClass: UInt8
     var severity: Severity
@@ -154,7 +157,7 @@ struct SessionState {
         if session.pointee.startup == .starting { consider(session.pointee.firstPosition) }
         let window = UnsafeRawPointer(session) + MemoryLayout<SessionState>.offset(of: \.window)!
         if let lowest = BufferWindow.lowestPosition(at: window.assumingMemoryBound(to: BufferWindow.self)) { consider(lowest) }
-        if let drop = session.pointee.openDrop { consider(drop.value.startPosition) }
+        if let drop = session.pointee.openDrop { consider(min(drop.value.startPosition, drop.value.referencePosition)) }
         if let starvation = session.pointee.openStarvation { consider(starvation.value.startPosition) }
         return needed
     }
@@ -176,15 +179,19 @@ struct SessionState {
         window.last(where: { $0.objectClass == objectClass })
     }
 
-    /// The highest buffer of the same object class in `[from, before)`.
+    /// The highest buffer of the same object class in `[from, before)`, and the stream
+    /// position of the newest request that reported it.
     @inline(__always)
-    func reference(objectClass: UInt8, from: Int64, before: Int64) -> Int64? {
+    func reference(objectClass: UInt8, from: Int64, before: Int64) -> (ms: Int64, position: Int64)? {
         // Element by element, through the subscript: no copy of the window.
         var best: Int32 = -1
+        var position: Int64 = 0
         for i in window.indices {
             let entry = window[i]
-            if entry.objectClass == objectClass && entry.time >= from && entry.time < before && entry.bufferLength > best { best = entry.bufferLength }
+            if entry.objectClass == objectClass && entry.time >= from && entry.time < before && entry.bufferLength >= best {
+                (best, position) = (entry.bufferLength, entry.position)
+            }
         }
-        return best >= 0 ? Int64(best) : nil
+        return best >= 0 ? (Int64(best), position) : nil
     }
 }

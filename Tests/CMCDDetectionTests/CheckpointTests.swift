@@ -35,6 +35,20 @@ struct CheckpointTests {
         #expect(restored.qualityOfExperience(sessionID: "session-7") == engine.qualityOfExperience(sessionID: "session-7"))
     }
 
+    @Test func aCheckpointOfTheLastVersionStillRestores() throws {
+        // Version 1 lacked only the open drops' reference positions: a daemon upgraded in
+        // the middle of the stream resumes from the checkpoint its predecessor left.
+        var engine = DetectionEngine()
+        for i in 0..<20 { _ = engine.process(sample("s\(i)", at: t0 + Int64(i) * 2_000, "ot=av,bl=\(4_000 + i * 100)")) }
+        var bytes = engine.checkpoint()
+        #expect(bytes[4] == EngineCheckpoint.version && EngineCheckpoint.version == 2)
+        bytes[4] = 1
+        let restored = try DetectionEngine(checkpoint: bytes)
+        #expect(restored.liveSessionCount == 20 && restored.restartPosition() == engine.restartPosition())
+        bytes[4] = 3
+        #expect(throws: EngineCheckpoint.Invalid.self) { try DetectionEngine(checkpoint: bytes) }
+    }
+
     @Test func aDamagedCheckpointIsRefused() {
         let bytes = Self.busyEngine().checkpoint()
         #expect(throws: EngineCheckpoint.Invalid.self) { try DetectionEngine(checkpoint: Array(bytes.dropLast())) }

@@ -208,10 +208,47 @@ struct RestartPositionTests {
         #expect(engine.restartPosition() == 11)
         for i in 0..<10 { engine.process(at(sample("a", at: t0 + 2000 + Int64(i) * 2000, "ot=av,bl=9000"), 20 + Int64(i)), into: &findings) }
         #expect(engine.restartPosition()! > 12, "old window entries are no longer needed")
-        // An open episode pins its first record.
+        // An open drop pins the request its reference came from (the last 9 s one, at 29),
+        // long after the window has let it go.
         engine.process(at(sample("a", at: t0 + 22_000, "ot=av,bl=1000"), 40), into: &findings)
         for i in 0..<10 { engine.process(at(sample("a", at: t0 + 24_000 + Int64(i) * 2000, "ot=av,bl=1000"), 41 + Int64(i)), into: &findings) }
-        #expect(engine.restartPosition() == 40)
+        #expect(engine.restartPosition() == 29)
+    }
+
+    /// What a daemon without usable checkpoints relies on (Kinesis, `checkpoints: false`, a
+    /// checkpoint of another version): a fresh engine replaying from the committed restart
+    /// position goes on as the one that ran before, so every episode open at the cut is
+    /// carried on under its id and resolved, not left firing for ever.
+    @Test func aReplayFromTheRestartPositionCarriesEveryOpenEpisodeOn() {
+        var rng = SplitMix(seed: 26)
+        for round in 0..<40 {
+            let samples = ViewerStreams.random(sessions: 6, seconds: 240, using: &rng)
+            var cuts = [samples.count / 4, samples.count / 2]
+            for _ in 0..<3 { cuts.append(Int.random(in: 1..<samples.count, using: &rng)) }
+            var before = DetectionEngine()
+            var findings: [Finding] = []
+            var cutFindings = 0
+            var snapshots: [(cut: Int, restart: Int64?, findings: Int)] = []
+            for (i, s) in samples.enumerated() {
+                if cuts.contains(i) { snapshots.append((i, before.restartPosition(), findings.count)) }
+                before.process(s, into: &findings)
+            }
+            before.finish(into: &findings)
+            for snapshot in snapshots {
+                cutFindings = snapshot.findings
+                var after = DetectionEngine()
+                var replayed: [Finding] = []
+                let from = Int(snapshot.restart ?? Int64(snapshot.cut))
+                for s in samples[from..<snapshot.cut] { after.process(s, into: &replayed) }
+                replayed = []
+                for s in samples[snapshot.cut...] { after.process(s, into: &replayed) }
+                after.finish(into: &replayed)
+                let expected = findings[cutFindings...].map { "\($0.id) \($0.type.rawValue) \($0.status.rawValue) \($0.severity.rawValue)" }
+                let got = replayed.map { "\($0.id) \($0.type.rawValue) \($0.status.rawValue) \($0.severity.rawValue)" }
+                #expect(got == expected, "round \(round), cut at \(snapshot.cut) of \(samples.count), replayed from \(from)")
+                if got != expected { return }
+            }
+        }
     }
 
     @Test func restartPositionReadsWindowsInlineAndSpilled() {

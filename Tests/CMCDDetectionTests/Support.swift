@@ -35,3 +35,86 @@ extension Array where Element == Finding {
     func of(_ type: FindingType) -> [Finding] { filter { $0.type == type } }
     var summary: [String] { map { "\($0.type.rawValue) \($0.status.rawValue) \($0.severity.rawValue)" } }
 }
+
+/// A small seeded generator (SplitMix64), so that a random test repeats exactly.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Random viewers as players behave (see `player-behaviour.md`): a startup, then a segment
+/// request every 2 or 4 s with the buffer near the player's target, broken now and then by
+/// a collapse to an empty buffer (v1 players say `bs` once; v2 ones `sta=r` and a growing
+/// `bsa`), a slow drain to a low buffer, or a pause (no request for a while), each followed
+/// by the buffer refilling a segment at a time.
+enum ViewerStreams {
+    static func random(sessions: Int, seconds: Int64, using rng: inout SplitMix) -> [Sample] {
+        var all: [(Int64, Int, Sample)] = []
+        for n in 0..<sessions {
+            let sid = "viewer-\(n)"
+            let v2 = Bool.random(using: &rng)
+            let interval: Int64 = Bool.random(using: &rng) ? 2_000 : 4_000
+            let target = Int64.random(in: 12_000...30_000, using: &rng)
+            var t = t0 + Int64.random(in: 0..<20_000, using: &rng)
+            var order = 0
+            func add(_ time: Int64, _ cmcd: String) {
+                all.append((time, n * 1_000_000 + order, sample(sid, at: time, cmcd)))
+                order += 1
+            }
+            add(t, "ot=m,su")
+            add(t + 300, "ot=av,bl=0,su")
+            t += 1_000
+            var bl = min(target, 2 * interval)
+            var stalls = 0
+            var empty = 0
+            var draining = 0
+            let end = t0 + seconds * 1_000
+            while t < end {
+                var cmcd = "ot=av,bl=\(bl)"
+                if empty > 0 {
+                    cmcd = "ot=av,bl=0" + (v2 ? ",sta=r,bsa=\(stalls)" : "")
+                }
+                if v2, empty == 0 { cmcd += ",sta=p,bsa=\(stalls)" }
+                add(t, cmcd)
+                t += interval + Int64.random(in: -300...300, using: &rng)
+                if empty > 0 {
+                    empty -= 1
+                    if empty == 0 { bl = interval }
+                    continue
+                }
+                if draining > 0 {
+                    draining -= 1
+                    bl = max(500, bl - interval / 2 - Int64.random(in: 0...1_000, using: &rng))
+                    continue
+                }
+                let roll = Int.random(in: 0..<100, using: &rng)
+                if roll < 4 {
+                    // The network collapses: the buffer runs dry.
+                    stalls += 1
+                    empty = Int.random(in: 1...12, using: &rng)
+                    add(t, "ot=av,bl=0," + (v2 ? "sta=r,bsa=\(stalls)" : "bs"))
+                    t += interval
+                } else if roll < 7 {
+                    draining = Int.random(in: 2...8, using: &rng)
+                } else if roll < 8 {
+                    t += Int64.random(in: 20_000...60_000, using: &rng)
+                } else {
+                    bl = min(target, bl + interval + Int64.random(in: -500...500, using: &rng))
+                }
+            }
+        }
+        all.sort { ($0.0, $0.1) < ($1.0, $1.1) }
+        return all.enumerated().map { i, entry in
+            var s = entry.2
+            s.position = Int64(i)
+            return s
+        }
+    }
+}
