@@ -109,25 +109,30 @@ struct ConsumeStateMachine {
         return actions
     }
 
-    /// What a commit of `only` (nil: every partition) should do. While running and on a
-    /// revoke, offsets go no further than the oldest record live state needs
-    /// (`restartPosition`), so replaying from them rebuilds that state; a graceful stop
-    /// (`everything`) commits all that was handled. Checkpoints, when on, cover each partition
-    /// up to its last handled record, at most as often as their cost allows unless `force`d,
-    /// and then no offset goes past its partition's checkpoint (this plan's, or the last one
-    /// saved): a restart resumes from the checkpoint, which it would pass over as stale
-    /// behind a commit that had moved on, and rebuild the state from a replay instead.
+    /// What a commit of `only` (nil: every partition) should do. Checkpoints, when on, cover
+    /// each partition up to its last handled record, at most as often as their cost allows
+    /// unless `force`d (a revoke) or `stopping` (a graceful stop), and no offset goes past its
+    /// partition's checkpoint (this plan's, or the last one saved): a restart resumes from the
+    /// checkpoint, which it would pass over as stale behind a commit that had moved on.
+    /// Otherwise offsets go no further than the oldest record live state needs
+    /// (`restartPosition`), stopping or not: replaying from them is how the next daemon gets
+    /// the open episodes back, to carry them on under their ids rather than leave them firing.
     func planCommit(
-        only: Set<KafkaTopicPartition>? = nil, everything: Bool = false, force: Bool = false, now: Double,
+        only: Set<KafkaTopicPartition>? = nil, stopping: Bool = false, force: Bool = false, now: Double,
         restartPosition: (KafkaTopicPartition) -> Int64?
     ) -> CommitPlan {
         var plan = CommitPlan()
-        let checkpointDue = configuration.checkpoints && (everything || force || now >= nextCheckpointAt)
+        let checkpointDue = configuration.checkpoints && (stopping || force || now >= nextCheckpointAt)
         for (tp, p) in partitions where only?.contains(tp) ?? true {
             if checkpointDue, let through = p.handledThrough, through > (p.checkpointed ?? -1) { plan.checkpoints[tp] = through }
             if let next = p.pending {
-                var offset = everything ? next : min(next, restartPosition(tp) ?? next)
-                if configuration.checkpoints { offset = min(offset, plan.checkpoints[tp] ?? p.checkpointed ?? -1) }
+                var offset: Int64
+                if configuration.checkpoints {
+                    // Stopping, the checkpoint holds the whole state: all that was handled.
+                    offset = min(stopping ? next : min(next, restartPosition(tp) ?? next), plan.checkpoints[tp] ?? p.checkpointed ?? -1)
+                } else {
+                    offset = min(next, restartPosition(tp) ?? next)
+                }
                 if offset > (p.committed ?? -1) { plan.offsets[tp] = offset }
             }
         }

@@ -227,7 +227,8 @@ final class ConsumeLoop {
                 break
             }
         }
-        // Graceful stop: everything handled so far is flushed and committed, then the
+        // Graceful stop: everything handled so far is flushed and committed (with checkpoints;
+        // without, as far as the next daemon can rebuild the open episodes from), then the
         // consumer leaves the group (its partitions given up at once: nothing is left to
         // commit). A sink that cannot take everything in time leaves those records
         // uncommitted for next time.
@@ -237,7 +238,7 @@ final class ConsumeLoop {
             // Within the service group's 10 s for a graceful shutdown.
             do { try await sink.drain(timeoutSeconds: 8) } catch { unflushed = unflushed ?? error }
         }
-        if unflushed == nil { await commitPending(everything: true) }
+        if unflushed == nil { await commitPending(stopping: true) }
         await source.close()
         publishMetrics()
         self.source = nil
@@ -369,18 +370,18 @@ final class ConsumeLoop {
         path.heldFindings.removeAll(keepingCapacity: true)
     }
 
-    /// Commits what every sink holds. While running and on a revoke, never past the oldest
-    /// record the detectors' state still needs: after a crash or a rebalance, replaying from
-    /// the committed offset rebuilds that state, so no finding is lost (repeats carry the same
-    /// ids). A graceful stop (`everything`) commits all that was handled.
-    /// With a checkpoint store, each partition's state is saved first, as of the offset after
-    /// its last handled record, so that a restart resumes from there (see `restoreCheckpoints`)
-    /// and the conservative commit is only the fallback where no checkpoint can be read; no
-    /// commit passes the partition's last saved checkpoint, which would make it look stale.
+    /// Commits what every sink holds, never past the oldest record the detectors' state still
+    /// needs: after a crash, a rebalance or a stop, replaying from the committed offset
+    /// rebuilds that state, so no finding is lost and no open episode is dropped (repeats
+    /// carry the same ids). With a checkpoint store, each partition's state is saved first,
+    /// as of the offset after its last handled record, so that a restart resumes from there
+    /// (see `restoreCheckpoints`; a graceful stop commits up to it) and the conservative
+    /// commit is only the fallback where no checkpoint can be read; no commit passes the
+    /// partition's last saved checkpoint, which would make it look stale.
     /// A failed commit or checkpoint is counted and retried next time.
-    private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, everything: Bool = false, force: Bool = false) async {
+    private func commitPending(only partitions: Set<KafkaTopicPartition>? = nil, stopping: Bool = false, force: Bool = false) async {
         guard let source else { return }
-        let plan = machine.planCommit(only: partitions, everything: everything, force: force, now: monotonicSeconds()) { path.engines[$0]?.restartPosition() }
+        let plan = machine.planCommit(only: partitions, stopping: stopping, force: force, now: monotonicSeconds()) { path.engines[$0]?.restartPosition() }
         let due = plan.checkpoints.filter { path.engines[$0.key] != nil }
         var offsets = machine.offsets(of: plan, unsaved: plan.checkpoints.keys.filter { due[$0] == nil })
         guard !(due.isEmpty && offsets.isEmpty), sinkFailure == nil else { return }

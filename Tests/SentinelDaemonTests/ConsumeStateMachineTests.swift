@@ -55,7 +55,7 @@ struct ConsumeStateMachineTests {
         #expect(m.quietAdvance(now: 8.5) == nil, "a record ends the quiet")
     }
 
-    @Test func offsetsGoNoFurtherThanLiveStateNeedsUnlessStoppingForGood() {
+    @Test func offsetsGoNoFurtherThanLiveStateNeedsEvenStopping() {
         var m = machine()
         for offset in 0..<10 { m.handled(p0, offset: Int64(offset), now: 0) }
         m.handled(p1, offset: 4, now: 0)
@@ -67,8 +67,9 @@ struct ConsumeStateMachineTests {
         // p1 is fully committed; p0 waits for its live state.
         plan = m.planCommit(now: 2) { needed[$0] }
         #expect(plan.isEmpty, "nothing beyond what is committed")
-        #expect(m.planCommit(everything: true, now: 2) { needed[$0] }.offsets == [p0: 10], "a graceful stop commits everything handled")
-        #expect(m.planCommit(only: [p1], everything: true, now: 2) { needed[$0] }.isEmpty)
+        // Without checkpoints a replay is how the next daemon gets the open episodes back.
+        #expect(m.planCommit(stopping: true, now: 2) { needed[$0] }.isEmpty, "a graceful stop commits no further")
+        #expect(m.planCommit(only: [p1], stopping: true, now: 2) { needed[$0] }.isEmpty)
         // The state moves on: so does the commit.
         plan = m.planCommit(now: 3) { _ in nil }
         #expect(plan.offsets == [p0: 10])
@@ -87,7 +88,7 @@ struct ConsumeStateMachineTests {
         m.handled(p0, offset: 42, now: 2)
         #expect(m.planCommit(now: 2) { _ in 0 }.checkpoints.isEmpty)
         #expect(m.planCommit(force: true, now: 2) { _ in 0 }.checkpoints == [p0: 43], "a revoke saves at once")
-        #expect(m.planCommit(everything: true, now: 2) { _ in 0 }.checkpoints == [p0: 43], "so does a graceful stop")
+        #expect(m.planCommit(stopping: true, now: 2) { _ in 0 }.checkpoints == [p0: 43], "so does a graceful stop")
         plan = m.planCommit(now: 11) { _ in 0 }
         #expect(plan.checkpoints == [p0: 43])
         m.checkpointsSaved(plan.checkpoints, startedAt: 11, took: 0.001)
@@ -121,12 +122,14 @@ struct ConsumeStateMachineTests {
         #expect(m.offsets(of: plan, unsaved: [p0]).isEmpty, "already committed up to the checkpoint saved before")
         #expect(m.offsets(of: plan, unsaved: [p1]) == [p0: 195])
         // A graceful stop commits all that was handled, with the checkpoint saved as of there.
-        plan = m.planCommit(everything: true, now: 12) { _ in 195 }
+        plan = m.planCommit(stopping: true, now: 12) { _ in 195 }
         #expect(plan.checkpoints == [p0: 200] && plan.offsets == [p0: 200])
-        // Without checkpoints the conservative commit is all there is.
+        // Without checkpoints the conservative commit is all there is, stopping or not.
         var off = machine()
         for offset in 0..<100 { off.handled(p0, offset: Int64(offset), now: 0) }
         #expect(off.planCommit(now: 1) { _ in 90 }.offsets == [p0: 90])
+        #expect(off.planCommit(stopping: true, now: 1) { _ in 90 }.offsets == [p0: 90])
+        #expect(off.planCommit(stopping: true, now: 1) { _ in nil }.offsets == [p0: 100], "all of it when no state needs any")
     }
 
     @Test func aRevokedPartitionIsForgotten() {

@@ -230,6 +230,18 @@ import Testing
         let incidents = try await store.alerts(matching: query)
         #expect(incidents.map(\.status) == ["resolved"], "\(incidents.map(\.summary))")
         #expect(incidents.first?.edgeLocation == Self.failing)
+        // The viewers' episodes open at the stop were carried on by the next daemon: each
+        // stalled viewer has one drop and one starvation, resolved (none left firing for
+        // ever, none found again under another id).
+        for type in ["buffer_drop", "buffer_starvation"] {
+            var viewers = AlertStore.Query()
+            viewers.type = type
+            viewers.limit = 1_000
+            let rows = try await store.alerts(matching: viewers)
+            #expect(rows.count == 100, "\(type): \(rows.count) rows")
+            let open = rows.filter { $0.status != "resolved" }
+            #expect(open.isEmpty, "\(type): \(open.count) left \(open.first?.status ?? "")")
+        }
         await store.close()
     }
 
