@@ -181,7 +181,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords"], swiftSettings: strict),
+        .testTarget(name: "CMCDDetectionTests", dependencies: ["CMCDDetection", "CMCDRecords", "SentinelTestSupport"], swiftSettings: strict),
         // Simulated viewers of real players, scored against the truth (issue 27's behaviour suite).
         .testTarget(name: "BehaviourTests", dependencies: ["CMCDDetection", "CMCDRecords", "SentinelTestSupport"], swiftSettings: strict),
         .testTarget(name: "SentinelCLITests", dependencies: ["SentinelJSON", "CMCDSentinel", "SentinelTestSupport"], swiftSettings: strict),

@@ -1,4 +1,5 @@
 import Foundation
+import SentinelTestSupport
 
 /// A small, deterministic model of a streaming player on a network, emitting CMCD the way
 /// real players do, with the truth about what happened to the viewer.
@@ -80,14 +81,9 @@ struct PlayerSimulator {
 
     /// A fixed-seed generator (SplitMix64): the same suite every run.
     struct Random {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var generator: SplitMix64
+        init(state: UInt64) { generator = SplitMix64(seed: state) }
+        mutating func next() -> UInt64 { generator.next() }
         mutating func uniform(_ range: ClosedRange<Double>) -> Double {
             range.lowerBound + Double(next() >> 11) / Double(1 << 53) * (range.upperBound - range.lowerBound)
         }

@@ -1,6 +1,7 @@
 import CMCDRecords
 import Foundation
 import SentinelJSON
+import SentinelTestSupport
 import Testing
 
 @testable import CMCDDetection
@@ -220,7 +221,7 @@ struct RestartPositionTests {
     /// position goes on as the one that ran before, so every episode open at the cut is
     /// carried on under its id and resolved, not left firing for ever.
     @Test func aReplayFromTheRestartPositionCarriesEveryOpenEpisodeOn() {
-        var rng = SplitMix(seed: 26)
+        var rng = SplitMix64(seed: 26)
         for round in 0..<40 {
             let samples = ViewerStreams.random(sessions: 6, seconds: 240, using: &rng)
             var cuts = [samples.count / 4, samples.count / 2]

@@ -1,5 +1,6 @@
 import CMCD
 import CMCDRecords
+import SentinelTestSupport
 @testable import CMCDDetection
 
 let t0: Int64 = 1_720_015_600_000
@@ -36,26 +37,13 @@ extension Array where Element == Finding {
     var summary: [String] { map { "\($0.type.rawValue) \($0.status.rawValue) \($0.severity.rawValue)" } }
 }
 
-/// A small seeded generator (SplitMix64), so that a random test repeats exactly.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Random viewers as players behave (see `player-behaviour.md`): a startup, then a segment
 /// request every 2 or 4 s with the buffer near the player's target, broken now and then by
 /// a collapse to an empty buffer (v1 players say `bs` once; v2 ones `sta=r` and a growing
 /// `bsa`), a slow drain to a low buffer, or a pause (no request for a while), each followed
 /// by the buffer refilling a segment at a time.
 enum ViewerStreams {
-    static func random(sessions: Int, seconds: Int64, using rng: inout SplitMix) -> [Sample] {
+    static func random(sessions: Int, seconds: Int64, using rng: inout SplitMix64) -> [Sample] {
         var all: [(Int64, Int, Sample)] = []
         for n in 0..<sessions {
             let sid = "viewer-\(n)"
