@@ -151,6 +151,26 @@ import Testing
     /// The findings of `sessions` as one CDN log; with `restoreEvery`, the engine is replaced by
     /// one restored from its checkpoint after every that many records (a daemon restarting).
     static func detect(_ sessions: [Sim.Session], carrier: Sim.Carrier, restoreEvery: Int? = nil) throws -> ([Finding], ParseStatistics) {
+        var parser = try parser(for: carrier)
+        var engine = DetectionEngine()
+        var findings: [Finding] = []
+        for (position, line) in lines(sessions, carrier: carrier).enumerated() {
+            parser.parse(message: line) { outcome in
+                if case .sample(var sample) = outcome {
+                    sample.position = Int64(position)
+                    engine.process(sample, into: &findings)
+                }
+            }
+            if let restoreEvery, position % restoreEvery == restoreEvery - 1 {
+                engine = try DetectionEngine(rules: engine.rules, checkpoint: engine.checkpoint())
+            }
+        }
+        engine.finish(into: &findings)
+        return (findings, parser.statistics)
+    }
+
+    /// A carrier's records of `sessions` in time order, as the CDN logs them.
+    static func lines(_ sessions: [Sim.Session], carrier: Sim.Carrier) -> [String] {
         var lines: [(Int64, String)] = []
         for session in sessions {
             for r in session.requests { lines.append((r.timeMs, render(r, carrier))) }
@@ -165,28 +185,18 @@ import Testing
             // The records of one session, to see why the detectors and the truth differ.
             for (_, line) in lines where line.contains(debug) { print((line.removingPercentEncoding ?? line).replacingOccurrences(of: "\n", with: " | ")) }
         }
+        return lines.map(\.1)
+    }
+
+    /// The parser for a carrier's records.
+    static func parser(for carrier: Sim.Carrier) throws -> RecordParser {
         var configuration = RecordParser.Configuration()
         switch carrier {
         case .query, .headers: break
         case .native: configuration.fields = try CloudFrontFields(nativeFields)
         case .event: configuration.format = .cmcd
         }
-        var parser = RecordParser(configuration: configuration)
-        var engine = DetectionEngine()
-        var findings: [Finding] = []
-        for (position, (_, line)) in lines.enumerated() {
-            parser.parse(message: line) { outcome in
-                if case .sample(var sample) = outcome {
-                    sample.position = Int64(position)
-                    engine.process(sample, into: &findings)
-                }
-            }
-            if let restoreEvery, position % restoreEvery == restoreEvery - 1 {
-                engine = try DetectionEngine(rules: engine.rules, checkpoint: engine.checkpoint())
-            }
-        }
-        engine.finish(into: &findings)
-        return (findings, parser.statistics)
+        return RecordParser(configuration: configuration)
     }
 
     /// A daemon restored from its checkpoints finds exactly what one that never stopped finds:
@@ -222,6 +232,61 @@ import Testing
             #expect(straight.contains { $0.status == .resolved && $0.details.contains { $0.0 == "qoe" } })
         }
         #expect(compared > 300)
+    }
+
+    /// A daemon without a usable checkpoint (Kinesis, `checkpoints: false`) restarts from the
+    /// committed restart position: replaying from there, it goes on as the one that never
+    /// stopped would, every open episode carried on under its id, over every player, carrier
+    /// and behaviour (the QoE of a resolve counts only what it read, so is left out).
+    @Test func replayingFromTheRestartPositionChangesNoFinding() throws {
+        var random = Sim.Random(state: 0x5EED_0026)
+        var sessionsByCarrier: [Sim.Carrier: [Sim.Session]] = [:]
+        var n = 0
+        for behaviour in Sim.Behaviour.allCases {
+            for player in Sim.Player.allCases {
+                for carrier in Sim.Carrier.allCases {
+                    sessionsByCarrier[carrier, default: []].append(
+                        Sim.simulate(id: String(format: "rp%06x", n), player: player, carrier: carrier, behaviour: behaviour, startMs: Self.start + Int64(n) * 900, random: &random))
+                    n += 1
+                }
+            }
+        }
+        func identity(_ f: Finding) -> String { "\(f.sessionID) \(f.type.rawValue) \(f.status.rawValue) \(f.severity.rawValue) \(f.id)" }
+        var compared = 0
+        for carrier in Sim.Carrier.allCases {
+            var parser = try Self.parser(for: carrier)
+            var samples: [Sample] = []
+            for (position, line) in Self.lines(sessionsByCarrier[carrier] ?? [], carrier: carrier).enumerated() {
+                parser.parse(message: line) { outcome in
+                    if case .sample(var sample) = outcome {
+                        sample.position = Int64(position)
+                        samples.append(sample)
+                    }
+                }
+            }
+            for cut in stride(from: samples.count / 10, to: samples.count, by: max(1, samples.count / 10)) {
+                // The daemon that never stopped: where its commit would stand at the cut.
+                var straight = DetectionEngine()
+                var before: [Finding] = []
+                for sample in samples[..<cut] { straight.process(sample, into: &before) }
+                let from = straight.restartPosition().map { position in samples.firstIndex { $0.position >= position } ?? cut } ?? cut
+                var after: [Finding] = []
+                for sample in samples[cut...] { straight.process(sample, into: &after) }
+                // The one started after it, from the committed position.
+                var restarted = DetectionEngine()
+                var repeated: [Finding] = []
+                for sample in samples[from..<cut] { restarted.process(sample, into: &repeated) }
+                var carriedOn: [Finding] = []
+                for sample in samples[cut...] { restarted.process(sample, into: &carriedOn) }
+                let (want, got) = (after.map(identity), carriedOn.map(identity))
+                let differ = zip(got, want).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+                #expect(
+                    got == want,
+                    "\(carrier), cut at \(cut) of \(samples.count), replayed from \(from): \(got.count) findings against \(want.count); first difference: \(differ.map { "\(got[$0]) vs \(want[$0])" } ?? "-")")
+                compared += want.count
+            }
+        }
+        #expect(compared > 300, "\(compared)")
     }
 
     static func sta(_ phase: Sim.Phase) -> String {
