@@ -30,10 +30,22 @@ public struct Silence: Sendable, Equatable {
     public static let matcherKeys = ["type", "severity", "edge_location", "content_id", "session_id", "scope"]
 
     /// `edge_location=FRA56-C2,content_id=news` in the canonical order (dimensions sorted), or
-    /// an error naming what is wrong.
+    /// an error naming what is wrong. A comma starts a pair only when a name (`[a-z_]+`) and
+    /// `=` follow it, so a value may hold commas (`content_id=Film, Part 2`), as titles do.
     public static func canonicalScope(_ text: String) throws -> String {
+        var parts: [Substring] = []
+        var start = text.startIndex
+        for comma in text.indices where text[comma] == "," {
+            let rest = text[text.index(after: comma)...]
+            let name = rest.prefix { ("a"..."z").contains($0) || $0 == "_" }
+            if !name.isEmpty, rest.dropFirst(name.count).first == "=" {
+                parts.append(text[start..<comma])
+                start = text.index(after: comma)
+            }
+        }
+        parts.append(text[start...])
         var pairs: [(String, String)] = []
-        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+        for part in parts {
             guard let equals = part.firstIndex(of: "="), !part[part.index(after: equals)...].isEmpty else {
                 throw SQLError("scope '\(text.prefix(60))' is not dimension=value[,dimension=value]")
             }

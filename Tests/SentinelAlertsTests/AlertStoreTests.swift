@@ -637,14 +637,20 @@ extension IncidentFoldingTests {
         let vod = incident([("stream_type", "vod")], "vod")
         let pair = incident([("edge_location", "FRA56-C2"), ("content_id", "news")], "pair")
         let edge = incident([("edge_location", "FRA56-C2")], "edge")
-        for matchers in [["scope": "stream_type=live"], ["scope": "edge_location=FRA56-C2,content_id=news", "type": "incident"]] {
+        let title = incident([("edge_location", "FRA56-C2"), ("content_id", "Film, Part 2")], "title")
+        let sequel = incident([("edge_location", "FRA56-C2"), ("content_id", "Film, Part 3")], "sequel")
+        for matchers in [
+            ["scope": "stream_type=live"], ["scope": "edge_location=FRA56-C2,content_id=news", "type": "incident"],
+            ["scope": "edge_location=FRA56-C2,content_id=Film, Part 2"],
+        ] {
             try await s.addSilence(try Silence(matchers: matchers, startsAt: 1_000, endsAt: 100_000, createdBy: "ops", comment: "", createdAt: 1_000))
         }
         #expect(try await s.silences(activeAt: 5_000).map { $0.scope } .contains("content_id=news,edge_location=FRA56-C2"), "stored in canonical order")
-        let all = [live, vod, pair, edge]
+        let all = [live, vod, pair, edge, title, sequel]
         try await s.record(all, notifications: all.map { store.entry(for: $0, kind: .firing) }, now: 2_000)
         let claimed = try await s.claimDue(endpoint: "default", owner: "o", limit: 10, now: 3_000, leaseUntil: 60_000)
-        #expect(Set(claimed.map(\.alertID)) == ["vod", "edge"], "only the silenced cohorts are held back, not the edge's own incident")
+        #expect(Set(claimed.map(\.alertID)) == ["vod", "edge", "sequel"], "only the silenced cohorts are held back, not the edge's own incident")
+        #expect(try await s.notifications(alertID: "title").first?.state == .silenced, "a title with a comma in it")
         #expect(try await s.notifications(alertID: "live").first?.state == .silenced)
         #expect(try await s.notifications(alertID: "pair").first?.state == .silenced)
         await s.close()
@@ -655,6 +661,11 @@ extension IncidentFoldingTests {
         #expect(throws: SQLError.self) { try Silence.canonicalScope("pop=FRA") }
         #expect(throws: SQLError.self) { try Silence.canonicalScope("edge_location") }
         #expect(throws: SQLError.self) { try Silence.canonicalScope("edge_location=a,edge_location=b") }
+        // Titles hold commas: a comma starts a pair only before a dimension's name.
+        #expect(try Silence.canonicalScope("edge_location=FRA56-C2,content_id=Film, Part 2") == "content_id=Film, Part 2,edge_location=FRA56-C2")
+        #expect(try Silence.canonicalScope("content_id=a,b,edge_location=c") == "content_id=a,b,edge_location=c")
+        #expect(throws: SQLError.self) { try Silence.canonicalScope("content_id=a,pop=b") }
+        #expect(throws: SQLError.self) { try Silence.canonicalScope("content_id=a,edge_location=") }
     }
 
     @Test func badSilencesAreRefused() {
