@@ -126,12 +126,10 @@ struct ConsumeStateMachine {
         for (tp, p) in partitions where only?.contains(tp) ?? true {
             if checkpointDue, let through = p.handledThrough, through > (p.checkpointed ?? -1) { plan.checkpoints[tp] = through }
             if let next = p.pending {
-                var offset: Int64
+                var offset = min(next, restartPosition(tp) ?? next)
                 if configuration.checkpoints {
                     // Stopping, the checkpoint holds the whole state: all that was handled.
-                    offset = min(stopping ? next : min(next, restartPosition(tp) ?? next), plan.checkpoints[tp] ?? p.checkpointed ?? -1)
-                } else {
-                    offset = min(next, restartPosition(tp) ?? next)
+                    offset = min(stopping ? next : offset, plan.checkpoints[tp] ?? p.checkpointed ?? -1)
                 }
                 if offset > (p.committed ?? -1) { plan.offsets[tp] = offset }
             }

@@ -228,24 +228,23 @@ struct RestartPositionTests {
             for _ in 0..<3 { cuts.append(Int.random(in: 1..<samples.count, using: &rng)) }
             var before = DetectionEngine()
             var findings: [Finding] = []
-            var cutFindings = 0
             var snapshots: [(cut: Int, restart: Int64?, findings: Int)] = []
             for (i, s) in samples.enumerated() {
                 if cuts.contains(i) { snapshots.append((i, before.restartPosition(), findings.count)) }
                 before.process(s, into: &findings)
             }
             before.finish(into: &findings)
+            func identity(_ f: Finding) -> String { "\(f.id) \(f.type.rawValue) \(f.status.rawValue) \(f.severity.rawValue)" }
             for snapshot in snapshots {
-                cutFindings = snapshot.findings
                 var after = DetectionEngine()
-                var replayed: [Finding] = []
+                var repeated: [Finding] = []
                 let from = Int(snapshot.restart ?? Int64(snapshot.cut))
-                for s in samples[from..<snapshot.cut] { after.process(s, into: &replayed) }
-                replayed = []
+                for s in samples[from..<snapshot.cut] { after.process(s, into: &repeated) }
+                var replayed: [Finding] = []
                 for s in samples[snapshot.cut...] { after.process(s, into: &replayed) }
                 after.finish(into: &replayed)
-                let expected = findings[cutFindings...].map { "\($0.id) \($0.type.rawValue) \($0.status.rawValue) \($0.severity.rawValue)" }
-                let got = replayed.map { "\($0.id) \($0.type.rawValue) \($0.status.rawValue) \($0.severity.rawValue)" }
+                let expected = findings[snapshot.findings...].map(identity)
+                let got = replayed.map(identity)
                 #expect(got == expected, "round \(round), cut at \(snapshot.cut) of \(samples.count), replayed from \(from)")
                 if got != expected { return }
             }
