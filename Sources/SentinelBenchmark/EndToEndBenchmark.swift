@@ -61,11 +61,35 @@ func produce(_ producer: KafkaProducer, topic: String, count: Int, generator: in
 }
 
 /// User + system CPU seconds of this process so far (every thread).
-func processCPUSeconds() -> Double {
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
-    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
-    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+func processCPUSeconds() -> Double { ProcessUsage.now().cpu }
+
+/// The process's user and system CPU seconds and minor page faults (`getrusage`), to take
+/// differences of. System time is mostly page faults: on a virtual machine whose free memory
+/// goes back to the host (free page reporting), a fault on such a page costs several times
+/// one that the guest still holds, so a run's system time says how much of its CPU was that.
+struct ProcessUsage {
+    var user: Double
+    var system: Double
+    var minorFaults: Int
+
+    var cpu: Double { user + system }
+
+    static func now() -> ProcessUsage {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return ProcessUsage(user: seconds(usage.ru_utime), system: seconds(usage.ru_stime), minorFaults: usage.ru_minflt)
+    }
+
+    static func - (a: ProcessUsage, b: ProcessUsage) -> ProcessUsage {
+        ProcessUsage(user: a.user - b.user, system: a.system - b.system, minorFaults: a.minorFaults - b.minorFaults)
+    }
+
+    /// "0.21 s system, 46,000 page faults" for a run over `records` records, per million.
+    func describe(perMillion records: Int) -> String {
+        let scale = 1e6 / Double(records)
+        return "of which system \(format(system * scale)), \(Int((Double(minorFaults) * scale).rounded())) page faults"
+    }
 }
 
 func format(_ value: Double) -> String { String(format: "%.2f", value) }
@@ -127,24 +151,26 @@ final class ThreadCPUSampler: Sendable {
 }
 
 /// Reads `records` records of the configured partitions from the beginning and discards them:
-/// the bare cost of fetching, to compare the daemon with. Wall and CPU seconds of this process.
-func bareConsume(configuration: SentinelConfiguration, records: Int, group: String) throws -> (wall: Double, cpu: Double) {
+/// the bare cost of fetching, to compare the daemon with. The wall-clock seconds of reading,
+/// and the process's CPU from making the client to closing it, as the daemon's run counts its
+/// own (and `kcat -C -e` pays both).
+func bareConsume(configuration: SentinelConfiguration, records: Int, group: String) throws -> (wall: Double, usage: ProcessUsage) {
     // The daemon's librdkafka properties (its pre-fetch queue among them), without statistics.
     var configuration = configuration
     configuration.kafka.groupID = group
     var properties = Daemon.kafkaProperties(for: configuration)
     properties["statistics.interval.ms"] = nil
+    let usageStart = ProcessUsage.now()
     let consumer = try KafkaConsumer(properties: properties)
     try consumer.assign(configuration.kafka.partitions.map { (KafkaTopicPartition(topic: configuration.kafka.topic, partition: $0), offset: nil) })
-    let cpuStart = processCPUSeconds()
     let start = Date()
     var seen = 0
     while seen < records, Date().timeIntervalSince(start) < 120 {
         seen += try consumer.pollDiscarding(max: 1_000, timeoutMs: 100)
     }
-    let result = (Date().timeIntervalSince(start), processCPUSeconds() - cpuStart)
+    let wall = Date().timeIntervalSince(start)
     consumer.close()
-    return result
+    return (wall, ProcessUsage.now() - usageStart)
 }
 
 /// The configuration both the daemon and the bare consumer read `topic` with: the daemon's
@@ -162,36 +188,6 @@ func benchConfiguration(brokers: String, topic: String) -> SentinelConfiguration
         if parts.count == 2 { configuration.kafka.properties[String(parts[0])] = String(parts[1]) }
     }
     return configuration
-}
-
-/// `sentinel-bench bare-consumer BROKERS TOPIC GROUP RECORDS`: the bare consumer alone in a
-/// process of its own, as `kcat` runs (the allocator as glibc sets it up, nothing of a
-/// daemon's before it); prints its wall and CPU seconds for `endToEndBenchmark`.
-func bareConsumerProcess(brokers: String, topic: String, group: String, records: Int) {
-    do {
-        let run = try bareConsume(configuration: benchConfiguration(brokers: brokers, topic: topic), records: records, group: group)
-        print("bare-consumer \(run.wall) \(run.cpu)")
-    } catch {
-        FileHandle.standardError.write(Data("bare-consumer: failed: \(error)\n".utf8))
-        exit(1)
-    }
-}
-
-/// Runs `bareConsumerProcess` in a child process and returns what it measured.
-func bareConsumeInChildProcess(brokers: String, topic: String, records: Int, group: String) throws -> (wall: Double, cpu: Double) {
-    let child = Process()
-    child.executableURL = URL(fileURLWithPath: "/proc/self/exe")
-    child.arguments = ["bare-consumer", brokers, topic, group, String(records)]
-    let output = Pipe()
-    child.standardOutput = output
-    try child.run()
-    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    child.waitUntilExit()
-    let fields = text.split(whereSeparator: \.isWhitespace)
-    guard child.terminationStatus == 0, fields.count == 3, fields[0] == "bare-consumer", let wall = Double(fields[1]), let cpu = Double(fields[2]) else {
-        throw BenchError(message: "the bare consumer's process failed (status \(child.terminationStatus)): \(text)")
-    }
-    return (wall, cpu)
 }
 
 struct BenchError: Error, CustomStringConvertible { var message: String; var description: String { message } }
@@ -219,90 +215,19 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
 
         var configuration = benchConfiguration(brokers: brokers, topic: topic)
         var options = Daemon.Options()
-        options.exitWhenIdleSeconds = 1
 
         // The same backlog read by a bare librdkafka consumer (fetch and discard: what `kcat -C
-        // -e` does, in a process of its own as kcat is: the daemon sets up the process's
-        // allocator for itself), then by the daemon with each set of sinks; CPU is the
-        // process's user + system time over the run (librdkafka's threads included), idle
-        // second excluded. The bare consumer runs first and again at the end, and the daemon is
-        // compared with the mean of the two: on a shared machine one run of it alone varies by
-        // a fifth.
-        // Each run writes its findings as `run` does to standard output, to /dev/null, beside
-        // the sink that counts them.
-        let devNull = open("/dev/null", O_WRONLY)
-        defer { close(devNull) }
-        // The alerts tables of the runs, removed at the end.
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-bench-e2e-\(getpid())")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: scratch) }
-        typealias Variant = (name: String, makeSinks: () async throws -> [any FindingSink])
-        var withoutInflux: [Variant] = [("stdout", { [MeasuringSink(), StdoutSink(fd: devNull)] })]
-        withoutInflux.append(("stdout and the alerts table (SQLite)", {
-            let path = scratch.appendingPathComponent("alerts-\(UUID().uuidString).db").path
-            let store = try await AlertStore.open(url: "sqlite:\(path)", logger: quietLogger)
-            let routing = WebhookRouting(routes: DetectionRules().routes, endpoints: [])
-            return [MeasuringSink(), StdoutSink(fd: devNull), AlertSink(store: store, notifications: { routing.plan($0, now: $1) }, logger: quietLogger)]
-        }))
-        var sets = [withoutInflux]
-        if let url = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_URL") {
-            // The daemon also writes every request and finding to InfluxDB, as `run` does with
-            // `write_raw`, and commits only what InfluxDB holds. influxd's own CPU is not counted.
-            // Its runs come after all the others: influxd goes on working (its cache, its
-            // compactions) for a while after taking 500,000 points, on the same cores, and the
-            // daemon's runs after it took up to half as much CPU again.
-            var influx = SentinelConfiguration.Influx()
-            influx.url = url
-            influx.database = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_DATABASE") ?? "cmcd-metrics"
-            influx.gzip = ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_GZIP") == "true"
-            sets.append([("stdout and InfluxDB (every request and finding)", { [MeasuringSink(), StdoutSink(fd: devNull), InfluxSink(configuration: influx, logger: quietLogger)] })])
-        }
-        /// One daemon over the backlog with `variant`'s sinks: prints what it did (unless it is
-        /// the warm-up) and returns its CPU-seconds per million records.
-        func measureDaemon(_ variant: Variant, configuration: SentinelConfiguration, reported: Bool) async throws -> Double {
-            let sinks = try await variant.makeSinks()
-            let daemon = Daemon(configuration: configuration, rules: DetectionRules(), options: options, sinks: sinks, logger: quietLogger)
-            // With many sessions: resident memory before and at its highest while consuming.
-            let residentBefore = sessions >= 100_000 ? residentBytes() : nil
-            let residentPeak = Peak()
-            let cpuStart = processCPUSeconds()
-            let sampler = ProcessEnvironmentValue("SENTINEL_BENCH_THREADS") != nil ? ThreadCPUSampler() : nil
-            let consumeStart = Date()
-            try await withThrowingDiscardingTaskGroup { group in
-                // The InfluxDB writer sends in the background while the daemon runs.
-                for case let influx as InfluxSink in sinks { group.addTask { await influx.run() } }
-                if let sampler { group.addTask { await sampler.run() } }
-                if residentBefore != nil {
-                    group.addTask {
-                        while !Task.isCancelled, daemon.metrics.recordsConsumed < records {
-                            residentPeak.note(residentBytes())
-                            try? await Task.sleep(for: .milliseconds(20))
-                        }
-                        residentPeak.note(residentBytes())
-                    }
-                }
-                try await daemon.run()
-                sampler?.sample()
-                sampler?.stop()
-                for case let influx as InfluxSink in sinks { influx.close() }
-            }
-            let seconds = Date().timeIntervalSince(consumeStart) - 1  // the idle second
-            let cpu = processCPUSeconds() - cpuStart
-            let consumed = daemon.metrics.recordsConsumed
-            guard reported else { return cpu / Double(consumed) * 1e6 }
-            if let sampler {
-                print("e2e:   CPU-s by thread: " + sampler.spent().map { "\($0.0) \(format($0.1))" }.joined(separator: ", "))
-            }
-            if let baseline = residentBefore {
-                let peak = max(residentPeak.value, baseline)
-                print("e2e:   resident memory grew by \((peak - baseline) / 1_048_576) MiB while consuming \(sessions) sessions: \((peak - baseline) / sessions) bytes per live session, librdkafka's queues included")
-            }
-            let findings = (sinks.first as? MeasuringSink)?.findings ?? 0
-            print(
-                "e2e: daemon, \(variant.name): \(consumed) records in \(format(seconds)) s: \(Int(Double(consumed) / seconds)) records/s, "
-                    + "\(format(cpu / Double(consumed) * 1e6)) CPU-s per million records, \(findings) findings")
-            return cpu / Double(consumed) * 1e6
-        }
+        // -e` does) and by the daemon with each set of sinks, each in a process of its own, as
+        // kcat and `cmcd-sentinel run` are: a fresh process each time, so that no run inherits
+        // another's heaps (glibc hands an exited thread's arena, its pages resident or not, to
+        // whichever thread comes next, and which one that is changes from run to run). CPU is
+        // the process's user + system time over the run (librdkafka's threads included), the
+        // daemon's idle second and its start excluded.
+        var sets = [["stdout", "alerts"]]
+        // With InfluxDB, its runs come after all the others: influxd goes on working (its
+        // cache, its compactions) for a while after taking the points, on the same cores, and
+        // the daemon's runs after it took up to half as much CPU again.
+        if ProcessEnvironmentValue("SENTINEL_BENCH_INFLUX_URL") != nil { sets.append(["influx"]) }
         // SENTINEL_BENCH_ROUNDS: each comparison again, each round against its own bare
         // consumer's runs, and the medians over the rounds (one round when memory is measured).
         let rounds = sessions >= 100_000 ? 1 : max(1, ProcessEnvironmentValue("SENTINEL_BENCH_ROUNDS").flatMap { Int($0) } ?? 1)
@@ -313,24 +238,28 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         for (setIndex, set) in sets.enumerated() {
             for round in 1...rounds {
                 if rounds > 1 { print("e2e: round \(round) of \(rounds)") }
-                var bareRuns = [try bareConsumeInChildProcess(brokers: brokers, topic: topic, records: records, group: "bench-bare-\(topic)-\(setIndex)-\(round)-0")]
-                print("e2e: bare consumer: \(records) records in \(format(bareRuns[0].wall)) s, \(format(bareRuns[0].cpu / Double(records) * 1e6)) CPU-s per million records")
-                var daemonRuns: [(name: String, cpu: Double)] = []
-                var variants = set
-                // A first daemon in a process pays for warming up (the allocator's heap, first touches
-                // of memory) what a long-running one does not: an unreported run over the backlog goes
-                // first, except when memory is measured, which wants the fresh heap.
-                let warmUp = sessions < 100_000 && round == 1 && setIndex == 0
-                if warmUp { variants.insert(("warm-up", variants[0].makeSinks), at: 0) }
-                for (index, variant) in variants.enumerated() {
-                    configuration.kafka.groupID = "bench-\(topic)-\(setIndex)-\(round)-\(index)"
-                    let reported = !(warmUp && index == 0)
-                    let cpu = try await measureDaemon(variant, configuration: configuration, reported: reported)
-                    if reported { daemonRuns.append((variant.name, cpu)) }
+                // The bare consumer runs once before the daemons and twice after; the median of
+                // the three is the round's baseline: a run whose page faults land on memory the
+                // guest had handed back to the host (free page reporting) costs up to twice the
+                // system time, and one such run should not move the baseline.
+                var bareRuns: [(wall: Double, usage: ProcessUsage)] = []
+                func bareRun(_ label: String) throws {
+                    let run = try bareConsumeInChildProcess(brokers: brokers, topic: topic, records: records, group: "bench-bare-\(topic)-\(setIndex)-\(round)-\(bareRuns.count)")
+                    bareRuns.append(run)
+                    print(
+                        "e2e: bare consumer\(label): \(records) records in \(format(run.wall)) s, \(format(run.usage.cpu / Double(records) * 1e6)) CPU-s per million records "
+                            + "(\(run.usage.describe(perMillion: records)))")
                 }
-                bareRuns.append(try bareConsumeInChildProcess(brokers: brokers, topic: topic, records: records, group: "bench-bare-\(topic)-\(setIndex)-\(round)-1"))
-                let bareCPU = bareRuns.map(\.cpu).reduce(0, +) / Double(bareRuns.count) / Double(records) * 1e6
-                print("e2e: bare consumer again: \(format(bareRuns[1].cpu / Double(records) * 1e6)) CPU-s per million records; mean of the two \(format(bareCPU))")
+                try bareRun("")
+                var daemonRuns: [(name: String, cpu: Double)] = []
+                for (index, variant) in set.enumerated() {
+                    daemonRuns.append(
+                        try daemonRunInChildProcess(brokers: brokers, topic: topic, records: records, group: "bench-\(topic)-\(setIndex)-\(round)-\(index)", variant: variant))
+                }
+                try bareRun(" again")
+                try bareRun(" a third time")
+                let bareCPU = PassRates(bareRuns.map { $0.usage.cpu / Double(records) * 1e6 }).median
+                print("e2e: bare consumer, the median of the three: \(format(bareCPU)) CPU-s per million records")
                 bareCPUs.append(bareCPU)
                 for run in daemonRuns {
                     print("e2e: daemon, \(run.name): \(format(run.cpu)) CPU-s per million records, \(format(run.cpu / bareCPU)) x the bare consumer")
@@ -346,7 +275,7 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
                 let sorted = PassRates(values).sorted
                 return "median \(format(PassRates(values).median)) (\(format(sorted.first!)) to \(format(sorted.last!)))"
             }
-            print("e2e: over \(rounds) rounds, CPU-s per million records: bare consumer (each round's mean) \(summary(bareCPUs))")
+            print("e2e: over \(rounds) rounds, CPU-s per million records: bare consumer (each round's median of three) \(summary(bareCPUs))")
             for name in variantNames {
                 print("e2e: over \(rounds) rounds, daemon, \(name): \(summary(cpuByVariant[name] ?? [])) CPU-s, \(summary(ratiosByVariant[name] ?? [])) x the bare consumer")
             }

@@ -4,6 +4,7 @@
 //                                                                     SENTINEL_BENCH_INFLUX_URL adds an InfluxDB sink
 //   swift run -c release sentinel-bench lines [records] [sessions] > F  the benchmark's lines, to time `cmcd-sentinel detect F`
 //   swift run -c release sentinel-bench alerts [findings]              the alerts table's (SQLite) cost per finding
+//                                                                     (SENTINEL_BENCH_BATCH: findings a transaction)
 // Prints figures and asserts nothing: targets are checked by reading them, not by timed tests.
 
 import Foundation
@@ -44,6 +45,8 @@ if arguments.first == "lines" {
     await endToEndBenchmark(brokers: ProcessEnvironmentValue("SENTINEL_KAFKA_BROKERS") ?? "127.0.0.1:9092", records: records, rate: rate)
 } else if arguments.first == "bare-consumer", arguments.count == 5 {
     bareConsumerProcess(brokers: arguments[1], topic: arguments[2], group: arguments[3], records: count(4, "records", fallback: 1))
+} else if arguments.first == "daemon-run", arguments.count == 6 {
+    await daemonRunProcess(brokers: arguments[1], topic: arguments[2], group: arguments[3], records: count(4, "records", fallback: 1), variant: arguments[5])
 } else if arguments.first == "alerts" {
     await alertsBenchmark(findingCount: count(1, "findings", fallback: 50_000))
 } else {
