@@ -128,9 +128,9 @@ final class ThreadCPUSampler: Sendable {
 
     func sample() { let now = threadCPUSeconds(); last.withLock { $0.merge(now) { _, new in new } } }
 
-    /// Samples every 50 ms until `stop`.
+    /// Samples every 50 ms until `stop` (or the task is cancelled: a daemon that failed).
     func run() async {
-        while !stopped.load(ordering: .relaxed) {
+        while !stopped.load(ordering: .relaxed), !Task.isCancelled {
             sample()
             try? await Task.sleep(for: .milliseconds(50))
         }
