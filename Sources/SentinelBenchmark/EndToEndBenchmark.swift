@@ -85,7 +85,7 @@ struct ProcessUsage {
         ProcessUsage(user: a.user - b.user, system: a.system - b.system, minorFaults: a.minorFaults - b.minorFaults)
     }
 
-    /// "0.21 s system, 46,000 page faults" for a run over `records` records, per million.
+    /// "of which system 0.21, 46000 page faults" for a run over `records` records, per million.
     func describe(perMillion records: Int) -> String {
         let scale = 1e6 / Double(records)
         return "of which system \(format(system * scale)), \(Int((Double(minorFaults) * scale).rounded())) page faults"
@@ -221,8 +221,9 @@ func endToEndBenchmark(brokers: String, records: Int, rate: Int) async {
         // kcat and `cmcd-sentinel run` are: a fresh process each time, so that no run inherits
         // another's heaps (glibc hands an exited thread's arena, its pages resident or not, to
         // whichever thread comes next, and which one that is changes from run to run). CPU is
-        // the process's user + system time over the run (librdkafka's threads included), the
-        // daemon's idle second and its start excluded.
+        // the process's user + system time from making the client to closing it (librdkafka's
+        // threads included; the daemon's idle second before it stops too, but not its sinks'
+        // set-up).
         var sets = [["stdout", "alerts"]]
         // With InfluxDB, its runs come after all the others: influxd goes on working (its
         // cache, its compactions) for a while after taking the points, on the same cores, and
